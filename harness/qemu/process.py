@@ -1,0 +1,433 @@
+"""One QEMU process with an explicit lifecycle: command line, scratch folder, QMP, qtest, migration.
+
+QEMU always runs paused (`-S`) on TCG with no default devices: Debian's build has no qtest
+accelerator, and a running guest (SeaBIOS) would reprogram the devices we drive.
+
+Lifecycle (every call checks it; a call in the wrong state raises QemuError):
+
+    NEW --start()--> STARTED --connect()--> CONNECTED <--migrate()/migrate_incoming()--> MIGRATING
+    STARTED, CONNECTED, MIGRATING --(QEMU exits on its own, migration fails)--> FAILED
+    any --close()--> STOPPED (a FAILED process stays FAILED; close() is idempotent)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import enum
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError
+
+from harness.errors import QemuError
+from harness.qemu.qtest import QtestClient
+
+# Poll interval for sockets, migration status and process exit: short, since a whole cycle is ~40 ms.
+POLL = 0.002
+# Generous limits: they only matter when QEMU is stuck, and CI machines can be slow.
+CONNECT_TIMEOUT = 15.0
+COMMAND_TIMEOUT = 15.0
+MIGRATE_TIMEOUT = 60.0
+QUIT_TIMEOUT = 2.0
+
+# Debian package that provides qemu-system-ARCH, for the "not found" message.
+_DEBIAN_PACKAGE = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm", "arm": "qemu-system-arm"}
+
+_T = TypeVar("_T")
+
+
+def find_qemu(binary: str | None = None, arch: str = "x86_64") -> str:
+    """Return the path of the QEMU binary: `binary` if given (a path or a name on PATH), else
+    qemu-system-ARCH from PATH."""
+    name = binary or f"qemu-system-{arch}"
+    if os.sep in name:
+        if os.path.isfile(name) and os.access(name, os.X_OK):
+            return os.path.abspath(name)
+        raise QemuError(f"QEMU binary {name} does not exist or is not executable")
+    found = shutil.which(name)
+    if found is None:
+        package = _DEBIAN_PACKAGE.get(arch, "qemu-system-misc")
+        raise QemuError(
+            f"{name} not found on PATH (install it, e.g. `apt-get install --no-install-recommends "
+            f"{package}`, or pass the binary's path)"
+        )
+    return found
+
+
+# -- scratch folders and the processes alive in this Python process -------------------------------------
+
+_scratch_root: Path | None = None
+_live: dict[int, QemuProcess] = {}
+_started_pids: list[int] = []
+
+
+def scratch_root() -> Path:
+    """This worker's scratch root: one temporary folder per Python process (and xdist worker);
+    each QemuProcess makes its own folder inside it and removes it on close."""
+    global _scratch_root
+    if _scratch_root is None or not _scratch_root.is_dir():
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        base = tempfile.gettempdir()
+        # Unix socket paths must fit in 108 bytes: keep the prefix short.
+        if len(base) > 40:
+            base = "/tmp"
+        _scratch_root = Path(tempfile.mkdtemp(prefix=f"virtio-compat-{worker}-", dir=base))
+    return _scratch_root
+
+
+def started_pids() -> list[int]:
+    """The pid of every QEMU started by this Python process, in order (for hygiene checks)."""
+    return list(_started_pids)
+
+
+def live_processes() -> list[QemuProcess]:
+    """The QemuProcess objects started and not yet closed."""
+    return list(_live.values())
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    for qemu in list(_live.values()):
+        qemu.close()
+    if _scratch_root is not None:
+        shutil.rmtree(_scratch_root, ignore_errors=True)
+
+
+class QemuState(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    CONNECTED = "connected"
+    MIGRATING = "migrating"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class _Qmp:
+    """A synchronous face on qemu.qmp's QMPClient, with its own event loop and a timeout on every call."""
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = QMPClient(name)
+
+    def _run(self, coro: Coroutine[Any, Any, _T], timeout: float) -> _T:
+        return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def connect(self, path: Path, timeout: float) -> None:
+        self._run(self._client.connect(str(path)), timeout)
+
+    @property
+    def greeting(self) -> dict[str, Any]:
+        greeting = self._client.greeting
+        return dict(greeting._asdict()) if greeting is not None else {}
+
+    def execute(self, command: str, arguments: dict[str, Any] | None, timeout: float) -> Any:
+        return self._run(self._client.execute(command, arguments), timeout)
+
+    def close(self) -> None:
+        try:
+            self._run(self._client.disconnect(), QUIT_TIMEOUT)
+        except (QMPError, OSError, EOFError, asyncio.TimeoutError):
+            pass  # the peer is gone already; disconnect re-raises what ended the connection
+        finally:
+            self._loop.close()
+
+
+class QemuProcess:
+    """One QEMU process. Use it as a context manager: leaving the block (normally, by an exception
+    or by KeyboardInterrupt) ends QEMU and removes the scratch folder."""
+
+    def __init__(
+        self,
+        machine: str,
+        args: Sequence[str] = (),
+        *,
+        binary: str | None = None,
+        arch: str = "x86_64",
+        qtest: bool = False,
+        incoming: bool = False,
+        name: str = "qemu",
+    ) -> None:
+        self.binary = find_qemu(binary, arch)
+        self.machine = machine
+        self.args = list(args)
+        self.qtest_enabled = qtest
+        self.incoming = incoming
+        self.name = name
+        self.state = QemuState.NEW
+        self.scratch: Path | None = None
+        self.argv: list[str] = []
+        self.returncode: int | None = None
+        self.stderr = ""  # filled in when the process ends
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._qmp: _Qmp | None = None
+        self._qtest: QtestClient | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<QemuProcess {self.name} {self.state.value} pid={self.pid}>"
+
+    # -- state checks -------------------------------------------------------------------------------------
+
+    def _require(self, action: str, *states: QemuState) -> None:
+        if self.state not in states:
+            allowed = ", ".join(s.name for s in states)
+            raise QemuError(f"cannot {action} a QEMU process in state {self.state.name} (needs {allowed})")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def prefix(self) -> str:
+        """How QEMU starts its error lines: the program name and a colon."""
+        return f"{os.path.basename(self.binary)}: "
+
+    # -- start and connect ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Launch QEMU (NEW -> STARTED); it creates its sockets and waits, paused."""
+        self._require("start", QemuState.NEW)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=scratch_root()))
+        self.argv = [
+            self.binary,
+            "-machine", f"{self.machine},accel=tcg",
+            "-nodefaults",
+            "-display", "none",
+            "-S",
+            "-qmp", f"unix:{self.scratch / 'qmp.sock'},server=on,wait=off",
+        ]  # fmt: skip
+        if self.qtest_enabled:
+            self.argv += ["-qtest", f"unix:{self.scratch / 'qtest.sock'},server=on,wait=off"]
+            self.argv += ["-qtest-log", "/dev/null"]
+        if self.incoming:
+            self.argv += ["-incoming", "defer"]
+        self.argv += self.args
+        try:
+            with open(self.scratch / "stderr", "wb") as stderr:
+                # stdout to /dev/null: a QEMU that inherits our stdout pipe keeps it open after we die.
+                self._proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+                )
+        except OSError as exc:
+            self.state = QemuState.FAILED
+            self._cleanup_scratch()
+            raise QemuError(f"cannot run {self.binary}: {exc}") from exc
+        _live[id(self)] = self
+        _started_pids.append(self._proc.pid)
+        self.state = QemuState.STARTED
+
+    def connect(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Connect QMP (and qtest if enabled) as soon as QEMU's sockets accept (STARTED -> CONNECTED)."""
+        self._require("connect to", QemuState.STARTED)
+        assert self.scratch is not None
+        deadline = time.monotonic() + timeout
+        qmp_path = self.scratch / "qmp.sock"
+        while not qmp_path.exists():
+            self._check_alive("starting")
+            if time.monotonic() > deadline:
+                self._fail()
+                raise QemuError(f"QEMU did not create its QMP socket within {timeout} s{self._stderr_tail()}")
+            time.sleep(POLL)
+        qmp = _Qmp(self.name)
+        self._qmp = qmp
+        while True:
+            try:
+                qmp.connect(qmp_path, max(deadline - time.monotonic(), POLL))
+                break
+            except (QMPError, OSError, asyncio.TimeoutError) as exc:
+                self._check_alive("connecting to QMP")
+                if time.monotonic() > deadline:
+                    self._fail()
+                    raise QemuError(f"cannot connect to QMP: {exc}{self._stderr_tail()}") from exc
+                time.sleep(POLL)
+        if self.qtest_enabled:
+            try:
+                self._qtest = QtestClient.connect(self.scratch / "qtest.sock", max(deadline - time.monotonic(), 1))
+            except QemuError:
+                self._check_alive("connecting to qtest")
+                self._fail()
+                raise
+        self.state = QemuState.CONNECTED
+
+    def __enter__(self) -> QemuProcess:
+        try:
+            if self.state is QemuState.NEW:
+                self.start()
+            if self.state is QemuState.STARTED:
+                self.connect()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- talking to QEMU ------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """QEMU's version as the fixtures write it, e.g. `7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)`."""
+        self._require("read the version of", QemuState.CONNECTED, QemuState.MIGRATING)
+        assert self._qmp is not None
+        info = self._qmp.greeting.get("QMP", {}).get("version", {})
+        number = info.get("qemu", {})
+        text = f"{number.get('major')}.{number.get('minor')}.{number.get('micro')}"
+        package = str(info.get("package", "")).strip()
+        return f"{text} ({package})" if package else text
+
+    @property
+    def qtest(self) -> QtestClient:
+        self._require("drive", QemuState.CONNECTED)
+        if self._qtest is None:
+            raise QemuError("this QEMU process was started without qtest")
+        return self._qtest
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """Run one QMP command and return its result; an error reply raises QemuError."""
+        self._require(f"run QMP {command} on", QemuState.CONNECTED, QemuState.MIGRATING)
+        return self._execute(command, arguments)
+
+    def _execute(self, command: str, arguments: dict[str, Any]) -> Any:
+        assert self._qmp is not None
+        try:
+            return self._qmp.execute(command, arguments or None, COMMAND_TIMEOUT)
+        except ExecuteError as exc:
+            raise QemuError(f"QMP {command} failed: {exc.error.desc}") from exc
+        except (QMPError, OSError, EOFError, asyncio.TimeoutError) as exc:
+            self._check_alive(f"running QMP {command}")
+            raise QemuError(f"QMP {command}: {type(exc).__name__}: {exc}") from exc
+
+    def migrate(self, uri: str, timeout: float = MIGRATE_TIMEOUT) -> None:
+        """Outgoing migration (CONNECTED -> MIGRATING -> CONNECTED); a failed migration raises
+        QemuError with QEMU's reason and leaves the process FAILED."""
+        self._require("migrate", QemuState.CONNECTED)
+        if self.incoming:
+            raise QemuError("a QEMU started with -incoming cannot migrate out")
+        self.state = QemuState.MIGRATING
+        self._execute("migrate", {"uri": uri})
+        info = self._wait_migration(timeout)
+        if info.get("status") != "completed":
+            self._fail()
+            raise QemuError(
+                f"migration {info.get('status')}: {info.get('error-desc', 'no reason given')}{self._stderr_tail()}"
+            )
+        self.state = QemuState.CONNECTED
+
+    def migrate_incoming(self, uri: str, timeout: float = MIGRATE_TIMEOUT) -> bool:
+        """Incoming migration (CONNECTED -> MIGRATING). True when the load completed (back to
+        CONNECTED); False when it failed, in which case QEMU 7.2 exits by itself (state FAILED) and
+        the reason is on stderr."""
+        self._require("load into", QemuState.CONNECTED)
+        if not self.incoming:
+            raise QemuError("QEMU must be started with incoming=True to load a stream")
+        self.state = QemuState.MIGRATING
+        try:
+            self._execute("migrate-incoming", {"uri": uri})
+            info = self._wait_migration(timeout)
+        except QemuError:
+            if self.state is QemuState.FAILED:
+                return False  # QEMU exited: the load failed and it said why on stderr
+            raise
+        if info.get("status") == "completed":
+            self.state = QemuState.CONNECTED
+            return True
+        # A failed load ends QEMU 7.2; wait for that so stderr is complete.
+        self._wait_exit(QUIT_TIMEOUT)
+        self._fail()
+        return False
+
+    def _wait_migration(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            info: dict[str, Any] = self._execute("query-migrate", {})
+            if info.get("status") in ("completed", "failed", "cancelled"):
+                return info
+            if time.monotonic() > deadline:
+                self._fail()
+                raise QemuError(f"migration did not finish within {timeout} s (status {info.get('status')})")
+            time.sleep(POLL)
+
+    # -- ending ------------------------------------------------------------------------------------------
+
+    def _check_alive(self, doing: str) -> None:
+        """If QEMU has exited, mark FAILED and raise with its stderr."""
+        if self._proc is not None and self._proc.poll() is not None:
+            self._fail()
+            raise QemuError(f"QEMU exited with code {self._proc.returncode} while {doing}{self._stderr_tail()}")
+
+    def _wait_exit(self, timeout: float) -> int | None:
+        assert self._proc is not None
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _fail(self) -> None:
+        self.state = QemuState.FAILED
+        if self._proc is not None and self._proc.poll() is not None:
+            self.returncode = self._proc.returncode
+
+    def _read_stderr(self) -> str:
+        if self.scratch is None:
+            return self.stderr
+        try:
+            return (self.scratch / "stderr").read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return self.stderr
+
+    def _stderr_tail(self) -> str:
+        lines = [line for line in self._read_stderr().splitlines() if line.strip()]
+        return ("; stderr: " + " | ".join(lines[-5:])) if lines else ""
+
+    def stderr_lines(self) -> list[str]:
+        """QEMU's stderr so far (all of it once the process has ended), one entry per line."""
+        return self._read_stderr().splitlines()
+
+    def close(self) -> None:
+        """End QEMU (QMP quit, then SIGKILL after a short wait), drop the connections, remove the
+        scratch folder. Safe to call in any state, any number of times."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._qtest is not None:
+                self._qtest.close()
+                self._qtest = None
+            if self._proc is not None and self._proc.poll() is None and self._qmp is not None:
+                try:
+                    self._qmp.execute("quit", None, QUIT_TIMEOUT)
+                except (QMPError, OSError, EOFError, asyncio.TimeoutError):
+                    pass  # it may exit before answering; the wait below decides
+            if self._qmp is not None:
+                self._qmp.close()
+                self._qmp = None
+            if self._proc is not None:
+                if self._wait_exit(QUIT_TIMEOUT if self.state is not QemuState.STARTED else 0) is None:
+                    self._proc.kill()
+                    self._proc.wait()
+                self.returncode = self._proc.returncode
+        finally:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()  # an exception (even KeyboardInterrupt) above must not leave QEMU behind
+                self._proc.wait()
+            self.stderr = self._read_stderr()
+            self._cleanup_scratch()
+            _live.pop(id(self), None)
+            if self.state is not QemuState.FAILED:
+                self.state = QemuState.STOPPED
+
+    def _cleanup_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None

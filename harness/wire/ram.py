@@ -1,0 +1,194 @@
+"""RAM section pages (migration/ram.c, default capabilities only) and the guest memory they carry.
+
+A record is `be64 addr | flags`, then the RAM block name unless RAM_SAVE_FLAG_CONTINUE, then a fill
+byte (ZERO) or a whole target page (PAGE). EOS ends the records of one START/PART/END section.
+The START section opens with `be64 total | MEM_SIZE` and the list of RAM blocks.
+Pages are kept sparse: nothing is allocated for a block length or a fill byte, only for page bytes
+that are in the stream.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import construct as c
+from construct import this
+
+from harness.wire.primitives import be64, u8
+
+RAM_SAVE_FLAG_ZERO = 0x02
+RAM_SAVE_FLAG_MEM_SIZE = 0x04
+RAM_SAVE_FLAG_PAGE = 0x08
+RAM_SAVE_FLAG_EOS = 0x10
+RAM_SAVE_FLAG_CONTINUE = 0x20
+UNSUPPORTED_FLAGS = {
+    0x01: "RAM_SAVE_FLAG_FULL (obsolete)",
+    0x40: "RAM_SAVE_FLAG_XBZRLE (xbzrle capability)",
+    0x80: "RAM_SAVE_FLAG_HOOK (rdma)",
+    0x100: "RAM_SAVE_FLAG_COMPRESS_PAGE (compress capability)",
+    0x200: "RAM_SAVE_FLAG_MULTIFD_FLUSH (multifd)",
+}
+
+BlockName = c.PascalString(u8, "latin-1")
+
+# The RAM block list of the START section (ram_save_setup)
+RamBlockList = c.Struct(
+    "total" / be64,  # ram_bytes_total() | RAM_SAVE_FLAG_MEM_SIZE
+    "blocks" / c.RepeatUntil(
+        lambda obj, lst, ctx: sum(b.used_length for b in lst) >= ctx.total & ~0xFFF,
+        c.Struct("idstr" / BlockName, "used_length" / be64)),
+)
+
+
+def ram_record(page_size: int) -> Any:
+    """One page record, the plain declaration the fast loop below is held to (tests/wire)."""
+    return c.Struct(
+        "addr_flags" / be64,
+        "flags" / c.Computed(this.addr_flags & (page_size - 1)),
+        "block" / c.If(lambda ctx: not ctx.flags & (RAM_SAVE_FLAG_CONTINUE | RAM_SAVE_FLAG_EOS), BlockName),
+        "fill" / c.If(this.flags & RAM_SAVE_FLAG_ZERO, u8),
+        "page" / c.If(this.flags & RAM_SAVE_FLAG_PAGE, c.Bytes(page_size)),
+    )
+
+
+@dataclass
+class RamBlock:
+    idstr: str
+    used_length: int
+    pages: dict[int, bytes | int] = field(default_factory=dict)  # offset -> page bytes or fill byte
+
+
+class GuestMemory:
+    """Guest RAM as the stream carries it: by RAM block and offset, and for pc/q35 by address."""
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.blocks: dict[str, RamBlock] = {}
+
+    def read(self, block: str, offset: int, size: int) -> bytes:
+        b = self.blocks.get(block)
+        if b is None:
+            raise KeyError(f"no RAM block {block!r} in the stream")
+        out = bytearray()
+        while size > 0:
+            base = offset - offset % self.page_size
+            within = offset - base
+            n = min(size, self.page_size - within)
+            page = b.pages.get(base, 0)
+            out += page[within : within + n] if isinstance(page, bytes) else bytes([page]) * n
+            offset, size = offset + n, size - n
+        return bytes(out)
+
+    def ram_size(self) -> int:
+        b = self.blocks.get("pc.ram")
+        return b.used_length if b else 0
+
+    def read_phys(self, machine: str | None, gpa: int, size: int) -> bytes:
+        """Read guest-physical memory of a pc (i440fx) or q35 machine: pc.ram below the PCI hole,
+        then from 4 GiB (hw/i386/pc_piix.c, pc_q35.c: lowmem 3 GiB / 2 GiB once RAM reaches it)."""
+        ram = self.ram_size()
+        q35 = bool(machine and "q35" in machine)
+        limit, lowmem = (0xB0000000, 0x80000000) if q35 else (0xE0000000, 0xC0000000)
+        low = lowmem if ram >= limit else ram
+        if gpa + size <= low:
+            return self.read("pc.ram", gpa, size)
+        if gpa >= 1 << 32 and gpa - (1 << 32) + size <= ram - low:
+            return self.read("pc.ram", low + gpa - (1 << 32), size)
+        raise KeyError(f"guest address {gpa:#x} is not in pc.ram")
+
+    def read_u16_phys(self, machine: str | None, gpa: int) -> int:
+        """A little-endian u16 (a ring index of a little-endian guest)."""
+        return int.from_bytes(self.read_phys(machine, gpa, 2), "little")
+
+
+_BE64 = struct.Struct(">" + be64.fmtstr[1:])
+
+
+class RamPages(c.Construct):  # type: ignore[misc]
+    """The page records of one section up to EOS: the fast loop over `ram_record`.
+
+    Value: a list of (addr, flags, block or None, fill or page bytes or None) tuples.
+    """
+
+    def __init__(self, page_size: int) -> None:
+        super().__init__()
+        self.page_size = page_size
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        data: bytes = stream.getbuffer() if hasattr(stream, "getbuffer") else b""
+        pos = stream.tell()
+        out, end, mask = [], len(data), self.page_size - 1
+        unpack = _BE64.unpack_from
+        while True:
+            if pos + 8 > end:
+                stream.seek(pos)
+                raise c.StreamError("stream ends inside a RAM record", path=f"{path}[{len(out)}]")
+            (word,) = unpack(data, pos)
+            flags, addr = word & mask, word & ~mask
+            pos += 8
+            if flags & RAM_SAVE_FLAG_EOS:
+                out.append((addr, flags, None, None))
+                break
+            bad = flags & ~(RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE)
+            if bad:
+                stream.seek(pos - 8)
+                what = UNSUPPORTED_FLAGS.get(bad & -bad, f"unknown flag {bad:#x}")
+                raise c.ExplicitError(f"RAM record with {what}: only the default migration "
+                                      "capabilities are supported", path=f"{path}[{len(out)}]")
+            block = None
+            if not flags & RAM_SAVE_FLAG_CONTINUE:
+                if pos >= end or pos + 1 + data[pos] > end:
+                    stream.seek(pos)
+                    raise c.StreamError("stream ends inside a RAM block name", path=f"{path}[{len(out)}]")
+                n = data[pos]
+                block = bytes(data[pos + 1 : pos + 1 + n]).decode("latin-1")
+                pos += 1 + n
+            if flags & RAM_SAVE_FLAG_ZERO:
+                if pos >= end:
+                    stream.seek(pos)
+                    raise c.StreamError("stream ends inside a RAM record", path=f"{path}[{len(out)}]")
+                out.append((addr, flags, block, data[pos]))
+                pos += 1
+            elif flags & RAM_SAVE_FLAG_PAGE:
+                if pos + self.page_size > end:
+                    stream.seek(pos)
+                    raise c.StreamError("stream ends inside a RAM page", path=f"{path}[{len(out)}]")
+                out.append((addr, flags, block, bytes(data[pos : pos + self.page_size])))
+                pos += self.page_size
+            else:
+                out.append((addr, flags, block, None))
+        stream.seek(pos)
+        return out
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        parts = []
+        for addr, flags, block, payload in obj:
+            parts.append(_BE64.pack(addr | flags))
+            if block is not None:
+                raw = block.encode("latin-1")
+                parts.append(bytes([len(raw)]) + raw)
+            if isinstance(payload, int):
+                parts.append(bytes([payload]))
+            elif payload is not None:
+                parts.append(payload)
+        data = b"".join(parts)
+        c.stream_write(stream, data, len(data), path)
+        return obj
+
+
+def apply_pages(memory: GuestMemory, records: list[tuple[Any, ...]], current: list[str | None]) -> None:
+    """Record the pages of one section in `memory`; `current` holds the block of CONTINUE records."""
+    for addr, flags, block, payload in records:
+        if block is not None:
+            current[0] = block
+        if payload is None or current[0] is None:
+            continue
+        b = memory.blocks.get(current[0])
+        if b is None:
+            b = memory.blocks[current[0]] = RamBlock(current[0], 0)
+        if isinstance(payload, int) and payload == 0:
+            b.pages.pop(addr, None)
+        else:
+            b.pages[addr] = payload

@@ -1,0 +1,462 @@
+"""The QEMU migration stream: file header, sections, footers, configuration, commands, EOF and
+the JSON description after it (migration/savevm.c; reference §1.2, §1.3).
+
+The walk over the FULL sections of non-virtio devices is driven by the JSON description, which
+gives the size of every field QEMU wrote; it never searches for idstr bytes. Without a description
+(machine types 2.2 and older, or suppress-vmdesc) only the layouts this tool knows can be walked,
+and the walk stops with a StreamError at the first section it does not know.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import construct as c
+
+from harness.errors import StreamError
+from harness.wire.primitives import _DECODE_ERRORS, Subsections, be16, be32, locate_error, parse_exact, u8
+from harness.wire.ram import GuestMemory, RamBlock, RamBlockList, RamPages, apply_pages
+from harness.wire.virtio import DEVICES, compiled_payload_layout, payload_layout
+
+QEMU_VM_FILE_MAGIC = 0x5145564D
+QEMU_VM_FILE_VERSION = 3
+QEMU_VM_FILE_VERSION_COMPAT = 2
+
+QEMU_VM_EOF = 0x00
+QEMU_VM_SECTION_START = 0x01
+QEMU_VM_SECTION_PART = 0x02
+QEMU_VM_SECTION_END = 0x03
+QEMU_VM_SECTION_FULL = 0x04
+QEMU_VM_SUBSECTION = 0x05
+QEMU_VM_VMDESCRIPTION = 0x06
+QEMU_VM_CONFIGURATION = 0x07
+QEMU_VM_COMMAND = 0x08
+QEMU_VM_SECTION_FOOTER = 0x7E
+
+SECTION_NAMES = {1: "START", 2: "PART", 3: "END", 4: "FULL"}
+
+# --- layouts ------------------------------------------------------------------------------------
+
+FileHeader = c.Struct("magic" / be32, "version" / be32)
+
+Idstr = c.PascalString(u8, "latin-1")
+SectionHeaderFull = c.Struct(  # FULL and START
+    "section_id" / be32, "idstr" / Idstr, "instance_id" / be32, "version_id" / be32)
+SectionHeaderPart = c.Struct("section_id" / be32)  # PART and END
+SectionFooter = c.Struct("section_id" / be32)  # after the 0x7e byte
+
+# vmstate_configuration (savevm.c): machine type name, then its subsections
+Configuration = c.Struct(
+    "len" / be32,
+    "name" / c.Bytes(c.this.len),
+    "subsections" / Subsections("configuration", {
+        "configuration/target-page-bits": c.Struct("target_page_bits" / be32),
+        "configuration/capabilities": c.Struct(
+            "caps_count" / be32,
+            "capabilities" / c.Array(c.this.caps_count, c.PascalString(u8, "latin-1"))),
+        "configuration/uuid": c.Struct("uuid" / c.Bytes(16)),
+    }),
+)
+
+Command = c.Struct("cmd" / be16, "len" / be16, "data" / c.Bytes(c.this.len))
+
+# s390-storage_attributes (hw/s390x/s390-stattrib.c): be64 gfn<<page_bits | flags records to EOS
+STATTR_FLAG_EOS, STATTR_FLAG_MORE, STATTR_FLAG_ERROR, STATTR_FLAG_DONE = 0x01, 0x02, 0x04, 0x08
+
+
+def stattrib_records(page_size: int) -> Any:
+    record = c.Struct(
+        "addr_flags" / c.Int64ub,
+        "flags" / c.Computed(c.this.addr_flags & (page_size - 1)),
+        "_check" / c.Check(lambda ctx: ctx.flags in (STATTR_FLAG_EOS, STATTR_FLAG_MORE, STATTR_FLAG_DONE)),
+        "count" / c.If(c.this.flags == STATTR_FLAG_MORE, c.Int64ub),
+        "values" / c.If(c.this.flags == STATTR_FLAG_MORE, c.Bytes(c.this.count)),
+    )
+    return c.RepeatUntil(lambda obj, lst, ctx: obj.flags == STATTR_FLAG_EOS, record)
+
+
+# --- the decoded stream -------------------------------------------------------------------------
+
+
+@dataclass
+class VirtioPayload:
+    """One virtio device's payload (the vmsd field "virtio"), decoded."""
+
+    section: str
+    instance_id: int
+    version_id: int
+    device: str  # "virtio-net", ...
+    transport: str  # "pci", "mmio", "ccw"
+    offset: int  # of the payload in the file
+    size: int
+    value: Any  # construct Container of harness.wire.virtio.payload_layout
+
+    def encode(self) -> bytes:
+        return bytes(payload_layout(self.transport, self.device).build(self.value))
+
+
+@dataclass
+class Section:
+    kind: int  # QEMU_VM_SECTION_*
+    section_id: int
+    offset: int  # of the type byte
+    idstr: str = ""  # FULL and START only
+    instance_id: int = 0
+    version_id: int = 0
+    body: Any = b""  # raw bytes, RAM records, or a VirtioPayload (whose value is the body)
+    prefix: bytes = b""  # fields before the virtio field (none for virtio devices QEMU writes)
+    suffix: bytes = b""  # fields and subsections after it
+
+
+@dataclass
+class Stream:
+    version: int
+    records: list[Any] = field(default_factory=list)  # Sections, configuration, commands, in order
+    configuration: Any = None
+    footers: bool = False
+    vmdesc: dict[str, Any] | None = None
+    vmdesc_raw: bytes | None = None
+    page_size: int = 4096
+    memory: GuestMemory | None = None
+    devices: list[VirtioPayload] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not understood
+
+    @property
+    def machine(self) -> str | None:
+        if self.configuration is None:
+            return None
+        return bytes(self.configuration.name).decode("latin-1")
+
+
+# --- the JSON description ------------------------------------------------------------------------
+
+
+def find_vmdesc(data: bytes) -> int | None:
+    """Offset of the 0x06 byte that starts the JSON description, or None.
+
+    The description is `0x06, be32 L, L bytes of JSON` ending exactly at the end of the file; JSON
+    text holds no 0x06 byte, so the last 0x06 with that property is the marker (the walk then checks
+    that EOF comes right before it)."""
+    end = len(data)
+    pos = data.rfind(b"\x06", 0, end - 5)
+    while pos >= 0:
+        if data[pos + 5 : pos + 6] == b"{" and pos + 5 + int.from_bytes(data[pos + 1 : pos + 5], "big") == end:
+            return pos
+        pos = data.rfind(b"\x06", 0, pos)
+    return None
+
+
+# Arrays of pointers whose first element is NULL: QEMU (7.2 at least) describes the whole array by
+# that first element (`"struct": {}`, size 1: the 0x30 nullptr marker), so the description cannot
+# size the elements that are not NULL. Their layouts, known here: (vmsd, field) -> element bytes.
+NULLPTR_MARKER = 0x30
+POINTER_ARRAY_ELEMENTS = {
+    # s390_css.css[]: vmstate_css_img = 256 x s390_chp_info {in_use, type, is_virtual} (hw/s390x/css.c)
+    ("s390_css", "css"): 256 * 3,
+}
+
+
+def _desc_size(d: dict[str, Any], data: bytes, pos: int) -> int:
+    """Bytes a vmsd description covers from `pos`: its fields (size x array_len), then its
+    subsections; `data` is read only for arrays of pointers that the description cannot size."""
+    total = 0
+    for f in d.get("fields", []):
+        n = int(f.get("array_len", 1))
+        if f.get("type") == "struct" and f.get("struct") == {} and int(f["size"]) == 1 and n > 1:
+            element = POINTER_ARRAY_ELEMENTS.get((str(d.get("vmsd_name")), str(f.get("name"))))
+            for _ in range(n):
+                at = pos + total
+                if at < len(data) and data[at] == NULLPTR_MARKER:
+                    total += 1
+                elif element is None:
+                    raise StreamError(f"field {f.get('name')!r} of {d.get('vmsd_name')!r} is an array of "
+                                      "pointers that the JSON description cannot size (QEMU describes it by "
+                                      "its first, NULL element), and its layout is not known to this tool",
+                                      at, str(d.get("name", d.get("vmsd_name"))))
+                else:
+                    total += element
+            continue
+        total += int(f["size"]) * n
+    for s in d.get("subsections", []):
+        total += 2 + len(s["vmsd_name"].encode()) + 4
+        total += _desc_size(s, data, pos + total)
+    return total
+
+
+def _virtio_field(d: dict[str, Any]) -> tuple[int, int] | None:
+    """(offset within the section body, size) of the field of type "virtio", if any."""
+    off = 0
+    for f in d.get("fields", []):
+        size = int(f["size"]) * int(f.get("array_len", 1))
+        if f.get("type") == "virtio":
+            return off, size
+        off += size
+    return None
+
+
+def device_of(idstr: str) -> tuple[str, str] | None:
+    """(device, transport) from a virtio device's section idstr, or None for other sections."""
+    dev = idstr.rsplit("/", 1)[-1]
+    if dev not in DEVICES:
+        return None
+    path = idstr[: -len(dev)]
+    if "virtio-mmio@" in path:
+        return dev, "mmio"
+    if idstr.startswith("/") and path.count("/") == 2 and path[1:3] in ("fe", "ff") or path.startswith("/fe."):
+        return dev, "ccw"
+    return dev, "pci"
+
+
+# --- the walk -----------------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.io = io.BytesIO(data)
+
+    @property
+    def pos(self) -> int:
+        return self.io.tell()
+
+    def parse(self, layout: Any, path: str, **ctx: Any) -> Any:
+        start = self.pos
+        try:
+            return layout.parse_stream(self.io, **ctx)
+        except _DECODE_ERRORS:
+            raise locate_error(layout, self.data, start, 0, path, **ctx) from None
+
+    def byte(self, path: str) -> int:
+        b = self.io.read(1)
+        if not b:
+            raise StreamError("stream ends here; expected a section type byte", self.pos, path)
+        return b[0]
+
+    def take(self, n: int, path: str) -> bytes:
+        start = self.pos
+        b = self.io.read(n)
+        if len(b) != n:
+            raise StreamError(f"stream ends inside this section ({n} bytes expected, {len(b)} left)",
+                              start, path)
+        return b
+
+
+def decode_stream(data: bytes) -> Stream:
+    """Decode a whole migration stream. Raises StreamError (offset, field path) on bad input."""
+    r = _Reader(data)
+    header = r.parse(FileHeader, "header")
+    if header.magic != QEMU_VM_FILE_MAGIC:
+        raise StreamError(f"not a QEMU migration stream (magic {header.magic:#010x}, expected 0x5145564d "
+                          "'QEVM')", 0, "header.magic")
+    if header.version == QEMU_VM_FILE_VERSION_COMPAT:
+        raise StreamError("SaveVM v2 format is obsolete and no longer supported", 4, "header.version")
+    if header.version != QEMU_VM_FILE_VERSION:
+        raise StreamError(f"unsupported stream version {header.version} (expected 3)", 4, "header.version")
+    s = Stream(version=header.version)
+
+    vmdesc_at = find_vmdesc(data)
+    descs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    if vmdesc_at is not None:
+        raw = data[vmdesc_at + 5 :]
+        try:
+            s.vmdesc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StreamError(f"JSON description is not valid JSON: {e}", vmdesc_at + 5, "vmdesc") from None
+        s.vmdesc_raw = raw
+        if not isinstance(s.vmdesc, dict) or not isinstance(s.vmdesc.get("devices", []), list):
+            raise StreamError("JSON description has no device list", vmdesc_at + 5, "vmdesc")
+        for d in s.vmdesc.get("devices", []):
+            if isinstance(d, dict):
+                descs.setdefault((str(d.get("name")), int(d.get("instance_id", 0))), []).append(d)
+        if isinstance(s.vmdesc.get("page_size"), int):
+            s.page_size = s.vmdesc["page_size"]
+    end_of_sections = vmdesc_at if vmdesc_at is not None else len(data)
+
+    memory = s.memory = GuestMemory(s.page_size)
+    iterables: dict[int, str] = {}
+    ram_block: list[str | None] = [None]
+    footer_state: list[bool | None] = [None]
+
+    def footer(section: Section, path: str) -> None:
+        nxt = data[r.pos : r.pos + 1]
+        present = nxt == bytes([QEMU_VM_SECTION_FOOTER])
+        if footer_state[0] is None:
+            footer_state[0] = s.footers = present
+        if footer_state[0] and not present:
+            raise StreamError(f"missing section footer for {section.idstr or section.section_id}", r.pos,
+                              f"{path} > footer")
+        if present:
+            r.take(1, path)
+            f = r.parse(SectionFooter, f"{path} > footer")
+            if f.section_id != section.section_id:
+                raise StreamError(f"mismatched section id in footer ({f.section_id} != "
+                                  f"{section.section_id})", r.pos - 4, f"{path} > footer")
+
+    while True:
+        at = r.pos
+        kind = r.byte("stream")
+        if kind == QEMU_VM_EOF:
+            if vmdesc_at is not None and r.pos != vmdesc_at:
+                raise StreamError(f"EOF marker at byte {at}, but the JSON description starts at {vmdesc_at}",
+                                  at, "stream")
+            if vmdesc_at is None and r.pos != len(data):
+                raise StreamError(f"{len(data) - r.pos} bytes after EOF that are not a JSON description",
+                                  r.pos, "stream")
+            break
+        if kind == QEMU_VM_CONFIGURATION:
+            s.configuration = r.parse(Configuration, "configuration")
+            for sub in s.configuration.subsections:
+                if sub.name == "configuration/target-page-bits":
+                    bits = sub.body.target_page_bits
+                    if not 9 <= bits <= 21:
+                        raise StreamError(f"target page bits {bits} out of range", r.pos, "configuration")
+                    s.page_size = memory.page_size = 1 << bits
+            s.records.append(("configuration", s.configuration))
+            continue
+        if kind == QEMU_VM_COMMAND:
+            cmd = r.parse(Command, "command")
+            s.records.append(("command", cmd))
+            continue
+        if kind in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
+            h = r.parse(SectionHeaderFull, f"section at {at}")
+            sec = Section(kind, h.section_id, at, h.idstr, h.instance_id, h.version_id)
+        elif kind in (QEMU_VM_SECTION_PART, QEMU_VM_SECTION_END):
+            h = r.parse(SectionHeaderPart, f"section at {at}")
+            if h.section_id not in iterables:
+                raise StreamError(f"{SECTION_NAMES[kind]} section for unknown section id {h.section_id}",
+                                  at + 1, "section")
+            sec = Section(kind, h.section_id, at, iterables[h.section_id])
+        else:
+            raise StreamError(f"unknown section type {kind:#04x}", at, "stream")
+        path = sec.idstr or f"section {sec.section_id}"
+
+        if kind == QEMU_VM_SECTION_FULL:
+            _full_section(r, s, sec, descs, path, end_of_sections)
+        else:
+            if kind == QEMU_VM_SECTION_START:
+                iterables[sec.section_id] = sec.idstr
+            name = iterables[sec.section_id]
+            if name == "ram":
+                head = r.parse(RamBlockList, f"{path} > blocks") if kind == QEMU_VM_SECTION_START else None
+                if head is not None:
+                    for b in head.blocks:
+                        memory.blocks.setdefault(b.idstr, RamBlock(b.idstr, b.used_length))
+                pages = r.parse(RamPages(s.page_size), f"{path} > pages")
+                apply_pages(memory, pages, ram_block)
+                sec.body = (head, pages)
+            elif name == "s390-storage_attributes":
+                sec.body = r.parse(stattrib_records(s.page_size), path)
+            else:
+                raise StreamError(f"iterable section {name!r} has a layout this tool does not know", at, path)
+        footer(sec, path)
+        s.records.append(sec)
+    return s
+
+
+def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, int], list[dict[str, Any]]],
+                  path: str, limit: int) -> None:
+    known = device_of(sec.idstr)
+    queue = descs.get((sec.idstr, sec.instance_id))
+    desc = queue.pop(0) if queue else None
+    start = r.pos
+    if desc is None:
+        if s.vmdesc is not None:
+            raise StreamError(f"section {sec.idstr!r} instance {sec.instance_id} is not in the JSON description",
+                              sec.offset, path)
+        if known is None:
+            raise StreamError(f"section {sec.idstr!r} has no JSON description in this stream (machine type "
+                              "2.2 or older, or suppress-vmdesc) and its layout is not known to this tool; "
+                              "stopping here", sec.offset, path)
+        before, vsize, after = 0, None, 0
+    else:
+        size = _desc_size(desc, r.data, start)
+        if start + size > limit:
+            raise StreamError(f"section {sec.idstr!r} is {size} bytes by its JSON description, but only "
+                              f"{limit - start} remain before the description", start, path)
+        vf = _virtio_field(desc)
+        if known is None or vf is None:
+            sec.body = r.take(size, path)
+            return
+        before, vsize = vf
+        after = size - before - vsize
+    device, transport = known
+    sec.prefix = r.take(before, path)
+    off = r.pos
+    # without a description the layout alone decides where the payload ends
+    value, vsize = _parse_payload(r.data, off, vsize, transport, device, f"{path} > virtio")
+    r.io.seek(off + vsize)
+    payload = VirtioPayload(sec.idstr, sec.instance_id, sec.version_id, device, transport, off, vsize, value)
+    sec.body = payload
+    sec.suffix = r.take(after, path)
+    s.devices.append(payload)
+
+
+def _parse_payload(data: bytes, off: int, size: int | None, transport: str, device: str,
+                   path: str) -> tuple[Any, int]:
+    if size is not None:
+        chunk = data[off : off + size]
+        return parse_exact(compiled_payload_layout(transport, device), payload_layout(transport, device),
+                           chunk, off, path), size
+    stream = io.BytesIO(data)
+    stream.seek(off)
+    try:
+        value = compiled_payload_layout(transport, device).parse_stream(stream)
+    except _DECODE_ERRORS:
+        raise locate_error(payload_layout(transport, device), data, off, 0, path) from None
+    return value, stream.tell() - off
+
+
+def decode_payload(data: bytes, transport: str, device: str, offset: int = 0, path: str = "virtio") -> Any:
+    """Decode one virtio payload on its own (every byte must be used)."""
+    return parse_exact(compiled_payload_layout(transport, device), payload_layout(transport, device),
+                       data, offset, path)
+
+
+# --- encoding -----------------------------------------------------------------------------------
+
+
+def encode_stream(s: Stream) -> bytes:
+    """The bytes of a decoded stream, from its decoded values (virtio payloads re-encoded)."""
+    out = io.BytesIO()
+    FileHeader.build_stream(dict(magic=QEMU_VM_FILE_MAGIC, version=s.version), out)
+    for rec in s.records:
+        if isinstance(rec, tuple):
+            kind, value = rec
+            if kind == "configuration":
+                out.write(bytes([QEMU_VM_CONFIGURATION]))
+                Configuration.build_stream(value, out)
+            else:
+                out.write(bytes([QEMU_VM_COMMAND]))
+                Command.build_stream(value, out)
+            continue
+        sec: Section = rec
+        out.write(bytes([sec.kind]))
+        if sec.kind in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
+            SectionHeaderFull.build_stream(dict(section_id=sec.section_id, idstr=sec.idstr,
+                                                instance_id=sec.instance_id, version_id=sec.version_id), out)
+        else:
+            SectionHeaderPart.build_stream(dict(section_id=sec.section_id), out)
+        if isinstance(sec.body, VirtioPayload):
+            out.write(sec.prefix)
+            out.write(sec.body.encode())
+            out.write(sec.suffix)
+        elif isinstance(sec.body, tuple):  # ram
+            head, pages = sec.body
+            if head is not None:
+                RamBlockList.build_stream(head, out)
+            RamPages(s.page_size).build_stream(pages, out)
+        elif isinstance(sec.body, list):  # storage attributes
+            stattrib_records(s.page_size).build_stream(sec.body, out)
+        else:
+            out.write(sec.body)
+        if s.footers:
+            out.write(bytes([QEMU_VM_SECTION_FOOTER]))
+            out.write(struct.pack(">I", sec.section_id))
+    out.write(bytes([QEMU_VM_EOF]))
+    if s.vmdesc_raw is not None:
+        out.write(bytes([QEMU_VM_VMDESCRIPTION]) + struct.pack(">I", len(s.vmdesc_raw)) + s.vmdesc_raw)
+    return out.getvalue()
