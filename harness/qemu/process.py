@@ -166,6 +166,7 @@ class QemuProcess:
         self.argv: list[str] = []
         self.returncode: int | None = None
         self.stderr = ""  # filled in when the process ends
+        self.killed = False  # True when close() had to SIGKILL it
         self._proc: subprocess.Popen[bytes] | None = None
         self._qmp: _Qmp | None = None
         self._qtest: QtestClient | None = None
@@ -414,18 +415,23 @@ class QemuProcess:
                 self._qmp = None
             if self._proc is not None:
                 if self._wait_exit(QUIT_TIMEOUT if self.state is not QemuState.STARTED else 0) is None:
-                    self._proc.kill()
-                    self._proc.wait()
+                    self._kill()
                 self.returncode = self._proc.returncode
         finally:
             if self._proc is not None and self._proc.poll() is None:
-                self._proc.kill()  # an exception (even KeyboardInterrupt) above must not leave QEMU behind
-                self._proc.wait()
+                self._kill()  # an exception (even KeyboardInterrupt) above must not leave QEMU behind
+                self.returncode = self._proc.returncode
             self.stderr = self._read_stderr()
             self._cleanup_scratch()
             _live.pop(id(self), None)
             if self.state is not QemuState.FAILED:
                 self.state = QemuState.STOPPED
+
+    def _kill(self) -> None:
+        assert self._proc is not None
+        self.killed = True
+        self._proc.kill()
+        self._proc.wait()
 
     def _cleanup_scratch(self) -> None:
         if self.scratch is not None:

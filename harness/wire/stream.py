@@ -127,9 +127,29 @@ class Stream:
 
     @property
     def machine(self) -> str | None:
-        if self.configuration is None:
+        """The machine type: from the configuration section, else inferred (see machine_source)."""
+        if self.configuration is not None:
+            return bytes(self.configuration.name).decode("latin-1")
+        return self.inferred_machine()
+
+    @property
+    def machine_source(self) -> str | None:
+        if self.configuration is not None:
+            return "configuration"
+        return "inferred" if self.inferred_machine() else None
+
+    def inferred_machine(self) -> str | None:
+        """Machine types up to 2.3 send no configuration section (hw_compat_2_3 send-configuration=off)
+        and up to 2.2 no JSON description (suppress-vmdesc), so a stream with a description but no
+        configuration section comes from a 2.3 machine type; its sections tell i440fx from q35."""
+        if self.vmdesc is None:
             return None
-        return bytes(self.configuration.name).decode("latin-1")
+        names = {str(d.get("name", "")) for d in self.vmdesc.get("devices", []) if isinstance(d, dict)}
+        if any(n.endswith("/I440FX") for n in names):
+            return "pc-i440fx-2.3"
+        if any(n.endswith("/mch") for n in names):
+            return "pc-q35-2.3"
+        return None
 
 
 # --- the JSON description ------------------------------------------------------------------------
@@ -379,6 +399,8 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
                               f"{limit - start} remain before the description", start, path)
         vf = _virtio_field(desc)
         if known is None or vf is None:
+            if vf is not None:
+                s.notes.append(f"{sec.idstr}: a virtio payload of a device this tool does not decode")
             sec.body = r.take(size, path)
             return
         before, vsize = vf

@@ -1,0 +1,98 @@
+"""The `virtio-compat` command. Exit codes: 0 success, 1 a rule was violated, 2 bad input, bad usage
+or a missing QEMU binary (one line on stderr, never a traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from harness.errors import HarnessError, UsageError
+
+EXIT_OK, EXIT_RULE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def read_stream_file(path: str) -> bytes:
+    """The bytes of a stream file, or a UsageError that says what is wrong with the path."""
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory, not a migration stream file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not data:
+        raise UsageError(f"{path}: empty file, not a migration stream")
+    return data
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from harness.decode import format_text, stream_summary
+    from harness.wire.stream import decode_stream
+
+    data = read_stream_file(args.stream)
+    try:
+        summary = stream_summary(decode_stream(data))
+    except HarnessError as e:
+        raise type(e)(f"{args.stream}: {e}") from None
+    if args.json:
+        json.dump(summary, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_text(summary))
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="virtio-compat", description="Compatibility test harness for QEMU virtio migration.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    d = sub.add_parser("decode", help="show the virtio devices inside a QEMU migration stream")
+    d.add_argument("stream", metavar="STREAM", help="a migration stream file (e.g. from migrate exec:cat>FILE)")
+    d.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
+    d.set_defaults(func=cmd_decode)
+    b = sub.add_parser("bench", help="measure decode speed against the targets of DESIGN.md")
+    b.add_argument("--stream", metavar="STREAM", help="the stream to decode (default: the sample in tests/data)")
+    b.add_argument("--seconds", type=float, default=2.0, help="time per measurement (default 2)")
+    b.add_argument("--json", action="store_true", help="print the figures as JSON")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            raise UsageError("a command is needed: decode, bench (see `virtio-compat --help`)")
+        code: int = args.func(args)
+        return code
+    except HarnessError as e:
+        print(f"virtio-compat: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("virtio-compat: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""What `virtio-compat decode` shows: a summary of each virtio device in a stream, as a dict with
+fixed key names (`--json`) or as text for a person."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.wire.primitives import subsection
+from harness.wire.stream import Stream, VirtioPayload
+
+STATUS_BITS = {1: "ACKNOWLEDGE", 2: "DRIVER", 4: "DRIVER_OK", 8: "FEATURES_OK", 0x40: "NEEDS_RESET",
+               0x80: "FAILED"}
+
+
+def subsection_names(subs: list[Any]) -> list[str]:
+    """Names in stream order, nested subsections (inside virtio/extra_state) included."""
+    out: list[str] = []
+    for sub in subs:
+        out.append(sub.name)
+        inner = getattr(sub.body, "subsections", None) if sub.body is not None else None
+        if isinstance(inner, list):
+            out += subsection_names(inner)
+    return out
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _device_state(p: VirtioPayload) -> dict[str, Any]:
+    d = p.value.device
+    if p.device == "virtio-net":
+        return {
+            "mac": _mac(d.mac),
+            "tx_waiting": d.tx_waiting,
+            "mergeable_rx_bufs": d.mergeable_rx_bufs,
+            "status": d.status,
+            "promisc": d.promisc,
+            "allmulti": d.allmulti,
+            "mac_table_in_use": d.mac_table_in_use,
+            "mac_table": [_mac(d.mac_table_macs[i : i + 6]) for i in range(0, min(len(d.mac_table_macs), 384), 6)],
+            "has_vnet_hdr": d.has_vnet_hdr,
+            "multi_overflow": d.multi_overflow,
+            "uni_overflow": d.uni_overflow,
+            "alluni": d.alluni,
+            "nomulti": d.nomulti,
+            "nouni": d.nouni,
+            "nobcast": d.nobcast,
+            "has_ufo": d.has_ufo,
+            "max_queue_pairs": d.max_queue_pairs,
+            "curr_queue_pairs": d.curr_queue_pairs,
+            "tx_waiting_more": list(d.tx_waiting_more),
+            "curr_guest_offloads": d.curr_guest_offloads,
+            "subsections": subsection_names(d.subsections),
+        }
+    if p.device == "virtio-blk":
+        reqs = []
+        for r in d.requests:
+            e = r.elem
+            out_n, in_n = min(e.out_num, 1024), min(e.in_num, 1024)
+            reqs.append({
+                "queue": r.vq_index,
+                "head": e.index,
+                "out_num": e.out_num,
+                "in_num": e.in_num,
+                "out_addr": list(e.out_addr[:out_n]),
+                "out_len": [sg[1] for sg in e.out_sg[:out_n]],
+                "in_addr": list(e.in_addr[:in_n]),
+                "in_len": [sg[1] for sg in e.in_sg[:in_n]],
+            })
+        return {"requests": reqs}
+    if p.device == "virtio-balloon":
+        fpr = subsection(d.subsections, "virtio-balloon-device/free-page-report")
+        poison = subsection(d.subsections, "virtio-balloon-device/page-poison")
+        return {
+            "num_pages": d.num_pages,
+            "actual": d.actual,
+            "free_page_hint_cmd_id": fpr.free_page_hint_cmd_id if fpr else None,
+            "free_page_hint_status": fpr.free_page_hint_status if fpr else None,
+            "poison_val": poison.poison_val if poison else None,
+            "subsections": subsection_names(d.subsections),
+        }
+    return {}
+
+
+def device_summary(p: VirtioPayload) -> dict[str, Any]:
+    v = p.value
+    subs = v.subsections
+    f64 = subsection(subs, "virtio/64bit_features")
+    f128 = subsection(subs, "virtio/128bit_features")
+    vqs = subsection(subs, "virtio/virtqueues")
+    endian = subsection(subs, "virtio/device_endian")
+    broken = subsection(subs, "virtio/broken")
+    started = subsection(subs, "virtio/started")
+    t = v.transport
+    msix = t.msix_vectors if p.transport == "pci" else 0
+    if p.transport == "pci":
+        config_vector = t.config_vector
+    elif p.transport == "ccw":
+        config_vector = t.tmp.config_vector
+    else:
+        config_vector = None
+    queues = []
+    for i, q in enumerate(v.queues):
+        entry = {
+            "index": i,
+            "num": q.num,
+            "desc": q.desc,
+            "avail": vqs.vqs[i][0] if vqs is not None and i < len(vqs.vqs) else None,
+            "used": vqs.vqs[i][1] if vqs is not None and i < len(vqs.vqs) else None,
+            "last_avail_idx": q.last_avail_idx,
+            "vector": q.get("vector"),
+        }
+        if p.transport == "mmio":
+            entry["align"] = q.align
+        queues.append(entry)
+    out: dict[str, Any] = {
+        "section": p.section,
+        "instance_id": p.instance_id,
+        "version_id": p.version_id,
+        "device": p.device,
+        "transport": p.transport,
+        "offset": p.offset,
+        "size": p.size,
+        "status": v.status,
+        "isr": v.isr,
+        "queue_sel": v.queue_sel,
+        "guest_features": f64.guest_features if f64 is not None else v.guest_features_lo,
+        "guest_features_lo": v.guest_features_lo,
+        "guest_features_hi64": f128.guest_features_ex1 if f128 is not None else None,
+        "config_len": v.config_len,
+        "config": bytes(v.config).hex(),
+        "msix_vectors": msix,
+        "config_vector": config_vector,
+        "queues": queues,
+        "subsections": subsection_names(subs),
+        "device_endian": endian.device_endian if endian is not None else None,
+        "broken": bool(broken.broken) if broken is not None else False,
+        "started": bool(started.started) if started is not None else None,
+        "device_state": _device_state(p),
+    }
+    if p.transport == "pci":
+        cfg = bytes(t.pci.config)
+        out["pci_config_size"] = len(cfg)
+        out["pci_command"] = int.from_bytes(cfg[4:6], "little")
+    elif p.transport == "mmio":
+        out["host_features_sel"] = t.host_features_sel
+        out["guest_features_sel"] = t.guest_features_sel
+        out["guest_page_shift"] = t.guest_page_shift
+    else:
+        out["revision"] = t.revision
+    return out
+
+
+def stream_summary(s: Stream) -> dict[str, Any]:
+    return {
+        "machine": s.machine,
+        "machine_source": s.machine_source,
+        "devices": [device_summary(p) for p in s.devices],
+        "stream": {
+            "version": s.version,
+            "configuration_section": s.configuration is not None,
+            "section_footers": s.footers,
+            "json_description": s.vmdesc is not None,
+            "page_size": s.page_size,
+            "not_understood": list(s.notes),
+        },
+    }
+
+
+def _status_text(status: int) -> str:
+    names = [n for bit, n in STATUS_BITS.items() if status & bit]
+    return f"{status:#04x}" + (f" ({' '.join(names)})" if names else "")
+
+
+def format_text(summary: dict[str, Any]) -> str:
+    machine = summary["machine"] or "unknown (no configuration section)"
+    if summary["machine_source"] == "inferred":
+        machine += " (inferred: no configuration section, but a JSON description)"
+    lines = [f"machine: {machine}"]
+    st = summary["stream"]
+    lines.append(f"stream: version {st['version']}, section footers {'yes' if st['section_footers'] else 'no'}, "
+                 f"JSON description {'yes' if st['json_description'] else 'no'}, page size {st['page_size']}")
+    for note in st["not_understood"]:
+        lines.append(f"not understood: {note}")
+    if not summary["devices"]:
+        lines.append("no virtio devices in this stream")
+    for d in summary["devices"]:
+        lines.append("")
+        lines.append(f"{d['section']}  {d['device']} on {d['transport']}, instance {d['instance_id']}, "
+                     f"version {d['version_id']}; payload {d['size']} bytes at offset {d['offset']}")
+        lines.append(f"  status {_status_text(d['status'])}  isr {d['isr']}  queue_sel {d['queue_sel']}")
+        lines.append(f"  guest features {d['guest_features']:#x} (32-bit field {d['guest_features_lo']:#x})")
+        lines.append(f"  config ({d['config_len']} bytes): {d['config'] or '-'}")
+        if d["transport"] == "pci":
+            msix = f"{d['msix_vectors']} MSI-X vectors, config vector {d['config_vector']:#06x}" \
+                if d["msix_vectors"] else "no MSI-X"
+            lines.append(f"  PCI: {d['pci_config_size']}-byte config space, command {d['pci_command']:#x}, {msix}")
+        lines.append(f"  queues: {len(d['queues'])}")
+        for q in d["queues"]:
+            extra = "".join(f"  {k} {q[k]:#x}" for k in ("avail", "used") if q[k] is not None)
+            vec = f"  vector {q['vector']:#06x}" if q["vector"] is not None else ""
+            lines.append(f"    [{q['index']}] num {q['num']}  desc {q['desc']:#x}{extra}  "
+                         f"last_avail_idx {q['last_avail_idx']}{vec}")
+        lines.append(f"  subsections: {', '.join(d['subsections']) or '-'}")
+        flags = [f"broken {str(d['broken']).lower()}"]
+        if d["started"] is not None:
+            flags.append(f"started {str(d['started']).lower()}")
+        if d["device_endian"] is not None:
+            flags.append(f"device_endian {d['device_endian']}")
+        lines.append("  " + ", ".join(flags))
+        ds = d["device_state"]
+        if d["device"] == "virtio-net":
+            lines.append(f"  virtio-net: mac {ds['mac']}, link status {ds['status']}, tx_waiting {ds['tx_waiting']}, "
+                         f"mergeable_rx_bufs {ds['mergeable_rx_bufs']}, promisc {ds['promisc']}, "
+                         f"allmulti {ds['allmulti']}, MAC table {ds['mac_table_in_use']}, "
+                         f"vnet header {ds['has_vnet_hdr']}, queue pairs {ds['curr_queue_pairs']}/"
+                         f"{ds['max_queue_pairs']}")
+        elif d["device"] == "virtio-blk":
+            lines.append(f"  virtio-blk: {len(ds['requests'])} in-flight request(s)")
+            for r in ds["requests"]:
+                lines.append(f"    queue {r['queue']} head {r['head']}: out {r['out_len']} in {r['in_len']}")
+        elif d["device"] == "virtio-balloon":
+            lines.append(f"  virtio-balloon: num_pages {ds['num_pages']}, actual {ds['actual']}")
+    return "\n".join(lines)

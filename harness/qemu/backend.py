@@ -1,0 +1,257 @@
+"""Real QEMU as a backend: save a driven device state to a migration stream, load a stream back.
+
+save_stream() starts QEMU paused with qtest, drives the devices (drive.py), migrates to a file
+with `exec:cat` (7.2 has no `file:` URI), and returns the bytes with the ground truth.
+load_stream() starts the same command line with `-incoming defer`, loads the bytes with
+`migrate-incoming exec:cat FILE`, and returns QEMU's verdict: QEMU 7.2 exits by itself with rc 1
+on a failed load, and marks a device broken (rc 0) for inconsistent ring indices.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.errors import QemuError
+from harness.qemu.drive import DEVICE_KINDS, DriveSpec, drive_devices
+from harness.qemu.process import POLL, QemuProcess
+
+# -device driver and the id prefix the fixtures use (vnet0, vblk0, ...), per device kind.
+PCI_DRIVERS = {
+    "virtio-net": "virtio-net-pci",
+    "virtio-blk": "virtio-blk-pci",
+    "virtio-balloon": "virtio-balloon-pci",
+    "virtio-rng": "virtio-rng-pci",
+}
+ID_PREFIXES = {"virtio-net": "vnet", "virtio-blk": "vblk", "virtio-balloon": "vbal", "virtio-rng": "vrng"}
+NULL_BLOCK_SIZE = 1048576
+STREAM_WAIT_TIMEOUT = 10.0
+
+Outcome = Literal["accepted", "accepted-broken", "rejected", "crashed"]
+# virtio_error() text for a ring index that does not fit the guest's: the load goes on, the device is broken.
+_VQ_INCONSISTENT = re.compile(r"^VQ \d+ .*inconsistent")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """One virtio-pci device on the command line: its kind, its slot on bus 0, extra -device properties."""
+
+    kind: str
+    slot: int
+    props: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in PCI_DRIVERS:
+            raise QemuError(f"unknown virtio device kind {self.kind!r} (known: {', '.join(DEVICE_KINDS)})")
+        if not 0 < self.slot < 32:
+            raise QemuError(f"PCI slot {self.slot} out of range 1..31")
+
+    @property
+    def section(self) -> str:
+        return f"0000:00:{self.slot:02x}.0/{self.kind}"
+
+
+def _opt(value: str) -> str:
+    return value.replace(",", ",,")  # QEMU's option syntax escapes a comma by doubling it
+
+
+@dataclass(frozen=True)
+class QemuConfig:
+    """Everything on a QEMU command line except what QemuProcess adds itself (-machine's accel,
+    -nodefaults, -display none, -S, the QMP and qtest sockets, -incoming)."""
+
+    machine: str
+    devices: tuple[DeviceConfig, ...] = ()
+    smp: int | None = 1
+    mem_mb: int | None = 4
+    binary: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        slots = [dev.slot for dev in self.devices]
+        if len(set(slots)) != len(slots):
+            raise QemuError(f"two devices share a PCI slot: {slots}")
+
+    def args(self) -> list[str]:
+        args = [] if self.mem_mb is None else ["-m", str(self.mem_mb)]
+        args += [] if self.smp is None else ["-smp", str(self.smp)]
+        counts: Counter[str] = Counter()
+        for dev in self.devices:
+            dev_id = f"{ID_PREFIXES[dev.kind]}{counts[dev.kind]}"
+            counts[dev.kind] += 1
+            props = "".join(f",{key}={_opt(value)}" for key, value in dev.props)
+            device = f"{PCI_DRIVERS[dev.kind]},id={dev_id}"
+            if dev.kind == "virtio-net":
+                # romfile= drops the NIC option ROM: 240 KB less stream for nothing we look at.
+                args += ["-netdev", f"hubport,id=nd_{dev_id},hubid=0"]
+                device += f",netdev=nd_{dev_id},addr={dev.slot:#x},romfile="
+            elif dev.kind == "virtio-blk":
+                args += ["-blockdev", f"driver=null-co,node-name=bd_{dev_id},size={NULL_BLOCK_SIZE}"]
+                device += f",drive=bd_{dev_id},addr={dev.slot:#x}"
+            else:
+                device += f",addr={dev.slot:#x}"
+            args += ["-device", device + props]
+        return args + list(self.extra_args)
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> QemuConfig:
+        """A config from a full command line (like a fixture's `qemu_cmdline`): the options
+        QemuProcess sets itself are dropped, everything else is kept as is."""
+        if not argv:
+            raise QemuError("empty QEMU command line")
+        machine: str | None = None
+        rest: list[str] = []
+        dropped_with_value = {"-qmp", "-qtest", "-qtest-log", "-display", "-incoming"}
+        i = 1
+        while i < len(argv):
+            arg = argv[i]
+            if arg in dropped_with_value:
+                i += 2
+                continue
+            if arg in ("-S", "-nodefaults"):
+                i += 1
+                continue
+            if arg in ("-machine", "-M") and i + 1 < len(argv):
+                parts = [p for p in argv[i + 1].split(",") if not p.startswith("accel=")]
+                machine = ",".join(parts)
+                i += 2
+                continue
+            rest.append(arg)
+            i += 1
+        if machine is None:
+            raise QemuError("the command line has no -machine")
+        # -m, -smp and the devices stay in extra_args, in their order.
+        return cls(machine=machine, smp=None, mem_mb=None, binary=argv[0], extra_args=tuple(rest))
+
+
+def _argv_for_truth(qemu: QemuProcess) -> list[str]:
+    """The command line with the scratch sockets replaced by the fixtures' placeholders."""
+    out = [os.path.basename(qemu.argv[0])]
+    for arg in qemu.argv[1:]:
+        if arg.startswith("unix:") and "qmp.sock" in arg:
+            arg = "unix:QMP.sock,server=on,wait=off"
+        elif arg.startswith("unix:") and "qtest.sock" in arg:
+            arg = "unix:QTEST.sock,server=on,wait=off"
+        out.append(arg)
+    return out
+
+
+def save_stream(
+    machine: str,
+    devices: Sequence[DeviceConfig],
+    drive: Sequence[DriveSpec] = (),
+    smp: int = 1,
+    mem_mb: int = 4,
+    binary: str | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """Start QEMU with `devices`, drive the ones in `drive`, migrate to a file, quit.
+
+    Returns the stream and its ground truth: {machine, qemu_cmdline, qemu_version, devices: [...]},
+    one device entry per configured device, in order (keys as in the fixture JSON; a device that
+    is not driven has only section, device, transport and notes)."""
+    config = QemuConfig(machine, tuple(devices), smp, mem_mb, binary)
+    by_slot = {dev.slot: dev for dev in config.devices}
+    for spec in drive:
+        dev = by_slot.get(spec.slot)
+        if dev is None or dev.kind != spec.kind:
+            raise QemuError(f"drive spec for {spec.kind} at slot {spec.slot:#x} has no such device configured")
+    with QemuProcess(machine, config.args(), binary=binary, qtest=True, name="save") as qemu:
+        driven = {t["section"]: t for t in drive_devices(qemu.qtest, list(drive))}
+        assert qemu.scratch is not None
+        stream = qemu.scratch / "stream.bin"
+        done = qemu.scratch / "stream.done"
+        # QEMU reports `completed` before its cleanup closes the pipe and reaps the shell, so the
+        # shell touches a marker once cat has written everything.
+        qemu.migrate(f"exec:cat > {shlex.quote(str(stream))} && : > {shlex.quote(str(done))}")
+        deadline = time.monotonic() + STREAM_WAIT_TIMEOUT
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise QemuError("migration completed but the stream file was never finished")
+            time.sleep(POLL)
+        data = stream.read_bytes()
+        truth: dict[str, Any] = {
+            "machine": machine,
+            "qemu_cmdline": _argv_for_truth(qemu),
+            "qemu_version": qemu.version,
+            "devices": [
+                driven.get(dev.section)
+                or {"section": dev.section, "device": dev.kind, "transport": "pci", "notes": "not driven: reset state"}
+                for dev in config.devices
+            ],
+        }
+    return data, truth
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What QEMU made of a stream.
+
+    outcome: accepted; accepted-broken (rc 0, but a device was marked broken: a `VQ ... inconsistent`
+    line on stderr or `broken: true`); rejected (QEMU failed the load and exited); crashed (QEMU died
+    of a signal it did not get from us).
+    error: the first error line, without the `qemu-system-x86_64: ` prefix (None when accepted).
+    virtio_status / virtio_queues: when the load completed, x-query-virtio-status and
+    x-query-virtio-queue-status of every virtio device, keyed by its QOM path.
+    """
+
+    outcome: Outcome
+    error: str | None
+    stderr: tuple[str, ...]
+    returncode: int | None
+    virtio_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    virtio_queues: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "accepted"
+
+
+def _error_lines(lines: Sequence[str], prefix: str) -> list[str]:
+    """QEMU's error lines without the program-name prefix; warnings (the hub one is always there) dropped."""
+    out = []
+    for line in lines:
+        text = line[len(prefix) :] if line.startswith(prefix) else line
+        if text.strip() and not text.startswith("warning:"):
+            out.append(text)
+    return out
+
+
+def load_stream(config: QemuConfig | Sequence[str], data: bytes, *, binary: str | None = None) -> Verdict:
+    """Load `data` into a QEMU started from `config` (a QemuConfig, or a full argv such as a
+    fixture's or save_stream's `qemu_cmdline`) with -incoming defer, and return the verdict."""
+    if not isinstance(config, QemuConfig):
+        config = QemuConfig.from_argv(config)
+    status: dict[str, dict[str, Any]] = {}
+    queues: dict[str, list[dict[str, Any]]] = {}
+    with QemuProcess(config.machine, config.args(), binary=binary or config.binary, incoming=True, name="load") as qemu:
+        assert qemu.scratch is not None
+        stream = qemu.scratch / "stream.bin"
+        stream.write_bytes(data)
+        loaded = qemu.migrate_incoming(f"exec:cat {shlex.quote(str(stream))}")
+        if loaded:
+            for dev in qemu.qmp("x-query-virtio"):
+                path = dev["path"]
+                status[path] = qemu.qmp("x-query-virtio-status", path=path)
+                queues[path] = [
+                    qemu.qmp("x-query-virtio-queue-status", path=path, queue=i)
+                    for i in range(status[path].get("num-vqs", 0))
+                ]
+    lines = tuple(qemu.stderr.splitlines())
+    errors = _error_lines(lines, qemu.prefix)
+    rc = qemu.returncode
+    if loaded:
+        broken = [line for line in errors if _VQ_INCONSISTENT.match(line)]
+        broken_paths = [path for path, st in status.items() if st.get("broken")]
+        if broken or broken_paths:
+            error = (broken or errors or [f"{broken_paths[0]} is marked broken"])[0]
+            return Verdict("accepted-broken", error, lines, rc, status, queues)
+        return Verdict("accepted", None, lines, rc, status, queues)
+    if rc is not None and rc < 0 and not qemu.killed:
+        return Verdict("crashed", errors[0] if errors else f"QEMU died of signal {-rc}", lines, rc)
+    return Verdict("rejected", errors[0] if errors else f"QEMU exited with code {rc}", lines, rc)

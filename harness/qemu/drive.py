@@ -1,0 +1,328 @@
+"""Drive virtio-pci devices of a paused QEMU over the legacy I/O BAR, through qtest.
+
+This plays the part of a legacy guest driver (as the fixtures in shared/fixtures/qemu-7.2 were
+made): PCI config mechanism #1 at 0xcf8/0xcfc, BAR0 as the legacy virtio I/O window, then the
+VIRTIO_PCI_* registers. The ground truth it returns holds only what was configured, written, or
+read back through registers; nothing comes from decoding a migration stream.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import QemuError
+from harness.qemu.qtest import QtestClient
+
+# PCI configuration mechanism #1.
+PCI_CONFIG_ADDRESS = 0xCF8
+PCI_CONFIG_DATA = 0xCFC
+PCI_VENDOR_ID = 0x00
+PCI_DEVICE_ID = 0x02
+PCI_COMMAND = 0x04
+PCI_STATUS = 0x06
+PCI_STATUS_CAP_LIST = 0x10
+PCI_BASE_ADDRESS_0 = 0x10
+PCI_CAPABILITY_LIST = 0x34
+PCI_CAP_ID_MSIX = 0x11
+PCI_MSIX_FLAGS = 2
+PCI_MSIX_FLAGS_QSIZE = 0x07FF
+PCI_MSIX_FLAGS_ENABLE = 0x8000
+PCI_COMMAND_IO = 0x1
+PCI_COMMAND_MASTER = 0x4
+
+PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1AF4
+# Transitional (legacy) PCI device ids.
+VIRTIO_PCI_DEVICE_IDS = {"virtio-net": 0x1000, "virtio-blk": 0x1001, "virtio-balloon": 0x1002, "virtio-rng": 0x1005}
+DEVICE_KINDS = tuple(VIRTIO_PCI_DEVICE_IDS)
+
+# Legacy virtio-pci I/O registers (offsets into BAR0).
+VIRTIO_PCI_HOST_FEATURES = 0
+VIRTIO_PCI_GUEST_FEATURES = 4
+VIRTIO_PCI_QUEUE_PFN = 8
+VIRTIO_PCI_QUEUE_NUM = 12
+VIRTIO_PCI_QUEUE_SEL = 14
+VIRTIO_PCI_QUEUE_NOTIFY = 16
+VIRTIO_PCI_STATUS = 18
+VIRTIO_PCI_QUEUE_ADDR_SHIFT = 12
+VIRTIO_PCI_VRING_ALIGN = 4096
+VIRTIO_QUEUE_MAX = 1024
+
+VIRTIO_CONFIG_S_ACKNOWLEDGE = 1
+VIRTIO_CONFIG_S_DRIVER = 2
+VIRTIO_CONFIG_S_DRIVER_OK = 4
+VIRTIO_F_BAD_FEATURE = 30
+
+VRING_DESC_F_NEXT = 1
+VRING_DESC_F_WRITE = 2
+VIRTIO_BLK_T_IN = 0
+VIRTIO_BLK_SECTOR = 512
+# Each blk request gets 1 KiB after the ring: header (16) and status (1) at +0, data at +512.
+BLK_REQUEST_STRIDE = 1024
+
+REQUEST_TIMEOUT = 5.0
+
+
+def legacy_config_offset(msix_enabled: bool) -> int:
+    """VIRTIO_PCI_CONFIG_OFF: device config follows the MSI-X vector registers when MSI-X is on."""
+    return 24 if msix_enabled else 20
+
+
+def align_up(value: int, align: int) -> int:
+    return (value + align - 1) & ~(align - 1)
+
+
+def vring_layout(desc: int, num: int, align: int = VIRTIO_PCI_VRING_ALIGN) -> tuple[int, int, int]:
+    """(avail, used, end) of a legacy split ring at `desc` with `num` entries."""
+    avail = desc + 16 * num
+    used = align_up(avail + 4 + 2 * num, align)
+    return avail, used, used + 6 + 8 * num
+
+
+def queue_pages(num: int, blk_requests: int = 0) -> int:
+    """Guest pages a queue set up by drive_device occupies (ring, then blk request buffers)."""
+    _, _, end = vring_layout(0, num)
+    return align_up(end, 4096) // 4096 + (blk_requests * BLK_REQUEST_STRIDE + 4095) // 4096
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One virtqueue to set up: its index, the page frame number of its ring (never 0: writing
+    PFN 0 resets the device), and how many virtio-blk read requests to complete on it."""
+
+    index: int
+    pfn: int
+    requests: int = 0
+
+
+@dataclass(frozen=True)
+class DriveSpec:
+    """The state to drive one virtio-pci device into.
+
+    kind: virtio-net, virtio-blk, virtio-balloon or virtio-rng, on bus 0 at `slot`.
+    guest_features: a mask; the driver writes host_features & mask (never bit 30, BAD_FEATURE).
+    status: the final device status (after 0, ACKNOWLEDGE, ACKNOWLEDGE|DRIVER).
+    io_base: the legacy I/O BAR address; None gives 0xc000 + 0x100 * slot.
+    """
+
+    kind: str
+    slot: int
+    guest_features: int = 0
+    queues: tuple[QueueSpec, ...] = ()
+    status: int = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK
+    queue_sel: int = 0
+    io_base: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in VIRTIO_PCI_DEVICE_IDS:
+            raise QemuError(f"unknown virtio device kind {self.kind!r} (known: {', '.join(DEVICE_KINDS)})")
+        if not 0 < self.slot < 32:
+            raise QemuError(f"PCI slot {self.slot} out of range 1..31")
+        if not 0 <= self.status <= 0xFF or not 0 <= self.queue_sel <= 0xFFFF:
+            raise QemuError("status must fit in u8 and queue_sel in u16")
+        seen = set()
+        for q in self.queues:
+            if q.index in seen:
+                raise QemuError(f"queue {q.index} listed twice")
+            seen.add(q.index)
+            if not 0 < q.pfn < 1 << 32:
+                raise QemuError(f"queue {q.index}: PFN {q.pfn:#x} must be non-zero (0 resets the device)")
+            if q.requests and self.kind != "virtio-blk":
+                raise QemuError("requests can only be made on virtio-blk queues")
+            if not 0 <= q.requests < 0x10000:
+                raise QemuError(f"queue {q.index}: {q.requests} requests do not fit a u16 index")
+
+    @property
+    def port(self) -> int:
+        return self.io_base if self.io_base is not None else 0xC000 + 0x100 * self.slot
+
+    @property
+    def section(self) -> str:
+        """The migration section idstr: `<pci address>/<vmsd name>` (the vmsd is named like the kind)."""
+        return f"0000:00:{self.slot:02x}.0/{self.kind}"
+
+
+class PciConfig:
+    """Configuration space of one function on bus 0, through mechanism #1."""
+
+    def __init__(self, qt: QtestClient, slot: int, bus: int = 0, function: int = 0) -> None:
+        self.qt = qt
+        self._address = 0x80000000 | bus << 16 | slot << 11 | function << 8
+
+    def _select(self, reg: int) -> int:
+        self.qt.outl(PCI_CONFIG_ADDRESS, self._address | (reg & 0xFC))
+        return PCI_CONFIG_DATA + (reg & 3)
+
+    def readb(self, reg: int) -> int:
+        return self.qt.inb(self._select(reg))
+
+    def readw(self, reg: int) -> int:
+        return self.qt.inw(self._select(reg))
+
+    def readl(self, reg: int) -> int:
+        return self.qt.inl(self._select(reg))
+
+    def writew(self, reg: int, value: int) -> None:
+        self.qt.outw(self._select(reg), value)
+
+    def writel(self, reg: int, value: int) -> None:
+        self.qt.outl(self._select(reg), value)
+
+    def find_capability(self, cap_id: int) -> int | None:
+        """Offset of the first capability with `cap_id`, walking the list from PCI_CAPABILITY_LIST."""
+        if not self.readw(PCI_STATUS) & PCI_STATUS_CAP_LIST:
+            return None
+        pos = self.readb(PCI_CAPABILITY_LIST) & 0xFC
+        for _ in range(48):  # a corrupt list must not loop forever
+            if pos < 0x40:
+                return None
+            if self.readb(pos) == cap_id:
+                return pos
+            pos = self.readb(pos + 1) & 0xFC
+        return None
+
+
+def _mac_text(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _blk_requests(qt: QtestClient, io: int, index: int, desc: int, num: int, count: int) -> tuple[int, int]:
+    """Make `count` VIRTIO_BLK_T_IN requests available on one queue, notify, and wait until the
+    device has used them all. Returns (avail idx, used idx) read back from guest memory."""
+    if 3 * count > num:
+        raise QemuError(f"queue {index}: {count} requests need {3 * count} descriptors, the ring has {num}")
+    avail, used, end = vring_layout(desc, num)
+    buffers = align_up(end, 4096)
+    table = bytearray()
+    for k in range(count):
+        base = buffers + k * BLK_REQUEST_STRIDE
+        header, status, data = base, base + 16, base + 512
+        # Descriptor chain: header (device reads), data (device writes), status (device writes).
+        table += struct.pack("<QIHH", header, 16, VRING_DESC_F_NEXT, 3 * k + 1)
+        table += struct.pack("<QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2)
+        table += struct.pack("<QIHH", status, 1, VRING_DESC_F_WRITE, 0)
+        # virtio_blk_outhdr {type, ioprio, sector}, then 0xff in the status byte until the device writes it.
+        qt.memwrite(header, struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, k) + b"\xff")
+    qt.memwrite(desc, bytes(table))
+    ring = b"".join(struct.pack("<H", 3 * k) for k in range(count))
+    qt.memwrite(avail + 4, ring)
+    qt.writew(avail + 2, count)
+    qt.outw(io + VIRTIO_PCI_QUEUE_NOTIFY, index)
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    # The paused VM still runs virtio-blk's handlers in the main loop: poll the used index.
+    while (used_idx := qt.readw(used + 2)) != count:
+        if time.monotonic() > deadline:
+            raise QemuError(
+                f"virtio-blk queue {index}: used idx {used_idx} after {REQUEST_TIMEOUT} s, expected {count}"
+            )
+        time.sleep(0.0005)
+    return qt.readw(avail + 2), used_idx
+
+
+def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
+    """Drive one device into `spec`'s state and return its ground truth, keyed like the fixture JSON."""
+    cfg = PciConfig(qt, spec.slot)
+    ids = cfg.readl(PCI_VENDOR_ID)
+    vendor, device_id = ids & 0xFFFF, ids >> 16
+    want = VIRTIO_PCI_DEVICE_IDS[spec.kind]
+    if vendor != PCI_VENDOR_ID_REDHAT_QUMRANET or device_id != want:
+        raise QemuError(
+            f"slot {spec.slot:#x}: found PCI {vendor:04x}:{device_id:04x}, expected {spec.kind} "
+            f"({PCI_VENDOR_ID_REDHAT_QUMRANET:04x}:{want:04x}, a transitional device with a legacy BAR)"
+        )
+    msix_cap = cfg.find_capability(PCI_CAP_ID_MSIX)
+    msix_flags = cfg.readw(msix_cap + PCI_MSIX_FLAGS) if msix_cap is not None else 0
+    msix_vectors = (msix_flags & PCI_MSIX_FLAGS_QSIZE) + 1 if msix_cap is not None else 0
+
+    io = spec.port
+    cfg.writel(PCI_BASE_ADDRESS_0, io)
+    cfg.writew(PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MASTER)
+    pci_command = cfg.readw(PCI_COMMAND)
+    bar0 = cfg.readl(PCI_BASE_ADDRESS_0)
+    if bar0 & ~0x3 != io:
+        raise QemuError(f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)")
+
+    for status in (0, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER):
+        qt.outb(io + VIRTIO_PCI_STATUS, status)
+    host_features = qt.inl(io + VIRTIO_PCI_HOST_FEATURES)
+    written_features = host_features & spec.guest_features & ~(1 << VIRTIO_F_BAD_FEATURE) & 0xFFFFFFFF
+    qt.outl(io + VIRTIO_PCI_GUEST_FEATURES, written_features)
+    guest_features = qt.inl(io + VIRTIO_PCI_GUEST_FEATURES)
+
+    # Enumerate the queues: the legacy QUEUE_NUM reads 0 past the last one. The PFNs read 0 after reset.
+    sizes: list[int] = []
+    pfns: list[int] = []
+    for i in range(VIRTIO_QUEUE_MAX):
+        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, i)
+        num = qt.inw(io + VIRTIO_PCI_QUEUE_NUM)
+        if num == 0:
+            break
+        sizes.append(num)
+        pfns.append(qt.inl(io + VIRTIO_PCI_QUEUE_PFN))
+    for q in spec.queues:
+        if q.index >= len(sizes):
+            raise QemuError(f"{spec.kind} at slot {spec.slot:#x} has {len(sizes)} queues, no queue {q.index}")
+        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, q.index)
+        qt.outl(io + VIRTIO_PCI_QUEUE_PFN, q.pfn)
+        pfns[q.index] = qt.inl(io + VIRTIO_PCI_QUEUE_PFN)
+        if pfns[q.index] != q.pfn:
+            raise QemuError(f"queue {q.index}: PFN reads {pfns[q.index]:#x} after writing {q.pfn:#x}")
+
+    qt.outb(io + VIRTIO_PCI_STATUS, spec.status)
+    status = qt.inb(io + VIRTIO_PCI_STATUS)
+
+    queues: list[dict[str, Any]] = []
+    for index, (num, pfn) in enumerate(zip(sizes, pfns, strict=True)):
+        desc = pfn << VIRTIO_PCI_QUEUE_ADDR_SHIFT
+        entry: dict[str, Any] = {"index": index, "num": num, "desc": desc, "last_avail_idx": 0}
+        if desc:
+            requests = next((q.requests for q in spec.queues if q.index == index), 0)
+            avail, used, _ = vring_layout(desc, num)
+            if requests:
+                avail_idx, used_idx = _blk_requests(qt, io, index, desc, num, requests)
+            else:
+                avail_idx, used_idx = qt.readw(avail + 2), qt.readw(used + 2)
+            # Every request made available was used, so the device's last_avail_idx is the used idx.
+            entry.update(last_avail_idx=used_idx, avail_idx=avail_idx, used_idx=used_idx)
+        queues.append(entry)
+
+    qt.outw(io + VIRTIO_PCI_QUEUE_SEL, spec.queue_sel)
+    queue_sel = qt.inw(io + VIRTIO_PCI_QUEUE_SEL)
+
+    truth: dict[str, Any] = {
+        "section": spec.section,
+        "device": spec.kind,
+        "transport": "pci",
+        "msix_vectors": msix_vectors,
+        "status": status,
+        "queue_sel": queue_sel,
+        "guest_features_lo": guest_features,
+        "host_features_lo": host_features,
+        "num_queues": len(sizes),
+        "queues": queues,
+        "pci_command": pci_command,
+    }
+    if spec.kind == "virtio-net":
+        config = io + legacy_config_offset(bool(msix_flags & PCI_MSIX_FLAGS_ENABLE))
+        truth["mac"] = _mac_text(bytes(qt.inb(config + i) for i in range(6)))
+    requested = {q.index: q.requests for q in spec.queues if q.requests}
+    truth["notes"] = "; ".join(
+        [
+            f"driven over the legacy I/O BAR at {io:#x}",
+            f"status written as [0, 1, 3] then {spec.status}",
+            f"guest_features written = host & {spec.guest_features:#x}",
+            "value recorded is the register read-back",
+            *(f"virtio-blk queue {i}: {n} VIRTIO_BLK_T_IN requests completed" for i, n in requested.items()),
+        ]
+    )
+    return truth
+
+
+def drive_devices(qt: QtestClient, specs: list[DriveSpec] | tuple[DriveSpec, ...]) -> list[dict[str, Any]]:
+    """Drive several devices, in order; their I/O windows must not overlap."""
+    ports = [spec.port for spec in specs]
+    if len(set(ports)) != len(ports) or len({spec.slot for spec in specs}) != len(specs):
+        raise QemuError("each driven device needs its own slot and I/O base")
+    return [drive_device(qt, spec) for spec in specs]
