@@ -35,7 +35,12 @@ PCI_COMMAND_MASTER = 0x4
 
 PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1AF4
 # Transitional (legacy) PCI device ids.
-VIRTIO_PCI_DEVICE_IDS = {"virtio-net": 0x1000, "virtio-blk": 0x1001, "virtio-balloon": 0x1002, "virtio-rng": 0x1005}
+VIRTIO_PCI_DEVICE_IDS = {
+    "virtio-net": 0x1000,
+    "virtio-blk": 0x1001,
+    "virtio-balloon": 0x1002,
+    "virtio-rng": 0x1005,
+}
 DEVICE_KINDS = tuple(VIRTIO_PCI_DEVICE_IDS)
 
 # Legacy virtio-pci I/O registers (offsets into BAR0).
@@ -201,7 +206,9 @@ def _blk_requests(qt: QtestClient, io: int, index: int, desc: int, num: int, cou
         header, status, data = base, base + 16, base + 512
         # Descriptor chain: header (device reads), data (device writes), status (device writes).
         table += struct.pack("<QIHH", header, 16, VRING_DESC_F_NEXT, 3 * k + 1)
-        table += struct.pack("<QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2)
+        table += struct.pack(
+            "<QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2
+        )
         table += struct.pack("<QIHH", status, 1, VRING_DESC_F_WRITE, 0)
         # virtio_blk_outhdr {type, ioprio, sector}, then 0xff in the status byte until the device writes it.
         qt.memwrite(header, struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, k) + b"\xff")
@@ -242,7 +249,9 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     pci_command = cfg.readw(PCI_COMMAND)
     bar0 = cfg.readl(PCI_BASE_ADDRESS_0)
     if bar0 & ~0x3 != io:
-        raise QemuError(f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)")
+        raise QemuError(
+            f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)"
+        )
 
     for status in (0, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER):
         qt.outb(io + VIRTIO_PCI_STATUS, status)
@@ -325,4 +334,6 @@ def drive_devices(qt: QtestClient, specs: list[DriveSpec] | tuple[DriveSpec, ...
     ports = [spec.port for spec in specs]
     if len(set(ports)) != len(ports) or len({spec.slot for spec in specs}) != len(specs):
         raise QemuError("each driven device needs its own slot and I/O base")
-    return [drive_device(qt, spec) for spec in specs]
+    truths = [drive_device(qt, spec) for spec in specs]
+    qt.sync()
+    return truths

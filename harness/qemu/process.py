@@ -131,10 +131,13 @@ class _Qmp:
     def execute(self, command: str, arguments: dict[str, Any] | None, timeout: float) -> Any:
         return self._run(self._client.execute(command, arguments), timeout)
 
+    def send_fd(self, fd: int) -> None:
+        self._client.send_fd_scm(fd)
+
     def close(self) -> None:
         try:
             self._run(self._client.disconnect(), QUIT_TIMEOUT)
-        except (QMPError, OSError, EOFError, asyncio.TimeoutError):
+        except (TimeoutError, QMPError, OSError, EOFError):
             pass  # the peer is gone already; disconnect re-raises what ended the connection
         finally:
             self._loop.close()
@@ -243,7 +246,7 @@ class QemuProcess:
             try:
                 qmp.connect(qmp_path, max(deadline - time.monotonic(), POLL))
                 break
-            except (QMPError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, QMPError, OSError) as exc:
                 self._check_alive("connecting to QMP")
                 if time.monotonic() > deadline:
                     self._fail()
@@ -251,7 +254,9 @@ class QemuProcess:
                 time.sleep(POLL)
         if self.qtest_enabled:
             try:
-                self._qtest = QtestClient.connect(self.scratch / "qtest.sock", max(deadline - time.monotonic(), 1))
+                self._qtest = QtestClient.connect(
+                    self.scratch / "qtest.sock", max(deadline - time.monotonic(), 1)
+                )
             except QemuError:
                 self._check_alive("connecting to qtest")
                 self._fail()
@@ -304,10 +309,22 @@ class QemuProcess:
         try:
             return self._qmp.execute(command, arguments or None, COMMAND_TIMEOUT)
         except ExecuteError as exc:
-            raise QemuError(f"QMP {command} failed: {exc.error.desc}") from exc
-        except (QMPError, OSError, EOFError, asyncio.TimeoutError) as exc:
+            raise QemuError(f"QMP {command} failed: {exc}") from exc
+        except (TimeoutError, QMPError, OSError, EOFError) as exc:
             self._check_alive(f"running QMP {command}")
             raise QemuError(f"QMP {command}: {type(exc).__name__}: {exc}") from exc
+
+    def add_fd(self, name: str, fd: int) -> None:
+        """Hand QEMU a copy of an open file descriptor under `name` (SCM_RIGHTS, then QMP getfd),
+        for `fd:NAME` migration URIs. The caller keeps and closes its own descriptor."""
+        self._require("pass a file descriptor to", QemuState.CONNECTED)
+        assert self._qmp is not None
+        try:
+            self._qmp.send_fd(fd)
+        except (QMPError, OSError) as exc:
+            self._check_alive("passing a file descriptor")
+            raise QemuError(f"cannot pass fd {fd} to QEMU: {exc}") from exc
+        self._execute("getfd", {"fdname": name})
 
     def migrate(self, uri: str, timeout: float = MIGRATE_TIMEOUT) -> None:
         """Outgoing migration (CONNECTED -> MIGRATING -> CONNECTED); a failed migration raises
@@ -320,9 +337,8 @@ class QemuProcess:
         info = self._wait_migration(timeout)
         if info.get("status") != "completed":
             self._fail()
-            raise QemuError(
-                f"migration {info.get('status')}: {info.get('error-desc', 'no reason given')}{self._stderr_tail()}"
-            )
+            reason = info.get("error-desc", "no reason given")
+            raise QemuError(f"migration {info.get('status')}: {reason}{self._stderr_tail()}")
         self.state = QemuState.CONNECTED
 
     def migrate_incoming(self, uri: str, timeout: float = MIGRATE_TIMEOUT) -> bool:
@@ -365,7 +381,9 @@ class QemuProcess:
         """If QEMU has exited, mark FAILED and raise with its stderr."""
         if self._proc is not None and self._proc.poll() is not None:
             self._fail()
-            raise QemuError(f"QEMU exited with code {self._proc.returncode} while {doing}{self._stderr_tail()}")
+            raise QemuError(
+                f"QEMU exited with code {self._proc.returncode} while {doing}{self._stderr_tail()}"
+            )
 
     def _wait_exit(self, timeout: float) -> int | None:
         assert self._proc is not None
@@ -408,7 +426,7 @@ class QemuProcess:
             if self._proc is not None and self._proc.poll() is None and self._qmp is not None:
                 try:
                     self._qmp.execute("quit", None, QUIT_TIMEOUT)
-                except (QMPError, OSError, EOFError, asyncio.TimeoutError):
+                except (TimeoutError, QMPError, OSError, EOFError):
                     pass  # it may exit before answering; the wait below decides
             if self._qmp is not None:
                 self._qmp.close()

@@ -71,6 +71,8 @@ class GuestMemory:
         b = self.blocks.get(block)
         if b is None:
             raise KeyError(f"no RAM block {block!r} in the stream")
+        if offset < 0 or offset + size > b.used_length:
+            raise KeyError(f"{offset:#x}+{size} is outside RAM block {block!r} ({b.used_length:#x} bytes)")
         out = bytearray()
         while size > 0:
             base = offset - offset % self.page_size
@@ -81,22 +83,28 @@ class GuestMemory:
             offset, size = offset + n, size - n
         return bytes(out)
 
-    def ram_size(self) -> int:
-        b = self.blocks.get("pc.ram")
-        return b.used_length if b else 0
-
     def read_phys(self, machine: str | None, gpa: int, size: int) -> bytes:
-        """Read guest-physical memory of a pc (i440fx) or q35 machine: pc.ram below the PCI hole,
-        then from 4 GiB (hw/i386/pc_piix.c, pc_q35.c: lowmem 3 GiB / 2 GiB once RAM reaches it)."""
-        ram = self.ram_size()
-        q35 = bool(machine and "q35" in machine)
-        limit, lowmem = (0xB0000000, 0x80000000) if q35 else (0xE0000000, 0xC0000000)
+        """Read guest-physical memory: pc (i440fx) and q35 map pc.ram below the PCI hole and from
+        4 GiB (hw/i386/pc_piix.c, pc_q35.c: lowmem 3 GiB / 2 GiB once RAM reaches the hole), arm
+        `virt` maps mach-virt.ram at 1 GiB, s390-ccw-virtio maps s390.ram at 0."""
+        m = machine or ""
+        if m.startswith("virt"):
+            return self.read("mach-virt.ram", gpa - 0x40000000, size) if gpa >= 0x40000000 else self._miss(gpa)
+        if m.startswith("s390"):
+            return self.read("s390.ram", gpa, size)
+        b = self.blocks.get("pc.ram")
+        ram = b.used_length if b else 0
+        limit, lowmem = (0xB0000000, 0x80000000) if "q35" in m else (0xE0000000, 0xC0000000)
         low = lowmem if ram >= limit else ram
         if gpa + size <= low:
             return self.read("pc.ram", gpa, size)
         if gpa >= 1 << 32 and gpa - (1 << 32) + size <= ram - low:
             return self.read("pc.ram", low + gpa - (1 << 32), size)
-        raise KeyError(f"guest address {gpa:#x} is not in pc.ram")
+        return self._miss(gpa)
+
+    @staticmethod
+    def _miss(gpa: int) -> bytes:
+        raise KeyError(f"guest address {gpa:#x} is not in the RAM this tool maps")
 
     def read_u16_phys(self, machine: str | None, gpa: int) -> int:
         """A little-endian u16 (a ring index of a little-endian guest)."""
@@ -104,6 +112,43 @@ class GuestMemory:
 
 
 _BE64 = struct.Struct(">" + be64.fmtstr[1:])
+_ZERO_CONTINUE = RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE
+_RUN_RECORD = struct.Struct(">" + be64.fmtstr[1:] + "x")  # be64 addr|flags, fill byte 0
+_LOW_NIBBLE_SET = bytes(1 if b & 0x0F else 0 for b in range(256))
+
+
+@dataclass(frozen=True)
+class ZeroRun:
+    """Consecutive zero-page records that continue the current block (`addr | ZERO | CONTINUE`, fill
+    0), the bulk of every stream, kept as their 9-byte records and read by address on demand."""
+
+    raw: bytes
+
+    @property
+    def count(self) -> int:
+        return len(self.raw) // _RUN_RECORD.size
+
+    def addrs(self) -> list[int]:
+        return [w & ~0xFFF for (w,) in _RUN_RECORD.iter_unpack(self.raw)]
+
+    def span(self) -> tuple[int, int]:
+        """(first, last) address; the run is contiguous when last - first == (count - 1) pages."""
+        first = _BE64.unpack_from(self.raw, 0)[0] & ~0xFFF
+        last = _BE64.unpack_from(self.raw, len(self.raw) - _RUN_RECORD.size)[0] & ~0xFFF
+        return first, last
+
+
+def _zero_run_length(data: Any, pos: int) -> int:
+    """How many zero-page CONTINUE records (4 KiB pages) start at `pos`: strided slices and strips,
+    so the bulk of a stream is measured at C speed."""
+    window = bytes(data[pos : pos + (len(data) - pos) // 9 * 9])
+    n = len(window) // 9
+    flags = window[7::9]
+    n = min(n, len(flags) - len(flags.lstrip(b"\x22")))
+    fills = window[8 : n * 9 : 9]
+    n = min(n, len(fills) - len(fills.lstrip(b"\0")))
+    high = window[6 : n * 9 : 9].translate(_LOW_NIBBLE_SET)
+    return min(n, len(high) - len(high.lstrip(b"\0")))
 
 
 class RamPages(c.Construct):  # type: ignore[misc]
@@ -121,7 +166,14 @@ class RamPages(c.Construct):  # type: ignore[misc]
         pos = stream.tell()
         out, end, mask = [], len(data), self.page_size - 1
         unpack = _BE64.unpack_from
+        runs = self.page_size == 4096
         while True:
+            if runs and data[pos + 7 : pos + 9] == b"\x22\x00" and not data[pos + 6] & 0x0F:
+                n = _zero_run_length(data, pos)
+                if n > 1:
+                    out.append(ZeroRun(bytes(data[pos : pos + 9 * n])))
+                    pos += 9 * n
+                    continue
             if pos + 8 > end:
                 stream.seek(pos)
                 raise c.StreamError("stream ends inside a RAM record", path=f"{path}[{len(out)}]")
@@ -164,7 +216,11 @@ class RamPages(c.Construct):  # type: ignore[misc]
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         parts = []
-        for addr, flags, block, payload in obj:
+        for rec in obj:
+            if isinstance(rec, ZeroRun):
+                parts.append(rec.raw)
+                continue
+            addr, flags, block, payload = rec
             parts.append(_BE64.pack(addr | flags))
             if block is not None:
                 raw = block.encode("latin-1")
@@ -178,9 +234,22 @@ class RamPages(c.Construct):  # type: ignore[misc]
         return obj
 
 
-def apply_pages(memory: GuestMemory, records: list[tuple[Any, ...]], current: list[str | None]) -> None:
+def apply_pages(memory: GuestMemory, records: list[Any], current: list[str | None]) -> None:
     """Record the pages of one section in `memory`; `current` holds the block of CONTINUE records."""
-    for addr, flags, block, payload in records:
+    for rec in records:
+        if isinstance(rec, ZeroRun):
+            b = memory.blocks.get(current[0] or "")
+            if b is None or not b.pages:
+                continue
+            first, last = rec.span()
+            if last - first == (rec.count - 1) * 4096:
+                drop: Any = [a for a in b.pages if first <= a <= last and not a & 0xFFF]
+            else:
+                drop = set(b.pages).intersection(rec.addrs())
+            for a in drop:
+                del b.pages[a]
+            continue
+        addr, flags, block, payload = rec
         if block is not None:
             current[0] = block
         if payload is None or current[0] is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import construct as c
+import orjson
 
 from harness.errors import StreamError
 from harness.wire.primitives import _DECODE_ERRORS, Subsections, be16, be32, locate_error, parse_exact, u8
@@ -283,7 +284,7 @@ def decode_stream(data: bytes) -> Stream:
     if vmdesc_at is not None:
         raw = data[vmdesc_at + 5 :]
         try:
-            s.vmdesc = json.loads(raw)
+            s.vmdesc = orjson.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise StreamError(f"JSON description is not valid JSON: {e}", vmdesc_at + 5, "vmdesc") from None
         s.vmdesc_raw = raw
@@ -444,6 +445,7 @@ def decode_payload(data: bytes, transport: str, device: str, offset: int = 0, pa
 def encode_stream(s: Stream) -> bytes:
     """The bytes of a decoded stream, from its decoded values (virtio payloads re-encoded)."""
     out = io.BytesIO()
+    resized = False
     FileHeader.build_stream(dict(magic=QEMU_VM_FILE_MAGIC, version=s.version), out)
     for rec in s.records:
         if isinstance(rec, tuple):
@@ -464,7 +466,10 @@ def encode_stream(s: Stream) -> bytes:
             SectionHeaderPart.build_stream(dict(section_id=sec.section_id), out)
         if isinstance(sec.body, VirtioPayload):
             out.write(sec.prefix)
-            out.write(sec.body.encode())
+            payload = sec.body.encode()
+            if len(payload) != sec.body.size:
+                resized = _resize_virtio_field(s, sec, len(payload)) or resized
+            out.write(payload)
             out.write(sec.suffix)
         elif isinstance(sec.body, tuple):  # ram
             head, pages = sec.body
@@ -479,6 +484,20 @@ def encode_stream(s: Stream) -> bytes:
             out.write(bytes([QEMU_VM_SECTION_FOOTER]))
             out.write(struct.pack(">I", sec.section_id))
     out.write(bytes([QEMU_VM_EOF]))
-    if s.vmdesc_raw is not None:
-        out.write(bytes([QEMU_VM_VMDESCRIPTION]) + struct.pack(">I", len(s.vmdesc_raw)) + s.vmdesc_raw)
+    raw = s.vmdesc_raw
+    if resized and s.vmdesc is not None:
+        raw = json.dumps(s.vmdesc).encode()  # QEMU's JSON writer uses the same separators
+    if raw is not None:
+        out.write(bytes([QEMU_VM_VMDESCRIPTION]) + struct.pack(">I", len(raw)) + raw)
     return out.getvalue()
+
+
+def _resize_virtio_field(s: Stream, sec: Section, size: int) -> bool:
+    """Keep the JSON description true when an edited payload changed its length."""
+    for d in (s.vmdesc or {}).get("devices", []):
+        if d.get("name") == sec.idstr and d.get("instance_id") == sec.instance_id:
+            for f in d.get("fields", []):
+                if f.get("type") == "virtio":
+                    f["size"] = size
+                    return True
+    return False

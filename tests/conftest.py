@@ -1,0 +1,31 @@
+"""Shared test fixtures: the real QEMU 7.2 streams of ../shared (CI has them beside the clone) and
+the samples kept in tests/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "qemu-7.2"
+
+
+def fixture_streams() -> list[Path]:
+    """Every stream with its ground truth beside it: ../shared fixtures, else the samples here."""
+    folder = SHARED_FIXTURES if SHARED_FIXTURES.is_dir() else DATA
+    return sorted(p for p in folder.glob("*.bin") if p.with_suffix(".json").exists())
+
+
+def truth_of(stream: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(stream.with_suffix(".json").read_text())
+    return result
+
+
+@pytest.fixture(params=fixture_streams(), ids=lambda p: p.stem)
+def fixture_stream(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.param
+    return path
