@@ -164,7 +164,8 @@ class RamPages(c.Construct):  # type: ignore[misc]
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         data: bytes = stream.getbuffer() if hasattr(stream, "getbuffer") else b""
         pos = stream.tell()
-        out, end, mask = [], len(data), self.page_size - 1
+        out: list[Any] = []
+        end, mask = len(data), self.page_size - 1
         unpack = _BE64.unpack_from
         runs = self.page_size == 4096
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import construct as c
@@ -13,8 +14,6 @@ from harness.wire.primitives import FlatArray
 from harness.wire.ram import RamPages, ZeroRun, ram_record
 from harness.wire.stream import decode_stream
 from harness.wire.virtio import ModernQueueState, PackedQueueState, VirtQueueElement
-from pathlib import Path
-
 from tests.conftest import DATA, truth_of
 
 LAYOUTS = [ModernQueueState, PackedQueueState, c.Struct("avail" / c.Int64ub, "used" / c.Int64ub), c.Int32ub,
