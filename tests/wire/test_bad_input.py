@@ -24,8 +24,9 @@ def _payloads(path: Path) -> list[tuple[bytes, str, str, int]]:
             for d in decode_stream(data).devices]
 
 
-SMALL = [p for p in [SHARED_FIXTURES / "f03-i440fx-2.3-net-blk1.bin", SHARED_FIXTURES / "f04-i440fx-2.6-rng-balloon.bin",
-                     SHARED_FIXTURES / "f08-virt-7.2-mmio-legacy-net-blk.bin"] if p.exists()]
+SMALL = [SHARED_FIXTURES / f"{name}.bin" for name in (
+    "f03-i440fx-2.3-net-blk1", "f04-i440fx-2.6-rng-balloon", "f08-virt-7.2-mmio-legacy-net-blk")]
+SMALL = [p for p in SMALL if p.exists()]
 
 
 @pytest.mark.parametrize("path", SMALL, ids=lambda p: p.stem)
