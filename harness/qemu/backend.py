@@ -193,34 +193,39 @@ def save_stream(
     Returns the stream and its ground truth: {machine, qemu_cmdline, qemu_version, devices: [...]},
     one device entry per configured device, in order (keys as in the fixture JSON; a device that
     is not driven has only section, device, transport and notes)."""
-    config = QemuConfig(machine, tuple(devices), smp, mem_mb, binary)
+    return save(QemuConfig(machine, tuple(devices), smp, mem_mb, binary), drive, channel=channel)
+
+
+def save(
+    config: QemuConfig | Sequence[str], drive: Sequence[DriveSpec] = (), *, channel: Channel = "fd"
+) -> tuple[bytes, dict[str, Any]]:
+    """save_stream() for a QemuConfig or a full argv (a fixture's `qemu_cmdline`). With an argv,
+    the truth lists the driven devices only (the devices are not known one by one)."""
+    if not isinstance(config, QemuConfig):
+        config = QemuConfig.from_argv(config)
     by_slot = {dev.slot: dev for dev in config.devices}
     for spec in drive:
         dev = by_slot.get(spec.slot)
-        if dev is None or dev.kind != spec.kind:
-            raise QemuError(
-                f"drive spec for {spec.kind} at slot {spec.slot:#x} has no such device configured"
-            )
-    with QemuProcess(machine, config.args(), binary=binary, qtest=True, name="save") as qemu:
-        driven = {t["section"]: t for t in drive_devices(qemu.qtest, list(drive))}
+        if config.devices and (dev is None or dev.kind != spec.kind):
+            raise QemuError(f"drive spec for {spec.kind} at slot {spec.slot:#x}: no such device configured")
+    with QemuProcess(config.machine, config.args(), binary=config.binary, qtest=True, name="save") as qemu:
+        driven = drive_devices(qemu.qtest, list(drive))
         assert qemu.scratch is not None
         stream = qemu.scratch / "stream.bin"
         _save_to_file(qemu, stream, channel)
         data = stream.read_bytes()
+        by_section = {t["section"]: t for t in driven}
+        undriven = {"transport": "pci", "notes": "not driven: reset state"}
         truth: dict[str, Any] = {
-            "machine": machine,
+            "machine": config.machine,
             "qemu_cmdline": _argv_for_truth(qemu),
             "qemu_version": qemu.version,
             "devices": [
-                driven.get(dev.section)
-                or {
-                    "section": dev.section,
-                    "device": dev.kind,
-                    "transport": "pci",
-                    "notes": "not driven: reset state",
-                }
+                by_section.get(dev.section) or {"section": dev.section, "device": dev.kind, **undriven}
                 for dev in config.devices
-            ],
+            ]
+            if config.devices
+            else driven,
         }
     return data, truth
 
@@ -268,9 +273,7 @@ def load_stream(
         config = QemuConfig.from_argv(config)
     status: dict[str, dict[str, Any]] = {}
     queues: dict[str, list[dict[str, Any]]] = {}
-    with QemuProcess(
-        config.machine, config.args(), binary=binary or config.binary, incoming=True, name="load"
-    ) as qemu:
+    with QemuProcess(config.machine, config.args(), binary=binary or config.binary, incoming=True, name="load") as qemu:
         assert qemu.scratch is not None
         stream = qemu.scratch / "stream.bin"
         stream.write_bytes(data)

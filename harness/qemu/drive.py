@@ -206,9 +206,7 @@ def _blk_requests(qt: QtestClient, io: int, index: int, desc: int, num: int, cou
         header, status, data = base, base + 16, base + 512
         # Descriptor chain: header (device reads), data (device writes), status (device writes).
         table += struct.pack("<QIHH", header, 16, VRING_DESC_F_NEXT, 3 * k + 1)
-        table += struct.pack(
-            "<QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2
-        )
+        table += struct.pack("<QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2)
         table += struct.pack("<QIHH", status, 1, VRING_DESC_F_WRITE, 0)
         # virtio_blk_outhdr {type, ioprio, sector}, then 0xff in the status byte until the device writes it.
         qt.memwrite(header, struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, k) + b"\xff")
@@ -249,9 +247,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     pci_command = cfg.readw(PCI_COMMAND)
     bar0 = cfg.readl(PCI_BASE_ADDRESS_0)
     if bar0 & ~0x3 != io:
-        raise QemuError(
-            f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)"
-        )
+        raise QemuError(f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)")
 
     for status in (0, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER):
         qt.outb(io + VIRTIO_PCI_STATUS, status)
@@ -312,6 +308,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
         "num_queues": len(sizes),
         "queues": queues,
         "pci_command": pci_command,
+        "bar0": bar0,
     }
     if spec.kind == "virtio-net":
         config = io + legacy_config_offset(bool(msix_flags & PCI_MSIX_FLAGS_ENABLE))

@@ -254,9 +254,7 @@ class QemuProcess:
                 time.sleep(POLL)
         if self.qtest_enabled:
             try:
-                self._qtest = QtestClient.connect(
-                    self.scratch / "qtest.sock", max(deadline - time.monotonic(), 1)
-                )
+                self._qtest = QtestClient.connect(self.scratch / "qtest.sock", max(deadline - time.monotonic(), 1))
             except QemuError:
                 self._check_alive("connecting to qtest")
                 self._fail()
@@ -311,6 +309,9 @@ class QemuProcess:
         except ExecuteError as exc:
             raise QemuError(f"QMP {command} failed: {exc}") from exc
         except (TimeoutError, QMPError, OSError, EOFError) as exc:
+            # A dropped connection usually means QEMU is exiting: give it a moment to finish.
+            if not isinstance(exc, TimeoutError):
+                self._wait_exit(QUIT_TIMEOUT)
             self._check_alive(f"running QMP {command}")
             raise QemuError(f"QMP {command}: {type(exc).__name__}: {exc}") from exc
 
@@ -381,9 +382,7 @@ class QemuProcess:
         """If QEMU has exited, mark FAILED and raise with its stderr."""
         if self._proc is not None and self._proc.poll() is not None:
             self._fail()
-            raise QemuError(
-                f"QEMU exited with code {self._proc.returncode} while {doing}{self._stderr_tail()}"
-            )
+            raise QemuError(f"QEMU exited with code {self._proc.returncode} while {doing}{self._stderr_tail()}")
 
     def _wait_exit(self, timeout: float) -> int | None:
         assert self._proc is not None

@@ -278,6 +278,31 @@ class Derived(c.Computed):  # type: ignore[misc]
         raise NotImplementedError
 
 
+class When(c.IfThenElse):  # type: ignore[misc]
+    """`If` with a Python condition (interpreted inside compiled layouts)."""
+
+    def __init__(self, condfunc: Callable[[Any], Any], subcon: Any) -> None:
+        super().__init__(condfunc, subcon, c.Pass)
+
+    def _emitparse(self, code: Any) -> str:
+        raise NotImplementedError
+
+    def _emitbuild(self, code: Any) -> str:
+        raise NotImplementedError
+
+
+def local(name: str, inferred: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A layout decision QEMU's loader takes from the destination's own device (not from the stream):
+    the parse parameter `name` when a model destination gives it, else inferred from the stream."""
+
+    def decide(ctx: Any) -> Any:
+        params = getattr(ctx, "_params", None) or {}
+        value = params.get(name)
+        return inferred(ctx) if value is None else value
+
+    return decide
+
+
 # --- parsing with QEMU-style errors ----------------------------------------------------------------
 
 

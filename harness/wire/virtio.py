@@ -5,7 +5,9 @@ core subsections. This module holds the union of the layouts QEMU has written; w
 writes or knows which piece is the models' business (models/), not the codec's.
 Values that decide the layout are read from the payload itself: the MSI-X vector count and PCI
 Express from the saved config space, net's queue-pair fields from the queue count (> 3 means
-max_queue_pairs > 1), blk's vq index from the queue count (> 1).
+max_queue_pairs > 1), blk's vq index from the queue count (> 1). QEMU's loader takes the last two
+from the destination's own device instead; a model destination passes them as parse parameters
+(`net_multiqueue`, `blk_multiqueue`), see `local()`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from harness.wire.primitives import (
     Array,
     Derived,
     FlatArray,
+    local,
     NonZeroList,
     Peeked,
     Subsections,
+    When,
     be16,
     be32,
     be64,
@@ -217,8 +221,8 @@ VirtioNetDevice = c.Struct(
     "nobcast" / u8,
     "has_ufo" / u8,
     # only when the local max_queue_pairs > 1: 2 * pairs + ctrl vq > 3 queues
-    "max_queue_pairs" / c.If(this._root.num_queues > 3, be16),
-    "curr_queue_pairs" / c.If(this._root.num_queues > 3, be16),
+    "max_queue_pairs" / When(local("net_multiqueue", lambda ctx: ctx._root.num_queues > 3), be16),
+    "curr_queue_pairs" / When(local("net_multiqueue", lambda ctx: ctx._root.num_queues > 3), be16),
     "tx_waiting_more" / FlatArray(
         lambda ctx: max((ctx.curr_queue_pairs or 1) - 1, 0), be32),  # vqs[1 .. curr - 1]
     # VIRTIO_NET_F_CTRL_GUEST_OFFLOADS (bit 2), judged from the 32-bit features as the loader does
@@ -244,7 +248,7 @@ VirtQueueElement = c.Struct(
 # virtio_blk_save_device (hw/block/virtio-blk.c): vq index only when the local num_queues > 1 (2.7)
 VirtioBlkDevice = c.Struct(
     "requests" / NonZeroList(c.Struct(
-        "vq_index" / c.If(this._root.num_queues > 1, be32),
+        "vq_index" / When(local("blk_multiqueue", lambda ctx: ctx._root.num_queues > 1), be32),
         "elem" / VirtQueueElement,
     )),
 )

@@ -13,6 +13,8 @@ from typing import Any
 
 QEMU_VM_VMDESCRIPTION = 0x06
 QEMU_VM_SECTION_FOOTER = 0x7E
+# QEMU_VM_EOF, SECTION_START, _PART, _END, _FULL, SECTION_FOOTER
+FOLLOWERS = {0x1F, 0x01, 0x02, 0x03, 0x04, QEMU_VM_SECTION_FOOTER}
 
 
 def vmdesc(stream: bytes) -> dict[str, Any]:
@@ -41,6 +43,7 @@ def virtio_blob(stream: bytes, section: str) -> tuple[int, int]:
     idstr = section.encode()
     header = bytes([len(idstr)]) + idstr + struct.pack(">II", dev["instance_id"], dev["version"])
     start = stream.index(header) + len(header)
-    if stream[start + size] != QEMU_VM_SECTION_FOOTER:
-        raise ValueError(f"{section}: no section footer after {size} bytes")
+    # Next comes the section footer, or (machine types 2.3 and older: no footers) the next section.
+    if stream[start + size] not in FOLLOWERS:
+        raise ValueError(f"{section}: no section footer or section after {size} bytes")
     return start, size

@@ -1,0 +1,142 @@
+"""A QEMU command line, as far as it decides virtio device state: `-machine`, `-smp`, `-m`, `-netdev`,
+`-blockdev`/`-drive`, `-device`. Gives one Config per virtio device, with the section idstr QEMU
+will give it."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness.errors import UsageError
+from models.config import Config, NetBackend
+from models.props import known_props, proxy_type
+from models.releases import MachineType, Version, machine_types
+
+_DEVICE_TYPES = {
+    f"{dev}-{suffix}": (dev, transport)
+    for dev in ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
+    for suffix, transport in (("pci", "pci"), ("device", "mmio"), ("ccw", "ccw"))
+}
+# options that take no virtio state but an argument (skipped with it)
+_IGNORED_WITH_ARG = {"-qmp", "-qtest", "-qtest-log", "-display", "-chardev", "-serial", "-monitor", "-cpu",
+                     "-accel", "-name", "-uuid", "-incoming", "-bios", "-L", "-global", "-object"}
+
+
+@dataclass(frozen=True)
+class DeviceLine:
+    config: Config
+    section: str  # the idstr of its migration section (pci: exact; mmio/ccw: by order)
+    qdev_id: str | None
+
+
+def _opts(text: str) -> tuple[str, dict[str, str]]:
+    parts = text.split(",")
+    head, opts = parts[0], {}
+    for p in parts[1:]:
+        if "=" in p:
+            k, v = p.split("=", 1)
+            opts[k] = v
+        elif p:
+            opts[p] = "on"
+    return head, opts
+
+
+def _value(raw: str) -> object:
+    if raw in ("on", "true", "yes"):
+        return True
+    if raw in ("off", "false", "no"):
+        return False
+    try:
+        return int(raw, 0)
+    except ValueError:
+        return raw
+
+
+def parse(argv: Sequence[str] | str, release: Version, default_machine: str | None = None) -> list[DeviceLine]:
+    args = shlex.split(argv) if isinstance(argv, str) else list(argv)
+    if args and not args[0].startswith("-"):
+        args = args[1:]  # the program name
+    machine_name, smp, mem, netdevs, devices = default_machine, 1, 128, {}, []
+    i = 0
+    while i < len(args):
+        opt = args[i]
+        arg = args[i + 1] if i + 1 < len(args) else None
+        if opt in ("-machine", "-M"):
+            if arg is None:
+                raise UsageError("-machine needs a value")
+            head, opts = _opts(arg)
+            machine_name = opts.get("type", head) if head != "" else opts.get("type")
+        elif opt == "-smp":
+            smp = int(_opts(arg or "1")[0] or _opts(arg or "")[1].get("cpus", "1"))
+        elif opt == "-m":
+            mem = int((arg or "128").rstrip("MmGg")) * (1024 if (arg or "").upper().endswith("G") else 1)
+        elif opt == "-netdev":
+            head, opts = _opts(arg or "")
+            netdevs[opts.get("id", "")] = NetBackend(
+                kind=head, vnet_hdr=head == "tap" and opts.get("vnet_hdr", "on") != "off",
+                ufo=head == "tap" and opts.get("vnet_hdr", "on") != "off", vhost=opts.get("vhost") == "on",
+                queues=int(opts.get("queues", "1")))
+        elif opt == "-device":
+            devices.append(_opts(arg or ""))
+        elif opt in ("-blockdev", "-drive", *_IGNORED_WITH_ARG):
+            pass
+        else:
+            i += 1
+            continue
+        i += 2
+    if machine_name is None:
+        raise UsageError("the destination command line has no -machine")
+    try:
+        machine = MachineType.parse(_alias(machine_name, release))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    ports = {opts.get("id"): opts for head, opts in devices if head == "pcie-root-port"}
+    out = []
+    counters: dict[str, int] = {}
+    for head, opts in devices:
+        if head not in _DEVICE_TYPES:
+            continue
+        device, transport = _DEVICE_TYPES[head]
+        known = known_props(release, proxy_type(device, transport)) | known_props(release, f"{device}-device")
+        props = {k: _value(v) for k, v in opts.items() if k in known}
+        for key in ("mac", "romfile"):  # not migrated themselves, but they shape config bytes and BARs
+            if key in opts:
+                props[key] = opts[key]
+        express = opts.get("bus") in ports
+        if express and "disable-legacy" in opts:
+            props["disable-legacy"] = opts["disable-legacy"]
+        nd = netdevs.get(opts.get("netdev", ""), NetBackend()) if device == "virtio-net" else NetBackend()
+        try:
+            config = Config(release, machine, device, transport, smp, mem, props, nd, express)
+        except Exception as e:
+            raise UsageError(f"-device {head}: {e}") from None
+        n = counters[transport] = counters.get(transport, -1) + 1
+        out.append(DeviceLine(config, _section(device, transport, opts, ports, n), opts.get("id")))
+    return out
+
+
+def _alias(name: str, release: Version) -> str:
+    """`pc`, `q35`, `virt`, `s390-ccw-virtio` stand for the release's newest machine type."""
+    aliases = {"pc": "pc-i440fx", "q35": "pc-q35", "virt": "virt", "s390-ccw-virtio": "s390-ccw-virtio"}
+    if name in aliases:
+        family = aliases[name]
+        newest = [m for m in machine_types(release) if m.family == family]
+        if not newest:
+            raise UsageError(f"QEMU {release} has no {name} machine type")
+        return newest[-1].name
+    return name
+
+
+def _section(device: str, transport: str, opts: dict[str, str], ports: dict[str | None, dict[str, str]],
+             n: int) -> str:
+    if transport == "pci":
+        addr = int(opts.get("addr", "0").split(".")[0], 16)
+        bus = opts.get("bus")
+        if bus in ports:
+            port_addr = int(ports[bus].get("addr", "0").split(".")[0], 16)
+            return f"0000:00:{port_addr:02x}.0:{addr:02x}.0/{device}"
+        return f"0000:00:{addr:02x}.0/{device}"
+    if transport == "ccw":
+        return f"/fe.0.{n:04x}/{device}"
+    return f"virtio-mmio@{0x0A003E00 - 0x200 * n:016x}/{device}"  # virt: the first device takes the top slot

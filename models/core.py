@@ -1,0 +1,161 @@
+"""The virtio core's format changes and load checks, each declared once with the release that
+introduced it (hw/virtio/virtio.c; reference §2-§4). A release is the set of declarations up to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from models import features as F
+from models.config import Realized
+from models.releases import Version
+from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
+
+V = Version.parse
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A condition with the release range where it holds and a text a person (or a tool) can read."""
+
+    since: Version
+    test: Callable[[Realized, DeviceState], bool]
+    text: str
+
+
+@dataclass(frozen=True)
+class CoreSubsection:
+    name: str
+    since: Version
+    needed: tuple[Rule, ...]  # the rule of the newest `since` <= release applies
+    source: str
+
+    def rule(self, release: Version) -> Rule | None:
+        rules = [r for r in self.needed if r.since <= release]
+        return rules[-1] if rules else None
+
+    def is_needed(self, realized: Realized, state: DeviceState) -> bool:
+        rule = self.rule(realized.release)
+        return rule is not None and realized.release >= self.since and rule.test(realized, state)
+
+
+def default_endian(r: Realized) -> int:
+    """virtio_default_endian(): the target's endianness."""
+    return ENDIAN_BIG if r.big_endian_target else ENDIAN_LITTLE
+
+
+def has_extra_state(r: Realized, s: DeviceState) -> bool:
+    tr = r.config.transport
+    if tr == "pci":  # migrate-extra up to 10.0 (a6df8adf3e), always from 10.1 (fce42ccb51f1)
+        return r.release >= V("10.1") or bool(r.props.get("migrate-extra", False))
+    if tr == "mmio":  # !proxy->legacy (44e687a4d9ab, 4.2)
+        return r.release >= V("4.2") and r.modern
+    return False
+
+
+def ring_size_changed(r: Realized, s: DeviceState) -> bool:
+    defaults = s.num_default or r.queue_sizes
+    return any(q.num != (defaults[i] if i < len(defaults) else 0) for i, q in enumerate(s.queues))
+
+
+# Core subsections in vmstate_virtio's list order (10.2 inserted 128bit_features before 64bit_features).
+CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
+    CoreSubsection("virtio/device_endian", V("2.1"), (
+        Rule(V("2.1"), lambda r, s: s.device_endian != default_endian(r), "device_endian != target default"),
+        Rule(V("2.4"), lambda r, s: s.device_endian != (ENDIAN_LITTLE if F.has(s.guest_features, F.VERSION_1)
+                                                        else default_endian(r)),
+             "device_endian != (VERSION_1 negotiated ? little : target default)"),
+    ), "616a655219"),
+    CoreSubsection("virtio/128bit_features", V("10.2"), (
+        Rule(V("10.2"), lambda r, s: r.host_features >> 64 != 0, "host features >= bit 64"),
+    ), "virtio: serialize extended features state (10.2)"),
+    CoreSubsection("virtio/64bit_features", V("2.4"), (
+        Rule(V("2.4"), lambda r, s: (r.host_features >> 32) & 0xFFFFFFFF != 0, "host features >= bit 32"),
+    ), "019a3edbb2"),
+    CoreSubsection("virtio/virtqueues", V("2.4"), (
+        Rule(V("2.4"), lambda r, s: F.has(r.host_features, F.VERSION_1), "host offers VERSION_1"),
+    ), "74aae7b22b"),
+    CoreSubsection("virtio/ringsize", V("2.5"), (
+        Rule(V("2.5"), ring_size_changed, "a queue's num != num_default"),
+    ), "46c5d0823d"),
+    CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), lambda r, s: s.broken, "broken"),), "791b1daf72"),
+    CoreSubsection("virtio/extra_state", V("2.5"), (
+        Rule(V("2.5"), has_extra_state, "transport has extra state (pci: migrate-extra; mmio: not legacy)"),
+    ), "a6df8adf3e"),
+    CoreSubsection("virtio/started", V("4.1"), (Rule(V("4.1"), lambda r, s: s.started, "started"),), "badaf79cfd"),
+    CoreSubsection("virtio/packed_virtqueues", V("4.2"), (
+        Rule(V("4.2"), lambda r, s: F.has(r.host_features, F.RING_PACKED), "host offers RING_PACKED"),
+    ), "86044b24e8"),
+    CoreSubsection("virtio/disabled", V("5.0"), (Rule(V("5.0"), lambda r, s: s.disabled, "disabled"),), "9d7bd0826f"),
+)
+
+
+def known_core_subsections(release: Version) -> list[CoreSubsection]:
+    return [s for s in CORE_SUBSECTIONS if release >= s.since]
+
+
+@dataclass(frozen=True)
+class LoadCheck:
+    """A check virtio_load makes, with the releases where it holds and the release's message."""
+
+    name: str
+    since: Version
+    until: Version | None
+    message: str  # format string over the check's named values
+    fatal: bool = True  # False: the device is marked broken and the load goes on (virtio_error)
+    source: str = ""
+
+    def holds(self, release: Version) -> bool:
+        return release >= self.since and (self.until is None or release < self.until)
+
+
+CHECKS: tuple[LoadCheck, ...] = (
+    # CVE-2013-6399 (4b53c2c72c): part of the 2014 batch that the 2.0.x stable releases carry
+    LoadCheck("queue_sel", V("2.0"), None, "", source="4b53c2c72c"),
+    LoadCheck("features_early", V("2.0"), V("2.4"), "Features 0x{features:x} unsupported. Allowed features: "
+              "0x{host:x}", source="checked on reading the 32-bit field before 019a3edbb2"),
+    LoadCheck("config_len", V("2.0"), V("2.1"), "", source="a890a2f913 made it fatal; 2f5732e964 (2.1) tolerates it"),
+    LoadCheck("num_queues_pci", V("2.0"), V("2.6"), "Invalid number of PCI queues: 0x{num:x}", source="cc45995294"),
+    LoadCheck("num_queues", V("2.6"), None, "Invalid number of virtqueues: 0x{num:x}", source="8a1be662a6"),
+    LoadCheck("desc_zero", V("2.0"), None, "VQ {i} address 0x0 inconsistent with Host index 0x{last:x}",
+              source="1abeb5a65d"),
+    LoadCheck("msix_vector", V("7.2"), None, "", source="msix: Assert that specified vector is in range (7.2)"),
+    LoadCheck("features", V("2.4"), V("10.2"), "Features 0x{features:x} unsupported. Allowed features: 0x{host:x}",
+              source="019a3edbb2"),
+    LoadCheck("features128", V("10.2"), None, "Features 0x{features_hi:016x}{features_lo:016x} unsupported. "
+              "Allowed features: 0x{host_hi:016x}{host_lo:016x}", source="virtio: serialize extended features"),
+    LoadCheck("avail_idx", V("2.0"), V("6.0"), "VQ {i} size 0x{num:x} Guest index 0x{avail:x} inconsistent with "
+              "Host index 0x{last:x}: delta 0x{delta:x}", source="258dc7c96b"),
+    LoadCheck("avail_idx_broken", V("6.0"), None, "VQ {i} size 0x{num:x} Guest index 0x{avail:x} inconsistent "
+              "with Host index 0x{last:x}: delta 0x{delta:x}", fatal=False,
+              source="virtio: reset device on bad guest index in virtio_load() (6.0)"),
+    LoadCheck("inuse", V("2.7"), V("2.9"), "VQ {i} size 0x{num:x} < last_avail_idx 0x{last:x} - used_idx "
+              "0x{used:x}", source="bccdef6b1a: unsigned int arithmetic"),
+    LoadCheck("inuse_modular", V("2.9"), None, "VQ {i} size 0x{num:x} < last_avail_idx 0x{last:x} - used_idx "
+              "0x{used:x}", source="e66bcc4081: u16 arithmetic"),
+)
+
+
+def check(name: str, release: Version) -> LoadCheck | None:
+    for c in CHECKS:
+        if c.name == name and c.holds(release):
+            return c
+    return None
+
+
+def queue_limit(release: Version) -> int:
+    """VIRTIO_PCI_QUEUE_MAX 64 until b829c2a98f raised it to 1024 (2.4)."""
+    return 1024 if release >= V("2.4") else 64
+
+
+def pci_modern_state_needed(r: Realized) -> bool:
+    return r.modern
+
+
+def describe_release(release: Version) -> dict[str, Any]:
+    """What a release knows: its core subsections and load checks (for docs and `diff`)."""
+    return {
+        "subsections": [s.name for s in known_core_subsections(release)],
+        "checks": [c.name for c in CHECKS if c.holds(release)],
+    }

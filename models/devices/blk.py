@@ -1,0 +1,100 @@
+"""virtio-blk (hw/block/virtio-blk.c, §5.2): features, queues, config size, the request list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models import features as F
+from models.config import RealizeContext
+from models.props import UNSPECIFIED
+from models.releases import Version
+from models.state import BlkRequest, BlkState
+
+VIRTIO_BLK_CFG_SIZE = 36  # offsetof(struct virtio_blk_config, max_discard_sectors)
+
+
+def num_queues(ctx: RealizeContext) -> int:
+    n = ctx.props.get("num-queues", 1)
+    if n == UNSPECIFIED:
+        # 5.2: virtio-blk-pci takes one queue per vCPU (virtio_pci_optimal_num_queues); others take 1
+        return min(ctx.config.smp, 1024) if ctx.config.transport == "pci" else 1
+    return int(n)
+
+
+def host_features(ctx: RealizeContext) -> int:
+    out = 0
+    if ctx.on("discard"):
+        out |= F.bit(F.BLK_DISCARD)
+    if ctx.on("write-zeroes"):
+        out |= F.bit(F.BLK_WRITE_ZEROES)
+    return out
+
+
+def get_features(ctx: RealizeContext, features: int) -> int:
+    features |= F.bits(F.BLK_SEG_MAX, F.BLK_GEOMETRY, F.BLK_TOPOLOGY, F.BLK_BLK_SIZE)
+    if not F.has(features, F.VERSION_1):
+        # legacy-only: SCSI passthrough offered, ANY_LAYOUT withdrawn (§10.2, 2.6 -> 2.7 row)
+        features = (features & ~F.bit(F.ANY_LAYOUT)) | F.bit(F.BLK_SCSI)
+    if ctx.on("config-wce", True):
+        features |= F.bit(F.BLK_CONFIG_WCE)
+    features |= F.bit(F.BLK_FLUSH)  # the block backend has a write cache (null-co, writeback)
+    if num_queues(ctx) > 1:
+        features |= F.bit(F.BLK_MQ)
+    return features
+
+
+def queue_sizes(ctx: RealizeContext) -> list[int]:
+    return [int(ctx.props.get("queue-size", 128))] * num_queues(ctx)
+
+
+def config_len(ctx: RealizeContext, host_features: int) -> int:
+    # virtio_get_config_size over s->host_features: DISCARD ends at 48, WRITE_ZEROES at 57
+    size = VIRTIO_BLK_CFG_SIZE
+    if F.has(host_features, F.BLK_DISCARD):
+        size = max(size, 48)
+    if F.has(host_features, F.BLK_WRITE_ZEROES):
+        size = max(size, 57)
+    return size
+
+
+def default_vectors(ctx: RealizeContext, nqueues: int) -> int:
+    return nqueues + 1
+
+
+def reset_state(realized: Any) -> BlkState:
+    return BlkState()
+
+
+def _element(r: BlkRequest) -> dict[str, Any]:
+    def pad(xs: list[Any], zero: Any) -> list[Any]:
+        return xs + [zero] * (1024 - len(xs))
+
+    return {
+        "index": r.head, "out_num": len(r.out_sg), "in_num": len(r.in_sg), "padding": 0,
+        "in_addr": pad([a for a, _ in r.in_sg], 0), "out_addr": pad([a for a, _ in r.out_sg], 0),
+        "in_sg": pad([(0, n) for _, n in r.in_sg], (0, 0)), "out_sg": pad([(0, n) for _, n in r.out_sg], (0, 0)),
+    }
+
+
+def to_wire(dev: BlkState, realized: Any, guest_features: int) -> dict[str, Any]:
+    # the vq index is written when the device has more than one queue (30d8bf6d17, 2.7)
+    with_index = realized.release >= Version(2, 7) and realized.num_queues > 1
+    return {"requests": [{"vq_index": r.queue if with_index else None, "elem": _element(r)} for r in dev.requests]}
+
+
+def from_wire(value: Any) -> BlkState:
+    reqs = []
+    for r in value.requests:
+        e = r.elem
+        out_n, in_n = min(e.out_num, 1024), min(e.in_num, 1024)
+        reqs.append(BlkRequest(r.vq_index or 0, e.index, tuple((e.out_addr[i], e.out_sg[i][1]) for i in range(out_n)),
+                               tuple((e.in_addr[i], e.in_sg[i][1]) for i in range(in_n))))
+    return BlkState(tuple(reqs))
+
+
+def load_device(dev: BlkState, realized: Any, features_lo: int, lines: list[str]) -> BlkState | None:
+    for r in dev.requests:
+        if r.queue >= realized.num_queues:
+            lines.append(f"Invalid virtqueue index in request list: {r.queue:#x}")
+            return None
+    return dev

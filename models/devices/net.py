@@ -1,0 +1,159 @@
+"""virtio-net (hw/net/virtio-net.c, §5.1): features by property and backend, queues, config size,
+the device vmsd (virtio-net-device v11) and its load checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models import features as F
+from models.config import RealizeContext
+from models.releases import Version
+from models.state import NetState
+
+RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1
+MAC_TABLE_ENTRIES = 64
+
+_PROP_BITS = (
+    ("csum", F.NET_CSUM), ("guest_csum", F.NET_GUEST_CSUM), ("gso", F.NET_GSO),
+    ("guest_tso4", F.NET_GUEST_TSO4), ("guest_tso6", F.NET_GUEST_TSO6), ("guest_ecn", F.NET_GUEST_ECN),
+    ("guest_ufo", F.NET_GUEST_UFO), ("host_tso4", F.NET_HOST_TSO4), ("host_tso6", F.NET_HOST_TSO6),
+    ("host_ecn", F.NET_HOST_ECN), ("host_ufo", F.NET_HOST_UFO), ("mrg_rxbuf", F.NET_MRG_RXBUF),
+    ("status", F.NET_STATUS), ("ctrl_vq", F.NET_CTRL_VQ), ("ctrl_rx", F.NET_CTRL_RX),
+    ("ctrl_vlan", F.NET_CTRL_VLAN), ("ctrl_rx_extra", F.NET_CTRL_RX_EXTRA), ("ctrl_mac_addr", F.NET_CTRL_MAC_ADDR),
+    ("ctrl_guest_offloads", F.NET_CTRL_GUEST_OFFLOADS), ("guest_announce", F.NET_GUEST_ANNOUNCE),
+    ("mq", F.NET_MQ), ("host_uso", F.NET_HOST_USO), ("guest_uso4", F.NET_GUEST_USO4),
+    ("guest_uso6", F.NET_GUEST_USO6),
+)
+_NEEDS_VNET_HDR = (F.NET_CSUM, F.NET_HOST_TSO4, F.NET_HOST_TSO6, F.NET_HOST_ECN, F.NET_GUEST_CSUM,
+                   F.NET_GUEST_TSO4, F.NET_GUEST_TSO6, F.NET_GUEST_ECN, F.NET_HASH_REPORT)
+_UFO = (F.NET_GUEST_UFO, F.NET_HOST_UFO)
+_USO = (F.NET_HOST_USO, F.NET_GUEST_USO4, F.NET_GUEST_USO6)
+# the bits vhost_net_get_features passes through the kernel's feature set (hw/net/vhost_net.c)
+_VHOST_MASKED = (F.NOTIFY_ON_EMPTY, F.RING_INDIRECT_DESC, F.RING_EVENT_IDX, F.NET_MRG_RXBUF, F.VERSION_1,
+                 F.NET_MTU, F.ACCESS_PLATFORM, F.RING_PACKED, F.RING_RESET, F.ANY_LAYOUT, F.NET_HASH_REPORT,
+                 F.NET_HOST_USO, F.NET_GUEST_USO4, F.NET_GUEST_USO6)
+
+
+def max_queue_pairs(ctx: RealizeContext) -> int:
+    return max(ctx.config.netdev.queues, 1)
+
+
+def host_features(ctx: RealizeContext) -> int:
+    """n->host_features: the property bits, and MAC (realize always adds it)."""
+    out = F.bit(F.NET_MAC)
+    for prop, b in _PROP_BITS:
+        if ctx.on(prop):
+            out |= F.bit(b)
+    return out
+
+
+def get_features(ctx: RealizeContext, features: int) -> int:
+    """virtio_net_get_features: withdraw what the peer cannot do."""
+    peer = ctx.config.netdev
+    clear = []
+    if not peer.vnet_hdr:
+        clear += _NEEDS_VNET_HDR + _USO
+    if not peer.vnet_hdr or not peer.ufo:
+        clear += _UFO
+    if not peer.uso:
+        clear += _USO
+    for b in clear:
+        features &= ~F.bit(b)
+    if peer.vhost:
+        for b in _VHOST_MASKED:
+            if b not in peer.vhost_kernel:
+                features &= ~F.bit(b)
+    return features
+
+
+def queue_sizes(ctx: RealizeContext) -> list[int]:
+    rx = int(ctx.props.get("rx_queue_size", 256))
+    tx = int(ctx.props.get("tx_queue_size", 256))
+    return [rx, tx] * max_queue_pairs(ctx) + [64]  # the control queue is always added
+
+
+def config_len(ctx: RealizeContext, host_features: int) -> int:
+    # virtio_net_set_config_size over n->host_features: mac 6, status 8, max_virtqueue_pairs 10, mtu 12
+    size = 6
+    for b, end in ((F.NET_STATUS, 8), (F.NET_MQ, 10), (F.NET_MTU, 12)):
+        if F.has(host_features, b):
+            size = max(size, end)
+    return size
+
+
+def default_vectors(ctx: RealizeContext, nqueues: int) -> int:
+    return 2 * max_queue_pairs(ctx) + 2
+
+
+def reset_state(realized: Any) -> NetState:
+    mac = realized.props.get("mac") or "52:54:00:12:34:56"
+    pairs = max(realized.config.netdev.queues, 1)
+    return NetState(mac=bytes.fromhex(str(mac).replace(":", "")), tx_waiting=(0,) * pairs,
+                    max_queue_pairs=pairs, curr_queue_pairs=1)
+
+
+def known_subsections(release: Version) -> set[str]:
+    return {RSS} if release >= Version(5, 1) else set()
+
+
+def to_wire(dev: NetState, realized: Any, guest_features: int) -> dict[str, Any]:
+    multi = dev.max_queue_pairs > 1
+    extra = max(dev.curr_queue_pairs - 1, 0)
+    subs = []
+    if dev.rss is not None and realized.release >= Version(5, 1):
+        subs.append({"name": RSS, "version_id": 2 if realized.release >= Version(10, 1) else 1, "body": dev.rss})
+    return {
+        "mac": dev.mac, "tx_waiting": dev.tx_waiting[0], "mergeable_rx_bufs": dev.mergeable_rx_bufs,
+        "status": dev.status, "promisc": dev.promisc, "allmulti": dev.allmulti, "mac_table_in_use": dev.in_use,
+        "mac_table_macs": dev.mac_table, "vlans": dev.vlans, "has_vnet_hdr": dev.has_vnet_hdr,
+        "multi_overflow": dev.multi_overflow, "uni_overflow": dev.uni_overflow, "alluni": dev.alluni,
+        "nomulti": dev.nomulti, "nouni": dev.nouni, "nobcast": dev.nobcast, "has_ufo": dev.has_ufo,
+        "max_queue_pairs": dev.max_queue_pairs if multi else None,
+        "curr_queue_pairs": dev.curr_queue_pairs if multi else None,
+        "tx_waiting_more": list(dev.tx_waiting[1 : 1 + extra]) + [0] * (extra - len(dev.tx_waiting[1 : 1 + extra])),
+        "curr_guest_offloads": dev.curr_guest_offloads if F.has(guest_features, F.NET_CTRL_GUEST_OFFLOADS) else None,
+        "subsections": subs,
+    }
+
+
+def from_wire(value: Any) -> NetState:
+    pairs = value.max_queue_pairs or 1
+    curr = value.curr_queue_pairs or 1
+    tx = (value.tx_waiting, *value.tx_waiting_more)
+    tx = tx + (0,) * max(pairs - len(tx), 0)
+    rss = next((s.body for s in value.subsections if s.name == RSS), None)
+    in_use = value.mac_table_in_use
+    return NetState(
+        mac=bytes(value.mac), tx_waiting=tx, mergeable_rx_bufs=value.mergeable_rx_bufs, status=value.status,
+        promisc=value.promisc, allmulti=value.allmulti, mac_table=bytes(value.mac_table_macs),
+        mac_table_in_use=None if in_use * 6 == len(value.mac_table_macs) else in_use, vlans=bytes(value.vlans),
+        has_vnet_hdr=value.has_vnet_hdr, multi_overflow=value.multi_overflow, uni_overflow=value.uni_overflow,
+        alluni=value.alluni, nomulti=value.nomulti, nouni=value.nouni, nobcast=value.nobcast,
+        has_ufo=value.has_ufo, max_queue_pairs=pairs, curr_queue_pairs=curr,
+        curr_guest_offloads=value.curr_guest_offloads or 0, rss=rss)
+
+
+def load_device(dev: NetState, realized: Any, features_lo: int, lines: list[str]) -> NetState | None:
+    """The device vmsd's load checks in field order (step 9), and its post_load."""
+    peer = realized.config.netdev
+    if dev.has_vnet_hdr and not peer.vnet_hdr:
+        lines += ["virtio-net: saved image requires vnet_hdr=on", "Failed to load virtio-net-device:tmp"]
+        return None
+    if dev.has_ufo and not (peer.vnet_hdr and peer.ufo):
+        lines += ["virtio-net: saved image requires TUN_F_UFO support", "Failed to load virtio-net-device:tmp"]
+        return None
+    local_pairs = max(peer.queues, 1)
+    if local_pairs > 1:
+        if dev.max_queue_pairs != local_pairs:  # VMSTATE uint16_equal
+            lines += [f"{dev.max_queue_pairs:x} != {local_pairs:x}", "Failed to load virtio-net-device:max_queue_pairs"]
+            return None
+        if dev.curr_queue_pairs > local_pairs:
+            lines += [f"virtio-net: curr_queue_pairs {dev.curr_queue_pairs:x} > max_queue_pairs {local_pairs:x}",
+                      "Failed to load virtio-net-device:tmp"]
+            return None
+    # post_load: a MAC table larger than ours was skipped, so it is emptied (CVE-2013-4149)
+    table, in_use = dev.mac_table, dev.in_use
+    if in_use > MAC_TABLE_ENTRIES:
+        table, in_use = b"", 0
+    return NetState(**{**dev.__dict__, "mac_table": table, "mac_table_in_use": None if len(table) == in_use * 6
+                       else in_use})

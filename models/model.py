@@ -1,0 +1,495 @@
+"""save() and load() of one virtio device payload, for any modelled release.
+
+save(realized, state) gives the bytes virtio_save writes; load(realized, data, ...) replays
+virtio_load's steps in QEMU's order (§4) and returns the outcome, the loaded state and a trace.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import construct as c
+
+from harness.wire.primitives import _DECODE_ERRORS, field_path
+from harness.wire.virtio import VIRTIO_QUEUE_MAX, msix_vectors, payload_layout
+from models import core
+from models import features as F
+from models.config import Realized
+from models.devices import DEVICES
+from models.releases import Version
+from models.state import (
+    ENDIAN_LITTLE,
+    NO_VECTOR,
+    CcwState,
+    DeviceState,
+    MmioState,
+    PciState,
+    QueueState,
+    Trace,
+)
+
+ACCEPTED, ACCEPTED_BROKEN, REJECTED = "accepted", "accepted-broken", "rejected"
+MASK64 = (1 << 64) - 1
+
+
+# --- state <-> wire tree ----------------------------------------------------------------------------
+
+
+def saved_queue_count(state: DeviceState) -> int:
+    """virtio_save: the index of the first queue with vring.num == 0."""
+    for i, q in enumerate(state.queues):
+        if q.num == 0:
+            return i
+    return len(state.queues)
+
+
+def _pad(values: Sequence[Any], zero: Any, n: int = VIRTIO_QUEUE_MAX) -> list[Any]:
+    out = list(values[:n])
+    return out + [zero] * (n - len(out))
+
+
+def _extra_state(r: Realized, s: DeviceState) -> dict[str, Any]:
+    tr = r.config.transport
+    if tr == "pci":
+        subs = []
+        p = s.pci
+        if core.pci_modern_state_needed(r) and p is not None:
+            gf = (s.guest_features >> 64) & MASK64
+            inner = []
+            if r.release >= Version(10, 2) and gf:
+                inner.append({"name": "virtio_pci/modern_state/features128", "version_id": 1,
+                              "body": {"guest_features_ex": [gf & 0xFFFFFFFF, gf >> 32 & 0xFFFFFFFF]}})
+            subs.append({"name": "virtio_pci/modern_state", "version_id": 1, "body": {
+                "dfselect": p.dfselect, "gfselect": p.gfselect, "guest_features": list(p.modern_guest_features),
+                "vqs": _pad(p.modern_queues, (0,) * 9), "subsections": inner}})
+        return {"subsections": subs}
+    m = s.mmio or MmioState()
+    return {"subsections": [{"name": "virtio_mmio/state", "version_id": 1, "body": {
+        "guest_features": list(m.modern_guest_features), "vqs": _pad(m.modern_queues, (0,) * 8)}}]}
+
+
+def _core_subsections(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
+    nq = len(s.queues)
+    bodies = {
+        "virtio/device_endian": lambda: {"device_endian": s.device_endian},
+        "virtio/128bit_features": lambda: {"guest_features_ex1": (s.guest_features >> 64) & MASK64},
+        "virtio/64bit_features": lambda: {"guest_features": s.guest_features & MASK64},
+        "virtio/virtqueues": lambda: {"vqs": _pad([(q.avail, q.used) for q in s.queues], (0, 0))},
+        "virtio/ringsize": lambda: {"num_default": _pad(list(s.num_default or r.queue_sizes)[:nq], 0)},
+        "virtio/broken": lambda: {"broken": int(s.broken)},
+        "virtio/extra_state": lambda: _extra_state(r, s),
+        "virtio/started": lambda: {"started": int(s.started)},
+        "virtio/packed_virtqueues": lambda: {"vqs": _pad(s.packed, (0, 0, 0, 0, 0))},
+        "virtio/disabled": lambda: {"disabled": int(s.disabled)},
+    }
+    return [{"name": sub.name, "version_id": 1, "body": bodies[sub.name]()}
+            for sub in core.known_core_subsections(r.release) if sub.is_needed(r, s)]
+
+
+def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
+    tr = r.config.transport
+    if tr == "pci":
+        p = s.pci
+        if p is None:
+            raise ValueError("a virtio-pci device state needs its PCI state")
+        vec = msix_vectors(p.config)
+        transport: dict[str, Any] = {
+            "pci": {"version_id": p.version_id, "config": p.config, "irq_state": list(p.irq_state)},
+            "msix_table": p.msix_table if vec else None, "msix_pba": p.msix_pba if vec else None,
+            "config_vector": s.config_vector if vec else None}
+    elif tr == "mmio":
+        m = s.mmio or MmioState()
+        transport = {"host_features_sel": m.host_features_sel, "guest_features_sel": m.guest_features_sel,
+                     "guest_page_shift": m.guest_page_shift}
+    else:
+        if s.ccw is None:
+            raise ValueError("a virtio-ccw device state needs its ccw transport state")
+        transport = s.ccw.tree
+    nq = saved_queue_count(s)
+    queues = []
+    for q in s.queues[:nq]:
+        entry: dict[str, Any] = {"num": q.num, "desc": q.desc, "last_avail_idx": q.last_avail_idx}
+        if tr == "mmio":
+            entry["align"] = q.align
+        entry["vector"] = q.vector
+        queues.append(entry)
+    lo = s.guest_features & 0xFFFFFFFF if s.guest_features_lo_field is None else s.guest_features_lo_field
+    return {
+        "transport": transport, "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features_lo": lo,
+        "config_len": len(s.config), "config": s.config, "num_queues": nq, "queues": queues,
+        "device": DEVICES[r.config.device].to_wire(s.device, r, s.guest_features),
+        "subsections": _core_subsections(r, s),
+    }
+
+
+def save(r: Realized, s: DeviceState) -> bytes:
+    """The payload (the vmsd field "virtio") release r writes for state s."""
+    data: bytes = payload_layout(r.config.transport, r.config.device).build(to_wire(r, s))
+    return data
+
+
+def _sub(subs: Sequence[Any], name: str) -> Any:
+    return next((x.body for x in subs if x.name == name), None)
+
+
+def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None = None) -> DeviceState:
+    """The device state a decoded payload holds (what the source had), read as release r saved it."""
+    subs = v.subsections
+    f64, f128 = _sub(subs, "virtio/64bit_features"), _sub(subs, "virtio/128bit_features")
+    features = f64.guest_features if f64 is not None else v.guest_features_lo
+    if f128 is not None:
+        features |= f128.guest_features_ex1 << 64
+    vqs = _sub(subs, "virtio/virtqueues")
+    ringsize = _sub(subs, "virtio/ringsize")
+    nd = tuple(ringsize.num_default[: len(r.queue_sizes)]) if ringsize is not None else r.queue_sizes
+    queues = []
+    for i, q in enumerate(v.queues):
+        align = q.get("align") or 4096
+        if vqs is not None:
+            avail, used = vqs.vqs[i]
+        elif q.desc:
+            avail = q.desc + 16 * q.num
+            used = (avail + 4 + 2 * q.num + align - 1) & ~(align - 1)
+        else:
+            avail = used = 0
+        ai, ui = rings[i] if rings is not None and i < len(rings) else (0, 0)
+        vector = q.get("vector")
+        queues.append(QueueState(q.num, q.desc, avail, used, align, q.last_avail_idx,
+                                 NO_VECTOR if vector is None else vector, ai, ui))
+    queues += [QueueState(0)] * max(len(r.queue_sizes) - len(queues), 0)
+    endian = _sub(subs, "virtio/device_endian")
+    flag = lambda name, attr: bool(getattr(_sub(subs, name), attr, 0))  # noqa: E731
+    t = v.transport
+    pci = mmio = ccw = None
+    config_vector = NO_VECTOR
+    extra = _sub(subs, "virtio/extra_state")
+    if r.config.transport == "pci":
+        ms = _sub(extra.subsections, "virtio_pci/modern_state") if extra is not None else None
+        pci = PciState(bytes(t.pci.config), tuple(t.pci.irq_state), bytes(t.msix_table or b""),
+                       bytes(t.msix_pba or b""), t.pci.version_id,
+                       ms.dfselect if ms else 0, ms.gfselect if ms else 0,
+                       tuple(ms.guest_features) if ms else (0, 0), tuple(ms.vqs) if ms else ())
+        config_vector = NO_VECTOR if t.config_vector is None else t.config_vector
+    elif r.config.transport == "mmio":
+        st = _sub(extra.subsections, "virtio_mmio/state") if extra is not None else None
+        mmio = MmioState(t.host_features_sel, t.guest_features_sel, t.guest_page_shift,
+                         tuple(st.guest_features) if st else (0, 0), tuple(st.vqs) if st else ())
+    else:
+        ccw = CcwState(t, t.tmp.config_vector)
+        config_vector = t.tmp.config_vector
+    packed = _sub(subs, "virtio/packed_virtqueues")
+    lo_field = None if (features & 0xFFFFFFFF) == v.guest_features_lo else v.guest_features_lo
+    return DeviceState(
+        status=v.status, isr=v.isr, queue_sel=v.queue_sel, guest_features=features, config=bytes(v.config),
+        queues=tuple(queues), num_default=tuple(nd), config_vector=config_vector,
+        device_endian=endian.device_endian if endian is not None else core.default_endian(r),
+        broken=flag("virtio/broken", "broken"), started=flag("virtio/started", "started"),
+        disabled=flag("virtio/disabled", "disabled"), pci=pci, mmio=mmio, ccw=ccw,
+        device=DEVICES[r.config.device].from_wire(v.device), packed=tuple(packed.vqs) if packed else (),
+        guest_features_lo_field=lo_field)
+
+
+# --- load ----------------------------------------------------------------------------------------------
+
+
+class Rejected(Exception):
+    def __init__(self, lines: list[str], err: int) -> None:
+        super().__init__(lines[0] if lines else "")
+        self.lines = lines
+        self.err = err
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    outcome: str  # accepted | accepted-broken | rejected
+    error: str | None  # the first error line QEMU prints (no program-name prefix)
+    lines: tuple[str, ...]
+    state: DeviceState | None
+    trace: Trace = field(default_factory=Trace)
+
+
+def _fail(lines: list[str], err: int = errno.EPERM) -> Rejected:
+    return Rejected(lines, err)
+
+
+def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[str]:
+    return [f"Failed to load {r.config.device}:virtio",
+            f"error while loading state for instance 0x{instance_id:x} of device '{idstr}'",
+            f"load of migration failed: {os.strerror(err)}"]
+
+
+def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = None, idstr: str = "",
+         instance_id: int = 0, footer: bool = True) -> LoadResult:
+    """Replay release r's virtio_load over `data` (one payload); `rings` gives each queue's
+    (avail idx, used idx) in guest RAM, as the destination would read them."""
+    trace = Trace()
+    idstr = idstr or f"{r.config.device}"
+    try:
+        state, broken_lines = _load(r, data, rings, trace, idstr, footer)
+    except Rejected as e:
+        lines = e.lines + ([] if e.err == 0 else _generic_lines(r, idstr, instance_id, e.err))
+        trace.steps.append("rejected: " + (lines[0] if lines else ""))
+        return LoadResult(REJECTED, lines[0] if lines else None, tuple(lines), None, trace)
+    outcome = ACCEPTED_BROKEN if state.broken else ACCEPTED
+    return LoadResult(outcome, broken_lines[0] if broken_lines else None, tuple(broken_lines), state, trace)
+
+
+def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, trace: Trace, idstr: str,
+          footer: bool) -> tuple[DeviceState, list[str]]:
+    release, tr, dev = r.release, r.config.transport, DEVICES[r.config.device]
+    layout = payload_layout(tr, r.config.device)
+    subcons = {sc.name: sc for sc in layout.subcons}
+    stream = io.BytesIO(data)
+    local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
+    ctx = c.Container(_params=c.Container(net_multiqueue=local_pairs > 1, blk_multiqueue=r.num_queues > 1),
+                      _parsing=True, _building=False, _sizing=False, _io=stream, _index=None)
+    ctx._root = ctx
+    v = c.Container()
+
+    def read(name: str, sc: Any = None, path: str | None = None) -> Any:
+        try:
+            value = (sc or subcons[name])._parsereport(stream, ctx, f"(parsing) -> {path or name}")
+        except _DECODE_ERRORS as e:
+            where = field_path(getattr(e, "path", "") or "", "virtio")
+            # QEMU reads on past its section: what it meets there decides the message; say what we know
+            raise _fail([f"stream ends or desynchronizes while loading {where} of {idstr}"], errno.EIO) from None
+        if sc is None:
+            v[name] = ctx[name] = value
+        return value
+
+    trace.steps.append("device_endian := unknown")
+    # step 2: transport config
+    t = read("transport")
+    trace.steps.append("transport config")
+    if tr == "pci":
+        _pci_checks(r, t, trace)
+    # step 3: core fields
+    for name in ("status", "isr", "queue_sel", "guest_features_lo"):
+        read(name)
+    if v.queue_sel >= VIRTIO_QUEUE_MAX and core.check("queue_sel", release):
+        raise _fail([])  # returns -1 without a message
+    early = core.check("features_early", release)
+    if early and v.guest_features_lo & ~r.host_features & 0xFFFFFFFF:
+        raise _fail([early.message.format(features=v.guest_features_lo, host=r.host_features & 0xFFFFFFFF)])
+    trace.steps.append("core fields; guest features := 32-bit field")
+    # step 4: config
+    read("config_len")
+    if core.check("config_len", release) and v.config_len != r.config_len:
+        raise _fail([f"Unexpected config length {v.config_len:#x}, expected {r.config_len:#x}"])
+    read("config")
+    # step 5: queue count
+    num = read("num_queues")
+    limit = core.queue_limit(release)
+    if num > limit:
+        chk = core.check("num_queues", release) or core.check("num_queues_pci", release)
+        assert chk is not None
+        raise _fail([chk.message.format(num=num)])
+    # step 7: queues
+    queue_sc = subcons["queues"].subcon.subcon  # Renamed(Array(element))
+    queues = []
+    for i in range(num):
+        ctx._index = i
+        q = read("queue", queue_sc, f"queues[{i}]")
+        if q.desc == 0 and q.last_avail_idx != 0:
+            chk = core.check("desc_zero", release)
+            assert chk is not None
+            raise _fail([chk.message.format(i=i, last=q.last_avail_idx)], errno.EPERM)
+        vec = q.get("vector")
+        if tr == "pci" and vec is not None and core.check("msix_vector", release):
+            if vec != NO_VECTOR and vec >= t.msix_vectors:
+                raise _fail([], errno.EINVAL)
+        queues.append(q)
+    v.queues = ctx.queues = c.ListContainer(queues)
+    trace.steps.append(f"{num} queues")
+    # step 9: device data (it sees only the 32-bit features; endianness still unknown)
+    read("device")
+    trace.steps.append("device data and device subsections")
+    if r.config.device == "virtio-net" and release >= Version(2, 4):
+        trace.early_reads.append("virtio-net post_load reads VERSION_1 from the 32-bit features before "
+                                 "virtio/64bit_features loads (recomputed by set_features at the feature step)")
+    _check_unknown(dev, v.device, release, r.config.device)
+    # step 10: core subsections
+    read("subsections")
+    known = {s.name for s in core.known_core_subsections(release)}
+    for sub in v.subsections:
+        if sub.name not in known:
+            # vmstate_subsection_load: exact lookup fails, -ENOENT
+            raise _fail([f"VM subsection '{sub.name}' in 'virtio' does not exist"] if release >= Version(10, 2)
+                        else [], errno.ENOENT)
+    if release < Version(2, 1) and v.subsections:
+        raise _fail(["Unknown savevm section type 5"], 0)
+    if stream.tell() != len(data):
+        raise _fail([f"Missing section footer for {idstr}"] if footer else
+                    [f"Unknown savevm section type {data[stream.tell()]}"], errno.EINVAL)
+    trace.steps.append("core subsections: " + ", ".join(s.name for s in v.subsections))
+    src = state_from_wire(r, v, rings)
+    lines: list[str] = []
+    device_state = dev.load_device(src.device, r, v.guest_features_lo, lines)
+    if lines:  # a device check failed
+        raise _fail(lines, errno.EINVAL)
+    # step 11: endianness
+    endian = _sub(v.subsections, "virtio/device_endian")
+    device_endian = endian.device_endian if endian is not None else core.default_endian(r)
+    trace.steps.append(f"device_endian := {device_endian} ({'subsection' if endian is not None else 'default'})")
+    # step 12: features
+    features = _sanitize_features(r, v, src.guest_features)
+    trace.steps.append(f"guest features := {features:#x}")
+    # step 14: ring checks
+    broken = src.broken
+    broken_lines: list[str] = []
+    loaded_queues = list(src.queues)
+    for i, q in enumerate(loaded_queues[:num]):
+        if not q.desc:
+            continue
+        if F.has(features, F.VERSION_1):
+            avail, used = q.avail, q.used
+        else:  # virtio_queue_update_rings: the legacy layout from desc
+            avail = q.desc + 16 * q.num
+            used = (avail + 4 + 2 * q.num + q.align - 1) & ~(q.align - 1)
+        ai, ui = q.avail_idx, q.used_idx
+        if F.has(features, F.RING_PACKED):
+            loaded_queues[i] = replace(q, avail=avail, used=used)
+            continue
+        nheads = (ai - q.last_avail_idx) & 0xFFFF
+        if nheads > q.num:
+            chk = core.check("avail_idx", release) or core.check("avail_idx_broken", release)
+            assert chk is not None
+            line = chk.message.format(i=i, num=q.num, avail=ai, last=q.last_avail_idx, delta=nheads)
+            if chk.fatal:
+                raise _fail([line])
+            broken, broken_lines = True, broken_lines + [line]
+            loaded_queues[i] = replace(q, avail=avail, used=used, used_idx=0)
+            continue
+        chk = core.check("inuse", release) or core.check("inuse_modular", release)
+        if chk is not None:
+            inuse = (q.last_avail_idx - ui) & (0xFFFF if chk.name == "inuse_modular" else 0xFFFFFFFF)
+            if inuse > q.num:
+                raise _fail([chk.message.format(i=i, num=q.num, last=q.last_avail_idx, used=ui)])
+        loaded_queues[i] = replace(q, avail=avail, used=used)
+    trace.steps.append("ring checks" + (" (device marked broken)" if broken and broken_lines else ""))
+    config = src.config[: r.config_len] + bytes(max(r.config_len - len(src.config), 0))
+    state = replace(src, guest_features=features, device_endian=device_endian, queues=tuple(loaded_queues),
+                    config=config, broken=broken, device=device_state, guest_features_lo_field=None)
+    trace.steps.append("post_load")
+    return state, broken_lines
+
+
+def local_config_space(r: Realized) -> Any:
+    """The destination's PCI config space and masks (models/transports/pci.py), or None."""
+    try:
+        from models.transports.pci import virtio_pci_config_space
+    except ImportError:
+        return None
+    props = dict(r.props)
+    props["vectors"] = r.vectors
+    return virtio_pci_config_space(r.config.device, props, express=r.express, config_len=r.config_len)
+
+
+def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
+    for irq in t.pci.irq_state:
+        if irq not in (0, 1):
+            raise _fail([f"irq state {irq}: must be 0 or 1.", "Failed to load PCIDevice:irq_state"], errno.EINVAL)
+    local = local_config_space(r)
+    if local is not None:
+        from models.transports.pci import bad_config_data
+
+        bad = bad_config_data(local, bytes(t.pci.config))
+        if bad:
+            raise _fail([bad, "Failed to load PCIDevice:config"], errno.EINVAL)
+    if t.msix_vectors != r.vectors and local is None:
+        # the MSI-X capability's table size is read-only: a count mismatch is a config mismatch
+        raise _fail([f"get_pci_config_device: Bad config data: MSI-X table size {t.msix_vectors} != {r.vectors}",
+                     "Failed to load PCIDevice:config"], errno.EINVAL)
+    if core.check("msix_vector", r.release) and t.config_vector is not None:
+        if t.config_vector != NO_VECTOR and t.config_vector >= t.msix_vectors:
+            raise _fail([], errno.EINVAL)
+    trace.steps.append("PCI config checked against the local read-only bits")
+
+
+def _check_unknown(dev: Any, value: Any, release: Version, device: str) -> None:
+    known_fn = getattr(dev, "known_subsections", None)
+    subs = getattr(value, "subsections", None)
+    if known_fn is None or subs is None:
+        return
+    known = known_fn(release)
+    for sub in subs:
+        if sub.name not in known:
+            raise _fail([f"VM subsection '{sub.name}' in '{device}-device' does not exist"]
+                        if release >= Version(10, 2) else [], errno.ENOENT)
+
+
+def _sanitize_features(r: Realized, v: Any, incoming: int) -> int:
+    """Step 12: guest features against the destination's host features, as the release does."""
+    release, host = r.release, r.host_features
+    if release < Version(2, 4):
+        return incoming & host  # checked early (features_early)
+    if release < Version(10, 2):
+        if (host >> 32) & 0xFFFFFFFF:
+            value = incoming & MASK64  # the 64-bit subsection's value, or the 32-bit field
+        else:
+            value = v.guest_features_lo  # a 64-bit subsection is discarded: only the low word is checked
+        if value & ~host:
+            chk = core.check("features", release)
+            assert chk is not None
+            raise _fail([chk.message.format(features=value, host=host & MASK64)])
+        return value & host
+    if incoming & ~host:
+        chk = core.check("features128", release)
+        assert chk is not None
+        raise _fail([chk.message.format(features_hi=incoming >> 64, features_lo=incoming & MASK64,
+                                        host_hi=host >> 64, host_lo=host & MASK64)])
+    return incoming & host
+
+
+def reset_state(r: Realized) -> DeviceState:
+    """The state right after realize and reset (what a destination starts from)."""
+    dev = DEVICES[r.config.device]
+    queues = tuple(QueueState(n) for n in r.queue_sizes)
+    pci = None
+    if r.config.transport == "pci":
+        space = local_config_space(r)
+        config = space.config if space is not None else bytes(256)
+        n = r.vectors
+        pci = PciState(config, msix_table=_msix_reset_table(n), msix_pba=bytes((n + 7) // 8))
+    return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
+                       device_endian=core.default_endian(r) if not r.modern else ENDIAN_LITTLE, pci=pci,
+                       mmio=MmioState() if r.config.transport == "mmio" else None, device=dev.reset_state(r))
+
+
+def _msix_reset_table(n: int) -> bytes:
+    # msix_init: every entry masked (vector control bit 0 set)
+    return b"".join(bytes(12) + b"\x01\x00\x00\x00" for _ in range(n))
+
+
+def ring_addresses(q: QueueState, features: int) -> tuple[int, int]:
+    """Where the destination reads a queue's rings: the migrated addresses with VERSION_1, else
+    virtio_queue_update_rings' legacy layout from desc, num and align."""
+    if F.has(features, F.VERSION_1):
+        return q.avail, q.used
+    avail = q.desc + 16 * q.num
+    return avail, (avail + 4 + 2 * q.num + q.align - 1) & ~(q.align - 1)
+
+
+def guest_rings(memory: Any, machine: str | None, state: DeviceState) -> list[tuple[int, int]]:
+    """(avail idx, used idx) of each queue, read from the guest RAM a stream carries."""
+    out = []
+    for q in state.queues:
+        if not q.desc:
+            out.append((0, 0))
+            continue
+        avail, used = ring_addresses(q, state.guest_features)
+        try:
+            out.append((memory.read_u16_phys(machine, avail + 2), memory.read_u16_phys(machine, used + 2)))
+        except KeyError:
+            out.append((0, 0))  # not in RAM this tool maps: reads as zero
+    return out
+
+
+def with_rings(state: DeviceState, rings: Sequence[tuple[int, int]]) -> DeviceState:
+    qs = tuple(replace(q, avail_idx=a, used_idx=u) for q, (a, u) in zip(state.queues, list(rings) + [(0, 0)] * 1024))
+    return replace(state, queues=qs)

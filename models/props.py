@@ -1,0 +1,150 @@
+"""Device properties and their defaults by release; with the machine compat globals (releases.py)
+and the user's `-device` properties they give the effective values realize works from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from models.releases import TYPE_PARENTS, MachineType, Version, compat_values
+
+V = Version.parse
+UNSPECIFIED = "unspecified"  # DEV_NVECTORS_UNSPECIFIED and num-queues "auto": realize decides
+
+
+@dataclass(frozen=True)
+class Prop:
+    """A QEMU property with its default from `since` (until `until`, exclusive)."""
+
+    qom_type: str
+    name: str
+    default: Any
+    since: Version = V("2.0")
+    until: Version | None = None
+    source: str = ""
+
+    def exists(self, release: Version) -> bool:
+        return release >= self.since and (self.until is None or release < self.until)
+
+
+PROPS: tuple[Prop, ...] = (
+    # DEFINE_VIRTIO_COMMON_FEATURES and virtio-device properties (§7 "Default device properties")
+    Prop("virtio-device", "indirect_desc", True),
+    Prop("virtio-device", "event_idx", True),
+    Prop("virtio-device", "notify_on_empty", True),
+    Prop("virtio-device", "any_layout", True),
+    Prop("virtio-device", "iommu_platform", False, V("2.9")),
+    Prop("virtio-device", "packed", False, V("4.2"), source="86044b24e8"),
+    Prop("virtio-device", "queue_reset", True, V("7.2"), source="hw_compat_7_1"),
+    Prop("virtio-device", "use-started", True, V("4.1"), source="badaf79cfd"),
+    Prop("virtio-device", "use-disabled-flag", True, V("5.0"), source="9d7bd0826f"),
+    Prop("virtio-device", "x-disable-legacy-check", False, V("5.1")),
+    # virtio-pci proxies (§6.1); modern (virtio 1.0) arrived in 2.5, default on from 2.7
+    Prop("virtio-pci", "disable-modern", True, V("2.5"), V("2.7"), source="2.5: modern off by default"),
+    Prop("virtio-pci", "disable-modern", False, V("2.7"), source="hw_compat_2_6"),
+    Prop("virtio-pci", "disable-legacy", "auto", V("2.5")),
+    Prop("virtio-pci", "migrate-extra", True, V("2.5"), V("10.1"), source="a6df8adf3e; fce42ccb51f1"),
+    Prop("virtio-pci", "x-disable-pcie", False, V("2.5")),
+    Prop("virtio-pci", "page-per-vq", False, V("2.8"), source="hw_compat_2_7"),
+    Prop("virtio-pci", "modern-pio-notify", False, V("2.7")),
+    Prop("virtio-pci", "x-ignore-backend-features", False, V("2.8")),
+    Prop("virtio-pci", "ats", False, V("2.9")),
+    Prop("virtio-pci", "x-pcie-deverr-init", True, V("2.9")),
+    Prop("virtio-pci", "x-pcie-lnkctl-init", True, V("2.9")),
+    Prop("virtio-pci", "x-pcie-pm-init", True, V("2.9")),
+    Prop("virtio-pci", "x-pcie-flr-init", True, V("4.2")),
+    Prop("virtio-pci", "x-ats-page-aligned", True, V("5.2")),
+    Prop("virtio-pci", "x-pcie-pm-no-soft-reset", True, V("9.1")),
+    # MSI-X vector counts (§6.1, §11): fixed defaults, later "unspecified" (realize computes them)
+    Prop("virtio-net-pci", "vectors", 3, V("2.0"), V("6.0")),
+    Prop("virtio-net-pci", "vectors", UNSPECIFIED, V("6.0"), source="hw_compat_5_2: 2 * queue pairs + 2"),
+    Prop("virtio-blk-pci", "vectors", 2, V("2.0"), V("2.12")),
+    Prop("virtio-blk-pci", "vectors", UNSPECIFIED, V("2.12"), source="hw_compat_2_11: num-queues + 1"),
+    Prop("virtio-balloon-pci", "vectors", 0, V("2.0"), V("10.0")),
+    Prop("virtio-balloon-pci", "vectors", UNSPECIFIED, V("10.0"), source="hw_compat_9_2: 2"),
+    Prop("virtio-rng-pci", "vectors", 0, V("2.0"), V("7.2")),
+    Prop("virtio-rng-pci", "vectors", UNSPECIFIED, V("7.2"), source="hw_compat_7_1: 2"),
+    # virtio-mmio (§6.2)
+    Prop("virtio-mmio", "format_transport_address", True, V("2.7")),
+    Prop("virtio-mmio", "force-legacy", True, V("4.2"), source="44e687a4d9ab"),
+    # virtio-net (hw/net/virtio-net.c)
+    Prop("virtio-net-device", "mq", False),
+    Prop("virtio-net-device", "csum", True),
+    Prop("virtio-net-device", "guest_csum", True),
+    Prop("virtio-net-device", "gso", True),
+    Prop("virtio-net-device", "guest_tso4", True),
+    Prop("virtio-net-device", "guest_tso6", True),
+    Prop("virtio-net-device", "guest_ecn", True),
+    Prop("virtio-net-device", "guest_ufo", True),
+    Prop("virtio-net-device", "host_tso4", True),
+    Prop("virtio-net-device", "host_tso6", True),
+    Prop("virtio-net-device", "host_ecn", True),
+    Prop("virtio-net-device", "host_ufo", True),
+    Prop("virtio-net-device", "mrg_rxbuf", True),
+    Prop("virtio-net-device", "status", True),
+    Prop("virtio-net-device", "ctrl_vq", True),
+    Prop("virtio-net-device", "ctrl_rx", True),
+    Prop("virtio-net-device", "ctrl_vlan", True),
+    Prop("virtio-net-device", "ctrl_rx_extra", True),
+    Prop("virtio-net-device", "ctrl_mac_addr", True),
+    Prop("virtio-net-device", "ctrl_guest_offloads", True),
+    Prop("virtio-net-device", "guest_announce", True),
+    Prop("virtio-net-device", "x-mtu-bypass-backend", True, V("2.10")),
+    Prop("virtio-net-device", "host_uso", True, V("8.2")),
+    Prop("virtio-net-device", "guest_uso4", True, V("8.2")),
+    Prop("virtio-net-device", "guest_uso6", True, V("8.2")),
+    Prop("virtio-net-device", "host_tunnel", True, V("10.2")),
+    Prop("virtio-net-device", "host_tunnel_csum", True, V("10.2")),
+    Prop("virtio-net-device", "guest_tunnel", True, V("10.2")),
+    Prop("virtio-net-device", "guest_tunnel_csum", True, V("10.2")),
+    Prop("virtio-net-device", "rx_queue_size", 256, V("2.9")),
+    Prop("virtio-net-device", "tx_queue_size", 256, V("2.10")),
+    Prop("virtio-net-device", "mac", None),
+    # virtio-blk (hw/block/virtio-blk.c)
+    Prop("virtio-blk-device", "num-queues", 1, V("2.7"), V("5.2")),
+    Prop("virtio-blk-device", "num-queues", UNSPECIFIED, V("5.2"), source="hw_compat_5_1: one per vCPU"),
+    Prop("virtio-blk-device", "queue-size", 128, V("2.12"), V("5.0")),
+    Prop("virtio-blk-device", "queue-size", 256, V("5.0"), source="hw_compat_4_2"),
+    Prop("virtio-blk-device", "config-wce", True),
+    Prop("virtio-blk-device", "discard", True, V("4.0"), source="hw_compat_3_1"),
+    Prop("virtio-blk-device", "write-zeroes", True, V("4.0"), source="hw_compat_3_1"),
+    Prop("virtio-blk-device", "seg-max-adjust", True, V("5.0")),
+    Prop("virtio-blk-device", "report-discard-granularity", True, V("6.0")),
+    # virtio-balloon (hw/virtio/virtio-balloon.c)
+    Prop("virtio-balloon-device", "deflate-on-oom", False, V("2.7")),
+    Prop("virtio-balloon-device", "free-page-hint", False, V("4.0"), source="c13c4153f7"),
+    # 4.0 sized the config for all its fields; 4.1 made that a compat property (§5.3)
+    Prop("virtio-balloon-device", "qemu-4-0-config-size", True, V("4.0"), V("4.1")),
+    Prop("virtio-balloon-device", "qemu-4-0-config-size", False, V("4.1")),
+    Prop("virtio-balloon-device", "page-poison", True, V("5.1"), source="hw_compat_5_0"),
+    Prop("virtio-balloon-device", "free-page-reporting", False, V("5.1")),
+)
+
+
+def proxy_type(device: str, transport: str) -> str:
+    """QOM type of the device a user adds: virtio-net-pci, virtio-blk-device (mmio), ..."""
+    return {"pci": f"{device}-pci", "ccw": f"{device}-ccw", "mmio": f"{device}-device"}[transport]
+
+
+def backend_type(device: str) -> str:
+    return f"{device}-device"
+
+
+def known_props(release: Version, qom_type: str) -> dict[str, Prop]:
+    reach = {qom_type, *TYPE_PARENTS.get(qom_type, ())}
+    return {p.name: p for p in PROPS if p.qom_type in reach and p.exists(release)}
+
+
+def effective_props(release: Version, machine: MachineType, device: str, transport: str,
+                    user: Mapping[str, Any]) -> dict[str, Any]:
+    """Default, then machine compat globals, then the user's `-device` properties, for the proxy
+    and its backend together (QEMU forwards the backend's properties through the proxy)."""
+    out: dict[str, Any] = {}
+    types = [backend_type(device), "virtio-mmio" if transport == "mmio" else proxy_type(device, transport)]
+    for qom_type in types:
+        known = known_props(release, qom_type)
+        out.update({name: p.default for name, p in known.items()})
+        out.update({k: v for k, v in compat_values(release, machine, qom_type).items() if k in known})
+    out.update(user)
+    return out

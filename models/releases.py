@@ -1,0 +1,219 @@
+"""The QEMU release timeline, machine types, and the machine compat properties that touch virtio.
+
+A machine type X.Y carries every `hw_compat_A_B` entry with A.B >= X.Y; entries of an older
+array override those of a newer one (QEMU applies them newest first). Entries exist in a release
+from `since` (and until `until`, exclusive), so one table serves every release.
+Facts: ../shared/reference/qemu-virtio-migration.md §1.3, §6, §7 (section numbers in comments).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+@functools.total_ordering
+@dataclass(frozen=True)
+class Version:
+    major: int
+    minor: int
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        m = re.fullmatch(r"(\d+)\.(\d+)", text.strip())
+        if not m:
+            raise ValueError(f"not a QEMU version: {text!r} (expected MAJOR.MINOR, e.g. 7.2)")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
+        return (self.major, self.minor) < (other.major, other.minor)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+V = Version.parse
+
+# Every QEMU release since 2.0, for machine type names; 3.x has two minors, the others as listed.
+ALL_VERSIONS: tuple[Version, ...] = tuple(
+    Version(a, b) for a, n in ((2, 13), (3, 2), (4, 3), (5, 3), (6, 3), (7, 3), (8, 3), (9, 3), (10, 3))
+    for b in range(n)
+)
+
+# The releases modelled: where the virtio format or its load rules changed, and where a machine
+# type changed a virtio compat property (DESIGN.md "Releases to model").
+RELEASES: tuple[Version, ...] = tuple(V(r) for r in (
+    "2.0", "2.1", "2.4", "2.5", "2.7", "2.8", "2.9", "2.10", "2.12", "4.0", "4.1", "4.2", "5.0", "5.1",
+    "5.2", "6.0", "7.2", "8.2", "10.0", "10.1", "10.2"))
+
+# Machine type families: (transport it serves, name prefix, first versioned machine type).
+FAMILIES = {
+    "pc-i440fx": ("pci", V("2.0")),
+    "pc-q35": ("pci", V("2.0")),
+    "virt": ("mmio", V("2.6")),  # arm virt is versioned from 2.6
+    "s390-ccw-virtio": ("ccw", V("2.4")),  # s390x is versioned from 2.4
+}
+# 10.1 removed the 2.4 and 2.5 machine types with migrate-extra (§6.1, fce42ccb51f1); older ones
+# are taken to be gone by then too (UNVERIFIED: the exact removal release of 2.0-2.3).
+OLDEST_MACHINE_FROM = ((V("10.1"), V("2.6")),)
+
+
+@dataclass(frozen=True)
+class MachineType:
+    family: str
+    version: Version
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}-{self.version}"
+
+    @property
+    def transport(self) -> str:
+        return FAMILIES[self.family][0]
+
+    @classmethod
+    def parse(cls, name: str) -> MachineType:
+        for family in sorted(FAMILIES, key=len, reverse=True):
+            if name.startswith(family + "-"):
+                return cls(family, Version.parse(name[len(family) + 1 :]))
+        raise ValueError(f"unknown machine type {name!r} (known families: {', '.join(FAMILIES)})")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def machine_types(release: Version, transport: str | None = None) -> list[MachineType]:
+    """The versioned machine types a release has (for one transport's families, or all)."""
+    oldest = max([V("2.0")] + [m for r, m in OLDEST_MACHINE_FROM if release >= r])
+    out = []
+    for family, (tr, first) in FAMILIES.items():
+        if transport and tr != transport:
+            continue
+        out += [MachineType(family, v) for v in ALL_VERSIONS if max(first, oldest) <= v <= release]
+    return out
+
+
+# --- compat properties (§7) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compat:
+    """One `hw_compat_X_Y` (or `pc_compat_X_Y`) entry: `driver.prop = value` for machine types <= X.Y."""
+
+    upto: Version  # the X.Y of hw_compat_X_Y
+    driver: str  # QEMU type the global applies to (and its subclasses)
+    prop: str
+    value: Any
+    since: Version  # first release whose machine code has this entry
+    until: Version | None = None  # first release without it
+    pc_only: bool = False  # pc_compat_X_Y (hw/i386/pc.c), not hw_compat
+    source: str = ""
+
+    def applies(self, release: Version, machine: MachineType) -> bool:
+        if release < self.since or (self.until is not None and release >= self.until):
+            return False
+        if self.pc_only and not machine.family.startswith("pc-"):
+            return False
+        return machine.version <= self.upto
+
+
+COMPAT: tuple[Compat, ...] = (
+    Compat(V("2.0"), "virtio-net-pci", "guest_announce", False, V("2.1"), pc_only=True,
+           source="pc_compat_2_0 (hw/i386/pc.c)"),
+    Compat(V("2.3"), "virtio-blk-pci", "any_layout", False, V("2.4"), source="hw_compat_2_3"),
+    Compat(V("2.3"), "virtio-balloon-pci", "any_layout", False, V("2.4"), source="hw_compat_2_3"),
+    Compat(V("2.3"), "virtio-rng-pci", "any_layout", False, V("2.4"), source="hw_compat_2_3"),
+    Compat(V("2.3"), "migration", "send-configuration", False, V("2.4"), source="hw_compat_2_3"),
+    Compat(V("2.3"), "migration", "send-section-footer", False, V("2.4"), source="hw_compat_2_3"),
+    Compat(V("2.4"), "virtio-pci", "migrate-extra", False, V("2.5"), until=V("10.1"), source="hw_compat_2_4"),
+    Compat(V("2.4"), "virtio-pci", "x-disable-pcie", True, V("2.5"), source="hw_compat_2_4"),
+    Compat(V("2.6"), "virtio-pci", "disable-modern", True, V("2.7"), source="hw_compat_2_6"),
+    Compat(V("2.6"), "virtio-pci", "disable-legacy", "off", V("2.7"), source="hw_compat_2_6"),
+    Compat(V("2.6"), "virtio-mmio", "format_transport_address", False, V("2.7"), source="hw_compat_2_6"),
+    Compat(V("2.7"), "virtio-pci", "page-per-vq", True, V("2.8"), source="hw_compat_2_7"),
+    Compat(V("2.7"), "virtio-pci", "x-ignore-backend-features", True, V("2.8"), source="hw_compat_2_7"),
+    Compat(V("2.8"), "virtio-pci", "x-pcie-deverr-init", False, V("2.9"), source="hw_compat_2_8"),
+    Compat(V("2.8"), "virtio-pci", "x-pcie-lnkctl-init", False, V("2.9"), source="hw_compat_2_8"),
+    Compat(V("2.8"), "virtio-pci", "x-pcie-pm-init", False, V("2.9"), source="hw_compat_2_8"),
+    Compat(V("2.9"), "virtio-net-device", "x-mtu-bypass-backend", False, V("2.10"), source="hw_compat_2_9"),
+    Compat(V("2.11"), "virtio-blk-pci", "vectors", 2, V("2.12"), source="hw_compat_2_11"),
+    Compat(V("3.1"), "virtio-blk-device", "discard", False, V("4.0"), source="hw_compat_3_1"),
+    Compat(V("3.1"), "virtio-blk-device", "write-zeroes", False, V("4.0"), source="hw_compat_3_1"),
+    Compat(V("3.1"), "virtio-balloon-device", "qemu-4-0-config-size", False, V("4.1"), source="hw_compat_3_1"),
+    Compat(V("4.0"), "virtio-device", "use-started", False, V("4.1"), source="hw_compat_4_0"),
+    Compat(V("4.0"), "virtio-balloon-device", "qemu-4-0-config-size", True, V("4.1"), source="hw_compat_4_0"),
+    Compat(V("4.1"), "virtio-pci", "x-pcie-flr-init", False, V("4.2"), source="hw_compat_4_1"),
+    # 9d7bd0826f put it in hw_compat_4_1; Garzarella's fix moved it to hw_compat_4_2 in 6.0 (§3)
+    Compat(V("4.1"), "virtio-device", "use-disabled-flag", False, V("5.0"), until=V("6.0"),
+           source="hw_compat_4_1 in 5.0-5.2 (9d7bd0826f)"),
+    Compat(V("4.2"), "virtio-device", "use-disabled-flag", False, V("6.0"), source="hw_compat_4_2 from 6.0"),
+    Compat(V("4.2"), "virtio-blk-device", "queue-size", 128, V("5.0"), source="hw_compat_4_2"),
+    Compat(V("4.2"), "virtio-blk-device", "seg-max-adjust", False, V("5.0"), source="hw_compat_4_2"),
+    Compat(V("5.0"), "virtio-device", "x-disable-legacy-check", True, V("5.1"), source="hw_compat_5_0"),
+    Compat(V("5.0"), "virtio-balloon-device", "page-poison", False, V("5.1"), source="hw_compat_5_0"),
+    Compat(V("5.1"), "virtio-blk-device", "num-queues", 1, V("5.2"), source="hw_compat_5_1"),
+    Compat(V("5.1"), "virtio-pci", "x-ats-page-aligned", False, V("5.2"), source="hw_compat_5_1"),
+    Compat(V("5.2"), "virtio-blk-device", "report-discard-granularity", False, V("6.0"), source="hw_compat_5_2"),
+    Compat(V("5.2"), "virtio-net-pci", "vectors", 3, V("6.0"), source="hw_compat_5_2 (virtio-net-pci-base)"),
+    Compat(V("7.1"), "virtio-device", "queue_reset", False, V("7.2"), source="hw_compat_7_1"),
+    Compat(V("7.1"), "virtio-rng-pci", "vectors", 0, V("7.2"), source="hw_compat_7_1"),
+    Compat(V("8.1"), "virtio-net-device", "host_uso", False, V("8.2"), source="hw_compat_8_1"),
+    Compat(V("8.1"), "virtio-net-device", "guest_uso4", False, V("8.2"), source="hw_compat_8_1"),
+    Compat(V("8.1"), "virtio-net-device", "guest_uso6", False, V("8.2"), source="hw_compat_8_1"),
+    Compat(V("9.0"), "virtio-pci", "x-pcie-pm-no-soft-reset", False, V("9.1"), source="hw_compat_9_0"),
+    Compat(V("9.2"), "virtio-balloon-pci", "vectors", 0, V("10.0"), source="hw_compat_9_2"),
+    Compat(V("10.1"), "virtio-net-device", "host_tunnel", False, V("10.2"), source="hw_compat_10_1"),
+    Compat(V("10.1"), "virtio-net-device", "host_tunnel_csum", False, V("10.2"), source="hw_compat_10_1"),
+    Compat(V("10.1"), "virtio-net-device", "guest_tunnel", False, V("10.2"), source="hw_compat_10_1"),
+    Compat(V("10.1"), "virtio-net-device", "guest_tunnel_csum", False, V("10.2"), source="hw_compat_10_1"),
+)
+
+# Which QEMU types a global for `driver` reaches (the proxy and its backend device).
+TYPE_PARENTS = {
+    "virtio-net-pci": ("virtio-pci",),
+    "virtio-blk-pci": ("virtio-pci",),
+    "virtio-balloon-pci": ("virtio-pci",),
+    "virtio-rng-pci": ("virtio-pci",),
+    "virtio-net-device": ("virtio-device",),
+    "virtio-blk-device": ("virtio-device",),
+    "virtio-balloon-device": ("virtio-device",),
+    "virtio-rng-device": ("virtio-device",),
+}
+
+
+def compat_values(release: Version, machine: MachineType, qom_type: str) -> dict[str, Any]:
+    """Property values the machine's compat globals give an object of `qom_type`."""
+    reach = {qom_type, *TYPE_PARENTS.get(qom_type, ())}
+    out: dict[str, Any] = {}
+    # newest array first, so that an older array's entry wins (as QEMU registers them)
+    for entry in sorted(COMPAT, key=lambda e: e.upto, reverse=True):
+        if entry.driver in reach and entry.applies(release, machine):
+            out[entry.prop] = entry.value
+    return out
+
+
+def migration_values(release: Version, machine: MachineType) -> dict[str, bool]:
+    """send-configuration and send-section-footer (§1.3): on from machine type 2.4."""
+    out = {"send-configuration": True, "send-section-footer": True}
+    out.update(compat_values(release, machine, "migration"))
+    return out
+
+
+def release_of(text: str) -> Version:
+    """A modelled release by name, with an error that lists them."""
+    v = Version.parse(text)
+    if v not in RELEASES:
+        raise ValueError(f"release {v} is not modelled (releases: {', '.join(map(str, RELEASES))})")
+    return v
+
+
+def latest_release_at(version: Version) -> Version:
+    """The modelled release whose rules a QEMU of `version` follows (the newest one <= version)."""
+    older = [r for r in RELEASES if r <= version]
+    if not older:
+        raise ValueError(f"QEMU {version} is older than the oldest modelled release {RELEASES[0]}")
+    return older[-1]

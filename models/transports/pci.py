@@ -1,0 +1,604 @@
+"""The PCI configuration space of a virtio-pci proxy as QEMU 7.2 realizes it, with the load-check masks.
+
+QEMU's ``get_pci_config_device`` (hw/pci/pci.c) rejects an incoming config byte that differs from the
+local one in a bit of ``cmask & ~wmask & ~w1cmask``; the bytes and masks here are built by replaying,
+in QEMU's order, what realize does to them: ``do_pci_register_device`` (header, ``pci_init_cmask``,
+``pci_init_wmask``, ``pci_init_w1cmask``), ``virtio_pci_realize`` (PCI Express capability, power
+management, AER, ATS, FLR), ``virtio_pci_device_plugged`` (ids, virtio vendor capabilities, BARs,
+MSI-X), ``pci_add_option_rom`` (ROM BAR), then the reset (which leaves these bytes as built).
+
+Proxy properties read (``props``, QEMU's names, the effective values after machine compat and user
+properties, as ``qom-get /machine/peripheral/<id>`` shows them after realize):
+
+| property | default | what it changes | machine compat (QEMU 7.2 ``hw/core/machine.c``) |
+|---|---|---|---|
+| ``disable-legacy`` | auto | legacy I/O BAR 0, ids, revision, subsystem id; auto = on behind a PCIe port | ``hw_compat_2_6`` off |
+| ``disable-modern`` | off | virtio vendor capabilities, BAR 4, PCIe capabilities | ``hw_compat_2_6`` on |
+| ``vectors`` | net/blk: required; rng 2; balloon 0 | MSI-X capability and BAR 1 (0 = none, >2048 = none) | ``hw_compat_2_11`` blk 2, ``hw_compat_5_2`` net 3, ``hw_compat_7_1`` rng 0 |
+| ``page-per-vq`` | off | notify multiplier and length, BAR 4 size | ``hw_compat_2_7`` on |
+| ``modern-pio-notify`` | off | I/O BAR 2 and a second notify capability | none |
+| ``x-disable-pcie`` | off | no PCI Express capabilities, 256-byte space | ``hw_compat_2_4`` on |
+| ``x-pcie-deverr-init`` | on | DEVCTL error-enable bits writable, DEVSTA error bits W1C | ``hw_compat_2_8`` off |
+| ``x-pcie-lnkctl-init`` | on | LNKCTL CCC and ES writable | ``hw_compat_2_8`` off |
+| ``x-pcie-pm-init`` | on | PM control state bits writable | ``hw_compat_2_8`` off |
+| ``x-pcie-extcap-init`` | on | extended capability header at 0x100 read-only | ``hw_compat_2_8`` off (``TYPE_PCI_DEVICE``) |
+| ``x-pcie-flr-init`` | on | DEVCAP FLR bit, DEVCTL initiate-FLR writable | ``hw_compat_4_1`` off |
+| ``ats`` | off | ATS extended capability | none |
+| ``x-ats-page-aligned`` | on | ATS page-aligned-request bit | ``hw_compat_5_1`` off |
+| ``aer`` | off | AER extended capability at 0x100 | none |
+| ``multifunction`` | off | header type bit 7 | none |
+| ``romfile``, ``rombar``, ``romsize`` | net: ``efi-virtio.rom``, 1, the ROM's size | ROM BAR at 0x30 (size ``romsize``) | none in hw_compat (old ``pc_compat`` arrays may set romfile) |
+| ``class`` | 0 (keep the class default) | class code word at 0x0a (virtio-blk-pci has it) | none |
+
+Properties that do not touch the config space: ``migrate-extra`` (``hw_compat_2_4``),
+``x-ignore-backend-features`` (``hw_compat_2_7``; matters only for a device without VERSION_1),
+``virtio-pci-bus-master-bug-migration`` (``hw_compat_2_1``), ``x-pcie-lnksta-dllla`` (``hw_compat_2_3``;
+only ports use it), ``ioeventfd``. Besides ``props``, the legacy BAR size needs the device's
+``config_len`` (the virtio config length, which the device model derives).
+
+Release notes (what is 7.2 behaviour here and changed elsewhere):
+- 8.0 added ``x-pcie-err-unc-mask`` (on from the 8.0 machine type, ``hw_compat_7_2`` off): with ``aer=on``
+  the AER uncorrectable-error mask gets a default value and becomes writable. 7.2 has neither.
+- 9.0 added ``x-pcie-pm-no-soft-reset`` (``hw_compat_9_0`` off): PM control gets the No_Soft_Reset bit.
+- 10.0 gave virtio-balloon-pci a ``vectors`` property (default 2, ``hw_compat_9_2`` 0); in 7.2 it has none
+  and no MSI-X. A ``vectors`` value given for balloon is used as later releases would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from harness.errors import SchemaError
+
+__all__ = [
+    "PciConfigError",
+    "PciConfigSpace",
+    "bad_config_data",
+    "guest_write",
+    "virtio_pci_config_space",
+]
+
+
+class PciConfigError(SchemaError, ValueError):
+    """A configuration QEMU would refuse to realize, or one this model cannot derive bytes for."""
+
+
+@dataclass(frozen=True)
+class PciConfigSpace:
+    config: bytes  # contents after realize and reset (256 bytes, or 4096 for PCI Express)
+    cmask: bytes  # bits the incoming migration load compares
+    wmask: bytes  # bits a guest config write changes
+    w1cmask: bytes  # bits a guest config write of 1 clears
+
+
+# --- constants (include/hw/pci/pci_regs.h, include/hw/pci/pcie_regs.h, hw/virtio/virtio-pci.h) ------------
+
+PCI_CONFIG_SPACE_SIZE = 0x100
+PCIE_CONFIG_SPACE_SIZE = 0x1000
+PCI_CONFIG_HEADER_SIZE = 0x40
+
+PCI_VENDOR_ID = 0x00
+PCI_DEVICE_ID = 0x02
+PCI_COMMAND = 0x04
+PCI_STATUS = 0x06
+PCI_REVISION_ID = 0x08
+PCI_CLASS_PROG = 0x09
+PCI_CLASS_DEVICE = 0x0A
+PCI_CACHE_LINE_SIZE = 0x0C
+PCI_HEADER_TYPE = 0x0E
+PCI_BASE_ADDRESS_0 = 0x10
+PCI_SUBSYSTEM_VENDOR_ID = 0x2C
+PCI_SUBSYSTEM_ID = 0x2E
+PCI_ROM_ADDRESS = 0x30
+PCI_CAPABILITY_LIST = 0x34
+PCI_INTERRUPT_LINE = 0x3C
+PCI_INTERRUPT_PIN = 0x3D
+
+PCI_COMMAND_IO = 0x1
+PCI_COMMAND_MEMORY = 0x2
+PCI_COMMAND_MASTER = 0x4
+PCI_COMMAND_SERR = 0x100
+PCI_COMMAND_INTX_DISABLE = 0x400
+PCI_STATUS_CAP_LIST = 0x10
+PCI_STATUS_W1C = 0x0100 | 0x0800 | 0x1000 | 0x2000 | 0x4000 | 0x8000  # parity .. detected parity
+PCI_HEADER_TYPE_MULTI_FUNCTION = 0x80
+
+PCI_BASE_ADDRESS_SPACE_IO = 0x01
+PCI_BASE_ADDRESS_SPACE_MEMORY = 0x00
+PCI_BASE_ADDRESS_MEM_TYPE_64 = 0x04
+PCI_BASE_ADDRESS_MEM_PREFETCH = 0x08
+PCI_ROM_SLOT = 6
+PCI_ROM_ADDRESS_ENABLE = 0x1
+
+PCI_CAP_ID_PM = 0x01
+PCI_CAP_ID_VNDR = 0x09
+PCI_CAP_ID_EXP = 0x10
+PCI_CAP_ID_MSIX = 0x11
+
+# PCI power management capability
+PCI_PM_SIZEOF = 8
+PCI_PM_PMC = 2
+PCI_PM_CTRL = 4
+PCI_PM_CTRL_STATE_MASK = 0x0003
+
+# PCI Express capability (version 2, pcie_cap_init)
+PCI_EXP_VER2_SIZEOF = 0x3C
+PCI_EXP_FLAGS = 0x02
+PCI_EXP_FLAGS_VER2 = 0x0002
+PCI_EXP_TYPE_ENDPOINT = 0x0
+PCI_EXP_DEVCAP = 0x04
+PCI_EXP_DEVCAP_RBER = 0x00008000
+PCI_EXP_DEVCAP_FLR = 0x10000000
+PCI_EXP_DEVCTL = 0x08
+PCI_EXP_DEVCTL_ERR_ENABLES = 0x000F  # CERE | NFERE | FERE | URRE
+PCI_EXP_DEVCTL_BCR_FLR = 0x8000
+PCI_EXP_DEVSTA = 0x0A
+PCI_EXP_DEVSTA_ERRORS = 0x000F  # CED | NFED | FED | URD
+PCI_EXP_LNKCAP = 0x0C
+PCI_EXP_LNKCAP_ASPMS_0S = 0x00000400
+PCI_EXP_LNKCTL = 0x10
+PCI_EXP_LNKCTL_CCC_ES = 0x0040 | 0x0080
+PCI_EXP_LNKSTA = 0x12
+QEMU_PCI_EXP_LNK_X1 = 1
+QEMU_PCI_EXP_LNK_2_5GT = 1
+PCI_EXP_DEVCAP2 = 0x24
+PCI_EXP_DEVCAP2_EFF_EETLPP = 0x00100000 | 0x00200000
+PCI_EXP_DEVCTL2 = 0x28
+PCI_EXP_DEVCTL2_EETLPPB = 0x8000
+
+# PCI Express extended capabilities
+PCI_EXT_CAP_ID_ERR = 0x01
+PCI_EXT_CAP_ID_ATS = 0x0F
+PCI_ERR_VER = 2
+PCI_ERR_SIZEOF = 0x48
+PCI_ERR_UNCOR_STATUS = 0x04
+PCI_ERR_UNCOR_SEVER = 0x0C
+PCI_ERR_COR_STATUS = 0x10
+PCI_ERR_COR_MASK = 0x14
+PCI_ERR_CAP = 0x18
+PCI_ERR_UNC_SUPPORTED = (0x00000010 | 0x00000020 | 0x00001000 | 0x00002000 | 0x00004000 | 0x00008000 | 0x00010000
+                         | 0x00020000 | 0x00040000 | 0x00080000 | 0x00100000 | 0x00200000 | 0x00400000 | 0x00800000
+                         | 0x01000000 | 0x02000000)
+PCI_ERR_UNC_SEVERITY_DEFAULT = 0x00000010 | 0x00000020 | 0x00002000 | 0x00020000 | 0x00040000 | 0x00400000
+PCI_ERR_COR_SUPPORTED = 0x00000001 | 0x00000040 | 0x00000080 | 0x00000100 | 0x00001000 | 0x00002000 | 0x00004000 | 0x8000
+PCI_ERR_COR_MASK_DEFAULT = 0x00002000 | 0x00004000 | 0x00008000
+PCI_ERR_CAP_ECRC_GENC_CHKC = 0x00000020 | 0x00000080
+PCI_ERR_CAP_ECRC_GENE_CHKE = 0x00000040 | 0x00000100
+PCI_EXT_CAP_ATS_SIZEOF = 8
+PCI_ATS_CAP = 0x04
+PCI_ATS_CAP_PAGE_ALIGNED = 0x0020
+PCI_ATS_CTRL = 0x06
+PCI_ATS_CTRL_WRITABLE = 0x800F  # enable | smallest translation unit
+
+# MSI-X (hw/pci/msix.c)
+MSIX_CAP_LENGTH = 12
+PCI_MSIX_FLAGS = 2
+PCI_MSIX_TABLE = 4
+PCI_MSIX_PBA = 8
+PCI_MSIX_FLAGS_QSIZE = 0x07FF
+PCI_MSIX_ENTRY_SIZE = 16
+MSIX_CONTROL_OFFSET = PCI_MSIX_FLAGS + 1
+MSIX_ENABLE_MASKALL = 0x80 | 0x40
+
+# virtio-pci (include/standard-headers/linux/virtio_pci.h, hw/virtio/virtio-pci.c)
+PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1AF4
+PCI_SUBVENDOR_ID_REDHAT_QUMRANET = 0x1AF4
+PCI_SUBDEVICE_ID_QEMU = 0x1100
+PCI_DEVICE_ID_VIRTIO_10_BASE = 0x1040
+VIRTIO_PCI_ABI_VERSION = 0
+VIRTIO_PCI_CAP_COMMON_CFG = 1
+VIRTIO_PCI_CAP_NOTIFY_CFG = 2
+VIRTIO_PCI_CAP_ISR_CFG = 3
+VIRTIO_PCI_CAP_DEVICE_CFG = 4
+VIRTIO_PCI_CAP_PCI_CFG = 5
+VIRTIO_PCI_CAP_LEN = 16  # struct virtio_pci_cap
+VIRTIO_PCI_NOTIFY_CAP_LEN = 20  # struct virtio_pci_notify_cap
+VIRTIO_PCI_CFG_CAP_LEN = 20  # struct virtio_pci_cfg_cap
+VIRTIO_QUEUE_MAX = 1024
+QEMU_VIRTIO_PCI_QUEUE_MEM_MULT = 0x1000
+VIRTIO_PCI_LEGACY_IO_BAR = 0
+VIRTIO_PCI_MSIX_BAR = 1
+VIRTIO_PCI_MODERN_IO_BAR = 2
+VIRTIO_PCI_MODERN_MEM_BAR = 4
+VIRTIO_PCI_CONFIG_OFF_MSIX = 24  # VIRTIO_PCI_CONFIG_OFF(msix_present): legacy header with the vector registers
+VIRTIO_PCI_CONFIG_OFF_NO_MSIX = 20
+
+
+@dataclass(frozen=True)
+class _VirtioPciDevice:
+    virtio_id: int  # VIRTIO_ID_*, also the legacy subsystem id
+    device_id: int  # PCI_DEVICE_ID_VIRTIO_* (legacy and transitional)
+    class_id: int  # PCIDeviceClass.class_id
+    default_vectors: int | None  # None: derived by realize from other properties, so the caller must give it
+    default_romfile: str
+
+
+_DEVICES: dict[str, _VirtioPciDevice] = {
+    # hw/virtio/virtio-net-pci.c: vectors default 2 * max(queue pairs, 1) + 2, romfile efi-virtio.rom
+    "virtio-net": _VirtioPciDevice(1, 0x1000, 0x0200, None, "efi-virtio.rom"),
+    # hw/virtio/virtio-blk-pci.c: vectors default num-queues + 1 (num-queues follows -smp from 5.2)
+    "virtio-blk": _VirtioPciDevice(2, 0x1001, 0x0100, None, ""),
+    # hw/virtio/virtio-balloon-pci.c: no vectors property in 7.2 (nvectors stays 0)
+    "virtio-balloon": _VirtioPciDevice(5, 0x1002, 0x00FF, 0, ""),
+    # hw/virtio/virtio-rng-pci.c: vectors default 2 since 7.2 (hw_compat_7_1 sets 0)
+    "virtio-rng": _VirtioPciDevice(4, 0x1005, 0x00FF, 2, ""),
+}
+
+
+# --- reading properties -----------------------------------------------------------------------------------
+
+
+def _flag(props: Mapping[str, object], name: str, default: bool) -> bool:
+    value = props.get(name, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("on", "true", "yes"):
+        return True
+    if isinstance(value, str) and value.lower() in ("off", "false", "no"):
+        return False
+    raise PciConfigError(f"property {name!r}: {value!r} is not a boolean")
+
+
+def _int(props: Mapping[str, object], name: str, default: int | None) -> int:
+    value = props.get(name, default)
+    if isinstance(value, bool) or value is None:
+        raise PciConfigError(f"property {name!r} is needed to derive the PCI config space" if value is None
+                             else f"property {name!r}: {value!r} is not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value, 0)
+        except ValueError:
+            pass
+    raise PciConfigError(f"property {name!r}: {value!r} is not an integer")
+
+
+def _disable_legacy(props: Mapping[str, object], pcie_port: bool) -> bool:
+    value = props.get("disable-legacy", "auto")
+    if isinstance(value, str) and value.lower() == "auto":
+        return pcie_port  # virtio_pci_realize: ON_OFF_AUTO_AUTO resolves to "on" behind a PCIe port
+    return _flag(props, "disable-legacy", False)
+
+
+def _pow2ceil(value: int) -> int:
+    return 1 if value <= 1 else 1 << (value - 1).bit_length()
+
+
+# --- the config space under construction (hw/pci/pci.c, hw/pci/pcie.c) ---------------------------------------
+
+
+class _Builder:
+    def __init__(self, size: int) -> None:
+        self.config = bytearray(size)
+        self.cmask = bytearray(size)
+        self.wmask = bytearray(size)
+        self.w1cmask = bytearray(size)
+        self.used = bytearray(size)
+
+    @staticmethod
+    def _put(buf: bytearray, offset: int, value: int, width: int) -> None:
+        buf[offset : offset + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+
+    def set(self, offset: int, value: int, width: int) -> None:
+        self._put(self.config, offset, value, width)
+
+    def set_wmask(self, offset: int, value: int, width: int) -> None:
+        self._put(self.wmask, offset, value, width)
+
+    def set_cmask(self, offset: int, value: int, width: int) -> None:
+        self._put(self.cmask, offset, value, width)
+
+    def set_w1cmask(self, offset: int, value: int, width: int) -> None:
+        self._put(self.w1cmask, offset, value, width)
+
+    @staticmethod
+    def _or(buf: bytearray, offset: int, value: int, width: int) -> None:
+        old = int.from_bytes(buf[offset : offset + width], "little")
+        _Builder._put(buf, offset, old | value, width)
+
+    def or_config(self, offset: int, value: int, width: int) -> None:
+        self._or(self.config, offset, value, width)
+
+    def or_wmask(self, offset: int, value: int, width: int) -> None:
+        self._or(self.wmask, offset, value, width)
+
+    def or_w1cmask(self, offset: int, value: int, width: int) -> None:
+        self._or(self.w1cmask, offset, value, width)
+
+    def init_masks(self) -> None:
+        # pci_init_cmask, pci_init_wmask, pci_init_w1cmask
+        self.set_cmask(PCI_VENDOR_ID, 0xFFFF, 2)
+        self.set_cmask(PCI_DEVICE_ID, 0xFFFF, 2)
+        self.cmask[PCI_STATUS] = PCI_STATUS_CAP_LIST
+        self.cmask[PCI_REVISION_ID] = 0xFF
+        self.cmask[PCI_CLASS_PROG] = 0xFF
+        self.set_cmask(PCI_CLASS_DEVICE, 0xFFFF, 2)
+        self.cmask[PCI_HEADER_TYPE] = 0xFF
+        self.cmask[PCI_CAPABILITY_LIST] = 0xFF
+        self.wmask[PCI_CACHE_LINE_SIZE] = 0xFF
+        self.wmask[PCI_INTERRUPT_LINE] = 0xFF
+        self.set_wmask(PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER
+                       | PCI_COMMAND_INTX_DISABLE | PCI_COMMAND_SERR, 2)
+        self.wmask[PCI_CONFIG_HEADER_SIZE:] = b"\xff" * (len(self.wmask) - PCI_CONFIG_HEADER_SIZE)
+        self.set_w1cmask(PCI_STATUS, PCI_STATUS_W1C, 2)
+
+    def _find_space(self, size: int) -> int:
+        # pci_find_space: the first run of `size` unused bytes from 0x40, in the 256-byte space
+        offset = PCI_CONFIG_HEADER_SIZE
+        for i in range(PCI_CONFIG_HEADER_SIZE, PCI_CONFIG_SPACE_SIZE):
+            if self.used[i]:
+                offset = i + 1
+            elif i - offset + 1 == size:
+                return offset
+        raise PciConfigError(f"no room for a {size}-byte capability in the PCI config space")
+
+    def add_capability(self, cap_id: int, size: int) -> int:
+        # pci_add_capability with offset 0: the new capability becomes the head of the list
+        offset = self._find_space(size)
+        self.config[offset] = cap_id
+        self.config[offset + 1] = self.config[PCI_CAPABILITY_LIST]
+        self.config[PCI_CAPABILITY_LIST] = offset
+        self.config[PCI_STATUS] |= PCI_STATUS_CAP_LIST
+        aligned = (size + 3) & ~3
+        self.used[offset : offset + aligned] = b"\xff" * aligned
+        self.wmask[offset : offset + size] = bytes(size)  # read-only by default
+        self.cmask[offset : offset + size] = b"\xff" * size  # checked by default
+        return offset
+
+    def add_ext_capability(self, cap_id: int, version: int, offset: int, size: int) -> None:
+        # pcie_add_capability: linked after the last extended capability unless it is the first (at 0x100)
+        if offset != PCI_CONFIG_SPACE_SIZE:
+            prev = PCI_CONFIG_SPACE_SIZE
+            while (nxt := int.from_bytes(self.config[prev : prev + 4], "little") >> 20) != 0:
+                prev = nxt
+            header = int.from_bytes(self.config[prev : prev + 4], "little")
+            self.set(prev, (header & 0x000FFFFF) | (offset << 20), 4)
+        self.set(offset, cap_id | (version << 16), 4)
+        self.wmask[offset : offset + size] = bytes(size)
+        self.w1cmask[offset : offset + size] = bytes(size)
+        self.cmask[offset : offset + size] = b"\xff" * size
+
+    def register_bar(self, region: int, bar_type: int, size: int) -> None:
+        # pci_register_bar: the BAR holds its type; the address bits above the size are writable, all checked
+        if size & (size - 1):
+            raise PciConfigError(f"BAR {region} size {size:#x} is not a power of two")
+        addr = PCI_ROM_ADDRESS if region == PCI_ROM_SLOT else PCI_BASE_ADDRESS_0 + 4 * region
+        wmask = ~(size - 1) & ((1 << 64) - 1)
+        if region == PCI_ROM_SLOT:
+            wmask |= PCI_ROM_ADDRESS_ENABLE
+        self.set(addr, bar_type, 4)
+        if not bar_type & PCI_BASE_ADDRESS_SPACE_IO and bar_type & PCI_BASE_ADDRESS_MEM_TYPE_64:
+            self.set_wmask(addr, wmask, 8)
+            self.set_cmask(addr, (1 << 64) - 1, 8)
+        else:
+            self.set_wmask(addr, wmask, 4)
+            self.set_cmask(addr, 0xFFFFFFFF, 4)
+
+    def freeze(self, size: int) -> PciConfigSpace:
+        return PciConfigSpace(bytes(self.config[:size]), bytes(self.cmask[:size]), bytes(self.wmask[:size]),
+                              bytes(self.w1cmask[:size]))
+
+
+# --- realize ------------------------------------------------------------------------------------------------
+
+
+def _pcie_endpoint_caps(b: _Builder, props: Mapping[str, object]) -> None:
+    """virtio_pci_realize on a PCI Express port: PCIe v2 capability, PM, AER, ATS, FLR."""
+    # pcie_endpoint_cap_init -> pcie_cap_init (type: endpoint, since the bus is a port's, not the root)
+    exp = b.add_capability(PCI_CAP_ID_EXP, PCI_EXP_VER2_SIZEOF)
+    b.set(exp + PCI_EXP_FLAGS, (PCI_EXP_TYPE_ENDPOINT << 4) | PCI_EXP_FLAGS_VER2, 2)
+    b.set(exp + PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_RBER, 4)
+    b.set(exp + PCI_EXP_LNKCAP, PCI_EXP_LNKCAP_ASPMS_0S | (QEMU_PCI_EXP_LNK_X1 << 4) | QEMU_PCI_EXP_LNK_2_5GT, 4)
+    b.set(exp + PCI_EXP_LNKSTA, (QEMU_PCI_EXP_LNK_X1 << 4) | QEMU_PCI_EXP_LNK_2_5GT, 2)
+    b.set_cmask(exp + PCI_EXP_LNKSTA, 0, 2)  # pcie_cap_v1_fill: link status is not compared on load
+    b.set(exp + PCI_EXP_DEVCAP2, PCI_EXP_DEVCAP2_EFF_EETLPP, 4)
+    b.set_wmask(exp + PCI_EXP_DEVCTL2, PCI_EXP_DEVCTL2_EETLPPB, 2)
+    if _flag(props, "x-pcie-extcap-init", True):
+        b.set_wmask(PCI_CONFIG_SPACE_SIZE, 0, 4)  # a read-only "null" extended capability header
+
+    pm = b.add_capability(PCI_CAP_ID_PM, PCI_PM_SIZEOF)
+    b.set(pm + PCI_PM_PMC, 0x3, 2)  # PM interface specification 1.2
+
+    ext = PCI_CONFIG_SPACE_SIZE
+    if _flag(props, "aer", False):
+        # pcie_aer_init (7.2: no uncorrectable-error mask default, that is 8.0's x-pcie-err-unc-mask);
+        # virtio-pci has no aer_log_max property, so log_max is 0 and multiple header recording is off
+        b.add_ext_capability(PCI_EXT_CAP_ID_ERR, PCI_ERR_VER, ext, PCI_ERR_SIZEOF)
+        b.set_w1cmask(ext + PCI_ERR_UNCOR_STATUS, PCI_ERR_UNC_SUPPORTED, 4)
+        b.set(ext + PCI_ERR_UNCOR_SEVER, PCI_ERR_UNC_SEVERITY_DEFAULT, 4)
+        b.set_wmask(ext + PCI_ERR_UNCOR_SEVER, PCI_ERR_UNC_SUPPORTED, 4)
+        b.or_w1cmask(ext + PCI_ERR_COR_STATUS, PCI_ERR_COR_STATUS, 4)  # sic: QEMU passes the offset as the mask
+        b.set(ext + PCI_ERR_COR_MASK, PCI_ERR_COR_MASK_DEFAULT, 4)
+        b.set_wmask(ext + PCI_ERR_COR_MASK, PCI_ERR_COR_SUPPORTED, 4)
+        b.set(ext + PCI_ERR_CAP, PCI_ERR_CAP_ECRC_GENC_CHKC, 4)
+        b.set_wmask(ext + PCI_ERR_CAP, PCI_ERR_CAP_ECRC_GENE_CHKE, 4)
+        ext += PCI_ERR_SIZEOF
+
+    if _flag(props, "x-pcie-deverr-init", True):
+        b.or_wmask(exp + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_ERR_ENABLES, 4)
+        b.or_w1cmask(exp + PCI_EXP_DEVSTA, PCI_EXP_DEVSTA_ERRORS, 4)
+    if _flag(props, "x-pcie-lnkctl-init", True):
+        b.or_wmask(exp + PCI_EXP_LNKCTL, PCI_EXP_LNKCTL_CCC_ES, 4)
+    if _flag(props, "x-pcie-pm-init", True):
+        b.set_wmask(pm + PCI_PM_CTRL, PCI_PM_CTRL_STATE_MASK, 2)
+    if _flag(props, "ats", False):
+        # pcie_ats_init: invalidate queue depth 0, disabled, STU 0
+        b.add_ext_capability(PCI_EXT_CAP_ID_ATS, 0x1, ext, PCI_EXT_CAP_ATS_SIZEOF)
+        if _flag(props, "x-ats-page-aligned", True):
+            b.set(ext + PCI_ATS_CAP, PCI_ATS_CAP_PAGE_ALIGNED, 2)
+        b.set_wmask(ext + PCI_ATS_CTRL, PCI_ATS_CTRL_WRITABLE, 2)
+    if _flag(props, "x-pcie-flr-init", True):
+        b.or_config(exp + PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_FLR, 4)
+        b.or_wmask(exp + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2)  # reads back 0: the write starts an FLR
+
+
+def _virtio_cap(b: _Builder, cap_len: int, cfg_type: int, bar: int, offset: int, length: int) -> int:
+    # virtio_pci_add_mem_cap: a vendor capability, then struct virtio_pci_cap from cap_len on
+    pos = b.add_capability(PCI_CAP_ID_VNDR, cap_len)
+    b.config[pos + 2] = cap_len
+    b.config[pos + 3] = cfg_type
+    b.config[pos + 4] = bar
+    b.set(pos + 8, offset, 4)
+    b.set(pos + 12, length, 4)
+    return pos
+
+
+def _msix_init_exclusive_bar(b: _Builder, nentries: int) -> bool:
+    """msix_init_exclusive_bar: table in the low half of a 4 KiB BAR 1, PBA in the high half (larger if needed)."""
+    if nentries < 1 or nentries > PCI_MSIX_FLAGS_QSIZE + 1:
+        return False  # msix_init fails with -EINVAL; virtio_pci_device_plugged warns and sets vectors to 0
+    bar_size = 4096
+    pba_offset = bar_size // 2
+    pba_size = ((nentries + 63) // 64 * 64) // 8
+    if nentries * PCI_MSIX_ENTRY_SIZE > pba_offset:
+        pba_offset = nentries * PCI_MSIX_ENTRY_SIZE
+    if pba_offset + pba_size > 4096:
+        bar_size = pba_offset + pba_size
+    bar_size = _pow2ceil(bar_size)
+    cap = b.add_capability(PCI_CAP_ID_MSIX, MSIX_CAP_LENGTH)
+    b.set(cap + PCI_MSIX_FLAGS, nentries - 1, 2)
+    b.set(cap + PCI_MSIX_TABLE, 0 | VIRTIO_PCI_MSIX_BAR, 4)
+    b.set(cap + PCI_MSIX_PBA, pba_offset | VIRTIO_PCI_MSIX_BAR, 4)
+    b.wmask[cap + MSIX_CONTROL_OFFSET] |= MSIX_ENABLE_MASKALL
+    b.register_bar(VIRTIO_PCI_MSIX_BAR, PCI_BASE_ADDRESS_SPACE_MEMORY, bar_size)
+    return True
+
+
+def virtio_pci_config_space(device: str, props: Mapping[str, object], *, express: bool,
+                            config_len: int | None = None) -> PciConfigSpace:
+    """The PCI config space and masks of ``<device>-pci`` after QEMU 7.2's realize and reset.
+
+    ``device``: "virtio-net", "virtio-blk", "virtio-balloon" or "virtio-rng". ``props``: the proxy's effective
+    property values (module docstring). ``express``: the device sits on a PCI Express port (not on a root bus);
+    QEMU gives it PCIe capabilities and a 4096-byte space only if it is also modern and ``x-disable-pcie`` is off.
+    ``config_len``: the virtio device's config length, needed when the legacy I/O BAR exists (its size is
+    pow2ceil(20, or 24 with MSI-X, + config_len)).
+    """
+    info = _DEVICES.get(device)
+    if info is None:
+        raise PciConfigError(f"unknown virtio-pci device {device!r} (known: {', '.join(_DEVICES)})")
+
+    disable_modern = _flag(props, "disable-modern", False)
+    disable_legacy = _disable_legacy(props, express)
+    modern, legacy = not disable_modern, not disable_legacy
+    if not modern and not legacy:
+        raise PciConfigError("device cannot work as neither modern nor legacy mode is enabled")
+    # virtio_pci_dc_realize marks the device PCI Express when modern and x-disable-pcie is off;
+    # virtio_pci_realize keeps that only on a PCIe port
+    is_express = express and modern and not _flag(props, "x-disable-pcie", False)
+    size = PCIE_CONFIG_SPACE_SIZE if is_express else PCI_CONFIG_SPACE_SIZE
+    page_per_vq = _flag(props, "page-per-vq", False)
+    modern_pio = _flag(props, "modern-pio-notify", False)
+    vectors = _int(props, "vectors", info.default_vectors)
+    if vectors < 0:
+        raise PciConfigError(f"property 'vectors': {vectors} is negative")
+
+    # do_pci_register_device: class ids, default subsystem ids, masks, multifunction
+    b = _Builder(size)
+    b.set(PCI_VENDOR_ID, PCI_VENDOR_ID_REDHAT_QUMRANET, 2)
+    b.set(PCI_DEVICE_ID, info.device_id, 2)
+    b.config[PCI_REVISION_ID] = VIRTIO_PCI_ABI_VERSION
+    b.set(PCI_CLASS_DEVICE, info.class_id, 2)
+    b.set(PCI_SUBSYSTEM_VENDOR_ID, PCI_SUBVENDOR_ID_REDHAT_QUMRANET, 2)
+    b.set(PCI_SUBSYSTEM_ID, PCI_SUBDEVICE_ID_QEMU, 2)
+    b.init_masks()
+    if _flag(props, "multifunction", False):
+        b.config[PCI_HEADER_TYPE] |= PCI_HEADER_TYPE_MULTI_FUNCTION
+
+    # virtio_pci_realize
+    if is_express:
+        _pcie_endpoint_caps(b, props)
+
+    # virtio_pci_device_plugged
+    class_code = _int(props, "class", 0)
+    if class_code:
+        b.set(PCI_CLASS_DEVICE, class_code, 2)
+    if legacy:
+        b.set(PCI_SUBSYSTEM_ID, info.virtio_id, 2)  # legacy and transitional devices: subsystem id = virtio id
+    else:
+        b.set(PCI_DEVICE_ID, PCI_DEVICE_ID_VIRTIO_10_BASE + info.virtio_id, 2)
+        b.config[PCI_REVISION_ID] = 1
+    b.config[PCI_INTERRUPT_PIN] = 1
+    if modern:
+        mult = QEMU_VIRTIO_PCI_QUEUE_MEM_MULT if page_per_vq else 4
+        notify_len = mult * VIRTIO_QUEUE_MAX
+        bar = VIRTIO_PCI_MODERN_MEM_BAR
+        _virtio_cap(b, VIRTIO_PCI_CAP_LEN, VIRTIO_PCI_CAP_COMMON_CFG, bar, 0x0000, 0x1000)
+        _virtio_cap(b, VIRTIO_PCI_CAP_LEN, VIRTIO_PCI_CAP_ISR_CFG, bar, 0x1000, 0x1000)
+        _virtio_cap(b, VIRTIO_PCI_CAP_LEN, VIRTIO_PCI_CAP_DEVICE_CFG, bar, 0x2000, 0x1000)
+        notify = _virtio_cap(b, VIRTIO_PCI_NOTIFY_CAP_LEN, VIRTIO_PCI_CAP_NOTIFY_CFG, bar, 0x3000, notify_len)
+        b.set(notify + 16, mult, 4)  # notify_off_multiplier
+        if modern_pio:
+            b.register_bar(VIRTIO_PCI_MODERN_IO_BAR, PCI_BASE_ADDRESS_SPACE_IO, 4)
+            _virtio_cap(b, VIRTIO_PCI_NOTIFY_CAP_LEN, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_MODERN_IO_BAR, 0, 4)
+        b.register_bar(bar, PCI_BASE_ADDRESS_SPACE_MEMORY | PCI_BASE_ADDRESS_MEM_PREFETCH
+                       | PCI_BASE_ADDRESS_MEM_TYPE_64, _pow2ceil(0x3000 + notify_len))
+        cfg = _virtio_cap(b, VIRTIO_PCI_CFG_CAP_LEN, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 0)
+        b.wmask[cfg + 4] = 0xFF  # cap.bar, cap.offset, cap.length and pci_cfg_data are the guest's window
+        b.wmask[cfg + 8 : cfg + 20] = b"\xff" * 12
+    msix = vectors > 0 and _msix_init_exclusive_bar(b, vectors)
+    if legacy:
+        if config_len is None:
+            raise PciConfigError(f"{device}-pci has a legacy I/O BAR, whose size needs the device's config_len")
+        header = VIRTIO_PCI_CONFIG_OFF_MSIX if msix else VIRTIO_PCI_CONFIG_OFF_NO_MSIX
+        b.register_bar(VIRTIO_PCI_LEGACY_IO_BAR, PCI_BASE_ADDRESS_SPACE_IO, _pow2ceil(header + config_len))
+
+    # pci_qdev_realize -> pci_add_option_rom: a ROM BAR unless there is no ROM or rombar=0 (ROM via fw_cfg)
+    romfile = props.get("romfile", info.default_romfile)
+    if romfile is None:
+        romfile = ""
+    if not isinstance(romfile, str):
+        raise PciConfigError(f"property 'romfile': {romfile!r} is not a string")
+    if romfile and _int(props, "rombar", 1):
+        romsize = _int(props, "romsize", -1)
+        if romsize in (-1, 0xFFFFFFFF):
+            raise PciConfigError(f"{device}-pci has the option ROM {romfile!r}: its BAR size needs 'romsize' "
+                                 "(QEMU's effective value after realize, or romfile='' for no ROM)")
+        b.register_bar(PCI_ROM_SLOT, 0, romsize)
+
+    # pci_do_device_reset and virtio_pci_bus_reset_hold clear command, status, interrupt line, cache line,
+    # BAR addresses, MSI-X control, DEVCTL/LNKCTL enables and PM control: all still as built here.
+    return b.freeze(size)
+
+
+# --- the load check and guest writes ----------------------------------------------------------------------
+
+
+def bad_config_data(local: PciConfigSpace, incoming: bytes) -> str | None:
+    """QEMU 7.2's ``get_pci_config_device`` check of an incoming config space against the local device.
+
+    Returns None when the load passes, else the error line (without the program-name prefix) for the first
+    byte, from offset 0 up, that differs in a bit of cmask & ~wmask & ~w1cmask. QEMU reads as many bytes as the
+    local device's config size; a longer incoming space is compared on that prefix (the rest of the stream then
+    no longer lines up, which is the caller's concern), a shorter one cannot be checked.
+    """
+    size = len(local.config)
+    if len(incoming) < size:
+        raise PciConfigError(f"incoming config space has {len(incoming)} bytes, the local device reads {size}")
+    for i in range(size):
+        c, w, w1 = local.cmask[i], local.wmask[i], local.w1cmask[i]
+        if (incoming[i] ^ local.config[i]) & c & ~w & ~w1:
+            return (f"get_pci_config_device: Bad config data: i=0x{i:x} read: {incoming[i]:x} "
+                    f"device: {local.config[i]:x} cmask: {c:x} wmask: {w:x} w1cmask:{w1:x}")
+    return None
+
+
+def guest_write(space: PciConfigSpace, current: bytes, offset: int, data: bytes) -> bytes:
+    """``pci_default_write_config``: a guest's config write of ``data`` at ``offset`` to ``current``.
+
+    Bits in wmask take the written value, bits in w1cmask are cleared where a 1 is written, the rest keep their
+    value. Side effects QEMU adds are not modelled: BAR remapping, MSI-X, the virtio PCI-config window access,
+    and an FLR (writing DEVCTL's initiate-FLR bit resets the function and reads back 0).
+    """
+    if len(current) != len(space.config):
+        raise PciConfigError(f"current config has {len(current)} bytes, the device has {len(space.config)}")
+    if offset < 0 or offset + len(data) > len(current):
+        raise PciConfigError(f"write of {len(data)} bytes at {offset:#x} is outside the {len(current)}-byte space")
+    out = bytearray(current)
+    for k, val in enumerate(data):
+        i = offset + k
+        w, w1 = space.wmask[i], space.w1cmask[i]
+        out[i] = ((out[i] & ~w) | (val & w)) & ~(val & w1) & 0xFF
+    return bytes(out)
