@@ -55,6 +55,35 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verdict(args: argparse.Namespace) -> int:
+    from harness.verdict import verdict
+    from harness.wire.stream import decode_stream
+    from models.releases import release_of
+
+    try:
+        release = release_of(args.release)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    data = read_stream_file(args.stream)
+    try:
+        stream = decode_stream(data)
+    except HarnessError as e:
+        raise type(e)(f"{args.stream}: {e}") from None
+    v = verdict(stream, release, args.dest)
+    if args.json:
+        json.dump(v.as_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    print(f"destination: QEMU {release}" + (f", {args.dest}" if args.dest else " like the source (inferred)"))
+    for a in v.assumptions:
+        print(f"  assumed: {a}")
+    if v.error:
+        print(f"stream rejected: {v.error}")
+    for d in v.devices:
+        print(f"{d['section']}: {d['outcome']}" + (f": {d['error']}" if d["error"] else ""))
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import run_bench
 
@@ -68,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("stream", metavar="STREAM", help="a migration stream file (e.g. from migrate exec:cat>FILE)")
     d.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
     d.set_defaults(func=cmd_decode)
+    v = sub.add_parser("verdict", help="predict what a destination QEMU does with a stream")
+    v.add_argument("stream", metavar="STREAM", help="a migration stream file")
+    v.add_argument("--release", default="7.2", help="the destination's QEMU release (default 7.2)")
+    v.add_argument("--dest", metavar="ARGS", help="the destination's command line in QEMU syntax "
+                   "(-machine, -smp, -m, -netdev, -device ...); default: like the source, inferred")
+    v.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
+    v.set_defaults(func=cmd_verdict)
     b = sub.add_parser("bench", help="measure decode speed against the targets of DESIGN.md")
     b.add_argument("--stream", metavar="STREAM", help="the stream to decode (default: the sample in tests/data)")
     b.add_argument("--seconds", type=float, default=2.0, help="time per measurement (default 2)")

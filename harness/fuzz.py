@@ -785,7 +785,7 @@ def _where(tb: Any) -> str:
     """The innermost frame of this project in a traceback, as file:line (function)."""
     last = "?"
     for fr in traceback.extract_tb(tb):
-        if str(ROOT) in fr.filename and "/harness/fuzz.py" not in fr.filename:
+        if fr.filename.startswith(str(ROOT / "harness")) and not fr.filename.endswith("fuzz.py"):
             last = f"{Path(fr.filename).relative_to(ROOT)}:{fr.lineno} ({fr.name})"
     return last
 

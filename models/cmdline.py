@@ -91,6 +91,8 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
         machine = MachineType.parse(_alias(machine_name, release))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if machine not in machine_types(release):
+        raise UsageError(f"QEMU {release} has no machine type {machine}")
     ports = {opts.get("id"): opts for head, opts in devices if head == "pcie-root-port"}
     out = []
     counters: dict[str, int] = {}

@@ -387,6 +387,9 @@ def local_config_space(r: Realized) -> Any:
         return None
     props = dict(r.props)
     props["vectors"] = r.vectors
+    romfile = props.get("romfile", "efi-virtio.rom" if r.config.device == "virtio-net" else "")
+    if romfile and "romsize" not in props:
+        props["romsize"] = rom_bar_size(str(romfile))
     return virtio_pci_config_space(r.config.device, props, express=r.express, config_len=r.config_len)
 
 
@@ -493,3 +496,17 @@ def guest_rings(memory: Any, machine: str | None, state: DeviceState) -> list[tu
 def with_rings(state: DeviceState, rings: Sequence[tuple[int, int]]) -> DeviceState:
     qs = tuple(replace(q, avail_idx=a, used_idx=u) for q, (a, u) in zip(state.queues, list(rings) + [(0, 0)] * 1024))
     return replace(state, queues=qs)
+
+
+ROM_DIRS = ("/usr/share/qemu", "/usr/lib/ipxe/qemu", "/usr/share/ipxe/qemu")
+
+
+def rom_bar_size(romfile: str) -> int:
+    """pci_add_option_rom: the ROM BAR is the file's size rounded up to a power of two. The file is
+    the destination host's; without it, Debian 12's efi-virtio.rom (249344 bytes: 256 KiB)."""
+    for d in ROM_DIRS:
+        path = os.path.join(d, romfile)
+        if os.path.isfile(path):
+            size = os.path.getsize(path)
+            return 1 << max(size - 1, 0).bit_length()
+    return 0x40000

@@ -1,0 +1,126 @@
+"""`virtio-compat verdict`: what a destination QEMU would do with a real stream, device by device.
+
+The destination is a QEMU command line (`--dest`), or inferred from the stream with every inferred
+value reported as an assumption. Ring indices come from the stream's own RAM pages, as for QEMU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import UsageError
+from harness.wire.stream import Stream, VirtioPayload
+from models.cmdline import DeviceLine, parse
+from models.config import Config, NetBackend, realize
+from models.model import ACCEPTED, REJECTED, guest_rings, load, state_from_wire
+from models.releases import MachineType, Version
+from models.transports.pci import PciConfigError
+
+NOT_REACHED = "not-reached"
+
+
+@dataclass
+class Verdict:
+    release: Version
+    machine: str | None
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+    error: str | None = None  # a stream-level rejection (machine type, unknown section)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"release": str(self.release), "machine": self.machine, "error": self.error,
+                "devices": self.devices, "assumptions": self.assumptions}
+
+
+def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> list[DeviceLine]:
+    """A destination like the source: the same machine type and devices, with the properties the
+    stream shows (MSI-X vectors, queue counts, ring sizes, PCI Express, option ROMs)."""
+    machine_name = s.machine
+    if machine_name is None:
+        raise UsageError("the stream names no machine type (no configuration section): give --dest")
+    if s.machine_source == "inferred":
+        assumptions.append(f"machine type {machine_name}: inferred, the stream has no configuration section")
+    machine = MachineType.parse(machine_name)
+    assumptions.append(f"destination machine type {machine} (from the stream)")
+    lines = []
+    blocks = set(s.memory.blocks) if s.memory else set()
+    for p in s.devices:
+        props: dict[str, Any] = {}
+        v = p.value
+        netdev = NetBackend()
+        express = p.transport == "pci" and p.section.count(":") > 2
+        if p.transport == "pci":
+            if p.value.transport.msix_vectors is not None:
+                props["vectors"] = p.value.transport.msix_vectors
+            dev_id = int.from_bytes(bytes(v.transport.pci.config[2:4]), "little")
+            if dev_id >= 0x1040:
+                props["disable-legacy"] = True
+            elif express:
+                props["disable-legacy"] = False
+            if p.device == "virtio-net" and f"{p.section}-pci.rom" not in blocks:
+                props["romfile"] = ""
+        if p.device == "virtio-blk":
+            props["num-queues"] = v.num_queues
+            ringsize = next((x.body for x in v.subsections if x.name == "virtio/ringsize"), None)
+            props["queue-size"] = ringsize.num_default[0] if ringsize is not None else v.queues[0].num
+        if p.device == "virtio-net":
+            pairs = max((v.num_queues - 1) // 2, 1)
+            vnet = bool(v.device.has_vnet_hdr)
+            if pairs > 1 or vnet:
+                netdev = NetBackend("tap", vnet_hdr=vnet, ufo=bool(v.device.has_ufo), queues=pairs)
+                props["mq"] = pairs > 1
+            mac = ":".join(f"{b:02x}" for b in bytes(v.device.mac))
+            props["mac"] = mac
+            assumptions.append(f"{p.section}: -netdev {netdev.describe()}")
+        try:
+            config = Config(release, machine, p.device, p.transport, 1, 128, props, netdev, express)
+        except Exception as e:
+            raise UsageError(f"cannot build a {release} destination for {p.section}: {e}") from None
+        shown = ",".join(f"{k}={v}" for k, v in sorted(props.items()))
+        assumptions.append(f"{p.section}: -device {p.device}-{p.transport}{',' + shown if shown else ''}"
+                           f"{' on a pcie-root-port' if express else ''}")
+        lines.append(DeviceLine(config, p.section, None))
+    return lines
+
+
+def verdict(s: Stream, release: Version, dest: str | None) -> Verdict:
+    out = Verdict(release, s.machine)
+    lines = parse(dest, release) if dest else infer_destination(s, release, out.assumptions)
+    by_section = {line.section: line for line in lines}
+    if dest and lines and s.configuration is not None:
+        local = lines[0].config.machine.name
+        received = s.machine or ""
+        if not local.startswith(received):  # QEMU compares over the received length only
+            out.error = f"Machine type received is '{received}' and local is '{local}'"
+    failed = out.error is not None
+    for p in s.devices:
+        entry: dict[str, Any] = {"section": p.section, "outcome": NOT_REACHED, "error": None}
+        out.devices.append(entry)
+        if failed:
+            continue
+        line = by_section.get(p.section)
+        if line is None:
+            entry.update(outcome=REJECTED, error=f"Unknown savevm section or instance '{p.section}' "
+                         f"{p.instance_id}. Make sure that your current VM setup matches your saved VM setup, "
+                         "including any hotplugged devices")
+            failed = True
+            continue
+        entry.update(_device_verdict(s, p, line.config))
+        failed = entry["outcome"] == REJECTED
+    return out
+
+
+def _device_verdict(s: Stream, p: VirtioPayload, config: Config) -> dict[str, Any]:
+    if config.device != p.device or config.transport != p.transport:
+        return {"outcome": REJECTED, "error": f"{p.section} is a {p.device} in the stream but a {config.device} "
+                "at the destination"}
+    try:
+        r = realize(config)
+        source_state = state_from_wire(r, p.value)
+        rings = guest_rings(s.memory, s.machine, source_state) if s.memory else None
+        data = p.encode()
+        res = load(r, data, rings, p.section, p.instance_id, s.footers)
+    except PciConfigError as e:
+        raise UsageError(f"{p.section}: {e}") from None
+    return {"outcome": res.outcome, "error": res.error if res.outcome != ACCEPTED else None}
