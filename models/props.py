@@ -142,9 +142,12 @@ def effective_props(release: Version, machine: MachineType, device: str, transpo
     and its backend together (QEMU forwards the backend's properties through the proxy)."""
     out: dict[str, Any] = {}
     types = [backend_type(device), "virtio-mmio" if transport == "mmio" else proxy_type(device, transport)]
+    known: dict[str, Prop] = {}
     for qom_type in types:
-        known = known_props(release, qom_type)
-        out.update({name: p.default for name, p in known.items()})
+        known.update(known_props(release, qom_type))
+    out.update({name: p.default for name, p in known.items()})
+    # a global on the proxy reaches the backend's properties too (the proxy aliases them)
+    for qom_type in types:
         out.update({k: v for k, v in compat_values(release, machine, qom_type).items() if k in known})
     out.update(user)
     return out
