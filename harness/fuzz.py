@@ -41,7 +41,7 @@ from harness.wire import stream as wire_stream
 from harness.wire.primitives import FlatArray, NonZeroList, Peeked, Subsections, field_path
 from harness.wire.ram import RamPages, ZeroRun
 from harness.wire.stream import decode_payload, decode_stream
-from harness.wire.virtio import DEVICES, TRANSPORTS, payload_layout
+from harness.wire.virtio import DEVICES, TRANSPORTS, compiled_payload_layout, payload_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DIRS = (ROOT.parent / "shared" / "fixtures" / "qemu-7.2", ROOT / "tests" / "data")
@@ -814,6 +814,9 @@ class Checker:
         self._started_tracing = False
 
     def __enter__(self) -> Checker:
+        for transport in TRANSPORTS:  # compiling a layout takes a while: not inside any input's time limit
+            for device in DEVICES:
+                compiled_payload_layout(transport, device)
         self._alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
         if self._alarm:
             self._old_handler = signal.signal(signal.SIGALRM, self._on_alarm)

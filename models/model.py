@@ -129,7 +129,11 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
 
 def save(r: Realized, s: DeviceState) -> bytes:
     """The payload (the vmsd field "virtio") release r writes for state s."""
-    data: bytes = payload_layout(r.config.transport, r.config.device).build(to_wire(r, s))
+    # QEMU's save, like its load, takes these layout decisions from the device itself
+    net = s.device.max_queue_pairs > 1 if r.config.device == "virtio-net" else None
+    blk = r.release >= Version(2, 7) and r.num_queues > 1 if r.config.device == "virtio-blk" else None
+    data: bytes = payload_layout(r.config.transport, r.config.device).build(
+        to_wire(r, s), net_multiqueue=net, blk_multiqueue=blk)
     return data
 
 
@@ -246,7 +250,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     subcons = {sc.name: sc for sc in layout.subcons}
     stream = io.BytesIO(data)
     local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
-    ctx = c.Container(_params=c.Container(net_multiqueue=local_pairs > 1, blk_multiqueue=r.num_queues > 1),
+    blk_index = r.release >= Version(2, 7) and r.num_queues > 1
+    ctx = c.Container(_params=c.Container(net_multiqueue=local_pairs > 1, blk_multiqueue=blk_index),
                       _parsing=True, _building=False, _sizing=False, _io=stream, _index=None)
     ctx._root = ctx
     v = c.Container()
