@@ -71,7 +71,8 @@ class Config:
         props = ",".join(f"{k}={v}" for k, v in sorted(self.props.items()))
         extra = f" -netdev {self.netdev.describe()}" if self.device == "virtio-net" else ""
         return (f"QEMU {self.release} -machine {self.machine} -smp {self.smp} -m {self.mem_mb}{extra} -device "
-                f"{self.device}-{self.transport}{',' + props if props else ''}{' (on a pcie-root-port)' * self.express}")
+                f"{self.device}-{self.transport}{',' + props if props else ''}"
+                f"{' (on a pcie-root-port)' * self.express}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def realize(config: Config) -> Realized:
         dl = props.get("disable-legacy", "off")
         legacy = not (dl is True or dl == "on" or (dl == "auto" and config.express))
         if not modern and not legacy:
-            raise SchemaError("device has neither legacy nor modern virtio (disable-legacy=on, disable-modern=on)")
+            raise SchemaError("device has neither legacy nor modern virtio "
+                              "(disable-legacy=on, disable-modern=on)")
         props["disable-legacy"] = not legacy
     elif transport == "mmio":
         modern = not props.get("force-legacy", True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -75,7 +75,7 @@ def _extra_state(r: Realized, s: DeviceState) -> dict[str, Any]:
 
 def _core_subsections(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
     nq = len(s.queues)
-    bodies = {
+    bodies: dict[str, Callable[[], dict[str, Any]]] = {
         "virtio/device_endian": lambda: {"device_endian": s.device_endian},
         "virtio/128bit_features": lambda: {"guest_features_ex1": (s.guest_features >> 64) & MASK64},
         "virtio/64bit_features": lambda: {"guest_features": s.guest_features & MASK64},
@@ -167,7 +167,10 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
                                  NO_VECTOR if vector is None else vector, ai, ui))
     queues += [QueueState(0)] * max(len(r.queue_sizes) - len(queues), 0)
     endian = _sub(subs, "virtio/device_endian")
-    flag = lambda name, attr: bool(getattr(_sub(subs, name), attr, 0))  # noqa: E731
+
+    def flag(name: str, attr: str) -> bool:
+        return bool(getattr(_sub(subs, name), attr, 0))
+
     t = v.transport
     pci = mmio = ccw = None
     config_vector = NO_VECTOR
@@ -499,7 +502,8 @@ def guest_rings(memory: Any, machine: str | None, state: DeviceState) -> list[tu
 
 
 def with_rings(state: DeviceState, rings: Sequence[tuple[int, int]]) -> DeviceState:
-    qs = tuple(replace(q, avail_idx=a, used_idx=u) for q, (a, u) in zip(state.queues, list(rings) + [(0, 0)] * 1024))
+    padded = list(rings) + [(0, 0)] * len(state.queues)
+    qs = tuple(replace(q, avail_idx=a, used_idx=u) for q, (a, u) in zip(state.queues, padded, strict=False))
     return replace(state, queues=qs)
 
 

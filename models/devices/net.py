@@ -50,7 +50,7 @@ def host_features(ctx: RealizeContext) -> int:
 def get_features(ctx: RealizeContext, features: int) -> int:
     """virtio_net_get_features: withdraw what the peer cannot do."""
     peer = ctx.config.netdev
-    clear = []
+    clear: list[int] = []
     if not peer.vnet_hdr:
         clear += _NEEDS_VNET_HDR + _USO
     if not peer.vnet_hdr or not peer.ufo:
