@@ -1,0 +1,169 @@
+"""The rules of DESIGN.md, each a function over (source, destination, state) that returns None when
+it holds and a Violation (what was expected, what happened) when it does not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from harness.wire.stream import decode_payload
+from models import core
+from models import features as F
+from models.config import Realized
+from models.model import ACCEPTED, REJECTED, LoadResult, load, save
+from models.state import DeviceState, NetState
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    expected: str
+    got: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.rule}: expected {self.expected}; got {self.got}"
+
+
+@dataclass
+class Run:
+    """One source state saved by one release and loaded by another."""
+
+    src: Realized
+    dst: Realized
+    state: DeviceState
+    data: bytes
+    result: LoadResult
+
+    @classmethod
+    def of(cls, src: Realized, dst: Realized, state: DeviceState) -> Run:
+        data = save(src, state)
+        rings = [(q.avail_idx, q.used_idx) for q in state.queues]
+        return cls(src, dst, state, data, load(dst, data, rings, f"{src.config.device}"))
+
+
+def device_projection(dev: Any, features: int) -> Any:
+    """Device data as far as it migrates: virtio-net sends tx_waiting of the active queue pairs only,
+    and curr_guest_offloads only when CTRL_GUEST_OFFLOADS was negotiated (else post_load derives it)."""
+    if isinstance(dev, NetState):
+        offloads = dev.curr_guest_offloads if F.has(features, F.NET_CTRL_GUEST_OFFLOADS) else None
+        return replace(dev, tx_waiting=dev.tx_waiting[: max(dev.curr_queue_pairs, 1)], curr_guest_offloads=offloads)
+    return dev
+
+
+def projection(src: Realized, dst: Realized, s: DeviceState) -> dict[str, Any]:
+    """What "state preserved" means for the pair: values that are not migrated (host features,
+    in-use counters, shadow indices) are left out, features are masked by the destination's host
+    features, config bytes are compared over the shorter length, the endianness default applies."""
+    features = s.guest_features & dst.host_features
+    n = min(len(s.config), dst.config_len, src.config_len)
+    modern = F.has(features, F.VERSION_1)
+    queues = []
+    for q in s.queues:
+        if q.num == 0:
+            break
+        queues.append((q.num, q.desc, q.last_avail_idx, (q.avail, q.used) if modern and q.desc else None,
+                       q.vector if dst.vectors else None, q.align if dst.config.transport == "mmio" else None))
+    return {
+        "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features": features,
+        "config": s.config[:n], "queues": queues, "broken": s.broken, "started": s.started,
+        "device": device_projection(s.device, features), "pci_config": s.pci.config if s.pci else None,
+        "config_vector": s.config_vector if dst.vectors or dst.config.transport == "ccw" else None,
+    }
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+
+
+def r1_round_trip(run: Run) -> Violation | None:
+    if run.result.outcome != ACCEPTED or run.result.state is None:
+        return Violation("R1", "accepted", f"{run.result.outcome}: {run.result.error}")
+    d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, run.result.state))
+    return Violation("R1", "the loaded state equals the saved one", f"differs in {sorted(d)}", d) if d else None
+
+
+def r2_fixed_point(run: Run) -> Violation | None:
+    if run.result.outcome != ACCEPTED or run.result.state is None:
+        return None  # R1 reports it
+    again = save(run.dst, run.result.state)
+    if again != run.data:
+        at = next((i for i, (x, y) in enumerate(zip(again, run.data, strict=False)) if x != y),
+                  min(len(again), len(run.data)))
+        return Violation("R2", "save(load(save(s))) == save(s)", f"bytes differ from offset {at}",
+                         {"first_difference": at})
+    return None
+
+
+def r34_migration(run: Run, rule: str) -> Violation | None:
+    """R3 (forward) / R4 (backward): accepted and state preserved."""
+    if run.result.outcome != ACCEPTED or run.result.state is None:
+        return Violation(rule, "accepted", f"{run.result.outcome}: {run.result.error}",
+                         {"lines": list(run.result.lines)})
+    d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, run.result.state))
+    return Violation(rule, "state preserved", f"differs in {sorted(d)}", d) if d else None
+
+
+def r5_subsection_presence(run: Run) -> Violation | None:
+    v = decode_payload(run.data, run.src.config.transport, run.src.config.device)
+    got = [s.name for s in v.subsections]
+    want = [s.name for s in core.known_core_subsections(run.src.release) if s.is_needed(run.src, run.state)]
+    return None if got == want else Violation("R5", f"subsections {want}", f"{got}")
+
+
+def r6_unknown_subsection(run: Run) -> Violation | None:
+    v = decode_payload(run.data, run.src.config.transport, run.src.config.device)
+    known = {s.name for s in core.known_core_subsections(run.dst.release)}
+    unknown = [s.name for s in v.subsections if s.name not in known]
+    if unknown and run.result.outcome != REJECTED:
+        return Violation("R6", f"rejected: {unknown[0]} is unknown to {run.dst.release}", run.result.outcome)
+    return None
+
+
+def r7_endianness(run: Run) -> Violation | None:
+    if run.result.state is None:
+        return None
+    v = decode_payload(run.data, run.src.config.transport, run.src.config.device)
+    sent = next((s.body.device_endian for s in v.subsections if s.name == "virtio/device_endian"), None)
+    want = sent if sent is not None else core.default_endian(run.dst)
+    got = run.result.state.device_endian
+    return None if got == want else Violation("R7", f"device_endian {want}", f"{got}")
+
+
+def r8_features(run: Run) -> Violation | None:
+    st = run.result.state
+    if st is not None and st.guest_features & ~run.dst.host_features:
+        return Violation("R8", "guest features within the destination's host features",
+                         f"{st.guest_features:#x} vs host {run.dst.host_features:#x}")
+    return None
+
+
+def r9_load_order(run: Run) -> Violation | None:
+    bad = [r for r in run.result.trace.early_reads if "recomputed" not in r]
+    return Violation("R9", "early reads recomputed by a later step", "; ".join(bad)) if bad else None
+
+
+RULES = {
+    "R1": r1_round_trip, "R2": r2_fixed_point, "R5": r5_subsection_presence, "R6": r6_unknown_subsection,
+    "R7": r7_endianness, "R8": r8_features, "R9": r9_load_order,
+}
+
+
+def check_all(run: Run, same_release: bool) -> list[Violation]:
+    """Every rule that applies to the run."""
+    out: list[Violation] = []
+    if same_release:
+        for rule in ("R1", "R2"):
+            v = RULES[rule](run)
+            if v:
+                out.append(v)
+    else:
+        rule = "R3" if run.src.release < run.dst.release else "R4"
+        v = r34_migration(run, rule)
+        if v:
+            out.append(v)
+    for rule in ("R5", "R6", "R7", "R8", "R9"):
+        v = RULES[rule](run)
+        if v:
+            out.append(v)
+    return out

@@ -1,0 +1,61 @@
+"""Device configurations that are real for a (source release, destination release) pair: a machine
+type both releases have, properties both know, a backend, -smp and -m."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from models.config import Config, NetBackend
+from models.props import known_props, proxy_type
+from models.releases import MachineType, Version, machine_types
+
+# Properties drawn per device, with the values worth drawing (each must exist in both releases).
+DRAWN_PROPS: dict[str, dict[str, list[Any]]] = {
+    "virtio-net": {"mq": [False, True], "ctrl_guest_offloads": [True, False], "guest_announce": [True, False]},
+    "virtio-blk": {"num-queues": [1, 2, 4], "queue-size": [128, 256]},
+    "virtio-balloon": {"free-page-hint": [False, True], "deflate-on-oom": [False, True]},
+    "virtio-rng": {},
+}
+
+
+def common_machines(src: Version, dst: Version, transport: str) -> list[MachineType]:
+    dst_names = {m.name for m in machine_types(dst, transport)}
+    return [m for m in machine_types(src, transport) if m.name in dst_names]
+
+
+@st.composite
+def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device: str,
+            machines: list[str] | None = None) -> tuple[Config, Config]:
+    """A (source, destination) pair of the same device configuration on the two releases."""
+    options = common_machines(src, dst, transport)
+    if machines:
+        options = [m for m in options if m.name in machines or m.family in machines]
+    if not options:
+        raise ValueError(f"no machine type common to {src} and {dst} for {transport}")
+    machine = draw(st.sampled_from(options))
+    smp = draw(st.sampled_from([1, 2, 4]))
+    props: dict[str, Any] = {}
+    known_src = known_props(src, proxy_type(device, transport)) | known_props(src, f"{device}-device")
+    known_dst = known_props(dst, proxy_type(device, transport)) | known_props(dst, f"{device}-device")
+    for name, values in DRAWN_PROPS[device].items():
+        if name in known_src and name in known_dst and draw(st.booleans()):
+            props[name] = draw(st.sampled_from(values))
+    if device == "virtio-net" and transport == "pci":
+        props["romfile"] = ""
+    netdev = NetBackend()
+    if device == "virtio-net":
+        kind = draw(st.sampled_from(["hubport", "user", "tap"]))
+        if kind == "tap":
+            vnet = draw(st.booleans())
+            netdev = NetBackend("tap", vnet_hdr=vnet, ufo=vnet and draw(st.booleans()),
+                                queues=draw(st.sampled_from([1, 2])) if props.get("mq") else 1)
+        else:
+            netdev = NetBackend(kind)
+            props.pop("mq", None)
+    express = transport == "pci" and machine.family == "pc-q35" and src >= Version(2, 7) and draw(st.booleans())
+    if express:
+        props["disable-legacy"] = False  # keep the legacy BAR the driver uses
+    make = lambda release: Config(release, machine, device, transport, smp, 128, props, netdev, express)  # noqa: E731
+    return make(src), make(dst)

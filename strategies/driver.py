@@ -1,0 +1,108 @@
+"""Reachable device states: what a guest driver can make of a device after reset. The steps are
+the ones a driver takes (negotiate features within the host features, set up queues, make requests
+and complete some, change config, pick a queue), applied to the model's reset state, so that every
+state drawn is one a real guest can produce."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import strategies as st
+
+from models import features as F
+from models.config import Realized
+from models.model import reset_state
+from models.state import BalloonState, BlkRequest, BlkState, DeviceState, NetState, QueueState
+
+PAGE = 4096
+RING_BASE = 0x100000  # guest-physical area for the rings, 64 KiB per queue
+
+
+def _legacy_rings(desc: int, num: int, align: int = PAGE) -> tuple[int, int]:
+    avail = desc + 16 * num
+    return avail, (avail + 4 + 2 * num + align - 1) & ~(align - 1)
+
+
+@st.composite
+def guest_features(draw: st.DrawFn, r: Realized) -> int:
+    """A driver acks a subset of what the host offers, never VIRTIO_F_BAD_FEATURE; a legacy
+    driver (the only kind the legacy BAR allows) sees the low 32 bits only."""
+    offered = r.host_features & ~F.bit(F.BAD_FEATURE)
+    modern = r.modern and draw(st.booleans())
+    if not modern:
+        offered &= 0xFFFFFFFF
+    picked = 0
+    for b in range(offered.bit_length()):
+        if offered >> b & 1 and draw(st.booleans()):
+            picked |= 1 << b
+    if modern:
+        picked |= F.bit(F.VERSION_1)
+    return picked
+
+
+@st.composite
+def queue(draw: st.DrawFn, i: int, q: QueueState, modern: bool, in_flight_ok: bool) -> QueueState:
+    if not draw(st.booleans()):
+        return q  # queue left unconfigured
+    desc = RING_BASE + i * 0x10000
+    avail, used = _legacy_rings(desc, q.num)
+    if modern and draw(st.booleans()):
+        avail, used = desc + 0x4000, desc + 0x8000  # a modern driver places the rings itself
+    # completed requests move all three indices together; the u16 wrap is fair game
+    done = draw(st.integers(0, 0xFFFF) | st.sampled_from([0, 1, 0xFFFE, 0xFFFF]))
+    inflight = draw(st.integers(0, min(q.num, 3))) if in_flight_ok else 0
+    pending = draw(st.integers(0, q.num - inflight))  # made available, not yet taken by the device
+    last_avail = (done + inflight) & 0xFFFF
+    return replace(q, desc=desc, avail=avail, used=used, last_avail_idx=last_avail,
+                   avail_idx=(last_avail + pending) & 0xFFFF, used_idx=done & 0xFFFF)
+
+
+@st.composite
+def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
+    s = reset_state(r)
+    features = draw(guest_features(r))
+    modern = F.has(features, F.VERSION_1)
+    status = draw(st.sampled_from([0, 1, 3, 7, 0xB, 0xF]))
+    if modern and status & 4:
+        status |= 8  # FEATURES_OK comes before DRIVER_OK for a virtio 1.0 driver
+    negotiated = features if status & 2 else 0
+    blk_inflight = r.config.device == "virtio-blk"
+    queues = tuple(draw(queue(i, q, modern, blk_inflight)) if status & 2 else q for i, q in enumerate(s.queues))
+    device = s.device
+    if r.config.device == "virtio-net":
+        assert isinstance(device, NetState)
+        macs = draw(st.lists(st.binary(min_size=6, max_size=6), max_size=4))
+        device = replace(device, mergeable_rx_bufs=int(F.has(negotiated, F.NET_MRG_RXBUF)),
+                         promisc=draw(st.sampled_from([0, 1])), allmulti=draw(st.sampled_from([0, 1])),
+                         mac_table=b"".join(macs), tx_waiting=tuple(draw(st.sampled_from([0, 1]))
+                                                                      for _ in device.tx_waiting),
+                         curr_queue_pairs=draw(st.integers(1, device.max_queue_pairs))
+                         if F.has(negotiated, F.NET_MQ) else 1,
+                         has_vnet_hdr=int(r.config.netdev.vnet_hdr))
+    elif r.config.device == "virtio-blk":
+        reqs = []
+        for i, q in enumerate(queues):
+            for k in range((q.last_avail_idx - q.used_idx) & 0xFFFF):
+                head = 3 * k
+                reqs.append(BlkRequest(i, head, ((0x200000 + 0x1000 * k, 16), (0x300000 + 0x1000 * k, 512)),
+                                       ((0x400000 + k, 1),)))
+        device = BlkState(tuple(reqs))
+    elif r.config.device == "virtio-balloon":
+        pages = draw(st.integers(0, 1 << 20))
+        device = BalloonState(num_pages=pages, actual=draw(st.integers(0, pages)))
+    pci = s.pci
+    if pci is not None and status:
+        cfg = bytearray(pci.config)
+        cfg[4] = 0x05 if not modern else 0x07  # command: I/O (memory for modern) + bus master
+        pci = replace(pci, config=bytes(cfg))
+        if modern and r.modern:  # a modern driver programs the queues through the common config
+            regs = [(q.num, 0, 1, q.desc & 0xFFFFFFFF, q.desc >> 32, q.avail & 0xFFFFFFFF, q.avail >> 32,
+                     q.used & 0xFFFFFFFF, q.used >> 32) if q.desc else (q.num, 0, 0, 0, 0, 0, 0, 0, 0)
+                    for q in queues]
+            pci = replace(pci, modern_guest_features=(features & 0xFFFFFFFF, features >> 32 & 0xFFFFFFFF),
+                          modern_queues=tuple(regs))
+    started = bool(status & 4) and bool(r.props.get("use-started", False))
+    config = draw(st.binary(min_size=r.config_len, max_size=r.config_len)) if r.config_len else b""
+    queue_sel = draw(st.integers(0, max(len(queues) - 1, 0)))
+    return replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
+                   started=started, config=config, queue_sel=queue_sel, isr=draw(st.sampled_from([0, 1])))
