@@ -90,6 +90,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from harness.fuzz import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="virtio-compat", description="Compatibility test harness for QEMU virtio migration.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -109,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=2.0, help="time per measurement (default 2)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=cmd_bench)
+    f = sub.add_parser("fuzz", help="fuzz the stream decoder with mutations of the fixture streams")
+    f.add_argument("--minutes", type=float, default=1.0, help="how long to run (default 1)")
+    f.add_argument("--seed", type=int, default=0, help="the run's seed: input i depends only on it and i (default 0)")
+    f.add_argument("--out", default="reports/fuzz", metavar="DIR",
+                   help="where to save crashing inputs (default reports/fuzz/)")
+    f.set_defaults(func=cmd_fuzz)
     return p
 
 

@@ -14,6 +14,7 @@ run depends only on the seed and `i`, so any input can be made again.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -21,10 +22,12 @@ import random
 import re
 import signal
 import struct
+import sys
+import tempfile
 import threading
 import time
-import tracemalloc
 import traceback
+import tracemalloc
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,26 +39,34 @@ import construct as c
 import orjson
 from construct import Container, ListContainer
 
+from harness.decode import format_text, stream_summary
 from harness.errors import StreamError
 from harness.wire import stream as wire_stream
 from harness.wire.primitives import FlatArray, NonZeroList, Peeked, Subsections, field_path
-from harness.wire.ram import RamPages, ZeroRun
-from harness.wire.stream import decode_payload, decode_stream
+from harness.wire.ram import RamBlockList, RamPages, ZeroRun
+from harness.wire.stream import decode_payload, decode_stream  # the targets (tests replace them to plant bugs)
 from harness.wire.virtio import DEVICES, TRANSPORTS, compiled_payload_layout, payload_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DIRS = (ROOT.parent / "shared" / "fixtures" / "qemu-7.2", ROOT / "tests" / "data")
 
-# A decode of the largest fixture (750 KB) takes about 40 ms with tracemalloc on; anything near 2 s is a loop.
+# Time allowed for one decode (untraced): a base, and 4 us a byte for the slowest linear work measured (an array of
+# queues or of command records through the interpreted error path runs at about 1 MB/s). A fixture takes 2-6 ms.
 TIME_LIMIT = 2.0
-# Peak traced memory allowed for one decode: MEMORY_FACTOR x input + MEMORY_SLACK. Decoding keeps the input's
-# bytes more than once (the reader's buffer, the payload chunk, the RAM pages) and builds Python objects for the
-# fields: the real streams peak at 8-9x their size. The slack covers the fixed costs (compiled layouts' caches,
-# a 1024-entry FlatArray list is 8 KB whatever its input). Anything driven by a length field instead of by the
-# bytes that are there grows with the length, not the input, and lands far above this line.
-MEMORY_FACTOR = 16
+TIME_PER_BYTE = 4e-6
+# tracemalloc makes allocation-heavy code 10-20x slower: the traced run (for the peak) has a limit of its own
 TRACED_SLOWDOWN = 20
+# Peak traced memory allowed for one decode: MEMORY_FACTOR x input + MEMORY_SLACK. The decoder makes a Python object
+# for every field it reads, so its densest inputs cost a constant factor, measured: the real streams 3-6x, RAM
+# records of 9 bytes 14x, repeated subsections 19x, JSON description text up to 37x (`[{},{},...]`: a dict per
+# 3 bytes), RAM block entries and QEMU_VM_COMMAND records (a construct Container per 5-9 bytes) 45-51x. The slack
+# covers fixed costs (compiled layouts, 1024-entry arrays whatever the input). What a length or count field drives
+# instead of the bytes that are there grows with the field (up to 4 GiB from 4 bytes), and lands far above the line.
+MEMORY_FACTOR = 64
 MEMORY_SLACK = 4 << 20
+# Memory a decode may leave allocated once it returned (caches filled for the first time, small): more is a cache
+# that hostile input grows, which a long run pays again and again
+RETAINED_LIMIT = 1 << 20
 
 MUTATIONS = ("flip", "insert", "delete", "duplicate", "length", "vmdesc", "truncate", "splice", "payload", "stack",
              "random", "header")
@@ -215,7 +226,7 @@ _TOP_NAMES = {
     id(wire_stream.FileHeader): "header", id(wire_stream.SectionHeaderFull): "header",
     id(wire_stream.SectionHeaderPart): "header", id(wire_stream.SectionFooter): "footer",
     id(wire_stream.Configuration): "configuration", id(wire_stream.Command): "command",
-    id(wire_stream.RamBlockList): "blocks",
+    id(RamBlockList): "blocks",
 }
 _ALWAYS_ELEMS = (1, 2, 4, 6, 8, 9, 16)
 
@@ -223,9 +234,9 @@ _ALWAYS_ELEMS = (1, 2, 4, 6, 8, 9, 16)
 def field_map(data: bytes) -> tuple[View, list[tuple[PayloadRef, View]], int | None]:
     """The fields of a stream that decodes: stream-level records, every payload field, RAM page records, the
     JSON description; and a View of each virtio payload."""
-    s = decode_stream(data)  # a seed must decode
+    s = wire_stream.decode_stream(data)  # a seed must decode
     with _recording() as records:
-        decode_stream(data)
+        wire_stream.decode_stream(data)
     vmdesc_at = wire_stream.find_vmdesc(data)
     end_of_sections = vmdesc_at if vmdesc_at is not None else len(data)
     sections = [r for r in s.records if isinstance(r, wire_stream.Section)]
@@ -331,7 +342,7 @@ def default_seed_paths() -> list[Path]:
 def _slim(data: bytes) -> bytes:
     """The same stream with most RAM page records and most non-virtio sections dropped: the structure stays,
     and a decode is several times cheaper, so the fuzzer tries more inputs per second."""
-    s = decode_stream(data)
+    s = wire_stream.decode_stream(data)
     keep_keys: set[tuple[str, int]] = set()
     records: list[Any] = []
     others = 0
@@ -384,7 +395,7 @@ def _enrich_subsections(con: Any, value: Any, version: int) -> None:
 def _rich(data: bytes) -> bytes:
     """The slim stream with every subsection the layouts know added to every payload, a second queue pair on
     virtio-net, and a command record: the fixtures (QEMU 7.2) carry only some of them."""
-    s = decode_stream(data)
+    s = wire_stream.decode_stream(data)
     for p in s.devices:
         v = p.value
         if p.device == "virtio-net" and v.num_queues == 3:
@@ -395,7 +406,7 @@ def _rich(data: bytes) -> bytes:
         _enrich_subsections(payload_layout(p.transport, p.device), v, 1)
     s.records.insert(0, ("command", Container(cmd=2, len=2, data=b"\x00\x01")))  # MIG_CMD_PING-like
     out = wire_stream.encode_stream(s)
-    decode_stream(out)
+    wire_stream.decode_stream(out)
     return out
 
 
@@ -444,9 +455,9 @@ def int_values(rng: random.Random, f: Field, elem_sizes: Sequence[int]) -> list[
     bits = 8 * f.size
     top = (1 << bits) - 1
     remaining = max(f.limit - (f.offset + f.size), 0)
-    values = [0, 1, top, top >> 1, (top >> 1) + 1, f.value + 1, f.value - 1, f.value * 2, f.value ^ (1 << rng.randrange(bits)),
-              remaining, remaining + 1, remaining - 1, rng.getrandbits(bits)]
-    values += [remaining // e + 1 for e in elem_sizes]
+    values = [0, 1, top, top >> 1, (top >> 1) + 1, f.value + 1, f.value - 1, f.value * 2,
+              f.value ^ (1 << rng.randrange(bits)), remaining, remaining + 1, remaining - 1, rng.getrandbits(bits)]
+    values += [remaining // e + rng.choice((0, 1)) for e in elem_sizes]
     return [v & top for v in values]
 
 
@@ -467,7 +478,8 @@ def _filler(rng: random.Random, view: View) -> tuple[bytes, str]:
         return b"\xff" * n, f"{n} 0xff bytes"
     if r < 0.8:
         name = rng.choice(_SUBSECTION_NAMES).encode()
-        return bytes([5, len(name)]) + name + struct.pack(">I", rng.choice((1, 2, 0, 0xFFFFFFFF))), "a subsection header"
+        version = struct.pack(">I", rng.choice((1, 2, 0, 0xFFFFFFFF)))
+        return bytes([5, len(name)]) + name + version, "a subsection header"
     f = _pick_field(rng, view)
     if f is None:
         return b"\x00", "a zero byte"
@@ -684,7 +696,7 @@ class Mutator:
         self.seeds = list(seeds)
         self.seed = seed
         # the slim and rich variants decode several times faster than the full streams: pick them more often
-        self.weights = [1.0 if "~" in s.name else 0.3 for s in self.seeds]
+        self.weights = [1.0 if "~" in s.name else 0.15 for s in self.seeds]
 
     def mutant(self, i: int, kind: str | None = None, seed: Seed | None = None) -> Mutant:
         rng = random.Random(f"{self.seed}/{i}")
@@ -720,9 +732,9 @@ class Mutator:
             edits, notes = [], []
             for _ in range(rng.randint(2, 5)):
                 sub = rng.choice(("flip", "insert", "delete", "duplicate", "length", "length", "vmdesc"))
-                e, n = m_vmdesc(rng, s) if sub == "vmdesc" else self._edits(rng, sub, s.view)
-                edits += e
-                notes.append(n)
+                more, what = m_vmdesc(rng, s) if sub == "vmdesc" else self._edits(rng, sub, s.view)
+                edits += more
+                notes.append(what)
             note = "; ".join(notes)
         else:
             edits, note = self._edits(rng, kind if kind in _STRUCTURAL else "flip", s.view)
@@ -783,12 +795,15 @@ def memory_bound(size: int) -> int:
 
 
 def _where(tb: Any) -> str:
-    """The innermost frame of this project in a traceback, as file:line (function)."""
-    last = "?"
-    for fr in traceback.extract_tb(tb):
-        if fr.filename.startswith(str(ROOT / "harness")) and not fr.filename.endswith("fuzz.py"):
-            last = f"{Path(fr.filename).relative_to(ROOT)}:{fr.lineno} ({fr.name})"
-    return last
+    """Where an exception was raised, as file:line (function): the innermost frame of the harness (the fuzzer
+    itself aside), else the innermost frame."""
+    frames = [fr for fr in traceback.extract_tb(tb) if fr.filename != __file__]
+    ours = [fr for fr in frames if fr.filename.startswith(str(ROOT / "harness"))]
+    if not (ours or frames):
+        return "?"
+    fr = (ours or frames)[-1]
+    name = Path(fr.filename)
+    return f"{name.relative_to(ROOT) if name.is_relative_to(ROOT) else name}:{fr.lineno} ({fr.name})"
 
 
 def _chain(e: BaseException) -> Iterator[BaseException]:
@@ -806,9 +821,11 @@ _DIGITS = re.compile(r"\d+")
 class Checker:
     """Runs inputs through the decoder under a time limit (SIGALRM) and tracemalloc; use as a context manager."""
 
-    def __init__(self, time_limit: float = TIME_LIMIT, bound: Callable[[int], int] = memory_bound) -> None:
-        self.time_limit = time_limit
-        self.bound = bound
+    def __init__(self, time_limit: float | None = None, per_byte: float | None = None,
+                 bound: Callable[[int], int] | None = None) -> None:
+        self.time_limit = TIME_LIMIT if time_limit is None else time_limit
+        self.per_byte = TIME_PER_BYTE if per_byte is None else per_byte
+        self.bound = memory_bound if bound is None else bound
         self._armed = False
         self._alarm = False
         self._old_handler: Any = None
@@ -822,9 +839,12 @@ class Checker:
         if self._alarm:
             self._old_handler = signal.signal(signal.SIGALRM, self._on_alarm)
         self._outer_tracing = tracemalloc.is_tracing()
+        # what exists now (seeds, layouts) is not the decodes' garbage: a collection then walks only theirs
+        gc.freeze()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        gc.unfreeze()
         self._armed = False
         if self._alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -837,10 +857,10 @@ class Checker:
 
     def _run(self, m: Mutant) -> None:
         if m.payload is None:
-            value: Any = decode_stream(m.data)
+            # what `virtio-compat decode`, the reproduction, does with a stream that decodes
+            format_text(stream_summary(decode_stream(m.data)))
         else:
-            value = decode_payload(m.data, m.transport, m.device)
-        del value
+            decode_payload(m.data, m.transport, m.device)
 
     def _timed(self, m: Mutant, limit: float) -> tuple[BaseException | None, float]:
         """Decode once under a SIGALRM timer: (the exception, or None; seconds)."""
@@ -861,17 +881,24 @@ class Checker:
             return e, time.perf_counter() - start
         return None, time.perf_counter() - start
 
-    def _traced(self, m: Mutant, limit: float) -> tuple[BaseException | None, int]:
-        """Decode once under tracemalloc: (the exception, or None; peak bytes allocated by the decode)."""
+    def _traced(self, m: Mutant, limit: float) -> tuple[BaseException | None, int, int]:
+        """Decode once under tracemalloc: (the exception, or None; peak bytes allocated by the decode; bytes it
+        allocated and still held once it returned and garbage was collected: what a cache kept)."""
         if self._outer_tracing:
             base = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
             error, _ = self._timed(m, limit)
-            return error, tracemalloc.get_traced_memory()[1] - base
+            return error, tracemalloc.get_traced_memory()[1] - base, 0
         tracemalloc.start()  # traces only what this decode allocates: a small table, and the peak is the decode's
         try:
             error, _ = self._timed(m, limit)
-            return error, tracemalloc.get_traced_memory()[1]
+            for e in _chain(error) if error is not None else ():
+                e.__traceback__ = None  # its frames hold the decode's objects
+            current, peak = tracemalloc.get_traced_memory()
+            if current > RETAINED_LIMIT:  # decoded values hold cycles (construct contexts): collect them first
+                gc.collect()
+                current = tracemalloc.get_traced_memory()[0]
+            return error, peak, current
         finally:
             tracemalloc.stop()
 
@@ -879,16 +906,17 @@ class Checker:
         """None when the decoder kept its contract for this input, else what went wrong (`seed`: the seed of a
         payload input, to embed it in a stream)."""
         size = len(m.data)
-        error, seconds = self._timed(m, self.time_limit)
+        limit = self.time_limit + size * self.per_byte
+        error, seconds = self._timed(m, limit)
         peak = 0
 
         def finding(kind: str, summary: str, signature: str) -> Finding:
             stream = m.data if m.payload is None or seed is None else _embed(seed, m.payload, m.data)
             return Finding(kind, summary, signature, m, stream, seconds, peak)
 
-        if isinstance(error, _Hang) or (error is None and seconds > self.time_limit):
+        if isinstance(error, _Hang) or (error is None and seconds > limit):
             where = _where(error.__traceback__) if error is not None else "?"
-            return finding("hang", f"decode still running after {self.time_limit:g} s, in {where}", f"hang {where}")
+            return finding("hang", f"decode still running after {limit:.3g} s, in {where}", f"hang {where}")
         if error is not None and not isinstance(error, StreamError):
             where = _where(error.__traceback__)
             text = f"{type(error).__name__}: {str(error)[:200]}"
@@ -909,14 +937,17 @@ class Checker:
                                f"memory MemoryError {where}")
         # tracemalloc makes allocation-heavy code 10-20x slower, so time is judged above, untraced; the traced run
         # gets a limit of its own only so that it cannot hang the fuzzer
-        traced_error, peak = self._traced(m, self.time_limit * TRACED_SLOWDOWN)
+        traced_error, peak, retained = self._traced(m, limit * TRACED_SLOWDOWN)
         if isinstance(traced_error, _Hang):
-            return finding("hang", f"decode still running after {self.time_limit * TRACED_SLOWDOWN:g} s under "
+            return finding("hang", f"decode still running after {limit * TRACED_SLOWDOWN:.3g} s under "
                            "tracemalloc", "hang traced")
+        outcome = "ok" if error is None else _DIGITS.sub("N", error.path if isinstance(error, StreamError) else "")
         if peak > self.bound(size):
-            outcome = "ok" if error is None else _DIGITS.sub("N", error.path if isinstance(error, StreamError) else "")
             return finding("memory", f"peak {peak / 2**20:.1f} MiB for a {size}-byte input "
                            f"(bound {self.bound(size) / 2**20:.1f} MiB); outcome: {outcome}", f"memory {outcome}")
+        if retained > RETAINED_LIMIT:
+            return finding("memory", f"{retained / 2**20:.1f} MiB still held after the decode returned (a cache "
+                           f"that hostile input grows); outcome: {outcome}", f"memory retained {outcome}")
         return None
 
 
@@ -926,9 +957,10 @@ class Checker:
 @dataclass
 class Stats:
     inputs: int = 0
-    findings: int = 0
+    findings: int = 0  # distinct signatures
     seconds: float = 0.0
-    by_signature: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    by_signature: dict[str, int] = field(default_factory=dict)  # inputs per signature
     by_mutation: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -939,42 +971,59 @@ class Stats:
 def run(mutator: Mutator, checker: Checker, deadline: float | None = None, count: int | None = None,
         on_finding: Callable[[Finding], None] | None = None, on_progress: Callable[[Stats], None] | None = None,
         start: int = 0) -> Stats:
-    """Check inputs start, start + 1, ... until `deadline` (time.monotonic) or `count` inputs. `on_finding` sees
-    the first input of each new signature; `on_progress` is called at most once a second."""
+    """Check inputs start, start + 1, ... until `deadline` (time.monotonic; at least one input) or `count` inputs,
+    or Ctrl-C. `on_finding` sees the first input of each new signature; `on_progress` runs at most once a second."""
     stats = Stats()
     by_name = {s.name: s for s in mutator.seeds}
     began = last = time.monotonic()
     i = start
-    while (count is None or stats.inputs < count) and (deadline is None or time.monotonic() < deadline):
-        m = mutator.mutant(i)
-        i += 1
-        found = checker.check(m, by_name.get(m.seed))
-        stats.inputs += 1
-        stats.by_mutation[m.mutation] = stats.by_mutation.get(m.mutation, 0) + 1
-        if found is not None:
-            new = found.signature not in stats.by_signature
-            stats.by_signature[found.signature] = stats.by_signature.get(found.signature, 0) + 1
-            if new:
-                stats.findings += 1
-                if on_finding is not None:
-                    on_finding(found)
-        now = time.monotonic()
-        stats.seconds = now - began
-        if on_progress is not None and now - last >= 1.0:
-            last = now
-            on_progress(stats)
+    try:
+        while (count is None or stats.inputs < count) and \
+                (deadline is None or stats.inputs == 0 or time.monotonic() < deadline):
+            m = mutator.mutant(i)
+            i += 1
+            seed = by_name.get(m.seed)
+            found = checker.check(m, seed)
+            stats.inputs += 1
+            stats.by_mutation[m.mutation] = stats.by_mutation.get(m.mutation, 0) + 1
+            if found is not None:
+                new = found.signature not in stats.by_signature
+                stats.by_signature[found.signature] = stats.by_signature.get(found.signature, 0) + 1
+                if new:
+                    stats.findings += 1
+                    if on_finding is not None:
+                        on_finding(_as_stream(found, checker, seed))
+            now = time.monotonic()
+            stats.seconds = now - began
+            if on_progress is not None and now - last >= 1.0:
+                last = now
+                on_progress(stats)
+    except KeyboardInterrupt:
+        stats.interrupted = True
     stats.seconds = time.monotonic() - began
     return stats
 
 
+def _as_stream(found: Finding, checker: Checker, seed: Seed | None) -> Finding:
+    """A payload input's finding as the whole stream it was embedded in, when that stream reproduces it."""
+    if found.mutant.payload is None:
+        return found
+    m = found.mutant
+    again = checker.check(Mutant(found.stream, m.mutation, m.seed, f"{m.note} (embedded in {m.seed})"), seed)
+    if again is not None and again.kind == found.kind:
+        return again
+    return Finding(found.kind, f"{found.summary} (found by decode_payload as {m.device} on {m.transport}; the "
+                   "saved stream may not reproduce it)", found.signature, m, found.stream, found.seconds, found.peak)
+
+
 def save_finding(found: Finding, out: Path) -> tuple[Path, bool]:
-    """Write the finding's stream as `<out>/<kind>-<sha1[:12]>.bin`, atomically (a temporary file, then a hard
-    link that fails rather than replace a file of that name). (path, whether it was written now)."""
+    """Write the finding's stream as `<out>/<kind>-<sha1[:12]>.bin`, atomically: a temporary file in `out`, then
+    a hard link, which fails rather than replace a file of that name. (path, whether it was written now)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{found.kind}-{sha1(found.stream).hexdigest()[:12]}.bin"
     if path.exists():
         return path, False
-    fd, tmp = tempfile_in(out)
+    fd, tmp = tempfile.mkstemp(prefix=".fuzz-", suffix=".tmp", dir=out)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(found.stream)
@@ -990,7 +1039,84 @@ def save_finding(found: Finding, out: Path) -> tuple[Path, bool]:
             os.unlink(tmp)
 
 
-def tempfile_in(folder: Path) -> tuple[int, str]:
-    import tempfile
+@contextlib.contextmanager
+def _address_space_cap(extra: int) -> Iterator[None]:
+    """Cap the address space at what the process uses now + `extra` while fuzzing, so that a decode that
+    allocates by a hostile length fails with MemoryError (reported as a finding) instead of exhausting the
+    machine. A no-op where the limit cannot be read or set."""
+    try:
+        import resource
 
-    return tempfile.mkstemp(prefix=".fuzz-", suffix=".tmp", dir=folder)
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        cap = vm + extra if hard == resource.RLIM_INFINITY else min(vm + extra, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ImportError, OSError, ValueError, StopIteration):
+        yield
+        return
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def run_cli(args: Any) -> int:
+    """`virtio-compat fuzz [--minutes N] [--seed S] [--out DIR]`: 1 if anything was found, else 0 (130 when
+    interrupted with nothing found)."""
+    from harness.errors import UsageError
+
+    began = time.monotonic()
+    minutes = float(args.minutes)
+    if not 0 < minutes < float("inf"):
+        raise UsageError(f"--minutes must be a positive number, not {args.minutes}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, not {args.seed}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: not a directory (--out)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{out}: cannot create the output directory: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"{out}: cannot write there (--out)")
+    paths = default_seed_paths()
+    if not paths:
+        raise UsageError("no seed streams: neither ../shared/fixtures/qemu-7.2 nor tests/data has *.bin files")
+    mutator = Mutator(load_seeds(paths), args.seed)
+    tty = sys.stderr.isatty()
+    last_line = [0.0]
+
+    def on_finding(found: Finding) -> None:
+        try:
+            path, _ = save_finding(found, out)
+        except OSError as e:
+            print(f"fuzz: {found.kind}: {found.summary}; could not save it in {out}: {e.strerror or e}", flush=True)
+            return
+        m = found.mutant
+        print(f"fuzz: {found.kind}: {found.summary} [{m.mutation} on {m.seed}: {m.note[:160]}]", flush=True)
+        print(f"  reproduce: virtio-compat decode {path}", flush=True)
+
+    def on_progress(stats: Stats) -> None:
+        # a line a second on a terminal (rewritten in place), one every 10 s into a log
+        if not tty and stats.seconds - last_line[0] < 10:
+            return
+        last_line[0] = stats.seconds
+        text = (f"fuzz: {stats.seconds:.0f} s, {stats.inputs} inputs, {stats.rate:.0f}/s, "
+                f"{stats.findings} finding(s)")
+        print(f"\r{text}" if tty else text, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    deadline = began + minutes * 60
+    with _address_space_cap(4 << 30), Checker() as checker:
+        stats = run(mutator, checker, deadline=deadline, on_finding=on_finding, on_progress=on_progress,
+                    start=0)
+    inputs_found = sum(stats.by_signature.values())
+    if tty:
+        print(file=sys.stderr)
+    print(f"fuzz: seed {args.seed}: {stats.inputs} inputs in {stats.seconds:.1f} s ({stats.rate:.0f}/s), "
+          f"{stats.findings} finding(s) from {inputs_found} input(s)" + (f", saved in {out}" if stats.findings else "")
+          + (" (interrupted)" if stats.interrupted else ""), file=sys.stderr, flush=True)
+    if stats.findings:
+        return 1
+    return 130 if stats.interrupted else 0

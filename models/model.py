@@ -467,9 +467,16 @@ def reset_state(r: Realized) -> DeviceState:
         config = space.config if space is not None else bytes(256)
         n = r.vectors
         pci = PciState(config, msix_table=_msix_reset_table(n), msix_pba=bytes((n + 7) // 8))
+    ccw = None
+    if r.config.transport == "ccw":
+        from models.config import DEVICE_IDS
+        from models.transports.ccw import reset_tree
+
+        migration = r.config.machine.version >= Version(2, 10)
+        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], 0, migration))
     return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
-                       device_endian=core.default_endian(r) if not r.modern else ENDIAN_LITTLE, pci=pci,
-                       mmio=MmioState() if r.config.transport == "mmio" else None, device=dev.reset_state(r))
+                       device_endian=core.default_endian(r), pci=pci,
+                       mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r))
 
 
 def _msix_reset_table(n: int) -> bytes:

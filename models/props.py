@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.releases import TYPE_PARENTS, MachineType, Version, compat_values
+from models.releases import COMPAT, TYPE_PARENTS, MachineType, Version, compat_values
 
 V = Version.parse
 UNSPECIFIED = "unspecified"  # DEV_NVECTORS_UNSPECIFIED and num-queues "auto": realize decides
@@ -146,6 +146,12 @@ def effective_props(release: Version, machine: MachineType, device: str, transpo
     for qom_type in types:
         known.update(known_props(release, qom_type))
     out.update({name: p.default for name, p in known.items()})
+    # before a property existed, QEMU behaved as the compat entry that later keeps old machine types
+    # behaving so (x-pcie-lnkctl-init, queue_reset, ...): take that value
+    for entry in COMPAT:
+        later = [p for p in PROPS if p.name == entry.prop and p.since > release]
+        if entry.prop not in known and later and any(entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
+            out.setdefault(entry.prop, entry.value)
     # a global on the proxy reaches the backend's properties too (the proxy aliases them)
     for qom_type in types:
         out.update({k: v for k, v in compat_values(release, machine, qom_type).items() if k in known})

@@ -209,7 +209,7 @@ def save(
         if config.devices and (dev is None or dev.kind != spec.kind):
             raise QemuError(f"drive spec for {spec.kind} at slot {spec.slot:#x}: no such device configured")
     with QemuProcess(config.machine, config.args(), binary=config.binary, qtest=True, name="save") as qemu:
-        driven = drive_devices(qemu.qtest, list(drive))
+        driven = drive_devices(qemu.qtest, drive)
         assert qemu.scratch is not None
         stream = qemu.scratch / "stream.bin"
         _save_to_file(qemu, stream, channel)
@@ -273,7 +273,9 @@ def load_stream(
         config = QemuConfig.from_argv(config)
     status: dict[str, dict[str, Any]] = {}
     queues: dict[str, list[dict[str, Any]]] = {}
-    with QemuProcess(config.machine, config.args(), binary=binary or config.binary, incoming=True, name="load") as qemu:
+    with QemuProcess(
+        config.machine, config.args(), binary=binary or config.binary, incoming=True, name="load"
+    ) as qemu:
         assert qemu.scratch is not None
         stream = qemu.scratch / "stream.bin"
         stream.write_bytes(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,7 +207,9 @@ def _blk_requests(qt: QtestClient, io: int, index: int, desc: int, num: int, cou
         header, status, data = base, base + 16, base + 512
         # Descriptor chain: header (device reads), data (device writes), status (device writes).
         table += struct.pack("<QIHH", header, 16, VRING_DESC_F_NEXT, 3 * k + 1)
-        table += struct.pack("<QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2)
+        table += struct.pack(
+            "<QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2
+        )
         table += struct.pack("<QIHH", status, 1, VRING_DESC_F_WRITE, 0)
         # virtio_blk_outhdr {type, ioprio, sector}, then 0xff in the status byte until the device writes it.
         qt.memwrite(header, struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, k) + b"\xff")
@@ -227,7 +230,11 @@ def _blk_requests(qt: QtestClient, io: int, index: int, desc: int, num: int, cou
 
 
 def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
-    """Drive one device into `spec`'s state and return its ground truth, keyed like the fixture JSON."""
+    """Drive one device into `spec`'s state and return its ground truth, keyed like the fixture JSON:
+    section, device, transport, msix_vectors, status, queue_sel, guest_features_lo, host_features_lo,
+    num_queues, queues [{index, num, desc, last_avail_idx[, avail_idx, used_idx]}], pci_command,
+    mac (virtio-net), notes; plus bar0 (BAR0 as read back, 0xc001 for I/O at 0xc000).
+    avail_idx/used_idx are read from guest memory for every configured queue (desc != 0)."""
     cfg = PciConfig(qt, spec.slot)
     ids = cfg.readl(PCI_VENDOR_ID)
     vendor, device_id = ids & 0xFFFF, ids >> 16
@@ -247,7 +254,9 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     pci_command = cfg.readw(PCI_COMMAND)
     bar0 = cfg.readl(PCI_BASE_ADDRESS_0)
     if bar0 & ~0x3 != io:
-        raise QemuError(f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)")
+        raise QemuError(
+            f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)"
+        )
 
     for status in (0, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER):
         qt.outb(io + VIRTIO_PCI_STATUS, status)
@@ -256,34 +265,36 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     qt.outl(io + VIRTIO_PCI_GUEST_FEATURES, written_features)
     guest_features = qt.inl(io + VIRTIO_PCI_GUEST_FEATURES)
 
-    # Enumerate the queues: the legacy QUEUE_NUM reads 0 past the last one. The PFNs read 0 after reset.
-    sizes: list[int] = []
-    pfns: list[int] = []
-    for i in range(VIRTIO_QUEUE_MAX):
-        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, i)
-        num = qt.inw(io + VIRTIO_PCI_QUEUE_NUM)
-        if num == 0:
+    # Enumerate the queues: the legacy QUEUE_NUM reads 0 past the last one.
+    count = 0
+    while count < VIRTIO_QUEUE_MAX:
+        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, count)
+        if qt.inw(io + VIRTIO_PCI_QUEUE_NUM) == 0:
             break
-        sizes.append(num)
-        pfns.append(qt.inl(io + VIRTIO_PCI_QUEUE_PFN))
+        count += 1
     for q in spec.queues:
-        if q.index >= len(sizes):
-            raise QemuError(f"{spec.kind} at slot {spec.slot:#x} has {len(sizes)} queues, no queue {q.index}")
+        if q.index >= count:
+            raise QemuError(f"{spec.kind} at slot {spec.slot:#x} has {count} queues, no queue {q.index}")
         qt.outw(io + VIRTIO_PCI_QUEUE_SEL, q.index)
         qt.outl(io + VIRTIO_PCI_QUEUE_PFN, q.pfn)
-        pfns[q.index] = qt.inl(io + VIRTIO_PCI_QUEUE_PFN)
-        if pfns[q.index] != q.pfn:
-            raise QemuError(f"queue {q.index}: PFN reads {pfns[q.index]:#x} after writing {q.pfn:#x}")
+        pfn = qt.inl(io + VIRTIO_PCI_QUEUE_PFN)
+        if pfn != q.pfn:
+            raise QemuError(f"queue {q.index}: PFN reads {pfn:#x} after writing {q.pfn:#x}")
 
     qt.outb(io + VIRTIO_PCI_STATUS, spec.status)
     status = qt.inb(io + VIRTIO_PCI_STATUS)
 
+    # Read every queue back after the final status: writing status 0 resets the rings.
     queues: list[dict[str, Any]] = []
-    for index, (num, pfn) in enumerate(zip(sizes, pfns, strict=True)):
-        desc = pfn << VIRTIO_PCI_QUEUE_ADDR_SHIFT
+    for index in range(count):
+        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, index)
+        num = qt.inw(io + VIRTIO_PCI_QUEUE_NUM)
+        desc = qt.inl(io + VIRTIO_PCI_QUEUE_PFN) << VIRTIO_PCI_QUEUE_ADDR_SHIFT
         entry: dict[str, Any] = {"index": index, "num": num, "desc": desc, "last_avail_idx": 0}
+        requests = next((q.requests for q in spec.queues if q.index == index), 0)
+        if requests and not desc:
+            raise QemuError(f"queue {index}: no ring after writing status {spec.status:#x}, no requests made")
         if desc:
-            requests = next((q.requests for q in spec.queues if q.index == index), 0)
             avail, used, _ = vring_layout(desc, num)
             if requests:
                 avail_idx, used_idx = _blk_requests(qt, io, index, desc, num, requests)
@@ -305,7 +316,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
         "queue_sel": queue_sel,
         "guest_features_lo": guest_features,
         "host_features_lo": host_features,
-        "num_queues": len(sizes),
+        "num_queues": count,
         "queues": queues,
         "pci_command": pci_command,
         "bar0": bar0,
@@ -326,7 +337,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     return truth
 
 
-def drive_devices(qt: QtestClient, specs: list[DriveSpec] | tuple[DriveSpec, ...]) -> list[dict[str, Any]]:
+def drive_devices(qt: QtestClient, specs: Sequence[DriveSpec]) -> list[dict[str, Any]]:
     """Drive several devices, in order; their I/O windows must not overlap."""
     ports = [spec.port for spec in specs]
     if len(set(ports)) != len(ports) or len({spec.slot for spec in specs}) != len(specs):

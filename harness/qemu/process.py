@@ -18,6 +18,7 @@ import enum
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Coroutine, Sequence
@@ -30,7 +31,7 @@ from qemu.qmp import ExecuteError, QMPClient, QMPError
 from harness.errors import QemuError
 from harness.qemu.qtest import QtestClient
 
-# Poll interval for sockets, migration status and process exit: short, since a whole cycle is ~40 ms.
+# Poll interval for sockets, migration status and process exit: short, a whole cycle takes tens of ms.
 POLL = 0.002
 # Generous limits: they only matter when QEMU is stuck, and CI machines can be slow.
 CONNECT_TIMEOUT = 15.0
@@ -93,12 +94,59 @@ def live_processes() -> list[QemuProcess]:
     return list(_live.values())
 
 
+# A helper process that outlives us if we are killed (SIGTERM from a CI timeout, SIGKILL): it reads
+# "pid" / "-pid" lines and, when its stdin closes, SIGKILLs the QEMUs still listed and removes the
+# scratch root. Normal exits, exceptions and KeyboardInterrupt are handled by close() and the
+# atexit hook; this is the backstop.
+_WATCHDOG_SCRIPT = """
+import os, shutil, signal, sys
+live = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line.startswith("-"):
+        live.discard(int(line[1:]))
+    elif line:
+        live.add(int(line))
+for pid in live:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"qemu" in f.read():
+                os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
+_watchdog: subprocess.Popen[bytes] | None = None
+
+
+def _watch(pid: int, alive: bool) -> None:
+    global _watchdog
+    if _watchdog is None or _watchdog.poll() is not None:
+        if not alive or not sys.executable:
+            return
+        _watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG_SCRIPT, str(scratch_root())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to our process group must not end it before it acts
+        )
+    assert _watchdog.stdin is not None
+    try:
+        _watchdog.stdin.write(f"{'' if alive else '-'}{pid}\n".encode())
+        _watchdog.stdin.flush()
+    except OSError:
+        pass  # the backstop is gone; close() still ends every process
+
+
 @atexit.register
 def _close_all_at_exit() -> None:
     for qemu in list(_live.values()):
         qemu.close()
     if _scratch_root is not None:
         shutil.rmtree(_scratch_root, ignore_errors=True)
+    if _watchdog is not None and _watchdog.stdin is not None:
+        _watchdog.stdin.close()
 
 
 class QemuState(enum.Enum):
@@ -226,6 +274,7 @@ class QemuProcess:
             raise QemuError(f"cannot run {self.binary}: {exc}") from exc
         _live[id(self)] = self
         _started_pids.append(self._proc.pid)
+        _watch(self._proc.pid, alive=True)
         self.state = QemuState.STARTED
 
     def connect(self, timeout: float = CONNECT_TIMEOUT) -> None:
@@ -254,7 +303,9 @@ class QemuProcess:
                 time.sleep(POLL)
         if self.qtest_enabled:
             try:
-                self._qtest = QtestClient.connect(self.scratch / "qtest.sock", max(deadline - time.monotonic(), 1))
+                self._qtest = QtestClient.connect(
+                    self.scratch / "qtest.sock", max(deadline - time.monotonic(), 1)
+                )
             except QemuError:
                 self._check_alive("connecting to qtest")
                 self._fail()
@@ -333,8 +384,8 @@ class QemuProcess:
         self._require("migrate", QemuState.CONNECTED)
         if self.incoming:
             raise QemuError("a QEMU started with -incoming cannot migrate out")
+        self._execute("migrate", {"uri": uri})  # an error reply leaves the state as it was
         self.state = QemuState.MIGRATING
-        self._execute("migrate", {"uri": uri})
         info = self._wait_migration(timeout)
         if info.get("status") != "completed":
             self._fail()
@@ -345,25 +396,27 @@ class QemuProcess:
     def migrate_incoming(self, uri: str, timeout: float = MIGRATE_TIMEOUT) -> bool:
         """Incoming migration (CONNECTED -> MIGRATING). True when the load completed (back to
         CONNECTED); False when it failed, in which case QEMU 7.2 exits by itself (state FAILED) and
-        the reason is on stderr."""
+        the reason is on stderr. Anything else (an error reply, a timeout) raises QemuError."""
         self._require("load into", QemuState.CONNECTED)
         if not self.incoming:
             raise QemuError("QEMU must be started with incoming=True to load a stream")
-        self.state = QemuState.MIGRATING
         try:
             self._execute("migrate-incoming", {"uri": uri})
+            self.state = QemuState.MIGRATING
             info = self._wait_migration(timeout)
         except QemuError:
-            if self.state is QemuState.FAILED:
-                return False  # QEMU exited: the load failed and it said why on stderr
+            if self._exited():
+                return False  # the load failed and QEMU said why on stderr
             raise
         if info.get("status") == "completed":
             self.state = QemuState.CONNECTED
             return True
-        # A failed load ends QEMU 7.2; wait for that so stderr is complete.
-        self._wait_exit(QUIT_TIMEOUT)
+        self._wait_exit(QUIT_TIMEOUT)  # a failed load ends QEMU 7.2: let it finish writing stderr
         self._fail()
         return False
+
+    def _exited(self) -> bool:
+        return self._proc is not None and self._proc.poll() is not None
 
     def _wait_migration(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -380,9 +433,12 @@ class QemuProcess:
 
     def _check_alive(self, doing: str) -> None:
         """If QEMU has exited, mark FAILED and raise with its stderr."""
-        if self._proc is not None and self._proc.poll() is not None:
+        if self._exited():
+            assert self._proc is not None
             self._fail()
-            raise QemuError(f"QEMU exited with code {self._proc.returncode} while {doing}{self._stderr_tail()}")
+            raise QemuError(
+                f"QEMU exited with code {self._proc.returncode} while {doing}{self._stderr_tail()}"
+            )
 
     def _wait_exit(self, timeout: float) -> int | None:
         assert self._proc is not None
@@ -441,6 +497,8 @@ class QemuProcess:
             self.stderr = self._read_stderr()
             self._cleanup_scratch()
             _live.pop(id(self), None)
+            if self._proc is not None:
+                _watch(self._proc.pid, alive=False)
             if self.state is not QemuState.FAILED:
                 self.state = QemuState.STOPPED
 

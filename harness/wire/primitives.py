@@ -112,7 +112,9 @@ class FlatArray(c.Construct):  # type: ignore[misc]
     def _whole(self, n: int) -> struct.Struct:
         s = self._cache.get(n)
         if s is None:
-            s = struct.Struct(self.order + self.codes * n)
+            # `>4096H`, not 4096 codes: a Struct keeps about 32 bytes per code, and n comes from the stream (an rss
+            # indirection table of 65535 entries made a 2 MB Struct, and the cache kept 64 of them)
+            s = struct.Struct(f"{self.order}{n}{self.codes}" if len(self.codes) == 1 else self.order + self.codes * n)
             if len(self._cache) < 64:
                 self._cache[n] = s
         return s

@@ -33,12 +33,18 @@ UNSUPPORTED_FLAGS = {
 
 BlockName = c.PascalString(u8, "latin-1")
 
+
+def _all_blocks_listed(block: Any, blocks: list[Any], ctx: Any) -> bool:
+    """ram_load's MEM_SIZE loop: blocks until their lengths add up to the total. A running sum, restarted at the
+    first block (summing the whole list after every block made a long hostile list quadratic)."""
+    ctx._listed = (0 if ctx._index == 0 else ctx._listed) + block.used_length
+    return bool(ctx._listed >= ctx.total & ~0xFFF)
+
+
 # The RAM block list of the START section (ram_save_setup)
 RamBlockList = c.Struct(
     "total" / be64,  # ram_bytes_total() | RAM_SAVE_FLAG_MEM_SIZE
-    "blocks" / c.RepeatUntil(
-        lambda obj, lst, ctx: sum(b.used_length for b in lst) >= ctx.total & ~0xFFF,
-        c.Struct("idstr" / BlockName, "used_length" / be64)),
+    "blocks" / c.RepeatUntil(_all_blocks_listed, c.Struct("idstr" / BlockName, "used_length" / be64)),
 )
 
 
@@ -139,10 +145,24 @@ class ZeroRun:
 
 
 def _zero_run_length(data: Any, pos: int) -> int:
-    """How many zero-page CONTINUE records (4 KiB pages) start at `pos`: strided slices and strips,
-    so the bulk of a stream is measured at C speed."""
-    window = bytes(data[pos : pos + (len(data) - pos) // 9 * 9])
-    n = len(window) // 9
+    """How many zero-page CONTINUE records (4 KiB pages) start at `pos`: strided slices and strips, so the bulk of
+    a stream is measured at C speed, over a window that doubles while the run goes on (one window over all the
+    rest of the data made a stream of many short runs quadratic)."""
+    limit = (len(data) - pos) // 9
+    total, step = 0, 16
+    while total < limit:
+        n = min(step, limit - total)
+        at = pos + 9 * total
+        got = _run_in(bytes(data[at : at + 9 * n]), n)
+        total += got
+        if got < n:
+            break
+        step *= 2
+    return total
+
+
+def _run_in(window: bytes, n: int) -> int:
+    """How many of the `n` 9-byte records in `window` are, from its start, zero-page CONTINUE records."""
     flags = window[7::9]
     n = min(n, len(flags) - len(flags.lstrip(b"\x22")))
     fills = window[8 : n * 9 : 9]

@@ -181,17 +181,47 @@ POINTER_ARRAY_ELEMENTS = {
 }
 
 
-def _desc_size(d: dict[str, Any], data: bytes, pos: int) -> int:
+# vmsds nest a few levels in QEMU; a description nested deeper than this is not QEMU's (and would exhaust the stack)
+MAX_DESC_DEPTH = 64
+
+
+class _BadDescription(ValueError):
+    """A JSON description without the shape QEMU writes; the walk reports it as a StreamError."""
+
+
+def _desc_list(d: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items = d.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise _BadDescription(f"{key!r} of {d.get('vmsd_name', d.get('name'))!r} is not a list of objects")
+    return items
+
+
+def _desc_int(f: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = f.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _BadDescription(f"field {f.get('name')!r} has {key} {value!r}, not a count of bytes or elements")
+    return value
+
+
+def _desc_size(d: dict[str, Any], data: bytes, pos: int, depth: int = 0) -> int:
     """Bytes a vmsd description covers from `pos`: its fields (size x array_len), then its
-    subsections; `data` is read only for arrays of pointers that the description cannot size."""
+    subsections; `data` is read only for arrays of pointers that the description cannot size.
+    Raises _BadDescription for a description QEMU would not write."""
+    if depth > MAX_DESC_DEPTH:
+        raise _BadDescription(f"subsections nested more than {MAX_DESC_DEPTH} deep")
     total = 0
-    for f in d.get("fields", []):
-        n = int(f.get("array_len", 1))
-        if f.get("type") == "struct" and f.get("struct") == {} and int(f["size"]) == 1 and n > 1:
+    for f in _desc_list(d, "fields"):
+        n = _desc_int(f, "array_len", 1)
+        size = _desc_int(f, "size")
+        if f.get("type") == "struct" and f.get("struct") == {} and size == 1 and n > 1:
             element = POINTER_ARRAY_ELEMENTS.get((str(d.get("vmsd_name")), str(f.get("name"))))
-            for _ in range(n):
+            for _ in range(n):  # each element takes at least a byte of the stream: bounded by what is there
                 at = pos + total
-                if at < len(data) and data[at] == NULLPTR_MARKER:
+                if at >= len(data):
+                    raise StreamError(f"array of pointers {f.get('name')!r} of {d.get('vmsd_name')!r} runs past "
+                                      f"the end of the stream ({n} elements by the JSON description)", len(data),
+                                      str(d.get("name", d.get("vmsd_name"))))
+                if data[at] == NULLPTR_MARKER:
                     total += 1
                 elif element is None:
                     raise StreamError(f"field {f.get('name')!r} of {d.get('vmsd_name')!r} is an array of "
@@ -201,15 +231,19 @@ def _desc_size(d: dict[str, Any], data: bytes, pos: int) -> int:
                 else:
                     total += element
             continue
-        total += int(f["size"]) * n
-    for s in d.get("subsections", []):
-        total += 2 + len(s["vmsd_name"].encode()) + 4
-        total += _desc_size(s, data, pos + total)
+        total += size * n
+    for sub in _desc_list(d, "subsections"):
+        name = sub.get("vmsd_name")
+        if not isinstance(name, str):
+            raise _BadDescription(f"a subsection of {d.get('vmsd_name', d.get('name'))!r} has vmsd_name {name!r}")
+        total += 2 + len(name.encode()) + 4
+        total += _desc_size(sub, data, pos + total, depth + 1)
     return total
 
 
 def _virtio_field(d: dict[str, Any]) -> tuple[int, int] | None:
-    """(offset within the section body, size) of the field of type "virtio", if any."""
+    """(offset within the section body, size) of the field of type "virtio", if any (after _desc_size has
+    checked the fields)."""
     off = 0
     for f in d.get("fields", []):
         size = int(f["size"]) * int(f.get("array_len", 1))
@@ -290,11 +324,20 @@ def decode_stream(data: bytes) -> Stream:
         s.vmdesc_raw = raw
         if not isinstance(s.vmdesc, dict) or not isinstance(s.vmdesc.get("devices", []), list):
             raise StreamError("JSON description has no device list", vmdesc_at + 5, "vmdesc")
-        for d in s.vmdesc.get("devices", []):
+        for i, d in enumerate(s.vmdesc.get("devices", [])):
             if isinstance(d, dict):
-                descs.setdefault((str(d.get("name")), int(d.get("instance_id", 0))), []).append(d)
-        if isinstance(s.vmdesc.get("page_size"), int):
-            s.page_size = s.vmdesc["page_size"]
+                instance = d.get("instance_id", 0)
+                if not isinstance(instance, int) or isinstance(instance, bool):
+                    raise StreamError(f"JSON description: device {d.get('name')!r} has instance_id {instance!r}",
+                                      vmdesc_at + 5, f"vmdesc > devices[{i}]")
+                descs.setdefault((str(d.get("name")), instance), []).append(d)
+        page_size = s.vmdesc.get("page_size", s.page_size)
+        # what the configuration section allows (target page bits 9..21); RAM records are masked with it
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 << 9 <= page_size <= 1 << 21 \
+                or page_size & (page_size - 1):
+            raise StreamError(f"JSON description: page_size {page_size!r} is not a target page size (a power of "
+                              "two from 512 to 2 MiB)", vmdesc_at + 5, "vmdesc > page_size")
+        s.page_size = page_size
     end_of_sections = vmdesc_at if vmdesc_at is not None else len(data)
 
     memory = s.memory = GuestMemory(s.page_size)
@@ -394,7 +437,10 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
                               "stopping here", sec.offset, path)
         before, vsize, after = 0, None, 0
     else:
-        size = _desc_size(desc, r.data, start)
+        try:
+            size = _desc_size(desc, r.data, start)
+        except _BadDescription as e:
+            raise StreamError(f"JSON description of {sec.idstr!r}: {e}", limit + 5, f"vmdesc > {path}") from None
         if start + size > limit:
             raise StreamError(f"section {sec.idstr!r} is {size} bytes by its JSON description, but only "
                               f"{limit - start} remain before the description", start, path)

@@ -185,15 +185,21 @@ def core_subsections(transport: str) -> Subsections:
 # virtio-net-device v11 (hw/net/virtio-net.c)
 
 
-@functools.cache
 def virtio_net_rss(version_id: int) -> Any:
     """virtio-net-device/rss (5.1); version 2 adds supported_hash_types (10.1)."""
+    return _virtio_net_rss(version_id >= 2)
+
+
+@functools.cache
+def _virtio_net_rss(supported_hash_types: bool) -> Any:
+    # cached by layout, not by the stream's version_id: one layout per version a hostile stream names grew the
+    # cache without bound
     return c.Struct(
         "enabled" / vbool,
         "redirect" / vbool,
         "populate_hash" / vbool,
         "hash_types" / be32,
-        *(["supported_hash_types" / be32] if version_id >= 2 else []),
+        *(["supported_hash_types" / be32] if supported_hash_types else []),
         "indirections_len" / be16,
         "default_queue" / be16,
         "key" / c.Bytes(40),  # VIRTIO_NET_RSS_MAX_KEY_SIZE

@@ -11,8 +11,6 @@ from harness.qemu.backend import DeviceConfig, QemuConfig
 from harness.qemu.drive import VIRTIO_F_BAD_FEATURE, DriveSpec, QueueSpec, drive_device, queue_pages
 from harness.qemu.process import QemuProcess
 
-pytestmark = pytest.mark.qemu
-
 MACHINE = "pc-i440fx-7.2"
 # On pc-i440fx-7.2: queue sizes and MSI-X vectors of each device with default properties.
 DEFAULTS = {
@@ -41,6 +39,7 @@ def _spec(kind: str, slot: int, sizes: list[int]) -> DriveSpec:
     return DriveSpec(kind, slot, ALL_FEATURES, tuple(queues), status=7, queue_sel=len(sizes) - 1)
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("kind", list(DEFAULTS))
 def test_drive_reads_back_what_was_written(qemu_binary: str, kind: str) -> None:
     sizes, vectors = DEFAULTS[kind]
@@ -55,6 +54,7 @@ def test_drive_reads_back_what_was_written(qemu_binary: str, kind: str) -> None:
 
     assert truth["section"] == f"0000:00:03.0/{kind}"
     assert (truth["device"], truth["transport"], truth["pci_command"]) == (kind, "pci", 0x5)
+    assert truth["bar0"] == 0xC301  # 0xc000 + 0x100 * slot, bit 0: I/O space
     assert truth["msix_vectors"] == vectors
     assert truth["status"] == 7 and truth["queue_sel"] == len(sizes) - 1
     assert truth["guest_features_lo"] == truth["host_features_lo"] & ~(1 << VIRTIO_F_BAD_FEATURE)
@@ -86,6 +86,7 @@ def test_drive_reads_back_what_was_written(qemu_binary: str, kind: str) -> None:
         assert seen["used-idx"] == entry.get("used_idx", 0)
 
 
+@pytest.mark.qemu
 def test_final_status_and_feature_mask_are_as_asked(qemu_binary: str) -> None:
     config = QemuConfig(MACHINE, (DeviceConfig("virtio-rng", 4),))
     spec = DriveSpec("virtio-rng", 4, guest_features=0x10000000 | 1 << VIRTIO_F_BAD_FEATURE, status=3)
@@ -96,6 +97,7 @@ def test_final_status_and_feature_mask_are_as_asked(qemu_binary: str) -> None:
     assert truth["queues"] == [{"index": 0, "num": 8, "desc": 0, "last_avail_idx": 0}]
 
 
+@pytest.mark.qemu
 def test_drive_refuses_what_it_cannot_do(qemu_binary: str) -> None:
     config = QemuConfig(MACHINE, (DeviceConfig("virtio-net", 3),))
     with QemuProcess(MACHINE, config.args(), binary=qemu_binary, qtest=True) as qemu:
@@ -116,3 +118,14 @@ def test_drive_spec_validation() -> None:
         DriveSpec("virtio-gpu", 4)
     with pytest.raises(QemuError, match="listed twice"):
         DriveSpec("virtio-net", 4, queues=(QueueSpec(0, 0x100), QueueSpec(0, 0x104)))
+
+
+@pytest.mark.qemu
+def test_final_status_0_resets_and_the_truth_says_so(qemu_binary: str) -> None:
+    config = QemuConfig(MACHINE, (DeviceConfig("virtio-blk", 4),))
+    with QemuProcess(MACHINE, config.args(), binary=qemu_binary, qtest=True) as qemu:
+        truth = drive_device(qemu.qtest, DriveSpec("virtio-blk", 4, queues=(QueueSpec(0, 0x100),), status=0))
+        assert truth["status"] == 0
+        assert truth["queues"] == [{"index": 0, "num": 256, "desc": 0, "last_avail_idx": 0}]
+        with pytest.raises(QemuError, match="no ring after writing status 0x0"):
+            drive_device(qemu.qtest, DriveSpec("virtio-blk", 4, queues=(QueueSpec(0, 0x100, 1),), status=0))

@@ -48,7 +48,9 @@ def fake_qtest() -> Iterator[Callable[[Script], tuple[QtestClient, list[str]]]]:
         thread.join(timeout=5)
 
 
-def test_values_are_parsed_and_irq_lines_skipped(fake_qtest: Callable[[Script], tuple[QtestClient, list[str]]]) -> None:
+def test_values_are_parsed_and_irq_lines_skipped(
+    fake_qtest: Callable[[Script], tuple[QtestClient, list[str]]],
+) -> None:
     def script(line: str) -> str:
         if line.startswith("inl"):
             return "IRQ raise 11\nOK 0x10001af4\n"
@@ -73,7 +75,9 @@ def test_memory_ranges(fake_qtest: Callable[[Script], tuple[QtestClient, list[st
 
 
 @pytest.mark.parametrize("reply", ["FAIL Unknown command 'bogus'\n", "ERR bad\n", "what?\n"])
-def test_error_replies_raise(fake_qtest: Callable[[Script], tuple[QtestClient, list[str]]], reply: str) -> None:
+def test_error_replies_raise(
+    fake_qtest: Callable[[Script], tuple[QtestClient, list[str]]], reply: str
+) -> None:
     qt, _ = fake_qtest(lambda line: reply)
     with pytest.raises(QemuError, match="bogus 1"):
         qt.command("bogus 1")

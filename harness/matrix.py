@@ -1,0 +1,119 @@
+"""The compatibility matrix: its cells, the known real incompatibilities, and what one example of a
+cell runs. A cell is (source release, destination release, transport, device); the machine type and
+the rest of the configuration are drawn inside it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.rules import Run, Violation, check_all
+from models import features as F
+from models.config import Config, realize
+from models.releases import RELEASES, Version, machine_types
+from models.state import DeviceState
+
+DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
+TRANSPORTS = ("pci", "mmio", "ccw")
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    src: Version
+    dst: Version
+    transport: str
+    device: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.src}-{self.dst}-{self.transport}-{self.device}"
+
+    @property
+    def direction(self) -> str:
+        return "same" if self.src == self.dst else "forward" if self.src < self.dst else "backward"
+
+
+def release_pairs(releases: tuple[Version, ...] = RELEASES) -> list[tuple[Version, Version]]:
+    """Each release with itself, with its neighbours both ways, and with 7.2 (the live oracle) and
+    the newest release both ways."""
+    pairs: set[tuple[Version, Version]] = set()
+    anchors = [r for r in (Version(7, 2), releases[-1]) if r in releases]
+    for i, r in enumerate(releases):
+        pairs.add((r, r))
+        if i + 1 < len(releases):
+            pairs |= {(r, releases[i + 1]), (releases[i + 1], r)}
+        for a in anchors:
+            pairs |= {(r, a), (a, r)}
+    return sorted(pairs)
+
+
+def cells(releases: tuple[Version, ...] = RELEASES, devices: tuple[str, ...] = DEVICES,
+          transports: tuple[str, ...] = TRANSPORTS, machines: list[str] | None = None) -> list[Cell]:
+    out = []
+    for src, dst in release_pairs(releases):
+        for tr in transports:
+            common = {m.name for m in machine_types(src, tr)} & {m.name for m in machine_types(dst, tr)}
+            if machines:
+                common = {m for m in common if any(m == x or m.startswith(x + "-") for x in machines)}
+            if not common:
+                continue
+            out += [Cell(src, dst, tr, dev) for dev in devices]
+    return out
+
+
+@dataclass(frozen=True)
+class KnownIncompatibility:
+    """A real incompatibility, as narrow as the fact behind it."""
+
+    name: str
+    rule: str
+    applies: Callable[[Config, Config, DeviceState], bool]
+    reason: str
+    source: str
+
+
+KNOWN: tuple[KnownIncompatibility, ...] = (
+    KnownIncompatibility(
+        "guest-announce-pc-2.0", "R3",
+        lambda s, d, st: (s.release == Version(2, 0) and d.release >= Version(2, 1) and s.device == "virtio-net"
+                          and s.machine.version == Version(2, 0) and s.machine.family.startswith("pc-")
+                          and F.has(st.guest_features, F.NET_GUEST_ANNOUNCE)),
+        "pc_compat_2_0 turns virtio-net-pci guest_announce off for pc-*-2.0 from 2.1 on; QEMU 2.0 itself "
+        "offered GUEST_ANNOUNCE there (the model takes the property's 2.0 default), so a guest that negotiated "
+        "it fails the destination's feature check. UNVERIFIED against a QEMU 2.0 binary.",
+        "reference §7 row 2_0 (pc_compat_2_0, 5.0 tree hw/i386/pc.c); §10.1 row 2.0 (no bit 21 on 7.2)"),
+    KnownIncompatibility(
+        "disabled-on-4.2-from-5.x", "R6",
+        lambda s, d, st: (Version(5, 0) <= s.release < Version(6, 0) and d.release < Version(5, 0)
+                          and s.machine.version == Version(4, 2) and st.disabled),
+        "QEMU 5.0-5.2 kept use-disabled-flag on for pc-*-4.2 (the compat entry sat in hw_compat_4_1), so a "
+        "device whose guest cleared bus mastering sends virtio/disabled, which 4.2 does not know.",
+        "reference §3 virtio/disabled, correction 1 (9d7bd0826f; fixed in 6.0)"),
+)
+
+
+def known_for(v: Violation, src: Config, dst: Config, st: DeviceState) -> KnownIncompatibility | None:
+    for k in KNOWN:
+        if k.rule in (v.rule, "*") and k.applies(src, dst, st):
+            return k
+    return None
+
+
+@dataclass
+class Outcome:
+    violations: list[Violation]
+    expected: list[tuple[Violation, KnownIncompatibility]]
+    run: Run
+
+
+def run_example(src_config: Config, dst_config: Config, state: DeviceState) -> Outcome:
+    src, dst = realize(src_config), realize(dst_config)
+    run = Run.of(src, dst, state)
+    bad, expected = [], []
+    for v in check_all(run, src_config.release == dst_config.release):
+        k = known_for(v, src_config, dst_config, state)
+        if k is None:
+            bad.append(v)
+        else:
+            expected.append((v, k))
+    return Outcome(bad, expected, run)

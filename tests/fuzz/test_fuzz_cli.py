@@ -1,0 +1,171 @@
+"""`virtio-compat fuzz`: findings saved atomically with a reproduction line, exit codes, and the checker's
+detection of crashes, hangs, memory blow-ups and malformed errors (planted in a fake decoder)."""
+
+from __future__ import annotations
+
+import time
+from hashlib import sha1
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import fuzz
+from harness.cli import main
+from harness.errors import StreamError
+from tests.conftest import DATA
+
+SMALL = DATA / "f07-i440fx-7.2-blk-inflight-werror.bin"
+RUN = ["fuzz", "--minutes", "0.005", "--seed", "3"]  # 0.3 s, after the seeds are loaded
+
+
+@pytest.fixture(autouse=True)
+def one_seed_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fuzz, "default_seed_paths", lambda: [SMALL])
+
+
+def planted_crash(data: bytes) -> Any:
+    raise KeyError("planted")
+
+
+def test_a_finding_is_saved_with_its_reproduction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(fuzz, "decode_stream", planted_crash)
+    out = tmp_path / "out"
+    assert main([*RUN, "--out", str(out)]) == 1
+    saved = sorted(out.iterdir())
+    assert len(saved) == 1, "one bug, one file: later inputs with the same signature are counted, not saved"
+    path = saved[0]
+    data = path.read_bytes()
+    assert path.name == f"crash-{sha1(data).hexdigest()[:12]}.bin"
+    stdout, stderr = capsys.readouterr()
+    assert f"  reproduce: virtio-compat decode {path}\n" in stdout
+    assert "fuzz: crash: KeyError: 'planted' at tests/fuzz/test_fuzz_cli.py" in stdout
+    assert "1 finding(s)" in stderr and "Traceback" not in stderr
+    # the reproduction line does reproduce it (the planted bug is in the decoder `decode` uses too)
+    monkeypatch.setattr("harness.wire.stream.decode_stream", planted_crash)
+    with pytest.raises(KeyError, match="planted"):
+        main(["decode", str(path)])
+
+
+def test_a_second_run_never_overwrites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(fuzz, "decode_stream", planted_crash)
+    out = tmp_path / "out"
+    assert main([*RUN, "--out", str(out)]) == 1
+    (path,) = out.iterdir()
+    path.write_bytes(b"kept")  # the same name must not be written again, whatever it holds
+    assert main([*RUN, "--out", str(out)]) == 1
+    assert [p.name for p in out.iterdir()] == [path.name] and path.read_bytes() == b"kept"
+    assert f"reproduce: virtio-compat decode {path}" in capsys.readouterr().out
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    m = fuzz.Mutant(b"QEVM", "random", "-", "note")
+    found = fuzz.Finding("crash", "x", "sig", m, b"QEVM\x00\x00\x00\x03")
+    path, new = fuzz.save_finding(found, tmp_path)
+    assert new and path.read_bytes() == found.stream
+    assert fuzz.save_finding(found, tmp_path) == (path, False)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_hang_is_caught_and_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    def sleeps(data: bytes) -> Any:
+        time.sleep(60)
+
+    monkeypatch.setattr(fuzz, "decode_stream", sleeps)
+    monkeypatch.setattr(fuzz, "TIME_LIMIT", 0.2)
+    monkeypatch.setattr(fuzz, "TIME_PER_BYTE", 0.0)
+    start = time.monotonic()
+    assert main(["fuzz", "--minutes", "0.01", "--seed", "3", "--out", str(tmp_path)]) == 1
+    assert time.monotonic() - start < 20
+    (path,) = tmp_path.iterdir()
+    assert path.name.startswith("hang-")
+    assert "fuzz: hang: decode still running after 0.2 s, in tests/fuzz/test_fuzz_cli.py" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["sleep", "busy-loop"])
+def test_checker_detects_a_hang(busy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    def hangs(data: bytes) -> Any:
+        if busy:
+            while True:
+                pass
+        time.sleep(60)
+
+    monkeypatch.setattr(fuzz, "decode_stream", hangs)
+    m = fuzz.Mutant(b"QEVM\x00\x00\x00\x03\x00", "header", "-", "planted")
+    start = time.monotonic()
+    with fuzz.Checker(time_limit=0.2, per_byte=0) as checker:
+        found = checker.check(m)
+    assert time.monotonic() - start < 10
+    assert found is not None and found.kind == "hang" and found.stream == m.data
+    assert fuzz.decode_stream is hangs  # the checker restored SIGALRM and left the target alone
+    import signal
+
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def _check(monkeypatch: pytest.MonkeyPatch, decoder: Any, data: bytes = b"QEVM\x00\x00\x00\x03\x00") -> Any:
+    monkeypatch.setattr(fuzz, "decode_stream", decoder)
+    with fuzz.Checker() as checker:
+        return checker.check(fuzz.Mutant(data, "header", "-", "planted"))
+
+
+def test_checker_detects_memory_driven_by_a_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    def allocates(data: bytes) -> Any:
+        held = bytearray(fuzz.memory_bound(len(data)) + (1 << 20))
+        raise StreamError(f"held {len(held)} bytes", 0, "virtio")
+
+    found = _check(monkeypatch, allocates)
+    assert found is not None and found.kind == "memory" and found.peak > fuzz.memory_bound(9)
+
+
+def test_checker_flags_a_memory_error_reported_as_a_stream_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fails(data: bytes) -> Any:
+        try:
+            raise MemoryError
+        except MemoryError:
+            raise StreamError("cannot decode", 0, "virtio") from None
+
+    found = _check(monkeypatch, fails)
+    assert found is not None and found.kind == "memory" and "MemoryError" in found.summary
+
+
+@pytest.mark.parametrize("offset, path", [(None, "x"), (10, "x"), (-1, "x"), (True, "x"), (0, "")])
+def test_checker_flags_a_stream_error_without_offset_or_path(offset: Any, path: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def bad(data: bytes) -> Any:
+        raise StreamError("bad", offset, path)
+
+    found = _check(monkeypatch, bad)
+    assert found is not None and found.kind == "bad-error"
+
+
+def test_checker_accepts_success_and_clean_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def clean(data: bytes) -> Any:
+        raise StreamError("clean", len(data), "header")
+
+    assert _check(monkeypatch, clean) is None
+    monkeypatch.setattr(fuzz, "stream_summary", lambda stream: {})
+    monkeypatch.setattr(fuzz, "format_text", lambda summary: "")
+    assert _check(monkeypatch, lambda data: None) is None
+
+
+def test_a_clean_run_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*RUN, "--out", str(tmp_path / "out")]) == 0
+    _, stderr = capsys.readouterr()
+    assert "0 finding(s)" in stderr and "inputs in" in stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [["--minutes", "0"], ["--minutes", "-1"], ["--minutes", "nan"], ["--minutes", "inf"],
+                                 ["--minutes", "soon"], ["--seed", "-1"], ["--seed", "1.5"], ["--out", "FILE"],
+                                 ["--bogus"], ["extra"]])
+def test_bad_options_exit_2_with_one_line(bad: list[str], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "FILE").write_text("not a directory")
+    args = [str(tmp_path / a) if a == "FILE" else a for a in bad]
+    assert main(["fuzz", *args]) == 2
+    stdout, stderr = capsys.readouterr()
+    assert stdout == "" and stderr.count("\n") == 1 and stderr.startswith("virtio-compat: error: ")
