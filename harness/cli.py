@@ -96,6 +96,34 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def cmd_qemu(args: argparse.Namespace) -> int:
+    from harness.qemu.crosscheck import run
+
+    if args.examples < 1:
+        raise UsageError("--examples must be at least 1")
+    head, examples = run(args.src_binary, args.dst_binary, args.machine, args.device, args.examples, args.seed)
+    bad = [e for e in examples if e.disagreements or e.violations]
+    if args.json:
+        json.dump({**head, "examples": [e.as_json() for e in examples], "failed": len(bad)}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_RULE if bad else EXIT_OK
+    src, dst = head["source"], head["destination"]
+    print(f"source {src['binary']} (QEMU {src['version']}, model {src['release']}) -> destination {dst['binary']} "
+          f"(QEMU {dst['version']}, model {dst['release']}), {head['machine']}, seed {head['seed']}")
+    for e in examples:
+        said = f"QEMU {e.outcome}" + (f" ({e.error})" if e.error else "")
+        agree = "model agrees" if not e.disagreements else f"MODEL DISAGREES ({e.model_outcome}: {e.model_error})"
+        d = e.drive
+        print(f"#{e.index} {e.device} status={d.status:#x} queues={len(d.queues)} "
+              f"requests={sum(q.requests for q in d.queues)}: {said}; {agree}")
+        for line in e.disagreements + e.violations:
+            print(f"    {line}")
+        for path in e.failures:
+            print(f"    failure file: {path}")
+    print(f"{len(examples)} examples, {len(bad)} with a disagreement or a rule violation ({head['rule']})")
+    return EXIT_RULE if bad else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="virtio-compat", description="Compatibility test harness for QEMU virtio migration.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -121,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default="reports/fuzz", metavar="DIR",
                    help="where to save crashing inputs (default reports/fuzz/)")
     f.set_defaults(func=cmd_fuzz)
+    q = sub.add_parser("qemu", help="run the rules against two real QEMU binaries, the model predicting both")
+    q.add_argument("--src-binary", required=True, metavar="A", help="the source QEMU (a path or a name on PATH)")
+    q.add_argument("--dst-binary", required=True, metavar="B", help="the destination QEMU")
+    q.add_argument("--machine", help="machine type (default: pc-i440fx of the older binary)")
+    q.add_argument("--device", help="virtio-net, virtio-blk, virtio-balloon or virtio-rng (default: each in turn)")
+    q.add_argument("--examples", type=int, default=8, help="random reachable states to try (default 8)")
+    q.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_qemu)
     return p
 
 

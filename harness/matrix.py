@@ -72,7 +72,18 @@ class KnownIncompatibility:
     source: str
 
 
+def _inuse_wraps(st: DeviceState) -> bool:
+    return any(q.desc and q.last_avail_idx < q.used_idx for q in st.queues)
+
+
 KNOWN: tuple[KnownIncompatibility, ...] = (
+    KnownIncompatibility(
+        "inuse-not-modular-2.7", "*",
+        lambda s, d, st: Version(2, 7) <= d.release < Version(2, 9) and _inuse_wraps(st),
+        "QEMU 2.7 and 2.8 compute a queue's in-use count as last_avail_idx - used_idx in int arithmetic, so "
+        "in-flight requests across the u16 wrap of the indices read as a huge count and fail the load "
+        "('VQ %d size 0x%x < last_avail_idx 0x%x - used_idx 0x%x'); 2.9 made it modular.",
+        "reference §4 step 14 (bccdef6b1a in 2.7; e66bcc4081 in 2.9); bug-history.md entry 17"),
     KnownIncompatibility(
         "guest-announce-pc-2.0", "R3",
         lambda s, d, st: (s.release == Version(2, 0) and d.release >= Version(2, 1) and s.device == "virtio-net"

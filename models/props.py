@@ -33,7 +33,9 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-device", "indirect_desc", True),
     Prop("virtio-device", "event_idx", True),
     Prop("virtio-device", "notify_on_empty", True),
-    Prop("virtio-device", "any_layout", True),
+    # ANY_LAYOUT: virtio-net offered it from the start, the other devices from 2.4 (hw_compat_2_3)
+    Prop("virtio-net-device", "any_layout", True),
+    Prop("virtio-device", "any_layout", True, V("2.4"), source="hw_compat_2_3"),
     Prop("virtio-device", "iommu_platform", False, V("2.9")),
     Prop("virtio-device", "packed", False, V("4.2"), source="86044b24e8"),
     Prop("virtio-device", "queue_reset", True, V("7.2"), source="hw_compat_7_1"),

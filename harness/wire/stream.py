@@ -181,10 +181,6 @@ POINTER_ARRAY_ELEMENTS = {
 }
 
 
-# vmsds nest a few levels in QEMU; a description nested deeper than this is not QEMU's (and would exhaust the stack)
-MAX_DESC_DEPTH = 64
-
-
 class _BadDescription(ValueError):
     """A JSON description without the shape QEMU writes; the walk reports it as a StreamError."""
 
@@ -203,12 +199,10 @@ def _desc_int(f: dict[str, Any], key: str, default: int | None = None) -> int:
     return value
 
 
-def _desc_size(d: dict[str, Any], data: bytes, pos: int, depth: int = 0) -> int:
+def _desc_size(d: dict[str, Any], data: bytes, pos: int) -> int:
     """Bytes a vmsd description covers from `pos`: its fields (size x array_len), then its
     subsections; `data` is read only for arrays of pointers that the description cannot size.
     Raises _BadDescription for a description QEMU would not write."""
-    if depth > MAX_DESC_DEPTH:
-        raise _BadDescription(f"subsections nested more than {MAX_DESC_DEPTH} deep")
     total = 0
     for f in _desc_list(d, "fields"):
         n = _desc_int(f, "array_len", 1)
@@ -237,7 +231,7 @@ def _desc_size(d: dict[str, Any], data: bytes, pos: int, depth: int = 0) -> int:
         if not isinstance(name, str):
             raise _BadDescription(f"a subsection of {d.get('vmsd_name', d.get('name'))!r} has vmsd_name {name!r}")
         total += 2 + len(name.encode()) + 4
-        total += _desc_size(sub, data, pos + total, depth + 1)
+        total += _desc_size(sub, data, pos + total)
     return total
 
 
@@ -331,13 +325,8 @@ def decode_stream(data: bytes) -> Stream:
                     raise StreamError(f"JSON description: device {d.get('name')!r} has instance_id {instance!r}",
                                       vmdesc_at + 5, f"vmdesc > devices[{i}]")
                 descs.setdefault((str(d.get("name")), instance), []).append(d)
-        page_size = s.vmdesc.get("page_size", s.page_size)
-        # what the configuration section allows (target page bits 9..21); RAM records are masked with it
-        if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 << 9 <= page_size <= 1 << 21 \
-                or page_size & (page_size - 1):
-            raise StreamError(f"JSON description: page_size {page_size!r} is not a target page size (a power of "
-                              "two from 512 to 2 MiB)", vmdesc_at + 5, "vmdesc > page_size")
-        s.page_size = page_size
+        if isinstance(s.vmdesc.get("page_size"), int):
+            s.page_size = s.vmdesc["page_size"]
     end_of_sections = vmdesc_at if vmdesc_at is not None else len(data)
 
     memory = s.memory = GuestMemory(s.page_size)

@@ -1,0 +1,189 @@
+"""`virtio-compat qemu`: the rules against two real QEMUs, with the model held to both (R12).
+
+One example: drive a device of the source QEMU into a random reachable state (a legacy driver's
+steps: features, queues, blk requests, status, queue_sel), save it, load the stream into the
+destination QEMU (same command line) and let it save again. Then: the destination must accept it
+with the state preserved (R1 same release, R3 forward, R4 backward: a reachable state on a machine
+type both binaries have), and the model of the destination's release must predict QEMU's verdict,
+loaded state and re-saved bytes (R12).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+from harness.qemu import oracle
+from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
+from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
+from harness.qemu.process import find_qemu
+from harness.wire.stream import Stream, decode_stream
+from models.cmdline import parse
+from models.config import Realized, realize
+from models.model import guest_rings, state_from_wire
+from models.releases import MachineType, Version, machine_types
+
+SLOT = 3
+RING_BASE_PFN = 0x100  # 1 MiB: rings and blk buffers go above the BIOS area, inside -m 4
+MEM_MB = 4
+# Final status a legacy driver leaves: DRIVER_OK mostly; ACK, ACK|DRIVER and FAILED|... sometimes.
+STATUSES = (7, 7, 7, 3, 1, 0x87)
+
+
+@dataclass(frozen=True)
+class Side:
+    binary: str
+    version: Version
+    release: Version  # the modelled release whose rules it follows
+
+
+def side(binary: str) -> Side:
+    path = find_qemu(binary)
+    version = oracle.qemu_version(path)
+    return Side(path, version, oracle.modelled_release(path))
+
+
+def default_machine(src: Side, dst: Side) -> str:
+    """pc-i440fx of the older binary: a machine type both have."""
+    return MachineType("pc-i440fx", min(src.version, dst.version)).name
+
+
+def qemu_config(machine: str, kind: str) -> QemuConfig:
+    return QemuConfig(machine, (DeviceConfig(kind, SLOT),), smp=1, mem_mb=MEM_MB)
+
+
+def realized_for(config: QemuConfig, release: Version) -> Realized:
+    [line] = parse(["-machine", config.machine, *config.args()], release)
+    return realize(line.config)
+
+
+def random_drive(rng: random.Random, kind: str, r: Realized) -> DriveSpec:
+    """A random state a legacy guest driver can leave the device in."""
+    status = rng.choice(STATUSES)
+    queues = []
+    pfn = RING_BASE_PFN
+    for index, num in enumerate(r.queue_sizes):
+        if rng.random() < 0.3:
+            continue  # left unconfigured
+        # blk requests complete while QEMU is paused: non-zero, consistent ring indices
+        requests = rng.randint(0, min(3, num // 3)) if kind == "virtio-blk" and status & 2 else 0
+        queues.append(QueueSpec(index, pfn, requests))
+        pfn += queue_pages(num, requests)
+    sel = rng.randrange(max(len(r.queue_sizes), 1))
+    return DriveSpec(kind, SLOT, rng.getrandbits(32), tuple(queues), status, sel)
+
+
+@dataclass
+class Example:
+    index: int
+    machine: str
+    device: str
+    drive: DriveSpec
+    outcome: str = ""  # the destination QEMU's
+    error: str | None = None
+    model_outcome: str = ""
+    model_error: str | None = None
+    disagreements: list[str] = field(default_factory=list)  # R12
+    violations: list[str] = field(default_factory=list)  # R1 / R3 / R4
+    failures: list[str] = field(default_factory=list)  # failure files written
+
+    def as_json(self) -> dict[str, Any]:
+        d = self.drive
+        return {"index": self.index, "machine": self.machine, "device": self.device,
+                "drive": {"guest_features": d.guest_features, "status": d.status, "queue_sel": d.queue_sel,
+                          "queues": [[q.index, q.pfn, q.requests] for q in d.queues]},
+                "qemu": {"outcome": self.outcome, "error": self.error},
+                "model": {"outcome": self.model_outcome, "error": self.model_error},
+                "agrees": not self.disagreements, "disagreements": self.disagreements,
+                "violations": self.violations, "failures": self.failures}
+
+
+def migration_rule(src: Version, dst: Version) -> str:
+    return "R1" if src == dst else "R3" if src < dst else "R4"
+
+
+def preserved(s: Stream, src: Side, dst: Realized, argv: Sequence[str], verdict: Any) -> list[str]:
+    """The source's state against what the destination QEMU reports after the load (features masked by
+    the destination's host features; used idx read from the stream's RAM, as the destination reads it)."""
+    out = []
+    src_lines = {line.section: line for line in parse(oracle.dest_line(argv), src.release)}
+    dst_lines = {line.section: line for line in parse(oracle.dest_line(argv), dst.release)}
+    for p in s.devices:
+        r = realize(src_lines[p.section].config)
+        rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
+        state = state_from_wire(r, p.value, rings)
+        state = state.with_(guest_features=state.guest_features & dst.host_features)
+        path = f"/machine/peripheral/{dst_lines[p.section].qdev_id}/virtio-backend"
+        out += oracle.state_differences(p.section, state, path, verdict, "source")
+    return out
+
+
+def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: str, kind: str, *,
+                resave: bool = True, failures: Path | None = None, write: bool = True) -> Example:
+    config = qemu_config(machine, kind)
+    spec = random_drive(rng, kind, realized_for(config, src.release))
+    ex = Example(index, machine, kind, spec)
+    data, truth = save(QemuConfig(machine, config.devices, config.smp, config.mem_mb, src.binary), [spec])
+    argv = truth["qemu_cmdline"]
+    s = decode_stream(data)
+    model = oracle.predict(s, dst.release, argv)
+    result = oracle.load_and_save(argv, data, binary=dst.binary, resave=resave)
+    v = result.verdict
+    ex.outcome, ex.error = v.outcome, v.error
+    ex.model_outcome, ex.model_error = oracle.overall(model)
+    ex.disagreements = oracle.compare(model, v)
+    if v.outcome in ("accepted", "accepted-broken"):
+        loads = oracle.model_loads(s, dst.release, argv)
+        ex.disagreements += oracle.compare_state(loads, v)
+        if result.resaved is not None:
+            ex.disagreements += oracle.compare_resave(loads, result.resaved)
+    rule = migration_rule(src.release, dst.release)
+    if v.outcome != "accepted":
+        ex.violations.append(f"{rule}: the destination QEMU {v.outcome} a reachable state: {v.error}")
+    else:
+        dst_r = realized_for(config, dst.release)
+        ex.violations += [f"{rule}: state not preserved: {d}" for d in preserved(s, src, dst_r, argv, v)]
+    if write:
+        extra = {"source_binary": src.binary, "destination_binary": dst.binary, "drive": ex.as_json()["drive"]}
+        if ex.disagreements:
+            path = oracle.write_disagreement(data, argv, dst.release, model, v, ex.disagreements,
+                                             f"qemu: {kind} on {machine}, source {src.version}, destination "
+                                             f"{dst.version}", failures, extra)
+            ex.failures.append(str(path))
+        if ex.violations:
+            path = oracle.write_disagreement(data, argv, dst.release, model, v, ex.violations,
+                                             f"qemu: {rule} on real QEMUs", failures, extra, rule=rule)
+            ex.failures.append(str(path))
+    return ex
+
+
+def check_choices(machine: str, device: str | None, src: Side, dst: Side) -> None:
+    if device is not None and device not in PCI_DRIVERS:
+        raise UsageError(f"--device {device}: one of {', '.join(DEVICE_KINDS)}")
+    try:
+        m = MachineType.parse(machine)
+    except ValueError as exc:
+        raise UsageError(f"--machine {machine}: {exc}") from None
+    for s in (src, dst):
+        if m not in machine_types(s.release, "pci"):
+            raise UsageError(f"--machine {machine}: the model of QEMU {s.release} has no such pci machine type")
+
+
+def run(src_binary: str, dst_binary: str, machine: str | None, device: str | None, examples: int, seed: int,
+        failures: Path | None = None) -> tuple[dict[str, Any], list[Example]]:
+    src, dst = side(src_binary), side(dst_binary)
+    machine = machine or default_machine(src, dst)
+    check_choices(machine, device, src, dst)
+    rng = random.Random(seed)
+    done = []
+    for i in range(examples):
+        kind = device or DEVICE_KINDS[i % len(DEVICE_KINDS)]
+        done.append(run_example(i, rng, src, dst, machine, kind, failures=failures))
+    head = {"source": {"binary": src.binary, "version": str(src.version), "release": str(src.release)},
+            "destination": {"binary": dst.binary, "version": str(dst.version), "release": str(dst.release)},
+            "machine": machine, "seed": seed, "rule": migration_rule(src.release, dst.release)}
+    return head, done

@@ -1,0 +1,421 @@
+"""Real QEMU as the oracle of the models (R12): QEMU's verdict on a stream, the destination's own save
+after a load, and the comparisons with what the model predicts for the same stream and command line.
+
+load_and_save()   load a stream into a destination QEMU (-incoming defer), read its verdict and the
+                  x-query-virtio-status of every device, then (when it loaded) migrate it to a file again
+model_loads()     the model's load of every virtio device of a decoded stream, for a destination argv
+compare()         the model's verdict against QEMU's: outcome and first error line
+compare_state()   the model's loaded state against x-query-virtio-status / -queue-status
+compare_resave()  the model's save(load(...)) against the destination's own save, byte for byte
+write_disagreement()  a failure file (R12-<hash>.json) saying which side said what
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import QemuError, StreamError
+from harness.failures import FAILURES, write_atomic
+from harness.qemu.backend import (
+    _VQ_INCONSISTENT,
+    Channel,
+    QemuConfig,
+    Verdict,
+    _error_lines,
+    _load_from_file,
+    _save_to_file,
+)
+from harness.qemu.process import QemuProcess, find_qemu
+from harness.verdict import Verdict as ModelVerdict
+from harness.verdict import verdict
+from harness.wire.stream import Stream, VirtioPayload, decode_stream
+from models import features as F
+from models.cmdline import DeviceLine, parse
+from models.config import Realized, realize
+from models.model import (
+    ACCEPTED,
+    ACCEPTED_BROKEN,
+    REJECTED,
+    LoadResult,
+    guest_rings,
+    load,
+    save,
+    saved_queue_count,
+    state_from_wire,
+)
+from models.releases import Version, latest_release_at
+from models.state import DeviceState
+
+RULE = "R12"
+VERSION_TIMEOUT = 10.0
+
+
+# -- QEMU's side ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QemuResult:
+    """QEMU's verdict on a stream and, when the load completed, the destination's own save of it."""
+
+    verdict: Verdict
+    resaved: bytes | None = None
+
+
+def load_and_save(
+    config: QemuConfig | Sequence[str],
+    data: bytes,
+    *,
+    binary: str | None = None,
+    resave: bool = True,
+    channel: Channel = "fd",
+) -> QemuResult:
+    """load_stream(), then (if the load completed and `resave`) migrate the destination out again."""
+    if not isinstance(config, QemuConfig):
+        config = QemuConfig.from_argv(config)
+    status: dict[str, dict[str, Any]] = {}
+    queues: dict[str, list[dict[str, Any]]] = {}
+    resaved: bytes | None = None
+    with QemuProcess(
+        config.machine, config.args(), binary=binary or config.binary, incoming=True, name="oracle"
+    ) as qemu:
+        assert qemu.scratch is not None
+        stream = qemu.scratch / "stream.bin"
+        stream.write_bytes(data)
+        loaded = _load_from_file(qemu, stream, channel)
+        if loaded:
+            for dev in qemu.qmp("x-query-virtio"):
+                path = dev["path"]
+                status[path] = qemu.qmp("x-query-virtio-status", path=path)
+                queues[path] = [
+                    qemu.qmp("x-query-virtio-queue-status", path=path, queue=i)
+                    for i in range(status[path].get("num-vqs", 0))
+                ]
+            if resave:
+                # The incoming migration is over: QEMU may migrate out again (process.py refuses any
+                # migrate() on a process started with -incoming, so it is told the load is done).
+                qemu.incoming = False
+                out = qemu.scratch / "resaved.bin"
+                _save_to_file(qemu, out, channel)
+                resaved = out.read_bytes()
+    return QemuResult(_verdict(qemu, loaded, status, queues), resaved)
+
+
+def _verdict(
+    qemu: QemuProcess, loaded: bool, status: dict[str, dict[str, Any]], queues: dict[str, list[dict[str, Any]]]
+) -> Verdict:
+    """The same reading as backend.load_stream: exit code, stderr, broken flags."""
+    lines = tuple(qemu.stderr.splitlines())
+    errors = _error_lines(lines, qemu.prefix)
+    rc = qemu.returncode
+    if loaded:
+        broken = [line for line in errors if _VQ_INCONSISTENT.match(line)]
+        broken_paths = [path for path, st in status.items() if st.get("broken")]
+        if broken or broken_paths:
+            error = (broken or errors or [f"{broken_paths[0]} is marked broken"])[0]
+            return Verdict("accepted-broken", error, lines, rc, status, queues)
+        return Verdict("accepted", None, lines, rc, status, queues)
+    if rc is not None and rc < 0 and not qemu.killed:
+        return Verdict("crashed", errors[0] if errors else f"QEMU died of signal {-rc}", lines, rc)
+    return Verdict("rejected", errors[0] if errors else f"QEMU exited with code {rc}", lines, rc)
+
+
+def qemu_version(binary: str | None = None) -> Version:
+    """MAJOR.MINOR of a QEMU binary, from `--version` (e.g. `QEMU emulator version 7.2.22 (...)`)."""
+    path = find_qemu(binary)
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT,
+                             stdin=subprocess.DEVNULL, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QemuError(f"cannot run {path} --version: {exc}") from exc
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    if not m:
+        raise QemuError(f"{path} --version does not say which QEMU it is: {out.strip()[:100]!r}")
+    return Version(int(m.group(1)), int(m.group(2)))
+
+
+def modelled_release(binary: str | None = None) -> Version:
+    """The modelled release whose rules a binary follows."""
+    try:
+        return latest_release_at(qemu_version(binary))
+    except ValueError as exc:
+        raise QemuError(str(exc)) from None
+
+
+# -- the model's side -------------------------------------------------------------------------------------
+
+
+def dest_line(argv: Sequence[str]) -> str:
+    """A command line as `verdict --dest` takes it."""
+    return shlex.join(argv)
+
+
+def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) -> ModelVerdict:
+    """verdict() of the model for a stream and a destination argv; a stream the decoder cannot read is
+    reported as the model's error (compare() then names it)."""
+    out = ModelVerdict(release, None)
+    try:
+        s = data if isinstance(data, Stream) else decode_stream(data)
+    except StreamError as exc:
+        out.error = f"(model) the stream cannot be decoded: {exc}"
+        return out
+    try:
+        return verdict(s, release, dest_line(dest_argv))
+    except Exception as exc:  # a model crash is a disagreement to report, not a reason to stop
+        out.error = f"(model) verdict() raised {type(exc).__name__}: {exc}"
+        return out
+
+
+def overall(v: ModelVerdict) -> tuple[str, str | None]:
+    """The whole load as QEMU reports it: sections load in stream order, a broken device goes on."""
+    if v.error:
+        return REJECTED, v.error
+    outcome, error = ACCEPTED, None
+    for d in v.devices:
+        if d["outcome"] == REJECTED:
+            return REJECTED, error or d["error"]
+        if d["outcome"] == ACCEPTED_BROKEN:
+            outcome, error = ACCEPTED_BROKEN, error or d["error"]
+    return outcome, error
+
+
+def compare(model_result: ModelVerdict, qemu_verdict: Verdict) -> list[str]:
+    """Disagreements between the model's verdict and QEMU's: outcome and first error line."""
+    outcome, error = overall(model_result)
+    out = []
+    if outcome != qemu_verdict.outcome:
+        out.append(f"outcome: model {outcome}, QEMU {qemu_verdict.outcome}")
+    if error != qemu_verdict.error:
+        out.append(f"first error line: model {error!r}, QEMU {qemu_verdict.error!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """The model's load of one device: the destination's realize and the load result."""
+
+    payload: VirtioPayload
+    line: DeviceLine
+    realized: Realized
+    result: LoadResult
+
+    @property
+    def qom_path(self) -> str:
+        return f"/machine/peripheral/{self.line.qdev_id}/virtio-backend"
+
+
+def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[str, ModelLoad]:
+    """The model's load of each virtio device of `s` (those the destination has), by section."""
+    lines = {line.section: line for line in parse(dest_line(dest_argv), release)}
+    out = {}
+    for p in s.devices:
+        line = lines.get(p.section)
+        if line is None or line.config.device != p.device:
+            continue
+        r = realize(line.config)
+        rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
+        out[p.section] = ModelLoad(p, line, r, load(r, p.encode(), rings, p.section, p.instance_id, s.footers))
+    return out
+
+
+# x-query-virtio-status names: VIRTIO_CONFIG_S_* statuses, and feature names whose bit models/features.py
+# holds under a shorter name (NET_GSO for VIRTIO_NET_F_GSO).
+STATUS_BITS = {"ACKNOWLEDGE": 1, "DRIVER": 2, "DRIVER_OK": 4, "FEATURES_OK": 8, "DEVICE_NEEDS_RESET": 0x40,
+               "NEEDS_RESET": 0x40, "FAILED": 0x80}
+_FEATURE_ALIASES = {"VIRTIO_F_IOMMU_PLATFORM": F.ACCESS_PLATFORM, "VIRTIO_F_RING_PACKED": F.RING_PACKED,
+                    "VIRTIO_F_RING_RESET": F.RING_RESET, "VIRTIO_F_IN_ORDER": F.IN_ORDER,
+                    "VHOST_USER_F_PROTOCOL_FEATURES": F.BAD_FEATURE}
+
+
+def _feature_names() -> dict[str, int]:
+    out = dict(_FEATURE_ALIASES)
+    for name, value in vars(F).items():
+        if not name.isupper() or not isinstance(value, int):
+            continue
+        for prefix, qemu in (("NET_", "VIRTIO_NET_F_"), ("BLK_", "VIRTIO_BLK_F_"), ("BALLOON_", "VIRTIO_BALLOON_F_"),
+                             ("RING_", "VIRTIO_RING_F_")):
+            if name.startswith(prefix):
+                out.setdefault(qemu + name[len(prefix):], value)
+                break
+        else:
+            out.setdefault("VIRTIO_F_" + name, value)
+    return out
+
+
+FEATURE_BITS = _feature_names()
+
+
+def _names(entries: Sequence[str]) -> list[str]:
+    return [e.split(":", 1)[0].strip() for e in entries]
+
+
+def status_value(st: dict[str, Any]) -> int:
+    """x-query-virtio-status `status` as the status byte."""
+    value = int(st.get("unknown-statuses", 0))
+    for name in _names(st.get("statuses", [])):
+        value |= STATUS_BITS.get(name.removeprefix("VIRTIO_CONFIG_S_"), 0)
+    return value
+
+
+def features_value(ft: dict[str, Any]) -> tuple[int, list[str]]:
+    """A decoded feature set as bits, and the names this tool cannot map."""
+    value = int(ft.get("unknown-dev-features", 0))
+    unknown = []
+    for name in _names([*ft.get("transports", []), *ft.get("dev-features", [])]):
+        if name in FEATURE_BITS:
+            value |= 1 << FEATURE_BITS[name]
+        else:
+            unknown.append(name)
+    return value, unknown
+
+
+def compare_state(loads: dict[str, ModelLoad], qemu_verdict: Verdict) -> list[str]:
+    """The model's loaded state against what x-query-virtio-status and -queue-status report."""
+    out = []
+    for section, ml in loads.items():
+        state = ml.result.state
+        if state is None or ml.qom_path not in qemu_verdict.virtio_status:
+            if (state is None) != (ml.qom_path not in qemu_verdict.virtio_status):
+                out.append(f"{section}: the model has {'no' if state is None else 'a'} loaded state, QEMU "
+                           f"{'reports one' if state is None else 'reports none'}")
+            continue
+        out += state_differences(section, state, ml.qom_path, qemu_verdict)
+    return out
+
+
+def state_differences(section: str, state: DeviceState, qom_path: str, qemu_verdict: Verdict,
+                      who: str = "model") -> list[str]:
+    """`state` against x-query-virtio-status / -queue-status of the device at `qom_path`: status, guest
+    features, queue_sel, broken, the queue count, and per queue last-avail-idx, used-idx, vring-num, vring-desc."""
+    st = qemu_verdict.virtio_status.get(qom_path)
+    if st is None:
+        return [f"{section}: QEMU reports no device at {qom_path}"]
+    out = []
+    features, unknown = features_value(st.get("guest-features", {}))
+    if unknown:
+        out.append(f"{section}: QEMU feature names this tool cannot map: {unknown}")
+    got: dict[str, Any] = {"status": status_value(st.get("status", {})), "guest-features": features,
+           "queue-sel": st.get("queue-sel"), "broken": st.get("broken"), "num-vqs": st.get("num-vqs")}
+    want = {"status": state.status, "guest-features": state.guest_features, "queue-sel": state.queue_sel,
+            "broken": state.broken, "num-vqs": saved_queue_count(state)}
+    for key, value in want.items():
+        if got[key] != value:
+            fmt = "#x" if key == "guest-features" else ""
+            out.append(f"{section}: {key}: {who} {value:{fmt}}, QEMU {got[key]:{fmt}}")
+    for q in qemu_verdict.virtio_queues.get(qom_path, []):
+        i = q["queue-index"]
+        if i >= len(state.queues):
+            out.append(f"{section}: queue {i}: {who} has no such queue, QEMU reports it")
+            continue
+        mq = state.queues[i]
+        want_q = {"last-avail-idx": mq.last_avail_idx, "used-idx": mq.used_idx, "vring-num": mq.num,
+                  "vring-desc": mq.desc}
+        for key, value in want_q.items():
+            if q.get(key) != value:
+                out.append(f"{section}: queue {i} {key}: {who} {value}, QEMU {q.get(key)}")
+    return out
+
+
+def compare_resave(loads: dict[str, ModelLoad], resaved: bytes) -> list[str]:
+    """The destination's own save against the model's save(load(...)), payload by payload."""
+    try:
+        again = {p.section: p for p in decode_stream(resaved).devices}
+    except StreamError as exc:
+        return [f"the destination's save cannot be decoded: {exc}"]
+    out = []
+    for section, ml in loads.items():
+        state = ml.result.state
+        if state is None:
+            continue
+        p = again.get(section)
+        if p is None:
+            out.append(f"{section}: not in the destination's save")
+            continue
+        qemu_bytes = resaved[p.offset : p.offset + p.size]
+        model_bytes = save(ml.realized, state)
+        if model_bytes != qemu_bytes:
+            out.append(f"{section}: save(load(...)) differs from QEMU's save: "
+                       + first_difference(model_bytes, qemu_bytes, ml))
+    return out
+
+
+def first_difference(model_bytes: bytes, qemu_bytes: bytes, ml: ModelLoad) -> str:
+    """Where two payloads part, by field path when both decode."""
+    from harness.wire.stream import decode_payload
+
+    at = next((i for i, (a, b) in enumerate(zip(model_bytes, qemu_bytes, strict=False)) if a != b),
+              min(len(model_bytes), len(qemu_bytes)))
+    where = f"byte {at} (model {len(model_bytes)} B, QEMU {len(qemu_bytes)} B)"
+    try:
+        a = decode_payload(model_bytes, ml.payload.transport, ml.payload.device)
+        b = decode_payload(qemu_bytes, ml.payload.transport, ml.payload.device)
+    except StreamError:
+        return where
+    diffs = tree_diff(a, b)
+    return where + ("; " + "; ".join(diffs[:5]) if diffs else "")
+
+
+def tree_diff(a: Any, b: Any, path: str = "", limit: int = 8) -> list[str]:
+    """The paths where two decoded trees differ (`model` value, then QEMU's), at most `limit`."""
+    out: list[str] = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a:
+            if k.startswith("_"):
+                continue
+            out += tree_diff(a[k], b.get(k), f"{path}.{k}" if path else k, limit - len(out))
+            if len(out) >= limit:
+                break
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and not isinstance(a, bytes):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            out += tree_diff(x, y, f"{path}[{i}]", limit - len(out))
+            if len(out) >= limit:
+                break
+    elif a != b:
+        short = [repr(v) if not isinstance(v, bytes | bytearray) or len(v) <= 16 else f"<{len(v)} bytes>"
+                 for v in (a, b)]
+        out.append(f"{path}: model {short[0]}, QEMU {short[1]}")
+    return out
+
+
+# -- failure files ----------------------------------------------------------------------------------------
+
+
+def write_disagreement(
+    data: bytes,
+    argv: Sequence[str],
+    release: Version,
+    model_verdict: ModelVerdict | None,
+    qemu_verdict: Verdict,
+    disagreements: Sequence[str],
+    what: str,
+    folder: Path | None = None,
+    extra: dict[str, Any] | None = None,
+    rule: str = RULE,
+) -> Path:
+    """A failure file for a disagreement (R12; or a rule real QEMU broke): the stream, the command
+    line, and which side said what."""
+    digest = hashlib.sha1(data + dest_line(argv).encode() + str(release).encode() + rule.encode()).hexdigest()[:10]
+    outcome, error = overall(model_verdict) if model_verdict is not None else (None, None)
+    record: dict[str, Any] = {
+        "rule": rule, "what": what, "release": str(release), "qemu_cmdline": list(argv),
+        "disagreements": list(disagreements),
+        "model": {"outcome": outcome, "first_error": error,
+                  "verdict": model_verdict.as_json() if model_verdict is not None else None},
+        "qemu": {"outcome": qemu_verdict.outcome, "first_error": qemu_verdict.error,
+                 "stderr": list(qemu_verdict.stderr), "returncode": qemu_verdict.returncode},
+        "which_side_said_what": [f"model ({release}): {outcome}" + (f": {error}" if error else ""),
+                                 f"QEMU: {qemu_verdict.outcome}" + (f": {qemu_verdict.error}" if qemu_verdict.error
+                                                                   else "")],
+        "stream": data.hex(),
+        "replay": "write `stream` (hex) to FILE; model: virtio-compat verdict FILE --release "
+                  f"{release} --dest '{dest_line(argv)}'; QEMU: the same command line plus -incoming defer, then "
+                  "migrate-incoming exec:cat FILE",
+        **(extra or {}),
+    }
+    return write_atomic(folder or FAILURES, f"{rule}-{digest}", record)
