@@ -44,12 +44,54 @@ def run_bench(args: argparse.Namespace) -> int:
             lambda: decode_payload(payload, net.transport, net.device), args.seconds), 5000.0),
         ("decode whole stream", f"{len(data)} B", rate(lambda: decode_stream(data), args.seconds), 200.0),
     ]
+    qemu, skipped = qemu_figures(max(args.seconds, QEMU_SECONDS))
     if args.json:
-        print(json.dumps([{"what": w, "input": i, "per_second": round(r, 1), "target": t}
-                          for w, i, r, t in rows], indent=1))
+        out: list[dict[str, Any]] = [{"what": w, "input": i, "per_second": round(r, 1), "target": t}
+                                     for w, i, r, t in rows]
+        out += qemu if not skipped else [{"what": "real QEMU backend, 2 workers", "skipped": skipped}]
+        print(json.dumps(out, indent=1))
     else:
         print(f"one core, {args.seconds:g} s per figure, sample {path}")
         for what, inp, r, target in rows:
             verdict = "ok" if r >= target else "BELOW TARGET"
             print(f"  {what:<28} {inp:>10}  {r:>9.0f}/s  (target >= {target:.0f}/s: {verdict})")
+        if skipped:
+            print(f"  real QEMU backend: skipped ({skipped})")
+        for row in qemu:
+            line = f"  {row['what']:<40} {row['per_second']:>9.1f}/s"
+            if row.get("target"):
+                verdict = "ok" if row["per_second"] >= row["target"] else "BELOW TARGET"
+                line += f"  (target >= {row['target']:.0f}/s: {verdict})"
+            print(line + (f"  {row['note']}" if row.get("note") else ""))
     return 0
+
+
+# -- real QEMU: examples per second with 2 workers, and the model's rate measured in the same run ------------
+
+QEMU_SECONDS = 5.0
+QEMU_WORKERS = 2
+
+
+def qemu_figures(seconds: float) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows for the QEMU-backed figure, or the reason it was skipped (no binary)."""
+    import os
+
+    from harness.errors import QemuError
+    from harness.qemu.crosscheck import bench
+    from harness.qemu.process import find_qemu
+
+    try:
+        find_qemu(None)
+    except QemuError as e:
+        return [], str(e)
+    f = bench(seconds, QEMU_WORKERS)
+    load = os.getloadavg()[0]
+    note = (f"{f['qemu_examples']:.0f} examples, {f['disagreements']:.0f} disagreeing with the model; "
+            f"load average {load:.1f} on {os.cpu_count()} cores")
+    return [
+        {"what": f"QEMU examples, {QEMU_WORKERS} workers", "input": "drive+save, load, verdict vs model",
+         "per_second": round(f["qemu_per_second"], 1), "target": 20.0, "note": note},
+        {"what": f"model examples, {QEMU_WORKERS} workers", "input": "model save+load of the same states",
+         "per_second": round(f["model_per_second"], 1), "target": None},
+        {"what": "model/QEMU ratio", "input": "same run", "per_second": round(f["ratio"], 1), "target": None},
+    ], None

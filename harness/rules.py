@@ -34,6 +34,14 @@ class Run:
     state: DeviceState
     data: bytes
     result: LoadResult
+    _decoded: Any = None
+
+    @property
+    def decoded(self) -> Any:
+        """The saved payload decoded once (rules R5-R7 read it)."""
+        if self._decoded is None:
+            self._decoded = decode_payload(self.data, self.src.config.transport, self.src.config.device)
+        return self._decoded
 
     @classmethod
     def of(cls, src: Realized, dst: Realized, state: DeviceState) -> Run:
@@ -105,14 +113,14 @@ def r34_migration(run: Run, rule: str) -> Violation | None:
 
 
 def r5_subsection_presence(run: Run) -> Violation | None:
-    v = decode_payload(run.data, run.src.config.transport, run.src.config.device)
+    v = run.decoded
     got = [s.name for s in v.subsections]
     want = [s.name for s in core.known_core_subsections(run.src.release) if s.is_needed(run.src, run.state)]
     return None if got == want else Violation("R5", f"subsections {want}", f"{got}")
 
 
 def r6_unknown_subsection(run: Run) -> Violation | None:
-    v = decode_payload(run.data, run.src.config.transport, run.src.config.device)
+    v = run.decoded
     known = {s.name for s in core.known_core_subsections(run.dst.release)}
     unknown = [s.name for s in v.subsections if s.name not in known]
     if unknown and run.result.outcome != REJECTED:
@@ -123,7 +131,7 @@ def r6_unknown_subsection(run: Run) -> Violation | None:
 def r7_endianness(run: Run) -> Violation | None:
     if run.result.state is None:
         return None
-    v = decode_payload(run.data, run.src.config.transport, run.src.config.device)
+    v = run.decoded
     sent = next((s.body.device_endian for s in v.subsections if s.name == "virtio/device_endian"), None)
     want = sent if sent is not None else core.default_endian(run.dst)
     got = run.result.state.device_endian

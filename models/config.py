@@ -4,6 +4,7 @@ PCI Express, the PCI config space. Values follow from the properties that cause 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -101,7 +102,9 @@ class Realized:
         return len(self.queue_sizes)
 
 
+@functools.lru_cache(maxsize=4096)
 def realize(config: Config) -> Realized:
+    """What QEMU derives from `config` at realize time (pure: cached per configuration)."""
     from models.devices import DEVICES
 
     dev = DEVICES[config.device]

@@ -7,6 +7,7 @@ virtio_load's steps in QEMU's order (§4) and returns the outcome, the loaded st
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 import construct as c
 
 from harness.wire.primitives import _DECODE_ERRORS, field_path
-from harness.wire.virtio import VIRTIO_QUEUE_MAX, msix_vectors, payload_layout
+from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
 from models import core
 from models import features as F
 from models.config import Realized
@@ -49,8 +50,8 @@ def saved_queue_count(state: DeviceState) -> int:
 
 
 def _pad(values: Sequence[Any], zero: Any, n: int = VIRTIO_QUEUE_MAX) -> list[Any]:
-    out = list(values[:n])
-    return out + [zero] * (n - len(out))
+    """The first entries of a fixed 1024-entry array; FlatArray writes the rest as zeros."""
+    return list(values[:n])
 
 
 def _extra_state(r: Realized, s: DeviceState) -> dict[str, Any]:
@@ -132,7 +133,7 @@ def save(r: Realized, s: DeviceState) -> bytes:
     # QEMU's save, like its load, takes these layout decisions from the device itself
     net = s.device.max_queue_pairs > 1 if r.config.device == "virtio-net" else None
     blk = r.release >= Version(2, 7) and r.num_queues > 1 if r.config.device == "virtio-blk" else None
-    data: bytes = payload_layout(r.config.transport, r.config.device).build(
+    data: bytes = compiled_payload_layout(r.config.transport, r.config.device).build(
         to_wire(r, s), net_multiqueue=net, blk_multiqueue=blk)
     return data
 
@@ -259,7 +260,22 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     ctx._root = ctx
     v = c.Container()
 
+    # fast path: one compiled parse of the whole payload; the steps below then read from it. Only a
+    # payload that does not parse is read step by step, so that the checks before the bad bytes win.
+    full = None
+    try:
+        fs = io.BytesIO(data)
+        full = compiled_payload_layout(tr, r.config.device).parse_stream(fs, **ctx._params)
+        full_end = fs.tell()
+    except _DECODE_ERRORS:
+        full = None
+
     def read(name: str, sc: Any = None, path: str | None = None) -> Any:
+        if full is not None:
+            value = full[name] if sc is None else full["queues"][ctx._index]
+            if sc is None:
+                v[name] = ctx[name] = value
+            return value
         try:
             value = (sc or subcons[name])._parsereport(stream, ctx, f"(parsing) -> {path or name}")
         except _DECODE_ERRORS as e:
@@ -331,7 +347,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
                         else [], errno.ENOENT)
     if release < Version(2, 1) and v.subsections:
         raise _fail(["Unknown savevm section type 5"], 0)
-    if stream.tell() != len(data):
+    if (full_end if full is not None else stream.tell()) != len(data):
         raise _fail([f"Missing section footer for {idstr}"] if footer else
                     [f"Unknown savevm section type {data[stream.tell()]}"], errno.EINVAL)
     trace.steps.append("core subsections: " + ", ".join(s.name for s in v.subsections))
@@ -389,6 +405,14 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
 
 def local_config_space(r: Realized) -> Any:
     """The destination's PCI config space and masks (models/transports/pci.py), or None."""
+    return _local_config_space(r.config)
+
+
+@functools.lru_cache(maxsize=1024)
+def _local_config_space(config: Any) -> Any:
+    from models.config import realize
+
+    r = realize(config)
     try:
         from models.transports.pci import virtio_pci_config_space
     except ImportError:
@@ -459,6 +483,14 @@ def _sanitize_features(r: Realized, v: Any, incoming: int) -> int:
 
 def reset_state(r: Realized) -> DeviceState:
     """The state right after realize and reset (what a destination starts from)."""
+    return _reset_state(r.config)
+
+
+@functools.lru_cache(maxsize=1024)
+def _reset_state(config: Any) -> DeviceState:
+    from models.config import realize
+
+    r = realize(config)
     dev = DEVICES[r.config.device]
     queues = tuple(QueueState(n) for n in r.queue_sizes)
     pci = None

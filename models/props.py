@@ -93,6 +93,7 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-net-device", "ctrl_guest_offloads", True),
     Prop("virtio-net-device", "guest_announce", True),
     Prop("virtio-net-device", "x-mtu-bypass-backend", True, V("2.10")),
+    Prop("virtio-net-device", "host_mtu", 0, V("2.9"), source="MTU support (2.9, UNVERIFIED): set, it offers NET_MTU"),
     Prop("virtio-net-device", "host_uso", True, V("8.2")),
     Prop("virtio-net-device", "guest_uso4", True, V("8.2")),
     Prop("virtio-net-device", "guest_uso6", True, V("8.2")),

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@functools.total_ordering
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Version:
     major: int
     minor: int
@@ -26,11 +25,6 @@ class Version:
         if not m:
             raise ValueError(f"not a QEMU version: {text!r} (expected MAJOR.MINOR, e.g. 7.2)")
         return cls(int(m.group(1)), int(m.group(2)))
-
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return (self.major, self.minor) < (other.major, other.minor)
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}"
@@ -86,7 +80,8 @@ class MachineType:
         return self.name
 
 
-def machine_types(release: Version, transport: str | None = None) -> list[MachineType]:
+@functools.lru_cache(maxsize=256)
+def machine_types(release: Version, transport: str | None = None) -> tuple[MachineType, ...]:
     """The versioned machine types a release has (for one transport's families, or all)."""
     oldest = max([V("2.0")] + [m for r, m in OLDEST_MACHINE_FROM if release >= r])
     out = []
@@ -94,7 +89,7 @@ def machine_types(release: Version, transport: str | None = None) -> list[Machin
         if transport and tr != transport:
             continue
         out += [MachineType(family, v) for v in ALL_VERSIONS if max(first, oldest) <= v <= release]
-    return out
+    return tuple(out)
 
 
 # --- compat properties (§7) ------------------------------------------------------------------------

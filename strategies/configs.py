@@ -29,7 +29,7 @@ def common_machines(src: Version, dst: Version, transport: str) -> list[MachineT
 def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device: str,
             machines: list[str] | None = None) -> tuple[Config, Config]:
     """A (source, destination) pair of the same device configuration on the two releases."""
-    options = common_machines(src, dst, transport)
+    options = list(common_machines(src, dst, transport))
     if machines:
         options = [m for m in options if m.name in machines or m.family in machines]
     if not options:

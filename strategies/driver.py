@@ -31,10 +31,7 @@ def guest_features(draw: st.DrawFn, r: Realized) -> int:
     modern = r.modern and draw(st.booleans())
     if not modern:
         offered &= 0xFFFFFFFF
-    picked = 0
-    for b in range(offered.bit_length()):
-        if offered >> b & 1 and draw(st.booleans()):
-            picked |= 1 << b
+    picked = draw(st.integers(0, (1 << max(offered.bit_length(), 1)) - 1)) & offered
     if modern:
         picked |= F.bit(F.VERSION_1)
     return picked

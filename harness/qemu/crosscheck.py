@@ -53,6 +53,10 @@ def default_machine(src: Side, dst: Side) -> str:
 
 
 def qemu_config(machine: str, kind: str) -> QemuConfig:
+    # Machine types up to 2.2 suppress the JSON description the decoder walks the stream by; the
+    # option changes nothing else in the stream.
+    if MachineType.parse(machine).version < Version(2, 3):
+        machine += ",suppress-vmdesc=off"
     return QemuConfig(machine, (DeviceConfig(kind, SLOT),), smp=1, mem_mb=MEM_MB)
 
 
@@ -90,6 +94,8 @@ class Example:
     disagreements: list[str] = field(default_factory=list)  # R12
     violations: list[str] = field(default_factory=list)  # R1 / R3 / R4
     failures: list[str] = field(default_factory=list)  # failure files written
+    data: bytes = field(default=b"", repr=False)  # the source's stream
+    argv: list[str] = field(default_factory=list, repr=False)  # its command line
 
     def as_json(self) -> dict[str, Any]:
         d = self.drive
@@ -126,12 +132,14 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
                 resave: bool = True, failures: Path | None = None, write: bool = True) -> Example:
     config = qemu_config(machine, kind)
     spec = random_drive(rng, kind, realized_for(config, src.release))
-    ex = Example(index, machine, kind, spec)
-    data, truth = save(QemuConfig(machine, config.devices, config.smp, config.mem_mb, src.binary), [spec])
-    argv = truth["qemu_cmdline"]
-    s = decode_stream(data)
-    model = oracle.predict(s, dst.release, argv)
-    result = oracle.load_and_save(argv, data, binary=dst.binary, resave=resave)
+    # The destination starts while the source is driven and saved: its start-up is most of a load.
+    with oracle.destination(config, dst.binary, launch=True) as pending:
+        data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary), [spec])
+        argv = truth["qemu_cmdline"]
+        ex = Example(index, machine, kind, spec, data=data, argv=argv)
+        s = decode_stream(data)
+        model = oracle.predict(s, dst.release, argv)
+        result = oracle.load_and_save(argv, data, resave=resave, started=pending)
     v = result.verdict
     ex.outcome, ex.error = v.outcome, v.error
     ex.model_outcome, ex.model_error = oracle.overall(model)
@@ -187,3 +195,77 @@ def run(src_binary: str, dst_binary: str, machine: str | None, device: str | Non
             "destination": {"binary": dst.binary, "version": str(dst.version), "release": str(dst.release)},
             "machine": machine, "seed": seed, "rule": migration_rule(src.release, dst.release)}
     return head, done
+
+
+# -- `virtio-compat bench`: QEMU-backed and model-backed examples per second, in the same run ----------------
+
+
+@dataclass(frozen=True)
+class WorkerFigures:
+    qemu_examples: int
+    qemu_seconds: float
+    model_examples: int
+    model_seconds: float
+    disagreements: int
+
+
+def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int) -> WorkerFigures:
+    """One worker with its own QEMUs: QEMU examples (drive+save, load, verdict against the model) from
+    `start_at` (wall clock) for `seconds`, then model examples (save+load of the states QEMU gave) for as long."""
+    import shutil
+    import time
+
+    from harness.qemu.process import live_processes, scratch_root
+    from models.model import load, save
+
+    src = side(binary or "qemu-system-x86_64")
+    machine = default_machine(src, src)
+    rng = random.Random(seed)
+    run_example(-1, rng, src, src, machine, "virtio-blk", resave=False)  # warm-up: imports, page cache
+    time.sleep(max(start_at - time.time(), 0))
+    examples: list[Example] = []
+    begin = time.time()
+    while time.time() < begin + seconds:
+        kind = DEVICE_KINDS[len(examples) % len(DEVICE_KINDS)]
+        examples.append(run_example(len(examples), rng, src, src, machine, kind, resave=False))
+    qemu_seconds = time.time() - begin
+    if not live_processes():
+        shutil.rmtree(scratch_root(), ignore_errors=True)  # a pool worker ends without atexit hooks
+    # The same kind of state in the model: each source state saved and loaded by the model of its release.
+    cases = []
+    for ex in examples:
+        s = decode_stream(ex.data)
+        lines = {line.section: line for line in parse(oracle.dest_line(ex.argv), src.release)}
+        for p in s.devices:
+            r = realize(lines[p.section].config)
+            state = state_from_wire(r, p.value)
+            rings = guest_rings(s.memory, s.machine, state) if s.memory else None
+            cases.append((r, state_from_wire(r, p.value, rings), rings, ex.outcome))
+    time.sleep(max(begin + seconds + 0.5 - time.time(), 0))  # let the other worker finish its QEMU phase
+    n, begin = 0, time.time()
+    while cases and time.time() < begin + seconds:
+        r, state, rings, outcome = cases[n % len(cases)]
+        if load(r, save(r, state), rings).outcome != outcome:
+            raise AssertionError("model verdict changed between the QEMU and the model phase")
+        n += 1
+    return WorkerFigures(len(examples), qemu_seconds, n, time.time() - begin,
+                         sum(bool(e.disagreements) for e in examples))
+
+
+def bench(seconds: float, workers: int = 2, binary: str | None = None) -> dict[str, float]:
+    """QEMU-backed and model-backed examples per second with `workers` processes, and their ratio."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    find_qemu(binary)
+    start_at = time.time() + 4.0  # spawn and warm-up happen before the clock starts
+    ctx = multiprocessing.get_context("spawn")  # no QEMU state of this process leaks into the workers
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        futures = [pool.submit(bench_worker, binary, seconds, start_at, seed) for seed in range(workers)]
+        figures = [f.result() for f in futures]
+    qemu = sum(f.qemu_examples / f.qemu_seconds for f in figures)
+    model = sum(f.model_examples / f.model_seconds for f in figures)
+    return {"qemu_per_second": qemu, "model_per_second": model, "ratio": model / qemu if qemu else 0.0,
+            "qemu_examples": sum(f.qemu_examples for f in figures),
+            "disagreements": sum(f.disagreements for f in figures), "workers": workers}

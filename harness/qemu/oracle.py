@@ -75,16 +75,14 @@ def load_and_save(
     binary: str | None = None,
     resave: bool = True,
     channel: Channel = "fd",
+    started: QemuProcess | None = None,
 ) -> QemuResult:
-    """load_stream(), then (if the load completed and `resave`) migrate the destination out again."""
-    if not isinstance(config, QemuConfig):
-        config = QemuConfig.from_argv(config)
+    """load_stream(), then (if the load completed and `resave`) migrate the destination out again.
+    `started`: a destination already launched with destination() (it starts while the source works)."""
     status: dict[str, dict[str, Any]] = {}
     queues: dict[str, list[dict[str, Any]]] = {}
     resaved: bytes | None = None
-    with QemuProcess(
-        config.machine, config.args(), binary=binary or config.binary, incoming=True, name="oracle"
-    ) as qemu:
+    with started or destination(config, binary) as qemu:
         assert qemu.scratch is not None
         stream = qemu.scratch / "stream.bin"
         stream.write_bytes(data)
@@ -105,6 +103,17 @@ def load_and_save(
                 _save_to_file(qemu, out, channel)
                 resaved = out.read_bytes()
     return QemuResult(_verdict(qemu, loaded, status, queues), resaved)
+
+
+def destination(config: QemuConfig | Sequence[str], binary: str | None = None, *, launch: bool = False) -> QemuProcess:
+    """A destination QEMU for `config` (-incoming defer); with `launch`, already starting (use it in a
+    `with` block or hand it to load_and_save, which ends it)."""
+    if not isinstance(config, QemuConfig):
+        config = QemuConfig.from_argv(config)
+    qemu = QemuProcess(config.machine, config.args(), binary=binary or config.binary, incoming=True, name="oracle")
+    if launch:
+        qemu.start()
+    return qemu
 
 
 def _verdict(

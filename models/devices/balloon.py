@@ -29,7 +29,7 @@ def get_features(ctx: RealizeContext, features: int) -> int:
 def queue_sizes(ctx: RealizeContext) -> list[int]:
     sizes = [128, 128, 128]  # inflate, deflate, stats
     if ctx.on("free-page-hint"):
-        sizes.append(128)
+        sizes.append(1024)  # free page vq: VIRTQUEUE_MAX_SIZE
     if ctx.on("free-page-reporting"):
         sizes.append(32)
     return sizes

@@ -66,13 +66,11 @@ def reset_state(realized: Any) -> BlkState:
 
 
 def _element(r: BlkRequest) -> dict[str, Any]:
-    def pad(xs: list[Any], zero: Any) -> list[Any]:
-        return xs + [zero] * (1024 - len(xs))
-
+    # the arrays hold 1024 entries on the wire; the layout writes the unused ones as zeros
     return {
         "index": r.head, "out_num": len(r.out_sg), "in_num": len(r.in_sg), "padding": 0,
-        "in_addr": pad([a for a, _ in r.in_sg], 0), "out_addr": pad([a for a, _ in r.out_sg], 0),
-        "in_sg": pad([(0, n) for _, n in r.in_sg], (0, 0)), "out_sg": pad([(0, n) for _, n in r.out_sg], (0, 0)),
+        "in_addr": [a for a, _ in r.in_sg], "out_addr": [a for a, _ in r.out_sg],
+        "in_sg": [(0, n) for _, n in r.in_sg], "out_sg": [(0, n) for _, n in r.out_sg],
     }
 
 

@@ -12,6 +12,7 @@ from models.state import NetState
 
 RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1
 MAC_TABLE_ENTRIES = 64
+TX_QUEUE_MAX = 256  # VIRTIO_NET_TX_QUEUE_DEFAULT_SIZE: the tx size cap unless the peer is vhost-user (2.10)
 
 _PROP_BITS = (
     ("csum", F.NET_CSUM), ("guest_csum", F.NET_GUEST_CSUM), ("gso", F.NET_GSO),
@@ -44,6 +45,8 @@ def host_features(ctx: RealizeContext) -> int:
     for prop, b in _PROP_BITS:
         if ctx.on(prop):
             out |= F.bit(b)
+    if int(ctx.props.get("host_mtu") or 0):  # realize offers MTU when host_mtu is set (2.9)
+        out |= F.bit(F.NET_MTU)
     return out
 
 
@@ -68,7 +71,8 @@ def get_features(ctx: RealizeContext, features: int) -> int:
 
 def queue_sizes(ctx: RealizeContext) -> list[int]:
     rx = int(ctx.props.get("rx_queue_size", 256))
-    tx = int(ctx.props.get("tx_queue_size", 256))
+    # virtio_net_max_tx_queue_size: above 256 only for vhost-user/vdpa peers, none of the modelled backends
+    tx = min(int(ctx.props.get("tx_queue_size", 256)), TX_QUEUE_MAX)
     return [rx, tx] * max_queue_pairs(ctx) + [64]  # the control queue is always added
 
 
@@ -85,11 +89,19 @@ def default_vectors(ctx: RealizeContext, nqueues: int) -> int:
     return 2 * max_queue_pairs(ctx) + 2
 
 
+def reset_sets_features(release: Version) -> bool:
+    """virtio_reset calls set_features(0) (0caed25cd1, 10.1; stable 7.2.18, so Debian 12's 7.2.22 has it;
+    the 8.2.x and 10.0.x stable releases are UNVERIFIED and modelled as their .0)."""
+    return release == Version(7, 2) or release >= Version(10, 1)
+
+
 def reset_state(realized: Any) -> NetState:
     mac = realized.props.get("mac") or "52:54:00:12:34:56"
     pairs = max(realized.config.netdev.queues, 1)
+    # set_features without CTRL_VLAN opens the VLAN filter; virtio_net_reset alone zeroes it
+    vlans = b"\xff" * 512 if reset_sets_features(realized.release) else bytes(512)
     return NetState(mac=bytes.fromhex(str(mac).replace(":", "")), tx_waiting=(0,) * pairs,
-                    max_queue_pairs=pairs, curr_queue_pairs=1)
+                    vlans=vlans, max_queue_pairs=pairs, curr_queue_pairs=1)
 
 
 def known_subsections(release: Version) -> set[str]:

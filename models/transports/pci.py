@@ -48,6 +48,8 @@ Release notes (what is 7.2 behaviour here and changed elsewhere):
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -582,12 +584,24 @@ def bad_config_data(local: PciConfigSpace, incoming: bytes) -> str | None:
     size = len(local.config)
     if len(incoming) < size:
         raise PciConfigError(f"incoming config space has {len(incoming)} bytes, the local device reads {size}")
+    # whole-space test first (big-integer bit operations run in C); the byte loop only finds the first
+    checked = _checked_bits(local)
+    if not (int.from_bytes(incoming[:size], "little") ^ int.from_bytes(local.config, "little")) & checked:
+        return None
     for i in range(size):
         c, w, w1 = local.cmask[i], local.wmask[i], local.w1cmask[i]
         if (incoming[i] ^ local.config[i]) & c & ~w & ~w1:
             return (f"get_pci_config_device: Bad config data: i=0x{i:x} read: {incoming[i]:x} "
                     f"device: {local.config[i]:x} cmask: {c:x} wmask: {w:x} w1cmask:{w1:x}")
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_bits(local: PciConfigSpace) -> int:
+    """cmask & ~wmask & ~w1cmask over the whole space, as one integer (little-endian byte order)."""
+    size = len(local.config)
+    cmask, wmask, w1 = (int.from_bytes(m, "little") for m in (local.cmask, local.wmask, local.w1cmask))
+    return cmask & ~wmask & ~w1 & ((1 << (8 * size)) - 1)
 
 
 def _capabilities(config: bytes) -> dict[int, int]:
