@@ -58,7 +58,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if skipped:
             print(f"  real QEMU backend: skipped ({skipped})")
         for row in qemu:
-            line = f"  {row['what']:<40} {row['per_second']:>9.1f}/s"
+            line = f"  {row['what']:<40} {row['per_second']:>9.1f}{row.get('unit', '/s')}"
             if row.get("target"):
                 verdict = "ok" if row["per_second"] >= row["target"] else "BELOW TARGET"
                 line += f"  (target >= {row['target']:.0f}/s: {verdict})"
@@ -93,5 +93,6 @@ def qemu_figures(seconds: float) -> tuple[list[dict[str, Any]], str | None]:
          "per_second": round(f["qemu_per_second"], 1), "target": 20.0, "note": note},
         {"what": f"model examples, {QEMU_WORKERS} workers", "input": "model save+load of the same states",
          "per_second": round(f["model_per_second"], 1), "target": None},
-        {"what": "model/QEMU ratio", "input": "same run", "per_second": round(f["ratio"], 1), "target": None},
+        {"what": "model/QEMU ratio", "input": "same run", "per_second": round(f["ratio"], 1), "target": None,
+         "unit": "x"},
     ], None

@@ -128,3 +128,51 @@ def run_example(src_config: Config, dst_config: Config, state: DeviceState) -> O
         else:
             expected.append((v, k))
     return Outcome(bad, expected, run)
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    examples: int
+    machines: set[str]
+    expected: dict[str, str]  # rule -> known incompatibility name
+    failure: tuple[Config, Config, DeviceState, Outcome, Violation] | None  # the minimal failing example
+
+    @property
+    def status(self) -> str:
+        return "fail" if self.failure else "pass"
+
+
+def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
+    """Run one cell under the current Hypothesis settings profile; the failing example kept is the
+    minimal one (Hypothesis replays it last)."""
+    from hypothesis import event, given, note
+    from hypothesis import strategies as st
+
+    from strategies.configs import configs
+    from strategies.driver import device_states
+
+    result = CellResult(cell, 0, set(), {}, None)
+
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines), label="config")
+        state = data.draw(device_states(realize(src)), label="state")
+        note(src.describe())
+        out = run_example(src, dst, state)
+        result.examples += 1
+        result.machines.add(src.machine.name)
+        for v, known in out.expected:
+            result.expected[v.rule] = known.name
+            event(f"expected incompatibility {known.name}")
+        if out.violations:
+            result.failure = (src, dst, state, out, out.violations[0])
+            raise AssertionError(str(out.violations[0]))
+        result.failure = None
+
+    try:
+        check()
+    except AssertionError:
+        if result.failure is None:
+            raise
+    return result

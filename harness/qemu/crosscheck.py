@@ -252,14 +252,15 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
                          sum(bool(e.disagreements) for e in examples))
 
 
-def bench(seconds: float, workers: int = 2, binary: str | None = None) -> dict[str, float]:
-    """QEMU-backed and model-backed examples per second with `workers` processes, and their ratio."""
+def bench(seconds: float, workers: int = 2, binary: str | None = None, lead: float = 4.0) -> dict[str, float]:
+    """QEMU-backed and model-backed examples per second with `workers` processes, and their ratio.
+    `lead`: seconds for the workers to spawn and warm up before the clock starts (a late one measures alone)."""
     import multiprocessing
     import time
     from concurrent.futures import ProcessPoolExecutor
 
     find_qemu(binary)
-    start_at = time.time() + 4.0  # spawn and warm-up happen before the clock starts
+    start_at = time.time() + lead
     ctx = multiprocessing.get_context("spawn")  # no QEMU state of this process leaks into the workers
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         futures = [pool.submit(bench_worker, binary, seconds, start_at, seed) for seed in range(workers)]

@@ -1,0 +1,78 @@
+"""The rules have teeth: deliberately broken model variants (they live here, never in models/) are
+caught by the matrix in the cell where they should be, with the right rule id and a minimized
+example, while the unbroken model passes the same cells with the same (derandomized) seed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import settings
+
+from harness.matrix import Cell, run_cell
+from models import core
+from models.releases import V
+
+
+@pytest.fixture(autouse=True)
+def ci_profile() -> Iterator[None]:
+    previous = settings.default
+    settings.load_profile("ci")
+    yield
+    settings.register_profile("_restore", previous)
+    settings.load_profile("_restore")
+
+
+def _with_started_rule(test: object) -> tuple[core.CoreSubsection, ...]:
+    out = []
+    for sub in core.CORE_SUBSECTIONS:
+        if sub.name == "virtio/started":
+            sub = core.CoreSubsection(sub.name, sub.since, (core.Rule(V("4.1"), test, "broken"),), sub.source)  # type: ignore[arg-type]
+        out.append(sub)
+    return tuple(out)
+
+
+CELL = Cell(V("4.1"), V("4.0"), "pci", "virtio-net")
+
+
+def test_unbroken_model_passes_the_cells() -> None:
+    for cell in (CELL, Cell(V("7.2"), V("7.2"), "pci", "virtio-net")):
+        assert run_cell(cell).status == "pass", cell.id
+
+
+def test_subsection_needed_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "CORE_SUBSECTIONS", _with_started_rule(lambda r, s: True))
+    result = run_cell(CELL)
+    assert result.failure is not None
+    src, dst, state, out, v = result.failure
+    assert v.rule == "R4" and "rejected" in v.got
+    assert str(src.release) == "4.1" and str(dst.release) == "4.0"
+
+
+def test_new_subsection_without_machine_type_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """virtio/started sent whenever the driver set DRIVER_OK, ignoring use-started (hw_compat_4_0)."""
+    monkeypatch.setattr(core, "CORE_SUBSECTIONS", _with_started_rule(lambda r, s: bool(s.status & 4)))
+    result = run_cell(CELL)
+    assert result.failure is not None
+    _src, _dst, state, _out, v = result.failure
+    assert v.rule == "R4"
+    assert state.status & 4  # minimized to a state that has DRIVER_OK
+    assert state.status in (4, 7, 0xF, 0xB) or state.status & 4
+
+
+def test_features_read_before_the_core_subsections_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device load code that takes the 32-bit features it saw at step 9 as final: the high bits
+    (VERSION_1) that virtio/64bit_features brings later are lost."""
+    import models.model as model
+
+    def early(r, v, incoming):  # type: ignore[no-untyped-def]
+        return v.guest_features_lo & r.host_features
+
+    monkeypatch.setattr(model, "_sanitize_features", early)
+    result = run_cell(Cell(V("7.2"), V("7.2"), "pci", "virtio-net"))
+    assert result.failure is not None
+    _src, _dst, state, _out, v = result.failure
+    assert v.rule == "R1" and "guest_features" in v.got
+    assert state.guest_features >> 32  # the minimal example negotiated a high bit
+
+
