@@ -54,7 +54,7 @@ def device_projection(dev: Any, features: int) -> Any:
     """Device data as far as it migrates: virtio-net sends tx_waiting of the active queue pairs only,
     and curr_guest_offloads only when CTRL_GUEST_OFFLOADS was negotiated (else post_load derives it)."""
     if isinstance(dev, NetState):
-        offloads = dev.curr_guest_offloads if F.has(features, F.NET_CTRL_GUEST_OFFLOADS) else None
+        offloads = dev.curr_guest_offloads if F.has(features, F.NET_CTRL_GUEST_OFFLOADS) else -1
         return replace(dev, tx_waiting=dev.tx_waiting[: max(dev.curr_queue_pairs, 1)], curr_guest_offloads=offloads)
     return dev
 

@@ -57,5 +57,5 @@ def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device:
     express = transport == "pci" and machine.family == "pc-q35" and src >= Version(2, 7) and draw(st.booleans())
     if express:
         props["disable-legacy"] = False  # keep the legacy BAR the driver uses
-    make = lambda release: Config(release, machine, device, transport, smp, 128, props, netdev, express)  # noqa: E731
-    return make(src), make(dst)
+    return tuple(Config(r, machine, device, transport, smp, 128, props, netdev, express)  # type: ignore[return-value]
+                 for r in (src, dst))

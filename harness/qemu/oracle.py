@@ -406,10 +406,13 @@ def write_disagreement(
     folder: Path | None = None,
     extra: dict[str, Any] | None = None,
     rule: str = RULE,
+    key: str | None = None,
 ) -> Path:
     """A failure file for a disagreement (R12; or a rule real QEMU broke): the stream, the command
-    line, and which side said what."""
-    digest = hashlib.sha1(data + dest_line(argv).encode() + str(release).encode() + rule.encode()).hexdigest()[:10]
+    line, and which side said what. `key` names the case when the stream is not stable across runs
+    (QEMU's streams carry the RTC): the same key keeps the same file."""
+    ident = key.encode() if key is not None else data + dest_line(argv).encode()
+    digest = hashlib.sha1(ident + str(release).encode() + rule.encode()).hexdigest()[:10]
     outcome, error = overall(model_verdict) if model_verdict is not None else (None, None)
     record: dict[str, Any] = {
         "rule": rule, "what": what, "release": str(release), "qemu_cmdline": list(argv),

@@ -38,7 +38,7 @@ def reset_tree(device_id: int, devno: int, subsections: bool = True) -> dict[str
     """css_sch_build_virtual_schib and virtio_ccw_device_realize for the devno-th device; the ORB and
     adapter summary-offset subsections are sent when css migration is enabled (machine types >= 2.10,
     UNVERIFIED boundary)."""
-    t = _zero(VirtioCcwConfig)
+    t: dict[str, Any] = _zero(VirtioCcwConfig)
     sch = t["parent_obj"]["sch"]
     sch.update(cssid=VIRTUAL_CSSID, ssid=0, migrated_schid=devno, devno=devno)
     pmcw = sch["curr_status"]["pmcw"]
