@@ -1,0 +1,313 @@
+"""`virtio-compat check`: the compatibility matrix in one command.
+
+It runs the same tests as `pytest -n auto` (tests/matrix/test_matrix.py of the repository checkout, in a pytest
+subprocess), shows progress, and prints a summary from the reports. pytest writes into a staging folder inside
+the reports folder; the reports replace the previous ones only when the run completes, so an interrupted check
+leaves the previous reports as they were. This module is also the small pytest plugin (`-p harness.check`) that
+tells the parent how many cells there are and when each one ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import pytest
+
+from harness.errors import UsageError
+
+PROGRESS_FD = "VIRTIO_COMPAT_PROGRESS_FD"
+PROFILES = ("dev", "ci", "thorough")
+REPORT_FILES = ("compat-matrix.json", "compat-matrix.md", "compat-matrix.html", "junit.xml", "pytest.log")
+STAGING = ".check-run"
+STOP_GRACE = 15.0  # seconds pytest gets to stop after SIGINT before SIGTERM, then as long again before SIGKILL
+
+# --- the pytest side (controlling process only) --------------------------------------------------------------
+
+_channel: IO[str] | None = None
+
+
+def _emit(line: str) -> None:
+    if _channel is not None:
+        try:
+            _channel.write(line + "\n")
+            _channel.flush()
+        except OSError:
+            pass  # the parent went away; the run goes on
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _channel
+    fd = os.environ.get(PROGRESS_FD)
+    if fd and not hasattr(config, "workerinput") and _channel is None:
+        try:
+            _channel = os.fdopen(int(fd), "w", buffering=1)
+        except (OSError, ValueError):
+            _channel = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.items:
+        _emit(f"total {len(session.items)}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    _emit(f"total {len(ids)}")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # one line per test: its call, or a setup that did not pass (then there is no call)
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _emit(f"done {report.outcome}")
+
+
+# --- the command ----------------------------------------------------------------------------------------------
+
+
+def matrix_module() -> Path:
+    """tests/matrix/test_matrix.py of the checkout this package is installed from (editable)."""
+    root = Path(__file__).resolve().parent.parent
+    module = root / "tests" / "matrix" / "test_matrix.py"
+    if not module.is_file():
+        raise UsageError(f"the matrix tests are not found ({module} does not exist): `check` runs the tests of a "
+                         "repository checkout installed with `pip install -e .`")
+    return module
+
+
+def _csv(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def workers(text: str) -> str:
+    """argparse type of -n: auto or a count."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of workers or auto, not {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of workers >= 0 or auto, not {n}")
+    return str(n)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Check the narrowing options against the models, so that a typo is one line, not an empty run."""
+    from harness.matrix import DEVICES, TRANSPORTS
+    from models.releases import FAMILIES, MachineType, release_of
+
+    for r in _csv(args.releases):
+        try:
+            release_of(r)
+        except ValueError as e:
+            raise UsageError(f"--releases: {e}") from None
+    for name, value, known in (("devices", args.devices, DEVICES), ("transports", args.transports, TRANSPORTS)):
+        for x in _csv(value):
+            if x not in known:
+                raise UsageError(f"--{name}: unknown {name[:-1]} {x!r} (known: {', '.join(known)})")
+    for m in _csv(args.machines):
+        if m not in FAMILIES:
+            try:
+                MachineType.parse(m)
+            except ValueError as e:
+                raise UsageError(f"--machines: {e}") from None
+    reports = Path(args.reports)
+    if reports.exists() and not reports.is_dir():
+        raise UsageError(f"--reports: {reports} is not a directory")
+
+
+@dataclass
+class Progress:
+    total: int | None = None
+    done: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+    shown: float = 0.0
+    tty: bool = False
+    buffer: str = ""
+
+    def feed(self, text: str) -> None:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            kind, _, value = line.partition(" ")
+            if kind == "total" and value.isdigit():
+                self.total = max(self.total or 0, int(value))
+            elif kind == "done":
+                self.done += 1
+                self.failed += value == "failed"
+
+    def line(self) -> str:
+        total = "?" if self.total is None else str(self.total)
+        return (f"virtio-compat check: {self.done}/{total} cells, {self.failed} failed, "
+                f"{time.monotonic() - self.started:.0f} s")
+
+    def show(self, final: bool = False) -> None:
+        """At most once a second on a terminal (one line, rewritten), every 10 s otherwise."""
+        now = time.monotonic()
+        if not final and now - self.shown < (1.0 if self.tty else 10.0):
+            return
+        self.shown = now
+        if self.tty:
+            sys.stderr.write("\r" + self.line().ljust(60) + ("\n" if final else ""))
+        elif final or self.done:
+            sys.stderr.write(self.line() + "\n")
+        sys.stderr.flush()
+
+
+class _Stop:
+    """Ctrl-C / SIGTERM while pytest runs: ask its process group to stop (SIGINT), then insist."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.at = 0.0
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is None:
+            self.signal, self.at = signum, time.monotonic()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def pytest_command(args: argparse.Namespace, module: Path, staging: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "pytest", str(module), "-n", args.n, "-p", "no:cacheprovider",
+           "-p", "harness.check", f"--junitxml={staging / 'junit.xml'}", f"--reports={staging}", "-q"]
+    for name in ("releases", "devices", "transports", "machines"):
+        value = ",".join(_csv(getattr(args, name)))
+        if value:
+            cmd.append(f"--{name}={value}")
+    return cmd
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, progress: Progress) -> tuple[int, int | None]:
+    """Run pytest with the progress channel; returns (its exit code, the signal that stopped the check)."""
+    rfd, wfd = os.pipe()
+    stop = _Stop()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PROGRESS_FD: str(wfd)}, pass_fds=(wfd,),
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # its own group: Ctrl-C reaches us, we stop it
+        os.close(wfd)
+        wfd = -1
+        pgid, sent, reader_open = proc.pid, 0, True
+        while proc.poll() is None or reader_open:
+            if reader_open:
+                ready, _, _ = select.select([rfd], [], [], 0.2)
+                if ready:
+                    chunk = os.read(rfd, 65536)
+                    if chunk:
+                        progress.feed(chunk.decode(errors="replace"))
+                    else:
+                        reader_open = False
+            else:
+                time.sleep(0.1)
+            if stop.signal is not None:
+                waited = time.monotonic() - stop.at
+                for i, (after, sig) in enumerate(((0.0, signal.SIGINT), (STOP_GRACE, signal.SIGTERM),
+                                                  (2 * STOP_GRACE, signal.SIGKILL))):
+                    if sent <= i and waited >= after:
+                        _signal_group(pgid, sig)
+                        sent = i + 1
+                if sent and proc.poll() is not None:
+                    break  # pytest is gone; do not wait for the channel
+            else:
+                progress.show()
+        code = proc.wait()
+        # workers left behind by a stopped controller
+        _signal_group(pgid, signal.SIGKILL if stop.signal is not None else signal.SIGTERM)
+        return code, stop.signal
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+
+
+def _usage_line(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [ln for ln in lines if "error:" in ln.lower()]
+    return (errors or lines or ["pytest rejected its command line"])[-1].strip()
+
+
+def run_check(args: argparse.Namespace) -> int:
+    validate(args)
+    module = matrix_module()
+    reports = Path(args.reports).resolve()
+    staging = reports / STAGING
+    shutil.rmtree(staging, ignore_errors=True)  # what an earlier, killed check left
+    staging.mkdir(parents=True)
+    env = {**os.environ, "HYPOTHESIS_PROFILE": args.profile, "VIRTIO_COMPAT_REPORTS": str(reports)}
+    progress = Progress(tty=sys.stderr.isatty())
+    log = staging / "pytest.log"
+    try:
+        code, stopped = _run(pytest_command(args, module, staging), module.parents[2], env, log, progress)
+        if stopped is not None or code == pytest.ExitCode.INTERRUPTED:
+            progress.show(final=True)
+            print(f"virtio-compat check: interrupted; no reports written (those in {reports} are as they were)",
+                  file=sys.stderr)
+            return 128 + (stopped or signal.SIGINT)
+        progress.show(final=True)
+        if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+            raise UsageError("no matrix cell matches the --releases/--devices/--transports/--machines given")
+        if code == pytest.ExitCode.USAGE_ERROR:
+            raise UsageError(f"pytest: {_usage_line(log)}")
+        matrix = staging / "compat-matrix.json"
+        if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not matrix.exists():
+            shutil.copyfile(log, reports / "pytest.log")
+            print(f"virtio-compat check: pytest stopped with exit code {code} before the reports were written; "
+                  f"its output: {reports / 'pytest.log'}", file=sys.stderr)
+            return 1
+        entries: list[dict[str, Any]] = json.loads(matrix.read_text())
+        for name in REPORT_FILES:  # each file replaced whole (rename)
+            if (staging / name).exists():
+                os.replace(staging / name, reports / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summarize(entries, code, progress, reports, args)
+
+
+def summarize(entries: list[dict[str, Any]], code: int, progress: Progress, reports: Path,
+              args: argparse.Namespace) -> int:
+    counts = {"pass": 0, "expected": 0, "fail": 0}
+    for e in entries:
+        counts[e["outcome"]] = counts.get(e["outcome"], 0) + 1
+    cells = len({(e["src"], e["dst"], e["transport"], e["device"]) for e in entries})
+    print(f"virtio-compat check: {cells} cells, {len(entries)} results (cell x rule) in "
+          f"{time.monotonic() - progress.started:.0f} s, profile {args.profile}, -n {args.n}")
+    print(f"  {counts['pass']} pass, {counts['expected']} expected incompatibilities, {counts['fail']} fail")
+    for e in entries:
+        if e["outcome"] == "fail":
+            first, *rest = (e.get("failure") or "").splitlines() or [""]
+            replay = next((ln.strip() for ln in rest if ln.strip().startswith("replay:")), "")
+            print(f"  FAIL {e['device']} {e['transport']} {e['src']} -> {e['dst']} {first}"
+                  + (f"\n       {replay}" if replay else ""))
+    outside = progress.failed - cells_failed(entries)
+    if code == pytest.ExitCode.TESTS_FAILED and outside > 0:
+        print(f"  {outside} cells failed outside the rules (an error in the harness): see {reports / 'pytest.log'}")
+    print(f"reports: {', '.join(str(reports / n) for n in REPORT_FILES[:4])}")
+    print(f"pytest output: {reports / 'pytest.log'}")
+    return 1 if counts["fail"] or code != pytest.ExitCode.OK else 0
+
+
+def cells_failed(entries: list[dict[str, Any]]) -> int:
+    return len({(e["src"], e["dst"], e["transport"], e["device"]) for e in entries if e["outcome"] == "fail"})
