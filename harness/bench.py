@@ -86,8 +86,12 @@ def qemu_figures(seconds: float) -> tuple[list[dict[str, Any]], str | None]:
         return [], str(e)
     f = bench(seconds, QEMU_WORKERS)
     load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    # CPU per example (QEMU processes and Python) bounds the rate on idle cores, whatever the load now
+    cpu = f["cpu_ms_per_qemu_example"]
     note = (f"{f['qemu_examples']:.0f} examples, {f['disagreements']:.0f} disagreeing with the model; "
-            f"load average {load:.1f} on {os.cpu_count()} cores")
+            f"{cpu:.0f} ms CPU each (<= {min(cores, QEMU_WORKERS) * 1000 / cpu:.0f}/s on idle cores); "
+            f"load average {load:.1f} on {cores} cores")
     return [
         {"what": f"QEMU examples, {QEMU_WORKERS} workers", "input": "drive+save, load, verdict vs model",
          "per_second": round(f["qemu_per_second"], 1), "target": 20.0, "note": note},

@@ -21,11 +21,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pytest
+import pluggy
 
 from harness.errors import UsageError
+
+if TYPE_CHECKING:
+    import pytest
+
+hookimpl = pluggy.HookimplMarker("pytest")  # pytest.hookimpl, without importing pytest into the CLI
 
 PROGRESS_FD = "VIRTIO_COMPAT_PROGRESS_FD"
 PROFILES = ("dev", "ci", "thorough")
@@ -62,7 +67,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _emit(f"total {len(session.items)}")
 
 
-@pytest.hookimpl(optionalhook=True)
+@hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     _emit(f"total {len(ids)}")
 
@@ -250,6 +255,8 @@ def _usage_line(log: Path) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from pytest import ExitCode
+
     validate(args)
     module = matrix_module()
     reports = Path(args.reports).resolve()
@@ -261,18 +268,18 @@ def run_check(args: argparse.Namespace) -> int:
     log = staging / "pytest.log"
     try:
         code, stopped = _run(pytest_command(args, module, staging), module.parents[2], env, log, progress)
-        if stopped is not None or code == pytest.ExitCode.INTERRUPTED:
+        if stopped is not None or code == ExitCode.INTERRUPTED:
             progress.show(final=True)
             print(f"virtio-compat check: interrupted; no reports written (those in {reports} are as they were)",
                   file=sys.stderr)
             return 128 + (stopped or signal.SIGINT)
         progress.show(final=True)
-        if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        if code == ExitCode.NO_TESTS_COLLECTED:
             raise UsageError("no matrix cell matches the --releases/--devices/--transports/--machines given")
-        if code == pytest.ExitCode.USAGE_ERROR:
+        if code == ExitCode.USAGE_ERROR:
             raise UsageError(f"pytest: {_usage_line(log)}")
         matrix = staging / "compat-matrix.json"
-        if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not matrix.exists():
+        if code not in (ExitCode.OK, ExitCode.TESTS_FAILED) or not matrix.exists():
             shutil.copyfile(log, reports / "pytest.log")
             print(f"virtio-compat check: pytest stopped with exit code {code} before the reports were written; "
                   f"its output: {reports / 'pytest.log'}", file=sys.stderr)
@@ -288,6 +295,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 def summarize(entries: list[dict[str, Any]], code: int, progress: Progress, reports: Path,
               args: argparse.Namespace) -> int:
+    from pytest import ExitCode
+
     counts = {"pass": 0, "expected": 0, "fail": 0}
     for e in entries:
         counts[e["outcome"]] = counts.get(e["outcome"], 0) + 1
@@ -302,11 +311,11 @@ def summarize(entries: list[dict[str, Any]], code: int, progress: Progress, repo
             print(f"  FAIL {e['device']} {e['transport']} {e['src']} -> {e['dst']} {first}"
                   + (f"\n       {replay}" if replay else ""))
     outside = progress.failed - cells_failed(entries)
-    if code == pytest.ExitCode.TESTS_FAILED and outside > 0:
+    if code == ExitCode.TESTS_FAILED and outside > 0:
         print(f"  {outside} cells failed outside the rules (an error in the harness): see {reports / 'pytest.log'}")
     print(f"reports: {', '.join(str(reports / n) for n in REPORT_FILES[:4])}")
     print(f"pytest output: {reports / 'pytest.log'}")
-    return 1 if counts["fail"] or code != pytest.ExitCode.OK else 0
+    return 1 if counts["fail"] or code != ExitCode.OK else 0
 
 
 def cells_failed(entries: list[dict[str, Any]]) -> int:

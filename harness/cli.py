@@ -96,6 +96,18 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from harness.replay import run_cli
+
+    return run_cli(args.file)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.check import run_check
+
+    return run_check(args)
+
+
 def cmd_qemu(args: argparse.Namespace) -> int:
     from harness.qemu.crosscheck import run
 
@@ -149,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default="reports/fuzz", metavar="DIR",
                    help="where to save crashing inputs (default reports/fuzz/)")
     f.set_defaults(func=cmd_fuzz)
+    r = sub.add_parser("replay", help="re-run the case of a failure file and show why it fails")
+    r.add_argument("file", metavar="FILE", help="a failure file, reports/failures/<rule>-<hash>.json")
+    r.set_defaults(func=cmd_replay)
+    from harness.check import PROFILES, workers
+
+    k = sub.add_parser("check", help="run the compatibility matrix (the tests of `pytest -n auto`) with progress")
+    k.add_argument("--releases", help="comma-separated releases, e.g. 2.6,7.2 (default: all)")
+    k.add_argument("--devices", help="comma-separated devices, e.g. virtio-net,virtio-blk (default: all)")
+    k.add_argument("--transports", help="comma-separated transports: pci,mmio,ccw (default: all)")
+    k.add_argument("--machines", help="comma-separated machine types or families, e.g. pc-q35 (default: all)")
+    k.add_argument("--profile", choices=PROFILES, default="ci", help="Hypothesis profile (default ci)")
+    k.add_argument("-n", type=workers, default="auto", metavar="N|auto", help="pytest-xdist workers (default auto)")
+    k.add_argument("--reports", default="reports", metavar="DIR", help="where the reports go (default reports/)")
+    k.set_defaults(func=cmd_check)
     q = sub.add_parser("qemu", help="run the rules against two real QEMU binaries, the model predicting both")
     q.add_argument("--src-binary", required=True, metavar="A", help="the source QEMU (a path or a name on PATH)")
     q.add_argument("--dst-binary", required=True, metavar="B", help="the destination QEMU")
@@ -166,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            raise UsageError("a command is needed: decode, bench (see `virtio-compat --help`)")
+            raise UsageError("a command is needed: decode, verdict, check, replay, bench, fuzz, qemu "
+                             "(see `virtio-compat --help`)")
         code: int = args.func(args)
         return code
     except HarnessError as e:

@@ -27,6 +27,7 @@ from models.state import (
     ENDIAN_LITTLE,
     NO_VECTOR,
     CcwState,
+    Crashed,
     DeviceState,
     MmioState,
     PciState,
@@ -34,7 +35,7 @@ from models.state import (
     Trace,
 )
 
-ACCEPTED, ACCEPTED_BROKEN, REJECTED = "accepted", "accepted-broken", "rejected"
+ACCEPTED, ACCEPTED_BROKEN, REJECTED, CRASHED = "accepted", "accepted-broken", "rejected", "crashed"
 MASK64 = (1 << 64) - 1
 
 
@@ -239,6 +240,9 @@ def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = Non
     idstr = idstr or f"{r.config.device}"
     try:
         state, broken_lines = _load(r, data, rings, trace, idstr, footer)
+    except Crashed as e:
+        trace.steps.append(f"crashed: {e}")
+        return LoadResult(CRASHED, str(e), (str(e),), None, trace)
     except Rejected as e:
         lines = e.lines + ([] if e.err == 0 else _generic_lines(r, idstr, instance_id, e.err))
         trace.steps.append("rejected: " + (lines[0] if lines else ""))

@@ -114,6 +114,7 @@ class BlkRequest:
     head: int
     out_sg: tuple[tuple[int, int], ...]  # (guest address, length), device-readable
     in_sg: tuple[tuple[int, int], ...]  # device-writable
+    counts: tuple[int, int] | None = None  # (out_num, in_num) as sent, when they differ from the lists
 
 
 @dataclass(frozen=True)
@@ -136,3 +137,7 @@ class Trace:
 
     steps: list[str] = field(default_factory=list)
     early_reads: list[str] = field(default_factory=list)
+
+
+class Crashed(Exception):
+    """The release aborts (an assertion) on this input instead of failing the load."""

@@ -207,11 +207,13 @@ class WorkerFigures:
     model_examples: int
     model_seconds: float
     disagreements: int
+    qemu_cpu_seconds: float  # CPU of this worker and its QEMUs during the QEMU phase
 
 
 def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int) -> WorkerFigures:
     """One worker with its own QEMUs: QEMU examples (drive+save, load, verdict against the model) from
     `start_at` (wall clock) for `seconds`, then model examples (save+load of the states QEMU gave) for as long."""
+    import resource
     import shutil
     import time
 
@@ -223,12 +225,16 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
     rng = random.Random(seed)
     run_example(-1, rng, src, src, machine, "virtio-blk", resave=False)  # warm-up: imports, page cache
     time.sleep(max(start_at - time.time(), 0))
+    def cpu() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
     examples: list[Example] = []
-    begin = time.time()
+    begin, cpu_begin = time.time(), cpu()
     while time.time() < begin + seconds:
         kind = DEVICE_KINDS[len(examples) % len(DEVICE_KINDS)]
         examples.append(run_example(len(examples), rng, src, src, machine, kind, resave=False))
-    qemu_seconds = time.time() - begin
+    qemu_seconds, qemu_cpu = time.time() - begin, cpu() - cpu_begin
     if not live_processes():
         shutil.rmtree(scratch_root(), ignore_errors=True)  # a pool worker ends without atexit hooks
     # The same kind of state in the model: each source state saved and loaded by the model of its release.
@@ -249,7 +255,7 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
             raise AssertionError("model verdict changed between the QEMU and the model phase")
         n += 1
     return WorkerFigures(len(examples), qemu_seconds, n, time.time() - begin,
-                         sum(bool(e.disagreements) for e in examples))
+                         sum(bool(e.disagreements) for e in examples), qemu_cpu)
 
 
 def bench(seconds: float, workers: int = 2, binary: str | None = None, lead: float = 4.0) -> dict[str, float]:
@@ -269,4 +275,6 @@ def bench(seconds: float, workers: int = 2, binary: str | None = None, lead: flo
     model = sum(f.model_examples / f.model_seconds for f in figures)
     return {"qemu_per_second": qemu, "model_per_second": model, "ratio": model / qemu if qemu else 0.0,
             "qemu_examples": sum(f.qemu_examples for f in figures),
+            "cpu_ms_per_qemu_example": 1000 * sum(f.qemu_cpu_seconds for f in figures)
+            / max(sum(f.qemu_examples for f in figures), 1),
             "disagreements": sum(f.disagreements for f in figures), "workers": workers}

@@ -8,7 +8,7 @@ from models import features as F
 from models.config import RealizeContext
 from models.props import UNSPECIFIED
 from models.releases import Version
-from models.state import BlkRequest, BlkState
+from models.state import BlkRequest, BlkState, Crashed
 
 VIRTIO_BLK_CFG_SIZE = 36  # offsetof(struct virtio_blk_config, max_discard_sectors)
 
@@ -67,8 +67,9 @@ def reset_state(realized: Any) -> BlkState:
 
 def _element(r: BlkRequest) -> dict[str, Any]:
     # the arrays hold 1024 entries on the wire; the layout writes the unused ones as zeros
+    out_num, in_num = r.counts or (len(r.out_sg), len(r.in_sg))
     return {
-        "index": r.head, "out_num": len(r.out_sg), "in_num": len(r.in_sg), "padding": 0,
+        "index": r.head, "out_num": out_num, "in_num": in_num, "padding": 0,
         "in_addr": [a for a, _ in r.in_sg], "out_addr": [a for a, _ in r.out_sg],
         "in_sg": [(0, n) for _, n in r.in_sg], "out_sg": [(0, n) for _, n in r.out_sg],
     }
@@ -85,13 +86,20 @@ def from_wire(value: Any) -> BlkState:
     for r in value.requests:
         e = r.elem
         out_n, in_n = min(e.out_num, 1024), min(e.in_num, 1024)
+        counts = None if (out_n, in_n) == (e.out_num, e.in_num) else (e.out_num, e.in_num)
         reqs.append(BlkRequest(r.vq_index or 0, e.index, tuple((e.out_addr[i], e.out_sg[i][1]) for i in range(out_n)),
-                               tuple((e.in_addr[i], e.in_sg[i][1]) for i in range(in_n))))
+                               tuple((e.in_addr[i], e.in_sg[i][1]) for i in range(in_n)), counts))
     return BlkState(tuple(reqs))
 
 
 def load_device(dev: BlkState, realized: Any, features_lo: int, lines: list[str]) -> BlkState | None:
     for r in dev.requests:
+        out_num, in_num = r.counts or (len(r.out_sg), len(r.in_sg))
+        if in_num > 1024 or out_num > 1024:
+            # qemu_get_virtqueue_element asserts the counts fit its arrays (CVE-2013-4535/4536 class):
+            # QEMU aborts instead of failing the load
+            which = "in" if in_num > 1024 else "out"
+            raise Crashed(f"assertion failed: ARRAY_SIZE(data.{which}_addr) >= data.{which}_num")
         if r.queue >= realized.num_queues:
             lines.append(f"Invalid virtqueue index in request list: {r.queue:#x}")
             return None

@@ -176,3 +176,35 @@ def test_blk_request_vq_index() -> None:
     bad = replace(s, device=BlkState((BlkRequest(5, 0, ((0x1000, 16),), ((0x2000, 1),)),)))
     res = load(r, save(r, bad), [(0, 0)] * 2)
     assert (res.outcome, res.error) == (REJECTED, "Invalid virtqueue index in request list: 0x5")
+
+
+def test_mac_table_larger_than_ours_is_skipped_and_emptied() -> None:
+    """CVE-2013-4148/4149: in_use 65 (> MAC_TABLE_ENTRIES): the bytes are consumed, the table emptied."""
+    r = _r("7.2", "pc-i440fx-7.2")
+    s = _driven(r)
+    s = replace(s, device=replace(s.device, mac_table=bytes(range(6)) * 65))
+    res = load(r, save(r, s), [(0, 0)] * 3)
+    assert res.outcome == ACCEPTED and res.state is not None
+    assert res.state.device.in_use == 0 and res.state.device.mac == s.device.mac  # the stream stayed aligned
+
+
+def test_curr_queue_pairs_above_max_rejected() -> None:
+    """CVE-2013-4150: curr_queue_pairs must not exceed the destination's max_queue_pairs."""
+    r = realize(Config(V("7.2"), MachineType.parse("pc-i440fx-7.2"), "virtio-net", "pci", 1, 128,
+                       {"romfile": "", "mq": True}, NetBackend("tap", queues=2)))
+    s = _driven(r)
+    s = replace(s, device=replace(s.device, curr_queue_pairs=3, tx_waiting=(0, 0, 0)))
+    res = load(r, save(r, s), [(0, 0)] * 5)
+    assert (res.outcome, res.error) == (REJECTED, "virtio-net: curr_queue_pairs 3 > max_queue_pairs 2")
+
+
+def test_element_counts_beyond_the_arrays_abort_qemu() -> None:
+    """CVE-2013-4535 class: an in-flight element with in_num > 1024 trips an assertion in 7.2."""
+    from models.model import CRASHED
+    from models.state import BlkRequest, BlkState
+
+    r = realize(Config(V("7.2"), MachineType.parse("pc-i440fx-7.2"), "virtio-blk", "pci", 1, 128, {}))
+    s = _driven(r)
+    bad = replace(s, device=BlkState((BlkRequest(0, 0, ((0x1000, 16),), ((0x2000, 1),), counts=(1, 2000)),)))
+    res = load(r, save(r, bad), [(0, 0)])
+    assert (res.outcome, res.error) == (CRASHED, "assertion failed: ARRAY_SIZE(data.in_addr) >= data.in_num")
