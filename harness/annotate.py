@@ -170,7 +170,7 @@ def format_value(v: Any, limit: int = 4) -> str:
         return ""
     if isinstance(v, (bytes, bytearray)):
         if not any(v):
-            return f"{len(v)} zero byte{"s" * (len(v) != 1)}" if v else "empty"
+            return ("1 zero byte" if len(v) == 1 else f"{len(v)} zero bytes") if v else "empty"
         if len(v) <= SHOW_BYTES:
             text = bytes(v).decode("latin-1")
             return repr(text) if text.isprintable() and text.isascii() else bytes(v).hex()

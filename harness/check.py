@@ -191,7 +191,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def pytest_command(args: argparse.Namespace, module: Path, staging: Path) -> list[str]:
+def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[str]:
     cmd = [sys.executable, "-m", "pytest", str(module), "-n", args.n, "-p", "no:cacheprovider",
            "-p", "harness.check", f"--junitxml={staging / 'junit.xml'}", f"--reports={staging}", "-q"]
     for name in ("releases", "devices", "transports", "machines"):
@@ -267,7 +267,7 @@ def run_check(args: argparse.Namespace) -> int:
     progress = Progress(tty=sys.stderr.isatty())
     log = staging / "pytest.log"
     try:
-        code, stopped = _run(pytest_command(args, module, staging), module.parents[2], env, log, progress)
+        code, stopped = _run(command_line(args, module, staging), module.parents[2], env, log, progress)
         if stopped is not None or code == ExitCode.INTERRUPTED:
             progress.show(final=True)
             print(f"virtio-compat check: interrupted; no reports written (those in {reports} are as they were)",
