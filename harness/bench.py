@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ def run_bench(args: argparse.Namespace) -> int:
             lambda: decode_payload(payload, net.transport, net.device), args.seconds), 5000.0),
         ("decode whole stream", f"{len(data)} B", rate(lambda: decode_stream(data), args.seconds), 200.0),
     ]
+    rows += model_figures(args.seconds)
     qemu, skipped = qemu_figures(max(args.seconds, QEMU_SECONDS))
     if args.json:
         out: list[dict[str, Any]] = [{"what": w, "input": i, "per_second": round(r, 1), "target": t}
@@ -55,6 +57,7 @@ def run_bench(args: argparse.Namespace) -> int:
         for what, inp, r, target in rows:
             verdict = "ok" if r >= target else "BELOW TARGET"
             print(f"  {what:<28} {inp:>10}  {r:>9.0f}/s  (target >= {target:.0f}/s: {verdict})")
+        print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores while measuring)")
         if skipped:
             print(f"  real QEMU backend: skipped ({skipped})")
         for row in qemu:
@@ -100,3 +103,63 @@ def qemu_figures(seconds: float) -> tuple[list[dict[str, Any]], str | None]:
         {"what": "model/QEMU ratio", "input": "same run", "per_second": round(f["ratio"], 1), "target": None,
          "unit": "x"},
     ], None
+
+
+# -- the models: save+load of one device state, and Hypothesis examples end to end ---------------------------
+
+MODEL_MACHINES = ("pc-i440fx-2.6", "pc-i440fx-7.2")
+E2E_CHUNK = 200  # examples per Hypothesis run; runs repeat until the time is up
+
+
+def driven_state(config: Any) -> Any:
+    """A deterministic reachable virtio-net state with the driver up and two queues set up (the minimal one)."""
+    from hypothesis import HealthCheck, find, settings
+
+    from models.config import realize
+    from strategies.driver import device_states
+
+    def driven(s: Any) -> bool:
+        return bool(s.status & 4) and sum(q.desc != 0 for q in s.queues) >= 2
+
+    return find(device_states(realize(config)), driven, settings=settings(
+        database=None, derandomize=True, max_examples=2000, suppress_health_check=list(HealthCheck)))
+
+
+def save_load(machine: str, seconds: float) -> tuple[str, str, float, float]:
+    """save + load of one virtio-net state, QEMU 7.2 on `machine`."""
+    from models.config import Config, realize
+    from models.model import load, save
+    from models.releases import MachineType, Version
+
+    config = Config(Version(7, 2), MachineType.parse(machine), "virtio-net", "pci", props={"romfile": ""})
+    r, state = realize(config), driven_state(config)
+    rings = [(q.avail_idx, q.used_idx) for q in state.queues]
+    per_second = rate(lambda: load(r, save(r, state), rings), seconds)
+    return f"model save+load {len(save(r, state))} B", machine[3:], per_second, 2000.0
+
+
+def model_figures(seconds: float) -> list[tuple[str, str, float, float]]:
+    """(what, input, per second, target) of the model figures of DESIGN.md."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    from harness.matrix import Cell, run_cell
+    from models.releases import Version
+
+    rows = [save_load(machine, seconds) for machine in MODEL_MACHINES]
+    # the cell function the matrix tests run, without shrinking or a database: generate, save, load, all rules
+    previous = settings.default
+    settings.register_profile("bench-e2e", max_examples=E2E_CHUNK, deadline=None, database=None,
+                              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    settings.load_profile("bench-e2e")
+    try:
+        cell = Cell(Version(2, 6), Version(7, 2), "pci", "virtio-net")
+        run_cell(cell, ["pc-i440fx-2.6"])  # warm-up
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            n += run_cell(cell, ["pc-i440fx-2.6"]).examples
+        e2e = n / (time.perf_counter() - start)
+    finally:
+        settings.register_profile("bench-previous", previous)
+        settings.load_profile("bench-previous")
+    rows.append(("examples end to end (net pci)", "2.6->7.2", e2e, 500.0))
+    return rows

@@ -111,13 +111,16 @@ def workers(text: str) -> str:
 def validate(args: argparse.Namespace) -> None:
     """Check the narrowing options against the models, so that a typo is one line, not an empty run."""
     from harness.matrix import DEVICES, TRANSPORTS
-    from models.releases import FAMILIES, MachineType, release_of
+    from models.releases import ALL_VERSIONS, FAMILIES, RELEASES, MachineType, Version
 
     for r in _csv(args.releases):
         try:
-            release_of(r)
+            v = Version.parse(r)
         except ValueError as e:
             raise UsageError(f"--releases: {e}") from None
+        # any QEMU release in the modelled span (one between modelled releases follows the older one's rules)
+        if v not in ALL_VERSIONS or not RELEASES[0] <= v <= RELEASES[-1]:
+            raise UsageError(f"--releases: {v} is not a QEMU release from {RELEASES[0]} to {RELEASES[-1]}")
     for name, value, known in (("devices", args.devices, DEVICES), ("transports", args.transports, TRANSPORTS)):
         for x in _csv(value):
             if x not in known:
@@ -138,10 +141,12 @@ class Progress:
     total: int | None = None
     done: int = 0
     failed: int = 0
+    skipped: int = 0
     started: float = field(default_factory=time.monotonic)
     shown: float = 0.0
     tty: bool = False
     buffer: str = ""
+    last: tuple[int, int] | None = None  # (done, failed) last shown
 
     def feed(self, text: str) -> None:
         self.buffer += text
@@ -153,11 +158,17 @@ class Progress:
             elif kind == "done":
                 self.done += 1
                 self.failed += value == "failed"
+                self.skipped += value == "skipped"
 
     def line(self) -> str:
-        total = "?" if self.total is None else str(self.total)
-        return (f"virtio-compat check: {self.done}/{total} cells, {self.failed} failed, "
-                f"{time.monotonic() - self.started:.0f} s")
+        elapsed = f"{time.monotonic() - self.started:.0f} s"
+        if self.total is None:
+            return f"virtio-compat check: starting pytest and collecting the cells, {elapsed}"
+        return f"virtio-compat check: {self.done}/{self.total} cells, {self.failed} failed, {elapsed}"
+
+    def clear(self) -> None:
+        if self.tty and self.shown:
+            sys.stderr.write("\r" + " " * 60 + "\r")
 
     def show(self, final: bool = False) -> None:
         """At most once a second on a terminal (one line, rewritten), every 10 s otherwise."""
@@ -167,8 +178,9 @@ class Progress:
         self.shown = now
         if self.tty:
             sys.stderr.write("\r" + self.line().ljust(60) + ("\n" if final else ""))
-        elif final or self.done:
+        elif self.done and self.last != (self.done, self.failed):
             sys.stderr.write(self.line() + "\n")
+        self.last = (self.done, self.failed)
         sys.stderr.flush()
 
 
@@ -261,6 +273,7 @@ def run_check(args: argparse.Namespace) -> int:
     module = matrix_module()
     reports = Path(args.reports).resolve()
     staging = reports / STAGING
+    created = not reports.exists()
     shutil.rmtree(staging, ignore_errors=True)  # what an earlier, killed check left
     staging.mkdir(parents=True)
     env = {**os.environ, "HYPOTHESIS_PROFILE": args.profile, "VIRTIO_COMPAT_REPORTS": str(reports)}
@@ -268,17 +281,20 @@ def run_check(args: argparse.Namespace) -> int:
     log = staging / "pytest.log"
     try:
         code, stopped = _run(command_line(args, module, staging), module.parents[2], env, log, progress)
+        progress.clear()  # the final line, or an error, replaces it
         if stopped is not None or code == ExitCode.INTERRUPTED:
             progress.show(final=True)
             print(f"virtio-compat check: interrupted; no reports written (those in {reports} are as they were)",
                   file=sys.stderr)
             return 128 + (stopped or signal.SIGINT)
-        progress.show(final=True)
-        if code == ExitCode.NO_TESTS_COLLECTED:
+        matrix = staging / "compat-matrix.json"
+        # no cell: pytest collects nothing, or one item skipped for an empty parameter set
+        if code == ExitCode.NO_TESTS_COLLECTED or (
+                code == ExitCode.OK and not matrix.exists() and progress.done == progress.skipped):
             raise UsageError("no matrix cell matches the --releases/--devices/--transports/--machines given")
         if code == ExitCode.USAGE_ERROR:
             raise UsageError(f"pytest: {_usage_line(log)}")
-        matrix = staging / "compat-matrix.json"
+        progress.show(final=True)
         if code not in (ExitCode.OK, ExitCode.TESTS_FAILED) or not matrix.exists():
             shutil.copyfile(log, reports / "pytest.log")
             print(f"virtio-compat check: pytest stopped with exit code {code} before the reports were written; "
@@ -290,6 +306,8 @@ def run_check(args: argparse.Namespace) -> int:
                 os.replace(staging / name, reports / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(reports.iterdir()):
+            reports.rmdir()
     return summarize(entries, code, progress, reports, args)
 
 

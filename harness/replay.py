@@ -123,6 +123,10 @@ def report(case: Case, out: Outcome) -> tuple[int, str]:
         text.append(f"saved stream: {len(saved)} bytes (the model now saves {len(run.data)} bytes, first difference "
                     f"at offset {_first_difference(run.data, saved):#x}; the load below is of the new bytes)")
     text += [annotated_stream(case), ""]
+    rings = [f"queue {i}: avail idx {q.avail_idx:#x}, used idx {q.used_idx:#x}"
+             for i, q in enumerate(case.state.queues) if q.desc]
+    if rings:  # not in the stream: guest RAM, which the ring checks read
+        text += ["guest RAM ring indices (read by the ring checks):"] + [f"  {r}" for r in rings] + [""]
     res = run.result
     text.append(f"load by the destination (QEMU {case.dst.release}): {res.outcome}"
                 + (f": {res.error}" if res.error else ""))

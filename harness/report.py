@@ -93,8 +93,8 @@ def write_reports(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     entries = sorted(entries, key=lambda e: (e["device"], e["transport"], _version_key(e["src"]),
                                              _version_key(e["dst"]), e["rule"]))
     paths = []
-    for name, text in (("compat-matrix.json", json.dumps(entries, indent=1)), ("compat-matrix.md", to_markdown(entries)),
-                       ("compat-matrix.html", to_html(entries))):
+    for name, text in (("compat-matrix.json", json.dumps(entries, indent=1)),
+                       ("compat-matrix.md", to_markdown(entries)), ("compat-matrix.html", to_html(entries))):
         path = folder / name
         tmp = folder / f".{name}.tmp"
         folder.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,9 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> li
     lines = []
     blocks = set(s.memory.blocks) if s.memory else set()
     for p in s.devices:
+        if p.value is None:
+            raise UsageError(f"cannot infer a destination for {p.section}: its payload does not decode "
+                             f"({p.error}); give the destination with --dest")
         props: dict[str, Any] = {}
         v = p.value
         netdev = NetBackend()
@@ -117,8 +120,9 @@ def _device_verdict(s: Stream, p: VirtioPayload, config: Config) -> dict[str, An
                 "at the destination"}
     try:
         r = realize(config)
-        source_state = state_from_wire(r, p.value)
-        rings = guest_rings(s.memory, s.machine, source_state) if s.memory else None
+        rings = None
+        if p.value is not None and s.memory is not None:
+            rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value))
         data = p.encode()
         res = load(r, data, rings, p.section, p.instance_id, s.footers)
     except PciConfigError as e:

@@ -96,6 +96,7 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
     ports = {opts.get("id"): opts for head, opts in devices if head == "pcie-root-port"}
     out = []
     counters: dict[str, int] = {}
+    nics_without_mac = 0
     for head, opts in devices:
         if head not in _DEVICE_TYPES:
             continue
@@ -105,6 +106,10 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
         for key in ("mac", "romfile"):  # not migrated themselves, but they shape config bytes and BARs
             if key in opts:
                 props[key] = opts[key]
+        if device == "virtio-net" and "mac" not in opts:
+            # qemu_macaddr_default_if_unset: each NIC without a MAC takes the next 52:54:00:12:34:56+n
+            props["mac"] = f"52:54:00:12:34:{0x56 + nics_without_mac:02x}"
+            nics_without_mac += 1
         express = opts.get("bus") in ports
         if express and "disable-legacy" in opts:
             props["disable-legacy"] = opts["disable-legacy"]

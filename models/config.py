@@ -126,6 +126,9 @@ def realize(config: Config) -> Realized:
     else:  # ccw offers virtio 1.0 (revision 1+), and legacy
         modern = legacy = True
     ctx = RealizeContext(config, props, modern, legacy)
+    if config.device == "virtio-blk" and transport == "pci" and modern and ctx.on("scsi"):
+        # virtio_blk_get_features refuses SCSI passthrough with virtio 1.0 (hw_compat_2_4 scsi=true)
+        raise SchemaError("Please set scsi=off for virtio-blk devices in order to use virtio 1.0")
     hf = dev.host_features(ctx)
     hf |= _common_features(ctx)
     if modern:
@@ -138,6 +141,8 @@ def realize(config: Config) -> Realized:
     if transport == "pci":
         v = props.get("vectors", 0)
         vectors = dev.default_vectors(ctx, len(sizes)) if v == UNSPECIFIED else int(v)
+        if vectors > 2048:  # msix_init refuses more than PCI_MSIX_FLAGS_QSIZE + 1: the device goes without
+            vectors = 0
     mig = migration_values(release, config.machine)
     return Realized(config, MappingProxyType(props), hf, tuple(sizes), dev.config_len(ctx, hf), vectors, modern,
                     legacy, express, TARGET_BIG_ENDIAN.get(transport, False), mig["send-section-footer"],

@@ -16,7 +16,7 @@ from typing import Any
 
 import construct as c
 
-from harness.wire.primitives import _DECODE_ERRORS, field_path
+from harness.wire.primitives import _DECODE_ERRORS, UnknownSubsection, field_path
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
 from models import core
 from models import features as F
@@ -156,7 +156,7 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
     queues = []
     for i, q in enumerate(v.queues):
         align = q.get("align") or 4096
-        if vqs is not None:
+        if vqs is not None and i < len(vqs.vqs):
             avail, used = vqs.vqs[i]
         elif q.desc:
             avail = q.desc + 16 * q.num
@@ -282,6 +282,11 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             return value
         try:
             value = (sc or subcons[name])._parsereport(stream, ctx, f"(parsing) -> {path or name}")
+        except UnknownSubsection as e:
+            # vmstate_subsection_load: the exact lookup fails, -ENOENT (10.2 also names it)
+            parent = e.name.split("/")[0]
+            raise _fail([f"VM subsection '{e.name}' in '{parent}' does not exist"] if release >= Version(10, 2)
+                        else [], errno.ENOENT) from None
         except _DECODE_ERRORS as e:
             where = field_path(getattr(e, "path", "") or "", "virtio")
             # QEMU reads on past its section: what it meets there decides the message; say what we know
@@ -343,6 +348,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     _check_unknown(dev, v.device, release, r.config.device)
     # step 10: core subsections
     read("subsections")
+    _check_versions(v, release)
     known = {s.name for s in core.known_core_subsections(release)}
     for sub in v.subsections:
         if sub.name not in known:
@@ -374,7 +380,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     for i, q in enumerate(loaded_queues[:num]):
         if not q.desc:
             continue
-        if F.has(features, F.VERSION_1):
+        if F.has(features, F.VERSION_1) or (i >= r.num_queues and tr != "mmio"):
+            # virtio_queue_update_rings does nothing for a queue the device never added (align 0)
             avail, used = q.avail, q.used
         else:  # virtio_queue_update_rings: the legacy layout from desc
             avail = q.desc + 16 * q.num
@@ -430,6 +437,10 @@ def _local_config_space(config: Any) -> Any:
 
 
 def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
+    version = t.pci.version_id
+    if not 0 <= version <= 2:  # VMSTATE_INT32_POSITIVE_LE against the local PCIDevice version
+        raise _fail([f"Invalid value {version} expecting positive value <= 2", "Failed to load PCIDevice:version_id"],
+                    errno.EINVAL)
     for irq in t.pci.irq_state:
         if irq not in (0, 1):
             raise _fail([f"irq state {irq}: must be 0 or 1.", "Failed to load PCIDevice:irq_state"], errno.EINVAL)
@@ -448,6 +459,31 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
         if t.config_vector != NO_VECTOR and t.config_vector >= t.msix_vectors:
             raise _fail([], errno.EINVAL)
     trace.steps.append("PCI config checked against the local read-only bits")
+
+
+# vmsd version ranges (version_id, minimum_version_id) of the subsections, by name: all are 1/1 but
+# virtio-net-device/rss, version 2 from 10.1 (7b6e7e49905d)
+def _subsection_versions(name: str, release: Version) -> tuple[int, int]:
+    if name == "virtio-net-device/rss" and release >= Version(10, 1):
+        return 2, 1
+    return 1, 1
+
+
+def _check_versions(v: Any, release: Version) -> None:
+    """vmstate_load_state: an incoming version above the local one, or below its minimum, fails."""
+    def walk(subs: Any) -> None:
+        for sub in subs or []:
+            local, minimum = _subsection_versions(sub.name, release)
+            if sub.version_id > local:
+                raise _fail([f"{sub.name}: incoming version_id {sub.version_id} is too new for local version_id "
+                             f"{local}"], errno.EINVAL)
+            if sub.version_id < minimum:
+                raise _fail([f"{sub.name}: incoming version_id {sub.version_id} is too old for local minimum "
+                             f"version_id  {minimum}"], errno.EINVAL)  # sic: QEMU prints two spaces
+            walk(getattr(sub.body, "subsections", None))
+
+    walk(getattr(v.device, "subsections", None))
+    walk(v.subsections)
 
 
 def _check_unknown(dev: Any, value: Any, release: Version, device: str) -> None:

@@ -110,6 +110,7 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-blk-device", "queue-size", 128, V("2.12"), V("5.0")),
     Prop("virtio-blk-device", "queue-size", 256, V("5.0"), source="hw_compat_4_2"),
     Prop("virtio-blk-device", "config-wce", True),
+    Prop("virtio-blk-device", "scsi", False, V("2.5"), source="hw_compat_2_4 scsi=true"),
     Prop("virtio-blk-device", "discard", True, V("4.0"), source="hw_compat_3_1"),
     Prop("virtio-blk-device", "write-zeroes", True, V("4.0"), source="hw_compat_3_1"),
     Prop("virtio-blk-device", "seg-max-adjust", True, V("5.0")),

@@ -126,6 +126,7 @@ COMPAT: tuple[Compat, ...] = (
     Compat(V("2.3"), "migration", "send-section-footer", False, V("2.4"), source="hw_compat_2_3"),
     Compat(V("2.4"), "virtio-pci", "migrate-extra", False, V("2.5"), until=V("10.1"), source="hw_compat_2_4"),
     Compat(V("2.4"), "virtio-pci", "x-disable-pcie", True, V("2.5"), source="hw_compat_2_4"),
+    Compat(V("2.4"), "virtio-blk-device", "scsi", True, V("2.5"), source="hw_compat_2_4"),
     Compat(V("2.6"), "virtio-pci", "disable-modern", True, V("2.7"), source="hw_compat_2_6"),
     Compat(V("2.6"), "virtio-pci", "disable-legacy", "off", V("2.7"), source="hw_compat_2_6"),
     Compat(V("2.6"), "virtio-mmio", "format_transport_address", False, V("2.7"), source="hw_compat_2_6"),

@@ -10,8 +10,13 @@ loaded state and re-saved bytes (R12).
 
 from __future__ import annotations
 
+import multiprocessing
 import random
+import resource
+import shutil
+import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +25,13 @@ from harness.errors import UsageError
 from harness.qemu import oracle
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
-from harness.qemu.process import find_qemu
+from harness.qemu.process import find_qemu, live_processes, scratch_root
 from harness.wire.stream import Stream, decode_stream
 from models.cmdline import parse
 from models.config import Realized, realize
 from models.model import guest_rings, state_from_wire
+from models.model import load as model_load
+from models.model import save as model_save
 from models.releases import MachineType, Version, machine_types
 
 SLOT = 3
@@ -210,31 +217,26 @@ class WorkerFigures:
     qemu_cpu_seconds: float  # CPU of this worker and its QEMUs during the QEMU phase
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended (its QEMUs)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int) -> WorkerFigures:
     """One worker with its own QEMUs: QEMU examples (drive+save, load, verdict against the model) from
     `start_at` (wall clock) for `seconds`, then model examples (save+load of the states QEMU gave) for as long."""
-    import resource
-    import shutil
-    import time
-
-    from harness.qemu.process import live_processes, scratch_root
-    from models.model import load, save
-
     src = side(binary or "qemu-system-x86_64")
     machine = default_machine(src, src)
     rng = random.Random(seed)
     run_example(-1, rng, src, src, machine, "virtio-blk", resave=False)  # warm-up: imports, page cache
     time.sleep(max(start_at - time.time(), 0))
-    def cpu() -> float:
-        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
     examples: list[Example] = []
-    begin, cpu_begin = time.time(), cpu()
+    begin, cpu_begin = time.time(), _cpu_seconds()
     while time.time() < begin + seconds:
         kind = DEVICE_KINDS[len(examples) % len(DEVICE_KINDS)]
         examples.append(run_example(len(examples), rng, src, src, machine, kind, resave=False))
-    qemu_seconds, qemu_cpu = time.time() - begin, cpu() - cpu_begin
+    qemu_seconds, qemu_cpu = time.time() - begin, _cpu_seconds() - cpu_begin
     if not live_processes():
         shutil.rmtree(scratch_root(), ignore_errors=True)  # a pool worker ends without atexit hooks
     # The same kind of state in the model: each source state saved and loaded by the model of its release.
@@ -251,7 +253,7 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
     n, begin = 0, time.time()
     while cases and time.time() < begin + seconds:
         r, state, rings, outcome = cases[n % len(cases)]
-        if load(r, save(r, state), rings).outcome != outcome:
+        if model_load(r, model_save(r, state), rings).outcome != outcome:
             raise AssertionError("model verdict changed between the QEMU and the model phase")
         n += 1
     return WorkerFigures(len(examples), qemu_seconds, n, time.time() - begin,
@@ -261,10 +263,6 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
 def bench(seconds: float, workers: int = 2, binary: str | None = None, lead: float = 4.0) -> dict[str, float]:
     """QEMU-backed and model-backed examples per second with `workers` processes, and their ratio.
     `lead`: seconds for the workers to spawn and warm up before the clock starts (a late one measures alone)."""
-    import multiprocessing
-    import time
-    from concurrent.futures import ProcessPoolExecutor
-
     find_qemu(binary)
     start_at = time.time() + lead
     ctx = multiprocessing.get_context("spawn")  # no QEMU state of this process leaks into the workers

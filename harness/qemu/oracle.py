@@ -170,7 +170,7 @@ def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) ->
     reported as the model's error (compare() then names it)."""
     out = ModelVerdict(release, None)
     try:
-        s = data if isinstance(data, Stream) else decode_stream(data)
+        s = data if isinstance(data, Stream) else decode_stream(data, strict=False)
     except StreamError as exc:
         out.error = f"(model) the stream cannot be decoded: {exc}"
         return out
@@ -228,8 +228,13 @@ def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[s
         if line is None or line.config.device != p.device:
             continue
         r = realize(line.config)
-        rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
-        out[p.section] = ModelLoad(p, line, r, load(r, p.encode(), rings, p.section, p.instance_id, s.footers))
+        try:
+            rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
+            result = load(r, p.encode(), rings, p.section, p.instance_id, s.footers)
+        except Exception as exc:  # the model crashed: compare_state() reports "no loaded state"
+            text = f"(model) load() raised {type(exc).__name__}: {exc}"
+            result = LoadResult(REJECTED, text, (text,), None)
+        out[p.section] = ModelLoad(p, line, r, result)
     return out
 
 

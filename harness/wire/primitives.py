@@ -161,6 +161,14 @@ class FlatArray(c.Construct):  # type: ignore[misc]
 # --- vmstate subsections ---------------------------------------------------------------------------
 
 
+class UnknownSubsection(c.ExplicitError):  # type: ignore[misc]
+    """A subsection name with the parent's prefix that the layout does not know (QEMU: -ENOENT)."""
+
+    def __init__(self, name: str, path: str) -> None:
+        super().__init__(f"unknown subsection {name!r} (not in this tool's layouts)", path=path)
+        self.name = name
+
+
 class Subsections(c.Construct):  # type: ignore[misc]
     """The subsection list after a vmsd's fields (vmstate_subsection_save / _load).
 
@@ -194,8 +202,7 @@ class Subsections(c.Construct):  # type: ignore[misc]
                 stream.seek(start)
                 return out
             if name not in self.known:
-                raise c.ExplicitError(f"unknown subsection {name!r} (not in this tool's layouts)",
-                                      path=f"{path} -> {name}")
+                raise UnknownSubsection(name, f"{path} -> {name}")
             version_id = c.Int32ub._parsereport(stream, context, f"{path} -> {name} -> version_id")
             body = self.body(name, version_id)._parsereport(stream, context, f"{path} -> {name}")
             out.append(Container(name=name, version_id=version_id, body=body))

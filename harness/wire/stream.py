@@ -94,9 +94,13 @@ class VirtioPayload:
     transport: str  # "pci", "mmio", "ccw"
     offset: int  # of the payload in the file
     size: int
-    value: Any  # construct Container of harness.wire.virtio.payload_layout
+    value: Any  # construct Container of harness.wire.virtio.payload_layout; None if it did not decode
+    raw: bytes | None = None  # the payload's bytes, kept only when it did not decode (tolerant walks)
+    error: StreamError | None = None  # why it did not decode
 
     def encode(self) -> bytes:
+        if self.value is None:
+            return self.raw or b""
         return bytes(payload_layout(self.transport, self.device).build(self.value))
 
 
@@ -294,8 +298,10 @@ class _Reader:
         return b
 
 
-def decode_stream(data: bytes) -> Stream:
-    """Decode a whole migration stream. Raises StreamError (offset, field path) on bad input."""
+def decode_stream(data: bytes, strict: bool = True) -> Stream:
+    """Decode a whole migration stream. Raises StreamError (offset, field path) on bad input; with
+    strict=False a virtio payload that does not decode but that the JSON description sizes is kept
+    as bytes (VirtioPayload.error says why) and the walk goes on."""
     r = _Reader(data)
     header = r.parse(FileHeader, "header")
     if header.magic != QEMU_VM_FILE_MAGIC:
@@ -388,7 +394,7 @@ def decode_stream(data: bytes) -> Stream:
         path = sec.idstr or f"section {sec.section_id}"
 
         if kind == QEMU_VM_SECTION_FULL:
-            _full_section(r, s, sec, descs, path, end_of_sections)
+            _full_section(r, s, sec, descs, path, end_of_sections, strict)
         else:
             if kind == QEMU_VM_SECTION_START:
                 iterables[sec.section_id] = sec.idstr
@@ -411,7 +417,7 @@ def decode_stream(data: bytes) -> Stream:
 
 
 def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, int], list[dict[str, Any]]],
-                  path: str, limit: int) -> None:
+                  path: str, limit: int, strict: bool = True) -> None:
     known = device_of(sec.idstr)
     queue = descs.get((sec.idstr, sec.instance_id))
     desc = queue.pop(0) if queue else None
@@ -445,9 +451,18 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
     sec.prefix = r.take(before, path)
     off = r.pos
     # without a description the layout alone decides where the payload ends
-    value, vsize = _parse_payload(r.data, off, vsize, transport, device, f"{path} > virtio")
+    raw = error = None
+    try:
+        value, vsize = _parse_payload(r.data, off, vsize, transport, device, f"{path} > virtio")
+    except StreamError as e:
+        if strict or vsize is None:
+            raise
+        # the description still sizes it: keep its bytes (a destination's verdict can be given on them)
+        value, raw, error = None, r.data[off : off + vsize], e
+        s.notes.append(f"{sec.idstr}: the virtio payload does not decode: {e}")
     r.io.seek(off + vsize)
-    payload = VirtioPayload(sec.idstr, sec.instance_id, sec.version_id, device, transport, off, vsize, value)
+    payload = VirtioPayload(sec.idstr, sec.instance_id, sec.version_id, device, transport, off, vsize, value,
+                            raw, error)
     sec.body = payload
     sec.suffix = r.take(after, path)
     s.devices.append(payload)

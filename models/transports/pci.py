@@ -49,7 +49,6 @@ Release notes (what is 7.2 behaviour here and changed elsewhere):
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 

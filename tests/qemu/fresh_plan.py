@@ -90,7 +90,7 @@ def plan(key: str) -> tuple[Machine, list[DeviceConfig], list[DriveSpec]]:
     return m, devices, drive
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fresh_stream(key: str, binary: str) -> tuple[bytes, dict[str, Any]]:
     """(stream, truth) of one machine type, made once per process. Callers must not change the truth."""
     m, devices, drive = plan(key)

@@ -303,24 +303,7 @@ MUTATIONS = (
 
 # Disagreements of the model with QEMU 7.2 today (not fixed here: models/ and harness/wire are not this
 # test's to change). Each is the exact list compare*() reports, stream offsets written as N.
-KNOWN: dict[str, list[str]] = {
-    "num_queues-1025": [
-        "first error line: model '(model) verdict() raised IndexError: list index out of range', "
-        "QEMU 'Invalid number of virtqueues: 0x401'"],
-    "num_queues-beyond-device": [
-        f"{BLK}: save(load(...)) differs from QEMU's save: byte 496 (model 49738 B, QEMU 49738 B); "
-        "subsections[1].body.vqs[1]: model (3213312, 3215360), QEMU (0, 0)"],
-    "pci-version-3": [
-        "outcome: model accepted, QEMU rejected",
-        "first error line: model None, QEMU 'Invalid value 3 expecting positive value <= 2'"],
-    "unknown-core-subsection": [
-        "first error line: model \"(model) the stream cannot be decoded: unknown subsection 'virtio/stardom' (not "
-        "in this tool's layouts) (at byte N, in 0000:00:04.0/virtio-blk > virtio > "
-        "subsections.virtio/stardom)\", QEMU 'Failed to load virtio-blk:virtio'"],
-    "subsection-version-too-new": [
-        "outcome: model accepted, QEMU rejected",
-        "first error line: model None, QEMU 'virtio/started: incoming version_id 2 is too new for local version_id 1'"],
-}
+KNOWN: dict[str, list[str]] = {}
 
 CASES = [pytest.param(machine, m, id=f"{machine}-{m.name}") for m in MUTATIONS for machine in m.machines]
 
