@@ -288,6 +288,13 @@ def load_stream(
                     qemu.qmp("x-query-virtio-queue-status", path=path, queue=i)
                     for i in range(status[path].get("num-vqs", 0))
                 ]
+    return read_verdict(qemu, loaded, status, queues)
+
+
+def read_verdict(qemu: QemuProcess, loaded: bool, status: dict[str, dict[str, Any]],
+                 queues: dict[str, list[dict[str, Any]]]) -> Verdict:
+    """QEMU's verdict on a load: exit code and stderr, plus the broken flags after a completed load
+    (a bad guest index only marks the device broken)."""
     lines = tuple(qemu.stderr.splitlines())
     errors = _error_lines(lines, qemu.prefix)
     rc = qemu.returncode

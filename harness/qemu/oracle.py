@@ -24,13 +24,12 @@ from typing import Any
 from harness.errors import QemuError, StreamError
 from harness.failures import FAILURES, write_atomic
 from harness.qemu.backend import (
-    _VQ_INCONSISTENT,
     Channel,
     QemuConfig,
     Verdict,
-    _error_lines,
     _load_from_file,
     _save_to_file,
+    read_verdict,
 )
 from harness.qemu.process import QemuProcess, find_qemu
 from harness.verdict import Verdict as ModelVerdict
@@ -102,7 +101,7 @@ def load_and_save(
                 out = qemu.scratch / "resaved.bin"
                 _save_to_file(qemu, out, channel)
                 resaved = out.read_bytes()
-    return QemuResult(_verdict(qemu, loaded, status, queues), resaved)
+    return QemuResult(read_verdict(qemu, loaded, status, queues), resaved)
 
 
 def destination(config: QemuConfig | Sequence[str], binary: str | None = None, *, launch: bool = False) -> QemuProcess:
@@ -114,25 +113,6 @@ def destination(config: QemuConfig | Sequence[str], binary: str | None = None, *
     if launch:
         qemu.start()
     return qemu
-
-
-def _verdict(
-    qemu: QemuProcess, loaded: bool, status: dict[str, dict[str, Any]], queues: dict[str, list[dict[str, Any]]]
-) -> Verdict:
-    """The same reading as backend.load_stream: exit code, stderr, broken flags."""
-    lines = tuple(qemu.stderr.splitlines())
-    errors = _error_lines(lines, qemu.prefix)
-    rc = qemu.returncode
-    if loaded:
-        broken = [line for line in errors if _VQ_INCONSISTENT.match(line)]
-        broken_paths = [path for path, st in status.items() if st.get("broken")]
-        if broken or broken_paths:
-            error = (broken or errors or [f"{broken_paths[0]} is marked broken"])[0]
-            return Verdict("accepted-broken", error, lines, rc, status, queues)
-        return Verdict("accepted", None, lines, rc, status, queues)
-    if rc is not None and rc < 0 and not qemu.killed:
-        return Verdict("crashed", errors[0] if errors else f"QEMU died of signal {-rc}", lines, rc)
-    return Verdict("rejected", errors[0] if errors else f"QEMU exited with code {rc}", lines, rc)
 
 
 def qemu_version(binary: str | None = None) -> Version:
