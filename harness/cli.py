@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, StreamError, UsageError
 
 EXIT_OK, EXIT_RULE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -44,14 +44,20 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     data = read_stream_file(args.stream)
     try:
-        summary = stream_summary(decode_stream(data))
+        # a payload that does not decode is reported, and the rest of the stream still shown
+        stream = decode_stream(data, strict=False)
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
+    summary = stream_summary(stream)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print(format_text(summary))
+    bad = [p for p in stream.devices if p.error is not None]
+    if bad:
+        sys.stdout.flush()
+        raise StreamError(f"{args.stream}: {bad[0].error}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
     return EXIT_OK
 
 

@@ -152,11 +152,17 @@ def device_summary(p: VirtioPayload) -> dict[str, Any]:
     return out
 
 
+def _undecoded(p: VirtioPayload) -> dict[str, Any]:
+    """A device whose payload this tool cannot decode: where it is, and why."""
+    return {"section": p.section, "instance_id": p.instance_id, "version_id": p.version_id, "device": p.device,
+            "transport": p.transport, "offset": p.offset, "size": p.size, "error": str(p.error)}
+
+
 def stream_summary(s: Stream) -> dict[str, Any]:
     return {
         "machine": s.machine,
         "machine_source": s.machine_source,
-        "devices": [device_summary(p) for p in s.devices],
+        "devices": [device_summary(p) if p.value is not None else _undecoded(p) for p in s.devices],
         "stream": {
             "version": s.version,
             "configuration_section": s.configuration is not None,
@@ -187,6 +193,10 @@ def format_text(summary: dict[str, Any]) -> str:
         lines.append("no virtio devices in this stream")
     for d in summary["devices"]:
         lines.append("")
+        if "error" in d:
+            lines.append(f"{d['section']}  {d['device']} on {d['transport']}: payload of {d['size']} bytes at offset "
+                         f"{d['offset']} not understood: {d['error']}")
+            continue
         lines.append(f"{d['section']}  {d['device']} on {d['transport']}, instance {d['instance_id']}, "
                      f"version {d['version_id']}; payload {d['size']} bytes at offset {d['offset']}")
         lines.append(f"  status {_status_text(d['status'])}  isr {d['isr']}  queue_sel {d['queue_sel']}")

@@ -116,3 +116,18 @@ def test_unknown_option_and_no_command() -> None:
     assert_one_line_error(run("decode", "--frobnicate", str(SAMPLE)), "unrecognized arguments")
     assert_one_line_error(run(), "a command is needed")
     assert_one_line_error(run("frob"), "invalid choice")
+
+
+def test_stream_from_a_newer_qemu_shows_what_is_understood(tmp_path: Path) -> None:
+    """A subsection this tool does not know (as a newer QEMU would send): the device is reported as not
+    understood, the other devices are decoded, exit 2 with one line that names the subsection."""
+    data = SAMPLE.read_bytes().replace(b"\x05\x0evirtio/started", b"\x05\x0evirtio/stardom")
+    f = tmp_path / "newer.bin"
+    f.write_bytes(data)
+    p = run("decode", "--json", str(f))
+    assert_one_line_error(p, "unknown subsection 'virtio/stardom'", "0000:00:03.0/virtio-net > virtio")
+    out = json.loads(p.stdout)
+    net, blk = out["devices"]
+    assert "virtio/stardom" in net["error"] and "status" not in net
+    assert blk["device"] == "virtio-blk" and blk["queues"][0]["num"] == 256
+    assert any("does not decode" in n for n in out["stream"]["not_understood"])
