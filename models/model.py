@@ -24,7 +24,6 @@ from models.config import Realized
 from models.devices import DEVICES
 from models.releases import Version
 from models.state import (
-    ENDIAN_LITTLE,
     NO_VECTOR,
     CcwState,
     Crashed,
