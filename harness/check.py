@@ -210,6 +210,8 @@ def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[
         value = ",".join(_csv(getattr(args, name)))
         if value:
             cmd.append(f"--{name}={value}")
+    # --schema (models/schema.py): pytest loads the same modules in every process; cli.cmd_check validated them
+    cmd += [f"--schema={Path(p).resolve()}" for p in getattr(args, "schema", None) or []]
     return cmd
 
 
@@ -326,8 +328,9 @@ def summarize(entries: list[dict[str, Any]], code: int, progress: Progress, repo
         if e["outcome"] == "fail":
             first, *rest = (e.get("failure") or "").splitlines() or [""]
             replay = next((ln.strip() for ln in rest if ln.strip().startswith("replay:")), "")
+            state = next((ln.strip() for ln in rest if ln.strip().startswith("state:")), "")  # the minimized state
             print(f"  FAIL {e['device']} {e['transport']} {e['src']} -> {e['dst']} {first}"
-                  + (f"\n       {replay}" if replay else ""))
+                  + (f"\n       {state}" if state else "") + (f"\n       {replay}" if replay else ""))
     outside = progress.failed - cells_failed(entries)
     if code == ExitCode.TESTS_FAILED and outside > 0:
         print(f"  {outside} cells failed outside the rules (an error in the harness): see {reports / 'pytest.log'}")

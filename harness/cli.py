@@ -111,7 +111,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.check import run_check
 
+    load_schemas(args.schema)  # first: a mistake is one line and exit 2, and --releases may name its releases
     return run_check(args)
+
+
+def load_schemas(paths: Sequence[str] | None) -> list[str]:
+    """--schema MODULE (repeatable): apply schema modules (models/schema.py); their paths, resolved."""
+    from models.schema import load_schema
+
+    return [str(load_schema(p).path) for p in paths or []]
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from harness.diff import run_cli
+
+    return run_cli(args)
 
 
 def cmd_qemu(args: argparse.Namespace) -> int:
@@ -180,7 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--profile", choices=PROFILES, default="ci", help="Hypothesis profile (default ci)")
     k.add_argument("-n", type=workers, default="auto", metavar="N|auto", help="pytest-xdist workers (default auto)")
     k.add_argument("--reports", default="reports", metavar="DIR", help="where the reports go (default reports/)")
+    k.add_argument("--schema", action="append", metavar="MODULE",
+                   help="run the matrix with a schema module's changes (models/schema.py); repeatable")
     k.set_defaults(func=cmd_check)
+    df = sub.add_parser("diff", help="the static differences between the virtio formats of two releases, "
+                        "each with its migration verdict")
+    df.add_argument("a", metavar="A", help="a release, e.g. 10.2")
+    df.add_argument("b", metavar="B", help="a release, or a schema module (then the newest release it declares)")
+    df.add_argument("--device", help="one device: virtio-net, virtio-blk, virtio-balloon or virtio-rng (default all)")
+    df.add_argument("--schema", action="append", metavar="MODULE", help="a schema module to apply first; repeatable")
+    df.add_argument("--profile", choices=PROFILES, default="ci",
+                    help="Hypothesis profile of the matrix cells diff runs for arbitrary Python (default ci)")
+    df.add_argument("--json", action="store_true", help="print one JSON object")
+    df.set_defaults(func=cmd_diff)
     q = sub.add_parser("qemu", help="run the rules against two real QEMU binaries, the model predicting both")
     q.add_argument("--src-binary", required=True, metavar="A", help="the source QEMU (a path or a name on PATH)")
     q.add_argument("--dst-binary", required=True, metavar="B", help="the destination QEMU")
@@ -198,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            raise UsageError("a command is needed: decode, verdict, check, replay, bench, fuzz, qemu "
+            raise UsageError("a command is needed: decode, verdict, check, diff, replay, bench, fuzz, qemu "
                              "(see `virtio-compat --help`)")
         code: int = args.func(args)
         return code

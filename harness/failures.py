@@ -10,9 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.matrix import Cell, Outcome
 from harness.rules import Violation
-from models.config import Config
+from models.config import Config, realize
+from models.schema import loaded_paths
 from models.serialize import to_json
 from models.state import DeviceState
 
@@ -27,28 +29,62 @@ def failure_record(cell: Cell | None, src: Config, dst: Config, state: DeviceSta
         "src_config": to_json(src), "dst_config": to_json(dst), "state": to_json(state),
         "stream": out.run.data.hex(), "outcome": out.run.result.outcome, "error_lines": list(out.run.result.lines),
         "trace": list(out.run.result.trace.steps), "early_reads": list(out.run.result.trace.early_reads),
-        "seed": os.environ.get("PYTEST_XDIST_TESTRUNUID") or None,
+        "seed": hypothesis_seed(),
+        "schema": loaded_paths(),  # the schema modules the case needs (`replay` loads them again)
+        "minimized_state": state_summary(src, state),
     }
+
+
+def hypothesis_seed() -> str | None:
+    """What makes Hypothesis draw this run's examples again: a derandomized profile needs nothing (its seed
+    follows from the test), else the seed given with --hypothesis-seed. Never a per-run id: the same case must
+    give the same file on every run and any number of workers."""
+    from hypothesis import core, settings
+
+    if settings().derandomize:
+        return "derandomized"
+    forced = getattr(core, "global_force_seed", None)
+    return None if forced is None else str(forced)
+
+
+class WriteError(HarnessError):
+    """A report or failure file that could not be written (a full disk, a file-size limit, no permission)."""
 
 
 def write_atomic(folder: Path, stem: str, payload: dict[str, Any]) -> Path:
     """Write `payload` as `folder/stem.json` via a temporary file and a rename: the file is either
     complete or absent. An existing file with the same name holds the same case and is kept."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}.json"
     if path.exists():
         return path
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
+    text = json.dumps(payload, indent=1, sort_keys=True)  # a payload that does not serialize leaves no file
+    return write_files_atomic([(path, text)])[0]
+
+
+def write_files_atomic(files: list[tuple[Path, str]]) -> list[Path]:
+    """Write each (path, text) through a temporary file beside it, then rename them all: a reader sees the
+    old files or the new ones, never a part of one, and if any cannot be written none is replaced. No
+    temporary file is left behind, whatever happens (a full disk, a signal); an OSError becomes one line."""
+    temps: list[str] = []
+    current = files[0][0] if files else Path()
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        for current, text in files:
+            current.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=".tmp")
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o644)  # not mkstemp's 0600: reports are read by others (CI, a web server)
+                f.write(text.encode())
+                f.flush()
+                os.fsync(f.fileno())
+        for (current, _), tmp in zip(files, temps, strict=True):
+            os.replace(tmp, current)
+    except OSError as e:
+        raise WriteError(f"cannot write {current}: {e.strerror or e}") from None
+    finally:
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)  # the renamed ones are gone already
+    return [path for path, _ in files]
 
 
 def write_failure(cell: Cell | None, src: Config, dst: Config, state: DeviceState, out: Outcome,
@@ -58,3 +94,27 @@ def write_failure(cell: Cell | None, src: Config, dst: Config, state: DeviceStat
                                      sort_keys=True).encode()).hexdigest()[:10]
     record["replay"] = f"virtio-compat replay {(folder or FAILURES) / f'{v.rule}-{digest}.json'}"
     return write_atomic(folder or FAILURES, f"{v.rule}-{digest}", record)
+
+
+def state_summary(src: Config, state: DeviceState, limit: int = 300) -> str:
+    """The (minimized) state in one line: what differs from the source's state after realize and reset."""
+    import dataclasses
+
+    from models.model import reset_state
+
+    reset = reset_state(realize(src))
+    out = []
+    for f in dataclasses.fields(state):
+        a, b = getattr(state, f.name), getattr(reset, f.name)
+        if f.name == "extra":
+            out += [f"{k}={v}" for k, v in a if dict(b).get(k) != v]
+        elif dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b) and type(a) is type(b):
+            out += [f"{f.name}.{g.name}={getattr(a, g.name)!r}" for g in dataclasses.fields(a)
+                    if getattr(a, g.name) != getattr(b, g.name) and not isinstance(getattr(a, g.name), bytes)]
+        elif a != b and not isinstance(a, bytes) and f.name != "queues":
+            out.append(f"{f.name}={hex(a) if isinstance(a, int) and not isinstance(a, bool) else a!r}")
+    queues = [i for i, (q, r) in enumerate(zip(state.queues, reset.queues, strict=False)) if q != r]
+    if queues:
+        out.append(f"queues {queues} set up")
+    text = ", ".join(out) or "the reset state"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -822,6 +822,18 @@ def _chain(e: BaseException) -> Iterator[BaseException]:
 _DIGITS = re.compile(r"\d+")
 
 
+def _malformed(e: StreamError, size: int, whole_stream: bool) -> str:
+    """What is wrong with a StreamError's offset and path ('' when nothing is)."""
+    offset = e.offset
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= size:
+        return f"offset {offset!r} not within the {size}-byte input"
+    if not isinstance(e.path, str) or not e.path:
+        return "empty field path"
+    if whole_stream and offset < 8 and not e.path.startswith("header"):
+        return f"offset {offset} is in the file header, not in {e.path}"  # an offset lost on the way
+    return ""
+
+
 class Checker:
     """Runs inputs through the decoder under a time limit (SIGALRM) and tracemalloc; use as a context manager."""
 
@@ -859,22 +871,26 @@ class Checker:
             self._armed = False
             raise _Hang()
 
-    def _run(self, m: Mutant) -> None:
+    def _run(self, m: Mutant, kept: list[StreamError]) -> None:
         if m.payload is None:
-            # what `virtio-compat decode`, the reproduction, does with a stream that decodes
-            format_text(stream_summary(decode_stream(m.data)))
+            # what `virtio-compat decode`, the reproduction, does: a payload that does not decode is kept with its
+            # StreamError (the one a strict decode_stream raises) and the walk goes on; then the summary
+            s = decode_stream(m.data, strict=False)
+            kept += [p.error for p in s.devices if p.error is not None]
+            format_text(stream_summary(s))
         else:
             decode_payload(m.data, m.transport, m.device)
 
-    def _timed(self, m: Mutant, limit: float) -> tuple[BaseException | None, float]:
-        """Decode once under a SIGALRM timer: (the exception, or None; seconds)."""
+    def _timed(self, m: Mutant, limit: float, kept: list[StreamError]) -> tuple[BaseException | None, float]:
+        """Decode once under a SIGALRM timer: (the exception, or None; seconds); payload errors a tolerant walk
+        kept go to `kept`."""
         start = time.perf_counter()
         try:
             self._armed = True
             if self._alarm:
                 signal.setitimer(signal.ITIMER_REAL, limit)
             try:
-                self._run(m)
+                self._run(m, kept)
             finally:
                 self._armed = False
                 if self._alarm:
@@ -891,11 +907,11 @@ class Checker:
         if self._outer_tracing:
             base = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
-            error, _ = self._timed(m, limit)
+            error, _ = self._timed(m, limit, [])
             return error, tracemalloc.get_traced_memory()[1] - base, 0
         tracemalloc.start()  # traces only what this decode allocates: a small table, and the peak is the decode's
         try:
-            error, _ = self._timed(m, limit)
+            error, _ = self._timed(m, limit, [])
             for e in _chain(error) if error is not None else ():
                 e.__traceback__ = None  # its frames hold the decode's objects
             current, peak = tracemalloc.get_traced_memory()
@@ -911,7 +927,8 @@ class Checker:
         payload input, to embed it in a stream)."""
         size = len(m.data)
         limit = self.time_limit + size * self.per_byte
-        error, seconds = self._timed(m, limit)
+        kept: list[StreamError] = []
+        error, seconds = self._timed(m, limit, kept)
         peak = 0
 
         def finding(kind: str, summary: str, signature: str) -> Finding:
@@ -925,20 +942,17 @@ class Checker:
             where = _where(error.__traceback__)
             text = f"{type(error).__name__}: {str(error)[:200]}"
             return finding("crash", f"{text} at {where}", f"crash {type(error).__name__} {where}")
-        if isinstance(error, StreamError):
-            bad = []
-            if not isinstance(error.offset, int) or isinstance(error.offset, bool) or not 0 <= error.offset <= size:
-                bad.append(f"offset {error.offset!r} not within the {size}-byte input")
-            if not isinstance(error.path, str) or not error.path:
-                bad.append("empty field path")
+        for e in ([error] if isinstance(error, StreamError) else []) + kept:
+            bad = _malformed(e, size, m.payload is None)
             if bad:
-                return finding("bad-error", f"StreamError {error}: {'; '.join(bad)}",
-                               f"bad-error {_DIGITS.sub('N', error.message)[:80]} {'; '.join(bad)[:12]}")
-            memory_error = next((e for e in _chain(error) if isinstance(e, MemoryError)), None)
+                return finding("bad-error", f"StreamError {e}: {bad}",
+                               f"bad-error {_DIGITS.sub('N', e.message)[:80]} {bad[:12]}")
+            memory_error = next((x for x in _chain(e) if isinstance(x, MemoryError)), None)
             if memory_error is not None:
                 where = _where(memory_error.__traceback__)
-                return finding("memory", f"an allocation failed (MemoryError) in {where}, reported as: {error}",
+                return finding("memory", f"an allocation failed (MemoryError) in {where}, reported as: {e}",
                                f"memory MemoryError {where}")
+        del kept
         # tracemalloc makes allocation-heavy code 10-20x slower, so time is judged above, untraced; the traced run
         # gets a limit of its own only so that it cannot hang the fuzzer
         traced_error, peak, retained = self._traced(m, limit * TRACED_SLOWDOWN)

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from harness.rules import Run, Violation, check_all
 from models import features as F
+from models import releases as releases_mod
 from models.config import Config, realize
-from models.releases import RELEASES, Version, machine_types
+from models.releases import Version, machine_types
 from models.state import DeviceState
 
 DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
@@ -33,9 +34,10 @@ class Cell:
         return "same" if self.src == self.dst else "forward" if self.src < self.dst else "backward"
 
 
-def release_pairs(releases: tuple[Version, ...] = RELEASES) -> list[tuple[Version, Version]]:
+def release_pairs(releases: tuple[Version, ...] | None = None) -> list[tuple[Version, Version]]:
     """Each release with itself, with its neighbours both ways, and with 7.2 (the live oracle) and
     the newest release both ways."""
+    releases = releases or releases_mod.RELEASES  # read at call time: schema modules add releases
     pairs: set[tuple[Version, Version]] = set()
     anchors = [r for r in (Version(7, 2), releases[-1]) if r in releases]
     for i, r in enumerate(releases):
@@ -47,7 +49,7 @@ def release_pairs(releases: tuple[Version, ...] = RELEASES) -> list[tuple[Versio
     return sorted(pairs)
 
 
-def cells(releases: tuple[Version, ...] = RELEASES, devices: tuple[str, ...] = DEVICES,
+def cells(releases: tuple[Version, ...] | None = None, devices: tuple[str, ...] = DEVICES,
           transports: tuple[str, ...] = TRANSPORTS, machines: list[str] | None = None) -> list[Cell]:
     out = []
     for src, dst in release_pairs(releases):

@@ -55,6 +55,7 @@ def read_case(path: str) -> Case:
     if missing:
         hint = f"; it says how to replay it: {record['replay']}" if isinstance(record.get("replay"), str) else ""
         raise UsageError(f"{path}: not a matrix failure file (no {', '.join(missing)}){hint}")
+    load_schemas(record.get("schema"), path)
     try:
         src, dst, state = (from_json(record[k]) for k in ("src_config", "dst_config", "state"))
         stream = bytes.fromhex(record["stream"])
@@ -65,6 +66,18 @@ def read_case(path: str) -> Case:
     if not (isinstance(src, Config) and isinstance(dst, Config) and isinstance(state, DeviceState)):
         raise UsageError(f"{path}: cannot rebuild the case: src_config, dst_config or state has the wrong type")
     return Case(p, record, src, dst, state, stream)
+
+
+def load_schemas(paths: Any, path: str) -> None:
+    """The schema modules (models/schema.py) the case was found with, before its configuration is rebuilt."""
+    from harness.errors import SchemaError
+    from models.schema import load_schema
+
+    for module in paths or []:
+        try:
+            load_schema(module)
+        except SchemaError as e:
+            raise UsageError(f"{path}: needs the schema module {module}: {e}") from None
 
 
 def save_params(src: Config, state: DeviceState) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness.failures import write_atomic
+from harness.failures import write_atomic, write_files_atomic
 
 MARK = {"pass": "ok", "expected": "expected", "fail": "FAIL", None: "-"}
 
@@ -90,18 +90,13 @@ def to_html(entries: list[dict[str, Any]]) -> str:
 
 
 def write_reports(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """The three reports, all replaced together or none (a reader never sees half of one); a file that
+    cannot be written raises WriteError with one line and leaves no temporary file."""
     entries = sorted(entries, key=lambda e: (e["device"], e["transport"], _version_key(e["src"]),
                                              _version_key(e["dst"]), e["rule"]))
-    paths = []
-    for name, text in (("compat-matrix.json", json.dumps(entries, indent=1)),
-                       ("compat-matrix.md", to_markdown(entries)), ("compat-matrix.html", to_html(entries))):
-        path = folder / name
-        tmp = folder / f".{name}.tmp"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(path)  # a reader sees the old report or the new one, never half of one
-        paths.append(path)
-    return paths
+    return write_files_atomic([(folder / "compat-matrix.json", json.dumps(entries, indent=1)),
+                               (folder / "compat-matrix.md", to_markdown(entries)),
+                               (folder / "compat-matrix.html", to_html(entries))])
 
 
 __all__ = ["write_reports", "write_atomic"]

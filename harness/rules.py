@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.wire.stream import decode_payload
-from models import core
+from models import core, schema
 from models import features as F
 from models.config import Realized
 from models.model import ACCEPTED, REJECTED, LoadResult, load, save
@@ -84,10 +84,20 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
 
 
+def _declared_diff(run: Run) -> dict[str, Any]:
+    """Fields of schema modules (models/schema.py) that the stream carried: the loaded state keeps them. One in a
+    subsection not sent is not migrated (the projection leaves it out; R5 checks that needed() decided that)."""
+    if not schema.SUBSECTIONS or run.result.state is None:
+        return {}
+    carried, loaded = schema.sent(run.decoded), dict(run.result.state.extra)
+    return {k: (v, loaded.get(k)) for k, v in carried.items() if loaded.get(k) != v}
+
+
 def r1_round_trip(run: Run) -> Violation | None:
     if run.result.outcome != ACCEPTED or run.result.state is None:
         return Violation("R1", "accepted", f"{run.result.outcome}: {run.result.error}")
     d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, run.result.state))
+    d.update(_declared_diff(run))
     return Violation("R1", "the loaded state equals the saved one", f"differs in {sorted(d)}", d) if d else None
 
 
@@ -109,6 +119,7 @@ def r34_migration(run: Run, rule: str) -> Violation | None:
         return Violation(rule, "accepted", f"{run.result.outcome}: {run.result.error}",
                          {"lines": list(run.result.lines)})
     d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, run.result.state))
+    d.update(_declared_diff(run))
     return Violation(rule, "state preserved", f"differs in {sorted(d)}", d) if d else None
 
 
@@ -116,7 +127,12 @@ def r5_subsection_presence(run: Run) -> Violation | None:
     v = run.decoded
     got = [s.name for s in v.subsections]
     want = [s.name for s in core.known_core_subsections(run.src.release) if s.is_needed(run.src, run.state)]
-    return None if got == want else Violation("R5", f"subsections {want}", f"{got}")
+    if got != want:
+        return Violation("R5", f"subsections {want}", f"{got}")
+    # device subsections that schema modules declare (the devices' own are written by their code alone)
+    got = [s.name for s in getattr(v.device, "subsections", None) or [] if schema.declared(s.name)]
+    want = [e["name"] for e in schema.device_wire(run.src, run.state)]
+    return None if got == want else Violation("R5", f"device subsections {want}", f"{got}")
 
 
 def r6_unknown_subsection(run: Run) -> Violation | None:

@@ -128,7 +128,7 @@ def _alias(name: str, release: Version) -> str:
     aliases = {"pc": "pc-i440fx", "q35": "pc-q35", "virt": "virt", "s390-ccw-virtio": "s390-ccw-virtio"}
     if name in aliases:
         family = aliases[name]
-        newest = [m for m in machine_types(release) if m.family == family]
+        newest = [m for m in machine_types(release) if m.family == family and not m.line]
         if not newest:
             raise UsageError(f"QEMU {release} has no {name} machine type")
         return newest[-1].name

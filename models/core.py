@@ -17,11 +17,16 @@ V = Version.parse
 
 @dataclass(frozen=True)
 class Rule:
-    """A condition with the release range where it holds and a text a person (or a tool) can read."""
+    """A condition with the release range where it holds and a text a person (or a tool) can read.
+    `test` may be a models.conditions.Condition, which tools can reason about, or any Python callable."""
 
     since: Version
     test: Callable[[Realized, DeviceState], bool]
-    text: str
+    text: str = ""  # default: the condition's own description
+
+    def describe(self) -> str:
+        describe = getattr(self.test, "describe", None)
+        return self.text or (describe() if callable(describe) else "")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import construct as c
 
 from harness.wire.primitives import _DECODE_ERRORS, UnknownSubsection, field_path
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
-from models import core
+from models import core, schema
 from models import features as F
 from models.config import Realized
 from models.devices import DEVICES
@@ -88,8 +88,13 @@ def _core_subsections(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
         "virtio/packed_virtqueues": lambda: {"vqs": _pad(s.packed, (0, 0, 0, 0, 0))},
         "virtio/disabled": lambda: {"disabled": int(s.disabled)},
     }
-    return [{"name": sub.name, "version_id": 1, "body": bodies[sub.name]()}
-            for sub in core.known_core_subsections(r.release) if sub.is_needed(r, s)]
+    out = []
+    for sub in core.known_core_subsections(r.release):
+        if sub.is_needed(r, s):
+            declared = schema.declared(sub.name)  # a schema module's (models/schema.py)
+            out.append(schema.wire_entry(declared, r, s) if declared is not None else
+                       {"name": sub.name, "version_id": 1, "body": bodies[sub.name]()})
+    return out
 
 
 def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
@@ -120,10 +125,14 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
         entry["vector"] = q.vector
         queues.append(entry)
     lo = s.guest_features & 0xFFFFFFFF if s.guest_features_lo_field is None else s.guest_features_lo_field
+    device = DEVICES[r.config.device].to_wire(s.device, r, s.guest_features)
+    added = schema.device_wire(r, s)  # device subsections of schema modules, after the device's own
+    if added:
+        device["subsections"] = list(device["subsections"]) + added
     return {
         "transport": transport, "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features_lo": lo,
         "config_len": len(s.config), "config": s.config, "num_queues": nq, "queues": queues,
-        "device": DEVICES[r.config.device].to_wire(s.device, r, s.guest_features),
+        "device": device,
         "subsections": _core_subsections(r, s),
     }
 
@@ -199,7 +208,7 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
         broken=flag("virtio/broken", "broken"), started=flag("virtio/started", "started"),
         disabled=flag("virtio/disabled", "disabled"), pci=pci, mmio=mmio, ccw=ccw,
         device=DEVICES[r.config.device].from_wire(v.device), packed=tuple(packed.vqs) if packed else (),
-        guest_features_lo_field=lo_field)
+        guest_features_lo_field=lo_field, extra=schema.values_from_wire(r, v))
 
 
 # --- load ----------------------------------------------------------------------------------------------
@@ -463,9 +472,15 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
 # vmsd version ranges (version_id, minimum_version_id) of the subsections, by name: all are 1/1 but
 # virtio-net-device/rss, version 2 from 10.1 (7b6e7e49905d)
 def _subsection_versions(name: str, release: Version) -> tuple[int, int]:
+    declared = schema.subsection_versions(name, release)
+    if declared is not None:
+        return declared
     if name == "virtio-net-device/rss" and release >= Version(10, 1):
         return 2, 1
     return 1, 1
+
+
+subsection_versions = _subsection_versions  # public: `diff` reads it
 
 
 def _check_versions(v: Any, release: Version) -> None:
@@ -490,7 +505,7 @@ def _check_unknown(dev: Any, value: Any, release: Version, device: str) -> None:
     subs = getattr(value, "subsections", None)
     if known_fn is None or subs is None:
         return
-    known = known_fn(release)
+    known = known_fn(release) | schema.known_device_subsections(device, release)
     for sub in subs:
         if sub.name not in known:
             raise _fail([f"VM subsection '{sub.name}' in '{device}-device' does not exist"]
@@ -547,7 +562,8 @@ def _reset_state(config: Any) -> DeviceState:
         ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], 0, migration))
     return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
                        device_endian=core.default_endian(r), pci=pci,
-                       mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r))
+                       mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r),
+                       extra=schema.reset_values(r))
 
 
 def _msix_reset_table(n: int) -> bytes:

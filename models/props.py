@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.releases import COMPAT, TYPE_PARENTS, MachineType, Version, compat_values
+from models import releases
+from models.releases import TYPE_PARENTS, MachineType, Version, compat_values
 
 V = Version.parse
 UNSPECIFIED = "unspecified"  # DEV_NVECTORS_UNSPECIFIED and num-queues "auto": realize decides
@@ -152,7 +153,7 @@ def effective_props(release: Version, machine: MachineType, device: str, transpo
     out.update({name: p.default for name, p in known.items()})
     # before a property existed, QEMU behaved as the compat entry that later keeps old machine types
     # behaving so (x-pcie-lnkctl-init, queue_reset, ...): take that value
-    for entry in COMPAT:
+    for entry in releases.COMPAT:  # read at call time: schema modules extend it
         later = [p for p in PROPS if p.name == entry.prop and p.since > release]
         if entry.prop not in known and later and any(entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
             out.setdefault(entry.prop, entry.value)

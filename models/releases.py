@@ -57,12 +57,34 @@ OLDEST_MACHINE_FROM = ((V("10.1"), V("2.6")),)
 
 
 @dataclass(frozen=True)
+class Downstream:
+    """A distribution's line of machine types (RHEL's `pc-q35-rhel9.4.0`): each one is its upstream family's
+    machine type of the version it was cut from (that version's hw_compat entries apply), plus the entries of
+    the line's own compat arrays (`Compat(..., line="rhel")`, whose `upto` counts in the line's versions)."""
+
+    family: str  # the upstream family, e.g. pc-q35
+    line: str  # e.g. rhel: the machine types are named <family>-<line><X.Y>.0
+    machines: tuple[tuple[Version, Version], ...]  # (the line's version, the upstream version it was cut from)
+    source: str = ""
+    # whether upstream hw_compat entries reach its machine types (by the version each was cut from); False: only
+    # the line's own entries do, as when a distribution copies upstream entries into its own arrays by hand
+    upstream_compat: bool = True
+
+
+DOWNSTREAM: tuple[Downstream, ...] = ()  # none in-tree; schema modules (models/schema.py) add them
+
+
+@dataclass(frozen=True)
 class MachineType:
     family: str
-    version: Version
+    version: Version  # for a downstream machine type: the upstream version it was cut from
+    line: str = ""  # a downstream line (Downstream), else ""
+    downstream: Version | None = None  # the version in that line
 
     @property
     def name(self) -> str:
+        if self.line:
+            return f"{self.family}-{self.line}{self.downstream}.0"
         return f"{self.family}-{self.version}"
 
     @property
@@ -71,6 +93,11 @@ class MachineType:
 
     @classmethod
     def parse(cls, name: str) -> MachineType:
+        for d in DOWNSTREAM:
+            m = re.fullmatch(re.escape(f"{d.family}-{d.line}") + r"(\d+)\.(\d+)\.0", name)
+            for mine, upstream in d.machines if m else ():
+                if mine == Version(int(m.group(1)), int(m.group(2))):  # type: ignore[union-attr]
+                    return cls(d.family, upstream, d.line, mine)
         for family in sorted(FAMILIES, key=len, reverse=True):
             if name.startswith(family + "-"):
                 return cls(family, Version.parse(name[len(family) + 1 :]))
@@ -89,6 +116,8 @@ def machine_types(release: Version, transport: str | None = None) -> tuple[Machi
         if transport and tr != transport:
             continue
         out += [MachineType(family, v) for v in ALL_VERSIONS if max(first, oldest) <= v <= release]
+        out += [MachineType(family, up, d.line, mine) for d in DOWNSTREAM if d.family == family
+                for mine, up in d.machines if max(first, oldest) <= up <= release]
     return tuple(out)
 
 
@@ -107,11 +136,17 @@ class Compat:
     until: Version | None = None  # first release without it
     pc_only: bool = False  # pc_compat_X_Y (hw/i386/pc.c), not hw_compat
     source: str = ""
+    line: str = ""  # an entry of a downstream line's own array: `upto` is a version of that line
 
     def applies(self, release: Version, machine: MachineType) -> bool:
         if release < self.since or (self.until is not None and release >= self.until):
             return False
         if self.pc_only and not machine.family.startswith("pc-"):
+            return False
+        if self.line:
+            return machine.line == self.line and machine.downstream is not None and machine.downstream <= self.upto
+        if machine.line and not any(d.line == machine.line and d.family == machine.family and d.upstream_compat
+                                    for d in DOWNSTREAM):
             return False
         return machine.version <= self.upto
 

@@ -74,6 +74,7 @@ class DeviceState:
     device: Any = None  # NetState, BlkState, BalloonState or None (rng)
     packed: tuple[tuple[int, int, int, int, int], ...] = ()  # virtio/packed_virtqueues (1024 entries or ())
     guest_features_lo_field: int | None = None  # the 32-bit field when it differs from guest_features (hostile)
+    extra: tuple[tuple[str, Any], ...] = ()  # fields that schema modules declare (models/schema.py): sorted pairs
 
     def with_(self, **changes: Any) -> DeviceState:
         return replace(self, **changes)

@@ -10,6 +10,7 @@ from dataclasses import replace
 from hypothesis import strategies as st
 
 from models import features as F
+from models import schema
 from models.config import Realized
 from models.model import reset_state
 from models.state import BalloonState, BlkRequest, BlkState, DeviceState, NetState, QueueState
@@ -101,5 +102,16 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     started = bool(status & 4) and bool(r.props.get("use-started", False))
     config = draw(st.binary(min_size=r.config_len, max_size=r.config_len)) if r.config_len else b""
     queue_sel = draw(st.integers(0, max(len(queues) - 1, 0)))
+    # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
+    extra = tuple(sorted((f.name, draw(declared_value(f))) for f in schema.known_fields(r)))
     return replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
-                   started=started, config=config, queue_sel=queue_sel, isr=draw(st.sampled_from([0, 1])))
+                   started=started, config=config, queue_sel=queue_sel, isr=draw(st.sampled_from([0, 1])),
+                   extra=extra)
+
+
+def declared_value(f: schema.Field) -> st.SearchStrategy[int]:
+    """Its declared values, else its reset value or any value of its type (shrinking towards the reset value)."""
+    if f.values:
+        return st.sampled_from(f.values)
+    lo, hi = f.range
+    return st.just(f.reset) | st.integers(lo, hi)

@@ -325,6 +325,11 @@ class _TrackingIO(io.BytesIO):
         self.last_read = self.tell()
         return super().read(n)
 
+    def seek(self, pos: int, whence: int = 0) -> int:
+        # parsers that read through getbuffer() (RamPages) seek to the record they fail on before raising
+        self.last_read = super().seek(pos, whence)
+        return self.last_read
+
 
 def field_path(construct_path: str, prefix: str = "") -> str:
     """`(parsing) -> queues[2] -> desc` as `prefix > queues[2].desc`."""

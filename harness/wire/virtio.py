@@ -160,6 +160,12 @@ PackedQueueState = c.Struct(
 )
 
 
+# Subsections that out-of-tree schema modules add (models/schema.py), by parent vmsd name ("virtio",
+# "virtio-net-device"): body, or function of the version_id giving it. The layouts in this file stay as QEMU wrote
+# them; models.schema fills and restores this registry and clears payload_layout's caches when it does.
+EXTRA_SUBSECTIONS: dict[str, dict[str, Any]] = {}
+
+
 def core_subsections(transport: str) -> Subsections:
     extra: dict[str, Any] = {"pci": VirtioPciExtraState, "mmio": VirtioMmioExtraState}
     known = {
@@ -177,6 +183,7 @@ def core_subsections(transport: str) -> Subsections:
     if transport in extra:
         # the extra_state field's get/put are the bus's load/save_extra_state (ccw has none)
         known["virtio/extra_state"] = extra[transport]
+    known.update(EXTRA_SUBSECTIONS.get("virtio", {}))
     return Subsections("virtio", known)
 
 
@@ -279,6 +286,19 @@ DEVICE_DATA = {
     "virtio-rng": VirtioRngDevice,
 }
 
+
+
+def device_data(device: str) -> Any:
+    """DEVICE_DATA[device], with the subsections schema modules added to its list (EXTRA_SUBSECTIONS)."""
+    base = DEVICE_DATA[device]
+    added = EXTRA_SUBSECTIONS.get(f"{device}-device")
+    if not added:
+        return base
+    subcons = [sc.name / Subsections(sc.subcon.parent, {**sc.subcon.known, **added}) if sc.name == "subsections"
+               else sc for sc in base.subcons]
+    return c.Struct(*subcons)
+
+
 # --- the whole payload --------------------------------------------------------------------------
 
 
@@ -308,7 +328,7 @@ def payload_layout(transport: str, device: str) -> Any:
         "config" / c.Bytes(this.config_len),
         "num_queues" / be32,
         "queues" / Array(this.num_queues, c.Struct(*queue_fields)),
-        "device" / DEVICE_DATA[device],
+        "device" / device_data(device),
         "subsections" / core_subsections(transport),
     )
 

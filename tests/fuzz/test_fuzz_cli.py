@@ -15,6 +15,7 @@ import pytest
 from harness import fuzz
 from harness.cli import main
 from harness.errors import StreamError
+from harness.wire.stream import Stream
 from tests.conftest import DATA
 
 SMALL = DATA / "f07-i440fx-7.2-blk-inflight-werror.bin"
@@ -26,7 +27,7 @@ def one_seed_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fuzz, "default_seed_paths", lambda: [SMALL])
 
 
-def planted_crash(data: bytes, *payload_args: str) -> Any:
+def planted_crash(data: bytes, *args: Any, **kwargs: Any) -> Any:
     raise KeyError("planted")
 
 
@@ -80,7 +81,7 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
 
 def test_a_hang_is_caught_and_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    def sleeps(data: bytes, *payload_args: str) -> Any:
+    def sleeps(data: bytes, *args: Any, **kwargs: Any) -> Any:
         time.sleep(60)
 
     plant(monkeypatch, sleeps)
@@ -96,7 +97,7 @@ def test_a_hang_is_caught_and_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.parametrize("busy", [False, True], ids=["sleep", "busy-loop"])
 def test_checker_detects_a_hang(busy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    def hangs(data: bytes) -> Any:
+    def hangs(data: bytes, **kwargs: Any) -> Any:
         if busy:
             while True:
                 pass
@@ -120,29 +121,29 @@ def _check(monkeypatch: pytest.MonkeyPatch, decoder: Any, data: bytes = b"QEVM\x
 
 
 def test_checker_detects_memory_driven_by_a_length(monkeypatch: pytest.MonkeyPatch) -> None:
-    def allocates(data: bytes) -> Any:
+    def allocates(data: bytes, **kwargs: Any) -> Any:
         held = bytearray(fuzz.memory_bound(len(data)) + (1 << 20))
-        raise StreamError(f"held {len(held)} bytes", 0, "virtio")
+        raise StreamError(f"held {len(held)} bytes", 8, "stream")
 
     found = _check(monkeypatch, allocates)
     assert found is not None and found.kind == "memory" and found.peak > fuzz.memory_bound(9)
 
 
 def test_checker_flags_a_memory_error_reported_as_a_stream_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fails(data: bytes) -> Any:
+    def fails(data: bytes, **kwargs: Any) -> Any:
         try:
             raise MemoryError
         except MemoryError:
-            raise StreamError("cannot decode", 0, "virtio") from None
+            raise StreamError("cannot decode", 8, "stream") from None
 
     found = _check(monkeypatch, fails)
     assert found is not None and found.kind == "memory" and "MemoryError" in found.summary
 
 
-@pytest.mark.parametrize("offset, path", [(None, "x"), (10, "x"), (-1, "x"), (True, "x"), (0, "")])
+@pytest.mark.parametrize("offset, path", [(None, "x"), (10, "x"), (-1, "x"), (True, "x"), (0, ""), (0, "ram > pages")])
 def test_checker_flags_a_stream_error_without_offset_or_path(offset: Any, path: str,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    def bad(data: bytes) -> Any:
+    def bad(data: bytes, **kwargs: Any) -> Any:
         raise StreamError("bad", offset, path)
 
     found = _check(monkeypatch, bad)
@@ -150,13 +151,11 @@ def test_checker_flags_a_stream_error_without_offset_or_path(offset: Any, path: 
 
 
 def test_checker_accepts_success_and_clean_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    def clean(data: bytes) -> Any:
-        raise StreamError("clean", len(data), "header")
+    def clean(data: bytes, **kwargs: Any) -> Any:
+        raise StreamError("clean", len(data), "stream")
 
     assert _check(monkeypatch, clean) is None
-    monkeypatch.setattr(fuzz, "stream_summary", lambda stream: {})
-    monkeypatch.setattr(fuzz, "format_text", lambda summary: "")
-    assert _check(monkeypatch, lambda data: None) is None
+    assert _check(monkeypatch, lambda data, **kwargs: Stream(version=3)) is None
 
 
 def test_a_clean_run_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -154,6 +154,15 @@ def test_many_short_zero_page_runs_are_linear() -> None:
     assert keeps_contract(_ram_stream(records[: 18 * 2_000])) is not None  # cut inside a record
 
 
+def test_a_bad_ram_record_is_located() -> None:
+    """RAM records are read through the buffer, not read(): the error was placed at byte 0 of the stream."""
+    good = struct.pack(">Q", 0x1000 | 0x02) + b"\x06pc.ram\x00"
+    data = _ram_stream(good + struct.pack(">Q", 0x2000 | 0x40) + b"\x00")  # XBZRLE
+    e = keeps_contract(data)
+    assert e is not None and "XBZRLE" in e.message
+    assert e.offset == data.index(good) + len(good) and e.path.startswith("ram")
+
+
 def test_rss_layout_cache_does_not_grow_with_version_ids() -> None:
     """The rss layout was cached per version_id read from the stream: a layout kept per hostile version."""
     layouts = {id(virtio_net_rss(v)) for v in range(1000)}
@@ -183,9 +192,9 @@ def test_the_checker_sees_what_a_cache_keeps(monkeypatch: pytest.MonkeyPatch) ->
     """The fuzzer's retained-memory check is what catches caches like the two above."""
     kept: list[bytes] = []
 
-    def leaks(data: bytes) -> Any:
+    def leaks(data: bytes, **kwargs: Any) -> Any:
         kept.append(bytes(2 << 20))
-        raise StreamError("leaked", 0, "virtio")
+        raise StreamError("leaked", 8, "stream")
 
     monkeypatch.setattr(fuzz, "decode_stream", leaks)
     with fuzz.Checker() as checker:

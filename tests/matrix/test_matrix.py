@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.failures import write_failure
+from harness.failures import state_summary, write_failure
 from harness.matrix import Cell, cells, run_cell
 from harness.pytest_plugin import matrix_options, record
 from models.releases import RELEASES, Version
+from models.schema import loaded_paths
 
 ALL_DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
 
@@ -32,7 +33,8 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
     if result.failure is not None:
         src, dst, state, out, v = result.failure
         path = write_failure(cell, src, dst, state, out, v)
-        message = f"{v}\n  {src.describe()}\n  replay: virtio-compat replay {path}"
+        message = (f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}\n"
+                   f"  replay: virtio-compat replay {path}")
     rules = ["R1", "R2"] if cell.direction == "same" else ["R3" if cell.direction == "forward" else "R4"]
     for rule in rules + ["R5", "R6", "R7", "R8", "R9"]:
         failed = result.failure is not None and result.failure[4].rule == rule
@@ -41,6 +43,7 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
             "rule": rule, "outcome": "fail" if failed else "expected" if rule in result.expected else "pass",
             "expected": result.expected.get(rule), "examples": result.examples,
             "machines": sorted(result.machines), "qemu": False, "failure": message if failed else None,
+            "schema": loaded_paths(),
         })
     if message:
         pytest.fail(message, pytrace=False)

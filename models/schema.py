@@ -1,0 +1,491 @@
+"""Out-of-tree schema modules: a device developer describes a format change in a Python module of their own,
+with the declarations models/ uses, and load_schema() applies it to the registries, so that the matrix,
+`check`, `diff` and `replay` all see it without an edit to this package.
+
+A schema module binds DECLARATIONS, a tuple of:
+
+    Release(V("11.0"), after=V("10.2"))              a release (its rules are those of the one it builds on)
+    Subsection("virtio-net-device/foo", V("11.0"),    a core ("virtio/...") or device subsection: its fields
+               fields=(Field("foo", "uint32"),),      (the wire layout, in vmstate's types) and needed(), in the
+               needed=StateField("foo") != 0)         vocabulary of models/conditions.py or any Python callable
+    Prop(...)                                         a device property (models/props.py)
+    Compat(...)                                       a machine type compat entry (models/releases.py)
+    Downstream("pc-q35", "rhel", ((V("9.4"), V("8.2")),))   a distribution's machine types
+    LoadCheck(...)                                    a new release range for one of models/core.py's load checks
+
+Each is declared once: Subsection alone gives the layout (harness/wire/virtio.py's EXTRA_SUBSECTIONS), the
+needed() rule (models/core.py's CORE_SUBSECTIONS, or the device's subsection list), the state (DeviceState.extra)
+and what the matrix draws for it. A mistake is a SchemaError naming the module and the line.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import re
+import sys
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import construct as c
+
+from harness.errors import SchemaError
+from harness.wire import virtio as wire
+from harness.wire.primitives import be16, be32, be64, sbe32, u8, vbool
+from models import config, core, props, releases
+from models.conditions import Condition, as_condition
+from models.config import Realized
+from models.core import LoadCheck
+from models.props import Prop
+from models.releases import Compat, Downstream, Version
+from models.state import BalloonState, BlkState, DeviceState, NetState
+
+__all__ = ["Compat", "Downstream", "Field", "LoadCheck", "Prop", "Release", "Subsection", "load_schema"]
+
+# vmstate field types (VMSTATE_UINT8 ... VMSTATE_BOOL), by QEMU's names
+TYPES: dict[str, Any] = {"uint8": u8, "uint16": be16, "uint32": be32, "uint64": be64, "int8": c.Int8sb,
+                         "int16": c.Int16sb, "int32": sbe32, "int64": c.Int64sb, "bool": vbool}
+
+
+@dataclass(frozen=True)
+class Release:
+    """A QEMU release to model: the set of declarations up to it, starting from the release it builds on."""
+
+    version: Version
+    after: Version
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str  # a key of TYPES
+    reset: int = 0  # the value after realize and reset
+    version: int = 1  # the subsection version_id that added it (VMSTATE_*_V)
+    values: tuple[int, ...] = ()  # the values a device can hold, for the matrix to draw; (): any of the type
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise SchemaError(f"field {self.name!r} has an unknown type {self.type!r} (known: {', '.join(TYPES)})")
+
+    @property
+    def range(self) -> tuple[int, int]:
+        if self.type == "bool":
+            return 0, 1
+        bits = int(self.type.removeprefix("u").removeprefix("int"))
+        return (0, (1 << bits) - 1) if self.type.startswith("u") else (-(1 << bits - 1), (1 << bits - 1) - 1)
+
+
+@dataclass(frozen=True)
+class Subsection:
+    """A vmstate subsection: of vmstate_virtio ("virtio/...") or of a device's vmsd ("virtio-net-device/...")."""
+
+    name: str
+    since: Version
+    fields: tuple[Field, ...] = ()
+    needed: Condition | Callable[[Realized, DeviceState], Any] | None = None
+    versions: tuple[tuple[Version, int], ...] = ()  # (release, the version_id it writes from there); default 1
+    minimum_version: int = 1  # minimum_version_id: an older incoming version fails the load
+    after: str = ""  # a core subsection: the one it follows in vmstate_virtio's list (default: the last)
+    source: str = ""
+
+    @property
+    def parent(self) -> str:
+        return self.name.split("/", 1)[0]
+
+    @property
+    def device(self) -> str | None:
+        """The device whose vmsd it belongs to; None for a core subsection (every device has it)."""
+        return None if self.parent == "virtio" else self.parent.removesuffix("-device")
+
+    def condition(self) -> Condition:
+        return as_condition(self.needed)
+
+    def version_in(self, release: Version) -> int:
+        return max([v for r, v in self.versions if r <= release], default=1)
+
+    def fields_in(self, version_id: int) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.version <= version_id)
+
+    def layout(self) -> Callable[[int], Any]:
+        """The body by version_id (one construct per distinct field set, whatever version a stream names)."""
+        steps = sorted({1} | {f.version for f in self.fields})
+        bodies = {v: c.Struct(*(f.name / TYPES[f.type] for f in self.fields_in(v))) for v in steps}
+
+        def body(version_id: int) -> Any:
+            return bodies[max([v for v in steps if v <= version_id], default=1)]
+
+        return body
+
+
+@dataclass(frozen=True)
+class Schema:
+    path: Path
+    declarations: tuple[Any, ...]
+
+    @property
+    def releases(self) -> tuple[Version, ...]:
+        return tuple(sorted(d.version for d in self.declarations if isinstance(d, Release)))
+
+
+# --- the registry: what the applied schema modules declared -----------------------------------------------------
+
+SUBSECTIONS: tuple[Subsection, ...] = ()
+LOADED: tuple[Schema, ...] = ()
+
+
+def loaded_paths() -> list[str]:
+    """The applied schema modules (failure files record them; `replay` loads them again)."""
+    return [str(s.path) for s in LOADED]
+
+
+def declared(name: str) -> Subsection | None:
+    return next((s for s in SUBSECTIONS if s.name == name), None)
+
+
+def known(release: Version, device: str) -> list[Subsection]:
+    """The declared subsections a release of `device` knows (core ones first, in declaration order)."""
+    return [s for s in SUBSECTIONS if s.since <= release and s.device in (None, device)]
+
+
+def known_device_subsections(device: str, release: Version) -> set[str]:
+    return {s.name for s in known(release, device) if s.device is not None}
+
+
+def subsection_versions(name: str, release: Version) -> tuple[int, int] | None:
+    """(version_id, minimum_version_id) of a declared subsection in a release, None if not declared."""
+    sub = declared(name)
+    return None if sub is None else (sub.version_in(release), sub.minimum_version)
+
+
+def known_fields(r: Realized) -> list[Field]:
+    return [f for sub in known(r.release, r.config.device) for f in sub.fields_in(sub.version_in(r.release))]
+
+
+def reset_values(r: Realized) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((f.name, f.reset) for f in known_fields(r)))
+
+
+def wire_entry(sub: Subsection, r: Realized, s: DeviceState) -> dict[str, Any]:
+    version = sub.version_in(r.release)
+    values = dict(s.extra)
+    return {"name": sub.name, "version_id": version,
+            "body": {f.name: values.get(f.name, f.reset) for f in sub.fields_in(version)}}
+
+
+def device_wire(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
+    """The declared device subsections release r sends for state s, in declaration order."""
+    return [wire_entry(sub, r, s) for sub in known(r.release, r.config.device)
+            if sub.device is not None and sub.condition()(r, s)]
+
+
+def sent(decoded: Any) -> dict[str, Any]:
+    """The declared fields a decoded payload carries, by name."""
+    out: dict[str, Any] = {}
+    for sub in list(decoded.subsections) + list(getattr(decoded.device, "subsections", None) or []):
+        decl = declared(sub.name)
+        if decl is not None:
+            out.update({f.name: sub.body[f.name] for f in decl.fields if f.name in sub.body})
+    return out
+
+
+def values_from_wire(r: Realized, decoded: Any) -> tuple[tuple[str, Any], ...]:
+    """DeviceState.extra of a decoded payload as release r loads it: what it carries, else the reset values."""
+    if not SUBSECTIONS:
+        return ()
+    return tuple(sorted({**dict(reset_values(r)), **sent(decoded)}.items()))
+
+
+# --- loading a schema module -------------------------------------------------------------------------------------
+
+
+def load_schema(path: str | Path) -> Schema:
+    """Import a schema module in isolation (its own namespace, not on sys.path) and apply its DECLARATIONS.
+    Loading the same file again returns the schema already applied."""
+    global LOADED
+    p = Path(path)
+    resolved = p.resolve()
+    for s in LOADED:
+        if s.path == resolved:
+            return s
+    shown = str(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SchemaError(f"{shown}: no such schema module") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SchemaError(f"{shown}: cannot read the schema module: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        tree = ast.parse(text, filename=str(resolved))
+    except SyntaxError as e:
+        raise SchemaError(f"{shown}:{e.lineno}: syntax error: {e.msg}") from None
+    stem = re.sub(r"\W", "_", p.stem)
+    name = f"virtio_compat_schema_{stem}_{hashlib.sha1(bytes(resolved)).hexdigest()[:8]}"
+    module = types.ModuleType(name)
+    module.__file__ = str(resolved)
+    sys.modules[name] = module  # dataclasses and pickle look a class's module up
+    try:
+        exec(compile(tree, str(resolved), "exec"), module.__dict__)
+    except Exception as e:
+        sys.modules.pop(name, None)
+        message = str(e) if isinstance(e, SchemaError) else f"{type(e).__name__}: {e}"
+        raise SchemaError(f"{shown}:{_line_in(e, str(resolved))}: {message}") from None
+    decls = module.__dict__.get("DECLARATIONS")
+    if not isinstance(decls, (tuple, list)):
+        raise SchemaError(f"{shown}:1: a schema module binds DECLARATIONS, a tuple of Release, Subsection, Prop, "
+                          "Compat, Downstream and LoadCheck declarations")
+    lines = _declaration_lines(tree, len(decls))
+    before = _Snapshot.take()
+    try:
+        _apply(tuple(decls), lambda i: f"{shown}:{lines[i]}")
+    except BaseException:
+        before.restore()
+        raise
+    schema = Schema(resolved, tuple(decls))
+    LOADED = LOADED + (schema,)
+    clear_caches()
+    return schema
+
+
+@contextmanager
+def applied(*paths: str | Path) -> Iterator[list[Schema]]:
+    """Apply schema modules for the duration of a block, then restore the registries as they were."""
+    before = _Snapshot.take()
+    try:
+        yield [load_schema(p) for p in paths]
+    finally:
+        before.restore()
+
+
+def clear_caches() -> None:
+    """Everything cached from the registries: layouts, realize, reset states, PCI spaces, machine types."""
+    from models import model
+
+    wire.payload_layout.cache_clear()
+    wire.compiled_payload_layout.cache_clear()
+    config.realize.cache_clear()
+    model._reset_state.cache_clear()
+    model._local_config_space.cache_clear()
+    releases.machine_types.cache_clear()
+
+
+@dataclass
+class _Snapshot:
+    """The registries' values. Applying a schema rebinds them (never mutates), so references are a snapshot."""
+
+    values: list[tuple[Any, str, Any]]
+
+    @classmethod
+    def take(cls) -> _Snapshot:
+        here = sys.modules[__name__]
+        where = [(releases, "RELEASES"), (releases, "ALL_VERSIONS"), (releases, "DOWNSTREAM"), (releases, "COMPAT"),
+                 (props, "PROPS"), (core, "CORE_SUBSECTIONS"), (core, "CHECKS"), (wire, "EXTRA_SUBSECTIONS"),
+                 (here, "SUBSECTIONS"), (here, "LOADED")]
+        return cls([(m, a, getattr(m, a)) for m, a in where])
+
+    def restore(self) -> None:
+        for module, attr, value in self.values:
+            setattr(module, attr, value)
+        clear_caches()
+
+
+def _line_in(e: BaseException, filename: str) -> int:
+    """The line of the schema module where an exception rose (its innermost frame in that file)."""
+    line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else None
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line or 1
+
+
+def _declaration_lines(tree: ast.Module, n: int) -> list[int]:
+    """The line of each entry of DECLARATIONS (of the assignment itself when it is not a literal tuple)."""
+    line, elts = 1, None
+    for node in tree.body:
+        target = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "DECLARATIONS" for t in target):
+            value = node.value  # type: ignore[attr-defined]
+            line = node.lineno
+            elts = value.elts if isinstance(value, (ast.Tuple, ast.List)) else None
+    if elts is not None and len(elts) == n and not any(isinstance(e, ast.Starred) for e in elts):
+        return [e.lineno for e in elts]
+    return [line] * n
+
+
+# --- validation and application ----------------------------------------------------------------------------------
+
+KINDS = (Release, Downstream, Prop, Compat, Subsection, LoadCheck)
+
+
+def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
+    for i, d in enumerate(decls):
+        if not isinstance(d, KINDS):
+            raise SchemaError(f"{where(i)}: {d!r} is not a declaration (expected "
+                              f"{', '.join(k.__name__ for k in KINDS)})")
+    # releases first, in version order, so that the rest may name them
+    order = sorted((i for i, d in enumerate(decls) if isinstance(d, Release)), key=lambda i: decls[i].version)
+    steps: list[tuple[int, Callable[[Any], None]]] = [(i, _release) for i in order]
+    appliers: tuple[tuple[type, Callable[[Any], None]], ...] = (
+        (Downstream, _downstream), (Prop, _prop), (Compat, _compat), (Subsection, _subsection), (LoadCheck, _check))
+    for kind, apply in appliers:
+        steps += [(i, apply) for i, d in enumerate(decls) if isinstance(d, kind)]
+    for i, fn in steps:
+        try:
+            fn(decls[i])
+        except SchemaError as e:
+            raise SchemaError(f"{where(i)}: {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise SchemaError(f"{where(i)}: {type(e).__name__}: {e}") from None
+
+
+def _release(d: Release) -> None:
+    rel = releases.RELEASES
+    if not isinstance(d.version, Version) or not isinstance(d.after, Version):
+        raise SchemaError("Release takes versions: Release(V(\"11.0\"), after=V(\"10.2\"))")
+    if d.version <= d.after:
+        raise SchemaError(f"release {d.version} is placed before {d.after}, the release it builds on")
+    if d.after not in rel:
+        raise SchemaError(f"release {d.version} builds on {d.after}, which is not modelled "
+                          f"(releases: {', '.join(map(str, rel))})")
+    if d.version in rel:
+        raise SchemaError(f"release {d.version} is already modelled")
+    between = [r for r in rel if d.after < r < d.version]
+    if between:
+        raise SchemaError(f"release {d.version} builds on {d.after}, but {between[-1]} lies between them "
+                          f"(build on {between[-1]})")
+    releases.RELEASES = tuple(sorted(rel + (d.version,)))
+    if d.version not in releases.ALL_VERSIONS:  # its machine types
+        releases.ALL_VERSIONS = tuple(sorted(releases.ALL_VERSIONS + (d.version,)))
+
+
+def _downstream(d: Downstream) -> None:
+    if d.family not in releases.FAMILIES:
+        raise SchemaError(f"downstream machine types extend an upstream family, not {d.family!r} "
+                          f"(families: {', '.join(releases.FAMILIES)})")
+    if not re.fullmatch(r"[a-z]+", d.line):
+        raise SchemaError(f"a downstream line is named in lower-case letters (rhel), not {d.line!r}")
+    if any(x.family == d.family and x.line == d.line for x in releases.DOWNSTREAM):
+        raise SchemaError(f"the machine types {d.family}-{d.line}* are already declared")
+    if not d.machines:
+        raise SchemaError(f"{d.family}-{d.line}: no machine types")
+    for mine, upstream in d.machines:
+        if upstream not in releases.ALL_VERSIONS:
+            raise SchemaError(f"{d.family}-{d.line}{mine}.0 is cut from {upstream}, which is not a QEMU release")
+    releases.DOWNSTREAM = releases.DOWNSTREAM + (d,)
+
+
+def _qom_types() -> set[str]:
+    out = {"virtio-device", "virtio-pci", "virtio-mmio"}
+    for dev in wire.DEVICE_DATA:
+        out |= {f"{dev}-device", f"{dev}-pci", f"{dev}-ccw"}
+    return out
+
+
+def _prop(p: Prop) -> None:
+    if p.qom_type not in _qom_types():
+        raise SchemaError(f"property {p.name}: unknown QOM type {p.qom_type!r} "
+                          f"(known: {', '.join(sorted(_qom_types()))})")
+    for q in props.PROPS:
+        overlap = (q.until is None or p.since < q.until) and (p.until is None or q.since < p.until)
+        if q.qom_type == p.qom_type and q.name == p.name and overlap:
+            raise SchemaError(f"property {p.name} of {p.qom_type} clashes with the one models declare from {q.since}")
+    props.PROPS = props.PROPS + (p,)
+
+
+def _compat(entry: Compat) -> None:
+    if entry.driver not in _qom_types() | {"migration"}:
+        raise SchemaError(f"compat entry {entry.driver}.{entry.prop}: unknown QOM type {entry.driver!r}")
+    if entry.line and not any(d.line == entry.line for d in releases.DOWNSTREAM):
+        raise SchemaError(f"compat entry {entry.driver}.{entry.prop}: no downstream line {entry.line!r} is declared")
+    if entry.driver != "migration" and not any(p.name == entry.prop for p in props.PROPS):
+        raise SchemaError(f"compat entry {entry.driver}.{entry.prop}: {entry.prop} is not a property "
+                          "(declare it with Prop)")
+    releases.COMPAT = releases.COMPAT + (entry,)
+
+
+def _subsection_owners() -> dict[str, str]:
+    """Every subsection name already taken, and by whom."""
+    out = {}
+    for transport in wire.TRANSPORTS:
+        out.update({n: "models (harness/wire/virtio.py)" for n in wire.core_subsections(transport).known})
+    for dev in wire.DEVICE_DATA:
+        subs = _device_subsections(dev)
+        out.update({n: "models (harness/wire/virtio.py)" for n in (subs.known if subs is not None else ())})
+    out.update({s.name: f"an earlier schema declaration (since {s.since})" for s in SUBSECTIONS})
+    return out
+
+
+def _device_subsections(device: str) -> Any:
+    return next((sc.subcon for sc in wire.device_data(device).subcons if sc.name == "subsections"), None)
+
+
+def _state_names() -> set[str]:
+    return {f.name for cls in (DeviceState, NetState, BlkState, BalloonState) for f in dataclasses.fields(cls)}
+
+
+def _subsection(sub: Subsection) -> None:
+    global SUBSECTIONS
+    if "/" not in sub.name:
+        raise SchemaError(f"subsection {sub.name!r}: its name starts with its parent vmsd's name "
+                          "(virtio/..., virtio-net-device/...)")
+    parents = ["virtio"] + [f"{d}-device" for d in wire.DEVICE_DATA]
+    if sub.parent not in parents:
+        raise SchemaError(f"subsection {sub.name}: unknown parent vmsd {sub.parent!r} (known: {', '.join(parents)})")
+    if sub.device is not None and _device_subsections(sub.device) is None:
+        raise SchemaError(f"subsection {sub.name}: {sub.parent}'s data is written by its save_device function, "
+                          "without a vmsd, so it has no subsections")
+    owner = _subsection_owners().get(sub.name)
+    if owner:
+        raise SchemaError(f"subsection {sub.name} clashes with the one in {owner}")
+    if sub.since not in releases.RELEASES:
+        raise SchemaError(f"subsection {sub.name}: release {sub.since} is not modelled (declare it with Release)")
+    if sub.needed is None:
+        raise SchemaError(f"subsection {sub.name}: needed() is missing (a condition, e.g. StateField(\"foo\") != 0)")
+    as_condition(sub.needed)
+    names = [f.name for f in sub.fields]
+    if not all(isinstance(f, Field) for f in sub.fields):
+        raise SchemaError(f"subsection {sub.name}: fields are Field(name, type) declarations")
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise SchemaError(f"subsection {sub.name}: field {sorted(dup)[0]!r} is declared twice")
+    taken = _state_names() | {f.name for s in SUBSECTIONS for f in s.fields}
+    clash = [n for n in names if n in taken]
+    if clash:
+        raise SchemaError(f"subsection {sub.name}: field {clash[0]!r} clashes with a state field of the same name")
+    versions = [v for _, v in sub.versions]
+    if [r for r, _ in sub.versions] != sorted(r for r, _ in sub.versions) or versions != sorted(versions) or any(
+            r < sub.since or r not in releases.RELEASES for r, _ in sub.versions):
+        raise SchemaError(f"subsection {sub.name}: versions are (release, version_id) pairs in release order, "
+                          f"from {sub.since}, of modelled releases")
+    if max([1] + versions) < max([1] + [f.version for f in sub.fields]):
+        raise SchemaError(f"subsection {sub.name}: a field needs version {max(f.version for f in sub.fields)}, "
+                          "which no release writes")
+    if sub.after and (sub.device is not None or sub.after not in [s.name for s in core.CORE_SUBSECTIONS]):
+        raise SchemaError(f"subsection {sub.name}: after={sub.after!r} is not a core subsection")
+    SUBSECTIONS = SUBSECTIONS + (sub,)
+    old = wire.EXTRA_SUBSECTIONS
+    wire.EXTRA_SUBSECTIONS = {**old, sub.parent: {**old.get(sub.parent, {}), sub.name: sub.layout()}}
+    if sub.device is None:
+        entry = core.CoreSubsection(sub.name, sub.since, (core.Rule(sub.since, sub.condition()),),
+                                    sub.source or "schema module")
+        subs = list(core.CORE_SUBSECTIONS)
+        at = next((i + 1 for i, s in enumerate(subs) if s.name == sub.after), len(subs))
+        core.CORE_SUBSECTIONS = tuple(subs[:at] + [entry] + subs[at:])
+
+
+def _check(chk: LoadCheck) -> None:
+    names = [x.name for x in core.CHECKS]
+    if chk.name not in names:
+        raise SchemaError(f"load check {chk.name!r}: the model has no load step for it (known: "
+                          f"{', '.join(dict.fromkeys(names))}); a schema changes the releases where one holds")
+    at = names.index(chk.name)
+    rest = [x for x in core.CHECKS if x.name != chk.name]
+    core.CHECKS = tuple(rest[:at] + [chk] + rest[at:])

@@ -1,0 +1,76 @@
+"""A worker killed in the middle of a run (issue 5, "Faults in long runs"): SIGKILL one xdist worker while the
+cells run; the run still ends, its reports are whole (no half-written file, no temporary file, only complete
+result lines merged), no process of the run is left, and the next run in the same folder is a normal run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from tests.faults.runs import (
+    ROOT,
+    assert_reports_whole,
+    children,
+    descendants,
+    env,
+    group_members,
+    kill_group,
+    parts_lines,
+    pytest_cmd,
+    wait_for,
+    wait_gone,
+)
+
+ALL_TRANSPORTS = ("--transports", "pci,mmio,ccw")  # twelve cells: the workers are busy for a few seconds
+CELLS = 12
+RESULTS = 78  # 6 same-release cells x 7 rules + 6 cross-release cells x 6 rules
+
+
+def _run(reports: Path, kill_a_worker: bool) -> tuple[int, str, set[int]]:
+    """The run's exit code and output, and every process seen in it (the killed worker included)."""
+    proc = subprocess.Popen(pytest_cmd(reports, 2, *ALL_TRANSPORTS), cwd=ROOT, env=env(reports), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    seen: set[int] = set()
+    try:
+        if kill_a_worker:
+            def first_result() -> bool:
+                return any(p.stat().st_size for p in (reports / ".parts").glob("*.jsonl"))
+
+            wait_for("a cell's results", first_result, proc)
+            workers = wait_for("two workers", lambda: len(children(proc.pid)) >= 2 and children(proc.pid), proc)
+            seen = descendants(proc.pid)
+            os.kill(workers[0], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        left = wait_gone(seen | set(group_members(proc.pid)))
+        kill_group(proc.pid)
+    assert not left, f"processes left behind by the run: {left}"
+    return proc.returncode, out, seen
+
+
+def test_slow_subprocess_killed_worker_leaves_whole_reports_no_process_and_a_clean_next_run(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    code, out, seen = _run(reports, kill_a_worker=True)
+    assert len(seen) >= 2
+    assert code == 1 and "crashed while running" in out, out  # xdist reports the cell the worker was running
+    assert_reports_whole(reports)
+    good, bad = parts_lines(reports)
+    assert bad == 0  # one write per line: a SIGKILL cannot cut one
+    merged = json.loads((reports / "compat-matrix.json").read_text())
+    key = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, merged)) == sorted(map(key, good))  # every complete result line, nothing else
+    assert len(merged) < RESULTS  # the killed worker's cell is not in the report (pytest reports it crashed)
+
+    code, out, _ = _run(reports, kill_a_worker=False)  # the next run, in the same folder
+    assert code == 0, out
+    assert_reports_whole(reports)
+    merged = json.loads((reports / "compat-matrix.json").read_text())
+    cells = Counter((e["src"], e["dst"], e["transport"], e["device"]) for e in merged)
+    assert len(cells) == CELLS and len(merged) == RESULTS, cells
+    assert len(set(map(key, merged))) == RESULTS  # no result twice: nothing of the killed run was merged
+    assert {e["outcome"] for e in merged} <= {"pass", "expected"}
+    assert len(parts_lines(reports)[0]) == RESULTS

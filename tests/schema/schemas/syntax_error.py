@@ -1,0 +1,6 @@
+from models.releases import V
+from models.schema import Release
+
+DECLARATIONS = (
+    Release(V("11.0") after=V("10.2")),
+)

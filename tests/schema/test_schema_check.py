@@ -1,0 +1,98 @@
+"""The matrix with a schema module: the cells it breaks fail with the right rule and a minimized state, the
+failure file records the module, `replay` loads it again, and `check --schema` runs it all under xdist."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from harness.failures import write_failure
+from harness.matrix import CellResult, cells, run_cell
+from models import schema
+from models.releases import V
+
+HERE = Path(__file__).resolve().parent
+SCHEMAS = HERE / "schemas"
+EXAMPLES = HERE.parents[1] / "examples" / "schemas"
+ROOT = HERE.parents[1]
+
+
+@pytest.fixture(autouse=True)
+def ci_profile() -> Iterator[None]:
+    previous = settings.default
+    settings.load_profile("ci")
+    yield
+    settings.register_profile("_restore", previous)
+    settings.load_profile("_restore")
+
+
+def statuses(module: Path, devices: tuple[str, ...], transports: tuple[str, ...] = ("pci", "mmio", "ccw")
+             ) -> dict[str, CellResult]:
+    with schema.applied(module):
+        return {c.id: run_cell(c) for c in cells((V("10.2"), V("11.0")), devices, transports)}
+
+
+def test_ungated_subsection_breaks_exactly_the_backward_cells() -> None:
+    results = statuses(EXAMPLES / "net_foo_ungated.py", ("virtio-net",))
+    failed = {k for k, r in results.items() if r.status == "fail"}
+    assert failed == {f"11.0-10.2-{t}-virtio-net" for t in ("pci", "mmio", "ccw")}
+    for k in failed:
+        failure = results[k].failure
+        assert failure is not None
+        _src, _dst, state, out, v = failure
+        assert v.rule == "R4" and "VM subsection 'virtio-net-device/foo'" in v.got
+        assert dict(state.extra) == {"foo": 1}  # minimized: the smallest foo that sends the subsection
+        assert out.run.result.outcome == "rejected"
+
+
+def test_gated_subsection_passes_every_cell() -> None:
+    results = statuses(EXAMPLES / "net_foo_gated.py", ("virtio-net",))
+    assert len(results) == 12 and {r.status for r in results.values()} == {"pass"}
+
+
+def test_core_subsection_round_trips_and_is_gated() -> None:
+    results = statuses(SCHEMAS / "core_bar_gated.py", ("virtio-rng", "virtio-blk"), ("pci",))
+    assert {r.status for r in results.values()} == {"pass"}, {
+        k: str(r.failure[4]) for k, r in results.items() if r.failure}
+
+
+def test_failure_file_records_the_schema_and_replay_loads_it(tmp_path: Path) -> None:
+    module = EXAMPLES / "net_foo_ungated.py"
+    with schema.applied(module):
+        result = run_cell(next(c for c in cells((V("10.2"), V("11.0")), ("virtio-net",), ("pci",))
+                               if c.id == "11.0-10.2-pci-virtio-net"))
+        assert result.failure is not None
+        src, dst, state, out, v = result.failure
+        path = write_failure(None, src, dst, state, out, v, folder=tmp_path)
+    record = json.loads(path.read_text())
+    assert record["schema"] == [str(module)] and record["minimized_state"].endswith("foo=1")
+    # a fresh process: only the failure file says that the case needs the module
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "replay", str(path)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr
+    assert "R4 STILL FAILS" in proc.stdout and "virtio-net-device/foo" in proc.stdout
+
+
+def test_check_with_a_schema_under_xdist(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "check", "--schema", "examples/schemas/net_foo_ungated.py",
+         "--releases", "10.2,11.0", "--devices", "virtio-net", "--transports", "pci", "--profile", "dev", "-n", "2",
+         "--reports", str(reports)], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "VIRTIO_COMPAT_REPORTS": str(reports)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL virtio-net pci 11.0 -> 10.2 R4" in proc.stdout
+    assert "state: " in proc.stdout and "foo=1" in proc.stdout
+    entries = json.loads((reports / "compat-matrix.json").read_text())
+    failed = {(e["src"], e["dst"], e["rule"]) for e in entries if e["outcome"] == "fail"}
+    assert failed == {("11.0", "10.2", "R4")}
+    files = list((reports / "failures").glob("R4-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["schema"] == [
+        str(EXAMPLES / "net_foo_ungated.py")]

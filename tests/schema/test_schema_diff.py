@@ -1,0 +1,139 @@
+"""`virtio-compat diff`: each difference between two releases' virtio formats gets the right verdict, decided
+statically where needed() is in the vocabulary and by matrix cells where it is Python."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from harness.diff import BREAKS, GATE, SAFE, Diff, Difference, diff
+from models import schema
+from models.releases import V
+
+HERE = Path(__file__).resolve().parent
+SCHEMAS = HERE / "schemas"
+EXAMPLES = HERE.parents[1] / "examples" / "schemas"
+ROOT = HERE.parents[1]
+NET = ["virtio-net"]
+
+
+@pytest.fixture(autouse=True)
+def ci_profile() -> Iterator[None]:
+    previous = settings.default
+    settings.load_profile("ci")
+    yield
+    settings.register_profile("_restore", previous)
+    settings.load_profile("_restore")
+
+
+def one(d: Diff, kind: str, subject: str) -> Difference:
+    found = [x for x in d.differences if x.kind == kind and x.subject == subject]
+    assert len(found) == 1, [(x.kind, x.subject) for x in d.differences]
+    return found[0]
+
+
+def test_ungated_subsection_needs_a_machine_type_gate() -> None:
+    with schema.applied(EXAMPLES / "net_foo_ungated.py"):
+        d = diff(V("10.2"), V("11.0"), NET)
+    x = one(d, "subsection-added", "virtio-net-device/foo")
+    assert (x.verdict, x.direction, x.decided_by) == (GATE, "11.0 -> 10.2", "static")
+    assert x.condition == "foo != 0"
+    assert len(x.machines) == 120 and "pc-q35-10.2" in x.machines and "virt-2.6" in x.machines
+    assert any("it depends on foo" in w for w in x.why) and any("hw_compat_10_2" in w for w in x.why)
+    assert d.breaks == [x] and not d.cells.results  # decided without running a cell
+
+
+def test_gated_subsection_is_safe_and_names_its_gate() -> None:
+    with schema.applied(EXAMPLES / "net_foo_gated.py"):
+        d = diff(V("10.2"), V("11.0"), NET)
+    x = one(d, "subsection-added", "virtio-net-device/foo")
+    assert (x.verdict, x.direction) == (SAFE, None)
+    assert any("gated by x-foo (hw_compat_10_2)" in w for w in x.why)
+    assert one(d, "property-added", "x-foo").verdict == SAFE
+    assert not d.breaks
+
+
+def test_core_subsection_is_compared_for_every_device() -> None:
+    with schema.applied(SCHEMAS / "core_bar_gated.py"):
+        d = diff(V("10.2"), V("11.0"), ["virtio-net", "virtio-rng"])
+    x = one(d, "subsection-added", "virtio/bar")
+    assert x.verdict == SAFE and len(x.scope) == 6 and "virtio-rng/ccw" in x.scope
+
+
+def test_version_bump_breaks_backward_migration() -> None:
+    with schema.applied(SCHEMAS / "net_foo_v2.py"):
+        d = diff(V("11.0"), V("11.1"), NET)
+        behind = diff(V("10.2"), V("11.1"), NET)
+    x = one(d, "version-changed", "virtio-net-device/foo")
+    assert (x.verdict, x.direction) == (BREAKS, "11.1 -> 11.0")
+    assert x.machines == ["pc-i440fx-11.0", "pc-q35-11.0", "virt-11.0", "s390-ccw-virtio-11.0"]  # the gate holds
+    field = one(d, "field-added", "virtio-net-device/foo.foo_hi")
+    assert field.verdict == SAFE and field.detail.startswith("foo_hi uint32 (4 bytes)")
+    assert one(behind, "subsection-added", "virtio-net-device/foo").verdict == SAFE  # gated for 10.2's machines
+
+
+def test_python_needed_is_decided_by_running_the_cells() -> None:
+    with schema.applied(SCHEMAS / "python_needed.py"):
+        d = diff(V("10.2"), V("11.0"), ["virtio-balloon"])
+    x = one(d, "subsection-added", "virtio-balloon-device/baz")
+    assert (x.verdict, x.decided_by) == (GATE, "cells")
+    assert {c["cell"] for c in x.cells} == {f"11.0-10.2-{t}-virtio-balloon" for t in ("pci", "mmio", "ccw")}
+    assert all(c["status"] == "fail" and c["rule"] == "R4" and "baz=7" in c["state"] for c in x.cells)
+    assert any("Python <lambda> at python_needed.py:9" in w and "ran 3 matrix cells" in w for w in x.why)
+
+
+def test_downstream_line_without_its_own_compat_entry() -> None:
+    with schema.applied(SCHEMAS / "rhel_foo_missing_entry.py"):
+        d = diff(V("10.2"), V("11.0"), NET)
+    x = one(d, "subsection-added", "virtio-net-device/foo")
+    assert x.verdict == GATE and sorted(x.machines) == ["pc-q35-rhel10.0.0", "pc-q35-rhel9.4.0"]
+    assert any('line="rhel"' in w for w in x.why)
+    with schema.applied(SCHEMAS / "rhel_foo.py"):
+        assert one(diff(V("10.2"), V("11.0"), NET), "subsection-added", "virtio-net-device/foo").verdict == SAFE
+
+
+def test_load_check_range_is_decided_by_cells() -> None:
+    with schema.applied(SCHEMAS / "check_range.py"):
+        d = diff(V("10.2"), V("11.0"), ["virtio-blk"])
+    x = one(d, "check-removed", "inuse_modular")
+    assert (x.verdict, x.decided_by) == (SAFE, "cells")
+    assert {c["cell"] for c in x.cells} == {f"11.0-10.2-{t}-virtio-blk" for t in ("pci", "mmio", "ccw")}
+
+
+def test_in_tree_releases() -> None:
+    # a core subsection whose needed() is Python: the cells of 10.2 -> 10.1 decide it, and pass
+    d = diff(V("10.1"), V("10.2"), NET)
+    x = one(d, "subsection-added", "virtio/128bit_features")
+    assert (x.verdict, x.decided_by) == (SAFE, "cells") and {c["status"] for c in x.cells} == {"pass"}
+    assert one(d, "check-changed", "features -> features128").verdict == SAFE
+    # QEMU 4.0 sized the balloon config for all its fields on every machine type; 4.1's compat property puts
+    # the older machine types back: a property value change on the same machine type
+    y = one(diff(V("4.0"), V("4.1"), ["virtio-balloon"]), "property-changed", "qemu-4-0-config-size")
+    assert y.verdict == GATE and "pc-i440fx-2.0" in y.machines and "pc-q35-4.0" not in y.machines
+    # rss version 2 (10.1): versioned, decided by the cells because net.py's code decides when it is sent
+    z = one(diff(V("10.0"), V("10.1"), NET), "version-changed", "virtio-net-device/rss")
+    assert z.decided_by == "cells" and z.verdict == SAFE
+
+
+def test_cli_text_json_and_exit_codes() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "harness.cli", "diff", *args], capture_output=True, text=True,
+                              cwd=ROOT)
+
+    bad = run("10.2", "examples/schemas/net_foo_ungated.py", "--device", "virtio-net")
+    assert bad.returncode == 1, bad.stderr
+    assert "NEEDS A MACHINE-TYPE GATE: subsection-added virtio-net-device/foo" in bad.stdout
+    good = run("10.2", "11.0", "--schema", "examples/schemas/net_foo_gated.py", "--device", "virtio-net", "--json")
+    assert good.returncode == 0, good.stderr
+    out = json.loads(good.stdout)
+    assert out["a"] == "10.2" and out["b"] == "11.0" and out["breaks"] == 0
+    assert out["schema"] == ["examples/schemas/net_foo_gated.py"]
+    assert {"subsection-added", "property-added", "release-added"} <= {x["kind"] for x in out["differences"]}
+    assert run("10.2", "12.0").returncode == 2
+    assert run("10.2", "11.0", "--device", "virtio-gpu").returncode == 2

@@ -1,0 +1,128 @@
+"""Schema modules (models/schema.py): a mistake is one SchemaError naming the module and the line (exit 2 from
+the CLI); a good one extends the registries for as long as it is applied, and the conditions it declares can be
+decided per machine type without a state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import SchemaError
+from harness.wire import virtio as wire
+from models import core, props, releases, schema
+from models.conditions import GuestFeature, MachineAtLeast, Property, Python, StateField, Static, Transport
+from models.config import Config, realize
+from models.model import reset_state
+from models.releases import MachineType, V, machine_types
+
+HERE = Path(__file__).resolve().parent
+SCHEMAS = HERE / "schemas"
+EXAMPLES = HERE.parents[1] / "examples" / "schemas"
+ROOT = HERE.parents[1]
+
+
+@pytest.mark.parametrize(("module", "line", "words"), [
+    ("syntax_error.py", 5, "syntax error"),
+    ("unknown_field_type.py", 8, "unknown type 'u32'"),
+    ("clashing_name.py", 9, "virtio-net-device/rss clashes with the one in models"),
+    ("release_before_base.py", 6, "release 10.1 is placed before 11.0, the release it builds on"),
+    ("blk_subsection.py", 6, "has no subsections"),
+    ("name_error.py", 4, "NameError: name 'Release' is not defined"),
+])
+def test_a_mistake_names_the_module_and_the_line(module: str, line: int, words: str) -> None:
+    before = (releases.RELEASES, props.PROPS, core.CORE_SUBSECTIONS, wire.EXTRA_SUBSECTIONS, schema.SUBSECTIONS)
+    with pytest.raises(SchemaError) as e:
+        schema.load_schema(SCHEMAS / module)
+    assert str(e.value).startswith(f"{SCHEMAS / module}:{line}: "), str(e.value)
+    assert words in str(e.value)
+    # nothing of a rejected module stays applied
+    assert (releases.RELEASES, props.PROPS, core.CORE_SUBSECTIONS, wire.EXTRA_SUBSECTIONS, schema.SUBSECTIONS) == before
+
+
+def test_more_mistakes(tmp_path: Path) -> None:
+    cases = {
+        "x = 1\n": ":1: a schema module binds DECLARATIONS",
+        "DECLARATIONS = (1,)\n": ":1: 1 is not a declaration",
+        "from models.releases import V\nfrom models.schema import Release\n"
+        "DECLARATIONS = (\n    Release(V('10.2'), after=V('10.1')),\n)\n": ":4: release 10.2 is already modelled",
+        "from models.releases import V\nfrom models.schema import Release\n"
+        "DECLARATIONS = (\n    Release(V('11.0'), after=V('7.2')),\n)\n": ":4: release 11.0 builds on 7.2, but 10.2",
+        "from models.releases import V\nfrom models.schema import Prop\n"
+        "DECLARATIONS = (Prop('virtio-net-device', 'mq', True),)\n": ":3: property mq of virtio-net-device clashes",
+        "from models.releases import V\nfrom models.schema import Compat\n"
+        "DECLARATIONS = (Compat(V('10.2'), 'virtio-device', 'x-no', False, V('11.0')),)\n": "x-no is not a property",
+    }
+    for i, (text, words) in enumerate(cases.items()):
+        module = tmp_path / f"m{i}.py"
+        module.write_text(text)
+        with pytest.raises(SchemaError) as e:
+            schema.load_schema(module)
+        assert words in str(e.value) and str(module) in str(e.value), str(e.value)
+    with pytest.raises(SchemaError, match="no such schema module"):
+        schema.load_schema(tmp_path / "missing.py")
+
+
+def test_the_cli_prints_one_line_and_exits_2() -> None:
+    for args in (["diff", "10.2", "11.0", "--schema", str(SCHEMAS / "unknown_field_type.py")],
+                 ["check", "--schema", str(SCHEMAS / "release_before_base.py"), "--profile", "dev"]):
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert proc.stderr.startswith(f"virtio-compat: error: {SCHEMAS}/")
+
+
+def test_applied_extends_the_registries_and_restores_them() -> None:
+    before = (releases.RELEASES, releases.ALL_VERSIONS, props.PROPS, releases.COMPAT, core.CORE_SUBSECTIONS)
+    with schema.applied(SCHEMAS / "core_bar_gated.py") as [loaded]:
+        assert loaded.releases == (V("11.0"),)
+        assert releases.RELEASES[-1] == V("11.0") and V("11.0") in releases.ALL_VERSIONS
+        names = [s.name for s in core.CORE_SUBSECTIONS]
+        assert names.index("virtio/bar") == names.index("virtio/started") + 1  # after=
+        assert "virtio/bar" in wire.core_subsections("pci").known
+        assert schema.load_schema(SCHEMAS / "core_bar_gated.py") is loaded  # loading again: the same, once
+        cfg = Config(V("11.0"), MachineType("pc-q35", V("11.0")), "virtio-rng")
+        assert realize(cfg).props["x-bar"] is True
+        assert dict(reset_state(realize(cfg)).extra) == {"bar": 0, "bar_on": 0}
+        old = Config(V("11.0"), MachineType("pc-q35", V("10.2")), "virtio-rng")
+        assert realize(old).props["x-bar"] is False  # hw_compat_10_2
+    assert (releases.RELEASES, releases.ALL_VERSIONS, props.PROPS, releases.COMPAT, core.CORE_SUBSECTIONS) == before
+    assert "virtio/bar" not in wire.core_subsections("pci").known  # the layout caches were cleared
+    assert dict(reset_state(realize(Config(V("10.2"), MachineType("pc-q35", V("10.2")), "virtio-rng"))).extra) == {}
+
+
+def test_downstream_machine_types() -> None:
+    with schema.applied(SCHEMAS / "rhel_foo.py"):
+        rhel = [m for m in machine_types(V("11.0"), "pci") if m.line]
+        assert [m.name for m in rhel] == ["pc-q35-rhel9.4.0", "pc-q35-rhel10.0.0", "pc-q35-rhel10.2.0"]
+        assert MachineType.parse("pc-q35-rhel9.4.0") == MachineType("pc-q35", V("8.2"), "rhel", V("9.4"))
+        assert [m.name for m in machine_types(V("10.2"), "pci") if m.line] == ["pc-q35-rhel9.4.0", "pc-q35-rhel10.0.0"]
+        rhel94 = MachineType.parse("pc-q35-rhel9.4.0")
+        on = Config(V("11.0"), rhel94, "virtio-net")
+        assert realize(on).props["x-foo"] is False  # the line's own entry (hw_compat_rhel_10_0)
+        # upstream entries do not reach the line (upstream_compat=False): 10.1's tunnel properties stay on
+        assert realize(Config(V("10.2"), rhel94, "virtio-net")).props["host_tunnel"] is True
+        assert realize(Config(V("10.2"), MachineType("pc-q35", V("8.2")), "virtio-net")).props["host_tunnel"] is False
+    with pytest.raises(ValueError):
+        MachineType.parse("pc-q35-rhel9.4.0")
+
+
+def test_conditions_are_decided_per_machine_type_without_a_state() -> None:
+    with schema.applied(EXAMPLES / "net_foo_gated.py"):
+        gate = Property("x-foo") & (StateField("foo") != 0)
+        assert gate.describe() == "x-foo and foo != 0" and not gate.python() and gate.properties() == {"x-foo"}
+        new, old = MachineType("pc-q35", V("11.0")), MachineType("pc-q35", V("10.2"))
+        assert gate.static(Static.of(V("11.0"), old, "virtio-net", "pci")) is False  # hw_compat_10_2
+        assert gate.static(Static.of(V("11.0"), new, "virtio-net", "pci")) is None  # the state decides
+        varied = Static.of(V("11.0"), old, "virtio-net", "pci", frozenset({"x-foo"}))
+        assert gate.static(varied) is None  # a property users set decides nothing
+        assert (MachineAtLeast(V("11.0")) | StateField("foo")).static(Static.of(V("11.0"), new, "virtio-net", "pci"))
+        assert (~Transport("pci")).static(Static.of(V("11.0"), new, "virtio-net", "pci")) is False
+        opaque = Python(lambda r, s: True) & MachineAtLeast(V("2.0"))
+        assert opaque.python() and opaque.static(Static.of(V("11.0"), new, "virtio-net", "pci")) is None
+        r = realize(Config(V("11.0"), new, "virtio-net"))
+        s = reset_state(r)
+        assert not gate(r, s) and gate(r, s.with_(extra=(("foo", 3),)))
+        assert GuestFeature(32)(r, s.with_(guest_features=1 << 32)) and StateField("broken")(r, s.with_(broken=True))
