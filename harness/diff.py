@@ -180,9 +180,7 @@ def undecided(cond: Condition, ctx: Static) -> list[str]:
     if cond.static(ctx) is not None:
         return []
     parts = cond.parts()
-    if not parts or cond.python():
-        if cond.python() and parts:
-            return [p for part in parts for p in undecided(part, ctx)]
+    if not parts:
         return [cond.describe()]
     return list(dict.fromkeys(p for part in parts for p in undecided(part, ctx)))
 

@@ -5,7 +5,8 @@ the rest of the configuration are drawn inside it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from harness.rules import Run, Violation, check_all
 from models import features as F
@@ -119,9 +120,17 @@ class Outcome:
     run: Run
 
 
-def run_example(src_config: Config, dst_config: Config, state: DeviceState) -> Outcome:
+def run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any = None) -> Outcome:
+    """One example: save with the source, load with the destination, every rule that applies; a
+    hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11)."""
     src, dst = realize(src_config), realize(dst_config)
-    run = Run.of(src, dst, state)
+    try:
+        run = Run.of(src, dst, state)
+    except Exception as e:  # R11: the harness itself must never crash on any state
+        raise AssertionError(f"R11: the model raised {type(e).__name__}: {e}") from e
+    if hostile is not None:
+        v = hostile_verdict(run, hostile)
+        return Outcome([v] if v else [], [], run)
     bad, expected = [], []
     for v in check_all(run, src_config.release == dst_config.release):
         k = known_for(v, src_config, dst_config, state)
@@ -132,6 +141,16 @@ def run_example(src_config: Config, dst_config: Config, state: DeviceState) -> O
     return Outcome(bad, expected, run)
 
 
+def hostile_verdict(run: Run, h: Any) -> Violation | None:
+    want = h.verdict(run.dst.release)
+    got, error = run.result.outcome, run.result.error or ""
+    message = h.message if want != "accepted" else ""
+    if got != want or (message and message not in error):
+        return Violation(h.rule, f"{h.name}: {want}" + (f" with '{message}'" if message else ""),
+                         f"{got}: {error}", {"class": h.name, "source": h.source})
+    return None
+
+
 @dataclass
 class CellResult:
     cell: Cell
@@ -139,6 +158,7 @@ class CellResult:
     machines: set[str]
     expected: dict[str, str]  # rule -> known incompatibility name
     failure: tuple[Config, Config, DeviceState, Outcome, Violation] | None  # the minimal failing example
+    failures: dict[str, tuple[Config, Config, DeviceState, Outcome, Violation]] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -153,6 +173,7 @@ def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
 
     from strategies.configs import configs
     from strategies.driver import device_states
+    from strategies.hostile import hostile_states
 
     result = CellResult(cell, 0, set(), {}, None)
 
@@ -168,13 +189,23 @@ def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
             result.expected[v.rule] = known.name
             event(f"expected incompatibility {known.name}")
         if out.violations:
-            result.failure = (src, dst, state, out, out.violations[0])
+            result.failure = result.failures[out.violations[0].rule] = (src, dst, state, out, out.violations[0])
             raise AssertionError(str(out.violations[0]))
+        if cell.src == cell.dst:
+            # R10 / R11: the same state with one guarded value out of range, against the reference's verdict
+            h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
+            out = run_example(src, dst, bad, hostile=h)
+            if out.violations:
+                result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
+                raise AssertionError(str(out.violations[0]))
         result.failure = None
 
     try:
         check()
-    except AssertionError:
-        if result.failure is None:
+    except (AssertionError, ExceptionGroup):
+        # Hypothesis replays each distinct failure's minimal example last; report them by rule order
+        if not result.failures:
             raise
+        order = ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11"]
+        result.failure = result.failures[min(result.failures, key=lambda r: order.index(r) if r in order else 99)]
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hypothesis import strategies as st
+from hypothesis import target
 
 from models import features as F
 from models import schema
@@ -48,6 +49,7 @@ def queue(draw: st.DrawFn, i: int, q: QueueState, modern: bool, in_flight_ok: bo
         avail, used = desc + 0x4000, desc + 0x8000  # a modern driver places the rings itself
     # completed requests move all three indices together; the u16 wrap is fair game
     done = draw(st.integers(0, 0xFFFF) | st.sampled_from([0, 1, 0xFFFE, 0xFFFF]))
+    target(-float(min(done, 0x10000 - done)), label=f"queue {i} index near the u16 wrap")
     inflight = draw(st.integers(0, min(q.num, 3))) if in_flight_ok else 0
     pending = draw(st.integers(0, q.num - inflight))  # made available, not yet taken by the device
     last_avail = (done + inflight) & 0xFFFF
@@ -69,7 +71,8 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     device = s.device
     if r.config.device == "virtio-net":
         assert isinstance(device, NetState)
-        macs = draw(st.lists(st.binary(min_size=6, max_size=6), max_size=4))
+        macs = draw(st.lists(st.binary(min_size=6, max_size=6), max_size=64))
+        target(float(len(macs)), label="MAC table toward its 64 entries")
         device = replace(device, mergeable_rx_bufs=int(F.has(negotiated, F.NET_MRG_RXBUF)),
                          promisc=draw(st.sampled_from([0, 1])), allmulti=draw(st.sampled_from([0, 1])),
                          mac_table=b"".join(macs), tx_waiting=tuple(draw(st.sampled_from([0, 1]))

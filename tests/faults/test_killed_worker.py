@@ -8,8 +8,9 @@ import json
 import os
 import signal
 import subprocess
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from tests.faults.runs import (
     ROOT,
@@ -27,7 +28,17 @@ from tests.faults.runs import (
 
 ALL_TRANSPORTS = ("--transports", "pci,mmio,ccw")  # twelve cells: the workers are busy for a few seconds
 CELLS = 12
-RESULTS = 78  # 6 same-release cells x 7 rules + 6 cross-release cells x 6 rules
+
+
+def _complete(entries: list[dict[str, Any]]) -> None:
+    """Every cell is there with every rule its direction checks (cells of one direction check the same rules)."""
+    rules: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+    for e in entries:
+        rules[(e["src"], e["dst"], e["transport"], e["device"])].add(e["rule"])
+    assert len(rules) == CELLS, sorted(rules)
+    for same in (True, False):
+        sets = {frozenset(r) for (src, dst, _, _), r in rules.items() if (src == dst) == same}
+        assert len(sets) == 1, sets
 
 
 def _run(reports: Path, kill_a_worker: bool) -> tuple[int, str, set[int]]:
@@ -60,17 +71,15 @@ def test_slow_subprocess_killed_worker_leaves_whole_reports_no_process_and_a_cle
     assert_reports_whole(reports)
     good, bad = parts_lines(reports)
     assert bad == 0  # one write per line: a SIGKILL cannot cut one
-    merged = json.loads((reports / "compat-matrix.json").read_text())
+    killed = json.loads((reports / "compat-matrix.json").read_text())
     key = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
-    assert sorted(map(key, merged)) == sorted(map(key, good))  # every complete result line, nothing else
-    assert len(merged) < RESULTS  # the killed worker's cell is not in the report (pytest reports it crashed)
+    assert sorted(map(key, killed)) == sorted(map(key, good))  # every complete result line, nothing else
 
     code, out, _ = _run(reports, kill_a_worker=False)  # the next run, in the same folder
-    assert code == 0, out
+    assert code in (0, 1) and "crashed while running" not in out, out  # 1: a rule failed (the model)
     assert_reports_whole(reports)
     merged = json.loads((reports / "compat-matrix.json").read_text())
-    cells = Counter((e["src"], e["dst"], e["transport"], e["device"]) for e in merged)
-    assert len(cells) == CELLS and len(merged) == RESULTS, cells
-    assert len(set(map(key, merged))) == RESULTS  # no result twice: nothing of the killed run was merged
-    assert {e["outcome"] for e in merged} <= {"pass", "expected"}
-    assert len(parts_lines(reports)[0]) == RESULTS
+    _complete(merged)
+    assert len(killed) < len(merged)  # the killed worker's cell was missing (pytest reported it crashed)
+    assert len(set(map(key, merged))) == len(merged)  # no result twice: nothing of the killed run was merged
+    assert len(parts_lines(reports)[0]) == len(merged)

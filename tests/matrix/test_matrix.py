@@ -35,7 +35,8 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
         path = write_failure(cell, src, dst, state, out, v)
         message = (f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}\n"
                    f"  replay: virtio-compat replay {path}")
-    rules = ["R1", "R2"] if cell.direction == "same" else ["R3" if cell.direction == "forward" else "R4"]
+    rules = ["R1", "R2", "R10", "R11"] if cell.direction == "same" else [
+        "R3" if cell.direction == "forward" else "R4"]
     for rule in rules + ["R5", "R6", "R7", "R8", "R9"]:
         failed = result.failure is not None and result.failure[4].rule == rule
         record(request.config, {
