@@ -80,6 +80,10 @@ def test_slow_subprocess_killed_worker_leaves_whole_reports_no_process_and_a_cle
     key = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
     assert sorted(map(key, killed)) == sorted(map(key, good))  # every complete result line, nothing else
 
+    # what a run killed in the middle of a write leaves (harness.failures.write_files_atomic): the next run clears it
+    (reports / "failures").mkdir(exist_ok=True)
+    for stale in (reports / ".compat-matrix.json.k1ll3d.tmp", reports / "failures" / ".R1-0123456789.json.x.tmp"):
+        stale.write_text('{"half": ')
     code, out, _ = _run(reports, kill_a_worker=False)  # the next run, in the same folder
     assert code in (0, 1) and "crashed while running" not in out, out  # 1: a rule failed (the model)
     assert_reports_whole(reports)
@@ -88,3 +92,17 @@ def test_slow_subprocess_killed_worker_leaves_whole_reports_no_process_and_a_cle
     assert len(killed) < len(merged)  # the killed worker's cell was missing (pytest reported it crashed)
     assert len(set(map(key, merged))) == len(merged)  # no result twice: nothing of the killed run was merged
     assert len(parts_lines(reports)[0]) == len(merged)
+
+
+def test_parts_merge_drops_cut_and_foreign_lines(tmp_path: Path) -> None:
+    """What a killed writer can leave in a part: the merge keeps the complete result lines only."""
+    from harness.pytest_plugin import read_parts
+
+    good = {"src": "7.2", "dst": "7.2", "transport": "pci", "device": "virtio-rng", "rule": "R1", "outcome": "pass"}
+    line = json.dumps(good, sort_keys=True)
+    parts = tmp_path / ".parts"
+    parts.mkdir()
+    (parts / "gw0.jsonl").write_text(f"{line}\n{line[:40]}")  # cut at the end
+    (parts / "gw1.jsonl").write_bytes(b"7\n[1]\n" + line[:-1].encode() + b"\n{\"rule\": \"R1\"}\n\xff\xfe\n"
+                                      + line.encode() + b"\n")
+    assert read_parts(parts) == [good, good]
