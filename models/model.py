@@ -24,6 +24,7 @@ from models.config import Realized
 from models.devices import DEVICES
 from models.releases import Version
 from models.state import (
+    ENDIAN_UNKNOWN,
     NO_VECTOR,
     CcwState,
     Crashed,
@@ -148,7 +149,8 @@ def save(r: Realized, s: DeviceState) -> bytes:
 
 
 def _sub(subs: Sequence[Any], name: str) -> Any:
-    return next((x.body for x in subs if x.name == name), None)
+    """A subsection's body; when one is repeated the last wins, as QEMU loads each in turn."""
+    return next((x.body for x in reversed(subs) if x.name == name), None)
 
 
 def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None = None) -> DeviceState:
@@ -234,6 +236,13 @@ def _fail(lines: list[str], err: int = errno.EPERM) -> Rejected:
     return Rejected(lines, err)
 
 
+def _unknown_subsection(e: UnknownSubsection, release: Version) -> Rejected:
+    """vmstate_subsection_load: the exact lookup fails, -ENOENT (10.2 also names it and its parent)."""
+    parent = e.parent or e.name.split("/")[0]
+    return _fail([f"VM subsection '{e.name}' in '{parent}' does not exist"] if release >= Version(10, 2) else [],
+                 errno.ENOENT)
+
+
 def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[str]:
     return [f"Failed to load {r.config.device}:virtio",
             f"error while loading state for instance 0x{instance_id:x} of device '{idstr}'",
@@ -291,10 +300,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         try:
             value = (sc or subcons[name])._parsereport(stream, ctx, f"(parsing) -> {path or name}")
         except UnknownSubsection as e:
-            # vmstate_subsection_load: the exact lookup fails, -ENOENT (10.2 also names it)
-            parent = e.name.split("/")[0]
-            raise _fail([f"VM subsection '{e.name}' in '{parent}' does not exist"] if release >= Version(10, 2)
-                        else [], errno.ENOENT) from None
+            raise _unknown_subsection(e, release) from None
         except _DECODE_ERRORS as e:
             where = field_path(getattr(e, "path", "") or "", "virtio")
             # QEMU reads on past its section: what it meets there decides the message; say what we know
@@ -348,7 +354,32 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     v.queues = ctx.queues = c.ListContainer(queues)
     trace.steps.append(f"{num} queues")
     # step 9: device data (it sees only the 32-bit features; endianness still unknown)
-    read("device")
+    check_field = getattr(dev, "check_field", None)
+    if full is None and check_field is not None:
+        # field by field, so that a check QEMU makes on a field wins over the bad bytes after it
+        device_sc = subcons["device"].subcon
+        dctx = c.Container(_=ctx, _params=ctx._params, _root=ctx, _parsing=True, _building=False, _sizing=False,
+                           _io=stream, _index=None)
+        dv = c.Container()
+        for sc in device_sc.subcons:
+            try:
+                value = sc._parsereport(stream, dctx, f"(parsing) -> device -> {sc.name}")
+            except UnknownSubsection as e:
+                raise _unknown_subsection(e, release) from None
+            except _DECODE_ERRORS as e:
+                where = field_path(getattr(e, "path", "") or "", "virtio")
+                raise _fail([f"stream ends or desynchronizes while loading {where} of {idstr}"], errno.EIO) from None
+            if sc.name:
+                dv[sc.name] = dctx[sc.name] = value
+                if lines := check_field(sc.name, value, r):
+                    raise _fail(lines, errno.EINVAL)
+        v["device"] = ctx["device"] = dv
+    else:
+        read("device")
+        if check_field is not None:
+            for name, value in v.device.items():
+                if not name.startswith("_") and (lines := check_field(name, value, r)):
+                    raise _fail(lines, errno.EINVAL)
     trace.steps.append("device data and device subsections")
     if r.config.device == "virtio-net" and release >= Version(2, 4):
         trace.early_reads.append("virtio-net post_load reads VERSION_1 from the 32-bit features before "
@@ -356,6 +387,9 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     _check_unknown(dev, v.device, release, r.config.device)
     # step 10: core subsections
     read("subsections")
+    if release < Version(2, 1) and v.subsections:
+        # no core subsection loader: the main loop reads the 0x05 as a section type
+        raise _fail(["Unknown savevm section type 5", f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
     _check_versions(v, release)
     known = {s.name for s in core.known_core_subsections(release)}
     for sub in v.subsections:
@@ -363,21 +397,22 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             # vmstate_subsection_load: exact lookup fails, -ENOENT
             raise _fail([f"VM subsection '{sub.name}' in 'virtio' does not exist"] if release >= Version(10, 2)
                         else [], errno.ENOENT)
-    if release < Version(2, 1) and v.subsections:
-        raise _fail(["Unknown savevm section type 5"], 0)
     if (full_end if full is not None else stream.tell()) != len(data):
-        raise _fail([f"Missing section footer for {idstr}"] if footer else
-                    [f"Unknown savevm section type {data[stream.tell()]}"], errno.EINVAL)
+        at = full_end if full is not None else stream.tell()
+        first = f"Missing section footer for {idstr}" if footer else f"Unknown savevm section type {data[at]}"
+        raise _fail([first, f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
     trace.steps.append("core subsections: " + ", ".join(s.name for s in v.subsections))
     src = state_from_wire(r, v, rings)
-    lines: list[str] = []
+    lines = []
     device_state = dev.load_device(src.device, r, v.guest_features_lo, lines)
     if lines:  # a device check failed
         raise _fail(lines, errno.EINVAL)
     # step 11: endianness
     endian = _sub(v.subsections, "virtio/device_endian")
-    device_endian = endian.device_endian if endian is not None else core.default_endian(r)
-    trace.steps.append(f"device_endian := {device_endian} ({'subsection' if endian is not None else 'default'})")
+    sent = endian.device_endian if endian is not None else ENDIAN_UNKNOWN
+    # still unknown after the subsections (absent, or sent as 0): the target's default
+    device_endian = sent if sent != ENDIAN_UNKNOWN else core.default_endian(r)
+    trace.steps.append(f"device_endian := {device_endian} ({'subsection' if sent else 'default'})")
     # step 12: features
     features = _sanitize_features(r, v, src.guest_features)
     trace.steps.append(f"guest features := {features:#x}")
@@ -385,12 +420,14 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     broken = src.broken
     broken_lines: list[str] = []
     loaded_queues = list(src.queues)
+    migrated_rings = _sub(v.subsections, "virtio/virtqueues") is not None
     for i, q in enumerate(loaded_queues[:num]):
         if not q.desc:
             continue
         if F.has(features, F.VERSION_1) or (i >= r.num_queues and tr != "mmio"):
+            # with VERSION_1 the addresses come from virtio/virtqueues (else they keep their reset 0);
             # virtio_queue_update_rings does nothing for a queue the device never added (align 0)
-            avail, used = q.avail, q.used
+            avail, used = (q.avail, q.used) if migrated_rings else (0, 0)
         else:  # virtio_queue_update_rings: the legacy layout from desc
             avail = q.desc + 16 * q.num
             used = (avail + 4 + 2 * q.num + q.align - 1) & ~(q.align - 1)

@@ -164,9 +164,10 @@ class FlatArray(c.Construct):  # type: ignore[misc]
 class UnknownSubsection(c.ExplicitError):  # type: ignore[misc]
     """A subsection name with the parent's prefix that the layout does not know (QEMU: -ENOENT)."""
 
-    def __init__(self, name: str, path: str) -> None:
+    def __init__(self, name: str, path: str, parent: str = "") -> None:
         super().__init__(f"unknown subsection {name!r} (not in this tool's layouts)", path=path)
         self.name = name
+        self.parent = parent  # the vmsd whose subsection list was being read
 
 
 class Subsections(c.Construct):  # type: ignore[misc]
@@ -202,7 +203,7 @@ class Subsections(c.Construct):  # type: ignore[misc]
                 stream.seek(start)
                 return out
             if name not in self.known:
-                raise UnknownSubsection(name, f"{path} -> {name}")
+                raise UnknownSubsection(name, f"{path} -> {name}", self.parent)
             version_id = c.Int32ub._parsereport(stream, context, f"{path} -> {name} -> version_id")
             body = self.body(name, version_id)._parsereport(stream, context, f"{path} -> {name}")
             out.append(Container(name=name, version_id=version_id, body=body))

@@ -145,25 +145,26 @@ def from_wire(value: Any) -> NetState:
         curr_guest_offloads=value.curr_guest_offloads or 0, rss=rss)
 
 
-def load_device(dev: NetState, realized: Any, features_lo: int, lines: list[str]) -> NetState | None:
-    """The device vmsd's load checks in field order (step 9), and its post_load."""
+def check_field(name: str, value: Any, realized: Any) -> list[str]:
+    """The load checks QEMU makes as it reads the device vmsd's fields (the WITH_TMP post_loads and
+    the uint16_equal of max_queue_pairs), in field order; [] when the field passes."""
     peer = realized.config.netdev
-    if dev.has_vnet_hdr and not peer.vnet_hdr:
-        lines += ["virtio-net: saved image requires vnet_hdr=on", "Failed to load virtio-net-device:tmp"]
-        return None
-    if dev.has_ufo and not (peer.vnet_hdr and peer.ufo):
-        lines += ["virtio-net: saved image requires TUN_F_UFO support", "Failed to load virtio-net-device:tmp"]
-        return None
     local_pairs = max(peer.queues, 1)
-    if local_pairs > 1:
-        if dev.max_queue_pairs != local_pairs:  # VMSTATE uint16_equal
-            lines += [f"{dev.max_queue_pairs:x} != {local_pairs:x}", "Failed to load virtio-net-device:max_queue_pairs"]
-            return None
-        if dev.curr_queue_pairs > local_pairs:
-            lines += [f"virtio-net: curr_queue_pairs {dev.curr_queue_pairs:x} > max_queue_pairs {local_pairs:x}",
-                      "Failed to load virtio-net-device:tmp"]
-            return None
-    # post_load: a MAC table larger than ours was skipped, so it is emptied (CVE-2013-4149)
+    if name == "has_vnet_hdr" and value and not peer.vnet_hdr:
+        return ["virtio-net: saved image requires vnet_hdr=on", "Failed to load virtio-net-device:tmp"]
+    if name == "has_ufo" and value and not (peer.vnet_hdr and peer.ufo):
+        return ["virtio-net: saved image requires TUN_F_UFO support", "Failed to load virtio-net-device:tmp"]
+    if name == "max_queue_pairs" and value is not None and value != local_pairs:
+        return [f"{value:x} != {local_pairs:x}", "Failed to load virtio-net-device:max_queue_pairs"]
+    if name == "curr_queue_pairs" and value is not None and value > local_pairs:
+        return [f"virtio-net: curr_queue_pairs {value:x} > max_queue_pairs {local_pairs:x}",
+                "Failed to load virtio-net-device:tmp"]
+    return []
+
+
+def load_device(dev: NetState, realized: Any, features_lo: int, lines: list[str]) -> NetState | None:
+    """The device vmsd's post_load (its field checks ran in check_field)."""
+    # a MAC table larger than ours was skipped, so it is emptied (CVE-2013-4149)
     table, in_use = dev.mac_table, dev.in_use
     if in_use > MAC_TABLE_ENTRIES:
         table, in_use = b"", 0

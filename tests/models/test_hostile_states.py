@@ -10,9 +10,6 @@ index 0x8000 and 0xfffc cases, in-use 1 - 0xffff, config_vector == nvectors, sta
 takes the values those tests do not: negative-as-signed and huge counts, the boundaries, the other
 transports and releases, and the subsection and endianness cases. Values the state cannot hold (a count
 that disagrees with its list) are written into the encoded payload: the wire tree, or raw bytes.
-
-Where the model disagrees with the reference today, the test is an xfail(strict) that names the
-disagreement; it turns into a failure once the model is fixed, so that the mark is removed.
 """
 
 from __future__ import annotations
@@ -171,8 +168,6 @@ def test_max_queue_pairs_must_equal_the_destinations() -> None:
     assert res.lines[-1] == EINVAL
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: virtio-net's device fields are all read before the _EQUAL "
-                   "check, so a desynchronized stream reports a stream error instead of QEMU's '%x != %x'")
 def test_one_queue_pair_source_desynchronizes_a_multiqueue_destination() -> None:
     """§5.1: the queue-pair fields are read when the *local* max_queue_pairs > 1, so a 2-pair destination reads
     the two bytes after has_ufo of a 1-pair stream as max_queue_pairs, and the _EQUAL check fails on them."""
@@ -386,8 +381,6 @@ def test_device_endian_out_of_range_is_kept(release: str, transport: str) -> Non
     assert res.outcome == ACCEPTED and res.state is not None and res.state.device_endian == 3, res.lines
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: models/model.py keeps device_endian 0 from the subsection; "
-                   "virtio_load replaces UNKNOWN (0) by virtio_default_endian() whatever set it (§4 step 11)")
 @pytest.mark.parametrize("transport, default", [("pci", 1), ("ccw", 2)])
 def test_device_endian_unknown_becomes_the_targets_default(transport: str, default: int) -> None:
     r = _r("7.2", "virtio-rng", transport)
@@ -396,8 +389,6 @@ def test_device_endian_unknown_becomes_the_targets_default(transport: str, defau
     assert res.outcome == ACCEPTED and res.state is not None and res.state.device_endian == default
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: models/model.py fails any subsection sent to 2.0 as unknown "
-                   "(-ENOENT) before its 2.0 branch ('Unknown savevm section type 5', §3) is reached")
 def test_device_endian_subsection_to_20_is_an_unknown_section() -> None:
     """§3: QEMU 2.0 has no core subsection loader; the main loop reads 0x05 as a section type."""
     r = _r("2.0")
@@ -478,8 +469,6 @@ def test_unknown_core_subsection_on_102_names_itself() -> None:
     assert (res.outcome, res.lines[-1]) == (REJECTED, ENOENT)
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: models/model.py names the parent after the subsection's own "
-                   "prefix ('virtio-net-device'), QEMU 10.2 after the vmsd being loaded ('virtio', §1.5)")
 def test_device_subsection_name_among_the_core_subsections_on_102() -> None:
     r = _r("10.2")
     s = _driven(r)
@@ -514,9 +503,6 @@ def test_subsection_without_the_parents_prefix_is_left_to_the_section_footer(nam
     assert (res.outcome, res.error, res.lines[-1]) == (REJECTED, f"Missing section footer for {IDSTR}", EINVAL)
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: models/model.py adds 'Failed to load virtio-net:virtio' and "
-                   "'error while loading state ...' to the footer error, which QEMU prints after the device "
-                   "load succeeded (real-qemu.md §6: two lines)")
 def test_section_footer_error_is_two_lines() -> None:
     r = _r("7.2")
     s = _driven(r)
@@ -524,9 +510,6 @@ def test_section_footer_error_is_two_lines() -> None:
     assert res.lines == (f"Missing section footer for {IDSTR}", EINVAL)
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: without virtio/virtqueues, models/model.py state_from_wire "
-                   "derives the legacy ring layout from desc; with VERSION_1 virtio_load only sets up the region "
-                   "cache, so avail/used stay as reset left them (0) (§4 step 14, R6)")
 def test_missing_virtqueues_subsection_leaves_the_reset_ring_addresses() -> None:
     r = _r("7.2")
     s = _q0(_driven(r, guest_features=F.bit(F.VERSION_1) | 0x20), avail=0x200000, used=0x300000)
@@ -556,8 +539,6 @@ def test_core_subsections_in_any_order() -> None:
     assert reverse.state == straight.state
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: models/model.py reads the first of two subsections with the "
-                   "same name; vmstate_subsection_load loads each in turn into the same fields, so the last wins")
 def test_repeated_subsection_the_last_one_wins() -> None:
     r = _r("7.2")
     s = _driven(r, guest_features=0x20)
