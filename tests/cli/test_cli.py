@@ -131,3 +131,15 @@ def test_stream_from_a_newer_qemu_shows_what_is_understood(tmp_path: Path) -> No
     assert "virtio/stardom" in net["error"] and "status" not in net
     assert blk["device"] == "virtio-blk" and blk["queues"][0]["num"] == 256
     assert any("does not decode" in n for n in out["stream"]["not_understood"])
+
+
+@pytest.mark.parametrize("args,words", [
+    (["verdict", str(SAMPLE), "--release", "99.9"], ["release 99.9 is not modelled"]),
+    (["verdict", str(SAMPLE), "--dest", "-smp 2"], ["no -machine"]),
+    (["verdict", str(SAMPLE), "--release", "2.4", "--dest", "-machine pc-i440fx-7.2"], ["has no machine type"]),
+    (["verdict", str(SAMPLE), "--dest", "-machine pc-i440fx-7.2 -device virtio-net-pci,addr=0x3,disable-legacy=on,"
+      "disable-modern=on"], ["neither legacy nor modern"]),
+    (["decode"], ["the following arguments are required"]),
+])
+def test_bad_and_conflicting_options(args: list[str], words: list[str]) -> None:
+    assert_one_line_error(run(*args), *words)
