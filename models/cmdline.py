@@ -20,7 +20,7 @@ _DEVICE_TYPES = {
 }
 # options that take no virtio state but an argument (skipped with it)
 _IGNORED_WITH_ARG = {"-qmp", "-qtest", "-qtest-log", "-display", "-chardev", "-serial", "-monitor", "-cpu",
-                     "-accel", "-name", "-uuid", "-incoming", "-bios", "-L", "-global", "-object"}
+                     "-accel", "-name", "-uuid", "-incoming", "-bios", "-L", "-object"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
     if args and not args[0].startswith("-"):
         args = args[1:]  # the program name
     machine_name, smp, mem, netdevs, devices = default_machine, 1, 128, {}, []
+    globals_: dict[str, dict[str, str]] = {}
     i = 0
     while i < len(args):
         opt = args[i]
@@ -79,6 +80,11 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
                 queues=int(opts.get("queues", "1")))
         elif opt == "-device":
             devices.append(_opts(arg or ""))
+        elif opt == "-global":
+            # -global DRIVER.PROP=VALUE: a property for every object of that type (and its subtypes)
+            driver, _, rest = (arg or "").partition(".")
+            prop, _, value = rest.partition("=")
+            globals_.setdefault(driver, {})[prop] = value
         elif opt in ("-blockdev", "-drive", *_IGNORED_WITH_ARG):
             pass
         else:
@@ -102,7 +108,12 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
             continue
         device, transport = _DEVICE_TYPES[head]
         known = known_props(release, proxy_type(device, transport)) | known_props(release, f"{device}-device")
-        props = {k: _value(v) for k, v in opts.items() if k in known}
+        if transport == "mmio":
+            known |= known_props(release, "virtio-mmio")
+        reach = {head, f"{device}-device", "virtio-device", {"pci": "virtio-pci", "mmio": "virtio-mmio",
+                                                            "ccw": "virtio-ccw"}[transport]}
+        props = {k: _value(v) for d in reach for k, v in globals_.get(d, {}).items() if k in known}
+        props.update({k: _value(v) for k, v in opts.items() if k in known})
         for key in ("mac", "romfile"):  # not migrated themselves, but they shape config bytes and BARs
             if key in opts:
                 props[key] = opts[key]
@@ -114,11 +125,12 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
         if express and "disable-legacy" in opts:
             props["disable-legacy"] = opts["disable-legacy"]
         nd = netdevs.get(opts.get("netdev", ""), NetBackend()) if device == "virtio-net" else NetBackend()
+        n = counters[transport] = counters.get(transport, -1) + 1
         try:
-            config = Config(release, machine, device, transport, smp, mem, props, nd, express)
+            config = Config(release, machine, device, transport, smp, mem, props, nd, express,
+                            n if transport == "ccw" else 0)
         except Exception as e:
             raise UsageError(f"-device {head}: {e}") from None
-        n = counters[transport] = counters.get(transport, -1) + 1
         out.append(DeviceLine(config, _section(device, transport, opts, ports, n), opts.get("id")))
     return out
 

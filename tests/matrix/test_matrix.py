@@ -29,12 +29,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.mark.matrix
 def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
     result = run_cell(cell, matrix_options(request.config)["machines"] or None)
-    message = None
+    message = path = None
     if result.failure is not None:
         src, dst, state, out, v = result.failure
-        path = write_failure(cell, src, dst, state, out, v)
-        message = (f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}\n"
-                   f"  replay: virtio-compat replay {path}")
+        message = f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}"
     rules = ["R1", "R2", "R10", "R11"] if cell.direction == "same" else [
         "R3" if cell.direction == "forward" else "R4"]
     for rule in rules + ["R5", "R6", "R7", "R8", "R9"]:
@@ -46,5 +44,8 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
             "machines": sorted(result.machines), "qemu": False, "failure": message if failed else None,
             "schema": loaded_paths(),
         })
-    if message:
-        pytest.fail(message, pytrace=False)
+    if result.failure is not None:
+        # recorded first, so that a failure file that cannot be written (full disk) leaves the cell in the report
+        src, dst, state, out, v = result.failure
+        path = write_failure(cell, src, dst, state, out, v)  # into $VIRTIO_COMPAT_REPORTS/failures (check sets it)
+        pytest.fail(f"{message}\n  replay: virtio-compat replay {path}", pytrace=False)
