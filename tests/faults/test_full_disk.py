@@ -117,8 +117,10 @@ def test_slow_subprocess_check_on_a_full_disk_says_so_in_one_line_and_the_next_c
     assert not list((reports / "failures").glob(f"{rule}-*.json")), "a failure file larger than the disk"
     assert f"WriteError: cannot write {reports}/failures/{rule}-" in log and ".json: File too large" in log
     if lost == "failure file":
-        assert re.search(r"\d+ cells failed outside the rules \(an error in the harness\)", out), out
-        assert (reports / "compat-matrix.json").exists()
+        # the cell was recorded before its failure file was tried: the report still shows it failing
+        assert re.search(r"\b1 fail\b", out), out
+        entries = json.loads((reports / "compat-matrix.json").read_text())
+        assert any(e["rule"] == rule and e["outcome"] == "fail" for e in entries)
     else:
         assert err.strip().splitlines()[-1] == ("virtio-compat check: pytest stopped with exit code 3 before the "
                                                 f"reports were written; its output: {reports / 'pytest.log'}"), err
