@@ -236,6 +236,12 @@ def _fail(lines: list[str], err: int = errno.EPERM) -> Rejected:
     return Rejected(lines, err)
 
 
+def _desync(e: BaseException, idstr: str) -> Rejected:
+    """QEMU reads on past its section; what it meets there decides its message: say what we know."""
+    where = field_path(getattr(e, "path", "") or "", "virtio")
+    return _fail([f"stream ends or desynchronizes while loading {where} of {idstr}"], errno.EIO)
+
+
 def _unknown_subsection(e: UnknownSubsection, release: Version) -> Rejected:
     """vmstate_subsection_load: the exact lookup fails, -ENOENT (10.2 also names it and its parent)."""
     parent = e.parent or e.name.split("/")[0]
@@ -302,9 +308,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         except UnknownSubsection as e:
             raise _unknown_subsection(e, release) from None
         except _DECODE_ERRORS as e:
-            where = field_path(getattr(e, "path", "") or "", "virtio")
-            # QEMU reads on past its section: what it meets there decides the message; say what we know
-            raise _fail([f"stream ends or desynchronizes while loading {where} of {idstr}"], errno.EIO) from None
+            raise _desync(e, idstr) from None
         if sc is None:
             v[name] = ctx[name] = value
         return value
@@ -367,8 +371,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             except UnknownSubsection as e:
                 raise _unknown_subsection(e, release) from None
             except _DECODE_ERRORS as e:
-                where = field_path(getattr(e, "path", "") or "", "virtio")
-                raise _fail([f"stream ends or desynchronizes while loading {where} of {idstr}"], errno.EIO) from None
+                raise _desync(e, idstr) from None
             if sc.name:
                 dv[sc.name] = dctx[sc.name] = value
                 if lines := check_field(sc.name, value, r):
@@ -397,9 +400,9 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             # vmstate_subsection_load: exact lookup fails, -ENOENT
             raise _fail([f"VM subsection '{sub.name}' in 'virtio' does not exist"] if release >= Version(10, 2)
                         else [], errno.ENOENT)
-    if (full_end if full is not None else stream.tell()) != len(data):
-        at = full_end if full is not None else stream.tell()
-        first = f"Missing section footer for {idstr}" if footer else f"Unknown savevm section type {data[at]}"
+    end = full_end if full is not None else stream.tell()
+    if end != len(data):
+        first = f"Missing section footer for {idstr}" if footer else f"Unknown savevm section type {data[end]}"
         raise _fail([first, f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
     trace.steps.append("core subsections: " + ", ".join(s.name for s in v.subsections))
     src = state_from_wire(r, v, rings)
