@@ -281,14 +281,20 @@ def load_stream(
         stream.write_bytes(data)
         loaded = _load_from_file(qemu, stream, channel)
         if loaded:
-            for dev in qemu.qmp("x-query-virtio"):
-                path = dev["path"]
-                status[path] = qemu.qmp("x-query-virtio-status", path=path)
-                queues[path] = [
-                    qemu.qmp("x-query-virtio-queue-status", path=path, queue=i)
-                    for i in range(status[path].get("num-vqs", 0))
-                ]
+            status, queues = query_virtio(qemu)
     return read_verdict(qemu, loaded, status, queues)
+
+
+def query_virtio(qemu: QemuProcess) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """x-query-virtio-status and x-query-virtio-queue-status of every virtio device, by QOM path."""
+    status: dict[str, dict[str, Any]] = {}
+    queues: dict[str, list[dict[str, Any]]] = {}
+    for dev in qemu.qmp("x-query-virtio"):
+        path = dev["path"]
+        status[path] = qemu.qmp("x-query-virtio-status", path=path)
+        queues[path] = [qemu.qmp("x-query-virtio-queue-status", path=path, queue=i)
+                        for i in range(status[path].get("num-vqs", 0))]
+    return status, queues
 
 
 def read_verdict(qemu: QemuProcess, loaded: bool, status: dict[str, dict[str, Any]],

@@ -29,6 +29,7 @@ from harness.qemu.backend import (
     Verdict,
     _load_from_file,
     _save_to_file,
+    query_virtio,
     read_verdict,
 )
 from harness.qemu.process import QemuProcess, find_qemu
@@ -87,13 +88,7 @@ def load_and_save(
         stream.write_bytes(data)
         loaded = _load_from_file(qemu, stream, channel)
         if loaded:
-            for dev in qemu.qmp("x-query-virtio"):
-                path = dev["path"]
-                status[path] = qemu.qmp("x-query-virtio-status", path=path)
-                queues[path] = [
-                    qemu.qmp("x-query-virtio-queue-status", path=path, queue=i)
-                    for i in range(status[path].get("num-vqs", 0))
-                ]
+            status, queues = query_virtio(qemu)
             if resave:
                 # The incoming migration is over: QEMU may migrate out again (process.py refuses any
                 # migrate() on a process started with -incoming, so it is told the load is done).
