@@ -4,10 +4,12 @@ the samples kept in tests/data."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -29,3 +31,13 @@ def truth_of(stream: Path) -> dict[str, Any]:
 def fixture_stream(request: pytest.FixtureRequest) -> Path:
     path: Path = request.param
     return path
+
+
+@pytest.fixture
+def ci_profile() -> Iterator[None]:
+    """Run a test under the `ci` Hypothesis profile (what the matrix runs), whatever is loaded."""
+    previous = settings.default
+    settings.load_profile("ci")
+    yield
+    settings.register_profile("_restore", previous)
+    settings.load_profile("_restore")

@@ -168,6 +168,14 @@ def _save_to_file(qemu: QemuProcess, path: Path, channel: Channel) -> None:
         time.sleep(POLL)
 
 
+def migrate_to_bytes(qemu: QemuProcess, channel: Channel = "fd") -> bytes:
+    """Migrate a running QEMU into a file of its scratch folder and return the stream."""
+    assert qemu.scratch is not None
+    path = qemu.scratch / "stream.bin"
+    _save_to_file(qemu, path, channel)
+    return path.read_bytes()
+
+
 def _load_from_file(qemu: QemuProcess, path: Path, channel: Channel) -> bool:
     if channel == "fd":
         fd = os.open(path, os.O_RDONLY)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness.errors import QemuError
-from harness.qemu.backend import Verdict, load_stream
+from harness.qemu.backend import Verdict, load_stream, migrate_to_bytes
 from harness.qemu.process import QemuProcess, find_qemu
 from harness.qemu.qtest import QtestClient
 from harness.wire.stream import Stream, VirtioPayload, decode_stream, encode_stream
@@ -111,18 +110,6 @@ class Saved:
     data: bytes
     stream: Stream
     queues: dict[str, list[dict[str, Any]]]  # x-query-virtio-queue-status on the source, by QOM path
-
-
-def migrate_to_bytes(qemu: QemuProcess) -> bytes:
-    assert qemu.scratch is not None
-    path = qemu.scratch / "stream.bin"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        qemu.add_fd("stream", fd)
-    finally:
-        os.close(fd)
-    qemu.migrate("fd:stream")
-    return path.read_bytes()
 
 
 # --- driving virtio-mmio ----------------------------------------------------------------------------

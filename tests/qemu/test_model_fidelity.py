@@ -15,7 +15,6 @@ A payload mismatch is reported field by field (model value, QEMU value).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,14 @@ from hypothesis import strategies as st
 from qmp_view import qmp_host_features, qmp_status
 
 from harness.errors import HarnessError, QemuError
-from harness.qemu.backend import DeviceConfig, QemuConfig, load_stream, save_stream
+from harness.qemu.backend import (
+    DeviceConfig,
+    QemuConfig,
+    load_stream,
+    migrate_to_bytes,
+    query_virtio,
+    save_stream,
+)
 from harness.qemu.drive import PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_IO, PciConfig
 from harness.qemu.process import QemuProcess
 from harness.qemu.qtest import QtestClient
@@ -222,20 +228,8 @@ def legacy_host_features(qt: QtestClient, slot: int) -> int | None:
 def probe(config: QemuConfig, binary: str) -> Probe:
     """Start QEMU with `config`, save its untouched devices, then read what they show."""
     with QemuProcess(config.machine, config.args(), binary=binary, qtest=True, name="probe") as qemu:
-        assert qemu.scratch is not None
-        path = qemu.scratch / "stream.bin"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            qemu.add_fd("stream", fd)
-        finally:
-            os.close(fd)
-        qemu.migrate("fd:stream")
-        data = path.read_bytes()
-        status, queues = {}, {}
-        for dev in qemu.qmp("x-query-virtio"):
-            status[dev["path"]] = st_ = qemu.qmp("x-query-virtio-status", path=dev["path"])
-            queues[dev["path"]] = [qemu.qmp("x-query-virtio-queue-status", path=dev["path"], queue=i)
-                                   for i in range(st_["num-vqs"])]
+        data = migrate_to_bytes(qemu)
+        status, queues = query_virtio(qemu)
         legacy = {dev.slot: legacy_host_features(qemu.qtest, dev.slot) for dev in config.devices}
         return Probe(list(qemu.argv), data, status, queues, legacy)
 

@@ -7,11 +7,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
 
 from harness.failures import write_failure
 from harness.matrix import CellResult, cells, run_cell
@@ -24,13 +22,7 @@ EXAMPLES = HERE.parents[1] / "examples" / "schemas"
 ROOT = HERE.parents[1]
 
 
-@pytest.fixture(autouse=True)
-def ci_profile() -> Iterator[None]:
-    previous = settings.default
-    settings.load_profile("ci")
-    yield
-    settings.register_profile("_restore", previous)
-    settings.load_profile("_restore")
+pytestmark = pytest.mark.usefixtures("ci_profile")
 
 
 def statuses(module: Path, devices: tuple[str, ...], transports: tuple[str, ...] = ("pci", "mmio", "ccw")

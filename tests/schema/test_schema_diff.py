@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
 
 from harness.diff import BREAKS, GATE, SAFE, Diff, Difference, diff
 from models import schema
@@ -23,13 +21,7 @@ ROOT = HERE.parents[1]
 NET = ["virtio-net"]
 
 
-@pytest.fixture(autouse=True)
-def ci_profile() -> Iterator[None]:
-    previous = settings.default
-    settings.load_profile("ci")
-    yield
-    settings.register_profile("_restore", previous)
-    settings.load_profile("_restore")
+pytestmark = pytest.mark.usefixtures("ci_profile")
 
 
 def one(d: Diff, kind: str, subject: str) -> Difference:

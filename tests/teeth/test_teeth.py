@@ -4,23 +4,13 @@ example, while the unbroken model passes the same cells with the same (derandomi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from hypothesis import settings
 
 from harness.matrix import Cell, run_cell
 from models import core
 from models.releases import V
 
-
-@pytest.fixture(autouse=True)
-def ci_profile() -> Iterator[None]:
-    previous = settings.default
-    settings.load_profile("ci")
-    yield
-    settings.register_profile("_restore", previous)
-    settings.load_profile("_restore")
+pytestmark = pytest.mark.usefixtures("ci_profile")
 
 
 def _with_started_rule(test: object) -> tuple[core.CoreSubsection, ...]:
