@@ -42,6 +42,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from harness.decode import format_text, stream_summary
     from harness.wire.stream import decode_stream
 
+    load_schemas(args.schema)  # a payload a schema module changes decodes with its layout
     data = read_stream_file(args.stream)
     try:
         # a payload that does not decode is reported, and the rest of the stream still shown
@@ -66,6 +67,7 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     from harness.wire.stream import decode_stream
     from models.releases import release_of
 
+    load_schemas(args.schema)  # first: --release may name a release it declares
     try:
         release = release_of(args.release)
     except ValueError as e:
@@ -162,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="show the virtio devices inside a QEMU migration stream")
     d.add_argument("stream", metavar="STREAM", help="a migration stream file (e.g. from migrate exec:cat>FILE)")
     d.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
+    d.add_argument("--schema", action="append", metavar="MODULE",
+                   help="decode with a schema module's layouts (models/schema.py); repeatable")
     d.set_defaults(func=cmd_decode)
     v = sub.add_parser("verdict", help="predict what a destination QEMU does with a stream")
     v.add_argument("stream", metavar="STREAM", help="a migration stream file")
@@ -169,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dest", metavar="ARGS", help="the destination's command line in QEMU syntax "
                    "(-machine, -smp, -m, -netdev, -device ...); default: like the source, inferred")
     v.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
+    v.add_argument("--schema", action="append", metavar="MODULE",
+                   help="apply a schema module (models/schema.py): its layouts, releases and rules; repeatable")
     v.set_defaults(func=cmd_verdict)
     b = sub.add_parser("bench", help="measure decode speed against the targets of DESIGN.md")
     b.add_argument("--stream", metavar="STREAM", help="the stream to decode (default: the sample in tests/data)")

@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.wire.primitives import subsection
 from harness.wire.stream import Stream, VirtioPayload
+from models import schema
 
 STATUS_BITS = {1: "ACKNOWLEDGE", 2: "DRIVER", 4: "DRIVER_OK", 8: "FEATURES_OK", 0x40: "NEEDS_RESET",
                0x80: "FAILED"}
@@ -139,6 +140,9 @@ def device_summary(p: VirtioPayload) -> dict[str, Any]:
         "started": bool(started.started) if started is not None else None,
         "device_state": _device_state(p),
     }
+    if schema.LOADED:  # the fields schema modules declare, as this payload carries them
+        out["schema_fields"] = {k: v.hex() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v
+                                for k, v in schema.sent(v).items()}
     if p.transport == "pci":
         cfg = bytes(t.pci.config)
         out["pci_config_size"] = len(cfg)
@@ -232,4 +236,6 @@ def format_text(summary: dict[str, Any]) -> str:
                 lines.append(f"    queue {r['queue']} head {r['head']}: out {r['out_len']} in {r['in_len']}")
         elif d["device"] == "virtio-balloon":
             lines.append(f"  virtio-balloon: num_pages {ds['num_pages']}, actual {ds['actual']}")
+        if "schema_fields" in d:
+            lines.append("  schema fields: " + (", ".join(f"{k} {v}" for k, v in d["schema_fields"].items()) or "-"))
     return "\n".join(lines)

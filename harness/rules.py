@@ -10,7 +10,7 @@ from harness.wire.stream import decode_payload
 from models import core, schema
 from models import features as F
 from models.config import Realized
-from models.model import ACCEPTED, REJECTED, LoadResult, load, save
+from models.model import ACCEPTED, REJECTED, LoadResult, load, save, section_version
 from models.state import DeviceState, NetState
 
 
@@ -40,14 +40,16 @@ class Run:
     def decoded(self) -> Any:
         """The saved payload decoded once (rules R5-R7 read it)."""
         if self._decoded is None:
-            self._decoded = decode_payload(self.data, self.src.config.transport, self.src.config.device)
+            self._decoded = decode_payload(self.data, self.src.config.transport, self.src.config.device,
+                                           schema_fields=schema.on_wire(self.src, self.state))
         return self._decoded
 
     @classmethod
     def of(cls, src: Realized, dst: Realized, state: DeviceState) -> Run:
         data = save(src, state)
         rings = [(q.avail_idx, q.used_idx) for q in state.queues]
-        return cls(src, dst, state, data, load(dst, data, rings, f"{src.config.device}"))
+        return cls(src, dst, state, data, load(dst, data, rings, f"{src.config.device}",
+                                                version_id=section_version(src)))
 
 
 def device_projection(dev: Any, features: int) -> Any:

@@ -124,7 +124,7 @@ def _device_verdict(s: Stream, p: VirtioPayload, config: Config) -> dict[str, An
         if p.value is not None and s.memory is not None:
             rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value))
         data = p.encode()
-        res = load(r, data, rings, p.section, p.instance_id, s.footers)
+        res = load(r, data, rings, p.section, p.instance_id, s.footers, p.version_id)
     except PciConfigError as e:
         raise UsageError(f"{p.section}: {e}") from None
     return {"outcome": res.outcome, "error": res.error if res.outcome != ACCEPTED else None}

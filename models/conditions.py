@@ -325,6 +325,12 @@ class Python(Condition):
         return True
 
 
+def state_fields(cond: Condition) -> set[str]:
+    """The state fields a condition reads."""
+    own = {cond.name} if isinstance(cond, StateField) else set()
+    return own.union(*(state_fields(p) for p in cond.parts()))
+
+
 def as_condition(x: Any) -> Condition:
     if isinstance(x, Condition):
         return x

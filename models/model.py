@@ -130,6 +130,7 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
     added = schema.device_wire(r, s)  # device subsections of schema modules, after the device's own
     if added:
         device["subsections"] = list(device["subsections"]) + added
+    device.update(schema.device_values(r, s))  # device vmsd fields of schema modules
     return {
         "transport": transport, "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features_lo": lo,
         "config_len": len(s.config), "config": s.config, "num_queues": nq, "queues": queues,
@@ -144,8 +145,13 @@ def save(r: Realized, s: DeviceState) -> bytes:
     net = s.device.max_queue_pairs > 1 if r.config.device == "virtio-net" else None
     blk = r.release >= Version(2, 7) and r.num_queues > 1 if r.config.device == "virtio-blk" else None
     data: bytes = compiled_payload_layout(r.config.transport, r.config.device).build(
-        to_wire(r, s), net_multiqueue=net, blk_multiqueue=blk)
+        to_wire(r, s), net_multiqueue=net, blk_multiqueue=blk, schema_fields=schema.on_wire(r, s))
     return data
+
+
+def section_version(r: Realized) -> int:
+    """The version_id release r writes in the device's section header (its outer vmsd's)."""
+    return schema.versions(r.config.device, r.release).section.version
 
 
 def _sub(subs: Sequence[Any], name: str) -> Any:
@@ -256,12 +262,14 @@ def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[
 
 
 def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = None, idstr: str = "",
-         instance_id: int = 0, footer: bool = True) -> LoadResult:
+         instance_id: int = 0, footer: bool = True, version_id: int | None = None) -> LoadResult:
     """Replay release r's virtio_load over `data` (one payload); `rings` gives each queue's
-    (avail idx, used idx) in guest RAM, as the destination would read them."""
+    (avail idx, used idx) in guest RAM, as the destination would read them; `version_id` is the section
+    header's (None: the destination's own)."""
     trace = Trace()
     idstr = idstr or f"{r.config.device}"
     try:
+        _check_section_version(r, idstr, instance_id, version_id)
         state, broken_lines = _load(r, data, rings, trace, idstr, footer)
     except Crashed as e:
         trace.steps.append(f"crashed: {e}")
@@ -274,6 +282,18 @@ def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = Non
     return LoadResult(outcome, broken_lines[0] if broken_lines else None, tuple(broken_lines), state, trace)
 
 
+def _check_section_version(r: Realized, idstr: str, instance_id: int, version_id: int | None) -> None:
+    """qemu_loadvm_section_start_full, then vmstate_load_state of the outer vmsd (verified on 7.2)."""
+    local = schema.versions(r.config.device, r.release).section
+    invalid = f"load of migration failed: {os.strerror(errno.EINVAL)}"
+    if version_id is not None and version_id > local.version:
+        raise _fail([f"savevm: unsupported version {version_id} for '{idstr}' v{local.version}", invalid], 0)
+    if version_id is not None and version_id < local.minimum:
+        raise _fail([f"{local.name}: incoming version_id {version_id} is too old for local minimum version_id  "
+                     f"{local.minimum}", f"error while loading state for instance 0x{instance_id:x} of device "
+                     f"'{idstr}'", invalid], 0)
+
+
 def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, trace: Trace, idstr: str,
           footer: bool) -> tuple[DeviceState, list[str]]:
     release, tr, dev = r.release, r.config.transport, DEVICES[r.config.device]
@@ -282,7 +302,11 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     stream = io.BytesIO(data)
     local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
     blk_index = r.release >= Version(2, 7) and r.num_queues > 1
-    ctx = c.Container(_params=c.Container(net_multiqueue=local_pairs > 1, blk_multiqueue=blk_index),
+    # virtio_load reads the device vmsd with the local outer version_id, whatever the section header said
+    versions = schema.versions(r.config.device, release)
+    fields = schema.on_wire(r, _reset_state(r.config), versions.section.version, loading=True)
+    ctx = c.Container(_params=c.Container(net_multiqueue=local_pairs > 1, blk_multiqueue=blk_index,
+                                          schema_fields=fields),
                       _parsing=True, _building=False, _sizing=False, _io=stream, _index=None)
     ctx._root = ctx
     v = c.Container()
@@ -358,6 +382,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     v.queues = ctx.queues = c.ListContainer(queues)
     trace.steps.append(f"{num} queues")
     # step 9: device data (it sees only the 32-bit features; endianness still unknown)
+    if versions.device is not None:
+        _check_vmsd_version(versions.device, versions.section.version)
     check_field = getattr(dev, "check_field", None)
     if full is None and check_field is not None:
         # field by field, so that a check QEMU makes on a field wins over the bad bytes after it
@@ -511,6 +537,16 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
 
 # vmsd version ranges (version_id, minimum_version_id) of the subsections, by name: all are 1/1 but
 # virtio-net-device/rss, version 2 from 10.1 (7b6e7e49905d)
+def _check_vmsd_version(vmsd: Any, version_id: int) -> None:
+    """vmstate_load_state's version checks (for the device vmsd, the local outer version_id)."""
+    if version_id > vmsd.version:
+        raise _fail([f"{vmsd.name}: incoming version_id {version_id} is too new for local version_id "
+                     f"{vmsd.version}"], errno.EINVAL)
+    if version_id < vmsd.minimum:
+        raise _fail([f"{vmsd.name}: incoming version_id {version_id} is too old for local minimum "
+                     f"version_id  {vmsd.minimum}"], errno.EINVAL)  # sic: QEMU prints two spaces
+
+
 def _subsection_versions(name: str, release: Version) -> tuple[int, int]:
     declared = schema.subsection_versions(name, release)
     if declared is not None:

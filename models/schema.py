@@ -36,16 +36,18 @@ import construct as c
 
 from harness.errors import SchemaError
 from harness.wire import virtio as wire
-from harness.wire.primitives import be16, be32, be64, sbe32, u8, vbool
+from harness.wire.primitives import FlatArray, When, be16, be32, be64, sbe32, u8, vbool
 from models import config, core, props, releases
 from models.conditions import Condition, as_condition
 from models.config import Realized
 from models.core import LoadCheck
+from models.devices import Versions, Vmsd
 from models.props import Prop
 from models.releases import Compat, Downstream, Version
 from models.state import BalloonState, BlkState, DeviceState, NetState
 
-__all__ = ["Compat", "Downstream", "Field", "LoadCheck", "Prop", "Release", "Subsection", "load_schema"]
+__all__ = ["Compat", "DeviceVersion", "Downstream", "Field", "LoadCheck", "Prop", "Release", "Subsection",
+           "load_schema"]
 
 # vmstate field types (VMSTATE_UINT8 ... VMSTATE_BOOL), by QEMU's names
 TYPES: dict[str, Any] = {"uint8": u8, "uint16": be16, "uint32": be32, "uint64": be64, "int8": c.Int8sb,
@@ -63,22 +65,89 @@ class Release:
 
 @dataclass(frozen=True)
 class Field:
+    """A vmstate field: VMSTATE_UINT32(name) and its kin, by QEMU's type names; `size` makes a VMSTATE_BUFFER of
+    that many bytes (type "buffer"), `count` a VMSTATE_*_ARRAY of that many elements. It is on the wire from the
+    vmsd version_id `version` on (VMSTATE_*_V; 1: always), or where `present` holds (VMSTATE_*_TEST: each side
+    decides on its own, the destination over its state before the load)."""
+
     name: str
-    type: str  # a key of TYPES
-    reset: int = 0  # the value after realize and reset
-    version: int = 1  # the subsection version_id that added it (VMSTATE_*_V)
-    values: tuple[int, ...] = ()  # the values a device can hold, for the matrix to draw; (): any of the type
+    type: str  # a key of TYPES, or "buffer"
+    reset: Any = 0  # the value after realize and reset (a buffer's or an array's: of each byte or element)
+    version: int = 1
+    values: tuple[Any, ...] = ()  # the values a device can hold, for the matrix to draw; (): any of the type
+    size: int = 0  # a buffer's length in bytes
+    count: int = 0  # an array's length; 0: a single value
+    present: Condition | Callable[[Realized, DeviceState], Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.type not in TYPES:
-            raise SchemaError(f"field {self.name!r} has an unknown type {self.type!r} (known: {', '.join(TYPES)})")
+        if self.type == "buffer":
+            if not isinstance(self.size, int) or self.size <= 0:
+                raise SchemaError(f"field {self.name!r}: a buffer has a size in bytes: "
+                                  "Field(name, \"buffer\", size=16)")
+        elif self.type not in TYPES:
+            raise SchemaError(f"field {self.name!r} has an unknown type {self.type!r} (known: "
+                              f"{', '.join(TYPES)}, buffer)")
+        elif self.size:
+            raise SchemaError(f"field {self.name!r}: size is a buffer's; an array of {self.type} takes count=")
+        if not isinstance(self.count, int) or self.count < 0:
+            raise SchemaError(f"field {self.name!r}: count is a number of elements, not {self.count!r}")
+        if not isinstance(self.version, int) or self.version < 1:
+            raise SchemaError(f"field {self.name!r}: version is a vmsd version_id (1 or more), not {self.version!r}")
+        if self.present is not None:
+            if self.version > 1:
+                raise SchemaError(f"field {self.name!r} is gated by its version or by a test (VMSTATE_*_V or "
+                                  "VMSTATE_*_TEST), not both")
+            as_condition(self.present)
 
     @property
     def range(self) -> tuple[int, int]:
-        if self.type == "bool":
-            return 0, 1
+        if self.type in ("bool", "buffer"):
+            return 0, 1 if self.type == "bool" else 255
         bits = int(self.type.removeprefix("u").removeprefix("int"))
         return (0, (1 << bits) - 1) if self.type.startswith("u") else (-(1 << bits - 1), (1 << bits - 1) - 1)
+
+    def reset_value(self) -> Any:
+        if self.type == "buffer":
+            return bytes([self.reset]) * self.size if isinstance(self.reset, int) else bytes(self.reset)
+        return (self.reset,) * self.count if self.count else self.reset
+
+    def wire_type(self) -> Any:
+        if self.type == "buffer":
+            return c.Bytes(self.size)
+        if not self.count:
+            return TYPES[self.type]
+        return c.Array(self.count, vbool) if self.type == "bool" else FlatArray(self.count, TYPES[self.type])
+
+    def construct(self, gated: bool) -> Any:
+        """Its layout. A gated one (a device vmsd's field, or a test's) is on the wire as the parse or build
+        parameter schema_fields says (the model decides it per release and side, see on_wire()); without it, as
+        the newest release writes it."""
+        sc = self.wire_type()
+        if not gated and self.present is None:
+            return sc
+        name = self.name
+
+        def on_wire(ctx: Any) -> bool:
+            decided = _param(ctx, "schema_fields", {}).get(name, True)
+            return bool(decided(ctx) if callable(decided) else decided)
+
+        return When(on_wire, sc)
+
+    def condition(self) -> Condition | None:
+        return None if self.present is None else as_condition(self.present)
+
+    def describe(self) -> str:
+        kind = f"buffer[{self.size}]" if self.type == "buffer" else f"{self.type}[{self.count}]" if self.count \
+            else self.type
+        gate = f" (where {self.condition().describe()})" if self.present is not None else (  # type: ignore[union-attr]
+            f" (from version {self.version})" if self.version > 1 else "")
+        return f"{self.name} {kind}{gate}"
+
+
+def _param(ctx: Any, name: str, default: Any) -> Any:
+    params = getattr(ctx, "_params", None) or {}
+    value = params.get(name)
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -115,12 +184,33 @@ class Subsection:
     def layout(self) -> Callable[[int], Any]:
         """The body by version_id (one construct per distinct field set, whatever version a stream names)."""
         steps = sorted({1} | {f.version for f in self.fields})
-        bodies = {v: c.Struct(*(f.name / TYPES[f.type] for f in self.fields_in(v))) for v in steps}
+        bodies = {v: c.Struct(*(f.name / f.construct(False) for f in self.fields_in(v))) for v in steps}
 
         def body(version_id: int) -> Any:
             return bodies[max([v for v in steps if v <= version_id], default=1)]
 
         return body
+
+
+@dataclass(frozen=True)
+class DeviceVersion:
+    """Fields appended to a device vmsd ("virtio-net-device"), after its own and before its subsections, from
+    release `since`; and its version_id from there, which VMSTATE_*_V fields need raised. virtio-net's outer vmsd
+    takes the same macro (VIRTIO_NET_VM_VERSION), so the section's version_id follows `version` unless
+    `section_version` says otherwise."""
+
+    vmsd: str
+    since: Version
+    fields: tuple[Field, ...] = ()
+    version: int | None = None  # the device vmsd's version_id from `since`; None: unchanged
+    minimum_version: int | None = None
+    section_version: int | None = None  # the outer vmsd's, in the section header; None: follows `version`
+    section_minimum_version: int | None = None
+    source: str = ""
+
+    @property
+    def device(self) -> str:
+        return self.vmsd.removesuffix("-device")
 
 
 @dataclass(frozen=True)
@@ -136,6 +226,7 @@ class Schema:
 # --- the registry: what the applied schema modules declared -----------------------------------------------------
 
 SUBSECTIONS: tuple[Subsection, ...] = ()
+DEVICE_VERSIONS: tuple[DeviceVersion, ...] = ()  # in release order
 LOADED: tuple[Schema, ...] = ()
 
 
@@ -163,19 +254,90 @@ def subsection_versions(name: str, release: Version) -> tuple[int, int] | None:
     return None if sub is None else (sub.version_in(release), sub.minimum_version)
 
 
+def device_fields(device: str, release: Version) -> list[Field]:
+    """The fields schema modules append to a device vmsd that `release` knows, in wire order."""
+    return [f for d in DEVICE_VERSIONS if d.device == device and d.since <= release for f in d.fields]
+
+
+def versions(device: str, release: Version) -> Versions:
+    """The device's vmsd versions in `release`: models/devices' own, as DeviceVersion declarations change them."""
+    from models.devices import DEVICES
+
+    v: Versions = DEVICES[device].VERSIONS
+    for d in DEVICE_VERSIONS:
+        if d.device != device or d.since > release:
+            continue
+        dev = v.device
+        if dev is not None:
+            dev = Vmsd(dev.name, d.version or dev.version, d.minimum_version or dev.minimum)
+        sec = v.section
+        v = Versions(Vmsd(sec.name, d.section_version or d.version or sec.version,
+                          d.section_minimum_version or sec.minimum), dev)
+    return v
+
+
 def known_fields(r: Realized) -> list[Field]:
-    return [f for sub in known(r.release, r.config.device) for f in sub.fields_in(sub.version_in(r.release))]
+    return [f for sub in known(r.release, r.config.device) for f in sub.fields_in(sub.version_in(r.release))] + \
+        device_fields(r.config.device, r.release)
 
 
 def reset_values(r: Realized) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((f.name, f.reset) for f in known_fields(r)))
+    return tuple(sorted((f.name, f.reset_value()) for f in known_fields(r)))
+
+
+def on_wire(r: Realized, s: DeviceState, version: int | None = None, loading: bool = False
+            ) -> dict[str, Any] | None:
+    """The build/parse parameter schema_fields: which gated fields release r writes for state s, or (`loading`)
+    reads, with `version`, the device vmsd version_id it loads with, and over s, its state before the load, with
+    the fields read so far in place, as QEMU's field_exists sees it. None when no schema module gates a field."""
+    if not DEVICE_VERSIONS and not any(f.present is not None for sub in SUBSECTIONS for f in sub.fields):
+        return None
+    out: dict[str, Any] = {}
+    if version is None:
+        dev = versions(r.config.device, r.release).device
+        version = dev.version if dev is not None else 0
+    mine = {id(f) for f in device_fields(r.config.device, r.release)}
+    subsection_fields = [f for sub in SUBSECTIONS for f in sub.fields]
+    mine |= {id(f) for f in subsection_fields}  # a subsection's are in its layout only where it is known
+    for f in subsection_fields + [f for d in DEVICE_VERSIONS for f in d.fields]:
+        if id(f) not in mine:
+            out[f.name] = False  # another device's, or a later release's: not in this one's layout
+        elif f.present is not None:
+            test = as_condition(f.present)
+            out[f.name] = _read_so_far(test, r, s) if loading else bool(test(r, s))
+        else:
+            out[f.name] = f.version <= version
+    return out
+
+
+def _read_so_far(test: Condition, r: Realized, before: DeviceState) -> Callable[[Any], bool]:
+    """The test as the destination evaluates it while loading: over its state with the values read so far (this
+    struct's and its parents') in place of the ones before the load."""
+    device_names = {f.name for f in dataclasses.fields(before.device)} if before.device is not None else set()
+    declared_names = {f.name for f in known_fields(r)}
+
+    def decide(ctx: Any) -> bool:
+        read: dict[str, Any] = {}
+        while ctx is not None:
+            for k, v in ctx.items():
+                if not k.startswith("_") and k not in read and v is not None:
+                    read[k] = _value(v)
+            ctx = ctx.get("_")
+        extra = {**dict(before.extra), **{k: v for k, v in read.items() if k in declared_names}}
+        device = before.device
+        if device is not None:
+            device = dataclasses.replace(device, **{k: v for k, v in read.items() if k in device_names})
+        state = dataclasses.replace(before, extra=tuple(sorted(extra.items())), device=device)
+        return bool(test(r, state))
+
+    return decide
 
 
 def wire_entry(sub: Subsection, r: Realized, s: DeviceState) -> dict[str, Any]:
     version = sub.version_in(r.release)
     values = dict(s.extra)
     return {"name": sub.name, "version_id": version,
-            "body": {f.name: values.get(f.name, f.reset) for f in sub.fields_in(version)}}
+            "body": {f.name: values.get(f.name, f.reset_value()) for f in sub.fields_in(version)}}
 
 
 def device_wire(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
@@ -184,21 +346,36 @@ def device_wire(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
             if sub.device is not None and sub.condition()(r, s)]
 
 
+def device_values(r: Realized, s: DeviceState) -> dict[str, Any]:
+    """The values of the device vmsd fields schema modules declare (the layout decides which go on the wire)."""
+    values = dict(s.extra)
+    return {f.name: values.get(f.name, f.reset_value()) for d in DEVICE_VERSIONS for f in d.fields}
+
+
+def _value(x: Any) -> Any:
+    return tuple(x) if isinstance(x, list) else x
+
+
 def sent(decoded: Any) -> dict[str, Any]:
     """The declared fields a decoded payload carries, by name."""
     out: dict[str, Any] = {}
     for sub in list(decoded.subsections) + list(getattr(decoded.device, "subsections", None) or []):
         decl = declared(sub.name)
         if decl is not None:
-            out.update({f.name: sub.body[f.name] for f in decl.fields if f.name in sub.body})
+            out.update({f.name: _value(sub.body[f.name]) for f in decl.fields if sub.body.get(f.name) is not None})
+    device = decoded.device
+    for f in (f for d in DEVICE_VERSIONS for f in d.fields):
+        if device.get(f.name) is not None:
+            out[f.name] = _value(device[f.name])
     return out
 
 
 def values_from_wire(r: Realized, decoded: Any) -> tuple[tuple[str, Any], ...]:
     """DeviceState.extra of a decoded payload as release r loads it: what it carries, else the reset values."""
-    if not SUBSECTIONS:
+    if not SUBSECTIONS and not DEVICE_VERSIONS:
         return ()
-    return tuple(sorted({**dict(reset_values(r)), **sent(decoded)}.items()))
+    known = {f.name for f in known_fields(r)}
+    return tuple(sorted({**dict(reset_values(r)), **{k: v for k, v in sent(decoded).items() if k in known}}.items()))
 
 
 # --- loading a schema module -------------------------------------------------------------------------------------
@@ -285,7 +462,7 @@ class _Snapshot:
         here = sys.modules[__name__]
         where = [(releases, "RELEASES"), (releases, "ALL_VERSIONS"), (releases, "DOWNSTREAM"), (releases, "COMPAT"),
                  (props, "PROPS"), (core, "CORE_SUBSECTIONS"), (core, "CHECKS"), (wire, "EXTRA_SUBSECTIONS"),
-                 (here, "SUBSECTIONS"), (here, "LOADED")]
+                 (wire, "EXTRA_DEVICE_FIELDS"), (here, "SUBSECTIONS"), (here, "DEVICE_VERSIONS"), (here, "LOADED")]
         return cls([(m, a, getattr(m, a)) for m, a in where])
 
     def restore(self) -> None:
@@ -322,7 +499,7 @@ def _declaration_lines(tree: ast.Module, n: int) -> list[int]:
 
 # --- validation and application ----------------------------------------------------------------------------------
 
-KINDS = (Release, Downstream, Prop, Compat, Subsection, LoadCheck)
+KINDS = (Release, Downstream, Prop, Compat, Subsection, DeviceVersion, LoadCheck)
 
 
 def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
@@ -334,7 +511,8 @@ def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
     order = sorted((i for i, d in enumerate(decls) if isinstance(d, Release)), key=lambda i: decls[i].version)
     steps: list[tuple[int, Callable[[Any], None]]] = [(i, _release) for i in order]
     appliers: tuple[tuple[type, Callable[[Any], None]], ...] = (
-        (Downstream, _downstream), (Prop, _prop), (Compat, _compat), (Subsection, _subsection), (LoadCheck, _check))
+        (Downstream, _downstream), (Prop, _prop), (Compat, _compat), (Subsection, _subsection),
+        (DeviceVersion, _device_version), (LoadCheck, _check))
     for kind, apply in appliers:
         steps += [(i, apply) for i, d in enumerate(decls) if isinstance(d, kind)]
     for i, fn in steps:
@@ -450,16 +628,7 @@ def _subsection(sub: Subsection) -> None:
     if sub.needed is None:
         raise SchemaError(f"subsection {sub.name}: needed() is missing (a condition, e.g. StateField(\"foo\") != 0)")
     as_condition(sub.needed)
-    names = [f.name for f in sub.fields]
-    if not all(isinstance(f, Field) for f in sub.fields):
-        raise SchemaError(f"subsection {sub.name}: fields are Field(name, type) declarations")
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise SchemaError(f"subsection {sub.name}: field {sorted(dup)[0]!r} is declared twice")
-    taken = _state_names() | {f.name for s in SUBSECTIONS for f in s.fields}
-    clash = [n for n in names if n in taken]
-    if clash:
-        raise SchemaError(f"subsection {sub.name}: field {clash[0]!r} clashes with a state field of the same name")
+    _check_fields(f"subsection {sub.name}", sub.fields)
     versions = [v for _, v in sub.versions]
     if [r for r, _ in sub.versions] != sorted(r for r, _ in sub.versions) or versions != sorted(versions) or any(
             r < sub.since or r not in releases.RELEASES for r, _ in sub.versions):
@@ -479,6 +648,62 @@ def _subsection(sub: Subsection) -> None:
         subs = list(core.CORE_SUBSECTIONS)
         at = next((i + 1 for i, s in enumerate(subs) if s.name == sub.after), len(subs))
         core.CORE_SUBSECTIONS = tuple(subs[:at] + [entry] + subs[at:])
+
+
+def _check_fields(what: str, fields: Any) -> None:
+    if not isinstance(fields, tuple) or not all(isinstance(f, Field) for f in fields):
+        raise SchemaError(f"{what}: fields are a tuple of Field(name, type) declarations")
+    names = [f.name for f in fields]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise SchemaError(f"{what}: field {sorted(dup)[0]!r} is declared twice")
+    taken = _state_names() | {f.name for s in SUBSECTIONS for f in s.fields} | {
+        f.name for d in DEVICE_VERSIONS for f in d.fields}
+    clash = [n for n in names if n in taken]
+    if clash:
+        raise SchemaError(f"{what}: field {clash[0]!r} clashes with a state field of the same name")
+
+
+def _device_version(d: DeviceVersion) -> None:
+    global DEVICE_VERSIONS
+    from models.devices import DEVICES
+
+    vmsds = {m.VERSIONS.device.name: dev for dev, m in DEVICES.items() if m.VERSIONS.device is not None}
+    if d.vmsd not in vmsds:
+        others = [f"{dev} has none (save_device/load_device)" for dev, m in DEVICES.items()
+                  if m.VERSIONS.device is None]
+        raise SchemaError(f"device version {d.vmsd!r}: not a device vmsd (known: {', '.join(vmsds)}; "
+                          f"{'; '.join(others)})")
+    if d.since not in releases.RELEASES:
+        raise SchemaError(f"device version {d.vmsd}: release {d.since} is not modelled (declare it with Release)")
+    if any(x.vmsd == d.vmsd and x.since == d.since for x in DEVICE_VERSIONS):
+        raise SchemaError(f"device version {d.vmsd}: {d.since} is declared twice (one declaration per release)")
+    for name in ("version", "minimum_version", "section_version", "section_minimum_version"):
+        value = getattr(d, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**31):
+            raise SchemaError(f"device version {d.vmsd}: {name} is a version_id (a positive int32), not {value!r}")
+    _check_fields(f"device version {d.vmsd}", d.fields)
+    before = versions(d.device, d.since)
+    DEVICE_VERSIONS = tuple(sorted(DEVICE_VERSIONS + (d,), key=lambda x: x.since))
+    after_ = versions(d.device, d.since)
+    for v in (after_.section, after_.device):
+        if v is not None and v.minimum > v.version:
+            raise SchemaError(f"device version {d.vmsd}: {v.name}'s minimum_version_id {v.minimum} is above its "
+                              f"version_id {v.version}")
+    dev = after_.device
+    assert dev is not None and before.device is not None
+    if dev.version < before.device.version or after_.section.version < before.section.version:
+        raise SchemaError(f"device version {d.vmsd}: a version_id goes down in {d.since} "
+                          f"({before.device.version} -> {dev.version}, section {before.section.version} -> "
+                          f"{after_.section.version})")
+    high = [f for f in d.fields if f.version > dev.version]
+    if high:
+        raise SchemaError(f"device version {d.vmsd}: field {high[0].name!r} is on the wire from version "
+                          f"{high[0].version}, above the vmsd's version_id {dev.version} in {d.since}")
+    old = wire.EXTRA_DEVICE_FIELDS
+    fields = [f for x in DEVICE_VERSIONS if x.device == d.device for f in x.fields]
+    wire.EXTRA_DEVICE_FIELDS = {**old, d.device: tuple((f.name, f.construct(True), 0 if f.present else f.version)
+                                                        for f in fields)}
 
 
 def _check(chk: LoadCheck) -> None:

@@ -6,6 +6,7 @@ state drawn is one a real guest can produce."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from hypothesis import strategies as st
 from hypothesis import target
@@ -112,9 +113,15 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
                    extra=extra)
 
 
-def declared_value(f: schema.Field) -> st.SearchStrategy[int]:
-    """Its declared values, else its reset value or any value of its type (shrinking towards the reset value)."""
+def declared_value(f: schema.Field) -> st.SearchStrategy[Any]:
+    """Its declared values, else its reset value or any value of its type (shrinking towards the reset value);
+    a buffer's bytes, an array's elements."""
     if f.values:
         return st.sampled_from(f.values)
+    if f.type == "buffer":
+        return st.just(f.reset_value()) | st.binary(min_size=f.size, max_size=f.size)
     lo, hi = f.range
-    return st.just(f.reset) | st.integers(lo, hi)
+    element = st.just(f.reset) | st.integers(lo, hi)
+    if f.count:
+        return st.just(f.reset_value()) | st.lists(element, min_size=f.count, max_size=f.count).map(tuple)
+    return element

@@ -205,7 +205,7 @@ def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[s
         r = realize(line.config)
         try:
             rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
-            result = load(r, p.encode(), rings, p.section, p.instance_id, s.footers)
+            result = load(r, p.encode(), rings, p.section, p.instance_id, s.footers, p.version_id)
         except Exception as exc:  # the model crashed: compare_state() reports "no loaded state"
             text = f"(model) load() raised {type(exc).__name__}: {exc}"
             result = LoadResult(REJECTED, text, (text,), None)

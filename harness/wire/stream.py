@@ -21,7 +21,7 @@ import orjson
 from harness.errors import StreamError
 from harness.wire.primitives import _DECODE_ERRORS, Subsections, be16, be32, locate_error, parse_exact, u8
 from harness.wire.ram import GuestMemory, RamBlock, RamBlockList, RamPages, apply_pages
-from harness.wire.virtio import DEVICES, compiled_payload_layout, payload_layout
+from harness.wire.virtio import DEVICES, compiled_payload_layout, payload_layout, stream_fields
 
 QEMU_VM_FILE_MAGIC = 0x5145564D
 QEMU_VM_FILE_VERSION = 3
@@ -97,11 +97,12 @@ class VirtioPayload:
     value: Any  # construct Container of harness.wire.virtio.payload_layout; None if it did not decode
     raw: bytes | None = None  # the payload's bytes, kept only when it did not decode (tolerant walks)
     error: StreamError | None = None  # why it did not decode
+    fields: dict[str, bool] | None = None  # which fields schema modules add it carries (the parameter schema_fields)
 
     def encode(self) -> bytes:
         if self.value is None:
             return self.raw or b""
-        return bytes(payload_layout(self.transport, self.device).build(self.value))
+        return bytes(payload_layout(self.transport, self.device).build(self.value, schema_fields=self.fields))
 
 
 @dataclass
@@ -452,8 +453,10 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
     off = r.pos
     # without a description the layout alone decides where the payload ends
     raw = error = None
+    fields = None
     try:
-        value, vsize = _parse_payload(r.data, off, vsize, transport, device, f"{path} > virtio")
+        value, vsize, fields = _parse_with(r.data, off, vsize, transport, device, f"{path} > virtio",
+                                           stream_fields(device, sec.version_id))
     except StreamError as e:
         if strict or vsize is None:
             raise
@@ -462,31 +465,47 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
         s.notes.append(f"{sec.idstr}: the virtio payload does not decode: {e}")
     r.io.seek(off + vsize)
     payload = VirtioPayload(sec.idstr, sec.instance_id, sec.version_id, device, transport, off, vsize, value,
-                            raw, error)
+                            raw, error, fields)
     sec.body = payload
     sec.suffix = r.take(after, path)
     s.devices.append(payload)
 
 
+def _parse_with(data: bytes, off: int, size: int | None, transport: str, device: str, path: str,
+                tries: list[dict[str, bool]]) -> tuple[Any, int, dict[str, bool] | None]:
+    """The first of the schema_fields choices that decodes (the error is the first one's)."""
+    first = None
+    for fields in tries:
+        try:
+            return (*_parse_payload(data, off, size, transport, device, path, fields or None), fields or None)
+        except StreamError as e:
+            first = first or e
+    assert first is not None
+    raise first
+
+
 def _parse_payload(data: bytes, off: int, size: int | None, transport: str, device: str,
-                   path: str) -> tuple[Any, int]:
+                   path: str, schema_fields: dict[str, bool] | None) -> tuple[Any, int]:
     if size is not None:
         chunk = data[off : off + size]
         return parse_exact(compiled_payload_layout(transport, device), payload_layout(transport, device),
-                           chunk, off, path), size
+                           chunk, off, path, schema_fields=schema_fields), size
     stream = io.BytesIO(data)
     stream.seek(off)
     try:
-        value = compiled_payload_layout(transport, device).parse_stream(stream)
+        value = compiled_payload_layout(transport, device).parse_stream(stream, schema_fields=schema_fields)
     except _DECODE_ERRORS:
-        raise locate_error(payload_layout(transport, device), data, off, 0, path) from None
+        raise locate_error(payload_layout(transport, device), data, off, 0, path,
+                           schema_fields=schema_fields) from None
     return value, stream.tell() - off
 
 
-def decode_payload(data: bytes, transport: str, device: str, offset: int = 0, path: str = "virtio") -> Any:
-    """Decode one virtio payload on its own (every byte must be used)."""
+def decode_payload(data: bytes, transport: str, device: str, offset: int = 0, path: str = "virtio",
+                   **params: Any) -> Any:
+    """Decode one virtio payload on its own (every byte must be used); `params` are the layout's parse
+    parameters (models/model.py gives them as the writer decided)."""
     return parse_exact(compiled_payload_layout(transport, device), payload_layout(transport, device),
-                       data, offset, path)
+                       data, offset, path, **params)
 
 
 # --- encoding -----------------------------------------------------------------------------------

@@ -164,6 +164,21 @@ PackedQueueState = c.Struct(
 # "virtio-net-device"): body, or function of the version_id giving it. The layouts in this file stay as QEMU wrote
 # them; models.schema fills and restores this registry and clears payload_layout's caches when it does.
 EXTRA_SUBSECTIONS: dict[str, dict[str, Any]] = {}
+# Fields they append to a device vmsd, by device ("virtio-net"): (name, construct, the version_id from which it is on
+# the wire; 0: where a test holds), before its subsections.
+EXTRA_DEVICE_FIELDS: dict[str, tuple[tuple[str, Any, int], ...]] = {}
+
+
+def stream_fields(device: str, version_id: int) -> list[dict[str, bool]]:
+    """The parse parameter schema_fields to try, in order, for a stream decoded without a model: the added device
+    fields its section's version_id carries; those a test decides, first all present, then all absent."""
+    fields = EXTRA_DEVICE_FIELDS.get(device)
+    if not fields:
+        return [{}]
+    tested = [name for name, _, since in fields if since == 0]
+    by_version = {name: since <= version_id for name, _, since in fields if since}
+    return [{**by_version, **{n: True for n in tested}}] + ([{**by_version, **{n: False for n in tested}}]
+                                                           if tested else [])
 
 
 def core_subsections(transport: str) -> Subsections:
@@ -289,13 +304,19 @@ DEVICE_DATA = {
 
 
 def device_data(device: str) -> Any:
-    """DEVICE_DATA[device], with the subsections schema modules added to its list (EXTRA_SUBSECTIONS)."""
+    """DEVICE_DATA[device], with what schema modules add: fields at the end (EXTRA_DEVICE_FIELDS) and
+    subsections to its list (EXTRA_SUBSECTIONS)."""
     base = DEVICE_DATA[device]
     added = EXTRA_SUBSECTIONS.get(f"{device}-device")
-    if not added:
+    fields = EXTRA_DEVICE_FIELDS.get(device, ())
+    if not added and not fields:
         return base
-    subcons = [sc.name / Subsections(sc.subcon.parent, {**sc.subcon.known, **added}) if sc.name == "subsections"
-               else sc for sc in base.subcons]
+    subcons = []
+    for sc in base.subcons:
+        if sc.name == "subsections":
+            subcons += [name / field for name, field, _ in fields]
+            sc = sc.name / Subsections(sc.subcon.parent, {**sc.subcon.known, **(added or {})})
+        subcons.append(sc)
     return c.Struct(*subcons)
 
 

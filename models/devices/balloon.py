@@ -6,9 +6,12 @@ from typing import Any
 
 from models import features as F
 from models.config import RealizeContext
+from models.devices import Versions, Vmsd
 from models.releases import Version
 from models.state import BalloonState
 
+# the device vmsd replaced a hand-written save of the same bytes in 2.8 (019518a80e)
+VERSIONS = Versions(Vmsd("virtio-balloon", 1, 1), Vmsd("virtio-balloon-device", 1, 1))
 FREE_PAGE_REPORT = "virtio-balloon-device/free-page-report"  # 4.0, c13c4153f7
 PAGE_POISON = "virtio-balloon-device/page-poison"  # 5.1 (hw_compat_5_0 page-poison=false)
 

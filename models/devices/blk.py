@@ -6,10 +6,12 @@ from typing import Any
 
 from models import features as F
 from models.config import RealizeContext
+from models.devices import Versions, Vmsd
 from models.props import UNSPECIFIED
 from models.releases import Version
 from models.state import BlkRequest, BlkState, Crashed
 
+VERSIONS = Versions(Vmsd("virtio-blk", 2, 2), None)  # save_device/load_device, no device vmsd
 VIRTIO_BLK_CFG_SIZE = 36  # offsetof(struct virtio_blk_config, max_discard_sectors)
 
 

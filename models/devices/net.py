@@ -7,11 +7,15 @@ from typing import Any
 
 from models import features as F
 from models.config import RealizeContext
+from models.devices import Versions, Vmsd
 from models.releases import Version
 from models.state import NetState
 
 RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1
 MAC_TABLE_ENTRIES = 64
+# VIRTIO_NET_VM_VERSION sets both; the outer minimum is 11 from 2.8 at least (snapshot 2.8.0; before 2.7
+# virtio_net_load took 2..11, which no modelled source writes)
+VERSIONS = Versions(Vmsd("virtio-net", 11, 11), Vmsd("virtio-net-device", 11, 11))
 TX_QUEUE_MAX = 256  # VIRTIO_NET_TX_QUEUE_DEFAULT_SIZE: the tx size cap unless the peer is vhost-user (2.10)
 
 _PROP_BITS = (

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from models.config import RealizeContext
+from models.devices import Versions, Vmsd
+
+VERSIONS = Versions(Vmsd("virtio-rng", 1, 1), None)  # no device data at all
 
 
 def host_features(ctx: RealizeContext) -> int:

@@ -208,6 +208,15 @@ def blk_request(vq_index: int) -> Callable[[Stream], None]:
     return edit
 
 
+def section_version(section: str, version_id: int) -> Callable[[Stream], None]:
+    """The section header's version_id (the device's outer vmsd)."""
+    def edit(s: Stream) -> None:
+        for rec in s.records:
+            if not isinstance(rec, tuple) and rec.idstr == section:
+                rec.version_id = rec.body.version_id = version_id
+    return edit
+
+
 def rename_core_subsection(old: bytes, new: bytes) -> Callable[[bytes, Stream], bytes]:
     """A byte-level edit: the decoded tree cannot hold a subsection name no layout knows."""
     assert len(old) == len(new)
@@ -291,6 +300,12 @@ MUTATIONS = (
     Mutation("subsection-version-too-new", "§1.5 subsection version_id > the local one",
              ("rejected", r"virtio/started: incoming version_id 2 is too new for local version_id 1"),
              lambda s: setattr(sub(dev(s, BLK), "virtio/started"), "version_id", 2)),
+    Mutation("section-version-too-new", "§1.2 section version_id > the device's outer vmsd version",
+             ("rejected", r"savevm: unsupported version 12 for '0000:00:03.0/virtio-net' v11"),
+             section_version(NET, 12)),
+    Mutation("section-version-too-old", "§1.6 section version_id < the outer vmsd's minimum",
+             ("rejected", r"virtio-blk: incoming version_id 1 is too old for local minimum version_id  2"),
+             section_version(BLK, 1)),
     Mutation("missing-subsection-started", "§1.5 a missing subsection leaves what the destination has",
              ("accepted", None), drop_sub(BLK, "virtio/started")),
     Mutation("missing-subsection-64bit", "§1.5/§4.12 without virtio/64bit_features the 32-bit field is all",
