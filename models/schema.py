@@ -670,8 +670,8 @@ def _device_version(d: DeviceVersion) -> None:
 
     vmsds = {m.VERSIONS.device.name: dev for dev, m in DEVICES.items() if m.VERSIONS.device is not None}
     if d.vmsd not in vmsds:
-        others = [f"{dev} has none (save_device/load_device)" for dev, m in DEVICES.items()
-                  if m.VERSIONS.device is None]
+        others = [f"{dev} has none ({'save_device/load_device' if wire.DEVICE_DATA[dev].subcons else 'no device data'})"
+                  for dev, m in DEVICES.items() if m.VERSIONS.device is None]
         raise SchemaError(f"device version {d.vmsd!r}: not a device vmsd (known: {', '.join(vmsds)}; "
                           f"{'; '.join(others)})")
     if d.since not in releases.RELEASES:
@@ -686,23 +686,23 @@ def _device_version(d: DeviceVersion) -> None:
     before = versions(d.device, d.since)
     DEVICE_VERSIONS = tuple(sorted(DEVICE_VERSIONS + (d,), key=lambda x: x.since))
     after_ = versions(d.device, d.since)
-    for v in (after_.section, after_.device):
-        if v is not None and v.minimum > v.version:
-            raise SchemaError(f"device version {d.vmsd}: {v.name}'s minimum_version_id {v.minimum} is above its "
-                              f"version_id {v.version}")
     dev = after_.device
     assert dev is not None and before.device is not None
     if dev.version < before.device.version or after_.section.version < before.section.version:
         raise SchemaError(f"device version {d.vmsd}: a version_id goes down in {d.since} "
                           f"({before.device.version} -> {dev.version}, section {before.section.version} -> "
                           f"{after_.section.version})")
+    for v in (after_.section, after_.device):
+        if v is not None and v.minimum > v.version:
+            raise SchemaError(f"device version {d.vmsd}: {v.name}'s minimum_version_id {v.minimum} is above its "
+                              f"version_id {v.version}")
     high = [f for f in d.fields if f.version > dev.version]
     if high:
         raise SchemaError(f"device version {d.vmsd}: field {high[0].name!r} is on the wire from version "
                           f"{high[0].version}, above the vmsd's version_id {dev.version} in {d.since}")
     old = wire.EXTRA_DEVICE_FIELDS
     fields = [f for x in DEVICE_VERSIONS if x.device == d.device for f in x.fields]
-    wire.EXTRA_DEVICE_FIELDS = {**old, d.device: tuple((f.name, f.construct(True), 0 if f.present else f.version)
+    wire.EXTRA_DEVICE_FIELDS = {**old, d.device: tuple((f.name, f.construct(True), 0 if f.present is not None else f.version)
                                                         for f in fields)}
 
 

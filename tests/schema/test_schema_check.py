@@ -88,3 +88,25 @@ def test_check_with_a_schema_under_xdist(tmp_path: Path) -> None:
     files = list((reports / "failures").glob("R4-*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["schema"] == [
         str(EXAMPLES / "net_foo_ungated.py")]
+
+
+@pytest.mark.parametrize(("module", "failing"), [
+    # section version 12: 10.2 refuses it; and 11.0 reads foo from 10.2's stream (virtio_load's local version)
+    ("net_device_v12.py", {"10.2-11.0": ("R3", "Missing section footer"),
+                           "11.0-10.2": ("R4", "savevm: unsupported version 12 for 'virtio-net' v11")}),
+    # written from version 12, read with the section's 11: 11.0 cannot migrate to itself
+    ("net_device_inner_only.py", {"11.0-11.0": ("R1", "Missing section footer"),
+                                  "11.0-10.2": ("R4", "Missing section footer")}),
+    ("net_device_unversioned.py", {"10.2-11.0": ("R3", "Missing section footer"),
+                                   "11.0-10.2": ("R4", "Missing section footer")}),
+    ("net_device_tested.py", {}),  # the tests follow a property that hw_compat_10_2 turns off
+])
+def test_device_vmsd_changes_break_exactly_their_cells(module: str, failing: dict[str, tuple[str, str]]) -> None:
+    results = statuses(SCHEMAS / module, ("virtio-net",), ("pci",))
+    got = {k.removesuffix("-pci-virtio-net"): r for k, r in results.items() if r.status == "fail"}
+    assert set(got) == set(failing), {k: str(r.failure[4]) for k, r in got.items() if r.failure}
+    for k, (rule, words) in failing.items():
+        failure = got[k].failure
+        assert failure is not None
+        v = failure[4]
+        assert v.rule == rule and words in v.got, str(v)

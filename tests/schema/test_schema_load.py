@@ -55,12 +55,35 @@ def test_more_mistakes(tmp_path: Path) -> None:
         "from models.releases import V\nfrom models.schema import Compat\n"
         "DECLARATIONS = (Compat(V('10.2'), 'virtio-device', 'x-no', False, V('11.0')),)\n": "x-no is not a property",
     }
+    head = ("from models.conditions import Property\nfrom models.releases import V\n"
+            "from models.schema import DeviceVersion, Field, Release\n"
+            "DECLARATIONS = (\n    Release(V('11.0'), after=V('10.2')),\n    ")
+    device_cases = {  # DeviceVersion and the field types, each on line 6 of its module
+        "DeviceVersion('virtio-blk-device', V('11.0')),": "virtio-blk has none (save_device/load_device)",
+        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('foo', 'uint32', version=13),), version=12),":
+            "field 'foo' is on the wire from version 13, above the vmsd's version_id 12",
+        "DeviceVersion('virtio-net-device', V('11.0'), version=10),": "a version_id goes down in 11.0 (11 -> 10",
+        "DeviceVersion('virtio-net-device', V('11.0'), minimum_version=12),":
+            "virtio-net-device's minimum_version_id 12 is above its version_id 11",
+        "DeviceVersion('virtio-net-device', V('11.0'), version=0),": "version is a version_id (a positive int32)",
+        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('promisc', 'uint8'),)),":
+            "field 'promisc' clashes with a state field",
+        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('k', 'buffer'),)),": "a buffer has a size",
+        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('k', 'uint8', count=-1),)),":
+            "count is a number of elements",
+        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('k', 'uint8', version=12, "
+        "present=Property('x')),), version=12),": "gated by its version or by a test",
+        "DeviceVersion('virtio-net-device', V('12.0')),": "release 12.0 is not modelled",
+    }
+    cases.update({head + text + "\n)\n": words for text, words in device_cases.items()})
     for i, (text, words) in enumerate(cases.items()):
         module = tmp_path / f"m{i}.py"
         module.write_text(text)
         with pytest.raises(SchemaError) as e:
             schema.load_schema(module)
         assert words in str(e.value) and str(module) in str(e.value), str(e.value)
+        if text.startswith(head):
+            assert str(e.value).startswith(f"{module}:6: "), str(e.value)
     with pytest.raises(SchemaError, match="no such schema module"):
         schema.load_schema(tmp_path / "missing.py")
 
