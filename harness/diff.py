@@ -584,9 +584,13 @@ def _device_field(d: Diff, device: str, f: schema.Field, in_a: bool, in_b: bool,
         elif ks and ko:
             how = f"the two sides' tests can disagree{depends}"
         elif ks:
-            how = f"{sender} writes it where {cond.describe() if cond else '-'}{depends}, and {other} never reads it"
+            when = f"where {cond.describe()}{depends}" if cond else \
+                f"(its device vmsd is version {known[sender][1].device.version})"  # type: ignore[union-attr]
+            how = f"{sender} writes it {when}, and {other} never reads it"
         else:
-            how = f"{other} reads it where {cond.describe() if cond else '-'}{depends}, and {sender} never wrote it"
+            when = f"where {cond.describe()}{depends}" if cond else \
+                f"(it loads with section version {known[other][1].section.version})"
+            how = f"{other} reads it {when}, and {sender} never wrote it"
         verdict = GATE if sender > other and f.present is not None and not open_ else BREAKS
         _mark(x, verdict, direction, bad, f"{direction}: {how}, so the stream desynchronizes "
               f"({machine_ranges(bad)})")

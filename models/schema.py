@@ -702,8 +702,8 @@ def _device_version(d: DeviceVersion) -> None:
                           f"{high[0].version}, above the vmsd's version_id {dev.version} in {d.since}")
     old = wire.EXTRA_DEVICE_FIELDS
     fields = [f for x in DEVICE_VERSIONS if x.device == d.device for f in x.fields]
-    wire.EXTRA_DEVICE_FIELDS = {**old, d.device: tuple((f.name, f.construct(True), 0 if f.present is not None else f.version)
-                                                        for f in fields)}
+    wire.EXTRA_DEVICE_FIELDS = {**old, d.device: tuple(
+        (f.name, f.construct(True), 0 if f.present is not None else f.version) for f in fields)}
 
 
 def _check(chk: LoadCheck) -> None:
