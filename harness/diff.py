@@ -87,7 +87,7 @@ def type_name(sc: Any) -> str:
         base = {"B": "uint8", "H": "uint16", "I": "uint32", "L": "uint32", "Q": "uint64", "b": "int8",
                 "h": "int16", "i": "int32", "l": "int32", "q": "int64"}.get(code, code)
         return str(base) + (" (little-endian)" if order == "<" else "")
-    if isinstance(sc, FlatArray):
+    if isinstance(sc, FlatArray) or (hasattr(sc, "count") and hasattr(sc, "subcon")):  # the array types
         count = sc.count if isinstance(sc.count, int) else "n"
         return f"{type_name(sc.subcon)}[{count}]"
     if isinstance(sc, c.Bytes):
@@ -113,6 +113,23 @@ def fields_of(body: Any) -> tuple[tuple[str, str, int | None], ...]:
     return (("", type_name(body), size_of(body)),)
 
 
+def _transport_bodies(transport: str) -> dict[str, Any]:
+    """The bodies of the transport's subsections inside virtio/extra_state, nested ones included, by name."""
+    out: dict[str, Any] = {}
+
+    def walk(body: Any) -> None:
+        for sc in getattr(_unwrap(body), "subcons", []):
+            if isinstance(_unwrap(sc), Subsections):
+                for name, inner in _unwrap(sc).known.items():
+                    out[name] = inner
+                    walk(inner)
+
+    layout = core_subsections(transport)
+    if "virtio/extra_state" in layout.known:
+        walk(layout.body("virtio/extra_state", 1))
+    return out
+
+
 def _device_list(device: str) -> Subsections | None:
     return next((_unwrap(sc) for sc in device_data(device).subcons if sc.name == "subsections"), None)
 
@@ -128,6 +145,10 @@ def subsections_of(release: Version, device: str, transport: str) -> dict[str, S
         rule = sub.rule(release)
         out[sub.name] = SubInfo(sub.name, version, minimum, fields_of(layout.body(sub.name, version)),
                                 rule.test if rule else None, rule.describe() if rule else "")
+    nested = _transport_bodies(transport)
+    for tsub in core.known_transport_subsections(release, transport):
+        out[tsub.name] = SubInfo(tsub.name, 1, 1, fields_of(nested[tsub.name]), tsub.needed.test,
+                                 f"{tsub.needed.describe()} (in {tsub.parent})")
     listed = _device_list(device)
     if listed is not None:
         module = DEVICE_MODELS[device]

@@ -59,6 +59,10 @@ def has_extra_state(r: Realized, s: DeviceState) -> bool:
     return False
 
 
+def pci_modern_state_needed(r: Realized) -> bool:
+    return r.modern
+
+
 def ring_size_changed(r: Realized, s: DeviceState) -> bool:
     defaults = s.num_default or r.queue_sizes
     return any(q.num != (defaults[i] if i < len(defaults) else 0) for i, q in enumerate(s.queues))
@@ -98,6 +102,34 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
 
 def known_core_subsections(release: Version) -> list[CoreSubsection]:
     return [s for s in CORE_SUBSECTIONS if release >= s.since]
+
+
+@dataclass(frozen=True)
+class TransportSubsection:
+    """A subsection of the transport's extra state (inside virtio/extra_state), or nested in one."""
+
+    name: str
+    parent: str  # the vmsd whose list holds it
+    transport: str
+    since: Version
+    needed: Rule
+    source: str
+
+
+TRANSPORT_SUBSECTIONS: tuple[TransportSubsection, ...] = (
+    TransportSubsection("virtio_pci/modern_state", "virtio_pci", "pci", V("2.5"), Rule(
+        V("2.5"), lambda r, s: pci_modern_state_needed(r), "the device is modern-capable"), "a6df8adf3e"),
+    TransportSubsection("virtio_pci/modern_state/features128", "virtio_pci/modern_state", "pci", V("10.2"), Rule(
+        V("10.2"), lambda r, s: s.guest_features >> 64 != 0, "guest features >= bit 64"),
+        "virtio: serialize extended features state (10.2)"),
+    TransportSubsection("virtio_mmio/state", "virtio_mmio", "mmio", V("4.2"), Rule(
+        V("4.2"), lambda r, s: True, "always (virtio/extra_state is sent only for a modern device)"), "44e687a4d9ab"),
+)
+EXTRA_STATE_PARENTS = frozenset(s.parent for s in TRANSPORT_SUBSECTIONS)
+
+
+def known_transport_subsections(release: Version, transport: str) -> list[TransportSubsection]:
+    return [s for s in TRANSPORT_SUBSECTIONS if s.transport == transport and release >= s.since]
 
 
 @dataclass(frozen=True)
@@ -154,8 +186,6 @@ def queue_limit(release: Version) -> int:
     return 1024 if release >= V("2.4") else 64
 
 
-def pci_modern_state_needed(r: Realized) -> bool:
-    return r.modern
 
 
 def describe_release(release: Version) -> dict[str, Any]:

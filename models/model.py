@@ -60,11 +60,13 @@ def _extra_state(r: Realized, s: DeviceState) -> dict[str, Any]:
     if tr == "pci":
         subs = []
         p = s.pci
-        if core.pci_modern_state_needed(r) and p is not None:
+        known = {x.name: x for x in core.known_transport_subsections(r.release, tr)}
+        if "virtio_pci/modern_state" in known and known["virtio_pci/modern_state"].needed.test(r, s) and p is not None:
             gf = (s.guest_features >> 64) & MASK64
             inner = []
-            if r.release >= Version(10, 2) and gf:
-                inner.append({"name": "virtio_pci/modern_state/features128", "version_id": 1,
+            features128 = known.get("virtio_pci/modern_state/features128")
+            if features128 is not None and features128.needed.test(r, s):
+                inner.append({"name": features128.name, "version_id": 1,
                               "body": {"guest_features_ex": [gf & 0xFFFFFFFF, gf >> 32 & 0xFFFFFFFF]}})
             subs.append({"name": "virtio_pci/modern_state", "version_id": 1, "body": {
                 "dfselect": p.dfselect, "gfselect": p.gfselect, "guest_features": list(p.modern_guest_features),
@@ -250,9 +252,14 @@ def _desync(e: BaseException, idstr: str) -> Rejected:
 
 def _unknown_subsection(e: UnknownSubsection, release: Version) -> Rejected:
     """vmstate_subsection_load: the exact lookup fails, -ENOENT (10.2 also names it and its parent)."""
-    parent = e.parent or e.name.split("/")[0]
-    return _fail([f"VM subsection '{e.name}' in '{parent}' does not exist"] if release >= Version(10, 2) else [],
-                 errno.ENOENT)
+    return _unknown(e.name, e.parent or e.name.split("/")[0], release)
+
+
+def _unknown(name: str, parent: str, release: Version) -> Rejected:
+    lines = [f"VM subsection '{name}' in '{parent}' does not exist"] if release >= Version(10, 2) else []
+    if parent in core.EXTRA_STATE_PARENTS:  # the extra_state field's get failed (verified on 7.2)
+        lines.append("Failed to load virtio/extra_state:extra_state")
+    return _fail(lines, errno.ENOENT)
 
 
 def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[str]:
@@ -423,9 +430,9 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     known = {s.name for s in core.known_core_subsections(release)}
     for sub in v.subsections:
         if sub.name not in known:
-            # vmstate_subsection_load: exact lookup fails, -ENOENT
-            raise _fail([f"VM subsection '{sub.name}' in 'virtio' does not exist"] if release >= Version(10, 2)
-                        else [], errno.ENOENT)
+            raise _unknown(sub.name, "virtio", release)  # vmstate_subsection_load: exact lookup fails, -ENOENT
+    for extra in (x.body for x in v.subsections if x.name == "virtio/extra_state"):
+        _check_transport_subsections(extra, release, tr)
     end = full_end if full is not None else stream.tell()
     if end != len(data):
         first = f"Missing section footer for {idstr}" if footer else f"Unknown savevm section type {data[end]}"
@@ -574,6 +581,20 @@ def _check_versions(v: Any, release: Version) -> None:
 
     walk(getattr(v.device, "subsections", None))
     walk(v.subsections)
+
+
+def _check_transport_subsections(extra: Any, release: Version, transport: str) -> None:
+    """The transport's subsections (nested ones too) in virtio/extra_state's body that the layout reads but
+    `release` does not know."""
+    known = {s.name for s in core.known_transport_subsections(release, transport)}
+
+    def walk(subs: Any, parent: str) -> None:
+        for sub in subs or []:
+            if sub.name not in known:
+                raise _unknown(sub.name, parent, release)
+            walk(getattr(sub.body, "subsections", None), sub.name)
+
+    walk(extra.subsections, {"pci": "virtio_pci", "mmio": "virtio_mmio"}.get(transport, ""))
 
 
 def _check_unknown(dev: Any, value: Any, release: Version, device: str) -> None:
