@@ -208,3 +208,26 @@ def test_element_counts_beyond_the_arrays_abort_qemu() -> None:
     bad = replace(s, device=BlkState((BlkRequest(0, 0, ((0x1000, 16),), ((0x2000, 1),), counts=(1, 2000)),)))
     res = load(r, save(r, bad), [(0, 0)])
     assert (res.outcome, res.error) == (CRASHED, "assertion failed: ARRAY_SIZE(data.in_addr) >= data.in_num")
+
+
+def test_a_nested_transport_subsection_the_destination_does_not_know() -> None:
+    """10.2 sends virtio_pci/modern_state/features128 inside virtio/extra_state for guest features >= bit 64;
+    10.1 does not know it: -ENOENT, and the extra_state field's get fails (the line QEMU 7.2 prints for an
+    unknown name there, tests/qemu/test_differential.py)."""
+    from harness.wire.stream import decode_payload
+    from harness.wire.virtio import payload_layout
+
+    src = _r("10.2", "pc-q35-10.2")
+    s = _driven(src, guest_features=src.host_features | 1 << 65)  # a tunnel feature (not modelled as offered)
+    v = decode_payload(save(src, s), "pci", "virtio-net")
+    extra = next(x for x in v.subsections if x.name == "virtio/extra_state")
+    assert [x.name for x in extra.body.subsections[0].body.subsections] == ["virtio_pci/modern_state/features128"]
+    # leave only the nested one unknown to 10.1: the core subsection it would meet first goes
+    v.subsections = [x for x in v.subsections if x.name != "virtio/128bit_features"]
+    data = payload_layout("pci", "virtio-net").build(v)
+    rings = [(q.avail_idx, q.used_idx) for q in s.queues]
+    old = load(_r("10.1", "pc-q35-10.1"), data, rings, "0000:00:03.0/virtio-net")
+    assert old.outcome == REJECTED and old.lines[:2] == (
+        "Failed to load virtio/extra_state:extra_state", "Failed to load virtio-net:virtio")
+    new = load(src, data, rings, "0000:00:03.0/virtio-net")  # 10.2 reads it: the proxy's feature registers only
+    assert new.outcome == ACCEPTED

@@ -104,6 +104,10 @@ def test_in_tree_releases() -> None:
     x = one(d, "subsection-added", "virtio/128bit_features")
     assert (x.verdict, x.decided_by) == (SAFE, "cells") and {c["status"] for c in x.cells} == {"pass"}
     assert one(d, "check-changed", "features -> features128").verdict == SAFE
+    # a transport subsection nested in another (virtio_pci/modern_state inside virtio/extra_state)
+    n = one(d, "subsection-added", "virtio_pci/modern_state/features128")
+    assert n.scope == ["virtio-net/pci"] and n.detail.endswith("(version 1: guest_features_ex uint32[2])")
+    assert n.condition == "guest features >= bit 64 (in virtio_pci/modern_state)" and n.verdict == SAFE
     # QEMU 4.0 sized the balloon config for all its fields on every machine type; 4.1's compat property puts
     # the older machine types back: a property value change on the same machine type
     y = one(diff(V("4.0"), V("4.1"), ["virtio-balloon"]), "property-changed", "qemu-4-0-config-size")
