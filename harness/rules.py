@@ -10,8 +10,10 @@ from harness.wire.stream import decode_payload
 from models import core, schema
 from models import features as F
 from models.config import Realized
-from models.model import ACCEPTED, REJECTED, LoadResult, load, save, section_version
+from models.model import ACCEPTED, ACCEPTED_BROKEN, REJECTED, LoadResult, load, save, section_version
 from models.state import DeviceState, NetState
+
+BROKEN_SINCE = next(s.since for s in core.CORE_SUBSECTIONS if s.name == "virtio/broken")
 
 
 @dataclass(frozen=True)
@@ -95,18 +97,27 @@ def _declared_diff(run: Run) -> dict[str, Any]:
     return {k: (v, loaded.get(k)) for k, v in carried.items() if loaded.get(k) != v}
 
 
+def _accepted(run: Run) -> DeviceState | None:
+    """The loaded state if the load was accepted; a device saved broken (virtio/broken) is loaded broken, which is
+    its state preserved."""
+    want = ACCEPTED_BROKEN if run.state.broken and run.dst.release >= BROKEN_SINCE else ACCEPTED
+    return run.result.state if run.result.outcome == want else None
+
+
 def r1_round_trip(run: Run) -> Violation | None:
-    if run.result.outcome != ACCEPTED or run.result.state is None:
+    loaded = _accepted(run)
+    if loaded is None:
         return Violation("R1", "accepted", f"{run.result.outcome}: {run.result.error}")
-    d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, run.result.state))
+    d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, loaded))
     d.update(_declared_diff(run))
     return Violation("R1", "the loaded state equals the saved one", f"differs in {sorted(d)}", d) if d else None
 
 
 def r2_fixed_point(run: Run) -> Violation | None:
-    if run.result.outcome != ACCEPTED or run.result.state is None:
+    loaded = _accepted(run)
+    if loaded is None:
         return None  # R1 reports it
-    again = save(run.dst, run.result.state)
+    again = save(run.dst, loaded)
     if again != run.data:
         at = next((i for i, (x, y) in enumerate(zip(again, run.data, strict=False)) if x != y),
                   min(len(again), len(run.data)))
@@ -117,10 +128,11 @@ def r2_fixed_point(run: Run) -> Violation | None:
 
 def r34_migration(run: Run, rule: str) -> Violation | None:
     """R3 (forward) / R4 (backward): accepted and state preserved."""
-    if run.result.outcome != ACCEPTED or run.result.state is None:
+    loaded = _accepted(run)
+    if loaded is None:
         return Violation(rule, "accepted", f"{run.result.outcome}: {run.result.error}",
                          {"lines": list(run.result.lines)})
-    d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, run.result.state))
+    d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, loaded))
     d.update(_declared_diff(run))
     return Violation(rule, "state preserved", f"differs in {sorted(d)}", d) if d else None
 

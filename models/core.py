@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import features as F
+from models.conditions import StateField
 from models.config import Realized
 from models.releases import Version
 from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
@@ -88,7 +89,7 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
     CoreSubsection("virtio/ringsize", V("2.5"), (
         Rule(V("2.5"), ring_size_changed, "a queue's num != num_default"),
     ), "46c5d0823d"),
-    CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), lambda r, s: s.broken, "broken"),), "791b1daf72"),
+    CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), StateField("broken")),), "791b1daf72"),
     CoreSubsection("virtio/extra_state", V("2.5"), (
         Rule(V("2.5"), has_extra_state, "transport has extra state (pci: migrate-extra; mmio: not legacy)"),
     ), "a6df8adf3e"),

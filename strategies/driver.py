@@ -15,6 +15,7 @@ from models import features as F
 from models import schema
 from models.config import Realized
 from models.model import reset_state
+from models.releases import Version
 from models.state import BalloonState, BlkRequest, BlkState, DeviceState, NetState, QueueState
 
 PAGE = 4096
@@ -66,6 +67,10 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     status = draw(st.sampled_from([0, 1, 3, 7, 0xB, 0xF]))
     if modern and status & 4:
         status |= 8  # FEATURES_OK comes before DRIVER_OK for a virtio 1.0 driver
+    # a running device that hit virtio_error (2.8, 791b1daf72): broken, and NEEDS_RESET for a virtio 1.0 driver
+    broken = bool(status & 4) and r.release >= Version(2, 8) and draw(st.booleans())
+    if broken and modern:
+        status |= 0x40
     negotiated = features if status & 2 else 0
     blk_inflight = r.config.device == "virtio-blk"
     queues = tuple(draw(queue(i, q, modern, blk_inflight)) if status & 2 else q for i, q in enumerate(s.queues))
@@ -109,8 +114,8 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
     extra = tuple(sorted((f.name, draw(declared_value(f))) for f in schema.known_fields(r)))
     return replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
-                   started=started, config=config, queue_sel=queue_sel, isr=draw(st.sampled_from([0, 1])),
-                   extra=extra)
+                   started=started, broken=broken, config=config, queue_sel=queue_sel,
+                   isr=draw(st.sampled_from([0, 1])), extra=extra)
 
 
 def declared_value(f: schema.Field) -> st.SearchStrategy[Any]:

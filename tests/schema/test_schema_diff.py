@@ -112,6 +112,10 @@ def test_in_tree_releases() -> None:
     # the older machine types back: a property value change on the same machine type
     y = one(diff(V("4.0"), V("4.1"), ["virtio-balloon"]), "property-changed", "qemu-4-0-config-size")
     assert y.verdict == GATE and "pc-i440fx-2.0" in y.machines and "pc-q35-4.0" not in y.machines
+    # virtio/broken (2.8) has no gate: QEMU's own known incompatibility (harness/matrix.py KNOWN broken-to-2.7),
+    # decided statically now that its needed() is StateField("broken")
+    b = one(diff(V("2.7"), V("2.8"), ["virtio-blk"]), "subsection-added", "virtio/broken")
+    assert (b.verdict, b.direction, b.decided_by) == (GATE, "2.8 -> 2.7", "static") and "pc-q35-2.7" in b.machines
     # rss version 2 (10.1): versioned, decided by the cells because net.py's code decides when it is sent
     z = one(diff(V("10.0"), V("10.1"), NET), "version-changed", "virtio-net-device/rss")
     assert z.decided_by == "cells" and z.verdict == SAFE
