@@ -103,7 +103,7 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "do not know it (-ENOENT).",
         "reference §3 virtio/broken (791b1daf72)"),
     KnownIncompatibility(
-        "disabled-on-4.2-from-5.x", "R6",
+        "disabled-on-4.2-from-5.x", "R4",
         lambda s, d, st: (Version(5, 0) <= s.release < Version(6, 0) and d.release < Version(5, 0)
                           and s.machine.version == Version(4, 2) and st.disabled),
         "QEMU 5.0-5.2 kept use-disabled-flag on for pc-*-4.2 (the compat entry sat in hw_compat_4_1), so a "

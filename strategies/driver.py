@@ -108,13 +108,22 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
                     for q in queues]
             pci = replace(pci, modern_guest_features=(features & 0xFFFFFFFF, features >> 32 & 0xFFFFFFFF),
                           modern_queues=tuple(regs))
+    disabled = False
+    if pci is not None and status & 4 and draw(st.booleans()):
+        # the guest then cleared bus mastering (virtio_write_config): DRIVER_OK goes, and the device is disabled
+        # where use-disabled-flag is on (5.0, 9d7bd0826f)
+        cfg = bytearray(pci.config)
+        cfg[4] &= ~0x04
+        pci = replace(pci, config=bytes(cfg))
+        status &= ~4
+        disabled = r.release >= Version(5, 0) and bool(r.props.get("use-disabled-flag", False))
     started = bool(status & 4) and bool(r.props.get("use-started", False))
     config = draw(st.binary(min_size=r.config_len, max_size=r.config_len)) if r.config_len else b""
     queue_sel = draw(st.integers(0, max(len(queues) - 1, 0)))
     # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
     extra = tuple(sorted((f.name, draw(declared_value(f))) for f in schema.known_fields(r)))
     return replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
-                   started=started, broken=broken, config=config, queue_sel=queue_sel,
+                   started=started, broken=broken, disabled=disabled, config=config, queue_sel=queue_sel,
                    isr=draw(st.sampled_from([0, 1])), extra=extra)
 
 

@@ -67,3 +67,20 @@ def test_features_read_before_the_core_subsections_and_kept(monkeypatch: pytest.
     assert state.guest_features >> 32  # the minimal example negotiated a high bit
 
 
+
+
+@pytest.mark.parametrize(("cell", "machine", "known"), [
+    (Cell(V("5.0"), V("4.2"), "pci", "virtio-blk"), "pc-i440fx-4.2", "disabled-on-4.2-from-5.x"),
+    (Cell(V("2.8"), V("2.7"), "pci", "virtio-net"), "pc-q35-2.7", "broken-to-2.7"),
+])
+def test_declared_incompatibilities_are_reached(cell: Cell, machine: str, known: str) -> None:
+    """The driver reaches the states QEMU's known incompatibilities need (a disabled device, a broken one), so
+    each entry is reported as expected on its machine type, and the same cell fails without it."""
+    from harness import matrix
+
+    assert run_cell(cell, [machine]).expected == {"R4": known}
+    entries = tuple(k for k in matrix.KNOWN if k.name != known)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(matrix, "KNOWN", entries)
+        result = run_cell(cell, [machine])
+    assert result.failure is not None and result.failure[4].rule == "R4"
