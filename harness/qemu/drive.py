@@ -120,6 +120,7 @@ class DriveSpec:
     status: int = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK
     queue_sel: int = 0
     io_base: int | None = None
+    clear_bus_master: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in VIRTIO_PCI_DEVICE_IDS:
@@ -306,6 +307,10 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
 
     qt.outw(io + VIRTIO_PCI_QUEUE_SEL, spec.queue_sel)
     queue_sel = qt.inw(io + VIRTIO_PCI_QUEUE_SEL)
+    if spec.clear_bus_master:
+        cfg.writew(PCI_COMMAND, PCI_COMMAND_IO)
+        pci_command = cfg.readw(PCI_COMMAND)
+        status = qt.inb(io + VIRTIO_PCI_STATUS)
 
     truth: dict[str, Any] = {
         "section": spec.section,
@@ -330,6 +335,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
             f"driven over the legacy I/O BAR at {io:#x}",
             f"status written as [0, 1, 3] then {spec.status}",
             f"guest_features written = host & {spec.guest_features:#x}",
+            *(["then bus mastering cleared (PCI command = I/O)"] if spec.clear_bus_master else []),
             "value recorded is the register read-back",
             *(f"virtio-blk queue {i}: {n} VIRTIO_BLK_T_IN requests completed" for i, n in requested.items()),
         ]

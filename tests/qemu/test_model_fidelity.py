@@ -33,7 +33,7 @@ from harness.qemu.backend import (
     query_virtio,
     save_stream,
 )
-from harness.qemu.drive import PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_IO, PciConfig
+from harness.qemu.drive import PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_IO, DriveSpec, PciConfig, QueueSpec
 from harness.qemu.process import QemuProcess
 from harness.qemu.qtest import QtestClient
 from harness.wire.stream import decode_payload, decode_stream
@@ -45,6 +45,7 @@ from models.releases import V
 pytestmark = pytest.mark.qemu
 
 RELEASE = V("7.2")
+ALL_FEATURES = 0xFFFFFFFF  # a driver mask: the device's own host features are what gets written
 KINDS = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
 VIRTIO_PCI_HOST_FEATURES = 0  # legacy I/O BAR register
 
@@ -147,6 +148,33 @@ def test_model_of_a_driven_stream_equals_qemu(qemu_binary: str, key: str) -> Non
                 "queues": [(q["vring-desc"], q["vring-avail"], q["vring-used"], q["last-avail-idx"], q["used-idx"])
                            for q in qmp_queues]}
         problems += [f"{where}: loaded {k}: model {got[k]!r}, QEMU {want[k]!r}" for k in got if got[k] != want[k]]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(("machine", "disabled"), [("pc-i440fx-7.2", True), ("pc-q35-4.2", False)])
+def test_bus_master_cleared_after_a_run(qemu_binary: str, machine: str, disabled: bool) -> None:
+    """A guest clears bus mastering after its driver ran: QEMU drops DRIVER_OK and, where use-disabled-flag is on
+    (off for 4.2 machine types from 6.0), disables the device. The matrix's driver draws this state the same way;
+    here the model reads QEMU's, saves it byte for byte, and loads it as QEMU does."""
+    devices = (DeviceConfig("virtio-net", 3), DeviceConfig("virtio-blk", 4))
+    drive = (DriveSpec("virtio-net", 3, ALL_FEATURES, (QueueSpec(0, 0x100),), clear_bus_master=True),
+             DriveSpec("virtio-blk", 4, ALL_FEATURES, (QueueSpec(0, 0x300, 2),), clear_bus_master=True))
+    data, truth = save_stream(machine, devices, drive, binary=qemu_binary)
+    s = decode_stream(data)
+    lines = {line.section: line for line in parse(truth["qemu_cmdline"], RELEASE)}
+    verdict = load_stream(truth["qemu_cmdline"], data, binary=qemu_binary)
+    assert verdict.outcome == "accepted", verdict.error
+    problems: list[str] = []
+    for p, t in zip(s.devices, truth["devices"], strict=True):
+        r = realize(lines[p.section].config)
+        state = state_from_wire(r, p.value)
+        assert (t["status"], t["pci_command"], state.status) == (3, PCI_COMMAND_IO, 3), p.section  # no DRIVER_OK
+        assert state.disabled == disabled and state.pci is not None and not state.pci.config[4] & 0x04
+        assert ("virtio/disabled" in [x.name for x in p.value.subsections]) == disabled
+        payload = data[p.offset : p.offset + p.size]
+        problems += check_payloads(r, payload, p.value, f"{machine} {p.section}", reset=False)
+        res = load(r, payload, guest_rings(s.memory, s.machine, state), p.section)
+        assert res.outcome == ACCEPTED and res.state is not None and res.state.disabled == disabled
     assert not problems, "\n".join(problems)
 
 
