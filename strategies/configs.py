@@ -20,6 +20,12 @@ DRAWN_PROPS: dict[str, dict[str, list[Any]]] = {
 }
 
 
+_BOOL = st.booleans()
+_SMP = st.sampled_from((1, 2, 4))
+_KIND = st.sampled_from(("hubport", "user", "tap"))
+_QUEUES = st.sampled_from((1, 2))
+
+
 def common_machines(src: Version, dst: Version, transport: str) -> list[MachineType]:
     dst_names = {m.name for m in machine_types(dst, transport)}
     return [m for m in machine_types(src, transport) if m.name in dst_names]
@@ -34,27 +40,27 @@ def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device:
         options = [m for m in options if m.name in machines or m.family in machines]
     if not options:
         raise ValueError(f"no machine type common to {src} and {dst} for {transport}")
-    machine = draw(st.sampled_from(options))
-    smp = draw(st.sampled_from([1, 2, 4]))
+    machine = draw(st.sampled_from(tuple(options)))  # cached by Hypothesis, as its argument is hashable
+    smp = draw(_SMP)
     props: dict[str, Any] = {}
     known_src = known_props(src, proxy_type(device, transport)) | known_props(src, f"{device}-device")
     known_dst = known_props(dst, proxy_type(device, transport)) | known_props(dst, f"{device}-device")
     for name, values in DRAWN_PROPS[device].items():
-        if name in known_src and name in known_dst and draw(st.booleans()):
-            props[name] = draw(st.sampled_from(values))
+        if name in known_src and name in known_dst and draw(_BOOL):
+            props[name] = draw(st.sampled_from(tuple(values)))
     if device == "virtio-net" and transport == "pci":
         props["romfile"] = ""
     netdev = NetBackend()
     if device == "virtio-net":
-        kind = draw(st.sampled_from(["hubport", "user", "tap"]))
+        kind = draw(_KIND)
         if kind == "tap":
-            vnet = draw(st.booleans())
-            netdev = NetBackend("tap", vnet_hdr=vnet, ufo=vnet and draw(st.booleans()),
-                                queues=draw(st.sampled_from([1, 2])) if props.get("mq") else 1)
+            vnet = draw(_BOOL)
+            netdev = NetBackend("tap", vnet_hdr=vnet, ufo=vnet and draw(_BOOL),
+                                queues=draw(_QUEUES) if props.get("mq") else 1)
         else:
             netdev = NetBackend(kind)
             props.pop("mq", None)
-    express = transport == "pci" and machine.family == "pc-q35" and src >= Version(2, 7) and draw(st.booleans())
+    express = transport == "pci" and machine.family == "pc-q35" and src >= Version(2, 7) and draw(_BOOL)
     if express:
         props["disable-legacy"] = False  # keep the legacy BAR the driver uses
     return tuple(Config(r, machine, device, transport, smp, 128, props, netdev, express)  # type: ignore[return-value]

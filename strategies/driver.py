@@ -21,18 +21,24 @@ from models.state import BalloonState, BlkRequest, BlkState, DeviceState, NetSta
 PAGE = 4096
 RING_BASE = 0x100000  # guest-physical area for the rings, 64 KiB per queue
 
+# built once: a strategy made per draw is validated per draw, which was a third of an example's time
+_BOOL = st.booleans()
+_BIT = st.sampled_from((0, 1))
+_STATUS = st.sampled_from((0, 1, 3, 7, 0xB, 0xF))
+_DONE = st.integers(0, 0xFFFF) | st.sampled_from((0, 1, 0xFFFE, 0xFFFF))
+_MACS = st.lists(st.binary(min_size=6, max_size=6), max_size=64)
+
 
 def _legacy_rings(desc: int, num: int, align: int = PAGE) -> tuple[int, int]:
     avail = desc + 16 * num
     return avail, (avail + 4 + 2 * num + align - 1) & ~(align - 1)
 
 
-@st.composite
 def guest_features(draw: st.DrawFn, r: Realized) -> int:
     """A driver acks a subset of what the host offers, never VIRTIO_F_BAD_FEATURE; a legacy
     driver (the only kind the legacy BAR allows) sees the low 32 bits only."""
     offered = r.host_features & ~F.bit(F.BAD_FEATURE)
-    modern = r.modern and draw(st.booleans())
+    modern = r.modern and draw(_BOOL)
     if not modern:
         offered &= 0xFFFFFFFF
     picked = draw(st.integers(0, (1 << max(offered.bit_length(), 1)) - 1)) & offered
@@ -41,16 +47,15 @@ def guest_features(draw: st.DrawFn, r: Realized) -> int:
     return picked
 
 
-@st.composite
 def queue(draw: st.DrawFn, i: int, q: QueueState, modern: bool, in_flight_ok: bool) -> QueueState:
-    if not draw(st.booleans()):
+    if not draw(_BOOL):
         return q  # queue left unconfigured
     desc = RING_BASE + i * 0x10000
     avail, used = _legacy_rings(desc, q.num)
-    if modern and draw(st.booleans()):
+    if modern and draw(_BOOL):
         avail, used = desc + 0x4000, desc + 0x8000  # a modern driver places the rings itself
     # completed requests move all three indices together; the u16 wrap is fair game
-    done = draw(st.integers(0, 0xFFFF) | st.sampled_from([0, 1, 0xFFFE, 0xFFFF]))
+    done = draw(_DONE)
     target(-float(min(done, 0x10000 - done)), label=f"queue {i} index near the u16 wrap")
     inflight = draw(st.integers(0, min(q.num, 3))) if in_flight_ok else 0
     pending = draw(st.integers(0, q.num - inflight))  # made available, not yet taken by the device
@@ -62,27 +67,26 @@ def queue(draw: st.DrawFn, i: int, q: QueueState, modern: bool, in_flight_ok: bo
 @st.composite
 def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     s = reset_state(r)
-    features = draw(guest_features(r))
+    features = guest_features(draw, r)
     modern = F.has(features, F.VERSION_1)
-    status = draw(st.sampled_from([0, 1, 3, 7, 0xB, 0xF]))
+    status = draw(_STATUS)
     if modern and status & 4:
         status |= 8  # FEATURES_OK comes before DRIVER_OK for a virtio 1.0 driver
     # a running device that hit virtio_error (2.8, 791b1daf72): broken, and NEEDS_RESET for a virtio 1.0 driver
-    broken = bool(status & 4) and r.release >= Version(2, 8) and draw(st.booleans())
+    broken = bool(status & 4) and r.release >= Version(2, 8) and draw(_BOOL)
     if broken and modern:
         status |= 0x40
     negotiated = features if status & 2 else 0
     blk_inflight = r.config.device == "virtio-blk"
-    queues = tuple(draw(queue(i, q, modern, blk_inflight)) if status & 2 else q for i, q in enumerate(s.queues))
+    queues = tuple(queue(draw, i, q, modern, blk_inflight) if status & 2 else q for i, q in enumerate(s.queues))
     device = s.device
     if r.config.device == "virtio-net":
         assert isinstance(device, NetState)
-        macs = draw(st.lists(st.binary(min_size=6, max_size=6), max_size=64))
+        macs = draw(_MACS)
         target(float(len(macs)), label="MAC table toward its 64 entries")
         device = replace(device, mergeable_rx_bufs=int(F.has(negotiated, F.NET_MRG_RXBUF)),
-                         promisc=draw(st.sampled_from([0, 1])), allmulti=draw(st.sampled_from([0, 1])),
-                         mac_table=b"".join(macs), tx_waiting=tuple(draw(st.sampled_from([0, 1]))
-                                                                      for _ in device.tx_waiting),
+                         promisc=draw(_BIT), allmulti=draw(_BIT),
+                         mac_table=b"".join(macs), tx_waiting=tuple(draw(_BIT) for _ in device.tx_waiting),
                          curr_queue_pairs=draw(st.integers(1, device.max_queue_pairs))
                          if F.has(negotiated, F.NET_MQ) else 1,
                          has_vnet_hdr=int(r.config.netdev.vnet_hdr))
@@ -109,7 +113,7 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
             pci = replace(pci, modern_guest_features=(features & 0xFFFFFFFF, features >> 32 & 0xFFFFFFFF),
                           modern_queues=tuple(regs))
     disabled = False
-    if pci is not None and status & 4 and draw(st.booleans()):
+    if pci is not None and status & 4 and draw(_BOOL):
         # the guest then cleared bus mastering (virtio_write_config): DRIVER_OK goes, and the device is disabled
         # where use-disabled-flag is on (5.0, 9d7bd0826f)
         cfg = bytearray(pci.config)
@@ -124,7 +128,7 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     extra = tuple(sorted((f.name, draw(declared_value(f))) for f in schema.known_fields(r)))
     return replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
                    started=started, broken=broken, disabled=disabled, config=config, queue_sel=queue_sel,
-                   isr=draw(st.sampled_from([0, 1])), extra=extra)
+                   isr=draw(_BIT), extra=extra)
 
 
 def declared_value(f: schema.Field) -> st.SearchStrategy[Any]:
