@@ -98,9 +98,10 @@ def qemu_figures(seconds: float) -> tuple[list[dict[str, Any]], str | None]:
     cores = os.cpu_count() or 1
     # CPU per example (QEMU processes and Python) bounds the rate on idle cores, whatever the load now
     cpu = f["cpu_ms_per_qemu_example"]
-    note = (f"{f['qemu_examples']:.0f} examples, {f['disagreements']:.0f} disagreeing with the model; "
-            f"{cpu:.0f} ms CPU each (<= {min(cores, QEMU_WORKERS) * 1000 / cpu:.0f}/s on idle cores); "
-            f"load average {load:.1f} on {cores} cores")
+    note = (f"{f['qemu_examples']:.0f} device states in {f['qemu_pairs']:.0f} QEMU pairs (one device of each kind "
+            f"per pair), {f['disagreements']:.0f} pairs disagreeing with the model; {cpu:.0f} ms CPU per state "
+            f"(<= {min(cores, QEMU_WORKERS) * 1000 / cpu:.0f}/s on idle cores); load average {load:.1f} on "
+            f"{cores} cores")
     return [
         {"what": f"QEMU examples, {QEMU_WORKERS} workers", "input": "drive+save, load, verdict vs model",
          "per_second": round(f["qemu_per_second"], 1), "target": 20.0, "note": note},

@@ -135,7 +135,10 @@ def cmd_qemu(args: argparse.Namespace) -> int:
 
     if args.examples < 1:
         raise UsageError("--examples must be at least 1")
-    head, examples = run(args.src_binary, args.dst_binary, args.machine, args.device, args.examples, args.seed)
+    if args.per_vm < 1:
+        raise UsageError("--per-vm must be at least 1")
+    head, examples = run(args.src_binary, args.dst_binary, args.machine, args.device, args.examples, args.seed,
+                         per_vm=args.per_vm)
     bad = [e for e in examples if e.disagreements or e.violations]
     if args.json:
         json.dump({**head, "examples": [e.as_json() for e in examples], "failed": len(bad)}, sys.stdout, indent=1)
@@ -147,14 +150,16 @@ def cmd_qemu(args: argparse.Namespace) -> int:
     for e in examples:
         said = f"QEMU {e.outcome}" + (f" ({e.error})" if e.error else "")
         agree = "model agrees" if not e.disagreements else f"MODEL DISAGREES ({e.model_outcome}: {e.model_error})"
-        d = e.drive
-        print(f"#{e.index} {e.device} status={d.status:#x} queues={len(d.queues)} "
-              f"requests={sum(q.requests for q in d.queues)}: {said}; {agree}")
+        drives = ", ".join(f"{d.kind} status={d.status:#x} queues={len(d.queues)} "
+                           f"requests={sum(q.requests for q in d.queues)}" for d in e.drives)
+        print(f"#{e.index} {drives}: {said}; {agree}")
         for line in e.disagreements + e.violations:
             print(f"    {line}")
         for path in e.failures:
             print(f"    failure file: {path}")
-    print(f"{len(examples)} examples, {len(bad)} with a disagreement or a rule violation ({head['rule']})")
+    states = sum(len(e.drives) for e in examples)
+    print(f"{states} device states in {len(examples)} QEMU pairs, {len(bad)} with a disagreement or a rule "
+          f"violation ({head['rule']})")
     return EXIT_RULE if bad else EXIT_OK
 
 
@@ -218,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dst-binary", required=True, metavar="B", help="the destination QEMU")
     q.add_argument("--machine", help="machine type (default: pc-i440fx of the older binary)")
     q.add_argument("--device", help="virtio-net, virtio-blk, virtio-balloon or virtio-rng (default: each in turn)")
-    q.add_argument("--examples", type=int, default=8, help="random reachable states to try (default 8)")
+    q.add_argument("--examples", type=int, default=8, help="random reachable device states to try (default 8)")
+    q.add_argument("--per-vm", type=int, default=4, help="device states per QEMU pair, on consecutive slots "
+                   "(default 4: a pair's start-up serves them all)")
     q.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_qemu)

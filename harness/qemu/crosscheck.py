@@ -1,8 +1,9 @@
 """`virtio-compat qemu`: the rules against two real QEMUs, with the model held to both (R12).
 
-One example: drive a device of the source QEMU into a random reachable state (a legacy driver's
-steps: features, queues, blk requests, status, queue_sel), save it, load the stream into the
-destination QEMU (same command line) and let it save again. Then: the destination must accept it
+One example: drive the devices of the source QEMU (one of each kind, or several of one, on consecutive slots) into
+random reachable states (a legacy driver's steps: features, queues, blk requests, status, queue_sel), save them,
+load the stream into the destination QEMU (same command line) and let it save again; each device is one state
+under test, and a QEMU pair start-up serves them all. Then: the destination must accept it
 with the state preserved (R1 same release, R3 forward, R4 backward: a reachable state on a machine
 type both binaries have), and the model of the destination's release must predict QEMU's verdict,
 loaded state and re-saved bytes (R12).
@@ -59,24 +60,33 @@ def default_machine(src: Side, dst: Side) -> str:
     return MachineType("pc-i440fx", min(src.version, dst.version)).name
 
 
-def qemu_config(machine: str, kind: str) -> QemuConfig:
+def qemu_config(machine: str, kinds: Sequence[str]) -> QemuConfig:
     # Machine types up to 2.2 suppress the JSON description the decoder walks the stream by; the
     # option changes nothing else in the stream.
     if MachineType.parse(machine).version < Version(2, 3):
         machine += ",suppress-vmdesc=off"
-    return QemuConfig(machine, (DeviceConfig(kind, SLOT),), smp=1, mem_mb=MEM_MB)
+    return QemuConfig(machine, tuple(DeviceConfig(kind, SLOT + i) for i, kind in enumerate(kinds)), smp=1,
+                      mem_mb=MEM_MB)
 
 
-def realized_for(config: QemuConfig, release: Version) -> Realized:
-    [line] = parse(["-machine", config.machine, *config.args()], release)
-    return realize(line.config)
+def realized_for(config: QemuConfig, release: Version) -> list[Realized]:
+    return [realize(line.config) for line in parse(["-machine", config.machine, *config.args()], release)]
 
 
-def random_drive(rng: random.Random, kind: str, r: Realized) -> DriveSpec:
-    """A random state a legacy guest driver can leave the device in."""
+def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> list[DriveSpec]:
+    """A random state a legacy guest driver can leave each device in, their rings side by side in guest RAM."""
+    pfn, out = RING_BASE_PFN, []
+    for dev, r in zip(config.devices, realized_for(config, release), strict=True):
+        spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn)
+        out.append(spec)
+    return out
+
+
+def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, pfn: int = RING_BASE_PFN
+                 ) -> tuple[DriveSpec, int]:
+    """A random state a legacy guest driver can leave the device in, and the first page frame after its rings."""
     status = rng.choice(STATUSES)
     queues = []
-    pfn = RING_BASE_PFN
     for index, num in enumerate(r.queue_sizes):
         if rng.random() < 0.3:
             continue  # left unconfigured
@@ -85,15 +95,14 @@ def random_drive(rng: random.Random, kind: str, r: Realized) -> DriveSpec:
         queues.append(QueueSpec(index, pfn, requests))
         pfn += queue_pages(num, requests)
     sel = rng.randrange(max(len(r.queue_sizes), 1))
-    return DriveSpec(kind, SLOT, rng.getrandbits(32), tuple(queues), status, sel)
+    return DriveSpec(kind, slot, rng.getrandbits(32), tuple(queues), status, sel), pfn
 
 
 @dataclass
 class Example:
     index: int
     machine: str
-    device: str
-    drive: DriveSpec
+    drives: list[DriveSpec]  # one per device, in slot order
     outcome: str = ""  # the destination QEMU's
     error: str | None = None
     model_outcome: str = ""
@@ -104,11 +113,15 @@ class Example:
     data: bytes = field(default=b"", repr=False)  # the source's stream
     argv: list[str] = field(default_factory=list, repr=False)  # its command line
 
+    @property
+    def devices(self) -> list[str]:
+        return [d.kind for d in self.drives]
+
     def as_json(self) -> dict[str, Any]:
-        d = self.drive
-        return {"index": self.index, "machine": self.machine, "device": self.device,
-                "drive": {"guest_features": d.guest_features, "status": d.status, "queue_sel": d.queue_sel,
-                          "queues": [[q.index, q.pfn, q.requests] for q in d.queues]},
+        return {"index": self.index, "machine": self.machine, "devices": self.devices,
+                "drives": [{"device": d.kind, "slot": d.slot, "guest_features": d.guest_features,
+                            "status": d.status, "queue_sel": d.queue_sel,
+                            "queues": [[q.index, q.pfn, q.requests] for q in d.queues]} for d in self.drives],
                 "qemu": {"outcome": self.outcome, "error": self.error},
                 "model": {"outcome": self.model_outcome, "error": self.model_error},
                 "agrees": not self.disagreements, "disagreements": self.disagreements,
@@ -119,7 +132,7 @@ def migration_rule(src: Version, dst: Version) -> str:
     return "R1" if src == dst else "R3" if src < dst else "R4"
 
 
-def preserved(s: Stream, src: Side, dst: Realized, argv: Sequence[str], verdict: Any) -> list[str]:
+def preserved(s: Stream, src: Side, dst: Side, argv: Sequence[str], verdict: Any) -> list[str]:
     """The source's state against what the destination QEMU reports after the load (features masked by
     the destination's host features; used idx read from the stream's RAM, as the destination reads it)."""
     out = []
@@ -129,21 +142,22 @@ def preserved(s: Stream, src: Side, dst: Realized, argv: Sequence[str], verdict:
         r = realize(src_lines[p.section].config)
         rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
         state = state_from_wire(r, p.value, rings)
-        state = state.with_(guest_features=state.guest_features & dst.host_features)
+        host = realize(dst_lines[p.section].config).host_features
+        state = state.with_(guest_features=state.guest_features & host)
         path = f"/machine/peripheral/{dst_lines[p.section].qdev_id}/virtio-backend"
         out += oracle.state_differences(p.section, state, path, verdict, "source")
     return out
 
 
-def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: str, kind: str, *,
+def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: str, kinds: Sequence[str], *,
                 resave: bool = True, failures: Path | None = None, write: bool = True) -> Example:
-    config = qemu_config(machine, kind)
-    spec = random_drive(rng, kind, realized_for(config, src.release))
+    config = qemu_config(machine, kinds)
+    specs = random_drives(rng, config, src.release)
     # The destination starts while the source is driven and saved: its start-up is most of a load.
     with oracle.destination(config, dst.binary, launch=True) as pending:
-        data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary), [spec])
+        data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary), specs)
         argv = truth["qemu_cmdline"]
-        ex = Example(index, machine, kind, spec, data=data, argv=argv)
+        ex = Example(index, machine, specs, data=data, argv=argv)
         s = decode_stream(data)
         model = oracle.predict(s, dst.release, argv)
         result = oracle.load_and_save(argv, data, resave=resave, started=pending)
@@ -160,14 +174,13 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
     if v.outcome != "accepted":
         ex.violations.append(f"{rule}: the destination QEMU {v.outcome} a reachable state: {v.error}")
     else:
-        dst_r = realized_for(config, dst.release)
-        ex.violations += [f"{rule}: state not preserved: {d}" for d in preserved(s, src, dst_r, argv, v)]
+        ex.violations += [f"{rule}: state not preserved: {d}" for d in preserved(s, src, dst, argv, v)]
     if write:
-        extra = {"source_binary": src.binary, "destination_binary": dst.binary, "drive": ex.as_json()["drive"]}
+        extra = {"source_binary": src.binary, "destination_binary": dst.binary, "drives": ex.as_json()["drives"]}
         if ex.disagreements:
             path = oracle.write_disagreement(data, argv, dst.release, model, v, ex.disagreements,
-                                             f"qemu: {kind} on {machine}, source {src.version}, destination "
-                                             f"{dst.version}", failures, extra)
+                                             f"qemu: {', '.join(kinds)} on {machine}, source {src.version}, "
+                                             f"destination {dst.version}", failures, extra)
             ex.failures.append(str(path))
         if ex.violations:
             path = oracle.write_disagreement(data, argv, dst.release, model, v, ex.violations,
@@ -188,19 +201,23 @@ def check_choices(machine: str, device: str | None, src: Side, dst: Side) -> Non
             raise UsageError(f"--machine {machine}: the model of QEMU {s.release} has no such pci machine type")
 
 
+PER_VM = 4  # device states per QEMU pair: its start-up is most of an example's cost
+
+
 def run(src_binary: str, dst_binary: str, machine: str | None, device: str | None, examples: int, seed: int,
-        failures: Path | None = None) -> tuple[dict[str, Any], list[Example]]:
+        failures: Path | None = None, per_vm: int = PER_VM) -> tuple[dict[str, Any], list[Example]]:
+    """`examples` device states, `per_vm` to a QEMU pair (one of each kind in turn, or all of `device`)."""
     src, dst = side(src_binary), side(dst_binary)
     machine = machine or default_machine(src, dst)
     check_choices(machine, device, src, dst)
     rng = random.Random(seed)
-    done = []
-    for i in range(examples):
-        kind = device or DEVICE_KINDS[i % len(DEVICE_KINDS)]
-        done.append(run_example(i, rng, src, dst, machine, kind, failures=failures))
+    kinds = [device or DEVICE_KINDS[i % len(DEVICE_KINDS)] for i in range(examples)]
+    done: list[Example] = []
+    for i in range(0, examples, per_vm):
+        done.append(run_example(len(done), rng, src, dst, machine, kinds[i : i + per_vm], failures=failures))
     head = {"source": {"binary": src.binary, "version": str(src.version), "release": str(src.release)},
             "destination": {"binary": dst.binary, "version": str(dst.version), "release": str(dst.release)},
-            "machine": machine, "seed": seed, "rule": migration_rule(src.release, dst.release)}
+            "machine": machine, "seed": seed, "rule": migration_rule(src.release, dst.release), "per_vm": per_vm}
     return head, done
 
 
@@ -209,11 +226,12 @@ def run(src_binary: str, dst_binary: str, machine: str | None, device: str | Non
 
 @dataclass(frozen=True)
 class WorkerFigures:
-    qemu_examples: int
+    qemu_examples: int  # device states
+    qemu_pairs: int  # QEMU pairs they took
     qemu_seconds: float
     model_examples: int
     model_seconds: float
-    disagreements: int
+    disagreements: int  # QEMU pairs with one
     qemu_cpu_seconds: float  # CPU of this worker and its QEMUs during the QEMU phase
 
 
@@ -229,13 +247,12 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
     src = side(binary or "qemu-system-x86_64")
     machine = default_machine(src, src)
     rng = random.Random(seed)
-    run_example(-1, rng, src, src, machine, "virtio-blk", resave=False)  # warm-up: imports, page cache
+    run_example(-1, rng, src, src, machine, DEVICE_KINDS, resave=False)  # warm-up: imports, page cache
     time.sleep(max(start_at - time.time(), 0))
     examples: list[Example] = []
     begin, cpu_begin = time.time(), _cpu_seconds()
     while time.time() < begin + seconds:
-        kind = DEVICE_KINDS[len(examples) % len(DEVICE_KINDS)]
-        examples.append(run_example(len(examples), rng, src, src, machine, kind, resave=False))
+        examples.append(run_example(len(examples), rng, src, src, machine, DEVICE_KINDS, resave=False))
     qemu_seconds, qemu_cpu = time.time() - begin, _cpu_seconds() - cpu_begin
     if not live_processes():
         shutil.rmtree(scratch_root(), ignore_errors=True)  # a pool worker ends without atexit hooks
@@ -256,7 +273,7 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
         if model_load(r, model_save(r, state), rings).outcome != outcome:
             raise AssertionError("model verdict changed between the QEMU and the model phase")
         n += 1
-    return WorkerFigures(len(examples), qemu_seconds, n, time.time() - begin,
+    return WorkerFigures(sum(len(e.drives) for e in examples), len(examples), qemu_seconds, n, time.time() - begin,
                          sum(bool(e.disagreements) for e in examples), qemu_cpu)
 
 
@@ -272,7 +289,7 @@ def bench(seconds: float, workers: int = 2, binary: str | None = None, lead: flo
     qemu = sum(f.qemu_examples / f.qemu_seconds for f in figures)
     model = sum(f.model_examples / f.model_seconds for f in figures)
     return {"qemu_per_second": qemu, "model_per_second": model, "ratio": model / qemu if qemu else 0.0,
-            "qemu_examples": sum(f.qemu_examples for f in figures),
+            "qemu_examples": sum(f.qemu_examples for f in figures), "qemu_pairs": sum(f.qemu_pairs for f in figures),
             "cpu_ms_per_qemu_example": 1000 * sum(f.qemu_cpu_seconds for f in figures)
             / max(sum(f.qemu_examples for f in figures), 1),
             "disagreements": sum(f.disagreements for f in figures), "workers": workers}

@@ -24,7 +24,10 @@ def test_same_binary_both_sides_agrees_with_the_model(qemu_binary: str, capsys: 
     assert rc == 0, out
     assert out["source"]["release"] == out["destination"]["release"] == "7.2"
     assert out["machine"] == "pc-i440fx-7.2" and out["rule"] == "R1" and out["failed"] == 0
-    assert [e["device"] for e in out["examples"]] == ["virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng"]
+    # one QEMU pair, one device of each kind on consecutive slots
+    [e] = out["examples"]
+    assert e["devices"] == ["virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng"]
+    assert [d["slot"] for d in e["drives"]] == [3, 4, 5, 6]
     for e in out["examples"]:
         assert e["qemu"] == {"outcome": "accepted", "error": None} and e["model"] == e["qemu"]
         assert e["agrees"] and e["violations"] == [] and e["failures"] == []
@@ -34,13 +37,14 @@ def test_same_binary_both_sides_agrees_with_the_model(qemu_binary: str, capsys: 
 @pytest.mark.qemu
 def test_text_report_on_another_machine_type(qemu_binary: str, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["qemu", "--src-binary", qemu_binary, "--dst-binary", qemu_binary, "--machine", "pc-q35-5.2",
-               "--device", "virtio-blk", "--examples", "2", "--seed", "3"])
+               "--device", "virtio-blk", "--examples", "3", "--per-vm", "2", "--seed", "3"])
     lines = capsys.readouterr().out.splitlines()
     assert rc == 0, lines
     assert "(QEMU 7.2, model 7.2)" in lines[0] and "pc-q35-5.2, seed 3" in lines[0]
-    assert all(line.startswith(f"#{i} virtio-blk ") and line.endswith("QEMU accepted; model agrees")
-               for i, line in enumerate(lines[1:3]))
-    assert lines[-1] == "2 examples, 0 with a disagreement or a rule violation (R1)"
+    assert lines[1].startswith("#0 virtio-blk ") and lines[1].count("virtio-blk") == 2
+    assert lines[2].startswith("#1 virtio-blk ") and lines[2].count("virtio-blk") == 1
+    assert all(line.endswith("QEMU accepted; model agrees") for line in lines[1:3])
+    assert lines[-1] == "3 device states in 2 QEMU pairs, 0 with a disagreement or a rule violation (R1)"
 
 
 @pytest.mark.qemu
