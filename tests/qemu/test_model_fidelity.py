@@ -36,7 +36,7 @@ from harness.qemu.backend import (
 from harness.qemu.drive import PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_IO, DriveSpec, PciConfig, QueueSpec
 from harness.qemu.process import QemuProcess
 from harness.qemu.qtest import QtestClient
-from harness.wire.stream import decode_payload, decode_stream
+from harness.wire.stream import Stream, decode_payload, decode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import Realized, realize
 from models.model import ACCEPTED, guest_rings, load, reset_state, save, state_from_wire
@@ -96,18 +96,24 @@ def check_payloads(r: Realized, payload: bytes, state_value: Any, where: str, *,
 
 # --- (a) driven states ---------------------------------------------------------------------------------
 
+
+def loaded_by_qemu(binary: str, data: bytes, truth: dict[str, Any]) -> tuple[Stream, dict[str, DeviceLine], Any]:
+    """The stream decoded, its command line parsed by section, and QEMU's (accepting) load of it."""
+    lines = {line.section: line for line in parse(truth["qemu_cmdline"], RELEASE)}
+    verdict = load_stream(truth["qemu_cmdline"], data, binary=binary)
+    assert verdict.outcome == "accepted", verdict.error
+    return decode_stream(data), lines, verdict
+
+
 FIDELITY_KEYS = ["2.3", "2.6", "4.2", "5.2-smp4", "7.2", "q35-7.2"]
 
 
 @pytest.mark.parametrize("key", FIDELITY_KEYS)
 def test_model_of_a_driven_stream_equals_qemu(qemu_binary: str, key: str) -> None:
     data, truth = fresh_stream(key, qemu_binary)
-    s = decode_stream(data)
-    lines = {line.section: line for line in parse(truth["qemu_cmdline"], RELEASE)}
     # the same command line loads the stream: its devices show their host features and, after the
     # load, what QEMU made of the state (x-query-virtio-status, x-query-virtio-queue-status)
-    verdict = load_stream(truth["qemu_cmdline"], data, binary=qemu_binary)
-    assert verdict.outcome == "accepted", verdict.error
+    s, lines, verdict = loaded_by_qemu(qemu_binary, data, truth)
     problems: list[str] = []
     for p, t in zip(s.devices, truth["devices"], strict=True):
         line = lines[p.section]
@@ -160,10 +166,7 @@ def test_bus_master_cleared_after_a_run(qemu_binary: str, machine: str, disabled
     drive = (DriveSpec("virtio-net", 3, ALL_FEATURES, (QueueSpec(0, 0x100),), clear_bus_master=True),
              DriveSpec("virtio-blk", 4, ALL_FEATURES, (QueueSpec(0, 0x300, 2),), clear_bus_master=True))
     data, truth = save_stream(machine, devices, drive, binary=qemu_binary)
-    s = decode_stream(data)
-    lines = {line.section: line for line in parse(truth["qemu_cmdline"], RELEASE)}
-    verdict = load_stream(truth["qemu_cmdline"], data, binary=qemu_binary)
-    assert verdict.outcome == "accepted", verdict.error
+    s, lines, _ = loaded_by_qemu(qemu_binary, data, truth)
     problems: list[str] = []
     for p, t in zip(s.devices, truth["devices"], strict=True):
         r = realize(lines[p.section].config)
