@@ -8,6 +8,9 @@ A schema module binds DECLARATIONS, a tuple of:
     Subsection("virtio-net-device/foo", V("11.0"),    a core ("virtio/...") or device subsection: its fields
                fields=(Field("foo", "uint32"),),      (the wire layout, in vmstate's types) and needed(), in the
                needed=StateField("foo") != 0)         vocabulary of models/conditions.py or any Python callable
+    DeviceVersion("virtio-net-device", V("11.0"),     fields at the end of a device vmsd's own (VMSTATE_*_V from
+                  version=12, fields=(...))           `version`, or VMSTATE_*_TEST with Field(present=...)),
+                                                      and its version_id (and the section's) from that release
     Prop(...)                                         a device property (models/props.py)
     Compat(...)                                       a machine type compat entry (models/releases.py)
     Downstream("pc-q35", "rhel", ((V("9.4"), V("8.2")),))   a distribution's machine types
@@ -15,7 +18,8 @@ A schema module binds DECLARATIONS, a tuple of:
 
 Each is declared once: Subsection alone gives the layout (harness/wire/virtio.py's EXTRA_SUBSECTIONS), the
 needed() rule (models/core.py's CORE_SUBSECTIONS, or the device's subsection list), the state (DeviceState.extra)
-and what the matrix draws for it. A mistake is a SchemaError naming the module and the line.
+and what the matrix draws for it; DeviceVersion the same for device fields (EXTRA_DEVICE_FIELDS) and the vmsd
+versions models/model.py checks. A mistake is a SchemaError naming the module and the line.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ class Field:
     """A vmstate field: VMSTATE_UINT32(name) and its kin, by QEMU's type names; `size` makes a VMSTATE_BUFFER of
     that many bytes (type "buffer"), `count` a VMSTATE_*_ARRAY of that many elements. It is on the wire from the
     vmsd version_id `version` on (VMSTATE_*_V; 1: always), or where `present` holds (VMSTATE_*_TEST: each side
-    decides on its own, the destination over its state before the load)."""
+    decides on its own, the destination over its state as loaded so far)."""
 
     name: str
     type: str  # a key of TYPES, or "buffer"
