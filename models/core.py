@@ -38,8 +38,10 @@ class CoreSubsection:
     source: str
 
     def rule(self, release: Version) -> Rule | None:
-        rules = [r for r in self.needed if r.since <= release]
-        return rules[-1] if rules else None
+        for r in reversed(self.needed):  # in `since` order
+            if r.since <= release:
+                return r
+        return None
 
     def is_needed(self, realized: Realized, state: DeviceState) -> bool:
         rule = self.rule(realized.release)

@@ -163,13 +163,13 @@ def _sub(subs: Sequence[Any], name: str) -> Any:
 
 def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None = None) -> DeviceState:
     """The device state a decoded payload holds (what the source had), read as release r saved it."""
-    subs = v.subsections
-    f64, f128 = _sub(subs, "virtio/64bit_features"), _sub(subs, "virtio/128bit_features")
+    subs = {x.name: x.body for x in v.subsections}  # a repeated one: the last wins, as QEMU loads each in turn
+    f64, f128 = subs.get("virtio/64bit_features"), subs.get("virtio/128bit_features")
     features = f64.guest_features if f64 is not None else v.guest_features_lo
     if f128 is not None:
         features |= f128.guest_features_ex1 << 64
-    vqs = _sub(subs, "virtio/virtqueues")
-    ringsize = _sub(subs, "virtio/ringsize")
+    vqs = subs.get("virtio/virtqueues")
+    ringsize = subs.get("virtio/ringsize")
     nd = tuple(ringsize.num_default[: len(r.queue_sizes)]) if ringsize is not None else r.queue_sizes
     queues = []
     for i, q in enumerate(v.queues):
@@ -186,15 +186,15 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
         queues.append(QueueState(q.num, q.desc, avail, used, align, q.last_avail_idx,
                                  NO_VECTOR if vector is None else vector, ai, ui))
     queues += [QueueState(0)] * max(len(r.queue_sizes) - len(queues), 0)
-    endian = _sub(subs, "virtio/device_endian")
+    endian = subs.get("virtio/device_endian")
 
     def flag(name: str, attr: str) -> bool:
-        return bool(getattr(_sub(subs, name), attr, 0))
+        return bool(getattr(subs.get(name), attr, 0))
 
     t = v.transport
     pci = mmio = ccw = None
     config_vector = NO_VECTOR
-    extra = _sub(subs, "virtio/extra_state")
+    extra = subs.get("virtio/extra_state")
     if r.config.transport == "pci":
         ms = _sub(extra.subsections, "virtio_pci/modern_state") if extra is not None else None
         pci = PciState(bytes(t.pci.config), tuple(t.pci.irq_state), bytes(t.msix_table or b""),
@@ -209,7 +209,7 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
     else:
         ccw = CcwState(t, t.tmp.config_vector)
         config_vector = t.tmp.config_vector
-    packed = _sub(subs, "virtio/packed_virtqueues")
+    packed = subs.get("virtio/packed_virtqueues")
     lo_field = None if (features & 0xFFFFFFFF) == v.guest_features_lo else v.guest_features_lo
     return DeviceState(
         status=v.status, isr=v.isr, queue_sel=v.queue_sel, guest_features=features, config=bytes(v.config),
