@@ -135,8 +135,8 @@ def cmd_qemu(args: argparse.Namespace) -> int:
 
     if args.examples < 1:
         raise UsageError("--examples must be at least 1")
-    if args.per_vm < 1:
-        raise UsageError("--per-vm must be at least 1")
+    if not 1 <= args.per_vm <= 16:
+        raise UsageError("--per-vm must be between 1 and 16 (PCI slots 3..18; their rings share -m 4)")
     head, examples = run(args.src_binary, args.dst_binary, args.machine, args.device, args.examples, args.seed,
                          per_vm=args.per_vm)
     bad = [e for e in examples if e.disagreements or e.violations]

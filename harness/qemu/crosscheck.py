@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
+from harness.errors import QemuError, UsageError
 from harness.qemu import oracle
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
@@ -79,6 +79,8 @@ def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> l
     for dev, r in zip(config.devices, realized_for(config, release), strict=True):
         spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn)
         out.append(spec)
+    if pfn > (config.mem_mb or MEM_MB) << 8:
+        raise QemuError(f"the rings of {len(out)} devices need {pfn} guest pages, more than -m {config.mem_mb or MEM_MB} has")
     return out
 
 
