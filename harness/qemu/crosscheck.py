@@ -79,8 +79,9 @@ def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> l
     for dev, r in zip(config.devices, realized_for(config, release), strict=True):
         spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn)
         out.append(spec)
-    if pfn > (config.mem_mb or MEM_MB) << 8:
-        raise QemuError(f"the rings of {len(out)} devices need {pfn} guest pages, more than -m {config.mem_mb or MEM_MB} has")
+    mem = config.mem_mb or MEM_MB
+    if pfn > mem << 8:
+        raise QemuError(f"the rings of {len(out)} devices need {pfn} guest pages, more than -m {mem} has")
     return out
 
 
