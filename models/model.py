@@ -21,7 +21,7 @@ from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_
 from models import core, schema
 from models import features as F
 from models.config import Realized
-from models.devices import DEVICES
+from models.devices import DEVICES, net
 from models.releases import Version
 from models.state import (
     ENDIAN_UNKNOWN,
@@ -97,7 +97,7 @@ def _core_subsections(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
             declared = schema.declared(sub.name)  # a schema module's (models/schema.py)
             out.append(schema.wire_entry(declared, r, s) if declared is not None else
                        {"name": sub.name, "version_id": 1, "body": bodies[sub.name]()})
-    return out
+    return schema.extend_entries(r, s, out)
 
 
 def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
@@ -129,9 +129,8 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
         queues.append(entry)
     lo = s.guest_features & 0xFFFFFFFF if s.guest_features_lo_field is None else s.guest_features_lo_field
     device = DEVICES[r.config.device].to_wire(s.device, r, s.guest_features)
-    added = schema.device_wire(r, s)  # device subsections of schema modules, after the device's own
-    if added:
-        device["subsections"] = list(device["subsections"]) + added
+    if "subsections" in device:  # a device vmsd's: its own (as schema modules version them), then those they add
+        device["subsections"] = schema.extend_entries(r, s, list(device["subsections"])) + schema.device_wire(r, s)
     device.update(schema.device_values(r, s))  # device vmsd fields of schema modules
     return {
         "transport": transport, "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features_lo": lo,
@@ -217,7 +216,8 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
         device_endian=endian.device_endian if endian is not None else core.default_endian(r),
         broken=flag("virtio/broken", "broken"), started=flag("virtio/started", "started"),
         disabled=flag("virtio/disabled", "disabled"), pci=pci, mmio=mmio, ccw=ccw,
-        device=DEVICES[r.config.device].from_wire(v.device), packed=tuple(packed.vqs) if packed else (),
+        device=DEVICES[r.config.device].from_wire(schema.without_added_fields(v.device)),
+        packed=tuple(packed.vqs) if packed else (),
         guest_features_lo_field=lo_field, extra=schema.values_from_wire(r, v))
 
 
@@ -542,8 +542,6 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
     trace.steps.append("PCI config checked against the local read-only bits")
 
 
-# vmsd version ranges (version_id, minimum_version_id) of the subsections, by name: all are 1/1 but
-# virtio-net-device/rss, version 2 from 10.1 (7b6e7e49905d)
 def _check_vmsd_version(vmsd: Any, version_id: int) -> None:
     """vmstate_load_state's version checks (for the device vmsd, the local outer version_id)."""
     if version_id > vmsd.version:
@@ -555,12 +553,10 @@ def _check_vmsd_version(vmsd: Any, version_id: int) -> None:
 
 
 def _subsection_versions(name: str, release: Version) -> tuple[int, int]:
-    declared = schema.subsection_versions(name, release)
-    if declared is not None:
-        return declared
-    if name == "virtio-net-device/rss" and release >= Version(10, 1):
-        return 2, 1
-    return 1, 1
+    """(version_id, minimum_version_id) of a subsection in a release: 1/1 but virtio-net-device/rss's, and as
+    schema modules declare them."""
+    own = (net.rss_version(release), 1) if name == net.RSS and release >= net.RSS_VERSIONS[0][0] else (1, 1)
+    return schema.subsection_versions(name, release, own)
 
 
 subsection_versions = _subsection_versions  # public: `diff` reads it

@@ -8,6 +8,8 @@ A schema module binds DECLARATIONS, a tuple of:
     Subsection("virtio-net-device/foo", V("11.0"),    a core ("virtio/...") or device subsection: its fields
                fields=(Field("foo", "uint32"),),      (the wire layout, in vmstate's types) and needed(), in the
                needed=StateField("foo") != 0)         vocabulary of models/conditions.py or any Python callable
+    SubsectionVersion("virtio/started", V("11.0"), 2,  a new version of a subsection models/ has, and the fields
+                      fields=(...))                   it appends
     DeviceVersion("virtio-net-device", V("11.0"),     fields at the end of a device vmsd's own (VMSTATE_*_V from
                   version=12, fields=(...))           `version`, or VMSTATE_*_TEST with Field(present=...)),
                                                       and its version_id (and the section's) from that release
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import re
 import sys
@@ -51,7 +54,7 @@ from models.releases import Compat, Downstream, Version
 from models.state import BalloonState, BlkState, DeviceState, NetState
 
 __all__ = ["Compat", "DeviceVersion", "Downstream", "Field", "LoadCheck", "Prop", "Release", "Subsection",
-           "load_schema"]
+           "SubsectionVersion", "load_schema"]
 
 # vmstate field types (VMSTATE_UINT8 ... VMSTATE_BOOL), by QEMU's names
 TYPES: dict[str, Any] = {"uint8": u8, "uint16": be16, "uint32": be32, "uint64": be64, "int8": c.Int8sb,
@@ -197,6 +200,19 @@ class Subsection:
 
 
 @dataclass(frozen=True)
+class SubsectionVersion:
+    """A new version of a subsection models/ already has ("virtio/started", "virtio-net-device/rss"): its
+    version_id from release `since`, and the fields that version appends to its body (Field(..., version=N))."""
+
+    name: str
+    since: Version
+    version: int
+    fields: tuple[Field, ...] = ()
+    minimum_version: int | None = None  # None: unchanged
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class DeviceVersion:
     """Fields appended to a device vmsd ("virtio-net-device"), after its own and before its subsections, from
     release `since`; and its version_id from there, which VMSTATE_*_V fields need raised. virtio-net's outer vmsd
@@ -231,6 +247,7 @@ class Schema:
 
 SUBSECTIONS: tuple[Subsection, ...] = ()
 DEVICE_VERSIONS: tuple[DeviceVersion, ...] = ()  # in release order
+SUBSECTION_VERSIONS: tuple[SubsectionVersion, ...] = ()  # in release order
 LOADED: tuple[Schema, ...] = ()
 
 
@@ -252,10 +269,50 @@ def known_device_subsections(device: str, release: Version) -> set[str]:
     return {s.name for s in known(release, device) if s.device is not None}
 
 
-def subsection_versions(name: str, release: Version) -> tuple[int, int] | None:
-    """(version_id, minimum_version_id) of a declared subsection in a release, None if not declared."""
+def subsection_versions(name: str, release: Version, own: tuple[int, int]) -> tuple[int, int]:
+    """(version_id, minimum_version_id) of a subsection in a release: a declared one's, or `own` (models/'s) as
+    SubsectionVersion declarations change it."""
     sub = declared(name)
-    return None if sub is None else (sub.version_in(release), sub.minimum_version)
+    if sub is not None:
+        return sub.version_in(release), sub.minimum_version
+    for d in SUBSECTION_VERSIONS:
+        if d.name == name and d.since <= release:
+            own = (d.version, d.minimum_version or own[1])
+    return own
+
+
+def added_fields(name: str, release: Version | None = None) -> list[Field]:
+    """The fields SubsectionVersion declarations append to a subsection of models/ (up to `release`)."""
+    return [f for d in SUBSECTION_VERSIONS if d.name == name and (release is None or d.since <= release)
+            for f in d.fields]
+
+
+def extend_entries(r: Realized, s: DeviceState, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Subsection entries of models/ as release r writes them with SubsectionVersion declarations: their
+    version_id and the values of the fields it appends."""
+    if not SUBSECTION_VERSIONS:
+        return entries
+    values, out = dict(s.extra), []
+    for e in entries:
+        fields = added_fields(e["name"], r.release)
+        if fields:
+            version = subsection_versions(e["name"], r.release, (e["version_id"], 1))[0]
+            e = {**e, "version_id": version, "body": {**e["body"], **{
+                f.name: values.get(f.name, f.reset_value()) for f in fields if f.version <= version}}}
+        out.append(e)
+    return out
+
+
+def without_added_fields(device: Any) -> Any:
+    """A decoded device value with the fields SubsectionVersion declarations add taken out of its subsections'
+    bodies (they are DeviceState.extra's; models/devices/ keeps the bodies it knows)."""
+    names = {f.name for d in SUBSECTION_VERSIONS for f in d.fields}
+    subs = getattr(device, "subsections", None)
+    if not names or not subs:
+        return device
+    stripped = c.ListContainer(c.Container(name=x.name, version_id=x.version_id, body=c.Container(
+        {k: v for k, v in x.body.items() if k not in names}) if isinstance(x.body, dict) else x.body) for x in subs)
+    return c.Container({**device, "subsections": stripped})
 
 
 def device_fields(device: str, release: Version) -> list[Field]:
@@ -282,7 +339,14 @@ def versions(device: str, release: Version) -> Versions:
 
 def known_fields(r: Realized) -> list[Field]:
     return [f for sub in known(r.release, r.config.device) for f in sub.fields_in(sub.version_in(r.release))] + \
-        device_fields(r.config.device, r.release)
+        device_fields(r.config.device, r.release) + [
+            f for d in SUBSECTION_VERSIONS if d.since <= r.release and _of_device(d.name, r.config.device)
+            for f in d.fields]
+
+
+def _of_device(name: str, device: str) -> bool:
+    parent = name.split("/", 1)[0]
+    return parent == "virtio" or parent == f"{device}-device"
 
 
 def reset_values(r: Realized) -> tuple[tuple[str, Any], ...]:
@@ -365,8 +429,9 @@ def sent(decoded: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for sub in list(decoded.subsections) + list(getattr(decoded.device, "subsections", None) or []):
         decl = declared(sub.name)
-        if decl is not None:
-            out.update({f.name: _value(sub.body[f.name]) for f in decl.fields if sub.body.get(f.name) is not None})
+        fields = decl.fields if decl is not None else tuple(added_fields(sub.name))
+        if fields and isinstance(sub.body, dict):
+            out.update({f.name: _value(sub.body[f.name]) for f in fields if sub.body.get(f.name) is not None})
     device = decoded.device
     for f in (f for d in DEVICE_VERSIONS for f in d.fields):
         if device.get(f.name) is not None:
@@ -376,7 +441,7 @@ def sent(decoded: Any) -> dict[str, Any]:
 
 def values_from_wire(r: Realized, decoded: Any) -> tuple[tuple[str, Any], ...]:
     """DeviceState.extra of a decoded payload as release r loads it: what it carries, else the reset values."""
-    if not SUBSECTIONS and not DEVICE_VERSIONS:
+    if not SUBSECTIONS and not DEVICE_VERSIONS and not SUBSECTION_VERSIONS:
         return ()
     known = {f.name for f in known_fields(r)}
     return tuple(sorted({**dict(reset_values(r)), **{k: v for k, v in sent(decoded).items() if k in known}}.items()))
@@ -466,7 +531,8 @@ class _Snapshot:
         here = sys.modules[__name__]
         where = [(releases, "RELEASES"), (releases, "ALL_VERSIONS"), (releases, "DOWNSTREAM"), (releases, "COMPAT"),
                  (props, "PROPS"), (core, "CORE_SUBSECTIONS"), (core, "CHECKS"), (wire, "EXTRA_SUBSECTIONS"),
-                 (wire, "EXTRA_DEVICE_FIELDS"), (here, "SUBSECTIONS"), (here, "DEVICE_VERSIONS"), (here, "LOADED")]
+                 (wire, "EXTRA_DEVICE_FIELDS"), (here, "SUBSECTIONS"), (here, "DEVICE_VERSIONS"),
+                 (here, "SUBSECTION_VERSIONS"), (here, "LOADED")]
         return cls([(m, a, getattr(m, a)) for m, a in where])
 
     def restore(self) -> None:
@@ -503,7 +569,7 @@ def _declaration_lines(tree: ast.Module, n: int) -> list[int]:
 
 # --- validation and application ----------------------------------------------------------------------------------
 
-KINDS = (Release, Downstream, Prop, Compat, Subsection, DeviceVersion, LoadCheck)
+KINDS = (Release, Downstream, Prop, Compat, Subsection, SubsectionVersion, DeviceVersion, LoadCheck)
 
 
 def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
@@ -516,7 +582,7 @@ def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
     steps: list[tuple[int, Callable[[Any], None]]] = [(i, _release) for i in order]
     appliers: tuple[tuple[type, Callable[[Any], None]], ...] = (
         (Downstream, _downstream), (Prop, _prop), (Compat, _compat), (Subsection, _subsection),
-        (DeviceVersion, _device_version), (LoadCheck, _check))
+        (SubsectionVersion, _subsection_version), (DeviceVersion, _device_version), (LoadCheck, _check))
     for kind, apply in appliers:
         steps += [(i, apply) for i, d in enumerate(decls) if isinstance(d, kind)]
     for i, fn in steps:
@@ -662,10 +728,61 @@ def _check_fields(what: str, fields: Any) -> None:
     if dup:
         raise SchemaError(f"{what}: field {sorted(dup)[0]!r} is declared twice")
     taken = _state_names() | {f.name for s in SUBSECTIONS for f in s.fields} | {
-        f.name for d in DEVICE_VERSIONS for f in d.fields}
+        f.name for d in DEVICE_VERSIONS + SUBSECTION_VERSIONS for f in d.fields}
     clash = [n for n in names if n in taken]
     if clash:
         raise SchemaError(f"{what}: field {clash[0]!r} clashes with a state field of the same name")
+
+
+_OWN_BODIES: dict[str, tuple[str, Any]] = {}  # models/'s own bodies of the subsections SubsectionVersion extends
+
+
+def _own_subsection(name: str) -> tuple[str, Any] | None:
+    """(parent vmsd, body) of a subsection of models/ (harness/wire/virtio.py) as models/ lays it out, None if it
+    has no such one."""
+    if name in _OWN_BODIES:
+        return _OWN_BODIES[name]
+    lists = [wire.core_subsections(t) for t in wire.TRANSPORTS]
+    lists += [s for s in (_device_subsections(dev) for dev in wire.DEVICE_DATA) if s is not None]
+    for subs in lists:
+        if name in subs.known and declared(name) is None:
+            _OWN_BODIES[name] = (subs.parent, subs.known[name])  # before any SubsectionVersion wraps it
+            return _OWN_BODIES[name]
+    return None
+
+
+def _subsection_version(d: SubsectionVersion) -> None:
+    global SUBSECTION_VERSIONS
+    from models.model import subsection_versions as current
+
+    if declared(d.name) is not None:
+        raise SchemaError(f"subsection version {d.name}: a schema module's subsection takes versions= in its "
+                          "Subsection declaration")
+    own = _own_subsection(d.name)
+    if own is None:
+        raise SchemaError(f"subsection version {d.name}: models/ has no such subsection (a new one is a Subsection)")
+    if d.since not in releases.RELEASES:
+        raise SchemaError(f"subsection version {d.name}: release {d.since} is not modelled (declare it with Release)")
+    before = current(d.name, d.since)[0]
+    if not isinstance(d.version, int) or isinstance(d.version, bool) or d.version <= before:
+        raise SchemaError(f"subsection version {d.name}: version {d.version!r} is not above {before}, the version "
+                          f"{d.since} writes without it")
+    _check_fields(f"subsection version {d.name}", d.fields)
+    old_fields = [f for f in d.fields if not before < f.version <= d.version]
+    if old_fields:
+        f = old_fields[0]
+        raise SchemaError(f"subsection version {d.name}: field {f.name!r} must come with a version above {before} "
+                          f"and up to {d.version} (Field(..., version={d.version})), not {f.version}")
+    parent, base = own
+    SUBSECTION_VERSIONS = tuple(sorted(SUBSECTION_VERSIONS + (d,), key=lambda x: x.since))
+    fields = added_fields(d.name)
+
+    def body(version_id: int) -> Any:
+        inner = base(version_id) if callable(base) and not isinstance(base, c.Construct) else base
+        return c.Struct(*inner.subcons, *(f.name / f.construct(False) for f in fields if f.version <= version_id))
+
+    old = wire.EXTRA_SUBSECTIONS
+    wire.EXTRA_SUBSECTIONS = {**old, parent: {**old.get(parent, {}), d.name: functools.lru_cache(maxsize=8)(body)}}
 
 
 def _device_version(d: DeviceVersion) -> None:

@@ -11,7 +11,8 @@ from models.devices import Versions, Vmsd
 from models.releases import Version
 from models.state import NetState
 
-RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1
+RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1 (7b6e7e49905d)
+RSS_VERSIONS = ((Version(5, 1), 1), (Version(10, 1), 2))  # (release, the version_id it writes from there)
 MAC_TABLE_ENTRIES = 64
 # VIRTIO_NET_VM_VERSION sets both; the outer minimum is 11 from 2.8 at least (snapshot 2.8.0; before 2.7
 # virtio_net_load took 2..11, which no modelled source writes)
@@ -108,6 +109,10 @@ def reset_state(realized: Any) -> NetState:
                     vlans=vlans, max_queue_pairs=pairs, curr_queue_pairs=1)
 
 
+def rss_version(release: Version) -> int:
+    return max(v for r, v in RSS_VERSIONS if r <= release)
+
+
 def known_subsections(release: Version) -> set[str]:
     return {RSS} if release >= Version(5, 1) else set()
 
@@ -117,7 +122,7 @@ def to_wire(dev: NetState, realized: Any, guest_features: int) -> dict[str, Any]
     extra = max(dev.curr_queue_pairs - 1, 0)
     subs = []
     if dev.rss is not None and realized.release >= Version(5, 1):
-        subs.append({"name": RSS, "version_id": 2 if realized.release >= Version(10, 1) else 1, "body": dev.rss})
+        subs.append({"name": RSS, "version_id": rss_version(realized.release), "body": dev.rss})
     return {
         "mac": dev.mac, "tx_waiting": dev.tx_waiting[0], "mergeable_rx_bufs": dev.mergeable_rx_bufs,
         "status": dev.status, "promisc": dev.promisc, "allmulti": dev.allmulti, "mac_table_in_use": dev.in_use,

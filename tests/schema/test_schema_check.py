@@ -110,3 +110,29 @@ def test_device_vmsd_changes_break_exactly_their_cells(module: str, failing: dic
         assert failure is not None
         v = failure[4]
         assert v.rule == rule and words in v.got, str(v)
+
+
+def test_a_new_version_of_a_subsection_of_the_models() -> None:
+    """virtio/started version 2 (started_v2.py): 10.2 refuses it wherever a started device sends it; 11.0 loads
+    it, and the field it adds round-trips (R1 compares what the stream carried with what was loaded)."""
+    results = statuses(SCHEMAS / "started_v2.py", ("virtio-blk",), ("mmio", "ccw"))
+    failed = {k: r for k, r in results.items() if r.status == "fail"}
+    assert set(failed) == {"11.0-10.2-mmio-virtio-blk", "11.0-10.2-ccw-virtio-blk"}
+    for r in failed.values():
+        assert r.failure is not None
+        _src, _dst, state, _out, v = r.failure
+        assert v.rule == "R4" and "virtio/started: incoming version_id 2 is too new for local version_id 1" in v.got
+        assert state.started
+    from dataclasses import replace
+
+    from harness.matrix import run_example
+    from models.config import Config, realize
+    from models.model import reset_state
+    from models.releases import MachineType
+
+    with schema.applied(SCHEMAS / "started_v2.py"):
+        config = Config(V("11.0"), MachineType.parse("virt-10.2"), "virtio-blk", "mmio")
+        s = replace(reset_state(realize(config)), status=7, started=True, extra=(("kick_count", 513),))
+        out = run_example(config, config, s)
+        assert out.violations == [] and out.run.result.state is not None
+        assert dict(out.run.result.state.extra) == {"kick_count": 513}

@@ -183,3 +183,13 @@ def test_tested_device_fields(tmp_path: Path) -> None:
     assert (x.verdict, x.direction) == (BREAKS, "both")
     assert not any(w.startswith("11.0 -> 11.0") for w in x.why)
     assert any("it depends on promisc" in w for w in x.why)
+
+
+def test_a_new_version_of_a_subsection_of_the_models() -> None:
+    with schema.applied(SCHEMAS / "started_v2.py"):
+        d = diff(V("10.2"), V("11.0"), ["virtio-blk"])
+    x = one(d, "version-changed", "virtio/started")
+    assert (x.verdict, x.direction, x.decided_by) == (BREAKS, "11.0 -> 10.2", "cells")  # needed() is models' Python
+    assert all(c["cell"].startswith("11.0-10.2-") for c in x.cells)
+    field = one(d, "field-added", "virtio/started.kick_count")
+    assert field.verdict == SAFE and field.detail == "kick_count uint16 (2 bytes) at 1"

@@ -56,7 +56,7 @@ def test_more_mistakes(tmp_path: Path) -> None:
         "DECLARATIONS = (Compat(V('10.2'), 'virtio-device', 'x-no', False, V('11.0')),)\n": "x-no is not a property",
     }
     head = ("from models.conditions import Property\nfrom models.releases import V\n"
-            "from models.schema import DeviceVersion, Field, Release\n"
+            "from models.schema import DeviceVersion, Field, Release, SubsectionVersion\n"
             "DECLARATIONS = (\n    Release(V('11.0'), after=V('10.2')),\n    ")
     device_cases = {  # DeviceVersion and the field types, each on line 6 of its module
         "DeviceVersion('virtio-blk-device', V('11.0')),": "virtio-blk has none (save_device/load_device)",
@@ -74,6 +74,10 @@ def test_more_mistakes(tmp_path: Path) -> None:
         "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('k', 'uint8', version=12, "
         "present=Property('x')),), version=12),": "gated by its version or by a test",
         "DeviceVersion('virtio-net-device', V('12.0')),": "release 12.0 is not modelled",
+        "SubsectionVersion('virtio/stardom', V('11.0'), 2),": "models/ has no such subsection",
+        "SubsectionVersion('virtio-net-device/rss', V('11.0'), 2),": "version 2 is not above 2, the version 11.0",
+        "SubsectionVersion('virtio/started', V('11.0'), 2, fields=(Field('k', 'uint8'),)),":
+            "field 'k' must come with a version above 1 and up to 2",
     }
     cases.update({head + text + "\n)\n": words for text, words in device_cases.items()})
     for i, (text, words) in enumerate(cases.items()):
