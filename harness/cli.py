@@ -163,14 +163,19 @@ def cmd_qemu(args: argparse.Namespace) -> int:
     return EXIT_RULE if bad else EXIT_OK
 
 
+def schema_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--schema MODULE, repeatable; load_schemas() applies what it collects."""
+    parser.add_argument("--schema", action="append", metavar="MODULE",
+                        help=f"{what} (models/schema.py); repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="virtio-compat", description="Compatibility test harness for QEMU virtio migration.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     d = sub.add_parser("decode", help="show the virtio devices inside a QEMU migration stream")
     d.add_argument("stream", metavar="STREAM", help="a migration stream file (e.g. from migrate exec:cat>FILE)")
     d.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
-    d.add_argument("--schema", action="append", metavar="MODULE",
-                   help="decode with a schema module's layouts (models/schema.py); repeatable")
+    schema_option(d, "decode with a schema module's layouts")
     d.set_defaults(func=cmd_decode)
     v = sub.add_parser("verdict", help="predict what a destination QEMU does with a stream")
     v.add_argument("stream", metavar="STREAM", help="a migration stream file")
@@ -178,8 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dest", metavar="ARGS", help="the destination's command line in QEMU syntax "
                    "(-machine, -smp, -m, -netdev, -device ...); default: like the source, inferred")
     v.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
-    v.add_argument("--schema", action="append", metavar="MODULE",
-                   help="apply a schema module (models/schema.py): its layouts, releases and rules; repeatable")
+    schema_option(v, "apply a schema module: its layouts, releases and rules")
     v.set_defaults(func=cmd_verdict)
     b = sub.add_parser("bench", help="measure decode speed against the targets of DESIGN.md")
     b.add_argument("--stream", metavar="STREAM", help="the stream to decode (default: the sample in tests/data)")
@@ -205,15 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--profile", choices=PROFILES, default="ci", help="Hypothesis profile (default ci)")
     k.add_argument("-n", type=workers, default="auto", metavar="N|auto", help="pytest-xdist workers (default auto)")
     k.add_argument("--reports", default="reports", metavar="DIR", help="where the reports go (default reports/)")
-    k.add_argument("--schema", action="append", metavar="MODULE",
-                   help="run the matrix with a schema module's changes (models/schema.py); repeatable")
+    schema_option(k, "run the matrix with a schema module's changes")
     k.set_defaults(func=cmd_check)
     df = sub.add_parser("diff", help="the static differences between the virtio formats of two releases, "
                         "each with its migration verdict")
     df.add_argument("a", metavar="A", help="a release, e.g. 10.2")
     df.add_argument("b", metavar="B", help="a release, or a schema module (then the newest release it declares)")
     df.add_argument("--device", help="one device: virtio-net, virtio-blk, virtio-balloon or virtio-rng (default all)")
-    df.add_argument("--schema", action="append", metavar="MODULE", help="a schema module to apply first; repeatable")
+    schema_option(df, "a schema module to apply first")
     df.add_argument("--profile", choices=PROFILES, default="ci",
                     help="Hypothesis profile of the matrix cells diff runs for arbitrary Python (default ci)")
     df.add_argument("--json", action="store_true", help="print one JSON object")

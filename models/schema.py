@@ -358,23 +358,23 @@ def on_wire(r: Realized, s: DeviceState, version: int | None = None, loading: bo
     """The build/parse parameter schema_fields: which gated fields release r writes for state s, or (`loading`)
     reads, with `version`, the device vmsd version_id it loads with, and over s, its state before the load, with
     the fields read so far in place, as QEMU's field_exists sees it. None when no schema module gates a field."""
-    if not DEVICE_VERSIONS and not any(f.present is not None for sub in SUBSECTIONS for f in sub.fields):
+    tested = [f for sub in SUBSECTIONS for f in sub.fields if f.present is not None]
+    if not DEVICE_VERSIONS and not tested:
         return None
-    out: dict[str, Any] = {}
     if version is None:
         dev = versions(r.config.device, r.release).device
         version = dev.version if dev is not None else 0
+
+    def holds(f: Field) -> Any:
+        test = as_condition(f.present)
+        return _read_so_far(test, r, s) if loading else bool(test(r, s))
+
+    # a subsection's field: its test decides (its version, the subsection's own version_id)
+    out: dict[str, Any] = {f.name: holds(f) for f in tested}
     mine = {id(f) for f in device_fields(r.config.device, r.release)}
-    subsection_fields = [f for sub in SUBSECTIONS for f in sub.fields]
-    mine |= {id(f) for f in subsection_fields}  # a subsection's are in its layout only where it is known
-    for f in subsection_fields + [f for d in DEVICE_VERSIONS for f in d.fields]:
-        if id(f) not in mine:
-            out[f.name] = False  # another device's, or a later release's: not in this one's layout
-        elif f.present is not None:
-            test = as_condition(f.present)
-            out[f.name] = _read_so_far(test, r, s) if loading else bool(test(r, s))
-        else:
-            out[f.name] = f.version <= version
+    for f in (f for d in DEVICE_VERSIONS for f in d.fields):
+        # another device's, or a later release's, is not in this one's layout
+        out[f.name] = False if id(f) not in mine else holds(f) if f.present is not None else f.version <= version
     return out
 
 

@@ -279,18 +279,23 @@ def load_stream(
     fixture's or save_stream's `qemu_cmdline`) with -incoming defer, and return the verdict."""
     if not isinstance(config, QemuConfig):
         config = QemuConfig.from_argv(config)
-    status: dict[str, dict[str, Any]] = {}
-    queues: dict[str, list[dict[str, Any]]] = {}
     with QemuProcess(
         config.machine, config.args(), binary=binary or config.binary, incoming=True, name="load"
     ) as qemu:
-        assert qemu.scratch is not None
-        stream = qemu.scratch / "stream.bin"
-        stream.write_bytes(data)
-        loaded = _load_from_file(qemu, stream, channel)
-        if loaded:
-            status, queues = query_virtio(qemu)
+        loaded, status, queues = load_into(qemu, data, channel)
     return read_verdict(qemu, loaded, status, queues)
+
+
+def load_into(
+    qemu: QemuProcess, data: bytes, channel: Channel
+) -> tuple[bool, dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Load `data` into a running destination; whether the load completed, and then its virtio state."""
+    assert qemu.scratch is not None
+    stream = qemu.scratch / "stream.bin"
+    stream.write_bytes(data)
+    loaded = _load_from_file(qemu, stream, channel)
+    status, queues = query_virtio(qemu) if loaded else ({}, {})
+    return loaded, status, queues
 
 
 def query_virtio(qemu: QemuProcess) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:

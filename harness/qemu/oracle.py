@@ -27,9 +27,8 @@ from harness.qemu.backend import (
     Channel,
     QemuConfig,
     Verdict,
-    _load_from_file,
     _save_to_file,
-    query_virtio,
+    load_into,
     read_verdict,
 )
 from harness.qemu.process import QemuProcess, find_qemu
@@ -79,23 +78,17 @@ def load_and_save(
 ) -> QemuResult:
     """load_stream(), then (if the load completed and `resave`) migrate the destination out again.
     `started`: a destination already launched with destination() (it starts while the source works)."""
-    status: dict[str, dict[str, Any]] = {}
-    queues: dict[str, list[dict[str, Any]]] = {}
     resaved: bytes | None = None
     with started or destination(config, binary) as qemu:
-        assert qemu.scratch is not None
-        stream = qemu.scratch / "stream.bin"
-        stream.write_bytes(data)
-        loaded = _load_from_file(qemu, stream, channel)
-        if loaded:
-            status, queues = query_virtio(qemu)
-            if resave:
-                # The incoming migration is over: QEMU may migrate out again (process.py refuses any
-                # migrate() on a process started with -incoming, so it is told the load is done).
-                qemu.incoming = False
-                out = qemu.scratch / "resaved.bin"
-                _save_to_file(qemu, out, channel)
-                resaved = out.read_bytes()
+        loaded, status, queues = load_into(qemu, data, channel)
+        if loaded and resave:
+            assert qemu.scratch is not None
+            # The incoming migration is over: QEMU may migrate out again (process.py refuses any
+            # migrate() on a process started with -incoming, so it is told the load is done).
+            qemu.incoming = False
+            out = qemu.scratch / "resaved.bin"
+            _save_to_file(qemu, out, channel)
+            resaved = out.read_bytes()
     return QemuResult(read_verdict(qemu, loaded, status, queues), resaved)
 
 

@@ -25,6 +25,21 @@ REPLY_TIMEOUT = 10.0
 MAX_PIPELINED = 256
 
 
+def connect_unix(path: str | Path, timeout: float, what: str = "unix") -> socket.socket:
+    """A connection to a unix socket QEMU listens on (server=on), retried until QEMU has created it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise QemuError(f"{what} socket {path} did not accept a connection: {exc}") from exc
+            time.sleep(0.002)
+
+
 class QtestClient:
     """One qtest connection; every method is a single request/response round trip."""
 
@@ -37,17 +52,7 @@ class QtestClient:
     @classmethod
     def connect(cls, path: str | Path, timeout: float = 10.0) -> QtestClient:
         """Connect to QEMU's `-qtest unix:PATH,server=on` socket, retrying until it accepts."""
-        deadline = time.monotonic() + timeout
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(path))
-                return cls(sock)
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                sock.close()
-                if time.monotonic() > deadline:
-                    raise QemuError(f"qtest socket {path} did not accept a connection: {exc}") from exc
-                time.sleep(0.002)
+        return cls(connect_unix(path, timeout, "qtest"))
 
     def close(self) -> None:
         """Close the connection (replies still pending are dropped: call sync() first to check them)."""

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -26,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.errors import HarnessError, StreamError
+from harness.qemu.qtest import connect_unix
 from harness.wire.stream import decode_stream
 from harness.wire.virtio import msix_vectors, pci_config_size
 from models.transports.pci import (
@@ -389,16 +389,7 @@ class _Qmp:
     """A small QMP client (JSON lines over a unix socket)."""
 
     def __init__(self, path: Path, deadline: float) -> None:
-        while True:
-            sock = socket.socket(socket.AF_UNIX)
-            try:
-                sock.connect(str(path))
-                break
-            except OSError:
-                sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
+        sock = connect_unix(path, deadline - time.monotonic(), "QMP")
         sock.settimeout(10)
         self.sock, self.file = sock, sock.makefile("rwb")
         self._reply()
@@ -657,17 +648,7 @@ def test_read_only_bytes_reject_with_the_model_line_and_writable_bytes_load(tmp_
 
 class _Qtest:
     def __init__(self, path: Path) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            sock = socket.socket(socket.AF_UNIX)
-            try:
-                sock.connect(str(path))
-                break
-            except OSError:
-                sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
+        sock = connect_unix(path, 10, "qtest")
         self.sock, self.file = sock, sock.makefile("rwb")
 
     def cmd(self, line: str) -> str:

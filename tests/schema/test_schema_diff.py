@@ -80,8 +80,10 @@ def test_python_needed_is_decided_by_running_the_cells() -> None:
     assert any("Python <lambda> at python_needed.py:9" in w and "ran 3 matrix cells" in w for w in x.why)
 
 
-def test_downstream_line_without_its_own_compat_entry() -> None:
-    with schema.applied(SCHEMAS / "rhel_foo_missing_entry.py"):
+def test_downstream_line_without_its_own_compat_entry(tmp_path: Path) -> None:
+    missing = tmp_path / "rhel_foo_missing_entry.py"  # rhel_foo.py without the line's own compat entry
+    missing.write_text((SCHEMAS / "rhel_foo.py").read_text().replace("RHEL_ENTRY = True", "RHEL_ENTRY = False"))
+    with schema.applied(missing):
         d = diff(V("10.2"), V("11.0"), NET)
     x = one(d, "subsection-added", "virtio-net-device/foo")
     assert x.verdict == GATE and sorted(x.machines) == ["pc-q35-rhel10.0.0", "pc-q35-rhel9.4.0"]
