@@ -163,6 +163,37 @@ def cmd_qemu(args: argparse.Namespace) -> int:
     return EXIT_RULE if bad else EXIT_OK
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from harness import fleet
+
+    if args.fleet_command == "install":
+        releases = fleet.parse_list(args.releases, fleet.RELEASES, "release")
+        targets = fleet.parse_list(args.targets, fleet.TARGETS, "target")
+        print(f"fleet: {fleet.cache_dir()}", flush=True)
+        for release in releases:
+            r = fleet.install(release, targets, progress=lambda text: print(f"  {text}", flush=True))
+            size = f"{r.download_bytes / 1e6:.0f} MB"
+            what = "already installed" if r.already else f"installed in {r.seconds:.1f} s ({size})"
+            print(f"QEMU {release} ({', '.join(r.targets)}): {what}", flush=True)
+        return EXIT_OK
+    if args.fleet_command == "path":
+        print(fleet.binary(args.release, args.target))
+        return EXIT_OK
+    rows = fleet.installed()
+    if args.json:
+        json.dump([{"release": b.release, "target": b.target, "package": b.package,
+                    "package_version": b.package_version, "path": str(b.path), "version": b.version_output,
+                    "machines": list(b.machines)} for b in rows], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    print(f"fleet: {fleet.cache_dir()}")
+    if not rows:
+        print("  nothing installed (`virtio-compat fleet install`)")
+    for b in rows:
+        print(f"  {b.release:5} {b.target:8} {b.package} {b.package_version}  {b.path}")
+    return EXIT_OK
+
+
 def schema_option(parser: argparse.ArgumentParser, what: str) -> None:
     """--schema MODULE, repeatable; load_schemas() applies what it collects."""
     parser.add_argument("--schema", action="append", metavar="MODULE",
@@ -222,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--json", action="store_true", help="print one JSON object")
     df.set_defaults(func=cmd_diff)
     q = sub.add_parser("qemu", help="run the rules against two real QEMU binaries, the model predicting both")
-    q.add_argument("--src-binary", required=True, metavar="A", help="the source QEMU (a path or a name on PATH)")
+    q.add_argument("--src-binary", required=True, metavar="A",
+                   help="the source QEMU: a path, a name on PATH, or a fleet release such as 5.2")
     q.add_argument("--dst-binary", required=True, metavar="B", help="the destination QEMU")
     q.add_argument("--machine", help="machine type (default: pc-i440fx of the older binary)")
     q.add_argument("--device", help="virtio-net, virtio-blk, virtio-balloon or virtio-rng (default: each in turn)")
@@ -232,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_qemu)
+    from harness.fleet import RELEASES, TARGETS
+
+    fl = sub.add_parser("fleet", help="real QEMU releases from Debian's archive, side by side in a cache folder")
+    fsub = fl.add_subparsers(dest="fleet_command", metavar="ACTION", parser_class=_Parser, required=True)
+    fi = fsub.add_parser("install", help="download, unpack and check the fleet's binaries (idempotent)")
+    fi.add_argument("--releases", help=f"comma-separated, e.g. 5.2,11.1 (default all: {','.join(RELEASES)})")
+    fi.add_argument("--targets", help=f"comma-separated (default all: {','.join(TARGETS)})")
+    fl_list = fsub.add_parser("list", help="what is installed: release, target, package version, wrapper path")
+    fl_list.add_argument("--json", action="store_true", help="print one JSON list")
+    fp = fsub.add_parser("path", help="the wrapper of one release's binary, for scripts")
+    fp.add_argument("release", metavar="RELEASE")
+    fp.add_argument("--target", default="x86_64", choices=TARGETS, help="default x86_64")
+    fl.set_defaults(func=cmd_fleet)
     return p
 
 
@@ -240,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            raise UsageError("a command is needed: decode, verdict, check, diff, replay, bench, fuzz, qemu "
+            raise UsageError("a command is needed: decode, verdict, check, diff, replay, bench, fuzz, qemu, fleet "
                              "(see `virtio-compat --help`)")
         code: int = args.func(args)
         return code

@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import enum
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
+from harness import fleet
 from harness.errors import QemuError
 from harness.qemu.qtest import QtestClient
 
@@ -46,9 +48,11 @@ _T = TypeVar("_T")
 
 
 def find_qemu(binary: str | None = None, arch: str = "x86_64") -> str:
-    """Return the path of the QEMU binary: `binary` if given (a path or a name on PATH), else
-    qemu-system-ARCH from PATH."""
+    """Return the path of the QEMU binary: `binary` if given (a path, a name on PATH, or a release of the
+    fleet such as `5.2`), else qemu-system-ARCH from PATH."""
     name = binary or f"qemu-system-{arch}"
+    if re.fullmatch(r"\d+\.\d+", name):
+        return str(fleet.binary(name, arch))
     if os.sep in name:
         if os.path.isfile(name) and os.access(name, os.X_OK):
             return os.path.abspath(name)
