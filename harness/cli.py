@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 from typing import NoReturn
 
 from harness.errors import HarnessError, StreamError, UsageError
@@ -171,7 +174,12 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         targets = fleet.parse_list(args.targets, fleet.TARGETS, "target")
         print(f"fleet: {fleet.cache_dir()}", flush=True)
         for release in releases:
-            r = fleet.install(release, targets, progress=lambda text: print(f"  {text}", flush=True))
+            try:
+                r = fleet.install(release, targets, progress=lambda text: print(f"  {text}", flush=True))
+            except KeyboardInterrupt as e:
+                done = [b.release for b in fleet.installed()]
+                raise Kept(e, f"interrupted; QEMU {release} not installed, nothing half-installed "
+                              f"(installed: {', '.join(dict.fromkeys(done)) or 'none'})") from None
             size = f"{r.download_bytes / 1e6:.0f} MB"
             what = "already installed" if r.already else f"installed in {r.seconds:.1f} s ({size})"
             print(f"QEMU {release} ({', '.join(r.targets)}): {what}", flush=True)
@@ -280,8 +288,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Kept(KeyboardInterrupt):
+    """An interruption with the one line that says what the command kept."""
+
+    def __init__(self, cause: KeyboardInterrupt, kept: str) -> None:
+        super().__init__(kept)
+        self.kept = kept
+        self.signum = getattr(cause, "signum", signal.SIGINT)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every `finally` and context manager cleans up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Later signals are ignored: a second Ctrl-C must not cut the clean-up short.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -292,11 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as e:
         print(f"virtio-compat: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("virtio-compat: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"virtio-compat: {e.kept}" if isinstance(e, Kept) else "virtio-compat: interrupted", file=sys.stderr)
+        return 128 + getattr(e, "signum", signal.SIGINT)
     except BrokenPipeError:
         return EXIT_OK
+    finally:
+        for s, handler in old.items():  # main() called in-process (tests) leaves the handlers as it found them
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

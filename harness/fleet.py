@@ -151,7 +151,7 @@ def binary(release: str, target: str = "x86_64", cache: Path | None = None) -> P
     if t is None:
         raise FleetError(f"QEMU {release} is installed without the {target} target; run "
                          f"`virtio-compat fleet install --releases {release} --targets {target}`")
-    return (cache or cache_dir()) / release / t["path"]
+    return (cache or cache_dir()) / release / str(t["path"])
 
 
 # -- apt with a private state ------------------------------------------------------------------------------
@@ -206,7 +206,14 @@ class _Apt:
     def download(self, packages: Iterable[tuple[str, str]], into: Path) -> list[Path]:
         want = [(n, v) for n, v in packages if not _deb_for(into, n, v)]
         if want:
-            self.run("download", *(f"{n}={v}" for n, v in want), cwd=into, what="downloading")
+            # into a scratch folder first: a download cut short never leaves a truncated .deb to reuse
+            scratch = Path(tempfile.mkdtemp(prefix=".partial-", dir=into))
+            try:
+                self.run("download", *(f"{n}={v}" for n, v in want), cwd=scratch, what="downloading")
+                for deb in scratch.glob("*.deb"):
+                    deb.rename(into / deb.name)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         found = [_deb_for(into, n, v) for n, v in packages]
         missing = [n for (n, _), p in zip(packages, found, strict=True) if p is None]
         if missing:
@@ -359,6 +366,8 @@ def install(release: str, targets: Sequence[str], cache: Path | None = None, pro
         versions = dict(closure)
         debs_dir = cache / ".debs" / release
         debs_dir.mkdir(parents=True, exist_ok=True)
+        for stale in debs_dir.glob(".partial-*"):  # a download that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         say(f"QEMU {release}: downloading {len(closure)} packages")
         debs = apt.download(closure, debs_dir)
         for old_deb in set(debs_dir.glob("*.deb")) - set(debs):
