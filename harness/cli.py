@@ -151,13 +151,14 @@ def cmd_qemu(args: argparse.Namespace) -> int:
         said = f"QEMU {e.outcome}" + (f" ({e.error})" if e.error else "")
         agree = "model agrees" if not e.disagreements else f"MODEL DISAGREES ({e.model_outcome}: {e.model_error})"
         drives = ", ".join(f"{d.kind} status={d.status:#x} queues={len(d.queues)} "
-                           f"requests={sum(q.requests for q in d.queues)}" for d in e.drives)
+                           f"requests={sum(q.requests for q in d.queues)}" for d in e.drives) \
+            or ", ".join(f"{kind} reset" for kind in e.devices)
         print(f"#{e.index} {drives}: {said}; {agree}")
         for line in e.disagreements + e.violations:
             print(f"    {line}")
         for path in e.failures:
             print(f"    failure file: {path}")
-    states = sum(len(e.drives) for e in examples)
+    states = sum(len(e.devices) for e in examples)
     print(f"{states} device states in {len(examples)} QEMU pairs, {len(bad)} with a disagreement or a rule "
           f"violation ({head['rule']})")
     return EXIT_RULE if bad else EXIT_OK

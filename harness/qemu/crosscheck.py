@@ -27,8 +27,9 @@ from harness.errors import QemuError, UsageError
 from harness.qemu import oracle, release
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
+from harness.qemu.loaded import qom_path
 from harness.qemu.process import find_qemu, live_processes, scratch_root
-from harness.wire.stream import Stream, decode_stream
+from harness.wire.stream import Stream, decode_stream, encode_stream
 from models.cmdline import parse
 from models.config import Realized, realize
 from models.model import guest_rings, state_from_wire
@@ -136,7 +137,7 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
 class Example:
     index: int
     machine: str
-    drives: list[DriveSpec]  # one per device, in slot order
+    drives: list[DriveSpec]  # one per device, in slot order (none on ccw: reset states)
     outcome: str = ""  # the destination QEMU's
     error: str | None = None
     model_outcome: str = ""
@@ -146,10 +147,11 @@ class Example:
     failures: list[str] = field(default_factory=list)  # failure files written
     data: bytes = field(default=b"", repr=False)  # the source's stream
     argv: list[str] = field(default_factory=list, repr=False)  # its command line
+    kinds: list[str] = field(default_factory=list)  # the devices, driven or not
 
     @property
     def devices(self) -> list[str]:
-        return [d.kind for d in self.drives]
+        return self.kinds or [d.kind for d in self.drives]
 
     def as_json(self) -> dict[str, Any]:
         return {"index": self.index, "machine": self.machine, "devices": self.devices,
@@ -181,9 +183,23 @@ def preserved(s: Stream, src: Side, dst: Side, argv: Sequence[str], verdict: Any
         state = state_from_wire(r, p.value, rings)
         host = realize(dst_lines[p.section].config).host_features
         state = state.with_(guest_features=state.guest_features & host)
-        path = f"/machine/peripheral/{dst_lines[p.section].qdev_id}/virtio-backend"
+        path = qom_path(dst_lines[p.section])
         out += oracle.state_differences(p.section, state, path, verdict, "source")
     return out
+
+
+# aarch64 TCG does not migrate its CPU across releases (the cpreg lists differ: `Failed to load
+# cpu:cpreg_vmstate_array_len` backward, `handle_cpreg_only_in_incoming_stream` forward, on every CPU
+# model tried). The CPU is not under test and the paused guest never ran: across releases the
+# destination loads the stream without the `cpu` sections and keeps its own reset CPU.
+UNMIGRATABLE_ACROSS_RELEASES = {"aarch64": ("cpu",)}
+
+
+def without_sections(data: bytes, names: Sequence[str]) -> bytes:
+    """The stream without the sections whose idstr is in `names`; QEMU loads what a stream holds."""
+    s = decode_stream(data, strict=False)
+    s.records = [rec for rec in s.records if getattr(rec, "idstr", None) not in names]
+    return encode_stream(s)
 
 
 def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: str, kinds: Sequence[str], *,
@@ -194,11 +210,13 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
     with oracle.destination(config, dst.binary, launch=True) as pending:
         data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary), specs)
         argv = truth["qemu_cmdline"]
-        ex = Example(index, machine, specs, data=data, argv=argv)
+        ex = Example(index, machine, specs, data=data, argv=argv, kinds=list(kinds))
         # a payload our decoder cannot read is kept as bytes: the model's side reports it, QEMU's still loads
         s = decode_stream(data, strict=False)
         model = oracle.predict(s, dst.release, argv)
-        result = oracle.load_and_save(argv, data, resave=resave, started=pending)
+        drop = UNMIGRATABLE_ACROSS_RELEASES.get(config.target, ()) if src.version != dst.version else ()
+        loaded = without_sections(data, drop) if drop else data
+        result = oracle.load_and_save(argv, loaded, resave=resave, started=pending)
     v = result.verdict
     ex.outcome, ex.error = v.outcome, v.error
     ex.model_outcome, ex.model_error = oracle.overall(model)
@@ -322,7 +340,7 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
         if model_load(r, model_save(r, state), rings).outcome != outcome:
             raise AssertionError("model verdict changed between the QEMU and the model phase")
         n += 1
-    return WorkerFigures(sum(len(e.drives) for e in examples), len(examples), qemu_seconds, n, time.time() - begin,
+    return WorkerFigures(sum(len(e.devices) for e in examples), len(examples), qemu_seconds, n, time.time() - begin,
                          sum(bool(e.disagreements) for e in examples), qemu_cpu)
 
 
