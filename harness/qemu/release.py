@@ -72,7 +72,8 @@ def binary_version(path: str) -> Version:
     out = _run(path, "--version")
     m = re.search(r"QEMU emulator version (\d+)\.(\d+)", out)
     if not m:
-        raise QemuError(f"{path} is not a QEMU that starts: `--version` says {out.strip()[:80]!r}")
+        said = (out.strip().splitlines() or [""])[0][:80]
+        raise QemuError(f"{path} is not a QEMU that starts: `--version` says {said!r}")
     return Version(int(m.group(1)), int(m.group(2)))
 
 
