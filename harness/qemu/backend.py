@@ -104,7 +104,7 @@ class QemuConfig:
     def __post_init__(self) -> None:
         slots = [dev.slot for dev in self.devices]
         if len(set(slots)) != len(slots):
-            raise QemuError(f"two devices share a slot: {slots}")
+            raise QemuError(f"two devices share a {'PCI ' if self.transport == 'pci' else ''}slot: {slots}")
         transports = {dev.transport for dev in self.devices}
         if transports - {self.transport}:
             raise QemuError(f"{self.machine} takes {self.transport} devices, not {', '.join(sorted(transports))}")

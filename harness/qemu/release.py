@@ -115,6 +115,6 @@ def for_target(binary: str, target: str) -> str:
     if re.fullmatch(r"\d+\.\d+", binary):
         return str(fleet.binary(binary, target))
     head, name = os.path.split(binary)
-    if re.fullmatch(r"qemu-system-\w+", name):
+    if name != f"qemu-system-{target}" and name.removeprefix("qemu-system-") in TRANSPORT_OF_TARGET:
         return os.path.join(head, f"qemu-system-{target}")
     return binary

@@ -119,6 +119,8 @@ def _no_qemu_left(before: list[int]) -> None:
      "--machine pc-i440fx-2.4: QEMU 11.1"),
     (["--src-binary", "7.2", "--dst-binary", "5.2", "--machine", "virt-7.2"], "--machine virt-7.2: QEMU 5.2"),
     (["--src-binary", "7.2", "--dst-binary", "5.2", "--machine", "foo-1.0"], "not one virtio-compat drives"),
+    (["--src-binary", "7.2", "--dst-binary", "5.2", "--machine", "pc-i440fx-1.4"],
+     "--machine pc-i440fx-1.4: the model of QEMU 7.2 has no such pci machine type"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("5.2", "7.2", "11.1"):
