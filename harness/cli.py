@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--src-binary", required=True, metavar="A",
                    help="the source QEMU: a path, a name on PATH, or a fleet release such as 5.2")
     q.add_argument("--dst-binary", required=True, metavar="B", help="the destination QEMU")
-    q.add_argument("--machine", help="machine type (default: pc-i440fx of the older binary)")
+    q.add_argument("--machine", help="machine type; a family alone (pc-i440fx, pc-q35, virt, s390-ccw-virtio) takes "
+                   "its newest both binaries have (default pc-i440fx); virt and s390-ccw-virtio run the release's "
+                   "qemu-system-aarch64 / -s390x")
     q.add_argument("--device", help="virtio-net, virtio-blk, virtio-balloon or virtio-rng (default: each in turn)")
     q.add_argument("--examples", type=int, default=8, help="random reachable device states to try (default 8)")
     q.add_argument("--per-vm", type=int, default=4, help="device states per QEMU pair, on consecutive slots "

@@ -35,7 +35,7 @@ from models.config import Realized, realize
 from models.model import guest_rings, state_from_wire
 from models.model import load as model_load
 from models.model import save as model_save
-from models.releases import MachineType, Version, machine_types
+from models.releases import FAMILIES, MachineType, Version, machine_types
 
 SLOT = 3
 RING_BASE_PFN = 0x100  # 1 MiB: rings and blk buffers go above the BIOS area, inside -m 4
@@ -275,7 +275,9 @@ def run(src_binary: str, dst_binary: str, machine: str | None, device: str | Non
     except QemuError as exc:
         raise UsageError(f"--machine {machine}: {exc}") from None
     src, dst = side(src_binary, target), side(dst_binary, target)
-    machine = machine or default_machine(src, dst)
+    aliases = {"pc": "pc-i440fx", "q35": "pc-q35"}
+    if machine is None or machine in FAMILIES or machine in aliases:  # a family: its newest type both binaries have
+        machine = default_machine(src, dst, aliases.get(machine or "pc", machine or ""))
     check_choices(machine, device, src, dst)
     rng = random.Random(seed)
     kinds = [device or DEVICE_KINDS[i % len(DEVICE_KINDS)] for i in range(examples)]
