@@ -16,7 +16,7 @@ import shlex
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from harness.errors import QemuError
 from harness.qemu import release
 from harness.qemu.drive import DEVICE_KINDS, MMIO_STRIDE, MMIO_TOP, DriveSpec, drive_devices
 from harness.qemu.drive_mmio import drive_mmio_devices
-from harness.qemu.loaded import LoadedDevice, from_query, from_resave
+from harness.qemu.loaded import RESAVE_AND_QUEUES, LoadedDevice, from_query, from_resave
 from harness.qemu.process import POLL, QemuProcess
 from models.releases import Version, latest_release_at
 
@@ -390,6 +390,9 @@ def load_into(qemu: QemuProcess, data: bytes, channel: Channel, *, resave: bool 
         resaved = out.read_bytes()
         if not queried:
             devices = from_resave(resaved, qemu.argv, latest_release_at(version))
+        if not queried and release.has_x_query_virtio(version):
+            # 11.x: x-query-virtio-status ends QEMU, x-query-virtio-queue-status answers: the queues from it
+            devices = {path: query_queues(qemu, path, dev) for path, dev in devices.items()}
     return Loaded(True, status, queues, devices, resaved)
 
 
@@ -404,6 +407,14 @@ def query_virtio(qemu: QemuProcess) -> tuple[dict[str, dict[str, Any]], dict[str
         queues[path] = [qemu.qmp("x-query-virtio-queue-status", path=path, queue=i)
                         for i in range(status[path].get("num-vqs", 0))]
     return status, queues
+
+
+def query_queues(qemu: QemuProcess, path: str, dev: LoadedDevice) -> LoadedDevice:
+    """`dev` (read from a re-save) with its queues as x-query-virtio-queue-status reports them."""
+    if dev.error is not None:
+        return dev
+    queues = [qemu.qmp("x-query-virtio-queue-status", path=path, queue=i) for i in range(dev.num_vqs)]
+    return replace(dev, queues=from_query({}, queues).queues, source=RESAVE_AND_QUEUES)
 
 
 def read_verdict(qemu: QemuProcess, loaded: Loaded) -> Verdict:

@@ -22,6 +22,7 @@ from models.releases import Version
 
 QUERY = "x-query-virtio-status"
 RESAVE = "re-save"
+RESAVE_AND_QUEUES = "re-save, queues by x-query-virtio-queue-status"
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class LoadedQueue:
 
 @dataclass(frozen=True)
 class LoadedDevice:
-    """One virtio device as the destination holds it; `source` says how it was read (QUERY or RESAVE)."""
+    """One virtio device as the destination holds it; `source` says how it was read (QUERY, RESAVE or
+    RESAVE_AND_QUEUES)."""
 
     status: int
     guest_features: int

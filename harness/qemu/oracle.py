@@ -206,7 +206,7 @@ def state_differences(section: str, state: DeviceState, path: str, qemu_verdict:
         return [f"{section}: QEMU reports no device at {path}"]
     if dev.error is not None:
         return [f"{section}: the destination's re-save of it does not decode: {dev.error}"]
-    qemu = "QEMU" if dev.source == QUERY else "QEMU (re-save)"
+    qemu = "QEMU" if dev.source == QUERY else f"QEMU ({dev.source})"
     out = []
     if dev.unknown_features:
         out.append(f"{section}: QEMU feature names this tool cannot map: {list(dev.unknown_features)}")

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 
 from harness import fleet
 from harness.cli import main
 from harness.errors import QemuError
-from harness.qemu import release
-from harness.qemu.backend import DeviceConfig, QemuConfig, load_stream, save
+from harness.qemu import oracle, release
+from harness.qemu.backend import DeviceConfig, QemuConfig, load_into, load_stream, save
 from harness.qemu.drive import DriveSpec, QueueSpec
 from harness.qemu.drive_mmio import RING_BASE_PFN
-from harness.qemu.loaded import QUERY, RESAVE
+from harness.qemu.loaded import QUERY, RESAVE, RESAVE_AND_QUEUES, from_resave
 from harness.qemu.process import live_processes, started_pids
 
 pytestmark = pytest.mark.qemu
@@ -61,7 +62,8 @@ def test_save_and_load_with_each_release(name: str, transport: str) -> None:
     assert verdict.outcome == "accepted", verdict.error
     [(path, dev)] = verdict.devices.items()
     assert path.startswith("/machine/peripheral/vblk0")
-    assert dev.source == (QUERY if release.x_query_status_safe(version) else RESAVE)
+    assert dev.source == (QUERY if release.x_query_status_safe(version) else RESAVE_AND_QUEUES
+                          if release.has_x_query_virtio(version) else RESAVE)
     assert dev.error is None
     if drives:
         [q] = truth["devices"][0]["queues"]
@@ -130,3 +132,24 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str, capsys: py
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err and "Traceback" not in err, err
     _no_qemu_left(before)
+
+
+@pytest.mark.parametrize("transport", ["pci", "mmio"])
+def test_resave_reads_what_x_query_reports(transport: str) -> None:
+    """Where both ways exist (7.2), the destination's re-save decoded gives what x-query-virtio reports:
+    the re-save is a sound stand-in on 5.2 and 11.1."""
+    binary = fleet_binary("7.2", TARGETS[transport])
+    config, drives = blk_config(transport, binary)
+    config = QemuConfig(config.machine, (*config.devices, DeviceConfig("virtio-net", 5 if transport == "pci" else 1,
+                                                                         transport=transport)), mem_mb=config.mem_mb,
+                        binary=binary)
+    data, truth = save(config, drives)
+    with oracle.destination(truth["qemu_cmdline"], binary) as qemu:
+        loaded = load_into(qemu, data, "fd", resave=True)
+        argv = list(qemu.argv)
+    assert loaded.completed and loaded.resaved is not None
+    by_resave = from_resave(loaded.resaved, argv, release.binary_version(binary))
+    assert set(by_resave) == set(loaded.devices) and len(by_resave) == 2
+    for path, dev in loaded.devices.items():
+        assert dev.source == QUERY
+        assert replace(by_resave[path], source=QUERY) == dev, path
