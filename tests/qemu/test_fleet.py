@@ -19,6 +19,7 @@ from harness.qemu.drive import DriveSpec, QueueSpec
 from harness.qemu.drive_mmio import RING_BASE_PFN
 from harness.qemu.loaded import QUERY, RESAVE, RESAVE_AND_QUEUES, from_resave
 from harness.qemu.process import live_processes, started_pids
+from harness.wire.stream import decode_stream, encode_stream
 
 pytestmark = pytest.mark.qemu
 
@@ -153,3 +154,21 @@ def test_resave_reads_what_x_query_reports(transport: str) -> None:
     for path, dev in loaded.devices.items():
         assert dev.source == QUERY
         assert replace(by_resave[path], source=QUERY) == dev, path
+
+
+@pytest.mark.parametrize("name", ["11.1", "10.0"])
+def test_a_device_broken_by_the_load_is_seen_either_way(name: str) -> None:
+    """A ring index past the guest's marks the device broken (6.0 on): 10.0 says so through x-query-virtio,
+    11.1 through the `virtio/broken` subsection of its re-save; its queues still come from the queue query."""
+    binary = fleet_binary(name)
+    config, drives = blk_config("pci", binary)
+    data, truth = save(config, drives)
+    s = decode_stream(data)
+    [p] = s.devices
+    p.value.queues[0].last_avail_idx = 0x8000
+    verdict = load_stream(truth["qemu_cmdline"], encode_stream(s), binary=binary)
+    assert verdict.outcome == "accepted-broken", verdict.error
+    assert verdict.error is not None and verdict.error.startswith("VQ 0 size 0x100 Guest index 0x2 inconsistent")
+    [dev] = verdict.devices.values()
+    assert dev.broken and dev.queues[0].last_avail_idx == 0x8000
+    assert dev.source == (QUERY if name == "10.0" else RESAVE_AND_QUEUES)
