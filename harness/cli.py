@@ -154,13 +154,14 @@ def cmd_qemu(args: argparse.Namespace) -> int:
         said = f"QEMU {e.outcome}" + (f" ({e.error})" if e.error else "")
         agree = "model agrees" if not e.disagreements else f"MODEL DISAGREES ({e.model_outcome}: {e.model_error})"
         drives = ", ".join(f"{d.kind} status={d.status:#x} queues={len(d.queues)} "
-                           f"requests={sum(q.requests for q in d.queues)}" for d in e.drives)
+                           f"requests={sum(q.requests for q in d.queues)}" for d in e.drives) \
+            or ", ".join(f"{kind} reset" for kind in e.devices)
         print(f"#{e.index} {drives}: {said}; {agree}")
         for line in e.disagreements + e.violations:
             print(f"    {line}")
         for path in e.failures:
             print(f"    failure file: {path}")
-    states = sum(len(e.drives) for e in examples)
+    states = sum(len(e.devices) for e in examples)
     print(f"{states} device states in {len(examples)} QEMU pairs, {len(bad)} with a disagreement or a rule "
           f"violation ({head['rule']})")
     return EXIT_RULE if bad else EXIT_OK
@@ -264,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--src-binary", required=True, metavar="A",
                    help="the source QEMU: a path, a name on PATH, or a fleet release such as 5.2")
     q.add_argument("--dst-binary", required=True, metavar="B", help="the destination QEMU")
-    q.add_argument("--machine", help="machine type (default: pc-i440fx of the older binary)")
+    q.add_argument("--machine", help="machine type; a family alone (pc-i440fx, pc-q35, virt, s390-ccw-virtio) takes "
+                   "its newest both binaries have (default pc-i440fx); virt and s390-ccw-virtio run the release's "
+                   "qemu-system-aarch64 / -s390x")
     q.add_argument("--device", help="virtio-net, virtio-blk, virtio-balloon or virtio-rng (default: each in turn)")
     q.add_argument("--examples", type=int, default=8, help="random reachable device states to try (default 8)")
     q.add_argument("--per-vm", type=int, default=4, help="device states per QEMU pair, on consecutive slots "

@@ -1,10 +1,11 @@
 """Real QEMU as a backend: save a driven device state to a migration stream, load a stream back.
 
 save_stream() starts QEMU paused with qtest, drives the devices (drive.py), migrates to a file
-(7.2 has no `file:` URI: an `fd:` passed over QMP, or `exec:cat > FILE`), and returns the bytes
-with the ground truth. load_stream() starts the same command line with `-incoming defer`, loads
-the bytes with `migrate-incoming`, and returns QEMU's verdict: QEMU 7.2 exits by itself with rc 1
-on a failed load, and marks a device broken (rc 0) for inconsistent ring indices.
+(`file:PATH` from 8.2, which refuses `fd:` to a file from 11.x; before 8.2 an `fd:` passed over QMP,
+or `exec:cat > FILE`), and returns the bytes with the ground truth. load_stream() starts the same
+command line with `-incoming defer`, loads the bytes with `migrate-incoming`, and returns QEMU's
+verdict: QEMU exits by itself with rc 1 on a failed load, and marks a device broken (rc 0) for
+inconsistent ring indices. What the destination then holds is read as loaded.py says.
 """
 
 from __future__ import annotations
@@ -15,29 +16,32 @@ import shlex
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import QemuError
-from harness.qemu.drive import DEVICE_KINDS, DriveSpec, drive_devices
+from harness.qemu import release
+from harness.qemu.drive import DEVICE_KINDS, MMIO_STRIDE, MMIO_TOP, DriveSpec, drive_devices
+from harness.qemu.drive_mmio import drive_mmio_devices
+from harness.qemu.loaded import RESAVE_AND_QUEUES, LoadedDevice, from_query, from_resave
 from harness.qemu.process import POLL, QemuProcess
+from models.releases import Version, latest_release_at
 
-# -device driver and the id prefix the fixtures use (vnet0, vblk0, ...), per device kind.
-PCI_DRIVERS = {
-    "virtio-net": "virtio-net-pci",
-    "virtio-blk": "virtio-blk-pci",
-    "virtio-balloon": "virtio-balloon-pci",
-    "virtio-rng": "virtio-rng-pci",
-}
+# -device driver per transport and the id prefix the fixtures use (vnet0, vblk0, ...), per device kind.
+DRIVER_SUFFIX = {"pci": "pci", "mmio": "device", "ccw": "ccw"}
+PCI_DRIVERS = {kind: f"{kind}-pci" for kind in DEVICE_KINDS}
 ID_PREFIXES = {"virtio-net": "vnet", "virtio-blk": "vblk", "virtio-balloon": "vbal", "virtio-rng": "vrng"}
+MMIO_SLOTS = 32
+# What each target's board needs besides the devices: aarch64 `virt` defaults to a 32-bit CPU.
+TARGET_ARGS = {"x86_64": (), "aarch64": ("-cpu", "cortex-a57"), "s390x": ()}
 NULL_BLOCK_SIZE = 1048576
 STREAM_WAIT_TIMEOUT = 10.0
 
 Outcome = Literal["accepted", "accepted-broken", "rejected", "crashed"]
-# How the stream reaches the file: "fd" passes QEMU an open file (SCM_RIGHTS + getfd, `fd:` URI);
-# "exec" is `exec:cat > FILE` / `exec:cat FILE` as the fixtures were made. Same bytes; fd is ~6 ms
-# faster per migration here because QEMU forks no shell.
+# How the stream reaches the file: "fd" has QEMU open it itself (`file:PATH` from 8.2; before, an open
+# file passed over SCM_RIGHTS + getfd, `fd:` URI); "exec" is `exec:cat > FILE` / `exec:cat FILE` as the
+# fixtures were made. Same bytes; fd is ~6 ms faster per migration here because QEMU forks no shell.
 Channel = Literal["fd", "exec"]
 # virtio_error() text for a ring index that does not fit the guest's: the load goes on, the device is broken.
 _VQ_INCONSISTENT = re.compile(r"^VQ \d+ .*inconsistent")
@@ -45,21 +49,40 @@ _VQ_INCONSISTENT = re.compile(r"^VQ \d+ .*inconsistent")
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """One virtio-pci device on the command line: its kind, its slot on bus 0, extra -device properties."""
+    """One virtio device on the command line: its kind, where it sits, extra -device properties.
+
+    slot: pci, its slot on bus 0 (1..31); ccw, its devno fe.0.SLOT; mmio, its place among the devices
+    (0 first: virt gives it the top virtio-mmio transport), which must follow the command line's order."""
 
     kind: str
     slot: int
     props: tuple[tuple[str, str], ...] = ()
+    transport: str = "pci"
 
     def __post_init__(self) -> None:
-        if self.kind not in PCI_DRIVERS:
+        if self.kind not in DEVICE_KINDS:
             raise QemuError(f"unknown virtio device kind {self.kind!r} (known: {', '.join(DEVICE_KINDS)})")
-        if not 0 < self.slot < 32:
-            raise QemuError(f"PCI slot {self.slot} out of range 1..31")
+        if self.transport not in DRIVER_SUFFIX:
+            raise QemuError(f"unknown virtio transport {self.transport!r} (known: {', '.join(DRIVER_SUFFIX)})")
+        low, high = {"pci": (1, 31), "mmio": (0, MMIO_SLOTS - 1), "ccw": (0, 0xFFFF)}[self.transport]
+        if not low <= self.slot <= high:
+            raise QemuError(f"{self.transport} slot {self.slot} out of range {low}..{high}")
+
+    @property
+    def driver(self) -> str:
+        return f"{self.kind}-{DRIVER_SUFFIX[self.transport]}"
 
     @property
     def section(self) -> str:
+        if self.transport == "ccw":
+            return f"/fe.0.{self.slot:04x}/{self.kind}"
+        if self.transport == "mmio":
+            return f"virtio-mmio@{self.mmio_base:016x}/{self.kind}"
         return f"0000:00:{self.slot:02x}.0/{self.kind}"
+
+    @property
+    def mmio_base(self) -> int:
+        return MMIO_TOP - MMIO_STRIDE * self.slot
 
 
 def _opt(value: str) -> str:
@@ -81,7 +104,21 @@ class QemuConfig:
     def __post_init__(self) -> None:
         slots = [dev.slot for dev in self.devices]
         if len(set(slots)) != len(slots):
-            raise QemuError(f"two devices share a PCI slot: {slots}")
+            raise QemuError(f"two devices share a {'PCI ' if self.transport == 'pci' else ''}slot: {slots}")
+        transports = {dev.transport for dev in self.devices}
+        if transports - {self.transport}:
+            raise QemuError(f"{self.machine} takes {self.transport} devices, not {', '.join(sorted(transports))}")
+        if self.transport == "mmio" and slots != list(range(len(slots))):
+            raise QemuError(f"virtio-mmio devices take their transport by order: slots must be 0..n-1, not {slots}")
+
+    @property
+    def target(self) -> str:
+        """The QEMU target the machine type is for: x86_64, aarch64 or s390x."""
+        return release.target_of(self.machine)
+
+    @property
+    def transport(self) -> str:
+        return release.TRANSPORT_OF_TARGET[self.target]
 
     def args(self) -> list[str]:
         args = [] if self.mem_mb is None else ["-m", str(self.mem_mb)]
@@ -91,17 +128,22 @@ class QemuConfig:
             dev_id = f"{ID_PREFIXES[dev.kind]}{counts[dev.kind]}"
             counts[dev.kind] += 1
             props = "".join(f",{key}={_opt(value)}" for key, value in dev.props)
-            device = f"{PCI_DRIVERS[dev.kind]},id={dev_id}"
+            device = f"{dev.driver},id={dev_id}"
             if dev.kind == "virtio-net":
-                # romfile= drops the NIC option ROM: 240 KB less stream for nothing we look at.
                 args += ["-netdev", f"hubport,id=nd_{dev_id},hubid=0"]
-                device += f",netdev=nd_{dev_id},addr={dev.slot:#x},romfile="
+                device += f",netdev=nd_{dev_id}"
             elif dev.kind == "virtio-blk":
                 args += ["-blockdev", f"driver=null-co,node-name=bd_{dev_id},size={NULL_BLOCK_SIZE}"]
-                device += f",drive=bd_{dev_id},addr={dev.slot:#x}"
-            else:
+                device += f",drive=bd_{dev_id}"
+            if dev.transport == "pci":
                 device += f",addr={dev.slot:#x}"
+                # romfile= drops the NIC option ROM: 240 KB less stream for nothing we look at.
+                device += ",romfile=" if dev.kind == "virtio-net" else ""
+            elif dev.transport == "ccw":
+                device += f",devno=fe.0.{dev.slot:04x}"
             args += ["-device", device + props]
+        if self.devices:  # a config from a whole argv (from_argv) has its board options in extra_args
+            args += TARGET_ARGS[self.target]
         return args + list(self.extra_args)
 
     @classmethod
@@ -147,7 +189,15 @@ def _argv_for_truth(qemu: QemuProcess) -> list[str]:
     return out
 
 
+def version_of(qemu: QemuProcess) -> Version:
+    """MAJOR.MINOR of a connected QEMU, from its QMP greeting."""
+    return release.parse_version(qemu.version)
+
+
 def _save_to_file(qemu: QemuProcess, path: Path, channel: Channel) -> None:
+    if channel == "fd" and release.file_uri(version_of(qemu)):
+        qemu.migrate(f"file:{path}")
+        return
     if channel == "fd":
         # QEMU writes the file itself: complete once `completed` is reported, and no fork of QEMU.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -177,6 +227,8 @@ def migrate_to_bytes(qemu: QemuProcess, channel: Channel = "fd") -> bytes:
 
 
 def _load_from_file(qemu: QemuProcess, path: Path, channel: Channel) -> bool:
+    if channel == "fd" and release.file_uri(version_of(qemu)):
+        return qemu.migrate_incoming(f"file:{path}")
     if channel == "fd":
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -211,19 +263,24 @@ def save(
     the truth lists the driven devices only (the devices are not known one by one)."""
     if not isinstance(config, QemuConfig):
         config = QemuConfig.from_argv(config)
+    if drive and config.transport == "ccw":
+        raise QemuError("virtio-ccw devices cannot be driven over qtest (a channel program needs the CPU): "
+                        "they are saved in their reset state")
     by_slot = {dev.slot: dev for dev in config.devices}
     for spec in drive:
         dev = by_slot.get(spec.slot)
         if config.devices and (dev is None or dev.kind != spec.kind):
             raise QemuError(f"drive spec for {spec.kind} at slot {spec.slot:#x}: no such device configured")
-    with QemuProcess(config.machine, config.args(), binary=config.binary, qtest=True, name="save") as qemu:
-        driven = drive_devices(qemu.qtest, drive)
+    with QemuProcess(config.machine, config.args(), binary=config.binary, arch=config.target, qtest=True,
+                     name="save") as qemu:
+        driver = drive_mmio_devices if config.transport == "mmio" else drive_devices
+        driven = driver(qemu.qtest, drive)
         assert qemu.scratch is not None
         stream = qemu.scratch / "stream.bin"
         _save_to_file(qemu, stream, channel)
         data = stream.read_bytes()
         by_section = {t["section"]: t for t in driven}
-        undriven = {"transport": "pci", "notes": "not driven: reset state"}
+        undriven = {"transport": config.transport, "notes": "not driven: reset state"}
         truth: dict[str, Any] = {
             "machine": config.machine,
             "qemu_cmdline": _argv_for_truth(qemu),
@@ -246,8 +303,10 @@ class Verdict:
     line on stderr or `broken: true`); rejected (QEMU failed the load and exited); crashed (QEMU died
     of a signal it did not get from us).
     error: the first error line, without the `qemu-system-x86_64: ` prefix (None when accepted).
-    virtio_status / virtio_queues: when the load completed, x-query-virtio-status and
-    x-query-virtio-queue-status of every virtio device, keyed by its QOM path.
+    virtio_status / virtio_queues: when the load completed on a release where x-query-virtio-status is
+    safe, it and x-query-virtio-queue-status of every virtio device, keyed by its QOM path.
+    devices: when the load completed, every virtio device as the destination holds it, by QOM path
+    (from those queries, else from its re-save: loaded.py).
     """
 
     outcome: Outcome
@@ -256,18 +315,37 @@ class Verdict:
     returncode: int | None
     virtio_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     virtio_queues: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    devices: dict[str, LoadedDevice] = field(default_factory=dict)
 
     @property
     def accepted(self) -> bool:
         return self.outcome == "accepted"
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A load into a running destination: whether it completed, what the destination then holds
+    (x-query answers where safe), and its re-save when one was made."""
+
+    completed: bool
+    virtio_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    virtio_queues: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    devices: dict[str, LoadedDevice] = field(default_factory=dict)
+    resaved: bytes | None = None
+
+
+# Lines QEMU writes that are neither its verdict nor an error of ours: warnings (the hub one is always
+# there; deprecated machine types from 10.0) and GLib's criticals at quit (7.2 and 10.0 print
+# `GLib: g_timer_elapsed: assertion 'timer != NULL' failed` on a paused VM).
+_NOT_ERRORS = ("warning:", "GLib: ", "GLib-")
+
+
 def _error_lines(lines: Sequence[str], prefix: str) -> list[str]:
-    """QEMU's error lines without the program-name prefix; warnings (the hub one is always there) dropped."""
+    """QEMU's error lines without the program-name prefix; warnings and GLib's criticals dropped."""
     out = []
     for line in lines:
         text = line[len(prefix) :] if line.startswith(prefix) else line
-        if text.strip() and not text.startswith("warning:"):
+        if text.strip() and not text.startswith(_NOT_ERRORS):
             out.append(text)
     return out
 
@@ -280,26 +358,47 @@ def load_stream(
     if not isinstance(config, QemuConfig):
         config = QemuConfig.from_argv(config)
     with QemuProcess(
-        config.machine, config.args(), binary=binary or config.binary, incoming=True, name="load"
+        config.machine, config.args(), binary=binary or config.binary, arch=config.target, incoming=True, name="load"
     ) as qemu:
-        loaded, status, queues = load_into(qemu, data, channel)
-    return read_verdict(qemu, loaded, status, queues)
+        loaded = load_into(qemu, data, channel)
+    return read_verdict(qemu, loaded)
 
 
-def load_into(
-    qemu: QemuProcess, data: bytes, channel: Channel
-) -> tuple[bool, dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """Load `data` into a running destination; whether the load completed, and then its virtio state."""
+def load_into(qemu: QemuProcess, data: bytes, channel: Channel, *, resave: bool = False) -> Loaded:
+    """Load `data` into a running destination; when it completed, what the destination holds, read
+    with x-query-virtio where the release has it safely, else from a re-save (made anyway with `resave`)."""
     assert qemu.scratch is not None
+    version = version_of(qemu)
     stream = qemu.scratch / "stream.bin"
     stream.write_bytes(data)
-    loaded = _load_from_file(qemu, stream, channel)
-    status, queues = query_virtio(qemu) if loaded else ({}, {})
-    return loaded, status, queues
+    if not _load_from_file(qemu, stream, channel):
+        return Loaded(False)
+    status: dict[str, dict[str, Any]] = {}
+    queues: dict[str, list[dict[str, Any]]] = {}
+    devices: dict[str, LoadedDevice] = {}
+    queried = release.x_query_status_safe(version)
+    if queried:
+        status, queues = query_virtio(qemu)
+        devices = {path: from_query(st, queues[path]) for path, st in status.items()}
+    resaved = None
+    if resave or not queried:
+        # The incoming migration is over: QEMU may migrate out again (process.py refuses any
+        # migrate() on a process started with -incoming, so it is told the load is done).
+        qemu.incoming = False
+        out = qemu.scratch / "resaved.bin"
+        _save_to_file(qemu, out, channel)
+        resaved = out.read_bytes()
+        if not queried:
+            devices = from_resave(resaved, qemu.argv, latest_release_at(version))
+        if not queried and release.has_x_query_virtio(version):
+            # 11.x: x-query-virtio-status ends QEMU, x-query-virtio-queue-status answers: the queues from it
+            devices = {path: query_queues(qemu, path, dev) for path, dev in devices.items()}
+    return Loaded(True, status, queues, devices, resaved)
 
 
 def query_virtio(qemu: QemuProcess) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """x-query-virtio-status and x-query-virtio-queue-status of every virtio device, by QOM path."""
+    """x-query-virtio-status and x-query-virtio-queue-status of every virtio device, by QOM path
+    (only on a release where they are safe: release.x_query_status_safe)."""
     status: dict[str, dict[str, Any]] = {}
     queues: dict[str, list[dict[str, Any]]] = {}
     for dev in qemu.qmp("x-query-virtio"):
@@ -310,20 +409,28 @@ def query_virtio(qemu: QemuProcess) -> tuple[dict[str, dict[str, Any]], dict[str
     return status, queues
 
 
-def read_verdict(qemu: QemuProcess, loaded: bool, status: dict[str, dict[str, Any]],
-                 queues: dict[str, list[dict[str, Any]]]) -> Verdict:
+def query_queues(qemu: QemuProcess, path: str, dev: LoadedDevice) -> LoadedDevice:
+    """`dev` (read from a re-save) with its queues as x-query-virtio-queue-status reports them."""
+    if dev.error is not None:
+        return dev
+    queues = [qemu.qmp("x-query-virtio-queue-status", path=path, queue=i) for i in range(dev.num_vqs)]
+    return replace(dev, queues=from_query({}, queues).queues, source=RESAVE_AND_QUEUES)
+
+
+def read_verdict(qemu: QemuProcess, loaded: Loaded) -> Verdict:
     """QEMU's verdict on a load: exit code and stderr, plus the broken flags after a completed load
     (a bad guest index only marks the device broken)."""
     lines = tuple(qemu.stderr.splitlines())
     errors = _error_lines(lines, qemu.prefix)
     rc = qemu.returncode
-    if loaded:
+    if loaded.completed:
+        seen = (loaded.virtio_status, loaded.virtio_queues, loaded.devices)
         broken = [line for line in errors if _VQ_INCONSISTENT.match(line)]
-        broken_paths = [path for path, st in status.items() if st.get("broken")]
+        broken_paths = [path for path, dev in loaded.devices.items() if dev.broken]
         if broken or broken_paths:
             error = (broken or errors or [f"{broken_paths[0]} is marked broken"])[0]
-            return Verdict("accepted-broken", error, lines, rc, status, queues)
-        return Verdict("accepted", None, lines, rc, status, queues)
+            return Verdict("accepted-broken", error, lines, rc, *seen)
+        return Verdict("accepted", None, lines, rc, *seen)
     if rc is not None and rc < 0 and not qemu.killed:
         return Verdict("crashed", errors[0] if errors else f"QEMU died of signal {-rc}", lines, rc)
     return Verdict("rejected", errors[0] if errors else f"QEMU exited with code {rc}", lines, rc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import re
 import resource
 import shutil
 import time
@@ -22,22 +23,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import QemuError, UsageError
-from harness.qemu import oracle
+from harness.errors import QemuError, StreamError, UsageError
+from harness.qemu import oracle, release
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
+from harness.qemu.loaded import qom_path
 from harness.qemu.process import find_qemu, live_processes, scratch_root
-from harness.wire.stream import Stream, decode_stream
+from harness.wire.stream import Stream, decode_stream, encode_stream
 from models.cmdline import parse
 from models.config import Realized, realize
 from models.model import guest_rings, state_from_wire
 from models.model import load as model_load
 from models.model import save as model_save
-from models.releases import MachineType, Version, machine_types
+from models.releases import FAMILIES, MachineType, Version, machine_types
 
 SLOT = 3
 RING_BASE_PFN = 0x100  # 1 MiB: rings and blk buffers go above the BIOS area, inside -m 4
-MEM_MB = 4
+RING_BASE_PFN_MMIO = RING_BASE_PFN + (0x40000000 >> 12)  # virt's RAM starts at 1 GiB
+# Guest RAM per transport: pc's rings fit in 4 MiB; virt and s390-ccw-virtio want more to start.
+MEM_MB = {"pci": 4, "mmio": 64, "ccw": 64}
 # Final status a legacy driver leaves: DRIVER_OK mostly; ACK, ACK|DRIVER and FAILED|... sometimes.
 STATUSES = (7, 7, 7, 3, 1, 0x87)
 
@@ -47,17 +51,31 @@ class Side:
     binary: str
     version: Version
     release: Version  # the modelled release whose rules it follows
+    machines: frozenset[str] = frozenset()  # what `-machine help` lists
 
 
-def side(binary: str) -> Side:
-    path = find_qemu(binary)
+def side(binary: str, target: str = "x86_64") -> Side:
+    """One binary of the pair, for `target`: a fleet release name gives that release's qemu-system-TARGET."""
+    path = find_qemu(release.for_target(binary, target), target)
     version = oracle.qemu_version(path)
-    return Side(path, version, oracle.modelled_release(path))
+    return Side(path, version, oracle.modelled_release(path), release.machine_names(path))
 
 
-def default_machine(src: Side, dst: Side) -> str:
-    """pc-i440fx of the older binary: a machine type both have."""
-    return MachineType("pc-i440fx", min(src.version, dst.version)).name
+def common_machines(src: Side, dst: Side, family: str) -> list[MachineType]:
+    """The versioned machine types of `family` both binaries have and both models know, oldest first."""
+    transport = release.transport_of(family)
+    known = set(machine_types(src.release, transport)) & set(machine_types(dst.release, transport))
+    return sorted((m for m in known if m.family == family and m.name in src.machines & dst.machines),
+                  key=lambda m: m.version)
+
+
+def default_machine(src: Side, dst: Side, family: str = "pc-i440fx") -> str:
+    """The newest machine type of `family` both binaries have (11.1 starts at pc-i440fx-5.2, 5.2 ends there)."""
+    both = common_machines(src, dst, family)
+    if not both:
+        raise UsageError(f"QEMU {src.version} ({src.binary}) and QEMU {dst.version} ({dst.binary}) have no "
+                         f"{family} machine type in common")
+    return both[-1].name
 
 
 def qemu_config(machine: str, kinds: Sequence[str]) -> QemuConfig:
@@ -65,8 +83,10 @@ def qemu_config(machine: str, kinds: Sequence[str]) -> QemuConfig:
     # option changes nothing else in the stream.
     if MachineType.parse(machine).version < Version(2, 3):
         machine += ",suppress-vmdesc=off"
-    return QemuConfig(machine, tuple(DeviceConfig(kind, SLOT + i) for i, kind in enumerate(kinds)), smp=1,
-                      mem_mb=MEM_MB)
+    transport = release.transport_of(machine)
+    first = SLOT if transport == "pci" else 0
+    devices = tuple(DeviceConfig(kind, first + i, transport=transport) for i, kind in enumerate(kinds))
+    return QemuConfig(machine, devices, smp=1, mem_mb=MEM_MB[transport])
 
 
 def realized_for(config: QemuConfig, release: Version) -> list[Realized]:
@@ -74,30 +94,42 @@ def realized_for(config: QemuConfig, release: Version) -> list[Realized]:
 
 
 def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> list[DriveSpec]:
-    """A random state a legacy guest driver can leave each device in, their rings side by side in guest RAM."""
-    pfn, out = RING_BASE_PFN, []
+    """A random state a legacy guest driver can leave each device in, their rings side by side in guest RAM
+    (none on ccw: qtest cannot drive it, its devices stay in their reset state)."""
+    if config.transport == "ccw":
+        return []
+    pfn = RING_BASE_PFN if config.transport == "pci" else RING_BASE_PFN_MMIO
+    first, out = pfn, []
     for dev, r in zip(config.devices, realized_for(config, release), strict=True):
-        spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn)
+        spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn, config.transport)
         out.append(spec)
-    mem = config.mem_mb or MEM_MB
-    if pfn > mem << 8:
-        raise QemuError(f"the rings of {len(out)} devices need {pfn} guest pages, more than -m {mem} has")
+    mem = config.mem_mb or MEM_MB[config.transport]
+    if pfn - first > (mem << 8) - 0x100:
+        raise QemuError(f"the rings of {len(out)} devices need {pfn - first} guest pages, more than -m {mem} has")
     return out
 
 
-def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, pfn: int = RING_BASE_PFN
-                 ) -> tuple[DriveSpec, int]:
+def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, pfn: int = RING_BASE_PFN,
+                 transport: str = "pci") -> tuple[DriveSpec, int]:
     """A random state a legacy guest driver can leave the device in, and the first page frame after its rings."""
     status = rng.choice(STATUSES)
     queues = []
     for index, num in enumerate(r.queue_sizes):
         if rng.random() < 0.3:
             continue  # left unconfigured
+        # virtio-mmio's driver sets the ring size: a smaller one sometimes (then virtio/ringsize is sent)
+        if transport == "mmio" and num > 1 and rng.random() < 0.3:
+            num //= 2
         # blk requests complete while QEMU is paused: non-zero, consistent ring indices
         requests = rng.randint(0, min(3, num // 3)) if kind == "virtio-blk" and status & 2 else 0
-        queues.append(QueueSpec(index, pfn, requests))
+        if transport == "mmio" and not status & 4:
+            requests = 0  # a legacy mmio queue is only processed once the driver is ready
+        queues.append(QueueSpec(index, pfn, requests, num if transport == "mmio" else 0))
         pfn += queue_pages(num, requests)
     sel = rng.randrange(max(len(r.queue_sizes), 1))
+    if transport == "mmio":
+        return DriveSpec(kind, slot, rng.getrandbits(32), tuple(queues), status, sel, transport="mmio",
+                         host_features_sel=rng.randrange(2), guest_features_sel=rng.randrange(2)), pfn
     return DriveSpec(kind, slot, rng.getrandbits(32), tuple(queues), status, sel), pfn
 
 
@@ -105,7 +137,7 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
 class Example:
     index: int
     machine: str
-    drives: list[DriveSpec]  # one per device, in slot order
+    drives: list[DriveSpec]  # one per device, in slot order (none on ccw: reset states)
     outcome: str = ""  # the destination QEMU's
     error: str | None = None
     model_outcome: str = ""
@@ -115,10 +147,11 @@ class Example:
     failures: list[str] = field(default_factory=list)  # failure files written
     data: bytes = field(default=b"", repr=False)  # the source's stream
     argv: list[str] = field(default_factory=list, repr=False)  # its command line
+    kinds: list[str] = field(default_factory=list)  # the devices, driven or not
 
     @property
     def devices(self) -> list[str]:
-        return [d.kind for d in self.drives]
+        return self.kinds or [d.kind for d in self.drives]
 
     def as_json(self) -> dict[str, Any]:
         return {"index": self.index, "machine": self.machine, "devices": self.devices,
@@ -142,14 +175,34 @@ def preserved(s: Stream, src: Side, dst: Side, argv: Sequence[str], verdict: Any
     src_lines = {line.section: line for line in parse(oracle.dest_line(argv), src.release)}
     dst_lines = {line.section: line for line in parse(oracle.dest_line(argv), dst.release)}
     for p in s.devices:
+        if p.value is None:
+            out.append(f"{p.section}: not checked, the source's payload does not decode: {p.error}")
+            continue
         r = realize(src_lines[p.section].config)
         rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
         state = state_from_wire(r, p.value, rings)
         host = realize(dst_lines[p.section].config).host_features
         state = state.with_(guest_features=state.guest_features & host)
-        path = f"/machine/peripheral/{dst_lines[p.section].qdev_id}/virtio-backend"
+        path = qom_path(dst_lines[p.section])
         out += oracle.state_differences(p.section, state, path, verdict, "source")
     return out
+
+
+# aarch64 TCG does not migrate its CPU across releases (the cpreg lists differ: `Failed to load
+# cpu:cpreg_vmstate_array_len` backward, `handle_cpreg_only_in_incoming_stream` forward, on every CPU
+# model tried). The CPU is not under test and the paused guest never ran: across releases the
+# destination loads the stream without the `cpu` sections and keeps its own reset CPU.
+UNMIGRATABLE_ACROSS_RELEASES = {"aarch64": ("cpu",)}
+
+
+def without_sections(data: bytes, names: Sequence[str]) -> bytes:
+    """The stream without the sections whose idstr is in `names`; QEMU loads what a stream holds."""
+    try:
+        s = decode_stream(data, strict=False)
+    except StreamError:
+        return data  # QEMU then says what it makes of the whole stream
+    s.records = [rec for rec in s.records if getattr(rec, "idstr", None) not in names]
+    return encode_stream(s)
 
 
 def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: str, kinds: Sequence[str], *,
@@ -160,15 +213,21 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
     with oracle.destination(config, dst.binary, launch=True) as pending:
         data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary), specs)
         argv = truth["qemu_cmdline"]
-        ex = Example(index, machine, specs, data=data, argv=argv)
-        s = decode_stream(data)
-        model = oracle.predict(s, dst.release, argv)
-        result = oracle.load_and_save(argv, data, resave=resave, started=pending)
+        ex = Example(index, machine, specs, data=data, argv=argv, kinds=list(kinds))
+        # a payload our decoder cannot read is kept as bytes: the model's side reports it, QEMU's still loads
+        try:
+            s: Stream | None = decode_stream(data, strict=False)
+        except StreamError:
+            s = None  # predict() says why, as the model's error
+        model = oracle.predict(s or data, dst.release, argv)
+        drop = UNMIGRATABLE_ACROSS_RELEASES.get(config.target, ()) if src.version != dst.version else ()
+        loaded = without_sections(data, drop) if drop else data
+        result = oracle.load_and_save(argv, loaded, resave=resave, started=pending)
     v = result.verdict
     ex.outcome, ex.error = v.outcome, v.error
     ex.model_outcome, ex.model_error = oracle.overall(model)
     ex.disagreements = oracle.compare(model, v)
-    if v.outcome in ("accepted", "accepted-broken"):
+    if v.outcome in ("accepted", "accepted-broken") and s is not None:
         loads = oracle.model_loads(s, dst.release, argv)
         ex.disagreements += oracle.compare_state(loads, v)
         if result.resaved is not None:
@@ -176,7 +235,7 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
     rule = migration_rule(src.release, dst.release)
     if v.outcome != "accepted":
         ex.violations.append(f"{rule}: the destination QEMU {v.outcome} a reachable state: {v.error}")
-    else:
+    elif s is not None:
         ex.violations += [f"{rule}: state not preserved: {d}" for d in preserved(s, src, dst, argv, v)]
     if write:
         extra = {"source_binary": src.binary, "destination_binary": dst.binary, "drives": ex.as_json()["drives"]}
@@ -199,9 +258,16 @@ def check_choices(machine: str, device: str | None, src: Side, dst: Side) -> Non
         m = MachineType.parse(machine)
     except ValueError as exc:
         raise UsageError(f"--machine {machine}: {exc}") from None
+    transport = release.transport_of(machine)
     for s in (src, dst):
-        if m not in machine_types(s.release, "pci"):
-            raise UsageError(f"--machine {machine}: the model of QEMU {s.release} has no such pci machine type")
+        if machine not in s.machines:
+            oldest = sorted((n for n in s.machines if re.fullmatch(rf"{re.escape(m.family)}-\d+\.\d+", n)),
+                            key=lambda n: MachineType.parse(n).version)
+            raise UsageError(f"--machine {machine}: QEMU {s.version} ({s.binary}) has no such machine type"
+                             + (f" (its {m.family} are {oldest[0]} ... {oldest[-1]})" if oldest else ""))
+        if m not in machine_types(s.release, transport):
+            raise UsageError(f"--machine {machine}: the model of QEMU {s.release} has no such {transport} "
+                             "machine type")
 
 
 PER_VM = 4  # device states per QEMU pair: its start-up is most of an example's cost
@@ -210,8 +276,14 @@ PER_VM = 4  # device states per QEMU pair: its start-up is most of an example's 
 def run(src_binary: str, dst_binary: str, machine: str | None, device: str | None, examples: int, seed: int,
         failures: Path | None = None, per_vm: int = PER_VM) -> tuple[dict[str, Any], list[Example]]:
     """`examples` device states, `per_vm` to a QEMU pair (one of each kind in turn, or all of `device`)."""
-    src, dst = side(src_binary), side(dst_binary)
-    machine = machine or default_machine(src, dst)
+    try:
+        target = release.target_of(machine or "pc")
+    except QemuError as exc:
+        raise UsageError(f"--machine {machine}: {exc}") from None
+    src, dst = side(src_binary, target), side(dst_binary, target)
+    aliases = {"pc": "pc-i440fx", "q35": "pc-q35"}
+    if machine is None or machine in FAMILIES or machine in aliases:  # a family: its newest type both binaries have
+        machine = default_machine(src, dst, aliases.get(machine or "pc", machine or ""))
     check_choices(machine, device, src, dst)
     rng = random.Random(seed)
     kinds = [device or DEVICE_KINDS[i % len(DEVICE_KINDS)] for i in range(examples)]
@@ -276,7 +348,7 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
         if model_load(r, model_save(r, state), rings).outcome != outcome:
             raise AssertionError("model verdict changed between the QEMU and the model phase")
         n += 1
-    return WorkerFigures(sum(len(e.drives) for e in examples), len(examples), qemu_seconds, n, time.time() - begin,
+    return WorkerFigures(sum(len(e.devices) for e in examples), len(examples), qemu_seconds, n, time.time() - begin,
                          sum(bool(e.disagreements) for e in examples), qemu_cpu)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,9 @@ VIRTIO_BLK_SECTOR = 512
 BLK_REQUEST_STRIDE = 1024
 
 REQUEST_TIMEOUT = 5.0
+# virt: the first virtio-mmio device on the command line takes the top transport, the next one below.
+MMIO_TOP = 0x0A003E00
+MMIO_STRIDE = 0x200
 
 
 def legacy_config_offset(msix_enabled: bool) -> int:
@@ -101,6 +104,7 @@ class QueueSpec:
     index: int
     pfn: int
     requests: int = 0
+    num: int = 0  # virtio-mmio: the ring size the driver writes (0: the queue's maximum); pci's is fixed
 
 
 @dataclass(frozen=True)
@@ -121,12 +125,19 @@ class DriveSpec:
     queue_sel: int = 0
     io_base: int | None = None
     clear_bus_master: bool = False
+    # virtio-mmio (drive_mmio.py): slot is the device's place on the command line; the selectors the save carries
+    transport: str = "pci"
+    host_features_sel: int = 0
+    guest_features_sel: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in VIRTIO_PCI_DEVICE_IDS:
             raise QemuError(f"unknown virtio device kind {self.kind!r} (known: {', '.join(DEVICE_KINDS)})")
-        if not 0 < self.slot < 32:
-            raise QemuError(f"PCI slot {self.slot} out of range 1..31")
+        if self.transport not in ("pci", "mmio"):
+            raise QemuError(f"{self.transport} devices cannot be driven over qtest (pci and mmio can)")
+        low = 1 if self.transport == "pci" else 0
+        if not low <= self.slot < 32:
+            raise QemuError(f"{self.transport} slot {self.slot} out of range {low}..31")
         if not 0 <= self.status <= 0xFF or not 0 <= self.queue_sel <= 0xFFFF:
             raise QemuError("status must fit in u8 and queue_sel in u16")
         seen = set()
@@ -147,7 +158,10 @@ class DriveSpec:
 
     @property
     def section(self) -> str:
-        """The migration section idstr: `<pci address>/<vmsd name>` (the vmsd is named like the kind)."""
+        """The migration section idstr: `<pci address>/<vmsd name>` (the vmsd is named like the kind);
+        virtio-mmio: `virtio-mmio@<transport base>/<vmsd name>`."""
+        if self.transport == "mmio":
+            return f"virtio-mmio@{MMIO_TOP - MMIO_STRIDE * self.slot:016x}/{self.kind}"
         return f"0000:00:{self.slot:02x}.0/{self.kind}"
 
 
@@ -195,8 +209,9 @@ def _mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def _blk_requests(qt: QtestClient, io: int, index: int, desc: int, num: int, count: int) -> tuple[int, int]:
-    """Make `count` VIRTIO_BLK_T_IN requests available on one queue, notify, and wait until the
+def blk_requests(qt: QtestClient, notify: Callable[[int], None], index: int, desc: int, num: int, count: int
+                 ) -> tuple[int, int]:
+    """Make `count` VIRTIO_BLK_T_IN requests available on one queue, notify(index), and wait until the
     device has used them all. Returns (avail idx, used idx) read back from guest memory."""
     if 3 * count > num:
         raise QemuError(f"queue {index}: {count} requests need {3 * count} descriptors, the ring has {num}")
@@ -218,7 +233,7 @@ def _blk_requests(qt: QtestClient, io: int, index: int, desc: int, num: int, cou
     ring = b"".join(struct.pack("<H", 3 * k) for k in range(count))
     qt.memwrite(avail + 4, ring)
     qt.writew(avail + 2, count)
-    qt.outw(io + VIRTIO_PCI_QUEUE_NOTIFY, index)
+    notify(index)
     deadline = time.monotonic() + REQUEST_TIMEOUT
     # The paused VM still runs virtio-blk's handlers in the main loop: poll the used index.
     while (used_idx := qt.readw(used + 2)) != count:
@@ -298,7 +313,8 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
         if desc:
             avail, used, _ = vring_layout(desc, num)
             if requests:
-                avail_idx, used_idx = _blk_requests(qt, io, index, desc, num, requests)
+                avail_idx, used_idx = blk_requests(qt, lambda i: qt.outw(io + VIRTIO_PCI_QUEUE_NOTIFY, i), index,
+                                                   desc, num, requests)
             else:
                 avail_idx, used_idx = qt.readw(avail + 2), qt.readw(used + 2)
             # Every request made available was used, so the device's last_avail_idx is the used idx.

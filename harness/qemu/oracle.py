@@ -13,9 +13,7 @@ write_disagreement()  a failure file (R12-<hash>.json) saying which side said wh
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +21,13 @@ from typing import Any
 
 from harness.errors import QemuError, StreamError
 from harness.failures import FAILURES, write_atomic
-from harness.qemu.backend import (
-    Channel,
-    QemuConfig,
-    Verdict,
-    _save_to_file,
-    load_into,
-    read_verdict,
-)
+from harness.qemu import release
+from harness.qemu.backend import Channel, QemuConfig, Verdict, load_into, read_verdict
+from harness.qemu.loaded import QUERY, LoadedDevice, qom_path
 from harness.qemu.process import QemuProcess, find_qemu
 from harness.verdict import Verdict as ModelVerdict
 from harness.verdict import verdict
 from harness.wire.stream import Stream, VirtioPayload, decode_stream
-from models import features as F
 from models.cmdline import DeviceLine, parse
 from models.config import Realized, realize
 from models.model import (
@@ -78,26 +70,19 @@ def load_and_save(
 ) -> QemuResult:
     """load_stream(), then (if the load completed and `resave`) migrate the destination out again.
     `started`: a destination already launched with destination() (it starts while the source works)."""
-    resaved: bytes | None = None
     with started or destination(config, binary) as qemu:
-        loaded, status, queues = load_into(qemu, data, channel)
-        if loaded and resave:
-            assert qemu.scratch is not None
-            # The incoming migration is over: QEMU may migrate out again (process.py refuses any
-            # migrate() on a process started with -incoming, so it is told the load is done).
-            qemu.incoming = False
-            out = qemu.scratch / "resaved.bin"
-            _save_to_file(qemu, out, channel)
-            resaved = out.read_bytes()
-    return QemuResult(read_verdict(qemu, loaded, status, queues), resaved)
+        loaded = load_into(qemu, data, channel, resave=resave)
+    return QemuResult(read_verdict(qemu, loaded), loaded.resaved)
 
 
-def destination(config: QemuConfig | Sequence[str], binary: str | None = None, *, launch: bool = False) -> QemuProcess:
+def destination(config: QemuConfig | Sequence[str], binary: str | None = None, *, launch: bool = False
+                ) -> QemuProcess:
     """A destination QEMU for `config` (-incoming defer); with `launch`, already starting (use it in a
     `with` block or hand it to load_and_save, which ends it)."""
     if not isinstance(config, QemuConfig):
         config = QemuConfig.from_argv(config)
-    qemu = QemuProcess(config.machine, config.args(), binary=binary or config.binary, incoming=True, name="oracle")
+    qemu = QemuProcess(config.machine, config.args(), binary=binary or config.binary, arch=config.target, incoming=True,
+                       name="oracle")
     if launch:
         qemu.start()
     return qemu
@@ -105,16 +90,7 @@ def destination(config: QemuConfig | Sequence[str], binary: str | None = None, *
 
 def qemu_version(binary: str | None = None) -> Version:
     """MAJOR.MINOR of a QEMU binary, from `--version` (e.g. `QEMU emulator version 7.2.22 (...)`)."""
-    path = find_qemu(binary)
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT,
-                             stdin=subprocess.DEVNULL, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise QemuError(f"cannot run {path} --version: {exc}") from exc
-    m = re.search(r"version (\d+)\.(\d+)", out)
-    if not m:
-        raise QemuError(f"{path} --version does not say which QEMU it is: {out.strip()[:100]!r}")
-    return Version(int(m.group(1)), int(m.group(2)))
+    return release.binary_version(find_qemu(binary))
 
 
 def modelled_release(binary: str | None = None) -> Version:
@@ -184,7 +160,7 @@ class ModelLoad:
 
     @property
     def qom_path(self) -> str:
-        return f"/machine/peripheral/{self.line.qdev_id}/virtio-backend"
+        return qom_path(self.line)
 
 
 def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[str, ModelLoad]:
@@ -206,64 +182,13 @@ def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[s
     return out
 
 
-# x-query-virtio-status names: VIRTIO_CONFIG_S_* statuses, and feature names whose bit models/features.py
-# holds under a shorter name (NET_GSO for VIRTIO_NET_F_GSO).
-STATUS_BITS = {"ACKNOWLEDGE": 1, "DRIVER": 2, "DRIVER_OK": 4, "FEATURES_OK": 8, "DEVICE_NEEDS_RESET": 0x40,
-               "NEEDS_RESET": 0x40, "FAILED": 0x80}
-_FEATURE_ALIASES = {"VIRTIO_F_IOMMU_PLATFORM": F.ACCESS_PLATFORM, "VIRTIO_F_RING_PACKED": F.RING_PACKED,
-                    "VIRTIO_F_RING_RESET": F.RING_RESET, "VIRTIO_F_IN_ORDER": F.IN_ORDER,
-                    "VHOST_USER_F_PROTOCOL_FEATURES": F.BAD_FEATURE}
-
-
-def _feature_names() -> dict[str, int]:
-    out = dict(_FEATURE_ALIASES)
-    for name, value in vars(F).items():
-        if not name.isupper() or not isinstance(value, int):
-            continue
-        for prefix, qemu in (("NET_", "VIRTIO_NET_F_"), ("BLK_", "VIRTIO_BLK_F_"), ("BALLOON_", "VIRTIO_BALLOON_F_"),
-                             ("RING_", "VIRTIO_RING_F_")):
-            if name.startswith(prefix):
-                out.setdefault(qemu + name[len(prefix):], value)
-                break
-        else:
-            out.setdefault("VIRTIO_F_" + name, value)
-    return out
-
-
-FEATURE_BITS = _feature_names()
-
-
-def _names(entries: Sequence[str]) -> list[str]:
-    return [e.split(":", 1)[0].strip() for e in entries]
-
-
-def status_value(st: dict[str, Any]) -> int:
-    """x-query-virtio-status `status` as the status byte."""
-    value = int(st.get("unknown-statuses", 0))
-    for name in _names(st.get("statuses", [])):
-        value |= STATUS_BITS.get(name.removeprefix("VIRTIO_CONFIG_S_"), 0)
-    return value
-
-
-def features_value(ft: dict[str, Any]) -> tuple[int, list[str]]:
-    """A decoded feature set as bits, and the names this tool cannot map."""
-    value = int(ft.get("unknown-dev-features", 0))
-    unknown = []
-    for name in _names([*ft.get("transports", []), *ft.get("dev-features", [])]):
-        if name in FEATURE_BITS:
-            value |= 1 << FEATURE_BITS[name]
-        else:
-            unknown.append(name)
-    return value, unknown
-
-
 def compare_state(loads: dict[str, ModelLoad], qemu_verdict: Verdict) -> list[str]:
-    """The model's loaded state against what x-query-virtio-status and -queue-status report."""
+    """The model's loaded state against what the destination holds (x-query-virtio where safe, else its re-save)."""
     out = []
     for section, ml in loads.items():
         state = ml.result.state
-        if state is None or ml.qom_path not in qemu_verdict.virtio_status:
-            if (state is None) != (ml.qom_path not in qemu_verdict.virtio_status):
+        if state is None or ml.qom_path not in qemu_verdict.devices:
+            if (state is None) != (ml.qom_path not in qemu_verdict.devices):
                 out.append(f"{section}: the model has {'no' if state is None else 'a'} loaded state, QEMU "
                            f"{'reports one' if state is None else 'reports none'}")
             continue
@@ -271,36 +196,38 @@ def compare_state(loads: dict[str, ModelLoad], qemu_verdict: Verdict) -> list[st
     return out
 
 
-def state_differences(section: str, state: DeviceState, qom_path: str, qemu_verdict: Verdict,
+def state_differences(section: str, state: DeviceState, path: str, qemu_verdict: Verdict,
                       who: str = "model") -> list[str]:
-    """`state` against x-query-virtio-status / -queue-status of the device at `qom_path`: status, guest
-    features, queue_sel, broken, the queue count, and per queue last-avail-idx, used-idx, vring-num, vring-desc."""
-    st = qemu_verdict.virtio_status.get(qom_path)
-    if st is None:
-        return [f"{section}: QEMU reports no device at {qom_path}"]
+    """`state` against the device at QOM `path` as the destination holds it: status, guest features,
+    queue_sel, broken, the queue count, and per queue last-avail-idx, used-idx, vring-num, vring-desc
+    (x-query-virtio's names; `(re-save)` marks values read from the destination's re-save)."""
+    dev: LoadedDevice | None = qemu_verdict.devices.get(path)
+    if dev is None:
+        return [f"{section}: QEMU reports no device at {path}"]
+    if dev.error is not None:
+        return [f"{section}: the destination's re-save of it does not decode: {dev.error}"]
+    qemu = "QEMU" if dev.source == QUERY else f"QEMU ({dev.source})"
     out = []
-    features, unknown = features_value(st.get("guest-features", {}))
-    if unknown:
-        out.append(f"{section}: QEMU feature names this tool cannot map: {unknown}")
-    got: dict[str, Any] = {"status": status_value(st.get("status", {})), "guest-features": features,
-           "queue-sel": st.get("queue-sel"), "broken": st.get("broken"), "num-vqs": st.get("num-vqs")}
+    if dev.unknown_features:
+        out.append(f"{section}: QEMU feature names this tool cannot map: {list(dev.unknown_features)}")
+    got: dict[str, Any] = {"status": dev.status, "guest-features": dev.guest_features, "queue-sel": dev.queue_sel,
+                           "broken": dev.broken, "num-vqs": dev.num_vqs}
     want = {"status": state.status, "guest-features": state.guest_features, "queue-sel": state.queue_sel,
             "broken": state.broken, "num-vqs": saved_queue_count(state)}
     for key, value in want.items():
         if got[key] != value:
             fmt = "#x" if key == "guest-features" else ""
-            out.append(f"{section}: {key}: {who} {value:{fmt}}, QEMU {got[key]:{fmt}}")
-    for q in qemu_verdict.virtio_queues.get(qom_path, []):
-        i = q["queue-index"]
-        if i >= len(state.queues):
-            out.append(f"{section}: queue {i}: {who} has no such queue, QEMU reports it")
+            out.append(f"{section}: {key}: {who} {value:{fmt}}, {qemu} {got[key]:{fmt}}")
+    for q in dev.queues:
+        if q.index >= len(state.queues):
+            out.append(f"{section}: queue {q.index}: {who} has no such queue, {qemu} reports it")
             continue
-        mq = state.queues[i]
-        want_q = {"last-avail-idx": mq.last_avail_idx, "used-idx": mq.used_idx, "vring-num": mq.num,
-                  "vring-desc": mq.desc}
-        for key, value in want_q.items():
-            if q.get(key) != value:
-                out.append(f"{section}: queue {i} {key}: {who} {value}, QEMU {q.get(key)}")
+        mq = state.queues[q.index]
+        pairs = {"last-avail-idx": (mq.last_avail_idx, q.last_avail_idx), "used-idx": (mq.used_idx, q.used_idx),
+                 "vring-num": (mq.num, q.num), "vring-desc": (mq.desc, q.desc)}
+        for key, (mine, theirs) in pairs.items():
+            if mine != theirs:
+                out.append(f"{section}: queue {q.index} {key}: {who} {mine}, {qemu} {theirs}")
     return out
 
 

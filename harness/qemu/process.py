@@ -13,13 +13,11 @@ Lifecycle (every call checks it; a call in the wrong state raises QemuError):
 from __future__ import annotations
 
 import asyncio
-import atexit
 import enum
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Coroutine, Sequence
@@ -31,7 +29,9 @@ from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from harness import fleet
 from harness.errors import QemuError
+from harness.qemu import reaper
 from harness.qemu.qtest import QtestClient
+from harness.qemu.reaper import live_processes, scratch_root, started_pids
 
 # Poll interval for sockets, migration status and process exit: short, a whole cycle takes tens of ms.
 POLL = 0.002
@@ -45,6 +45,7 @@ QUIT_TIMEOUT = 2.0
 _DEBIAN_PACKAGE = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm", "arm": "qemu-system-arm"}
 
 _T = TypeVar("_T")
+__all__ = ["QemuProcess", "QemuState", "find_qemu", "live_processes", "scratch_root", "started_pids"]
 
 
 def find_qemu(binary: str | None = None, arch: str = "x86_64") -> str:
@@ -65,92 +66,6 @@ def find_qemu(binary: str | None = None, arch: str = "x86_64") -> str:
             f"{package}`, or pass the binary's path)"
         )
     return found
-
-
-# -- scratch folders and the processes alive in this Python process -------------------------------------
-
-_scratch_root: Path | None = None
-_live: dict[int, QemuProcess] = {}
-_started_pids: list[int] = []
-
-
-def scratch_root() -> Path:
-    """This worker's scratch root: one temporary folder per Python process (and xdist worker);
-    each QemuProcess makes its own folder inside it and removes it on close."""
-    global _scratch_root
-    if _scratch_root is None or not _scratch_root.is_dir():
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        base = tempfile.gettempdir()
-        # Unix socket paths must fit in 108 bytes: keep the prefix short.
-        if len(base) > 40:
-            base = "/tmp"
-        _scratch_root = Path(tempfile.mkdtemp(prefix=f"virtio-compat-{worker}-", dir=base))
-    return _scratch_root
-
-
-def started_pids() -> list[int]:
-    """The pid of every QEMU started by this Python process, in order (for hygiene checks)."""
-    return list(_started_pids)
-
-
-def live_processes() -> list[QemuProcess]:
-    """The QemuProcess objects started and not yet closed."""
-    return list(_live.values())
-
-
-# A helper process that outlives us if we are killed (SIGTERM from a CI timeout, SIGKILL): it reads
-# "pid" / "-pid" lines and, when its stdin closes, SIGKILLs the QEMUs still listed and removes the
-# scratch root. Normal exits, exceptions and KeyboardInterrupt are handled by close() and the
-# atexit hook; this is the backstop.
-_WATCHDOG_SCRIPT = """
-import os, shutil, signal, sys
-live = set()
-for line in sys.stdin:
-    line = line.strip()
-    if line.startswith("-"):
-        live.discard(int(line[1:]))
-    elif line:
-        live.add(int(line))
-for pid in live:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"qemu" in f.read():
-                os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-shutil.rmtree(sys.argv[1], ignore_errors=True)
-"""
-_watchdog: subprocess.Popen[bytes] | None = None
-
-
-def _watch(pid: int, alive: bool) -> None:
-    global _watchdog
-    if _watchdog is None or _watchdog.poll() is not None:
-        if not alive or not sys.executable:
-            return
-        _watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG_SCRIPT, str(scratch_root())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C to our process group must not end it before it acts
-        )
-    assert _watchdog.stdin is not None
-    try:
-        _watchdog.stdin.write(f"{'' if alive else '-'}{pid}\n".encode())
-        _watchdog.stdin.flush()
-    except OSError:
-        pass  # the backstop is gone; close() still ends every process
-
-
-@atexit.register
-def _close_all_at_exit() -> None:
-    for qemu in list(_live.values()):
-        qemu.close()
-    if _scratch_root is not None:
-        shutil.rmtree(_scratch_root, ignore_errors=True)
-    if _watchdog is not None and _watchdog.stdin is not None:
-        _watchdog.stdin.close()
 
 
 class QemuState(enum.Enum):
@@ -276,9 +191,7 @@ class QemuProcess:
             self.state = QemuState.FAILED
             self._cleanup_scratch()
             raise QemuError(f"cannot run {self.binary}: {exc}") from exc
-        _live[id(self)] = self
-        _started_pids.append(self._proc.pid)
-        _watch(self._proc.pid, alive=True)
+        reaper.register(self, self._proc.pid)
         self.state = QemuState.STARTED
 
     def connect(self, timeout: float = CONNECT_TIMEOUT) -> None:
@@ -500,9 +413,7 @@ class QemuProcess:
                 self.returncode = self._proc.returncode
             self.stderr = self._read_stderr()
             self._cleanup_scratch()
-            _live.pop(id(self), None)
-            if self._proc is not None:
-                _watch(self._proc.pid, alive=False)
+            reaper.unregister(self, self._proc.pid if self._proc is not None else None)
             if self.state is not QemuState.FAILED:
                 self.state = QemuState.STOPPED
 

@@ -2,7 +2,7 @@
 (s390x `s390-ccw-virtio`) transports.
 
 1. virtio-mmio, legacy personality: virtio-net-device and virtio-blk-device driven over qtest through
-   their memory-mapped registers (fixture README, "Driving virtio-mmio over qtest (f08)"), saved; the
+   their memory-mapped registers by the backend's driver (harness/qemu/drive_mmio.py), saved; the
    model's save of each decoded state equals QEMU's payload byte for byte, and the model's load of each
    payload (ring indices from the stream's RAM) agrees with QEMU's load of the stream. Modern personality
    (`-global virtio-mmio.force-legacy=false`), reset state: the model's save equals the payload.
@@ -22,8 +22,9 @@ import pytest
 
 from harness.errors import QemuError
 from harness.qemu.backend import Verdict, load_stream, migrate_to_bytes
+from harness.qemu.drive import DriveSpec, QueueSpec
+from harness.qemu.drive_mmio import drive_mmio_devices
 from harness.qemu.process import QemuProcess, find_qemu
-from harness.qemu.qtest import QtestClient
 from harness.wire.stream import Stream, VirtioPayload, decode_stream, encode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import realize
@@ -35,38 +36,9 @@ pytestmark = pytest.mark.qemu
 RELEASE = V("7.2")
 NULL_BLOCK_SIZE = 1048576
 
-# virtio-mmio registers (legacy layout, hw/virtio/virtio-mmio.c)
-MMIO_BASE = 0x0A000000
-MMIO_SLOT = 0x200
-MMIO_SLOTS = 32
-MAGIC_VALUE = 0x000
-DEVICE_ID = 0x008
-HOST_FEATURES = 0x010
-HOST_FEATURES_SEL = 0x014
-GUEST_FEATURES = 0x020
-GUEST_FEATURES_SEL = 0x024
-GUEST_PAGE_SIZE = 0x028
-QUEUE_SEL = 0x030
-QUEUE_NUM_MAX = 0x034
-QUEUE_NUM = 0x038
-QUEUE_ALIGN = 0x03C
-QUEUE_PFN = 0x040
-QUEUE_NOTIFY = 0x050
-STATUS = 0x070
-MMIO_MAGIC = 0x74726976  # "virt"
-PAGE_SIZE = 4096
-QUEUE_ALIGN_BYTES = 4096
 RAM_BASE = 0x40000000  # virt: mach-virt.ram at 1 GiB
 RING_AREA = RAM_BASE + 0x100000  # each queue gets its own 64 KiB here
 RING_STRIDE = 0x10000
-BLK_BUFFERS = RAM_BASE + 0x800000
-VIRTQ_DESC_F_NEXT = 1
-VIRTQ_DESC_F_WRITE = 2
-VIRTIO_BLK_T_IN = 0
-VIRTIO_BLK_T_GET_ID = 8
-
-ACK, DRIVER, DRIVER_OK = 1, 2, 4
-DEVICE_IDS = {1: "virtio-net", 2: "virtio-blk"}
 # blk's queue gets a size other than its default: the payload then carries a virtio/ringsize subsection
 BLK_QUEUE_SIZE = 128
 
@@ -115,106 +87,18 @@ class Saved:
 # --- driving virtio-mmio ----------------------------------------------------------------------------
 
 
-def mmio_devices(qt: QtestClient) -> dict[str, int]:
-    """Device kind -> register base of the occupied virtio-mmio slots."""
-    found: dict[str, int] = {}
-    for i in range(MMIO_SLOTS):
-        base = MMIO_BASE + MMIO_SLOT * i
-        if qt.readl(base + MAGIC_VALUE) != MMIO_MAGIC:
-            continue
-        kind = DEVICE_IDS.get(qt.readl(base + DEVICE_ID))
-        if kind is not None:
-            found[kind] = base
-    return found
-
-
-def mmio_queue_count(qt: QtestClient, base: int) -> int:
-    n = 0
-    while True:
-        qt.writel(base + QUEUE_SEL, n)
-        if qt.readl(base + QUEUE_NUM_MAX) == 0:
-            return n
-        n += 1
-
-
-def ring_layout(desc: int, num: int) -> tuple[int, int]:
-    avail = desc + 16 * num
-    used = (avail + 4 + 2 * num + QUEUE_ALIGN_BYTES - 1) & ~(QUEUE_ALIGN_BYTES - 1)
-    return avail, used
-
-
-def drive_mmio_legacy(qemu: QemuProcess) -> dict[str, list[int]]:
-    """Bring each device up the legacy way; returns the queue sizes set, per device kind."""
+def drive_mmio_legacy(qemu: QemuProcess) -> list[dict[str, Any]]:
+    """Bring both devices up the legacy way with the backend's driver (drive_mmio.py): every offered
+    feature, each queue its own 64 KiB ring, blk's at a non-default size with two completed requests,
+    the selectors left at the last queue, host features 1, guest features 0."""
     qt = qemu.qtest
-    devices = mmio_devices(qt)
-    assert set(devices) == {"virtio-net", "virtio-blk"}, f"virtio-mmio devices found: {devices}"
-    sizes: dict[str, list[int]] = {}
-    ring = RING_AREA
-    for kind, base in sorted(devices.items()):
-        path = "/machine/peripheral/" + ("vnet0" if kind == "virtio-net" else "vblk0")  # mmio: no proxy
-        for status in (0, ACK, ACK | DRIVER):
-            qt.writel(base + STATUS, status)
-        qt.writel(base + HOST_FEATURES_SEL, 0)
-        host = qt.readl(base + HOST_FEATURES)
-        qt.writel(base + GUEST_FEATURES_SEL, 0)
-        qt.writel(base + GUEST_FEATURES, host)
-        qt.writel(base + GUEST_PAGE_SIZE, PAGE_SIZE)
-        n = mmio_queue_count(qt, base)
-        defaults = [qemu.qmp("x-query-virtio-queue-status", path=path, queue=q)["vring-num-default"] for q in range(n)]
-        sizes[kind] = []
-        for q in range(n):
-            num = BLK_QUEUE_SIZE if kind == "virtio-blk" else defaults[q]
-            qt.writel(base + QUEUE_SEL, q)
-            qt.writel(base + QUEUE_NUM, num)
-            qt.writel(base + QUEUE_ALIGN, QUEUE_ALIGN_BYTES)
-            qt.writel(base + QUEUE_PFN, ring // PAGE_SIZE)
-            assert qt.readl(base + QUEUE_PFN) == ring // PAGE_SIZE
-            sizes[kind].append(num)
-            ring += RING_STRIDE
-        qt.writel(base + STATUS, ACK | DRIVER | DRIVER_OK)
-        if kind == "virtio-blk":
-            blk_requests(qt, base, RING_AREA, BLK_QUEUE_SIZE)
-        # last of all the selectors, to values the save carries
-        qt.writel(base + QUEUE_SEL, n - 1)
-        qt.writel(base + HOST_FEATURES_SEL, 1)
-        qt.writel(base + GUEST_FEATURES_SEL, 0)
-    return sizes
-
-
-def blk_requests(qt: QtestClient, base: int, desc: int, num: int) -> None:
-    """Two requests on blk's queue 0 (a GET_ID and a 512-byte read), completed while paused. blk is
-    driven first (sorted: virtio-blk < virtio-net), so its queue 0 is the first ring."""
-    avail, _used = ring_layout(desc, num)
-    buf = BLK_BUFFERS
-    table = b""
-    heads = []
-    for i, (req_type, length) in enumerate(((VIRTIO_BLK_T_GET_ID, 20), (VIRTIO_BLK_T_IN, 512))):
-        hdr, data, status = buf + 0x1000 * i, buf + 0x1000 * i + 0x100, buf + 0x1000 * i + 0x800
-        qt.memwrite(hdr, req_type.to_bytes(4, "little") + bytes(4) + bytes(8))
-        d = 3 * i
-        heads.append(d)
-        table += (
-            hdr.to_bytes(8, "little")
-            + (16).to_bytes(4, "little")
-            + VIRTQ_DESC_F_NEXT.to_bytes(2, "little")
-            + (d + 1).to_bytes(2, "little")
-        )
-        table += (
-            data.to_bytes(8, "little")
-            + length.to_bytes(4, "little")
-            + (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE).to_bytes(2, "little")
-            + (d + 2).to_bytes(2, "little")
-        )
-        table += (
-            status.to_bytes(8, "little")
-            + (1).to_bytes(4, "little")
-            + VIRTQ_DESC_F_WRITE.to_bytes(2, "little")
-            + bytes(2)
-        )
-    qt.memwrite(desc, table)
-    ring = b"".join(h.to_bytes(2, "little") for h in heads)
-    qt.memwrite(avail, bytes(2) + len(heads).to_bytes(2, "little") + ring)
-    qt.writel(base + QUEUE_NOTIFY, 0)
+    net_queues = 3
+    net = DriveSpec("virtio-net", 0, 0xFFFFFFFF,
+                    tuple(QueueSpec(i, (RING_AREA + RING_STRIDE * (i + 1)) // 4096) for i in range(net_queues)),
+                    queue_sel=net_queues - 1, transport="mmio", host_features_sel=1)
+    blk = DriveSpec("virtio-blk", 1, 0xFFFFFFFF, (QueueSpec(0, RING_AREA // 4096, 2, BLK_QUEUE_SIZE),),
+                    queue_sel=0, transport="mmio", host_features_sel=1)
+    return drive_mmio_devices(qt, [net, blk])
 
 
 # --- saving and comparing -------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_a_missing_binary_is_one_line_and_exit_2(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--device", "virtio-gpu"], "--device virtio-gpu: one of virtio-net"),
-     (["--machine", "pc-i440fx-99.0"], "--machine pc-i440fx-99.0: the model of QEMU 7.2 has no such"),
+     (["--machine", "pc-i440fx-99.0"], "--machine pc-i440fx-99.0: QEMU 7.2 "),
      (["--examples", "0"], "--examples must be at least 1")],
 )
 def test_bad_choices_exit_2(qemu_binary: str, extra: list[str], message: str,

@@ -1,0 +1,118 @@
+"""Drive virtio-mmio devices of a paused aarch64 `virt` QEMU through their legacy registers, over qtest.
+
+The legacy (version 1) register layout of hw/virtio/virtio-mmio.c, as a legacy guest driver uses it:
+features through the selector registers, GUEST_PAGE_SIZE, then per queue QUEUE_NUM, QUEUE_ALIGN and
+QUEUE_PFN. virt gives the first -device the top transport (0x0a003e00) and each next one the slot
+below. As drive.py, the ground truth is what was written and read back, never a decoded stream.
+virtio-ccw has no such path: its channel programs are started by CPU instructions a qtest client
+cannot issue, so ccw devices are saved in their reset state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from harness.errors import QemuError
+from harness.qemu.drive import (
+    MMIO_STRIDE,
+    MMIO_TOP,
+    VIRTIO_F_BAD_FEATURE,
+    DriveSpec,
+    blk_requests,
+    vring_layout,
+)
+from harness.qemu.qtest import QtestClient
+
+MAGIC_VALUE = 0x000
+VERSION = 0x004
+DEVICE_ID = 0x008
+HOST_FEATURES = 0x010
+HOST_FEATURES_SEL = 0x014
+GUEST_FEATURES = 0x020
+GUEST_FEATURES_SEL = 0x024
+GUEST_PAGE_SIZE = 0x028
+QUEUE_SEL = 0x030
+QUEUE_NUM_MAX = 0x034
+QUEUE_NUM = 0x038
+QUEUE_ALIGN = 0x03C
+QUEUE_PFN = 0x040
+QUEUE_NOTIFY = 0x050
+STATUS = 0x070
+MMIO_MAGIC = 0x74726976  # "virt"
+PAGE_SIZE = 4096
+# virt's RAM starts at 1 GiB; rings go 1 MiB in.
+RAM_BASE = 0x40000000
+RING_BASE_PFN = (RAM_BASE + 0x100000) // PAGE_SIZE
+VIRTIO_IDS = {"virtio-net": 1, "virtio-blk": 2, "virtio-rng": 4, "virtio-balloon": 5}
+VIRTIO_QUEUE_MAX = 1024
+
+
+def base_of(slot: int) -> int:
+    return MMIO_TOP - MMIO_STRIDE * slot
+
+
+def drive_mmio_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
+    """Drive one legacy virtio-mmio device into `spec`'s state and return its ground truth, keyed as
+    drive.drive_device's."""
+    base = base_of(spec.slot)
+    magic, version, device_id = (qt.readl(base + r) for r in (MAGIC_VALUE, VERSION, DEVICE_ID))
+    if magic != MMIO_MAGIC or device_id != VIRTIO_IDS[spec.kind]:
+        raise QemuError(f"virtio-mmio at {base:#x}: magic {magic:#x}, device id {device_id}; expected "
+                        f"{spec.kind} (id {VIRTIO_IDS[spec.kind]})")
+    if version != 1:
+        raise QemuError(f"virtio-mmio at {base:#x} is version {version}: only the legacy layout is driven "
+                        "(force-legacy=on, the default)")
+    for status in (0, 1, 3):
+        qt.writel(base + STATUS, status)
+    qt.writel(base + HOST_FEATURES_SEL, 0)
+    host_features = qt.readl(base + HOST_FEATURES)
+    qt.writel(base + GUEST_FEATURES_SEL, 0)
+    qt.writel(base + GUEST_FEATURES, host_features & spec.guest_features & ~(1 << VIRTIO_F_BAD_FEATURE) & 0xFFFFFFFF)
+    qt.writel(base + GUEST_PAGE_SIZE, PAGE_SIZE)
+    count = 0
+    while count < VIRTIO_QUEUE_MAX:
+        qt.writel(base + QUEUE_SEL, count)
+        if qt.readl(base + QUEUE_NUM_MAX) == 0:
+            break
+        count += 1
+    nums = {}
+    for q in spec.queues:
+        if q.index >= count:
+            raise QemuError(f"{spec.kind} at {base:#x} has {count} queues, no queue {q.index}")
+        qt.writel(base + QUEUE_SEL, q.index)
+        nums[q.index] = q.num or qt.readl(base + QUEUE_NUM_MAX)
+        qt.writel(base + QUEUE_NUM, nums[q.index])
+        qt.writel(base + QUEUE_ALIGN, PAGE_SIZE)
+        qt.writel(base + QUEUE_PFN, q.pfn)
+        if (pfn := qt.readl(base + QUEUE_PFN)) != q.pfn:
+            raise QemuError(f"virtio-mmio at {base:#x} queue {q.index}: PFN reads {pfn:#x} after writing {q.pfn:#x}")
+    qt.writel(base + STATUS, spec.status)
+    queues = []
+    for q in spec.queues:
+        desc = q.pfn * PAGE_SIZE
+        avail, used, _ = vring_layout(desc, nums[q.index])
+        if q.requests and spec.status & 4:
+            avail_idx, used_idx = blk_requests(qt, lambda i: qt.writel(base + QUEUE_NOTIFY, i), q.index, desc,
+                                               nums[q.index], q.requests)
+        else:
+            avail_idx, used_idx = qt.readw(avail + 2), qt.readw(used + 2)
+        queues.append({"index": q.index, "num": nums[q.index], "desc": desc, "last_avail_idx": used_idx,
+                       "avail_idx": avail_idx, "used_idx": used_idx})
+    # the selectors last, to the values the save carries
+    qt.writel(base + QUEUE_SEL, spec.queue_sel)
+    qt.writel(base + HOST_FEATURES_SEL, spec.host_features_sel)
+    qt.writel(base + GUEST_FEATURES_SEL, spec.guest_features_sel)
+    return {"section": spec.section, "device": spec.kind, "transport": "mmio", "status": qt.readl(base + STATUS),
+            "queue_sel": spec.queue_sel, "host_features_lo": host_features, "num_queues": count, "queues": queues,
+            "notes": f"driven over the legacy virtio-mmio registers at {base:#x}; status written as [0, 1, 3] then "
+                     f"{spec.status}; guest_features written = host & {spec.guest_features:#x}"}
+
+
+def drive_mmio_devices(qt: QtestClient, specs: Sequence[DriveSpec]) -> list[dict[str, Any]]:
+    """Drive several virtio-mmio devices, in order."""
+    if len({spec.slot for spec in specs}) != len(specs):
+        raise QemuError("each driven device needs its own slot")
+    truths = [drive_mmio_device(qt, spec) for spec in specs]
+    qt.sync()
+    return truths
