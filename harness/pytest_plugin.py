@@ -37,6 +37,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--reports", default=str(REPORTS), help="where the matrix reports go (default: reports/)")
     g.addoption("--schema", action="append", default=[], metavar="MODULE",
                 help="a schema module (models/schema.py) to run the matrix with; repeatable")
+    g.addoption("--real", action="store_true", default=False,
+                help="cells whose two releases are in the fleet also run a sample through the real QEMU pair")
+    g.addoption("--real-examples", type=int, default=4, metavar="N",
+                help="device states per cell on real QEMU with --real (default 4: one QEMU pair)")
 
 
 def _csv(config: pytest.Config, name: str) -> list[str]:
