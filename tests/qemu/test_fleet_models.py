@@ -14,8 +14,8 @@ from harness.wire.stream import decode_stream
 from models import features as F
 from models.cmdline import parse
 from models.config import realize
+from models.model import load, state_from_wire
 from models.model import save as model_save
-from models.model import state_from_wire
 from models.releases import V
 
 pytestmark = pytest.mark.qemu
@@ -44,6 +44,16 @@ def _model_save_matches(data: bytes, argv: list[str], release: str) -> None:
     assert model_save(r, state_from_wire(r, p.value)) == data[p.offset : p.offset + p.size]
 
 
+def _chain_matches(data: bytes, argv: list[str], release: str, stderr: tuple[str, ...]) -> None:
+    """The model's error lines are the destination binary's, every one of them, in order (warnings aside)."""
+    s = decode_stream(data)
+    (p,) = s.devices
+    (line,) = parse(oracle.dest_line(argv), V(release))
+    res = load(realize(line.config), p.encode(), None, p.section, p.instance_id, s.footers, p.version_id)
+    real = [x.split(": ", 1)[1] for x in stderr if x.startswith("qemu-system-x86_64: ") and ": warning:" not in x]
+    assert list(res.lines) == real
+
+
 def test_5_2_balloon_with_page_poison() -> None:
     """5.2 writes `vitio-balloon-device/page-poison`; no QEMU loads it (Missing section footer), and the models of
     5.2 and 7.2 say so."""
@@ -55,6 +65,7 @@ def test_5_2_balloon_with_page_poison() -> None:
         real = oracle.load_and_save(argv, data, binary=_fleet(dst), resave=False).verdict
         assert (real.outcome, real.error) == ("rejected", "Missing section footer for 0000:00:03.0/virtio-balloon")
         assert oracle.overall(oracle.predict(data, V(dst), argv)) == (real.outcome, real.error)
+        _chain_matches(data, argv, dst, real.stderr)
 
 
 def test_7_2_balloon_with_page_poison_into_5_2() -> None:
@@ -63,6 +74,7 @@ def test_7_2_balloon_with_page_poison_into_5_2() -> None:
     real = oracle.load_and_save(argv, data, binary=_fleet("5.2"), resave=False).verdict
     assert (real.outcome, real.error) == ("rejected", "Failed to load virtio-balloon:virtio")
     assert oracle.overall(oracle.predict(data, V("5.2"), argv)) == (real.outcome, real.error)
+    _chain_matches(data, argv, "5.2", real.stderr)
 
 
 @pytest.mark.parametrize("features", [F.bit(F.NET_CTRL_VQ) | F.bit(F.NET_CTRL_VLAN), F.bit(F.NET_CTRL_VQ)])
