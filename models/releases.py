@@ -51,8 +51,8 @@ FAMILIES = {
     "virt": ("mmio", V("2.6")),  # arm virt is versioned from 2.6
     "s390-ccw-virtio": ("ccw", V("2.4")),  # s390x is versioned from 2.4
 }
-# 10.1 removed the 2.4 and 2.5 machine types with migrate-extra (§6.1, fce42ccb51f1); older ones
-# are taken to be gone by then too (UNVERIFIED: the exact removal release of 2.0-2.3).
+# 10.1 removed the 2.4 and 2.5 machine types with migrate-extra (§6.1, fce42ccb51f1); 2.0-2.3 went before
+# (OLDEST_IN_FAMILY).
 OLDEST_MACHINE_FROM = ((V("10.1"), V("2.6")),)
 # (family, release, its oldest machine type from that release on), as the fleet's binaries list them: 5.2, 7.2 and
 # 10.0 have no pc-q35 older than 2.4 (the release that removed 2.0-2.3 is UNVERIFIED, before 5.2); 10.0 has no
