@@ -70,7 +70,7 @@ class KnownIncompatibility:
     """A real incompatibility, as narrow as the fact behind it."""
 
     name: str
-    rule: str
+    rule: str  # a rule id, several joined by "/", or "*"
     applies: Callable[[Config, Config, DeviceState], bool]
     reason: str
     source: str
@@ -123,12 +123,12 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "5.2, 7.2 and 10.0 binaries.",
         "7483cbbaf82 (5.1); 'virtio-balloon: Fix page-poison subsection name' (6.2)"),
     KnownIncompatibility(
-        "vlans-rewritten-on-load", "R2", _vlans_rewritten,
+        "vlans-rewritten-on-load", "R1/R2/R3/R4", _vlans_rewritten,
         "virtio_load sets the features last, and virtio_net_set_features rewrites the VLAN filter table it loaded "
-        "(up to 8.1 always, from 8.2 without CTRL_VLAN; 10.1 only when the CTRL_VLAN bit changes): a device whose "
-        "table is not what set_features makes of it (virtio_net_reset empties it; reset calls set_features(0) "
-        "only in 7.2.18+, 10.0.2+ and 10.1) is saved again with another table. The 7.2 binary empties the open "
-        "table a 10.0 source sends with CTRL_VLAN.",
+        "(up to 8.1 always, from 8.2 without CTRL_VLAN; 10.1 only when the CTRL_VLAN bit changes): the destination "
+        "loses a table that is not what set_features makes of it (virtio_net_reset empties it; reset calls "
+        "set_features(0) only in 7.2.18+, 10.0.2+ and 10.1), the guest's VLAN filter among them. The 7.2 binary "
+        "empties the open table a 10.0 source sends with CTRL_VLAN.",
         "hw/net/virtio-net.c virtio_net_set_features; 06b636a1e2ad (8.2), 6071d13c6a (10.1), 0caed25cd1"),
     KnownIncompatibility(
         "disabled-on-4.2-from-5.x", "R4",
@@ -142,7 +142,7 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
 
 def known_for(v: Violation, src: Config, dst: Config, st: DeviceState) -> KnownIncompatibility | None:
     for k in KNOWN:
-        if k.rule in (v.rule, "*") and k.applies(src, dst, st):
+        if (k.rule == "*" or v.rule in k.rule.split("/")) and k.applies(src, dst, st):
             return k
     return None
 

@@ -10,9 +10,7 @@ from harness.wire.stream import decode_payload
 from models import core, schema
 from models import features as F
 from models.config import Realized
-from models.devices import net
 from models.model import ACCEPTED, ACCEPTED_BROKEN, REJECTED, LoadResult, load, save, section_version
-from models.releases import Version
 from models.state import DeviceState, NetState
 
 BROKEN_SINCE = next(s.since for s in core.CORE_SUBSECTIONS if s.name == "virtio/broken")
@@ -56,14 +54,11 @@ class Run:
                                                 version_id=section_version(src)))
 
 
-def device_projection(dev: Any, features: int, dst: Version | None = None, incoming: int = 0) -> Any:
+def device_projection(dev: Any, features: int) -> Any:
     """Device data as far as it migrates: virtio-net sends tx_waiting of the active queue pairs only,
-    and curr_guest_offloads only when CTRL_GUEST_OFFLOADS was negotiated (else post_load derives it); its VLAN
-    table is what the destination's set_features, the load's last step, leaves of it (up to 8.1 it resets it)."""
+    and curr_guest_offloads only when CTRL_GUEST_OFFLOADS was negotiated (else post_load derives it)."""
     if isinstance(dev, NetState):
         offloads = dev.curr_guest_offloads if F.has(features, F.NET_CTRL_GUEST_OFFLOADS) else -1
-        if dst is not None:
-            dev = net.set_features(dev, dst, incoming, features)
         return replace(dev, tx_waiting=dev.tx_waiting[: max(dev.curr_queue_pairs, 1)], curr_guest_offloads=offloads)
     return dev
 
@@ -84,8 +79,7 @@ def projection(src: Realized, dst: Realized, s: DeviceState) -> dict[str, Any]:
     return {
         "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features": features,
         "config": s.config[:n], "queues": queues, "broken": s.broken, "started": s.started, "disabled": s.disabled,
-        "device": device_projection(s.device, features, dst.release, s.guest_features),
-        "pci_config": s.pci.config if s.pci else None,
+        "device": device_projection(s.device, features), "pci_config": s.pci.config if s.pci else None,
         "config_vector": s.config_vector if dst.vectors or dst.config.transport == "ccw" else None,
     }
 
