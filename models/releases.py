@@ -42,7 +42,7 @@ ALL_VERSIONS: tuple[Version, ...] = tuple(
 # type changed a virtio compat property (DESIGN.md "Releases to model").
 RELEASES: tuple[Version, ...] = tuple(V(r) for r in (
     "2.0", "2.1", "2.4", "2.5", "2.7", "2.8", "2.9", "2.10", "2.12", "4.0", "4.1", "4.2", "5.0", "5.1",
-    "5.2", "6.0", "7.2", "8.2", "10.0", "10.1", "10.2"))
+    "5.2", "6.0", "6.2", "7.2", "8.2", "10.0", "10.1", "10.2"))
 
 # Machine type families: (transport it serves, name prefix, first versioned machine type).
 FAMILIES = {

@@ -15,8 +15,7 @@ VERSIONS = Versions(Vmsd("virtio-balloon", 1, 1), Vmsd("virtio-balloon-device", 
 FREE_PAGE_REPORT = "virtio-balloon-device/free-page-report"  # 4.0, c13c4153f7
 PAGE_POISON = "virtio-balloon-device/page-poison"  # 5.1 (hw_compat_5_0 page-poison=false)
 # 5.1 named it "vitio-balloon-device/page-poison" (7483cbbaf82): no loader reads it, they all stop there and fail
-# at the section footer; "virtio-balloon: Fix page-poison subsection name" (6.2) fixed the name. 6.2 is not a
-# modelled release: the model of 6.0 (which stands for 6.0 to 7.1) keeps the misspelt name.
+# at the section footer; "virtio-balloon: Fix page-poison subsection name" (6.2) fixed the name.
 PAGE_POISON_MISSPELT = "vitio-balloon-device/page-poison"
 PAGE_POISON_NAMED = Version(6, 2)
 
