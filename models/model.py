@@ -16,7 +16,7 @@ from typing import Any
 
 import construct as c
 
-from harness.wire.primitives import _DECODE_ERRORS, UnknownSubsection, field_path
+from harness.wire.primitives import _DECODE_ERRORS, QEMU_VM_SUBSECTION, UnknownSubsection, field_path
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
 from models import core, schema
 from models import features as F
@@ -420,9 +420,14 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     if r.config.device == "virtio-net" and release >= Version(2, 4):
         trace.early_reads.append("virtio-net post_load reads VERSION_1 from the 32-bit features before "
                                  "virtio/64bit_features loads (recomputed by set_features at the feature step)")
+    # vmstate_subsection_load stops quietly at a name without the vmsd's prefix: there the loaders of the core
+    # subsections and of the outer vmsd stop too, and the section ends early (Missing section footer, below)
+    stopped = _stop_at_unprefixed(v.device, f"{r.config.device}-device")
     _check_unknown(dev, v.device, release, r.config.device)
     # step 10: core subsections
     read("subsections")
+    if stopped:
+        v.subsections = ctx.subsections = c.ListContainer()
     if release < Version(2, 1) and v.subsections:
         # no core subsection loader: the main loop reads the 0x05 as a section type
         raise _fail(["Unknown savevm section type 5", f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
@@ -434,9 +439,6 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     for extra in (x.body for x in v.subsections if x.name == "virtio/extra_state"):
         _check_transport_subsections(extra, release, tr)
     end = full_end if full is not None else stream.tell()
-    if end != len(data):
-        first = f"Missing section footer for {idstr}" if footer else f"Unknown savevm section type {data[end]}"
-        raise _fail([first, f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
     trace.steps.append("core subsections: " + ", ".join(s.name for s in v.subsections))
     src = state_from_wire(r, v, rings)
     lines = []
@@ -452,6 +454,9 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     # step 12: features
     features = _sanitize_features(r, v, src.guest_features)
     trace.steps.append(f"guest features := {features:#x}")
+    set_features = getattr(dev, "set_features", None)
+    if set_features is not None:  # the device's set_features runs on what the device data loaded
+        device_state = set_features(device_state, release, src.guest_features, features)
     # step 14: ring checks
     broken = src.broken
     broken_lines: list[str] = []
@@ -488,6 +493,11 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
                 raise _fail([chk.message.format(i=i, num=q.num, last=q.last_avail_idx, used=ui)])
         loaded_queues[i] = replace(q, avail=avail, used=used)
     trace.steps.append("ring checks" + (" (device marked broken)" if broken and broken_lines else ""))
+    if stopped or end != len(data):
+        # qemu_loadvm_section_start_full checks the footer once virtio_load is done; the bytes left are not one
+        first = (f"Missing section footer for {idstr}" if footer else
+                 f"Unknown savevm section type {stopped or data[end]}")
+        raise _fail([*broken_lines, first, f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
     config = src.config[: r.config_len] + bytes(max(r.config_len - len(src.config), 0))
     state = replace(src, guest_features=features, device_endian=device_endian, queues=tuple(loaded_queues),
                     config=config, broken=broken, device=device_state, guest_features_lo_field=None)
@@ -591,6 +601,17 @@ def _check_transport_subsections(extra: Any, release: Version, transport: str) -
             walk(getattr(sub.body, "subsections", None), sub.name)
 
     walk(extra.subsections, {"pci": "virtio_pci", "mmio": "virtio_mmio"}.get(transport, ""))
+
+
+def _stop_at_unprefixed(value: Any, parent: str) -> int:
+    """Drop the device subsections from the first one whose name lacks the vmsd's prefix on (QEMU's loader
+    never reads them); QEMU_VM_SUBSECTION (the byte the main loop then meets) if there was one, else 0."""
+    subs = getattr(value, "subsections", None) or []
+    for i, sub in enumerate(subs):
+        if not sub.name.startswith(parent):
+            value["subsections"] = c.ListContainer(subs[:i])
+            return QEMU_VM_SUBSECTION
+    return 0
 
 
 def _check_unknown(dev: Any, value: Any, release: Version, device: str) -> None:

@@ -42,7 +42,7 @@ ALL_VERSIONS: tuple[Version, ...] = tuple(
 # type changed a virtio compat property (DESIGN.md "Releases to model").
 RELEASES: tuple[Version, ...] = tuple(V(r) for r in (
     "2.0", "2.1", "2.4", "2.5", "2.7", "2.8", "2.9", "2.10", "2.12", "4.0", "4.1", "4.2", "5.0", "5.1",
-    "5.2", "6.0", "7.2", "8.2", "10.0", "10.1", "10.2"))
+    "5.2", "6.0", "6.2", "7.2", "8.2", "10.0", "10.1", "10.2"))
 
 # Machine type families: (transport it serves, name prefix, first versioned machine type).
 FAMILIES = {
@@ -51,9 +51,13 @@ FAMILIES = {
     "virt": ("mmio", V("2.6")),  # arm virt is versioned from 2.6
     "s390-ccw-virtio": ("ccw", V("2.4")),  # s390x is versioned from 2.4
 }
-# 10.1 removed the 2.4 and 2.5 machine types with migrate-extra (§6.1, fce42ccb51f1); older ones
-# are taken to be gone by then too (UNVERIFIED: the exact removal release of 2.0-2.3).
+# 10.1 removed the 2.4 and 2.5 machine types with migrate-extra (§6.1, fce42ccb51f1); 2.0-2.3 went before
+# (OLDEST_IN_FAMILY).
 OLDEST_MACHINE_FROM = ((V("10.1"), V("2.6")),)
+# (family, release, its oldest machine type from that release on), as the fleet's binaries list them: 5.2, 7.2 and
+# 10.0 have no pc-q35 older than 2.4 (the release that removed 2.0-2.3 is UNVERIFIED, before 5.2); 10.0 has no
+# pc-i440fx older than 2.4 where 7.2 has them all (8.2 UNVERIFIED, modelled with them)
+OLDEST_IN_FAMILY = (("pc-q35", V("5.2"), V("2.4")), ("pc-i440fx", V("10.0"), V("2.4")))
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,10 @@ def machine_types(release: Version, transport: str | None = None) -> tuple[Machi
     for family, (tr, first) in FAMILIES.items():
         if transport and tr != transport:
             continue
-        out += [MachineType(family, v) for v in ALL_VERSIONS if max(first, oldest) <= v <= release]
+        low = max([first, oldest] + [m for f, r, m in OLDEST_IN_FAMILY if f == family and release >= r])
+        out += [MachineType(family, v) for v in ALL_VERSIONS if low <= v <= release]
         out += [MachineType(family, up, d.line, mine) for d in DOWNSTREAM if d.family == family
-                for mine, up in d.machines if max(first, oldest) <= up <= release]
+                for mine, up in d.machines if low <= up <= release]
     return tuple(out)
 
 

@@ -14,6 +14,7 @@ from hypothesis import target
 from models import features as F
 from models import schema
 from models.config import Realized
+from models.devices import net
 from models.model import reset_state
 from models.releases import Version
 from models.state import BalloonState, BlkRequest, BlkState, DeviceState, NetState, QueueState
@@ -92,6 +93,8 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
                          curr_queue_pairs=draw(st.integers(1, device.max_queue_pairs))
                          if F.has(negotiated, F.NET_MQ) else 1,
                          has_vnet_hdr=int(r.config.netdev.vnet_hdr))
+        if status & 2:  # the driver wrote its features
+            device = net.set_features(device, r.release, 0, negotiated)
     elif r.config.device == "virtio-blk":
         reqs = []
         for i, q in enumerate(queues):

@@ -178,6 +178,8 @@ class Subsections(c.Construct):  # type: ignore[misc]
     name with the prefix that is not in `known` is an error (QEMU fails the load with -ENOENT).
     The value is a list of Containers (name, version_id, body), in stream order.
     `known` maps the full subsection name to its body, or to a function of the version_id giving it.
+    A known name without the prefix is one QEMU wrote in this list all the same (5.1's misspelt
+    `vitio-balloon-device/page-poison`): it is read as an entry, though every QEMU loader stops there.
     """
 
     def __init__(self, parent: str, known: Mapping[str, Any]) -> None:
@@ -194,12 +196,13 @@ class Subsections(c.Construct):  # type: ignore[misc]
         while True:
             start = stream.tell()
             head = stream.read(2)
-            if len(head) < 2 or head[0] != QEMU_VM_SUBSECTION or head[1] < len(self.parent) + 1:
+            if len(head) < 2 or head[0] != QEMU_VM_SUBSECTION:
                 stream.seek(start)
                 return out
             name_b = stream.read(head[1])
             name = name_b.decode("latin-1")
-            if len(name_b) != head[1] or not name.startswith(self.parent):
+            if len(name_b) != head[1] or (name not in self.known and (head[1] < len(self.parent) + 1
+                                                                       or not name.startswith(self.parent))):
                 stream.seek(start)
                 return out
             if name not in self.known:

@@ -288,7 +288,9 @@ VirtioBalloonDevice = c.Struct(
     "subsections" / Subsections("virtio-balloon-device", {
         "virtio-balloon-device/free-page-report": c.Struct(  # 4.0
             "free_page_hint_cmd_id" / be32, "free_page_hint_status" / be32),
-        "virtio-balloon-device/page-poison": c.Struct("poison_val" / be32),  # 5.1
+        "virtio-balloon-device/page-poison": c.Struct("poison_val" / be32),  # 6.2
+        # 5.1 (7483cbbaf82) misspelt the name; "virtio-balloon: Fix page-poison subsection name" (6.2) fixed it
+        "vitio-balloon-device/page-poison": c.Struct("poison_val" / be32),
     }),
 )
 

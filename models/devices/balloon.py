@@ -14,6 +14,15 @@ from models.state import BalloonState
 VERSIONS = Versions(Vmsd("virtio-balloon", 1, 1), Vmsd("virtio-balloon-device", 1, 1))
 FREE_PAGE_REPORT = "virtio-balloon-device/free-page-report"  # 4.0, c13c4153f7
 PAGE_POISON = "virtio-balloon-device/page-poison"  # 5.1 (hw_compat_5_0 page-poison=false)
+# 5.1 named it "vitio-balloon-device/page-poison" (7483cbbaf82): no loader reads it, they all stop there and fail
+# at the section footer; "virtio-balloon: Fix page-poison subsection name" (6.2) fixed the name.
+PAGE_POISON_MISSPELT = "vitio-balloon-device/page-poison"
+PAGE_POISON_NAMED = Version(6, 2)
+
+
+def page_poison(release: Version) -> str:
+    """The name release writes virtio-balloon-device/page-poison under."""
+    return PAGE_POISON if release >= PAGE_POISON_NAMED else PAGE_POISON_MISSPELT
 
 
 def host_features(ctx: RealizeContext) -> int:
@@ -58,7 +67,7 @@ def reset_state(realized: Any) -> BalloonState:
 
 
 def subsections(release: Version) -> list[tuple[str, Version]]:
-    return [(FREE_PAGE_REPORT, Version(4, 0)), (PAGE_POISON, Version(5, 1))]
+    return [(FREE_PAGE_REPORT, Version(4, 0)), (page_poison(release), Version(5, 1))]
 
 
 def to_wire(dev: BalloonState, realized: Any, guest_features: int) -> dict[str, Any]:
@@ -69,7 +78,7 @@ def to_wire(dev: BalloonState, realized: Any, guest_features: int) -> dict[str, 
                      "body": {"free_page_hint_cmd_id": dev.free_page_hint_cmd_id,
                               "free_page_hint_status": dev.free_page_hint_status}})
     if release >= Version(5, 1) and F.has(guest_features, F.BALLOON_PAGE_POISON):
-        subs.append({"name": PAGE_POISON, "version_id": 1, "body": {"poison_val": dev.poison_val}})
+        subs.append({"name": page_poison(release), "version_id": 1, "body": {"poison_val": dev.poison_val}})
     return {"num_pages": dev.num_pages, "actual": dev.actual, "subsections": subs}
 
 
@@ -79,7 +88,7 @@ def from_wire(value: Any) -> BalloonState:
         if sub.name == FREE_PAGE_REPORT:
             st = BalloonState(st.num_pages, st.actual, sub.body.free_page_hint_cmd_id, sub.body.free_page_hint_status,
                               st.poison_val)
-        elif sub.name == PAGE_POISON:
+        elif sub.name in (PAGE_POISON, PAGE_POISON_MISSPELT):
             st = BalloonState(st.num_pages, st.actual, st.free_page_hint_cmd_id, st.free_page_hint_status,
                               sub.body.poison_val)
     return st

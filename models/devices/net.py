@@ -3,6 +3,7 @@ the device vmsd (virtio-net-device v11) and its load checks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from models import features as F
@@ -95,16 +96,37 @@ def default_vectors(ctx: RealizeContext, nqueues: int) -> int:
 
 
 def reset_sets_features(release: Version) -> bool:
-    """virtio_reset calls set_features(0) (0caed25cd1, 10.1; stable 7.2.18, so Debian 12's 7.2.22 has it;
-    the 8.2.x and 10.0.x stable releases are UNVERIFIED and modelled as their .0)."""
-    return release == Version(7, 2) or release >= Version(10, 1)
+    """virtio_reset calls set_features(0) (0caed25cd1, 10.1; stable 7.2.18 and 10.0.2: the fleet's 7.2.22 and
+    10.0.2 have it, their sources and binaries agree; the 8.2.x stable releases are UNVERIFIED and modelled as
+    8.2.0)."""
+    return release in (Version(7, 2), Version(10, 0)) or release >= Version(10, 1)
+
+
+# What virtio_net_set_features does to the VLAN filter table, by release: up to 8.1 it resets it (empty with
+# CTRL_VLAN, every VLAN let through without), so a load, which sets the features last, throws away the table it
+# read; 8.2 only opens it without CTRL_VLAN (06b636a1e2ad); 10.1 resets it only when the CTRL_VLAN bit changes,
+# and realize opens it while reset leaves it alone (6071d13c6a; stable 10.0.4, after the fleet's 10.0.2).
+VLANS_KEPT_WITH_CTRL_VLAN = Version(8, 2)
+VLANS_RESET_ON_CHANGE = Version(10, 1)
+VLANS_OPEN, VLANS_EMPTY = b"\xff" * 512, bytes(512)
+
+
+def set_features(dev: NetState, release: Version, old: int, features: int) -> NetState:
+    """virtio_net_set_features' effect on the device state: `old` is vdev->guest_features when it runs."""
+    vlan = F.has(features, F.NET_CTRL_VLAN)
+    if release >= VLANS_RESET_ON_CHANGE and vlan == F.has(old, F.NET_CTRL_VLAN):
+        return dev
+    if VLANS_KEPT_WITH_CTRL_VLAN <= release < VLANS_RESET_ON_CHANGE and vlan:
+        return dev
+    return replace(dev, vlans=VLANS_EMPTY if vlan else VLANS_OPEN)
 
 
 def reset_state(realized: Any) -> NetState:
     mac = realized.props.get("mac") or "52:54:00:12:34:56"
     pairs = max(realized.config.netdev.queues, 1)
-    # set_features without CTRL_VLAN opens the VLAN filter; virtio_net_reset alone zeroes it
-    vlans = b"\xff" * 512 if reset_sets_features(realized.release) else bytes(512)
+    # virtio_net_reset empties the VLAN filter before 10.1 (realize opens it from 10.1); a reset that calls
+    # set_features(0) then opens it
+    vlans = VLANS_OPEN if reset_sets_features(realized.release) else VLANS_EMPTY
     return NetState(mac=bytes.fromhex(str(mac).replace(":", "")), tx_waiting=(0,) * pairs,
                     vlans=vlans, max_queue_pairs=pairs, curr_queue_pairs=1)
 
