@@ -71,6 +71,8 @@ PROPS: tuple[Prop, ...] = (
     # virtio-mmio (§6.2)
     Prop("virtio-mmio", "format_transport_address", True, V("2.7")),
     Prop("virtio-mmio", "force-legacy", True, V("4.2"), source="44e687a4d9ab"),
+    # 0: each queue keeps the size its device gives it; else every queue gets this size (hw_compat_11_0)
+    Prop("virtio-mmio", "x-override-queue-size", 0, V("11.1"), source="11.1 binary: qom-list-properties"),
     # virtio-net (hw/net/virtio-net.c)
     Prop("virtio-net-device", "mq", False),
     Prop("virtio-net-device", "csum", True),
@@ -155,7 +157,7 @@ def effective_props(release: Version, machine: MachineType, device: str, transpo
     # behaving so (x-pcie-lnkctl-init, queue_reset, ...): take that value
     for entry in releases.COMPAT:  # read at call time: schema modules extend it
         later = [p for p in PROPS if p.name == entry.prop and p.since > release]
-        if entry.prop not in known and later and any(entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
+        if entry.before and entry.prop not in known and later and any(entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
             out.setdefault(entry.prop, entry.value)
     # a global on the proxy reaches the backend's properties too (the proxy aliases them)
     for qom_type in types:
