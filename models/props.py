@@ -157,7 +157,8 @@ def effective_props(release: Version, machine: MachineType, device: str, transpo
     # behaving so (x-pcie-lnkctl-init, queue_reset, ...): take that value
     for entry in releases.COMPAT:  # read at call time: schema modules extend it
         later = [p for p in PROPS if p.name == entry.prop and p.since > release]
-        if entry.before and entry.prop not in known and later and any(entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
+        if entry.before and entry.prop not in known and later and any(
+                entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
             out.setdefault(entry.prop, entry.value)
     # a global on the proxy reaches the backend's properties too (the proxy aliases them)
     for qom_type in types:

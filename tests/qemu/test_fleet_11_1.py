@@ -1,0 +1,219 @@
+"""The 11.1 model against the fleet's real QEMU 11.1 (11.1.3, Debian sid).
+
+1. Streams saved by 11.1 on pc-i440fx-11.1, pc-q35-11.1 and an older machine type (pc-i440fx-7.2), with
+   virtio-net, blk, balloon and rng, untouched and driven (fresh_plan's 7.2 states): the stream decodes with
+   nothing left over, realize() of its command line (models.cmdline.parse(argv, 11.1)) gives the queue sizes,
+   config length and MSI-X vectors the payload shows and the host features the device's registers show, and
+   save(realize, state_from_wire) equals QEMU's payload byte for byte.
+2. The machine types of each target's `-machine help` are models.releases.machine_types(11.1).
+3. Every compat property 11.1's machine types give a modelled virtio type and property (query-machines
+   compat-props) is the model's compat_values(), and no other.
+4. virtio-mmio queue sizes (x-query-virtio-queue-status) on virt-11.1 and virt-11.0: hw_compat_11_0's
+   x-override-queue-size.
+
+11.1 refuses `fd:` migration to a file, so the streams go through a `file:` URI; and its x-query-virtio-status
+aborts (qapi-visit-core.c visit_start_struct assertion), so host features are read from the legacy register
+(low word) and the modern common config (high word), in a QEMU of their own (the reads change dfselect).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fresh_plan import plan
+from test_fresh_streams import payload_size_in_vmdesc
+from test_model_fidelity import check_payloads
+
+from harness.decode import stream_summary
+from harness.fleet import FleetError, binary
+from harness.qemu.backend import QemuConfig
+from harness.qemu.drive import PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_IO, PciConfig, drive_devices
+from harness.qemu.process import QemuProcess
+from harness.wire.stream import Stream, decode_stream
+from models.cmdline import DeviceLine, parse
+from models.config import realize
+from models.props import PROPS
+from models.releases import TYPE_PARENTS, compat_values, machine_types
+from models.releases import V as Ver
+
+pytestmark = pytest.mark.qemu
+
+RELEASE = Ver("11.1")
+MACHINES = ["pc-i440fx-11.1", "pc-q35-11.1", "pc-i440fx-7.2"]
+FAMILIES = {"x86_64": ("pc-i440fx", "pc-q35"), "aarch64": ("virt",), "s390x": ("s390-ccw-virtio",)}
+PCI_CAP_ID_VNDR = 0x09
+VIRTIO_PCI_CAP_COMMON_CFG = 1
+PCI_COMMAND_MEMORY = 0x2
+# QEMU's abstract type that the model names by its one concrete type (hw_compat_5_2's vectors=3)
+ALIASES = {"virtio-net-pci-base": "virtio-net-pci"}
+MODERN_BAR = 0xE0000000  # where the high-word read maps the modern BAR (x86: free MMIO below 4 GiB)
+
+
+def fleet_binary(target: str = "x86_64") -> str:
+    try:
+        return str(binary("11.1", target))
+    except FleetError:
+        pytest.skip("QEMU 11.1 of the fleet is not installed")
+
+
+@pytest.fixture(scope="module")
+def qemu111() -> str:
+    return fleet_binary()
+
+
+def qemu_config(machine: str, path: str) -> QemuConfig:
+    _, devices, _ = plan("7.2")
+    return QemuConfig(machine, tuple(devices), 1, 4, path)
+
+
+def save111(path: str, machine: str, driven: bool) -> tuple[bytes, list[str], list[dict[str, Any]]]:
+    """(stream, argv, drive truth) of the four devices on `machine`, untouched or driven as fresh_plan's 7.2."""
+    cfg = qemu_config(machine, path)
+    with QemuProcess(cfg.machine, cfg.args(), binary=path, qtest=True, name="save111") as q:
+        truth = drive_devices(q.qtest, plan("7.2")[2]) if driven else []
+        assert q.scratch is not None
+        stream = q.scratch / "stream.bin"
+        q.migrate(f"file:{stream}")
+        return stream.read_bytes(), list(q.argv), truth
+
+
+def host_features(path: str, machine: str) -> dict[int, int]:
+    """Slot -> the 64-bit host features a device shows: legacy register (low word), modern device_feature
+    (select 1: the high word)."""
+    cfg = qemu_config(machine, path)
+    out = {}
+    with QemuProcess(cfg.machine, cfg.args(), binary=path, qtest=True, name="features111") as q:
+        qt = q.qtest
+        for dev in cfg.devices:
+            pci = PciConfig(qt, dev.slot)
+            io = 0xC000 + 0x100 * dev.slot
+            pci.writel(PCI_BASE_ADDRESS_0, io)
+            pci.writew(PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MEMORY)
+            lo = qt.inl(io)
+            common = next(pos for pos in capabilities(pci) if pci.readb(pos) == PCI_CAP_ID_VNDR
+                          and pci.readb(pos + 3) == VIRTIO_PCI_CAP_COMMON_CFG)
+            bar, offset = pci.readb(common + 4), pci.readl(common + 8)
+            base = MODERN_BAR + 0x100000 * dev.slot
+            pci.writel(PCI_BASE_ADDRESS_0 + 4 * bar, base)
+            pci.writel(PCI_BASE_ADDRESS_0 + 4 * bar + 4, 0)
+            qt.writel(base + offset, 1)  # device_feature_select
+            out[dev.slot] = lo | qt.readl(base + offset + 4) << 32
+    return out
+
+
+def capabilities(pci: PciConfig) -> Iterator[int]:
+    pos = pci.readb(0x34) & 0xFC
+    while pos >= 0x40:
+        yield pos
+        pos = pci.readb(pos + 1) & 0xFC
+
+
+def lines_of(argv: list[str]) -> dict[str, DeviceLine]:
+    return {line.section: line for line in parse(argv, RELEASE)}
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+@pytest.mark.parametrize("driven", [False, True], ids=["reset", "driven"])
+def test_stream_of_11_1_is_the_model_byte_for_byte(qemu111: str, machine: str, driven: bool) -> None:
+    data, argv, truth = save111(qemu111, machine, driven)
+    s: Stream = decode_stream(data)
+    summary = stream_summary(s)
+    assert summary["stream"]["not_understood"] == [] and summary["machine"] == machine
+    assert [p.section for p in s.devices] == [f"0000:00:{slot:02x}.0/{kind}" for kind, slot in
+                                              (("virtio-net", 3), ("virtio-blk", 4), ("virtio-balloon", 5),
+                                               ("virtio-rng", 6))]
+    lines = lines_of(argv)
+    by_section = {t["section"]: t for t in truth}
+    problems: list[str] = []
+    for p in s.devices:
+        r = realize(lines[p.section].config)
+        where = f"11.1 {machine} {p.section}"
+        assert p.size == payload_size_in_vmdesc(s, p.section), where  # decoded to the last byte QEMU described
+        seen = {"queue sizes": [q.num for q in p.value.queues] if not driven else list(r.queue_sizes),
+                "config_len": p.value.config_len, "vectors": p.value.transport.msix_vectors}
+        model = {"queue sizes": list(r.queue_sizes), "config_len": r.config_len, "vectors": r.vectors}
+        problems += [f"{where}: {k}: model {model[k]}, QEMU {v}" for k, v in seen.items() if model[k] != v]
+        if p.section in by_section:  # the legacy register the driver read
+            lo = by_section[p.section]["host_features_lo"]
+            if lo != r.host_features & 0xFFFFFFFF:
+                problems.append(f"{where}: host features (low word): model {r.host_features:#x}, QEMU {lo:#x}")
+        problems += check_payloads(r, data[p.offset : p.offset + p.size], p.value, where, reset=not driven)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("machine", ["pc-i440fx-11.1", "pc-i440fx-5.2"])
+def test_host_features_of_11_1(qemu111: str, machine: str) -> None:
+    seen = host_features(qemu111, machine)
+    cfg = qemu_config(machine, qemu111)
+    model = {dev.slot: realize(line.config).host_features
+             for dev, line in zip(cfg.devices, parse([qemu111, "-machine", machine, *cfg.args()], RELEASE),
+                                  strict=True)}
+    assert seen == model, {k: (hex(seen[k]), hex(model[k])) for k in seen if seen[k] != model[k]}
+
+
+@pytest.mark.parametrize("target", list(FAMILIES))
+def test_machine_types_of_11_1(target: str) -> None:
+    path = fleet_binary(target)
+    out = subprocess.run([path, "-machine", "help"], capture_output=True, text=True, timeout=60, check=True).stdout
+    names = {line.split()[0] for line in out.splitlines()[1:] if line.strip()}
+    real = sorted(n for n in names if any(n.startswith(f + "-") and n[len(f) + 1 : len(f) + 2].isdigit()
+                                          for f in FAMILIES[target]))
+    model = sorted(m.name for m in machine_types(RELEASE) if m.family in FAMILIES[target])
+    assert real == model
+
+
+def _same(model: Any, qemu: str) -> bool:
+    if isinstance(model, bool):
+        return qemu in (("on", "true") if model else ("off", "false"))
+    return str(model) == qemu
+
+
+@pytest.mark.parametrize("target", list(FAMILIES))
+def test_compat_props_of_11_1_are_the_models(target: str) -> None:
+    path = fleet_binary(target)
+    with QemuProcess({"x86_64": "pc", "aarch64": "virt", "s390x": "s390-ccw-virtio"}[target], [], binary=path,
+                     arch=target, name="compat111") as q:
+        machines = {m["name"]: m.get("compat-props", []) for m in q.qmp("query-machines", **{"compat-props": True})}
+    props = {p.name for p in PROPS}
+    problems = []
+    for m in machine_types(RELEASE):
+        if m.family not in FAMILIES[target]:
+            continue
+        # the QOM types a device of the family's transport is made of (s390x's virtio-pci globals, such as
+        # 11.1's disable-legacy=on, reach no device the model puts on s390-ccw-virtio)
+        modelled = {t for t in {*TYPE_PARENTS, *(t for ts in TYPE_PARENTS.values() for t in ts), "virtio-mmio"}
+                    if not t.endswith("-pci") or m.transport == "pci"}
+        modelled -= {"virtio-mmio"} if m.transport != "mmio" else set()
+        real = {(ALIASES.get(c["qom-type"], c["qom-type"]), c["property"]): c["value"] for c in machines[m.name]
+                if ALIASES.get(c["qom-type"], c["qom-type"]) in modelled and c["property"] in props}
+        for (qom_type, prop), value in sorted(real.items()):
+            got = compat_values(RELEASE, m, qom_type).get(prop, "(none)")
+            if not _same(got, value):
+                problems.append(f"{m}: {qom_type}.{prop}: QEMU {value}, model {got}")
+        for qom_type in modelled:
+            for prop, value in compat_values(RELEASE, m, qom_type).items():
+                if prop in props and not any(p == prop and t in {qom_type, *TYPE_PARENTS.get(qom_type, ())}
+                                             for t, p in real):
+                    problems.append(f"{m}: the model has {qom_type}.{prop}={value}, QEMU has no such entry")
+    assert not problems, "\n".join(sorted(set(problems)))
+
+
+@pytest.mark.parametrize("machine", ["virt-11.1", "virt-11.0"])
+def test_mmio_queue_sizes_of_11_1(machine: str) -> None:
+    path = fleet_binary("aarch64")
+    args = ["-cpu", "cortex-a57", "-m", "64", "-netdev", "hubport,id=nd_vnet0,hubid=0",
+            "-device", "virtio-net-device,netdev=nd_vnet0,id=vnet0",
+            "-blockdev", "driver=null-co,node-name=bd_vblk0,size=1048576",
+            "-device", "virtio-blk-device,drive=bd_vblk0,id=vblk0"]  # fmt: skip
+    with QemuProcess(machine, args, binary=path, arch="aarch64", name="mmio111") as q:
+        seen = {}
+        for d in q.qmp("x-query-virtio"):
+            name = d["name"]
+            r = realize(next(line.config for line in parse([path, "-machine", machine, *args], RELEASE)
+                             if line.config.device == name))
+            seen[name] = ([q.qmp("x-query-virtio-queue-status", path=d["path"], queue=i)["vring-num-default"]
+                           for i in range(r.num_queues)], list(r.queue_sizes))
+    assert set(seen) == {"virtio-net", "virtio-blk"} and all(real == model for real, model in seen.values()), seen
