@@ -81,6 +81,16 @@ def queue_sizes(ctx: RealizeContext) -> list[int]:
     return [rx, tx] * max_queue_pairs(ctx) + [64]  # the control queue is always added
 
 
+def allocated_sizes(realized: Any, num: int) -> list[int]:
+    """The queues virtio_load checks the stream's sizes against: virtio_net_pre_load_queues (9.2, 9379ea9db3c0)
+    first gives the device the stream's queue count, rx/tx pairs and the control queue last."""
+    rx = int(realized.props.get("rx_queue_size", 256))
+    tx = min(int(realized.props.get("tx_queue_size", 256)), TX_QUEUE_MAX)
+    sizes = [rx, tx] * max((num - 1) // 2, 0) + [64] if num else []
+    override = int(realized.props.get("x-override-queue-size") or 0) if realized.config.transport == "mmio" else 0
+    return [override] * len(sizes) if override else sizes  # as realize (models/config.py), UNVERIFIED here
+
+
 def config_len(ctx: RealizeContext, host_features: int) -> int:
     # virtio_net_set_config_size over n->host_features: mac 6, status 8, max_virtqueue_pairs 10, mtu 12
     size = 6

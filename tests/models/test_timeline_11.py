@@ -4,10 +4,13 @@ newest release."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from harness.matrix import cells, release_pairs
 from models.config import Config, realize
+from models.model import ACCEPTED, REJECTED, load, reset_state, save
 from models.releases import (
     RELEASES,
     MachineType,
@@ -110,3 +113,21 @@ def test_host_features_of_11_1_machine_types_are_10_2s() -> None:
         old = realize(Config(V("10.2"), MachineType.parse("pc-i440fx-10.2"), device))
         assert (new.host_features, new.queue_sizes, new.config_len, new.vectors) == (
             old.host_features, old.queue_sizes, old.config_len, old.vectors), device
+
+
+@pytest.mark.parametrize(("release", "machine", "transport", "num", "refused"), [
+    ("11.0", "pc-i440fx-11.0", "pci", 512, False),  # 11.0 takes vring.num as it is
+    ("11.1", "pc-i440fx-11.0", "pci", 512, True),
+    ("11.1", "pc-i440fx-11.1", "pci", 256, False),
+    ("11.1", "virt-11.0", "mmio", 1024, False),  # x-override-queue-size: allocated 1024
+    ("11.1", "virt-11.1", "mmio", 1024, True),
+])  # fmt: skip
+def test_vring_num_check_from_11_1(release: str, machine: str, transport: str, num: int, refused: bool) -> None:
+    r = realize(Config(V(release), MachineType.parse(machine), "virtio-blk", transport))
+    s = reset_state(r)
+    s = replace(s, queues=(replace(s.queues[0], num=num),) + s.queues[1:])
+    res = load(r, save(r, s), None, "dev")
+    if refused:
+        assert res.outcome == REJECTED and res.error == f"VQ 0 vring.num {num} exceeds allocated max {r.queue_sizes[0]}"
+    else:
+        assert res.outcome == ACCEPTED, res.error

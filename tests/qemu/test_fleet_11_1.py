@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +33,10 @@ from harness.fleet import FleetError, binary
 from harness.qemu.backend import QemuConfig
 from harness.qemu.drive import PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_IO, PciConfig, drive_devices
 from harness.qemu.process import QemuProcess
-from harness.wire.stream import Stream, decode_stream
+from harness.wire.stream import Stream, decode_stream, encode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import realize
+from models.model import ACCEPTED, guest_rings, load, state_from_wire
 from models.props import PROPS
 from models.releases import TYPE_PARENTS, compat_values, machine_types
 from models.releases import V as Ver
@@ -217,3 +219,28 @@ def test_mmio_queue_sizes_of_11_1(machine: str) -> None:
             seen[name] = ([q.qmp("x-query-virtio-queue-status", path=d["path"], queue=i)["vring-num-default"]
                            for i in range(r.num_queues)], list(r.queue_sizes))
     assert set(seen) == {"virtio-net", "virtio-blk"} and all(real == model for real, model in seen.values()), seen
+
+
+@pytest.mark.parametrize(("device", "queue", "num"), [("virtio-net", 0, 512), ("virtio-blk", 0, 257),
+                                                      ("virtio-net", 2, 256), ("virtio-rng", 0, 8)])
+def test_vring_num_past_the_allocated_size(qemu111: str, tmp_path: Path, device: str, queue: int, num: int) -> None:
+    """11.1 refuses a queue size above the one the device allocated ('VQ %d vring.num %d exceeds allocated max
+    %d'), before any other queue check; the model's load says the same (and accepts what QEMU accepts)."""
+    data, argv, _ = save111(qemu111, "pc-i440fx-11.1", False)
+    s = decode_stream(data)
+    p = next(x for x in s.devices if x.device == device)
+    p.value.queues[queue].num = num
+    edited = encode_stream(s)
+    (tmp_path / "edited.bin").write_bytes(edited)
+    cfg = qemu_config("pc-i440fx-11.1", qemu111)
+    with QemuProcess(cfg.machine, cfg.args(), binary=qemu111, incoming=True, name="load111") as q:
+        accepted = q.migrate_incoming(f"file:{tmp_path / 'edited.bin'}")
+        errors = [line for line in q.stderr_lines() if "warning" not in line]
+    s = decode_stream(edited)
+    p = next(x for x in s.devices if x.device == device)
+    r = realize(lines_of(argv)[p.section].config)
+    res = load(r, edited[p.offset : p.offset + p.size], guest_rings(s.memory, s.machine, state_from_wire(r, p.value)),
+               p.section)
+    assert (res.outcome == ACCEPTED) == accepted, (res.outcome, res.error, errors)
+    if not accepted:
+        assert res.error and errors and res.error in errors[0], (res.error, errors)
