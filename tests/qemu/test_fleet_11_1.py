@@ -244,3 +244,29 @@ def test_vring_num_past_the_allocated_size(qemu111: str, tmp_path: Path, device:
     assert (res.outcome == ACCEPTED) == accepted, (res.outcome, res.error, errors)
     if not accepted:
         assert res.error and errors and res.error in errors[0], (res.error, errors)
+
+
+@pytest.mark.parametrize(("machine", "modern"), [("virt-11.1", False), ("virt-11.1", True), ("virt-11.0", True),
+                                                 ("virt-7.2", False), ("s390-ccw-virtio-11.1", False),
+                                                 ("s390-ccw-virtio-7.2", False)])
+def test_mmio_and_ccw_reset_streams_of_11_1(machine: str, modern: bool) -> None:
+    """virtio-net and virtio-blk untouched on virtio-mmio (legacy and modern personality) and virtio-ccw: the
+    model's save of reset_state() and of the decoded state equal 11.1's payloads (queues of 1024 on virt <= 11.0)."""
+    from test_mmio_ccw import ccw_args, mmio_args
+
+    arch = "s390x" if machine.startswith("s390") else "aarch64"
+    path = fleet_binary(arch)
+    args = ccw_args() if arch == "s390x" else mmio_args(modern)
+    with QemuProcess(machine, args, binary=path, arch=arch, name="transport111") as q:
+        assert q.scratch is not None
+        q.migrate(f"file:{q.scratch / 'stream.bin'}")
+        data, argv = (q.scratch / "stream.bin").read_bytes(), list(q.argv)
+    s = decode_stream(data)
+    assert s.notes == [] and sorted(p.device for p in s.devices) == ["virtio-blk", "virtio-net"]
+    lines = lines_of(argv)
+    problems = []
+    for p in s.devices:
+        r = realize(lines[p.section].config)
+        assert [q.num for q in p.value.queues] == list(r.queue_sizes), p.section
+        problems += check_payloads(r, data[p.offset : p.offset + p.size], p.value, f"{machine} {p.section}", reset=True)
+    assert not problems, "\n".join(problems)
