@@ -270,3 +270,29 @@ def test_mmio_and_ccw_reset_streams_of_11_1(machine: str, modern: bool) -> None:
         assert [q.num for q in p.value.queues] == list(r.queue_sizes), p.section
         problems += check_payloads(r, data[p.offset : p.offset + p.size], p.value, f"{machine} {p.section}", reset=True)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("release", ["7.2", "10.0"])
+def test_vring_num_past_the_allocated_size_before_11_1(release: str) -> None:
+    """The same edit (virtio-blk queue 0 of 512 entries where the device has 256) loads in the fleet's 7.2 and
+    10.0, as their models say: the check is 11.1's."""
+    from harness.qemu.backend import load_stream, save_stream
+
+    try:
+        path = str(binary(release))
+    except FleetError:
+        pytest.skip(f"QEMU {release} of the fleet is not installed")
+    _, devices, _ = plan("7.2")
+    machine = f"pc-i440fx-{release}"
+    data, truth = save_stream(machine, devices, (), binary=path)
+    s = decode_stream(data)
+    p = next(x for x in s.devices if x.device == "virtio-blk")
+    p.value.queues[0].num = 512
+    edited = encode_stream(s)
+    verdict = load_stream(truth["qemu_cmdline"], edited, binary=path)
+    s = decode_stream(edited)
+    p = next(x for x in s.devices if x.device == "virtio-blk")
+    r = realize(next(line.config for line in parse(truth["qemu_cmdline"], Ver(release)) if line.section == p.section))
+    res = load(r, edited[p.offset : p.offset + p.size], guest_rings(s.memory, s.machine, state_from_wire(r, p.value)),
+               p.section)
+    assert (verdict.outcome, res.outcome) == (ACCEPTED, ACCEPTED), (verdict.error, res.error)
