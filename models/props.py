@@ -48,17 +48,22 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-pci", "disable-modern", False, V("2.7"), source="hw_compat_2_6"),
     Prop("virtio-pci", "disable-legacy", "auto", V("2.5")),
     Prop("virtio-pci", "migrate-extra", True, V("2.5"), V("10.1"), source="a6df8adf3e; fce42ccb51f1"),
-    Prop("virtio-pci", "x-disable-pcie", False, V("2.5")),
+    # gone with the machine types that set them: x-disable-pcie is in 10.0.2, not in 10.2.2 (UNVERIFIED: 10.1, with
+    # migrate-extra); the x-pcie-*-init bits, x-ignore-backend-features, x-mtu-bypass-backend and
+    # qemu-4-0-config-size are in 10.2.2, not in the 11.1 binary (UNVERIFIED: 11.0). Each had its default on every
+    # machine type that remains, so only a user's -device setting notices.
+    Prop("virtio-pci", "x-disable-pcie", False, V("2.5"), V("10.1")),
     Prop("virtio-pci", "page-per-vq", False, V("2.8"), source="hw_compat_2_7"),
     Prop("virtio-pci", "modern-pio-notify", False, V("2.7")),
-    Prop("virtio-pci", "x-ignore-backend-features", False, V("2.8")),
+    Prop("virtio-pci", "x-ignore-backend-features", False, V("2.8"), V("11.0")),
     Prop("virtio-pci", "ats", False, V("2.9")),
-    Prop("virtio-pci", "x-pcie-deverr-init", True, V("2.9")),
-    Prop("virtio-pci", "x-pcie-lnkctl-init", True, V("2.9")),
-    Prop("virtio-pci", "x-pcie-pm-init", True, V("2.9")),
+    Prop("virtio-pci", "x-pcie-deverr-init", True, V("2.9"), V("11.0")),
+    Prop("virtio-pci", "x-pcie-lnkctl-init", True, V("2.9"), V("11.0")),
+    Prop("virtio-pci", "x-pcie-pm-init", True, V("2.9"), V("11.0")),
     Prop("virtio-pci", "x-pcie-flr-init", True, V("4.2")),
     Prop("virtio-pci", "x-ats-page-aligned", True, V("5.2")),
-    Prop("virtio-pci", "x-pcie-pm-no-soft-reset", True, V("9.1")),
+    # off by default (hw/virtio/virtio-pci.c, 10.2.2; the 11.1 binary); hw_compat_9_0 sets it off all the same
+    Prop("virtio-pci", "x-pcie-pm-no-soft-reset", False, V("9.1")),
     # MSI-X vector counts (§6.1, §11): fixed defaults, later "unspecified" (realize computes them)
     Prop("virtio-net-pci", "vectors", 3, V("2.0"), V("6.0")),
     Prop("virtio-net-pci", "vectors", UNSPECIFIED, V("6.0"), source="hw_compat_5_2: 2 * queue pairs + 2"),
@@ -95,7 +100,7 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-net-device", "ctrl_mac_addr", True),
     Prop("virtio-net-device", "ctrl_guest_offloads", True),
     Prop("virtio-net-device", "guest_announce", True),
-    Prop("virtio-net-device", "x-mtu-bypass-backend", True, V("2.10")),
+    Prop("virtio-net-device", "x-mtu-bypass-backend", True, V("2.10"), V("11.0")),
     Prop("virtio-net-device", "host_mtu", 0, V("2.9"), source="MTU support (2.9, UNVERIFIED): set, it offers NET_MTU"),
     Prop("virtio-net-device", "host_uso", True, V("8.2")),
     Prop("virtio-net-device", "guest_uso4", True, V("8.2")),
@@ -123,7 +128,7 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-balloon-device", "free-page-hint", False, V("4.0"), source="c13c4153f7"),
     # 4.0 sized the config for all its fields; 4.1 made that a compat property (§5.3)
     Prop("virtio-balloon-device", "qemu-4-0-config-size", True, V("4.0"), V("4.1")),
-    Prop("virtio-balloon-device", "qemu-4-0-config-size", False, V("4.1")),
+    Prop("virtio-balloon-device", "qemu-4-0-config-size", False, V("4.1"), V("11.0")),
     Prop("virtio-balloon-device", "page-poison", True, V("5.1"), source="hw_compat_5_0"),
     Prop("virtio-balloon-device", "free-page-reporting", False, V("5.1")),
 )
