@@ -37,7 +37,7 @@ from harness.wire.stream import Stream, decode_stream, encode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import realize
 from models.model import ACCEPTED, guest_rings, load, state_from_wire
-from models.props import PROPS
+from models.props import PROPS, known_props
 from models.releases import TYPE_PARENTS, compat_values, machine_types
 from models.releases import V as Ver
 
@@ -296,3 +296,19 @@ def test_vring_num_past_the_allocated_size_before_11_1(release: str) -> None:
     res = load(r, edited[p.offset : p.offset + p.size], guest_rings(s.memory, s.machine, state_from_wire(r, p.value)),
                p.section)
     assert (verdict.outcome, res.outcome) == (ACCEPTED, ACCEPTED), (verdict.error, res.error)
+
+
+# realize decides these (DEV_NVECTORS_UNSPECIFIED, num-queues auto: QEMU shows its sentinel) or the user gives them
+DECIDED_AT_REALIZE = {"vectors", "num-queues", "mac"}
+
+
+@pytest.mark.parametrize("device", ["virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng"])
+def test_property_defaults_of_11_1(qemu111: str, device: str) -> None:
+    """Every property the model gives 11.1's {device}-pci (proxy and backend) exists there with the model's default."""
+    with QemuProcess("pc", [], binary=qemu111, name="props111") as q:
+        real = {p["name"]: p.get("default-value") for p in q.qmp("qom-list-properties", typename=f"{device}-pci")}
+    model = {**known_props(RELEASE, f"{device}-device"), **known_props(RELEASE, f"{device}-pci")}
+    problems = [f"{name}: model {p.default!r}, QEMU {real.get(name, '(no such property)')!r}"
+                for name, p in sorted(model.items()) if name not in DECIDED_AT_REALIZE
+                and (name not in real or not _same(p.default, str(real[name]).lower()))]
+    assert not problems, "\n".join(problems)
