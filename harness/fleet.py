@@ -151,7 +151,7 @@ def binary(release: str, target: str = "x86_64", cache: Path | None = None) -> P
     if t is None:
         raise FleetError(f"QEMU {release} is installed without the {target} target; run "
                          f"`virtio-compat fleet install --releases {release} --targets {target}`")
-    return (cache or cache_dir()) / release / t["path"]
+    return (cache or cache_dir()) / release / str(t["path"])
 
 
 # -- apt with a private state ------------------------------------------------------------------------------
