@@ -61,6 +61,7 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-pci", "x-pcie-lnkctl-init", True, V("2.9"), V("11.0")),
     Prop("virtio-pci", "x-pcie-pm-init", True, V("2.9"), V("11.0")),
     Prop("virtio-pci", "x-pcie-flr-init", True, V("4.2")),
+    Prop("virtio-pci", "x-pcie-ext-tag", True, V("9.2"), source="hw/pci/pci.c (TYPE_PCI_DEVICE); hw_compat_9_1"),
     Prop("virtio-pci", "x-ats-page-aligned", True, V("5.2")),
     # off by default (hw/virtio/virtio-pci.c, 10.2.2; the 11.1 binary); hw_compat_9_0 sets it off all the same
     Prop("virtio-pci", "x-pcie-pm-no-soft-reset", False, V("9.1")),

@@ -229,6 +229,7 @@ COMPAT: tuple[Compat, ...] = (
     Compat(V("8.1"), "virtio-net-device", "guest_uso4", False, V("8.2"), source="hw_compat_8_1"),
     Compat(V("8.1"), "virtio-net-device", "guest_uso6", False, V("8.2"), source="hw_compat_8_1"),
     Compat(V("9.0"), "virtio-pci", "x-pcie-pm-no-soft-reset", False, V("9.1"), source="hw_compat_9_0"),
+    Compat(V("9.1"), "virtio-pci", "x-pcie-ext-tag", False, V("9.2"), source="hw_compat_9_1 (TYPE_PCI_DEVICE)"),
     Compat(V("9.2"), "virtio-balloon-pci", "vectors", 0, V("10.0"), source="hw_compat_9_2"),
     Compat(V("10.1"), "virtio-net-device", "host_tunnel", False, V("10.2"), source="hw_compat_10_1"),
     Compat(V("10.1"), "virtio-net-device", "host_tunnel_csum", False, V("10.2"), source="hw_compat_10_1"),

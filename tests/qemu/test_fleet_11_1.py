@@ -49,8 +49,9 @@ FAMILIES = {"x86_64": ("pc-i440fx", "pc-q35"), "aarch64": ("virt",), "s390x": ("
 PCI_CAP_ID_VNDR = 0x09
 VIRTIO_PCI_CAP_COMMON_CFG = 1
 PCI_COMMAND_MEMORY = 0x2
-# QEMU's abstract type that the model names by its one concrete type (hw_compat_5_2's vectors=3)
-ALIASES = {"virtio-net-pci-base": "virtio-net-pci"}
+# QEMU's abstract types that the model names by the type it reaches (hw_compat_5_2's vectors=3 on
+# virtio-net-pci-base; hw_compat_9_1's x-pcie-ext-tag on every PCI device)
+ALIASES = {"virtio-net-pci-base": "virtio-net-pci", "pci-device": "virtio-pci"}
 MODERN_BAR = 0xE0000000  # where the high-word read maps the modern BAR (x86: free MMIO below 4 GiB)
 
 
@@ -312,3 +313,27 @@ def test_property_defaults_of_11_1(qemu111: str, device: str) -> None:
                 for name, p in sorted(model.items()) if name not in DECIDED_AT_REALIZE
                 and (name not in real or not _same(p.default, str(real[name]).lower()))]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("machine", ["pc-q35-11.1", "pc-q35-9.1"])
+def test_express_devices_of_11_1(qemu111: str, machine: str) -> None:
+    """virtio-blk and virtio-net behind PCI Express root ports (4096-byte config space, PCIe capabilities): the model's
+    reset state is 11.1's payload, DEVCAP's Extended Tag bit included from 9.2 machine types (hw_compat_9_1)."""
+    args = ["-m", "4", "-smp", "2", "-device", "pcie-root-port,id=rp0,bus=pcie.0,addr=0x5,chassis=1",
+            "-blockdev", "driver=null-co,node-name=bd0,size=1048576",
+            "-device", "virtio-blk-pci,drive=bd0,bus=rp0,id=vblk0",
+            "-device", "pcie-root-port,id=rp1,bus=pcie.0,addr=0x6,chassis=2",
+            "-netdev", "hubport,id=n0,hubid=0",
+            "-device", "virtio-net-pci,netdev=n0,bus=rp1,id=vnet0,romfile="]  # fmt: skip
+    with QemuProcess(machine, args, binary=qemu111, name="express111") as q:
+        assert q.scratch is not None
+        q.migrate(f"file:{q.scratch / 'stream.bin'}")
+        data, argv = (q.scratch / "stream.bin").read_bytes(), list(q.argv)
+    s = decode_stream(data)
+    lines = lines_of(argv)
+    problems = []
+    for p in s.devices:
+        r = realize(lines[p.section].config)
+        assert r.express and len(p.value.transport.pci.config) == 4096, p.section
+        problems += check_payloads(r, data[p.offset : p.offset + p.size], p.value, f"{machine} {p.section}", reset=True)
+    assert len(s.devices) == 2 and not problems, "\n".join(problems)
