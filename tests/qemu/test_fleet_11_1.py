@@ -25,12 +25,15 @@ from typing import Any
 
 import pytest
 from fresh_plan import plan
+from hypothesis import HealthCheck, event, given, note, seed, settings
+from hypothesis import strategies as st
 from test_fresh_streams import payload_size_in_vmdesc
-from test_model_fidelity import check_payloads
+from test_model_fidelity import check_payloads, device_props, legacy_host_features
 
 from harness.decode import stream_summary
+from harness.errors import HarnessError, QemuError
 from harness.fleet import FleetError, binary
-from harness.qemu.backend import QemuConfig
+from harness.qemu.backend import DeviceConfig, QemuConfig
 from harness.qemu.drive import PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_IO, PciConfig, drive_devices
 from harness.qemu.process import QemuProcess
 from harness.wire.stream import Stream, decode_stream, encode_stream
@@ -337,3 +340,72 @@ def test_express_devices_of_11_1(qemu111: str, machine: str) -> None:
         assert r.express and len(p.value.transport.pci.config) == 4096, p.section
         problems += check_payloads(r, data[p.offset : p.offset + p.size], p.value, f"{machine} {p.section}", reset=True)
     assert len(s.devices) == 2 and not problems, "\n".join(problems)
+
+
+MACHINES_11 = ["pc-i440fx-11.1", "pc-q35-11.1", "pc-i440fx-11.0", "pc-i440fx-10.2", "pc-q35-9.1", "pc-i440fx-8.2",
+               "pc-i440fx-7.2", "pc-q35-6.0", "pc-i440fx-5.2"]
+
+
+@st.composite
+def configs_11(draw: st.DrawFn, path: str) -> QemuConfig:
+    machine = draw(st.sampled_from(MACHINES_11))
+    kinds = draw(st.lists(st.sampled_from(["virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng"]),
+                          min_size=1, max_size=3, unique=True))
+    devices = tuple(DeviceConfig(kind, 3 + i, draw(device_props(kind, machine))) for i, kind in enumerate(kinds))
+    iothread = any(("iothread", "io0") in d.props for d in devices)
+    return QemuConfig(machine, devices, smp=draw(st.integers(1, 8)), binary=path,
+                      extra_args=("-object", "iothread,id=io0") if iothread else ())
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@seed(20261205)
+@given(data=st.data())
+def test_realize_equals_what_11_1_shows_for_random_properties(qemu111: str, data: st.DataObject) -> None:
+    """Random device properties and -smp on 11.1 and older machine types of 11.1 (test_model_fidelity's
+    properties): host features (legacy register), legacy BAR, queue sizes (x-query-virtio-queue-status and the
+    stream), MSI-X vectors and config length of the untouched devices, and their payloads; a configuration the
+    model refuses is refused by QEMU too."""
+    config = data.draw(configs_11(qemu111))
+    argv = [qemu111, "-machine", f"{config.machine},accel=tcg", *config.args()]
+    note(" ".join(argv))
+    try:
+        lines = parse(argv, RELEASE)
+        realized = [realize(line.config) for line in lines]
+    except HarnessError as refused:
+        with pytest.raises(QemuError, match="exited with code 1"):
+            with QemuProcess(config.machine, config.args(), binary=qemu111, name="refused111") as q:
+                q.qmp("query-status")
+        event("refused by the model and by QEMU")
+        note(f"model: {refused}")
+        return
+    with QemuProcess(config.machine, config.args(), binary=qemu111, qtest=True, name="probe111") as q:
+        assert q.scratch is not None
+        q.migrate(f"file:{q.scratch / 'stream.bin'}")
+        stream = (q.scratch / "stream.bin").read_bytes()
+        paths = {d["path"]: d["name"] for d in q.qmp("x-query-virtio")}
+        by_line = {line.section: next(p for p in paths if p.startswith(f"/machine/peripheral/{line.qdev_id}/"))
+                   for line in lines}
+        num_default = {section: [q.qmp("x-query-virtio-queue-status", path=path, queue=i)["vring-num-default"]
+                                 for i in range(r.num_queues)]
+                       for (section, path), r in zip(by_line.items(), realized, strict=True)}
+        legacy = {dev.slot: legacy_host_features(q.qtest, dev.slot) for dev in config.devices}
+    s = decode_stream(stream)
+    payloads = {p.section: p for p in s.devices}
+    problems: list[str] = []
+    for dev, line, r in zip(config.devices, lines, realized, strict=True):
+        where = f"{line.section} ({line.config.describe()})"
+        p = payloads[line.section]
+        seen: dict[str, Any] = {"legacy BAR": legacy[dev.slot] is not None,
+                                "queue sizes (QMP num_default)": num_default[line.section],
+                                "queue sizes (stream)": [x.num for x in p.value.queues],
+                                "vectors": p.value.transport.msix_vectors, "config_len": p.value.config_len}
+        model: dict[str, Any] = {"legacy BAR": r.legacy, "queue sizes (QMP num_default)": list(r.queue_sizes),
+                                 "queue sizes (stream)": list(r.queue_sizes), "vectors": r.vectors,
+                                 "config_len": r.config_len}
+        if legacy[dev.slot] is not None:
+            seen["host features (legacy register)"] = legacy[dev.slot]
+            model["host features (legacy register)"] = r.host_features & 0xFFFFFFFF
+        problems += [f"{where}: {k}: model {model[k]!r}, QEMU {v!r}" for k, v in seen.items() if model[k] != v]
+        problems += check_payloads(r, stream[p.offset : p.offset + p.size], p.value, where, reset=True)
+    event(f"compared: {len(config.devices)} device(s)")
+    assert not problems, "\n".join(problems)
