@@ -225,19 +225,16 @@ def test_mmio_queue_sizes_of_11_1(machine: str) -> None:
     assert set(seen) == {"virtio-net", "virtio-blk"} and all(real == model for real, model in seen.values()), seen
 
 
-@pytest.mark.parametrize(("device", "queue", "num"), [("virtio-net", 0, 512), ("virtio-blk", 0, 257),
-                                                      ("virtio-net", 2, 256), ("virtio-rng", 0, 8)])
-def test_vring_num_past_the_allocated_size(qemu111: str, tmp_path: Path, device: str, queue: int, num: int) -> None:
-    """11.1 refuses a queue size above the one the device allocated ('VQ %d vring.num %d exceeds allocated max
-    %d'), before any other queue check; the model's load says the same (and accepts what QEMU accepts)."""
-    data, argv, _ = save111(qemu111, "pc-i440fx-11.1", False)
+def loaded_edit(path: str, tmp_path: Path, device: str, edit: Any) -> tuple[bool, list[str], Any]:
+    """An untouched pc-i440fx-11.1 stream with `edit` applied to `device`'s payload: 11.1's verdict (accepted, its
+    error lines) and the model's load of the edited payload."""
+    data, argv, _ = save111(path, "pc-i440fx-11.1", False)
     s = decode_stream(data)
-    p = next(x for x in s.devices if x.device == device)
-    p.value.queues[queue].num = num
+    edit(next(x for x in s.devices if x.device == device).value)
     edited = encode_stream(s)
     (tmp_path / "edited.bin").write_bytes(edited)
-    cfg = qemu_config("pc-i440fx-11.1", qemu111)
-    with QemuProcess(cfg.machine, cfg.args(), binary=qemu111, incoming=True, name="load111") as q:
+    cfg = qemu_config("pc-i440fx-11.1", path)
+    with QemuProcess(cfg.machine, cfg.args(), binary=path, incoming=True, name="load111") as q:
         accepted = q.migrate_incoming(f"file:{tmp_path / 'edited.bin'}")
         errors = [line for line in q.stderr_lines() if "warning" not in line]
     s = decode_stream(edited)
@@ -245,9 +242,33 @@ def test_vring_num_past_the_allocated_size(qemu111: str, tmp_path: Path, device:
     r = realize(lines_of(argv)[p.section].config)
     res = load(r, edited[p.offset : p.offset + p.size], guest_rings(s.memory, s.machine, state_from_wire(r, p.value)),
                p.section)
+    return accepted, errors, res
+
+
+@pytest.mark.parametrize(("device", "queue", "num"), [("virtio-net", 0, 512), ("virtio-blk", 0, 257),
+                                                      ("virtio-net", 2, 256), ("virtio-rng", 0, 8)])
+def test_vring_num_past_the_allocated_size(qemu111: str, tmp_path: Path, device: str, queue: int, num: int) -> None:
+    """11.1 refuses a queue size above the one the device allocated ('VQ %d vring.num %d exceeds allocated max
+    %d'), before any other queue check; the model's load says the same (and accepts what QEMU accepts)."""
+    accepted, errors, res = loaded_edit(qemu111, tmp_path, device, lambda v: setattr(v.queues[queue], "num", num))
     assert (res.outcome == ACCEPTED) == accepted, (res.outcome, res.error, errors)
     if not accepted:
         assert res.error and errors and res.error in errors[0], (res.error, errors)
+
+
+def _desc_zero(v: Any) -> None:
+    v.queues[1].last_avail_idx = 5  # desc 0 (never set up) with a host index
+
+
+@pytest.mark.parametrize(("edit", "message"), [(lambda v: setattr(v, "queue_sel", 1024), None),
+                                               (_desc_zero, "VQ 1 address 0x0 inconsistent with Host index 0x5")],
+                         ids=["queue_sel-1024", "desc-zero"])
+def test_older_load_checks_hold_in_11_1(qemu111: str, tmp_path: Path, edit: Any, message: str | None) -> None:
+    """Two of virtio_load's older checks, unchanged in 11.1: both fail the load, the model's with QEMU's line."""
+    accepted, errors, res = loaded_edit(qemu111, tmp_path, "virtio-net", edit)
+    assert not accepted and res.outcome != ACCEPTED, (res.outcome, errors)
+    if message is not None:
+        assert res.error == message and errors and message in errors[0], (res.error, errors)
 
 
 @pytest.mark.parametrize(("machine", "modern"), [("virt-11.1", False), ("virt-11.1", True), ("virt-11.0", True),
