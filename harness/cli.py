@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_check)
     df = sub.add_parser("diff", help="the static differences between the virtio formats of two releases, "
                         "each with its migration verdict")
-    df.add_argument("a", metavar="A", help="a release, e.g. 10.2")
+    df.add_argument("a", metavar="A", help="a release, e.g. 11.1")
     df.add_argument("b", metavar="B", help="a release, or a schema module (then the newest release it declares)")
     df.add_argument("--device", help="one device: virtio-net, virtio-blk, virtio-balloon or virtio-rng (default all)")
     schema_option(df, "a schema module to apply first")

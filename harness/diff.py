@@ -47,7 +47,7 @@ class Difference:
     subject: str
     detail: str
     verdict: str = SAFE
-    direction: str | None = None  # the direction that breaks, "11.0 -> 10.2" (or both, "both")
+    direction: str | None = None  # the direction that breaks, "11.2 -> 11.1" (or both, "both")
     why: list[str] = field(default_factory=list)
     condition: str | None = None  # needed(), when the difference is a subsection's
     decided_by: str = "static"  # static | cells | layout

@@ -138,6 +138,8 @@ def realize(config: Config) -> Realized:
     if transport == "pci":
         hf |= F.bit(F.BAD_FEATURE)  # virtio_pci_device_plugged
     sizes = dev.queue_sizes(ctx)
+    if transport == "mmio" and int(props.get("x-override-queue-size") or 0):
+        sizes = [int(props["x-override-queue-size"])] * len(sizes)  # 11.1 on machine types <= 11.0
     vectors = 0
     if transport == "pci":
         v = props.get("vectors", 0)

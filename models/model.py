@@ -374,9 +374,15 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     # step 7: queues
     queue_sc = subcons["queues"].subcon.subcon  # Renamed(Array(element))
     queues = []
+    vring_num = core.check("vring_num", release)
+    allocated = getattr(DEVICES[r.config.device], "allocated_sizes", None)
+    sizes = list(allocated(r, num) if allocated else r.queue_sizes)
     for i in range(num):
         ctx._index = i
         q = read("queue", queue_sc, f"queues[{i}]")
+        limit_i = sizes[i] if i < len(sizes) else 0  # a queue the device does not have: 0
+        if vring_num is not None and q.num > limit_i:
+            raise _fail([vring_num.message.format(i=i, num=q.num, max=limit_i)], errno.EINVAL)
         if q.desc == 0 and q.last_avail_idx != 0:
             chk = core.check("desc_zero", release)
             assert chk is not None

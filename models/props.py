@@ -48,17 +48,23 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-pci", "disable-modern", False, V("2.7"), source="hw_compat_2_6"),
     Prop("virtio-pci", "disable-legacy", "auto", V("2.5")),
     Prop("virtio-pci", "migrate-extra", True, V("2.5"), V("10.1"), source="a6df8adf3e; fce42ccb51f1"),
-    Prop("virtio-pci", "x-disable-pcie", False, V("2.5")),
+    # gone with the machine types that set them: x-disable-pcie is in 10.0.2, not in 10.2.2 (UNVERIFIED: 10.1, with
+    # migrate-extra); the x-pcie-*-init bits, x-ignore-backend-features, x-mtu-bypass-backend and
+    # qemu-4-0-config-size are in 10.2.2, not in the 11.1 binary (UNVERIFIED: 11.0). Each had its default on every
+    # machine type that remains, so only a user's -device setting notices.
+    Prop("virtio-pci", "x-disable-pcie", False, V("2.5"), V("10.1")),
     Prop("virtio-pci", "page-per-vq", False, V("2.8"), source="hw_compat_2_7"),
     Prop("virtio-pci", "modern-pio-notify", False, V("2.7")),
-    Prop("virtio-pci", "x-ignore-backend-features", False, V("2.8")),
+    Prop("virtio-pci", "x-ignore-backend-features", False, V("2.8"), V("11.0")),
     Prop("virtio-pci", "ats", False, V("2.9")),
-    Prop("virtio-pci", "x-pcie-deverr-init", True, V("2.9")),
-    Prop("virtio-pci", "x-pcie-lnkctl-init", True, V("2.9")),
-    Prop("virtio-pci", "x-pcie-pm-init", True, V("2.9")),
+    Prop("virtio-pci", "x-pcie-deverr-init", True, V("2.9"), V("11.0")),
+    Prop("virtio-pci", "x-pcie-lnkctl-init", True, V("2.9"), V("11.0")),
+    Prop("virtio-pci", "x-pcie-pm-init", True, V("2.9"), V("11.0")),
     Prop("virtio-pci", "x-pcie-flr-init", True, V("4.2")),
+    Prop("virtio-pci", "x-pcie-ext-tag", True, V("9.2"), source="hw/pci/pci.c (TYPE_PCI_DEVICE); hw_compat_9_1"),
     Prop("virtio-pci", "x-ats-page-aligned", True, V("5.2")),
-    Prop("virtio-pci", "x-pcie-pm-no-soft-reset", True, V("9.1")),
+    # off by default (hw/virtio/virtio-pci.c, 10.2.2; the 11.1 binary); hw_compat_9_0 sets it off all the same
+    Prop("virtio-pci", "x-pcie-pm-no-soft-reset", False, V("9.1")),
     # MSI-X vector counts (§6.1, §11): fixed defaults, later "unspecified" (realize computes them)
     Prop("virtio-net-pci", "vectors", 3, V("2.0"), V("6.0")),
     Prop("virtio-net-pci", "vectors", UNSPECIFIED, V("6.0"), source="hw_compat_5_2: 2 * queue pairs + 2"),
@@ -71,6 +77,8 @@ PROPS: tuple[Prop, ...] = (
     # virtio-mmio (§6.2)
     Prop("virtio-mmio", "format_transport_address", True, V("2.7")),
     Prop("virtio-mmio", "force-legacy", True, V("4.2"), source="44e687a4d9ab"),
+    # 0: each queue keeps the size its device gives it; else every queue gets this size (hw_compat_11_0)
+    Prop("virtio-mmio", "x-override-queue-size", 0, V("11.1"), source="11.1 binary: qom-list-properties"),
     # virtio-net (hw/net/virtio-net.c)
     Prop("virtio-net-device", "mq", False),
     Prop("virtio-net-device", "csum", True),
@@ -93,7 +101,7 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-net-device", "ctrl_mac_addr", True),
     Prop("virtio-net-device", "ctrl_guest_offloads", True),
     Prop("virtio-net-device", "guest_announce", True),
-    Prop("virtio-net-device", "x-mtu-bypass-backend", True, V("2.10")),
+    Prop("virtio-net-device", "x-mtu-bypass-backend", True, V("2.10"), V("11.0")),
     Prop("virtio-net-device", "host_mtu", 0, V("2.9"), source="MTU support (2.9, UNVERIFIED): set, it offers NET_MTU"),
     Prop("virtio-net-device", "host_uso", True, V("8.2")),
     Prop("virtio-net-device", "guest_uso4", True, V("8.2")),
@@ -111,7 +119,9 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-blk-device", "queue-size", 128, V("2.12"), V("5.0")),
     Prop("virtio-blk-device", "queue-size", 256, V("5.0"), source="hw_compat_4_2"),
     Prop("virtio-blk-device", "config-wce", True),
-    Prop("virtio-blk-device", "scsi", False, V("2.5"), source="hw_compat_2_4 scsi=true"),
+    # 9.1 removed SCSI passthrough and the property (UNVERIFIED: a downstream note of the 9.1.0 removal; the 7.2
+    # binary has it, 10.0 has not); legacy-only devices still offer VIRTIO_BLK_F_SCSI (the 10.0 binary, pc-i440fx-2.4)
+    Prop("virtio-blk-device", "scsi", False, V("2.5"), V("9.1"), source="hw_compat_2_4 scsi=true"),
     Prop("virtio-blk-device", "discard", True, V("4.0"), source="hw_compat_3_1"),
     Prop("virtio-blk-device", "write-zeroes", True, V("4.0"), source="hw_compat_3_1"),
     Prop("virtio-blk-device", "seg-max-adjust", True, V("5.0")),
@@ -121,7 +131,7 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-balloon-device", "free-page-hint", False, V("4.0"), source="c13c4153f7"),
     # 4.0 sized the config for all its fields; 4.1 made that a compat property (§5.3)
     Prop("virtio-balloon-device", "qemu-4-0-config-size", True, V("4.0"), V("4.1")),
-    Prop("virtio-balloon-device", "qemu-4-0-config-size", False, V("4.1")),
+    Prop("virtio-balloon-device", "qemu-4-0-config-size", False, V("4.1"), V("11.0")),
     Prop("virtio-balloon-device", "page-poison", True, V("5.1"), source="hw_compat_5_0"),
     Prop("virtio-balloon-device", "free-page-reporting", False, V("5.1")),
 )
@@ -155,7 +165,8 @@ def effective_props(release: Version, machine: MachineType, device: str, transpo
     # behaving so (x-pcie-lnkctl-init, queue_reset, ...): take that value
     for entry in releases.COMPAT:  # read at call time: schema modules extend it
         later = [p for p in PROPS if p.name == entry.prop and p.since > release]
-        if entry.prop not in known and later and any(entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
+        if entry.before and entry.prop not in known and later and any(
+                entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
             out.setdefault(entry.prop, entry.value)
     # a global on the proxy reaches the backend's properties too (the proxy aliases them)
     for qom_type in types:

@@ -34,7 +34,7 @@ V = Version.parse
 
 # Every QEMU release since 2.0, for machine type names; 3.x has two minors, the others as listed.
 ALL_VERSIONS: tuple[Version, ...] = tuple(
-    Version(a, b) for a, n in ((2, 13), (3, 2), (4, 3), (5, 3), (6, 3), (7, 3), (8, 3), (9, 3), (10, 3))
+    Version(a, b) for a, n in ((2, 13), (3, 2), (4, 3), (5, 3), (6, 3), (7, 3), (8, 3), (9, 3), (10, 3), (11, 2))
     for b in range(n)
 )
 
@@ -42,7 +42,7 @@ ALL_VERSIONS: tuple[Version, ...] = tuple(
 # type changed a virtio compat property (DESIGN.md "Releases to model").
 RELEASES: tuple[Version, ...] = tuple(V(r) for r in (
     "2.0", "2.1", "2.4", "2.5", "2.7", "2.8", "2.9", "2.10", "2.12", "4.0", "4.1", "4.2", "5.0", "5.1",
-    "5.2", "6.0", "6.2", "7.2", "8.2", "10.0", "10.1", "10.2"))
+    "5.2", "6.0", "6.2", "7.2", "8.2", "10.0", "10.1", "10.2", "11.0", "11.1"))
 
 # Machine type families: (transport it serves, name prefix, first versioned machine type).
 FAMILIES = {
@@ -51,13 +51,40 @@ FAMILIES = {
     "virt": ("mmio", V("2.6")),  # arm virt is versioned from 2.6
     "s390-ccw-virtio": ("ccw", V("2.4")),  # s390x is versioned from 2.4
 }
-# 10.1 removed the 2.4 and 2.5 machine types with migrate-extra (§6.1, fce42ccb51f1); 2.0-2.3 went before
-# (OLDEST_IN_FAMILY).
-OLDEST_MACHINE_FROM = ((V("10.1"), V("2.6")),)
-# (family, release, its oldest machine type from that release on), as the fleet's binaries list them: 5.2, 7.2 and
-# 10.0 have no pc-q35 older than 2.4 (the release that removed 2.0-2.3 is UNVERIFIED, before 5.2); 10.0 has no
-# pc-i440fx older than 2.4 where 7.2 has them all (8.2 UNVERIFIED, modelled with them)
-OLDEST_IN_FAMILY = (("pc-q35", V("5.2"), V("2.4")), ("pc-i440fx", V("10.0"), V("2.4")))
+# Machine types a release no longer has: (from release, the oldest version kept, the families; () = all).
+# Checked against the fleet's `-machine help`: 5.2 and 7.2 start at pc-i440fx-1.4 (2.0 here: older ones are
+# not modelled), pc-q35-2.4, virt-2.6, s390-ccw-virtio-2.4; 10.0 at pc-i440fx-2.4, pc-q35-2.4, virt-2.6,
+# s390-ccw-virtio-2.9; 11.1 at 5.2 in all four families.
+OLDEST_MACHINE_FROM: tuple[tuple[Version, Version, tuple[str, ...]], ...] = (
+    # a 2.4-cycle pc_q35.c still defines pc-q35-1.4..2.3, the 2.9.0 tree starts at 2.4 (UNVERIFIED: which of
+    # 2.5..2.9 removed them; 5.2, 7.2 and 10.0 start at pc-q35-2.4)
+    (V("2.9"), V("2.4"), ("pc-q35",)),
+    # 7.2 has them, 10.0 does not (its pc_piix.c and s390-virtio-ccw.c define none); UNVERIFIED: removed in
+    # 9.x, so 8.2 is taken to still have them
+    (V("10.0"), V("2.4"), ("pc-i440fx",)),
+    (V("10.0"), V("2.9"), ("s390-ccw-virtio",)),
+)
+# From 10.1 MACHINE_VER_DELETION stops registering a versioned machine type 6 years (majors) old: X.Y drops
+# every M.m with X - M > 6, or X - M == 6 and m <= Y (include/hw/boards.h; 10.0.2 has the same rule gated on
+# QEMU_VERSION >= 10.1 or QEMU_DELETE_MACHINES). 10.1 keeps 4.2, 10.2 5.0, 11.0 5.1, 11.1 5.2 (the 11.1
+# binary's lists). 10.1 also deleted the 2.4/2.5 definitions with migrate-extra (fce42ccb51f1).
+MACHINE_VER_DELETION_FROM = V("10.1")
+MACHINE_VER_DELETION_MAJOR = 6
+
+
+def machine_deleted(release: Version, version: Version) -> bool:
+    """MACHINE_VER_SHOULD_DELETE for a release (a formal one: micro < 50)."""
+    if release < MACHINE_VER_DELETION_FROM:
+        return False
+    age = release.major - version.major
+    return age > MACHINE_VER_DELETION_MAJOR or (age == MACHINE_VER_DELETION_MAJOR and release.minor >= version.minor)
+
+
+def oldest_machine(release: Version, family: str) -> Version:
+    """The oldest versioned machine type of a family that a release has (never older than the family's first)."""
+    oldest = max([FAMILIES[family][1]] + [m for r, m, fams in OLDEST_MACHINE_FROM
+                                          if release >= r and (not fams or family in fams)])
+    return next((v for v in ALL_VERSIONS if v >= oldest and not machine_deleted(release, v)), oldest)
 
 
 @dataclass(frozen=True)
@@ -114,15 +141,14 @@ class MachineType:
 @functools.lru_cache(maxsize=256)
 def machine_types(release: Version, transport: str | None = None) -> tuple[MachineType, ...]:
     """The versioned machine types a release has (for one transport's families, or all)."""
-    oldest = max([V("2.0")] + [m for r, m in OLDEST_MACHINE_FROM if release >= r])
     out = []
-    for family, (tr, first) in FAMILIES.items():
+    for family, (tr, _) in FAMILIES.items():
         if transport and tr != transport:
             continue
-        low = max([first, oldest] + [m for f, r, m in OLDEST_IN_FAMILY if f == family and release >= r])
-        out += [MachineType(family, v) for v in ALL_VERSIONS if low <= v <= release]
+        oldest = oldest_machine(release, family)
+        out += [MachineType(family, v) for v in ALL_VERSIONS if oldest <= v <= release]
         out += [MachineType(family, up, d.line, mine) for d in DOWNSTREAM if d.family == family
-                for mine, up in d.machines if low <= up <= release]
+                for mine, up in d.machines if oldest <= up <= release]
     return tuple(out)
 
 
@@ -142,6 +168,8 @@ class Compat:
     pc_only: bool = False  # pc_compat_X_Y (hw/i386/pc.c), not hw_compat
     source: str = ""
     line: str = ""  # an entry of a downstream line's own array: `upto` is a version of that line
+    # releases from before the property behaved as `value` (props.effective_props); False: as its default
+    before: bool = True
 
     def applies(self, release: Version, machine: MachineType) -> bool:
         if release < self.since or (self.until is not None and release >= self.until):
@@ -201,11 +229,20 @@ COMPAT: tuple[Compat, ...] = (
     Compat(V("8.1"), "virtio-net-device", "guest_uso4", False, V("8.2"), source="hw_compat_8_1"),
     Compat(V("8.1"), "virtio-net-device", "guest_uso6", False, V("8.2"), source="hw_compat_8_1"),
     Compat(V("9.0"), "virtio-pci", "x-pcie-pm-no-soft-reset", False, V("9.1"), source="hw_compat_9_0"),
+    Compat(V("9.1"), "virtio-pci", "x-pcie-ext-tag", False, V("9.2"), source="hw_compat_9_1 (TYPE_PCI_DEVICE)"),
     Compat(V("9.2"), "virtio-balloon-pci", "vectors", 0, V("10.0"), source="hw_compat_9_2"),
     Compat(V("10.1"), "virtio-net-device", "host_tunnel", False, V("10.2"), source="hw_compat_10_1"),
     Compat(V("10.1"), "virtio-net-device", "host_tunnel_csum", False, V("10.2"), source="hw_compat_10_1"),
     Compat(V("10.1"), "virtio-net-device", "guest_tunnel", False, V("10.2"), source="hw_compat_10_1"),
     Compat(V("10.1"), "virtio-net-device", "guest_tunnel_csum", False, V("10.2"), source="hw_compat_10_1"),
+    # hw_compat_10_2 and pc_compat_10_2 (11.0) touch no virtio device (the 11.1 binary's query-machines
+    # compat-props: isa-cirrus-vga and scsi-block only).
+    # 11.1 sizes a virtio-mmio device's queues by the device and refuses a larger QueueNum (CVE-2026-50626,
+    # UNVERIFIED: the fix's commit); older machine types keep QueueNumMax 1024 by realizing every queue with
+    # 1024 entries, so 11.1 there saves num 1024 where 11.0 saved the device's size (the 11.1 binary:
+    # x-query-virtio-queue-status on virt-11.0 and virt-11.1). Before 11.1 queues had the device's sizes.
+    Compat(V("11.0"), "virtio-mmio", "x-override-queue-size", 1024, V("11.1"), source="hw_compat_11_0",
+           before=False),
 )
 
 # Which QEMU types a global for `driver` reaches (the proxy and its backend device).

@@ -4,13 +4,13 @@ with the declarations models/ uses, and load_schema() applies it to the registri
 
 A schema module binds DECLARATIONS, a tuple of:
 
-    Release(V("11.0"), after=V("10.2"))              a release (its rules are those of the one it builds on)
-    Subsection("virtio-net-device/foo", V("11.0"),    a core ("virtio/...") or device subsection: its fields
+    Release(V("11.2"), after=V("11.1"))              a release (its rules are those of the one it builds on)
+    Subsection("virtio-net-device/foo", V("11.2"),    a core ("virtio/...") or device subsection: its fields
                fields=(Field("foo", "uint32"),),      (the wire layout, in vmstate's types) and needed(), in the
                needed=StateField("foo") != 0)         vocabulary of models/conditions.py or any Python callable
-    SubsectionVersion("virtio/started", V("11.0"), 2,  a new version of a subsection models/ has, and the fields
+    SubsectionVersion("virtio/started", V("11.2"), 2,  a new version of a subsection models/ has, and the fields
                       fields=(...))                   it appends
-    DeviceVersion("virtio-net-device", V("11.0"),     fields at the end of a device vmsd's own (VMSTATE_*_V from
+    DeviceVersion("virtio-net-device", V("11.2"),     fields at the end of a device vmsd's own (VMSTATE_*_V from
                   version=12, fields=(...))           `version`, or VMSTATE_*_TEST with Field(present=...)),
                                                       and its version_id (and the section's) from that release
     Prop(...)                                         a device property (models/props.py)
@@ -597,7 +597,7 @@ def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
 def _release(d: Release) -> None:
     rel = releases.RELEASES
     if not isinstance(d.version, Version) or not isinstance(d.after, Version):
-        raise SchemaError("Release takes versions: Release(V(\"11.0\"), after=V(\"10.2\"))")
+        raise SchemaError("Release takes versions: Release(V(\"11.2\"), after=V(\"11.1\"))")
     if d.version <= d.after:
         raise SchemaError(f"release {d.version} is placed before {d.after}, the release it builds on")
     if d.after not in rel:

@@ -41,6 +41,8 @@ only ports use it), ``ioeventfd``. Besides ``props``, the legacy BAR size needs 
 Release notes (what is 7.2 behaviour here and changed elsewhere):
 - 8.0 added ``x-pcie-err-unc-mask`` (on from the 8.0 machine type, ``hw_compat_7_2`` off): with ``aer=on``
   the AER uncorrectable-error mask gets a default value and becomes writable. 7.2 has neither.
+- 9.2 added ``x-pcie-ext-tag`` on ``TYPE_PCI_DEVICE`` (on; ``hw_compat_9_1`` off): DEVCAP Extended Tag Field
+  Supported (read-only, so compared on load); the 10.0 and 11.1 binaries set it on pc-q35-10.0 and later.
 - 9.1 added ``x-pcie-pm-no-soft-reset`` (``hw_compat_9_0`` off): PM control gets the No_Soft_Reset bit.
 - 10.0 gave virtio-balloon-pci a ``vectors`` property (default 2, ``hw_compat_9_2`` 0); in 7.2 it has none
   and no MSI-X. A ``vectors`` value given for balloon is used as later releases would.
@@ -133,6 +135,7 @@ PCI_EXP_TYPE_ENDPOINT = 0x0
 PCI_EXP_DEVCAP = 0x04
 PCI_EXP_DEVCAP_RBER = 0x00008000
 PCI_EXP_DEVCAP_FLR = 0x10000000
+PCI_EXP_DEVCAP_EXT_TAG = 0x00000020
 PCI_EXP_DEVCTL = 0x08
 PCI_EXP_DEVCTL_ERR_ENABLES = 0x000F  # CERE | NFERE | FERE | URRE
 PCI_EXP_DEVCTL_BCR_FLR = 0x8000
@@ -394,6 +397,8 @@ def _pcie_endpoint_caps(b: _Builder, props: Mapping[str, object]) -> None:
     exp = b.add_capability(PCI_CAP_ID_EXP, PCI_EXP_VER2_SIZEOF)
     b.set(exp + PCI_EXP_FLAGS, (PCI_EXP_TYPE_ENDPOINT << 4) | PCI_EXP_FLAGS_VER2, 2)
     b.set(exp + PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_RBER, 4)
+    if _flag(props, "x-pcie-ext-tag", False):  # pcie_cap_init (9.2; hw_compat_9_1 off)
+        b.or_config(exp + PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_EXT_TAG, 4)
     b.set(exp + PCI_EXP_LNKCAP, PCI_EXP_LNKCAP_ASPMS_0S | (QEMU_PCI_EXP_LNK_X1 << 4) | QEMU_PCI_EXP_LNK_2_5GT, 4)
     b.set(exp + PCI_EXP_LNKSTA, (QEMU_PCI_EXP_LNK_X1 << 4) | QEMU_PCI_EXP_LNK_2_5GT, 2)
     b.set_cmask(exp + PCI_EXP_LNKSTA, 0, 2)  # pcie_cap_v1_fill: link status is not compared on load

@@ -28,13 +28,13 @@ pytestmark = pytest.mark.usefixtures("ci_profile")
 def statuses(module: Path, devices: tuple[str, ...], transports: tuple[str, ...] = ("pci", "mmio", "ccw")
              ) -> dict[str, CellResult]:
     with schema.applied(module):
-        return {c.id: run_cell(c) for c in cells((V("10.2"), V("11.0")), devices, transports)}
+        return {c.id: run_cell(c) for c in cells((V("11.1"), V("11.2")), devices, transports)}
 
 
 def test_ungated_subsection_breaks_exactly_the_backward_cells() -> None:
     results = statuses(EXAMPLES / "net_foo_ungated.py", ("virtio-net",))
     failed = {k for k, r in results.items() if r.status == "fail"}
-    assert failed == {f"11.0-10.2-{t}-virtio-net" for t in ("pci", "mmio", "ccw")}
+    assert failed == {f"11.2-11.1-{t}-virtio-net" for t in ("pci", "mmio", "ccw")}
     for k in failed:
         failure = results[k].failure
         assert failure is not None
@@ -58,8 +58,8 @@ def test_core_subsection_round_trips_and_is_gated() -> None:
 def test_failure_file_records_the_schema_and_replay_loads_it(tmp_path: Path) -> None:
     module = EXAMPLES / "net_foo_ungated.py"
     with schema.applied(module):
-        result = run_cell(next(c for c in cells((V("10.2"), V("11.0")), ("virtio-net",), ("pci",))
-                               if c.id == "11.0-10.2-pci-virtio-net"))
+        result = run_cell(next(c for c in cells((V("11.1"), V("11.2")), ("virtio-net",), ("pci",))
+                               if c.id == "11.2-11.1-pci-virtio-net"))
         assert result.failure is not None
         src, dst, state, out, v = result.failure
         path = write_failure(None, src, dst, state, out, v, folder=tmp_path)
@@ -76,30 +76,30 @@ def test_check_with_a_schema_under_xdist(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "check", "--schema", "examples/schemas/net_foo_ungated.py",
-         "--releases", "10.2,11.0", "--devices", "virtio-net", "--transports", "pci", "--profile", "dev", "-n", "2",
+         "--releases", "11.1,11.2", "--devices", "virtio-net", "--transports", "pci", "--profile", "dev", "-n", "2",
          "--reports", str(reports)], capture_output=True, text=True, cwd=ROOT,
         env={**os.environ, "VIRTIO_COMPAT_REPORTS": str(reports)})
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "FAIL virtio-net pci 11.0 -> 10.2 R4" in proc.stdout
+    assert "FAIL virtio-net pci 11.2 -> 11.1 R4" in proc.stdout
     assert "state: " in proc.stdout and "foo=1" in proc.stdout
     entries = json.loads((reports / "compat-matrix.json").read_text())
     failed = {(e["src"], e["dst"], e["rule"]) for e in entries if e["outcome"] == "fail"}
-    assert failed == {("11.0", "10.2", "R4")}
+    assert failed == {("11.2", "11.1", "R4")}
     files = list((reports / "failures").glob("R4-*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["schema"] == [
         str(EXAMPLES / "net_foo_ungated.py")]
 
 
 @pytest.mark.parametrize(("module", "failing"), [
-    # section version 12: 10.2 refuses it; and 11.0 reads foo from 10.2's stream (virtio_load's local version)
-    ("net_device_v12.py", {"10.2-11.0": ("R3", "Missing section footer"),
-                           "11.0-10.2": ("R4", "savevm: unsupported version 12 for 'virtio-net' v11")}),
-    # written from version 12, read with the section's 11: 11.0 cannot migrate to itself
-    ("net_device_inner_only.py", {"11.0-11.0": ("R1", "Missing section footer"),
-                                  "11.0-10.2": ("R4", "Missing section footer")}),
-    ("net_device_unversioned.py", {"10.2-11.0": ("R3", "Missing section footer"),
-                                   "11.0-10.2": ("R4", "Missing section footer")}),
-    ("net_device_tested.py", {}),  # the tests follow a property that hw_compat_10_2 turns off
+    # section version 12: 11.1 refuses it; and 11.2 reads foo from 11.1's stream (virtio_load's local version)
+    ("net_device_v12.py", {"11.1-11.2": ("R3", "Missing section footer"),
+                           "11.2-11.1": ("R4", "savevm: unsupported version 12 for 'virtio-net' v11")}),
+    # written from version 12, read with the section's 11: 11.2 cannot migrate to itself
+    ("net_device_inner_only.py", {"11.2-11.2": ("R1", "Missing section footer"),
+                                  "11.2-11.1": ("R4", "Missing section footer")}),
+    ("net_device_unversioned.py", {"11.1-11.2": ("R3", "Missing section footer"),
+                                   "11.2-11.1": ("R4", "Missing section footer")}),
+    ("net_device_tested.py", {}),  # the tests follow a property that hw_compat_11_1 turns off
 ])
 def test_device_vmsd_changes_break_exactly_their_cells(module: str, failing: dict[str, tuple[str, str]]) -> None:
     results = statuses(SCHEMAS / module, ("virtio-net",), ("pci",))
@@ -113,11 +113,11 @@ def test_device_vmsd_changes_break_exactly_their_cells(module: str, failing: dic
 
 
 def test_a_new_version_of_a_subsection_of_the_models() -> None:
-    """virtio/started version 2 (started_v2.py): 10.2 refuses it wherever a started device sends it; 11.0 loads
+    """virtio/started version 2 (started_v2.py): 11.1 refuses it wherever a started device sends it; 11.2 loads
     it, and the field it adds round-trips (R1 compares what the stream carried with what was loaded)."""
     results = statuses(SCHEMAS / "started_v2.py", ("virtio-blk",), ("mmio", "ccw"))
     failed = {k: r for k, r in results.items() if r.status == "fail"}
-    assert set(failed) == {"11.0-10.2-mmio-virtio-blk", "11.0-10.2-ccw-virtio-blk"}
+    assert set(failed) == {"11.2-11.1-mmio-virtio-blk", "11.2-11.1-ccw-virtio-blk"}
     for r in failed.values():
         assert r.failure is not None
         _src, _dst, state, _out, v = r.failure
@@ -131,7 +131,7 @@ def test_a_new_version_of_a_subsection_of_the_models() -> None:
     from models.releases import MachineType
 
     with schema.applied(SCHEMAS / "started_v2.py"):
-        config = Config(V("11.0"), MachineType.parse("virt-10.2"), "virtio-blk", "mmio")
+        config = Config(V("11.2"), MachineType.parse("virt-11.1"), "virtio-blk", "mmio")
         s = replace(reset_state(realize(config)), status=7, started=True, extra=(("kick_count", 513),))
         out = run_example(config, config, s)
         assert out.violations == [] and out.run.result.state is not None

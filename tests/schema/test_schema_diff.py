@@ -32,50 +32,50 @@ def one(d: Diff, kind: str, subject: str) -> Difference:
 
 def test_ungated_subsection_needs_a_machine_type_gate() -> None:
     with schema.applied(EXAMPLES / "net_foo_ungated.py"):
-        d = diff(V("10.2"), V("11.0"), NET)
+        d = diff(V("11.1"), V("11.2"), NET)
     x = one(d, "subsection-added", "virtio-net-device/foo")
-    assert (x.verdict, x.direction, x.decided_by) == (GATE, "11.0 -> 10.2", "static")
+    assert (x.verdict, x.direction, x.decided_by) == (GATE, "11.2 -> 11.1", "static")
     assert x.condition == "foo != 0"
-    assert len(x.machines) == 120 and "pc-q35-10.2" in x.machines and "virt-2.6" in x.machines
-    assert any("it depends on foo" in w for w in x.why) and any("hw_compat_10_2" in w for w in x.why)
+    assert len(x.machines) == 68 and "pc-q35-11.1" in x.machines and "virt-6.0" in x.machines  # 6.0..11.1 (17) x 4
+    assert any("it depends on foo" in w for w in x.why) and any("hw_compat_11_1" in w for w in x.why)
     assert d.breaks == [x] and not d.cells.results  # decided without running a cell
 
 
 def test_gated_subsection_is_safe_and_names_its_gate() -> None:
     with schema.applied(EXAMPLES / "net_foo_gated.py"):
-        d = diff(V("10.2"), V("11.0"), NET)
+        d = diff(V("11.1"), V("11.2"), NET)
     x = one(d, "subsection-added", "virtio-net-device/foo")
     assert (x.verdict, x.direction) == (SAFE, None)
-    assert any("gated by x-foo (hw_compat_10_2)" in w for w in x.why)
+    assert any("gated by x-foo (hw_compat_11_1)" in w for w in x.why)
     assert one(d, "property-added", "x-foo").verdict == SAFE
     assert not d.breaks
 
 
 def test_core_subsection_is_compared_for_every_device() -> None:
     with schema.applied(SCHEMAS / "core_bar_gated.py"):
-        d = diff(V("10.2"), V("11.0"), ["virtio-net", "virtio-rng"])
+        d = diff(V("11.1"), V("11.2"), ["virtio-net", "virtio-rng"])
     x = one(d, "subsection-added", "virtio/bar")
     assert x.verdict == SAFE and len(x.scope) == 6 and "virtio-rng/ccw" in x.scope
 
 
 def test_version_bump_breaks_backward_migration() -> None:
     with schema.applied(SCHEMAS / "net_foo_v2.py"):
-        d = diff(V("11.0"), V("11.1"), NET)
-        behind = diff(V("10.2"), V("11.1"), NET)
+        d = diff(V("11.2"), V("11.3"), NET)
+        behind = diff(V("11.1"), V("11.3"), NET)
     x = one(d, "version-changed", "virtio-net-device/foo")
-    assert (x.verdict, x.direction) == (BREAKS, "11.1 -> 11.0")
-    assert x.machines == ["pc-i440fx-11.0", "pc-q35-11.0", "virt-11.0", "s390-ccw-virtio-11.0"]  # the gate holds
+    assert (x.verdict, x.direction) == (BREAKS, "11.3 -> 11.2")
+    assert x.machines == ["pc-i440fx-11.2", "pc-q35-11.2", "virt-11.2", "s390-ccw-virtio-11.2"]  # the gate holds
     field = one(d, "field-added", "virtio-net-device/foo.foo_hi")
     assert field.verdict == SAFE and field.detail.startswith("foo_hi uint32 (4 bytes)")
-    assert one(behind, "subsection-added", "virtio-net-device/foo").verdict == SAFE  # gated for 10.2's machines
+    assert one(behind, "subsection-added", "virtio-net-device/foo").verdict == SAFE  # gated for 11.1's machines
 
 
 def test_python_needed_is_decided_by_running_the_cells() -> None:
     with schema.applied(SCHEMAS / "python_needed.py"):
-        d = diff(V("10.2"), V("11.0"), ["virtio-balloon"])
+        d = diff(V("11.1"), V("11.2"), ["virtio-balloon"])
     x = one(d, "subsection-added", "virtio-balloon-device/baz")
     assert (x.verdict, x.decided_by) == (GATE, "cells")
-    assert {c["cell"] for c in x.cells} == {f"11.0-10.2-{t}-virtio-balloon" for t in ("pci", "mmio", "ccw")}
+    assert {c["cell"] for c in x.cells} == {f"11.2-11.1-{t}-virtio-balloon" for t in ("pci", "mmio", "ccw")}
     assert all(c["status"] == "fail" and c["rule"] == "R4" and "baz=7" in c["state"] for c in x.cells)
     assert any("Python <lambda> at python_needed.py:9" in w and "ran 3 matrix cells" in w for w in x.why)
 
@@ -84,20 +84,20 @@ def test_downstream_line_without_its_own_compat_entry(tmp_path: Path) -> None:
     missing = tmp_path / "rhel_foo_missing_entry.py"  # rhel_foo.py without the line's own compat entry
     missing.write_text((SCHEMAS / "rhel_foo.py").read_text().replace("RHEL_ENTRY = True", "RHEL_ENTRY = False"))
     with schema.applied(missing):
-        d = diff(V("10.2"), V("11.0"), NET)
+        d = diff(V("11.1"), V("11.2"), NET)
     x = one(d, "subsection-added", "virtio-net-device/foo")
     assert x.verdict == GATE and sorted(x.machines) == ["pc-q35-rhel10.0.0", "pc-q35-rhel9.4.0"]
     assert any('line="rhel"' in w for w in x.why)
     with schema.applied(SCHEMAS / "rhel_foo.py"):
-        assert one(diff(V("10.2"), V("11.0"), NET), "subsection-added", "virtio-net-device/foo").verdict == SAFE
+        assert one(diff(V("11.1"), V("11.2"), NET), "subsection-added", "virtio-net-device/foo").verdict == SAFE
 
 
 def test_load_check_range_is_decided_by_cells() -> None:
     with schema.applied(SCHEMAS / "check_range.py"):
-        d = diff(V("10.2"), V("11.0"), ["virtio-blk"])
+        d = diff(V("11.1"), V("11.2"), ["virtio-blk"])
     x = one(d, "check-removed", "inuse_modular")
     assert (x.verdict, x.decided_by) == (SAFE, "cells")
-    assert {c["cell"] for c in x.cells} == {f"11.0-10.2-{t}-virtio-blk" for t in ("pci", "mmio", "ccw")}
+    assert {c["cell"] for c in x.cells} == {f"11.2-11.1-{t}-virtio-blk" for t in ("pci", "mmio", "ccw")}
 
 
 def test_in_tree_releases() -> None:
@@ -128,40 +128,40 @@ def test_cli_text_json_and_exit_codes() -> None:
         return subprocess.run([sys.executable, "-m", "harness.cli", "diff", *args], capture_output=True, text=True,
                               cwd=ROOT)
 
-    bad = run("10.2", "examples/schemas/net_foo_ungated.py", "--device", "virtio-net")
+    bad = run("11.1", "examples/schemas/net_foo_ungated.py", "--device", "virtio-net")
     assert bad.returncode == 1, bad.stderr
     assert "NEEDS A MACHINE-TYPE GATE: subsection-added virtio-net-device/foo" in bad.stdout
-    good = run("10.2", "11.0", "--schema", "examples/schemas/net_foo_gated.py", "--device", "virtio-net", "--json")
+    good = run("11.1", "11.2", "--schema", "examples/schemas/net_foo_gated.py", "--device", "virtio-net", "--json")
     assert good.returncode == 0, good.stderr
     out = json.loads(good.stdout)
-    assert out["a"] == "10.2" and out["b"] == "11.0" and out["breaks"] == 0
+    assert out["a"] == "11.1" and out["b"] == "11.2" and out["breaks"] == 0
     assert out["schema"] == ["examples/schemas/net_foo_gated.py"]
     assert {"subsection-added", "property-added", "release-added"} <= {x["kind"] for x in out["differences"]}
-    assert run("10.2", "12.0").returncode == 2
-    assert run("10.2", "11.0", "--device", "virtio-gpu").returncode == 2
+    assert run("11.1", "12.0").returncode == 2
+    assert run("11.1", "11.2", "--device", "virtio-gpu").returncode == 2
 
 
 def test_device_vmsd_version_bump_breaks_both_directions() -> None:
     with schema.applied(SCHEMAS / "net_device_v12.py"):
-        d = diff(V("10.2"), V("11.0"), NET)
+        d = diff(V("11.1"), V("11.2"), NET)
     section = one(d, "version-changed", "virtio-net")
-    assert (section.verdict, section.direction) == (BREAKS, "11.0 -> 10.2")
-    assert len(section.machines) == 120 and any("unsupported version 12" in w for w in section.why)
+    assert (section.verdict, section.direction) == (BREAKS, "11.2 -> 11.1")
+    assert len(section.machines) == 68 and any("unsupported version 12" in w for w in section.why)
     assert one(d, "version-changed", "virtio-net-device").verdict == SAFE  # not on the wire itself
     foo = one(d, "field-added", "virtio-net-device.foo")
     assert (foo.verdict, foo.direction, foo.decided_by) == (BREAKS, "both", "layout")
-    assert any(w.startswith("10.2 -> 11.0: 10.2 does not write it and 11.0 reads it") or
-               w.startswith("10.2 -> 11.0: 11.0 reads it") for w in foo.why), foo.why
+    assert any(w.startswith("11.1 -> 11.2: 11.1 does not write it and 11.2 reads it") or
+               w.startswith("11.1 -> 11.2: 11.2 reads it") for w in foo.why), foo.why
     assert any(w.startswith("fix: a subsection") for w in foo.why)
     assert not d.cells.results
 
 
 def test_device_vmsd_inner_version_alone_breaks_the_release_itself() -> None:
     with schema.applied(SCHEMAS / "net_device_inner_only.py"):
-        d = diff(V("10.2"), V("11.0"), NET)
+        d = diff(V("11.1"), V("11.2"), NET)
     foo = one(d, "field-added", "virtio-net-device.foo")
     assert foo.verdict == BREAKS
-    assert any(w.startswith("11.0 -> 11.0: 11.0 writes it from device vmsd version 12, 11.0 reads with its section "
+    assert any(w.startswith("11.2 -> 11.2: 11.2 writes it from device vmsd version 12, 11.2 reads with its section "
                             "version 11") for w in foo.why), foo.why
     assert not [x for x in d.differences if x.kind == "version-changed" and x.subject == "virtio-net"]
 
@@ -169,29 +169,29 @@ def test_device_vmsd_inner_version_alone_breaks_the_release_itself() -> None:
 def test_tested_device_fields(tmp_path: Path) -> None:
     module = SCHEMAS / "net_device_tested.py"
     with schema.applied(module):
-        d = diff(V("10.2"), V("11.0"), NET)
+        d = diff(V("11.1"), V("11.2"), NET)
     for name, kind in (("peer_mac", "buffer[6]"), ("coalesce", "uint16[3]")):
         x = one(d, "field-added", f"virtio-net-device.{name}")
         assert x.verdict == SAFE and x.detail.startswith(f"{name} {kind} (where x-foo)")
-        assert any("gated by x-foo (hw_compat_10_2)" in w for w in x.why)
+        assert any("gated by x-foo (hw_compat_11_1)" in w for w in x.why)
     # a test over a state field: the two sides of a cross-release migration disagree where it holds; the same
     # release agrees, since the destination has loaded promisc before it tests it
     text = module.read_text().replace("TESTED_BY_STATE = False", "TESTED_BY_STATE = True")
     by_state = tmp_path / "net_device_tested_by_state.py"
     by_state.write_text(text)
     with schema.applied(by_state):
-        d = diff(V("10.2"), V("11.0"), NET)
+        d = diff(V("11.1"), V("11.2"), NET)
     x = one(d, "field-added", "virtio-net-device.peer_mac")
     assert (x.verdict, x.direction) == (BREAKS, "both")
-    assert not any(w.startswith("11.0 -> 11.0") for w in x.why)
+    assert not any(w.startswith("11.2 -> 11.2") for w in x.why)
     assert any("it depends on promisc" in w for w in x.why)
 
 
 def test_a_new_version_of_a_subsection_of_the_models() -> None:
     with schema.applied(SCHEMAS / "started_v2.py"):
-        d = diff(V("10.2"), V("11.0"), ["virtio-blk"])
+        d = diff(V("11.1"), V("11.2"), ["virtio-blk"])
     x = one(d, "version-changed", "virtio/started")
-    assert (x.verdict, x.direction, x.decided_by) == (BREAKS, "11.0 -> 10.2", "cells")  # needed() is models' Python
-    assert all(c["cell"].startswith("11.0-10.2-") for c in x.cells)
+    assert (x.verdict, x.direction, x.decided_by) == (BREAKS, "11.2 -> 11.1", "cells")  # needed() is models' Python
+    assert all(c["cell"].startswith("11.2-11.1-") for c in x.cells)
     field = one(d, "field-added", "virtio/started.kick_count")
     assert field.verdict == SAFE and field.detail == "kick_count uint16 (2 bytes) at 1"

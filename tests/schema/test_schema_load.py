@@ -28,7 +28,7 @@ ROOT = HERE.parents[1]
     ("syntax_error.py", 5, "syntax error"),
     ("unknown_field_type.py", 8, "unknown type 'u32'"),
     ("clashing_name.py", 9, "virtio-net-device/rss clashes with the one in models"),
-    ("release_before_base.py", 6, "release 10.1 is placed before 11.0, the release it builds on"),
+    ("release_before_base.py", 6, "release 11.0 is placed before 11.2, the release it builds on"),
     ("blk_subsection.py", 6, "has no subsections"),
     ("name_error.py", 4, "NameError: name 'Release' is not defined"),
 ])
@@ -47,36 +47,36 @@ def test_more_mistakes(tmp_path: Path) -> None:
         "x = 1\n": ":1: a schema module binds DECLARATIONS",
         "DECLARATIONS = (1,)\n": ":1: 1 is not a declaration",
         "from models.releases import V\nfrom models.schema import Release\n"
-        "DECLARATIONS = (\n    Release(V('10.2'), after=V('10.1')),\n)\n": ":4: release 10.2 is already modelled",
+        "DECLARATIONS = (\n    Release(V('11.1'), after=V('11.0')),\n)\n": ":4: release 11.1 is already modelled",
         "from models.releases import V\nfrom models.schema import Release\n"
-        "DECLARATIONS = (\n    Release(V('11.0'), after=V('7.2')),\n)\n": ":4: release 11.0 builds on 7.2, but 10.2",
+        "DECLARATIONS = (\n    Release(V('11.2'), after=V('7.2')),\n)\n": ":4: release 11.2 builds on 7.2, but 11.1",
         "from models.releases import V\nfrom models.schema import Prop\n"
         "DECLARATIONS = (Prop('virtio-net-device', 'mq', True),)\n": ":3: property mq of virtio-net-device clashes",
         "from models.releases import V\nfrom models.schema import Compat\n"
-        "DECLARATIONS = (Compat(V('10.2'), 'virtio-device', 'x-no', False, V('11.0')),)\n": "x-no is not a property",
+        "DECLARATIONS = (Compat(V('11.1'), 'virtio-device', 'x-no', False, V('11.2')),)\n": "x-no is not a property",
     }
     head = ("from models.conditions import Property\nfrom models.releases import V\n"
             "from models.schema import DeviceVersion, Field, Release, SubsectionVersion\n"
-            "DECLARATIONS = (\n    Release(V('11.0'), after=V('10.2')),\n    ")
+            "DECLARATIONS = (\n    Release(V('11.2'), after=V('11.1')),\n    ")
     device_cases = {  # DeviceVersion and the field types, each on line 6 of its module
-        "DeviceVersion('virtio-blk-device', V('11.0')),": "virtio-blk has none (save_device/load_device)",
-        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('foo', 'uint32', version=13),), version=12),":
+        "DeviceVersion('virtio-blk-device', V('11.2')),": "virtio-blk has none (save_device/load_device)",
+        "DeviceVersion('virtio-net-device', V('11.2'), fields=(Field('foo', 'uint32', version=13),), version=12),":
             "field 'foo' is on the wire from version 13, above the vmsd's version_id 12",
-        "DeviceVersion('virtio-net-device', V('11.0'), version=10),": "a version_id goes down in 11.0 (11 -> 10",
-        "DeviceVersion('virtio-net-device', V('11.0'), minimum_version=12),":
+        "DeviceVersion('virtio-net-device', V('11.2'), version=10),": "a version_id goes down in 11.2 (11 -> 10",
+        "DeviceVersion('virtio-net-device', V('11.2'), minimum_version=12),":
             "virtio-net-device's minimum_version_id 12 is above its version_id 11",
-        "DeviceVersion('virtio-net-device', V('11.0'), version=0),": "version is a version_id (a positive int32)",
-        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('promisc', 'uint8'),)),":
+        "DeviceVersion('virtio-net-device', V('11.2'), version=0),": "version is a version_id (a positive int32)",
+        "DeviceVersion('virtio-net-device', V('11.2'), fields=(Field('promisc', 'uint8'),)),":
             "field 'promisc' clashes with a state field",
-        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('k', 'buffer'),)),": "a buffer has a size",
-        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('k', 'uint8', count=-1),)),":
+        "DeviceVersion('virtio-net-device', V('11.2'), fields=(Field('k', 'buffer'),)),": "a buffer has a size",
+        "DeviceVersion('virtio-net-device', V('11.2'), fields=(Field('k', 'uint8', count=-1),)),":
             "count is a number of elements",
-        "DeviceVersion('virtio-net-device', V('11.0'), fields=(Field('k', 'uint8', version=12, "
+        "DeviceVersion('virtio-net-device', V('11.2'), fields=(Field('k', 'uint8', version=12, "
         "present=Property('x')),), version=12),": "gated by its version or by a test",
         "DeviceVersion('virtio-net-device', V('12.0')),": "release 12.0 is not modelled",
-        "SubsectionVersion('virtio/stardom', V('11.0'), 2),": "models/ has no such subsection",
-        "SubsectionVersion('virtio-net-device/rss', V('11.0'), 2),": "version 2 is not above 2, the version 11.0",
-        "SubsectionVersion('virtio/started', V('11.0'), 2, fields=(Field('k', 'uint8'),)),":
+        "SubsectionVersion('virtio/stardom', V('11.2'), 2),": "models/ has no such subsection",
+        "SubsectionVersion('virtio-net-device/rss', V('11.2'), 2),": "version 2 is not above 2, the version 11.2",
+        "SubsectionVersion('virtio/started', V('11.2'), 2, fields=(Field('k', 'uint8'),)),":
             "field 'k' must come with a version above 1 and up to 2",
     }
     cases.update({head + text + "\n)\n": words for text, words in device_cases.items()})
@@ -93,7 +93,7 @@ def test_more_mistakes(tmp_path: Path) -> None:
 
 
 def test_the_cli_prints_one_line_and_exits_2() -> None:
-    for args in (["diff", "10.2", "11.0", "--schema", str(SCHEMAS / "unknown_field_type.py")],
+    for args in (["diff", "11.1", "11.2", "--schema", str(SCHEMAS / "unknown_field_type.py")],
                  ["check", "--schema", str(SCHEMAS / "release_before_base.py"), "--profile", "dev"]):
         proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode == 2, proc.stderr
@@ -104,34 +104,34 @@ def test_the_cli_prints_one_line_and_exits_2() -> None:
 def test_applied_extends_the_registries_and_restores_them() -> None:
     before = (releases.RELEASES, releases.ALL_VERSIONS, props.PROPS, releases.COMPAT, core.CORE_SUBSECTIONS)
     with schema.applied(SCHEMAS / "core_bar_gated.py") as [loaded]:
-        assert loaded.releases == (V("11.0"),)
-        assert releases.RELEASES[-1] == V("11.0") and V("11.0") in releases.ALL_VERSIONS
+        assert loaded.releases == (V("11.2"),)
+        assert releases.RELEASES[-1] == V("11.2") and V("11.2") in releases.ALL_VERSIONS
         names = [s.name for s in core.CORE_SUBSECTIONS]
         assert names.index("virtio/bar") == names.index("virtio/started") + 1  # after=
         assert "virtio/bar" in wire.core_subsections("pci").known
         assert schema.load_schema(SCHEMAS / "core_bar_gated.py") is loaded  # loading again: the same, once
-        cfg = Config(V("11.0"), MachineType("pc-q35", V("11.0")), "virtio-rng")
+        cfg = Config(V("11.2"), MachineType("pc-q35", V("11.2")), "virtio-rng")
         assert realize(cfg).props["x-bar"] is True
         assert dict(reset_state(realize(cfg)).extra) == {"bar": 0, "bar_on": 0}
-        old = Config(V("11.0"), MachineType("pc-q35", V("10.2")), "virtio-rng")
-        assert realize(old).props["x-bar"] is False  # hw_compat_10_2
+        old = Config(V("11.2"), MachineType("pc-q35", V("11.1")), "virtio-rng")
+        assert realize(old).props["x-bar"] is False  # hw_compat_11_1
     assert (releases.RELEASES, releases.ALL_VERSIONS, props.PROPS, releases.COMPAT, core.CORE_SUBSECTIONS) == before
     assert "virtio/bar" not in wire.core_subsections("pci").known  # the layout caches were cleared
-    assert dict(reset_state(realize(Config(V("10.2"), MachineType("pc-q35", V("10.2")), "virtio-rng"))).extra) == {}
+    assert dict(reset_state(realize(Config(V("11.1"), MachineType("pc-q35", V("11.1")), "virtio-rng"))).extra) == {}
 
 
 def test_downstream_machine_types() -> None:
     with schema.applied(SCHEMAS / "rhel_foo.py"):
-        rhel = [m for m in machine_types(V("11.0"), "pci") if m.line]
-        assert [m.name for m in rhel] == ["pc-q35-rhel9.4.0", "pc-q35-rhel10.0.0", "pc-q35-rhel10.2.0"]
+        rhel = [m for m in machine_types(V("11.2"), "pci") if m.line]
+        assert [m.name for m in rhel] == ["pc-q35-rhel9.4.0", "pc-q35-rhel10.0.0", "pc-q35-rhel11.1.0"]
         assert MachineType.parse("pc-q35-rhel9.4.0") == MachineType("pc-q35", V("8.2"), "rhel", V("9.4"))
-        assert [m.name for m in machine_types(V("10.2"), "pci") if m.line] == ["pc-q35-rhel9.4.0", "pc-q35-rhel10.0.0"]
+        assert [m.name for m in machine_types(V("11.1"), "pci") if m.line] == ["pc-q35-rhel9.4.0", "pc-q35-rhel10.0.0"]
         rhel94 = MachineType.parse("pc-q35-rhel9.4.0")
-        on = Config(V("11.0"), rhel94, "virtio-net")
+        on = Config(V("11.2"), rhel94, "virtio-net")
         assert realize(on).props["x-foo"] is False  # the line's own entry (hw_compat_rhel_10_0)
         # upstream entries do not reach the line (upstream_compat=False): 10.1's tunnel properties stay on
-        assert realize(Config(V("10.2"), rhel94, "virtio-net")).props["host_tunnel"] is True
-        assert realize(Config(V("10.2"), MachineType("pc-q35", V("8.2")), "virtio-net")).props["host_tunnel"] is False
+        assert realize(Config(V("11.1"), rhel94, "virtio-net")).props["host_tunnel"] is True
+        assert realize(Config(V("11.1"), MachineType("pc-q35", V("8.2")), "virtio-net")).props["host_tunnel"] is False
     with pytest.raises(ValueError):
         MachineType.parse("pc-q35-rhel9.4.0")
 
@@ -140,16 +140,16 @@ def test_conditions_are_decided_per_machine_type_without_a_state() -> None:
     with schema.applied(EXAMPLES / "net_foo_gated.py"):
         gate = Property("x-foo") & (StateField("foo") != 0)
         assert gate.describe() == "x-foo and foo != 0" and not gate.python() and gate.properties() == {"x-foo"}
-        new, old = MachineType("pc-q35", V("11.0")), MachineType("pc-q35", V("10.2"))
-        assert gate.static(Static.of(V("11.0"), old, "virtio-net", "pci")) is False  # hw_compat_10_2
-        assert gate.static(Static.of(V("11.0"), new, "virtio-net", "pci")) is None  # the state decides
-        varied = Static.of(V("11.0"), old, "virtio-net", "pci", frozenset({"x-foo"}))
+        new, old = MachineType("pc-q35", V("11.2")), MachineType("pc-q35", V("11.1"))
+        assert gate.static(Static.of(V("11.2"), old, "virtio-net", "pci")) is False  # hw_compat_11_1
+        assert gate.static(Static.of(V("11.2"), new, "virtio-net", "pci")) is None  # the state decides
+        varied = Static.of(V("11.2"), old, "virtio-net", "pci", frozenset({"x-foo"}))
         assert gate.static(varied) is None  # a property users set decides nothing
-        assert (MachineAtLeast(V("11.0")) | StateField("foo")).static(Static.of(V("11.0"), new, "virtio-net", "pci"))
-        assert (~Transport("pci")).static(Static.of(V("11.0"), new, "virtio-net", "pci")) is False
+        assert (MachineAtLeast(V("11.2")) | StateField("foo")).static(Static.of(V("11.2"), new, "virtio-net", "pci"))
+        assert (~Transport("pci")).static(Static.of(V("11.2"), new, "virtio-net", "pci")) is False
         opaque = Python(lambda r, s: True) & MachineAtLeast(V("2.0"))
-        assert opaque.python() and opaque.static(Static.of(V("11.0"), new, "virtio-net", "pci")) is None
-        r = realize(Config(V("11.0"), new, "virtio-net"))
+        assert opaque.python() and opaque.static(Static.of(V("11.2"), new, "virtio-net", "pci")) is None
+        r = realize(Config(V("11.2"), new, "virtio-net"))
         s = reset_state(r)
         assert not gate(r, s) and gate(r, s.with_(extra=(("foo", 3),)))
         assert GuestFeature(32)(r, s.with_(guest_features=1 << 32)) and StateField("broken")(r, s.with_(broken=True))

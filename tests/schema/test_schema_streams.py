@@ -51,8 +51,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_decode_reads_the_fields_a_schema_adds(tmp_path: Path) -> None:
-    stream = tmp_path / "net-11.0.bin"
-    stream.write_bytes(rewrite(V12, "11.0", {"foo": 0x1234}))
+    stream = tmp_path / "net-11.2.bin"
+    stream.write_bytes(rewrite(V12, "11.2", {"foo": 0x1234}))
     out = run("decode", str(stream), "--json", "--schema", str(V12))
     assert out.returncode == 0, out.stderr
     dev = json.loads(out.stdout)["devices"][0]
@@ -67,23 +67,23 @@ def test_decode_reads_the_fields_a_schema_adds(tmp_path: Path) -> None:
 
 
 def test_verdict_judges_the_section_version(tmp_path: Path) -> None:
-    stream = tmp_path / "net-11.0.bin"
-    stream.write_bytes(rewrite(V12, "11.0", {"foo": 7}))
-    same = run("verdict", str(stream), "--release", "11.0", "--schema", str(V12), "--json")
+    stream = tmp_path / "net-11.2.bin"
+    stream.write_bytes(rewrite(V12, "11.2", {"foo": 7}))
+    same = run("verdict", str(stream), "--release", "11.2", "--schema", str(V12), "--json")
     assert same.returncode == 0, same.stderr
     assert [d["outcome"] for d in json.loads(same.stdout)["devices"]] == ["accepted"]
-    back = run("verdict", str(stream), "--release", "10.2", "--schema", str(V12))
+    back = run("verdict", str(stream), "--release", "11.1", "--schema", str(V12))
     assert back.returncode == 0, back.stderr
     assert "rejected: savevm: unsupported version 12 for '0000:00:03.0/virtio-net' v11" in back.stdout
-    unknown = run("verdict", str(stream), "--release", "11.0")  # no module: 11.0 is not a release
-    assert unknown.returncode == 2 and "11.0" in unknown.stderr
+    unknown = run("verdict", str(stream), "--release", "11.2")  # no module: 11.2 is not a release
+    assert unknown.returncode == 2 and "11.2" in unknown.stderr
 
 
 def test_tested_fields_follow_the_machine_type(tmp_path: Path) -> None:
-    """pc-i440fx-7.2 turns x-foo off (hw_compat_10_2): 11.0 writes neither field there, and 10.2 loads it."""
-    data = rewrite(TESTED, "11.0", {"peer_mac": b"\x52\x54\x00\x00\x00\x09", "coalesce": (1, 2, 3)})
+    """pc-i440fx-7.2 turns x-foo off (hw_compat_11_1): 11.2 writes neither field there, and 11.1 loads it."""
+    data = rewrite(TESTED, "11.2", {"peer_mac": b"\x52\x54\x00\x00\x00\x09", "coalesce": (1, 2, 3)})
     assert data == F01.read_bytes()  # byte for byte what 7.2 wrote
     stream = tmp_path / "net.bin"
     stream.write_bytes(data)
-    back = run("verdict", str(stream), "--release", "10.2", "--schema", str(TESTED), "--json")
+    back = run("verdict", str(stream), "--release", "11.1", "--schema", str(TESTED), "--json")
     assert [d["outcome"] for d in json.loads(back.stdout)["devices"]] == ["accepted"]

@@ -3,6 +3,6 @@ from models.releases import V
 from models.schema import Field, Subsection
 
 DECLARATIONS = (
-    Subsection("virtio-blk-device/foo", V("10.2"), fields=(Field("foo", "uint32"),),
+    Subsection("virtio-blk-device/foo", V("11.1"), fields=(Field("foo", "uint32"),),
                needed=StateField("foo") != 0),
 )

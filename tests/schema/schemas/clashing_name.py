@@ -3,9 +3,9 @@ from models.releases import V
 from models.schema import Field, Release, Subsection
 
 DECLARATIONS = (
-    Release(V("11.0"), after=V("10.2")),
-    Subsection("virtio-net-device/foo", V("11.0"), fields=(Field("foo", "uint32"),),
+    Release(V("11.2"), after=V("11.1")),
+    Subsection("virtio-net-device/foo", V("11.2"), fields=(Field("foo", "uint32"),),
                needed=StateField("foo") != 0),
-    Subsection("virtio-net-device/rss", V("11.0"), fields=(Field("rss_foo", "uint32"),),
+    Subsection("virtio-net-device/rss", V("11.2"), fields=(Field("rss_foo", "uint32"),),
                needed=StateField("rss_foo") != 0),
 )

@@ -1,5 +1,5 @@
 from models.releases import V
 
 DECLARATIONS = (
-    Release(V("11.0"), after=V("10.2")),  # noqa: F821 (the mistake this module is for)
+    Release(V("11.2"), after=V("11.1")),  # noqa: F821 (the mistake this module is for)
 )

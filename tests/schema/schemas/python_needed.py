@@ -4,7 +4,7 @@ from models.releases import V
 from models.schema import Field, Release, Subsection
 
 DECLARATIONS = (
-    Release(V("11.0"), after=V("10.2")),
-    Subsection("virtio-balloon-device/baz", V("11.0"), fields=(Field("baz", "uint8", values=(0, 7)),),
+    Release(V("11.2"), after=V("11.1")),
+    Subsection("virtio-balloon-device/baz", V("11.2"), fields=(Field("baz", "uint8", values=(0, 7)),),
                needed=lambda r, s: dict(s.extra).get("baz") == 7),
 )

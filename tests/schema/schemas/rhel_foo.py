@@ -9,13 +9,13 @@ from models.schema import Compat, Downstream, Field, Prop, Release, Subsection
 RHEL_ENTRY = True
 
 DECLARATIONS = (
-    Release(V("11.0"), after=V("10.2")),
-    Downstream("pc-q35", "rhel", ((V("9.4"), V("8.2")), (V("10.0"), V("10.0")), (V("10.2"), V("11.0"))),
+    Release(V("11.2"), after=V("11.1")),
+    Downstream("pc-q35", "rhel", ((V("9.4"), V("8.2")), (V("10.0"), V("10.0")), (V("11.1"), V("11.2"))),
                upstream_compat=False),
-    Prop("virtio-net-device", "x-foo", True, V("11.0")),
-    Compat(V("10.2"), "virtio-net-device", "x-foo", False, V("11.0"), source="hw_compat_10_2"),
-    *([Compat(V("10.0"), "virtio-net-device", "x-foo", False, V("11.0"), line="rhel",
+    Prop("virtio-net-device", "x-foo", True, V("11.2")),
+    Compat(V("11.1"), "virtio-net-device", "x-foo", False, V("11.2"), source="hw_compat_11_1"),
+    *([Compat(V("10.0"), "virtio-net-device", "x-foo", False, V("11.2"), line="rhel",
               source="hw_compat_rhel_10_0")] if RHEL_ENTRY else []),
-    Subsection("virtio-net-device/foo", V("11.0"), fields=(Field("foo", "uint32"),),
+    Subsection("virtio-net-device/foo", V("11.2"), fields=(Field("foo", "uint32"),),
                needed=Property("x-foo") & (StateField("foo") != 0)),
 )

@@ -3,8 +3,8 @@ from models.releases import V
 from models.schema import Field, Release, Subsection
 
 DECLARATIONS = (
-    Release(V("11.0"), after=V("10.2")),
-    Subsection("virtio-net-device/foo", V("11.0"),
+    Release(V("11.2"), after=V("11.1")),
+    Subsection("virtio-net-device/foo", V("11.2"),
                fields=(Field("foo", "u32"),),
                needed=StateField("foo") != 0),
 )
