@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import fleet
-from harness.failures import FAILURES, state_summary, write_failure
+from harness.failures import state_summary, write_failure
 from harness.matrix import Cell, cells, run_cell
 from harness.pytest_plugin import matrix_options, record
-from harness.qemu.realcells import missing, run_real_cell
 from models.releases import RELEASES, Version
 from models.schema import loaded_paths
 
@@ -26,10 +24,6 @@ def _cells(config: pytest.Config) -> list[Cell]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" in metafunc.fixturenames:
         metafunc.parametrize("cell", _cells(metafunc.config), ids=lambda c: c.id)
-    if "real_cell" in metafunc.fixturenames:
-        # only the cells whose two releases are fleet releases; one not installed skips, saying which
-        real = [c for c in _cells(metafunc.config) if {str(c.src), str(c.dst)} <= set(fleet.RELEASES)]
-        metafunc.parametrize("real_cell", real if metafunc.config.getoption("--real") else [], ids=lambda c: c.id)
 
 
 @pytest.mark.matrix
@@ -56,27 +50,3 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
         path = write_failure(cell, src, dst, state, out, v)  # into $VIRTIO_COMPAT_REPORTS/failures (check sets it)
         pytest.fail(f"{message}\n  replay: virtio-compat replay {path}", pytrace=False)
 
-
-@pytest.mark.matrix
-@pytest.mark.qemu
-def test_real_pair(real_cell: Cell, request: pytest.FixtureRequest) -> None:
-    """--real: the cell's device driven in the real source QEMU, loaded by the real destination, and the model
-    held to both (R12), besides R1/R3/R4 on QEMU itself."""
-    why = missing(real_cell)
-    if why is not None:
-        pytest.skip(why)
-    result = run_real_cell(real_cell, request.config.getoption("--real-examples"), failures=FAILURES)
-    outcome = "fail" if result.failures else "expected" if result.expected else "pass"
-    packages = ", ".join(f"QEMU {r} {v}" for r, v in result.versions.items())
-    record(request.config, {
-        "src": str(real_cell.src), "dst": str(real_cell.dst), "transport": real_cell.transport,
-        "device": real_cell.device, "rule": "R12", "outcome": outcome,
-        "expected": "; ".join(f"{k}: {v}" for k, v in result.expected.items()) or None,
-        "examples": result.states, "machines": sorted(set(result.machines)), "qemu": True, "packages": packages,
-        "failure": "\n".join(result.failures) if result.failures else None, "schema": loaded_paths(),
-    })
-    if result.failures:
-        files = "".join(f"\n  failure file: {f}" for f in dict.fromkeys(result.files))
-        machines = ", ".join(dict.fromkeys(result.machines))
-        pytest.fail(f"real QEMU ({packages}) on {machines}: " + "\n  ".join(result.failures[:8]) + files,
-                    pytrace=False)
