@@ -79,6 +79,17 @@ def legacy_config_offset(msix_enabled: bool) -> int:
     return 24 if msix_enabled else 20
 
 
+def queue_count(select: Callable[[int], None], size: Callable[[], int]) -> int:
+    """How many queues a device has: selecting one past the last reads a size of 0 (pci and mmio alike)."""
+    count = 0
+    while count < VIRTIO_QUEUE_MAX:
+        select(count)
+        if size() == 0:
+            break
+        count += 1
+    return count
+
+
 def align_up(value: int, align: int) -> int:
     return (value + align - 1) & ~(align - 1)
 
@@ -282,12 +293,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     guest_features = qt.inl(io + VIRTIO_PCI_GUEST_FEATURES)
 
     # Enumerate the queues: the legacy QUEUE_NUM reads 0 past the last one.
-    count = 0
-    while count < VIRTIO_QUEUE_MAX:
-        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, count)
-        if qt.inw(io + VIRTIO_PCI_QUEUE_NUM) == 0:
-            break
-        count += 1
+    count = queue_count(lambda i: qt.outw(io + VIRTIO_PCI_QUEUE_SEL, i), lambda: qt.inw(io + VIRTIO_PCI_QUEUE_NUM))
     for q in spec.queues:
         if q.index >= count:
             raise QemuError(f"{spec.kind} at slot {spec.slot:#x} has {count} queues, no queue {q.index}")

@@ -20,6 +20,7 @@ from harness.qemu.drive import (
     VIRTIO_F_BAD_FEATURE,
     DriveSpec,
     blk_requests,
+    queue_count,
     vring_layout,
 )
 from harness.qemu.qtest import QtestClient
@@ -70,12 +71,7 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     qt.writel(base + GUEST_FEATURES_SEL, 0)
     qt.writel(base + GUEST_FEATURES, host_features & spec.guest_features & ~(1 << VIRTIO_F_BAD_FEATURE) & 0xFFFFFFFF)
     qt.writel(base + GUEST_PAGE_SIZE, PAGE_SIZE)
-    count = 0
-    while count < VIRTIO_QUEUE_MAX:
-        qt.writel(base + QUEUE_SEL, count)
-        if qt.readl(base + QUEUE_NUM_MAX) == 0:
-            break
-        count += 1
+    count = queue_count(lambda i: qt.writel(base + QUEUE_SEL, i), lambda: qt.readl(base + QUEUE_NUM_MAX))
     nums = {}
     for q in spec.queues:
         if q.index >= count:
