@@ -167,8 +167,9 @@ def write_failures(ex: crosscheck.Example, src: crosscheck.Side, dst: crosscheck
         what = (f"qemu: {', '.join(small.kinds)} on {ex.machine}, source {src.version}, destination {dst.version}"
                 if name == "R12" else f"qemu: {rule} on real QEMUs")
         path = oracle.write_disagreement(m.data, m.argv, dst.release, m.model_verdict, m.qemu_verdict, found, what,
-                                         folder, extra, rule=name)
-        # the file is named by its own rule; the replay line says how to re-run both sides
+                                         folder, extra, rule=name,
+                                         key=f"{src.version} {dst.version} {ex.machine} {extra['minimized_state']}")
+        # the stream carries the RTC: the minimal case names the file, so a re-found failure keeps it
         record_replay(path)
         out.append(path)
     return out
