@@ -24,6 +24,14 @@ EXIT_PASSES, EXIT_FAILS = 0, 1
 NEEDED = ("rule", "src_config", "dst_config", "state", "stream")
 
 
+class RealPair(Exception):
+    """A failure file of `virtio-compat qemu`: replayed on the real pair it records (harness/qemu/realcase.py)."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__("real pair")
+        self.record = record
+
+
 @dataclass
 class Case:
     path: Path
@@ -51,6 +59,8 @@ def read_case(path: str) -> Case:
         raise UsageError(f"{path}: not a failure file (not JSON: {e})") from None
     if not isinstance(record, dict):
         raise UsageError(f"{path}: not a failure file (a JSON object is expected)")
+    if "real_pair" in record:
+        raise RealPair(record)
     missing = [k for k in NEEDED if k not in record]
     if missing:
         hint = f"; it says how to replay it: {record['replay']}" if isinstance(record.get("replay"), str) else ""
@@ -154,7 +164,12 @@ def report(case: Case, out: Outcome) -> tuple[int, str]:
 
 
 def replay(path: str) -> tuple[int, str]:
-    case = read_case(path)
+    try:
+        case = read_case(path)
+    except RealPair as real:
+        from harness.qemu import realcase  # only a real-pair file needs QEMU's side
+
+        return realcase.replay(path, real.record)
     try:
         out = run_example(case.src, case.dst, case.state)
     except HarnessError as e:

@@ -52,13 +52,14 @@ class Side:
     version: Version
     release: Version  # the modelled release whose rules it follows
     machines: frozenset[str] = frozenset()  # what `-machine help` lists
+    given: str = ""  # as named on the command line: a fleet release name (e.g. 7.2) replays on another machine
 
 
 def side(binary: str, target: str = "x86_64") -> Side:
     """One binary of the pair, for `target`: a fleet release name gives that release's qemu-system-TARGET."""
     path = find_qemu(release.for_target(binary, target), target)
     version = oracle.qemu_version(path)
-    return Side(path, version, oracle.modelled_release(path), release.machine_names(path))
+    return Side(path, version, oracle.modelled_release(path), release.machine_names(path), binary)
 
 
 def common_machines(src: Side, dst: Side, family: str) -> list[MachineType]:
@@ -148,6 +149,8 @@ class Example:
     data: bytes = field(default=b"", repr=False)  # the source's stream
     argv: list[str] = field(default_factory=list, repr=False)  # its command line
     kinds: list[str] = field(default_factory=list)  # the devices, driven or not
+    model_verdict: Any = field(default=None, repr=False)  # oracle.ModelVerdict, for the failure file
+    qemu_verdict: Any = field(default=None, repr=False)  # oracle.Verdict
 
     @property
     def devices(self) -> list[str]:
@@ -206,14 +209,27 @@ def without_sections(data: bytes, names: Sequence[str]) -> bytes:
 
 
 def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: str, kinds: Sequence[str], *,
-                resave: bool = True, failures: Path | None = None, write: bool = True) -> Example:
+                resave: bool = True, failures: Path | None = None, write: bool = True,
+                seed: int | None = None) -> Example:
+    specs = random_drives(rng, qemu_config(machine, kinds), src.release)
+    ex = run_specs(index, src, dst, machine, kinds, specs, resave=resave)
+    if write and (ex.disagreements or ex.violations):
+        from harness.qemu import realcase  # it drives this module's run_specs: imported when a failure is written
+
+        ex.failures += [str(p) for p in realcase.write_failures(ex, src, dst, failures, seed)]
+    return ex
+
+
+def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[str], specs: Sequence[DriveSpec], *,
+              resave: bool = True) -> Example:
+    """Drive the source into `specs`, save, load into the destination, re-save, and hold the model to it."""
     config = qemu_config(machine, kinds)
-    specs = random_drives(rng, config, src.release)
     # The destination starts while the source is driven and saved: its start-up is most of a load.
     with oracle.destination(config, dst.binary, launch=True) as pending:
-        data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary), specs)
+        data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary),
+                           list(specs))
         argv = truth["qemu_cmdline"]
-        ex = Example(index, machine, specs, data=data, argv=argv, kinds=list(kinds))
+        ex = Example(index, machine, list(specs), data=data, argv=argv, kinds=list(kinds))
         # a payload our decoder cannot read is kept as bytes: the model's side reports it, QEMU's still loads
         try:
             s: Stream | None = decode_stream(data, strict=False)
@@ -224,6 +240,7 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
         loaded = without_sections(data, drop) if drop else data
         result = oracle.load_and_save(argv, loaded, resave=resave, started=pending)
     v = result.verdict
+    ex.model_verdict, ex.qemu_verdict = model, v
     ex.outcome, ex.error = v.outcome, v.error
     ex.model_outcome, ex.model_error = oracle.overall(model)
     ex.disagreements = oracle.compare(model, v)
@@ -237,17 +254,6 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
         ex.violations.append(f"{rule}: the destination QEMU {v.outcome} a reachable state: {v.error}")
     elif s is not None:
         ex.violations += [f"{rule}: state not preserved: {d}" for d in preserved(s, src, dst, argv, v)]
-    if write:
-        extra = {"source_binary": src.binary, "destination_binary": dst.binary, "drives": ex.as_json()["drives"]}
-        if ex.disagreements:
-            path = oracle.write_disagreement(data, argv, dst.release, model, v, ex.disagreements,
-                                             f"qemu: {', '.join(kinds)} on {machine}, source {src.version}, "
-                                             f"destination {dst.version}", failures, extra)
-            ex.failures.append(str(path))
-        if ex.violations:
-            path = oracle.write_disagreement(data, argv, dst.release, model, v, ex.violations,
-                                             f"qemu: {rule} on real QEMUs", failures, extra, rule=rule)
-            ex.failures.append(str(path))
     return ex
 
 
@@ -289,7 +295,8 @@ def run(src_binary: str, dst_binary: str, machine: str | None, device: str | Non
     kinds = [device or DEVICE_KINDS[i % len(DEVICE_KINDS)] for i in range(examples)]
     done: list[Example] = []
     for i in range(0, examples, per_vm):
-        done.append(run_example(len(done), rng, src, dst, machine, kinds[i : i + per_vm], failures=failures))
+        done.append(run_example(len(done), rng, src, dst, machine, kinds[i : i + per_vm], failures=failures,
+                                seed=seed))
     head = {"source": {"binary": src.binary, "version": str(src.version), "release": str(src.release)},
             "destination": {"binary": dst.binary, "version": str(dst.version), "release": str(dst.release)},
             "machine": machine, "seed": seed, "rule": migration_rule(src.release, dst.release), "per_vm": per_vm}
