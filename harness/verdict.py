@@ -90,7 +90,7 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> li
 def verdict(s: Stream, release: Version, dest: str | None) -> Verdict:
     out = Verdict(release, s.machine)
     lines = parse(dest, release) if dest else infer_destination(s, release, out.assumptions)
-    by_section = {line.section: line for line in lines}
+    by_section = {line.key: line for line in lines}
     if dest and lines and s.configuration is not None:
         local = lines[0].config.machine.name
         received = s.machine or ""
@@ -102,7 +102,7 @@ def verdict(s: Stream, release: Version, dest: str | None) -> Verdict:
         out.devices.append(entry)
         if failed:
             continue
-        line = by_section.get(p.section)
+        line = by_section.get(p.key)
         if line is None:
             entry.update(outcome=REJECTED, error=f"Unknown savevm section or instance '{p.section}' "
                          f"{p.instance_id}. Make sure that your current VM setup matches your saved VM setup, "

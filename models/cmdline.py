@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from harness.errors import UsageError
 from models.config import Config, NetBackend
-from models.props import known_props, proxy_type
+from models.props import known_props, machine_object_props, proxy_type
 from models.releases import MachineType, Version, machine_types
 
 _DEVICE_TYPES = {
@@ -26,8 +26,14 @@ _IGNORED_WITH_ARG = {"-qmp", "-qtest", "-qtest-log", "-display", "-chardev", "-s
 @dataclass(frozen=True)
 class DeviceLine:
     config: Config
-    section: str  # the idstr of its migration section (pci: exact; mmio/ccw: by order)
+    section: str  # the idstr of its migration section (pci: exact; mmio: by order; ccw: its devno)
     qdev_id: str | None
+    instance_id: int = 0  # counts devices whose idstr is the same (no transport path on old machine types)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What a stream's section is matched by: QEMU looks sections up by idstr and instance id."""
+        return self.section, self.instance_id
 
 
 def _opts(text: str) -> tuple[str, dict[str, str]]:
@@ -100,8 +106,9 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
     if machine not in machine_types(release):
         raise UsageError(f"QEMU {release} has no machine type {machine}")
     ports = {opts.get("id"): opts for head, opts in devices if head == "pcie-root-port"}
-    out = []
+    out: list[DeviceLine] = []
     counters: dict[str, int] = {}
+    devnos: set[int] = set()
     nics_without_mac = 0
     for head, opts in devices:
         if head not in _DEVICE_TYPES:
@@ -126,13 +133,27 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
             props["disable-legacy"] = opts["disable-legacy"]
         nd = netdevs.get(opts.get("netdev", ""), NetBackend()) if device == "virtio-net" else NetBackend()
         n = counters[transport] = counters.get(transport, -1) + 1
+        devno = _devno(opts.get("devno"), devnos, n) if transport == "ccw" else 0
         try:
-            config = Config(release, machine, device, transport, smp, mem, props, nd, express,
-                            n if transport == "ccw" else 0)
+            config = Config(release, machine, device, transport, smp, mem, props, nd, express, devno,
+                            n if transport == "ccw" else None)
         except Exception as e:
             raise UsageError(f"-device {head}: {e}") from None
-        out.append(DeviceLine(config, _section(device, transport, opts, ports, n), opts.get("id")))
+        section = _section(device, transport, opts, ports, n, devno, _has_dev_path(release, machine, transport))
+        same = sum(line.section == section for line in out)  # calculate_new_instance_id
+        out.append(DeviceLine(config, section, opts.get("id"), same))
     return out
+
+
+def _has_dev_path(release: Version, machine: MachineType, transport: str) -> bool:
+    """Whether the transport puts its address before the vmsd name in the idstr: on old machine types
+    virtio-mmio (format_transport_address) and the virtual css bridge (css_dev_path) leave it out, and
+    same-named sections are then told apart by instance id alone."""
+    if transport == "pci":
+        return True
+    qom_type, prop = ("virtio-mmio", "format_transport_address") if transport == "mmio" else \
+        ("virtual-css-bridge", "css_dev_path")
+    return bool(machine_object_props(release, machine, qom_type)[prop])
 
 
 def _alias(name: str, release: Version) -> str:
@@ -148,7 +169,7 @@ def _alias(name: str, release: Version) -> str:
 
 
 def _section(device: str, transport: str, opts: dict[str, str], ports: dict[str | None, dict[str, str]],
-             n: int) -> str:
+             n: int, devno: int, dev_path: bool) -> str:
     if transport == "pci":
         addr = int(opts.get("addr", "0").split(".")[0], 16)
         bus = opts.get("bus")
@@ -157,5 +178,26 @@ def _section(device: str, transport: str, opts: dict[str, str], ports: dict[str 
             return f"0000:00:{port_addr:02x}.0:{addr:02x}.0/{device}"
         return f"0000:00:{addr:02x}.0/{device}"
     if transport == "ccw":
-        return f"/fe.0.{n:04x}/{device}"
+        return f"/fe.0.{devno:04x}/{device}" if dev_path else device
+    if not dev_path:
+        return device
     return f"virtio-mmio@{0x0A003E00 - 0x200 * n:016x}/{device}"  # virt: the first device takes the top slot
+
+
+def _devno(given: str | None, used: set[int], schid: int) -> int:
+    """A ccw device's devno: `devno=fe.0.NNNN` as given, else the first free one from its subchannel's number
+    on (css_find_free_devno)."""
+    if given is None:
+        devno = next(d % 0xFFFF for d in range(schid, schid + 0x10000) if d % 0xFFFF not in used)
+    else:
+        try:
+            cssid, ssid, num = given.split(".")
+            devno = int(num, 16)
+        except ValueError:
+            raise UsageError(f"devno={given}: expected cssid.ssid.devno, such as fe.0.0002") from None
+        if cssid.lower() != "fe" or ssid != "0":
+            raise UsageError(f"devno={given}: virtio-ccw devices live in css fe, subchannel set 0 here")
+        if devno in used:
+            raise UsageError(f"devno={given}: already in use by another device")
+    used.add(devno)
+    return devno

@@ -233,6 +233,19 @@ class MachineAtLeast(Condition):
         return f"machine type >= {self.version}"
 
 
+class Never(Condition):
+    """A subsection a release keeps only to load old streams: it never sends it."""
+
+    def __call__(self, r: Realized, s: DeviceState) -> bool:
+        return False
+
+    def static(self, ctx: Static) -> bool | None:
+        return False
+
+    def describe(self) -> str:
+        return "never"
+
+
 class Transport(Condition):
     def __init__(self, name: str) -> None:
         self.name = name

@@ -52,7 +52,8 @@ class Config:
     props: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     netdev: NetBackend = NetBackend()
     express: bool = False  # on a PCI Express root port (q35)
-    ccw_devno: int = 0  # virtio-ccw: the device number (and subchannel) css gives it, in creation order
+    ccw_devno: int = 0  # virtio-ccw: its device number (devno=fe.0.NNNN, else the first free from its subchannel)
+    ccw_schid: int | None = None  # its subchannel, the first free in creation order (None: the same as ccw_devno)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_IDS:
@@ -67,7 +68,8 @@ class Config:
 
     def __hash__(self) -> int:
         return hash((self.release, self.machine, self.device, self.transport, self.smp, self.mem_mb,
-                     tuple(sorted(self.props.items())), self.netdev, self.express, self.ccw_devno))
+                     tuple(sorted(self.props.items())), self.netdev, self.express, self.ccw_devno,
+                     self.ccw_schid))
 
     def describe(self) -> str:
         props = ",".join(f"{k}={v}" for k, v in sorted(self.props.items()))
@@ -124,8 +126,8 @@ def realize(config: Config) -> Realized:
     elif transport == "mmio":
         modern = not props.get("force-legacy", True)
         legacy = not modern
-    else:  # ccw offers virtio 1.0 (revision 1+), and legacy
-        modern = legacy = True
+    else:  # ccw offers virtio 1.0 from revision 1 (not on s390-ccw-virtio-2.4), and legacy
+        modern, legacy = int(props.get("max_revision", 0)) >= 1, True
     ctx = RealizeContext(config, props, modern, legacy)
     if config.device == "virtio-blk" and transport == "pci" and modern and ctx.on("scsi"):
         # virtio_blk_get_features refuses SCSI passthrough with virtio 1.0 (hw_compat_2_4 scsi=true)

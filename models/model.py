@@ -169,7 +169,10 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
         features |= f128.guest_features_ex1 << 64
     vqs = subs.get("virtio/virtqueues")
     ringsize = subs.get("virtio/ringsize")
-    nd = tuple(ringsize.num_default[: len(r.queue_sizes)]) if ringsize is not None else r.queue_sizes
+    if ringsize is None or r.release >= core.RINGSIZE_IGNORED_FROM:
+        nd = r.queue_sizes
+    else:
+        nd = tuple(ringsize.num_default[: len(r.queue_sizes)])
     queues = []
     for i, q in enumerate(v.queues):
         align = q.get("align") or 4096
@@ -679,7 +682,7 @@ def _reset_state(config: Any) -> DeviceState:
         from models.transports.ccw import reset_tree
 
         migration = r.config.machine.version >= Version(2, 10)
-        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration))
+        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration, r.config.ccw_schid))
     return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
                        device_endian=core.default_endian(r), pci=pci,
                        mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r),

@@ -76,6 +76,10 @@ PROPS: tuple[Prop, ...] = (
     Prop("virtio-rng-pci", "vectors", UNSPECIFIED, V("7.2"), source="hw_compat_7_1: 2"),
     # virtio-mmio (§6.2)
     Prop("virtio-mmio", "format_transport_address", True, V("2.7")),
+    # virtio-ccw: revision 1 and up offer VERSION_1 (virtio_ccw_pre_plugged); virtio 1.0 came to ccw in 2.5
+    Prop("virtio-ccw", "max_revision", 2, V("2.5"), source="VIRTIO_CCW_MAX_REV"),
+    # the s390x machine's bridge: before 2.7 (and on s390-ccw-virtio-2.6) no devno in the section idstr
+    Prop("virtual-css-bridge", "css_dev_path", True, V("2.7"), source="hw/s390x/css-bridge.c"),
     Prop("virtio-mmio", "force-legacy", True, V("4.2"), source="44e687a4d9ab"),
     # 0: each queue keeps the size its device gives it; else every queue gets this size (hw_compat_11_0)
     Prop("virtio-mmio", "x-override-queue-size", 0, V("11.1"), source="11.1 binary: qom-list-properties"),
@@ -149,6 +153,18 @@ def backend_type(device: str) -> str:
 def known_props(release: Version, qom_type: str) -> dict[str, Prop]:
     reach = {qom_type, *TYPE_PARENTS.get(qom_type, ())}
     return {p.name: p for p in PROPS if p.qom_type in reach and p.exists(release)}
+
+
+def machine_object_props(release: Version, machine: MachineType, qom_type: str) -> dict[str, Any]:
+    """The properties of an object no -device names (a bus bridge, the virtio-mmio transport): default, or
+    before a property existed the value its compat entry keeps old machine types at; then compat globals."""
+    out = {p.name: p.default for p in PROPS if p.qom_type == qom_type and p.exists(release)}
+    for p in PROPS:
+        if p.qom_type == qom_type and p.since > release:
+            out.setdefault(p.name, next((e.value for e in releases.COMPAT if e.driver == qom_type
+                                         and e.prop == p.name and e.before), p.default))
+    out.update(compat_values(release, machine, qom_type))
+    return out
 
 
 def effective_props(release: Version, machine: MachineType, device: str, transport: str,

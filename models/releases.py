@@ -195,9 +195,13 @@ COMPAT: tuple[Compat, ...] = (
     Compat(V("2.4"), "virtio-pci", "migrate-extra", False, V("2.5"), until=V("10.1"), source="hw_compat_2_4"),
     Compat(V("2.4"), "virtio-pci", "x-disable-pcie", True, V("2.5"), source="hw_compat_2_4"),
     Compat(V("2.4"), "virtio-blk-device", "scsi", True, V("2.5"), source="hw_compat_2_4"),
+    *(Compat(V("2.4"), f"{d}-ccw", "max_revision", 0, V("2.5"), source="ccw_machine_2_4_class_options")
+      for d in ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")),
     Compat(V("2.6"), "virtio-pci", "disable-modern", True, V("2.7"), source="hw_compat_2_6"),
     Compat(V("2.6"), "virtio-pci", "disable-legacy", "off", V("2.7"), source="hw_compat_2_6"),
     Compat(V("2.6"), "virtio-mmio", "format_transport_address", False, V("2.7"), source="hw_compat_2_6"),
+    Compat(V("2.6"), "virtual-css-bridge", "css_dev_path", False, V("2.7"),
+           source="ccw_machine_2_6_class_options (hw/s390x/s390-virtio-ccw.c)"),
     Compat(V("2.7"), "virtio-pci", "page-per-vq", True, V("2.8"), source="hw_compat_2_7"),
     Compat(V("2.7"), "virtio-pci", "x-ignore-backend-features", True, V("2.8"), source="hw_compat_2_7"),
     Compat(V("2.8"), "virtio-pci", "x-pcie-deverr-init", False, V("2.9"), source="hw_compat_2_8"),
@@ -255,6 +259,7 @@ TYPE_PARENTS = {
     "virtio-blk-device": ("virtio-device",),
     "virtio-balloon-device": ("virtio-device",),
     "virtio-rng-device": ("virtio-device",),
+    **{f"{d}-ccw": ("virtio-ccw",) for d in ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")},
 }
 
 

@@ -175,18 +175,18 @@ def preserved(s: Stream, src: Side, dst: Side, argv: Sequence[str], verdict: Any
     """The source's state against what the destination QEMU reports after the load (features masked by
     the destination's host features; used idx read from the stream's RAM, as the destination reads it)."""
     out = []
-    src_lines = {line.section: line for line in parse(oracle.dest_line(argv), src.release)}
-    dst_lines = {line.section: line for line in parse(oracle.dest_line(argv), dst.release)}
+    src_lines = {line.key: line for line in parse(oracle.dest_line(argv), src.release)}
+    dst_lines = {line.key: line for line in parse(oracle.dest_line(argv), dst.release)}
     for p in s.devices:
         if p.value is None:
             out.append(f"{p.section}: not checked, the source's payload does not decode: {p.error}")
             continue
-        r = realize(src_lines[p.section].config)
+        r = realize(src_lines[p.key].config)
         rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
         state = state_from_wire(r, p.value, rings)
-        host = realize(dst_lines[p.section].config).host_features
+        host = realize(dst_lines[p.key].config).host_features
         state = state.with_(guest_features=state.guest_features & host)
-        path = qom_path(dst_lines[p.section])
+        path = qom_path(dst_lines[p.key])
         out += oracle.state_differences(p.section, state, path, verdict, "source")
     return out
 
@@ -342,9 +342,9 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
     cases = []
     for ex in examples:
         s = decode_stream(ex.data)
-        lines = {line.section: line for line in parse(oracle.dest_line(ex.argv), src.release)}
+        lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), src.release)}
         for p in s.devices:
-            r = realize(lines[p.section].config)
+            r = realize(lines[p.key].config)
             state = state_from_wire(r, p.value)
             rings = guest_rings(s.memory, s.machine, state) if s.memory else None
             cases.append((r, state_from_wire(r, p.value, rings), rings, ex.outcome))

@@ -123,7 +123,7 @@ def from_resave(data: bytes, argv: Sequence[str], release: Version) -> dict[str,
     """Each virtio device of a destination's re-save, by QOM path, realized from its command line as
     the model of `release` does it (the re-save is in the destination's own layout)."""
     try:
-        lines = {line.section: line for line in parse(argv, release)}
+        lines = {line.key: line for line in parse(argv, release)}
     except HarnessError:
         return {}  # a command line the model cannot read: no device to compare, compare_state() says so
     try:
@@ -133,7 +133,7 @@ def from_resave(data: bytes, argv: Sequence[str], release: Version) -> dict[str,
                 for line in lines.values()}
     out = {}
     for p in s.devices:
-        line = lines.get(p.section)
+        line = lines.get(p.key)
         if line is None:
             continue
         if p.value is None:

@@ -165,10 +165,10 @@ class ModelLoad:
 
 def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[str, ModelLoad]:
     """The model's load of each virtio device of `s` (those the destination has), by section."""
-    lines = {line.section: line for line in parse(dest_line(dest_argv), release)}
+    lines = {line.key: line for line in parse(dest_line(dest_argv), release)}
     out = {}
     for p in s.devices:
-        line = lines.get(p.section)
+        line = lines.get(p.key)
         if line is None or line.config.device != p.device:
             continue
         r = realize(line.config)
@@ -178,7 +178,7 @@ def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[s
         except Exception as exc:  # the model crashed: compare_state() reports "no loaded state"
             text = f"(model) load() raised {type(exc).__name__}: {exc}"
             result = LoadResult(REJECTED, text, (text,), None)
-        out[p.section] = ModelLoad(p, line, r, result)
+        out[p.label] = ModelLoad(p, line, r, result)
     return out
 
 
@@ -234,7 +234,7 @@ def state_differences(section: str, state: DeviceState, path: str, qemu_verdict:
 def compare_resave(loads: dict[str, ModelLoad], resaved: bytes) -> list[str]:
     """The destination's own save against the model's save(load(...)), payload by payload."""
     try:
-        again = {p.section: p for p in decode_stream(resaved).devices}
+        again = {p.key: p for p in decode_stream(resaved).devices}
     except StreamError as exc:
         return [f"the destination's save cannot be decoded: {exc}"]
     out = []
@@ -242,7 +242,7 @@ def compare_resave(loads: dict[str, ModelLoad], resaved: bytes) -> list[str]:
         state = ml.result.state
         if state is None:
             continue
-        p = again.get(section)
+        p = again.get(ml.payload.key)
         if p is None:
             out.append(f"{section}: not in the destination's save")
             continue

@@ -71,17 +71,17 @@ def _known(ex: crosscheck.Example, cell: Cell, rule: str) -> dict[str, str]:
         s = decode_stream(ex.data, strict=False)
     except StreamError:
         return {}
-    src_lines = {line.section: line for line in parse(oracle.dest_line(ex.argv), cell.src)}
-    dst_lines = {line.section: line for line in parse(oracle.dest_line(ex.argv), cell.dst)}
+    src_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), cell.src)}
+    dst_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), cell.dst)}
     covered: dict[str, KnownIncompatibility] = {}
     for p in s.devices:
-        if p.value is None or p.section not in src_lines or p.section not in dst_lines:
+        if p.value is None or p.key not in src_lines or p.key not in dst_lines:
             continue
-        r = realize(src_lines[p.section].config)
+        r = realize(src_lines[p.key].config)
         rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
         state = state_from_wire(r, p.value, rings)
-        k = known_for(Violation(rule, "accepted", ex.outcome), src_lines[p.section].config,
-                      dst_lines[p.section].config, state)
+        k = known_for(Violation(rule, "accepted", ex.outcome), src_lines[p.key].config,
+                      dst_lines[p.key].config, state)
         if k is not None:
             covered[p.section] = k
     # a rejection ends the whole load: one covered device explains it; a state difference names its device

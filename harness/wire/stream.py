@@ -99,6 +99,16 @@ class VirtioPayload:
     error: StreamError | None = None  # why it did not decode
     fields: dict[str, bool] | None = None  # which fields schema modules add it carries (the parameter schema_fields)
 
+    @property
+    def key(self) -> tuple[str, int]:
+        """QEMU finds a section's device by idstr and instance id."""
+        return self.section, self.instance_id
+
+    @property
+    def label(self) -> str:
+        """The idstr, and the instance id where it tells same-named sections apart."""
+        return self.section if self.instance_id == 0 else f"{self.section} (instance {self.instance_id})"
+
     def encode(self) -> bytes:
         if self.value is None:
             return self.raw or b""
@@ -252,12 +262,15 @@ def _virtio_field(d: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def device_of(idstr: str) -> tuple[str, str] | None:
-    """(device, transport) from a virtio device's section idstr, or None for other sections."""
+def device_of(idstr: str, machine: str | None = None) -> tuple[str, str] | None:
+    """(device, transport) from a virtio device's section idstr, or None for other sections. A bare vmsd name
+    (old virt and s390-ccw-virtio machine types give no transport path) takes the machine's transport."""
     dev = idstr.rsplit("/", 1)[-1]
     if dev not in DEVICES:
         return None
     path = idstr[: -len(dev)]
+    if not path and machine:
+        return dev, "ccw" if machine.startswith("s390-ccw-virtio") else "mmio" if machine.startswith("virt") else "pci"
     if "virtio-mmio@" in path:
         return dev, "mmio"
     if idstr.startswith("/") and path.count("/") == 2 and path[1:3] in ("fe", "ff") or path.startswith("/fe."):
@@ -419,7 +432,7 @@ def decode_stream(data: bytes, strict: bool = True) -> Stream:
 
 def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, int], list[dict[str, Any]]],
                   path: str, limit: int, strict: bool = True) -> None:
-    known = device_of(sec.idstr)
+    known = device_of(sec.idstr, s.machine)
     queue = descs.get((sec.idstr, sec.instance_id))
     desc = queue.pop(0) if queue else None
     start = r.pos

@@ -123,3 +123,73 @@ def test_vlans_after_reset(release: str, want: bytes) -> None:
     the saves of an untouched device by the 5.2, 7.2 (7.2.22) and 10.0 (10.0.2) binaries."""
     dev = reset_state(_r(release, "virtio-net", "pc-i440fx-5.2")).device
     assert isinstance(dev, NetState) and dev.vlans == want
+
+
+# -- section idstrs and realize values on old s390x and virt machine types (the 5.2 and 7.2 binaries) -----------
+
+
+@pytest.mark.parametrize("machine, want", [
+    ("s390-ccw-virtio-2.6", [("virtio-rng", 0), ("virtio-net", 0), ("virtio-rng", 1)]),  # css_dev_path off
+    ("s390-ccw-virtio-2.7", [("/fe.0.0000/virtio-rng", 0), ("/fe.0.0007/virtio-net", 0), ("/fe.0.0002/virtio-rng", 0)]),
+    ("virt-2.6", [("virtio-rng", 0), ("virtio-net", 0), ("virtio-rng", 1)]),  # format_transport_address off
+    ("virt-2.7", [("virtio-mmio@000000000a003e00/virtio-rng", 0), ("virtio-mmio@000000000a003c00/virtio-net", 0),
+                  ("virtio-mmio@000000000a003a00/virtio-rng", 0)]),
+])
+def test_section_idstr_and_instance_on_old_machine_types(machine: str, want: list[tuple[str, int]]) -> None:
+    """Without a transport path, same-named sections are told apart by instance id, in creation order."""
+    from models.cmdline import parse
+
+    suffix = "ccw" if machine.startswith("s390") else "device"
+    devno = ",devno=fe.0.0007" if suffix == "ccw" else ""
+    argv = ["-machine", machine, "-device", f"virtio-rng-{suffix}", "-device", f"virtio-net-{suffix}{devno}",
+            "-device", f"virtio-rng-{suffix}"]
+    assert [line.key for line in parse(argv, V("7.2"))] == want
+
+
+def test_ccw_devno_given_and_its_subchannel() -> None:
+    """devno= names the device (and its idstr); its subchannel is still the first free one; a devno taken is
+    refused; one not given is the first free from the subchannel's number on."""
+    from harness.errors import UsageError
+    from models.cmdline import parse
+
+    lines = parse(["-machine", "s390-ccw-virtio-7.2", "-device", "virtio-blk-ccw,devno=fe.0.0001",
+                   "-device", "virtio-rng-ccw"], V("7.2"))
+    assert [(ln.config.ccw_devno, ln.config.ccw_schid) for ln in lines] == [(1, 0), (2, 1)]
+    tree = reset_state(realize(lines[0].config)).ccw
+    assert tree is not None
+    sch = tree.tree["parent_obj"]["sch"]
+    assert (sch["devno"], sch["migrated_schid"]) == (1, 0)
+    with pytest.raises(UsageError, match="already in use"):
+        parse(["-machine", "s390-ccw-virtio-7.2", "-device", "virtio-blk-ccw,devno=fe.0.0001",
+               "-device", "virtio-rng-ccw,devno=fe.0.0001"], V("7.2"))
+
+
+@pytest.mark.parametrize("machine, version_1", [("s390-ccw-virtio-2.4", False), ("s390-ccw-virtio-2.5", True)])
+def test_ccw_2_4_is_legacy_only(machine: str, version_1: bool) -> None:
+    """ccw_machine_2_4 sets max_revision=0 on every virtio-*-ccw: no VERSION_1, so no 64bit_features and no
+    virtqueues subsection (the 7.2 binary's balloon on s390-ccw-virtio-2.4 sends none)."""
+    r = realize(Config(V("7.2"), MachineType.parse(machine), "virtio-balloon", "ccw"))
+    assert F.has(r.host_features, F.VERSION_1) is version_1
+    names = [x.name for x in decode_payload(save(r, reset_state(r)), "ccw", "virtio-balloon").subsections]
+    assert ("virtio/virtqueues" in names) is version_1
+
+
+def test_11_1_neither_sends_nor_loads_ringsize() -> None:
+    """11.1 keeps each queue at the size its device allocated: a smaller legacy mmio QueueNum goes without
+    virtio/ringsize, and an incoming virtio/ringsize's num_default is not taken (10.0 takes it)."""
+    def resized(release: str) -> tuple[Realized, DeviceState]:
+        r = realize(Config(V(release), MachineType.parse("virt-7.2"), "virtio-rng", "mmio"))
+        s = reset_state(r)
+        return r, replace(s, status=1, queues=(replace(s.queues[0], num=4, desc=0x40102000),))
+
+    r10, s10 = resized("10.0")
+    r11, s11 = resized("11.1")
+    def names(r: Realized, s: DeviceState) -> list[str]:
+        return [x.name for x in decode_payload(save(r, s), "mmio", "virtio-rng").subsections]
+
+    assert "virtio/ringsize" in names(r10, s10) and "virtio/ringsize" not in names(r11, s11)
+    wide = replace(s10, num_default=(16,))  # a 10.0 source whose queue's default was 16
+    for r, default in ((r10, 16), (r11, 1024)):  # 11.1 on virt-7.2: x-override-queue-size 1024 (hw_compat_11_0)
+        res = load(r, save(r10, wide), None, "virtio-mmio@000000000a003e00/virtio-rng", 0, True, 1)
+        assert res.outcome == ACCEPTED and res.state is not None
+        assert res.state.num_default[0] == default, r.release

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from harness.fleet import FleetError, binary
-from harness.qemu import oracle
+from harness.qemu import crosscheck, oracle
 from harness.qemu.backend import DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DriveSpec, QueueSpec
 from harness.wire.stream import decode_stream
@@ -91,3 +91,44 @@ def test_10_0_net_vlans_into_7_2(features: int) -> None:
     want = bytes(512) if F.has(features, F.NET_CTRL_VLAN) else b"\xff" * 512
     assert bytes(again.value.device.vlans) == want
     assert oracle.compare_resave(oracle.model_loads(decode_stream(data), V("7.2"), argv), result.resaved) == []
+
+
+def _pair(src: str, dst: str, target: str) -> tuple[crosscheck.Side, crosscheck.Side]:
+    _fleet(src), _fleet(dst)
+    return crosscheck.side(src, target), crosscheck.side(dst, target)
+
+
+@pytest.mark.parametrize("machine, kinds", [
+    ("s390-ccw-virtio-2.6", ["virtio-rng", "virtio-net", "virtio-rng"]),  # idstrs without devno: instance ids
+    ("s390-ccw-virtio-2.4", ["virtio-balloon", "virtio-blk"]),  # max_revision=0: legacy only
+])
+def test_old_s390x_machine_types(machine: str, kinds: list[str]) -> None:
+    src, dst = _pair("5.2", "7.2", "s390x")
+    ex = crosscheck.run_specs(0, src, dst, machine, kinds, [])
+    assert ex.outcome == "accepted" and ex.disagreements == [] and ex.violations == []
+    want = [(k, kinds[:i].count(k)) for i, k in enumerate(kinds)]
+    assert [(p.section, p.instance_id) for p in decode_stream(ex.data).devices] == want  # no devno before 2.7
+
+
+def _mmio_rng(slot: int, num: int) -> DriveSpec:
+    return DriveSpec("virtio-rng", slot, 0, (QueueSpec(0, 0x40100 + 4 * slot, 0, num),), 1, 0, transport="mmio")
+
+
+def test_old_virt_machine_type_two_of_a_kind() -> None:
+    """virt-2.6: both rngs' sections are `virtio-rng`, instances 0 and 1; each loads into its own device."""
+    src, dst = _pair("7.2", "7.2", "aarch64")
+    ex = crosscheck.run_specs(0, src, dst, "virt-2.6", ["virtio-rng", "virtio-rng"], [_mmio_rng(0, 8), _mmio_rng(1, 4)])
+    sections = [(p.section, p.instance_id) for p in decode_stream(ex.data).devices]
+    assert sections == [("virtio-rng", 0), ("virtio-rng", 1)]
+    assert ex.outcome == "accepted" and ex.disagreements == [] and ex.violations == []
+
+
+@pytest.mark.parametrize("src_release, machine", [("7.2", "virt-7.2"), ("11.1", "virt-11.1")])
+def test_11_1_ring_resized_by_the_driver(src_release: str, machine: str) -> None:
+    """A legacy mmio driver's smaller ring: 7.2 sends virtio/ringsize, 11.1 does not, and an 11.1 destination
+    keeps its own num_default either way (the model's save(load(...)) is 11.1's own re-save)."""
+    src, dst = _pair(src_release, "11.1", "aarch64")
+    ex = crosscheck.run_specs(0, src, dst, machine, ["virtio-rng"], [_mmio_rng(0, 4)])
+    (p,) = decode_stream(ex.data).devices
+    assert ("virtio/ringsize" in [x.name for x in p.value.subsections]) is (src_release == "7.2")
+    assert ex.outcome == "accepted" and ex.disagreements == [] and ex.violations == []
