@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 import pluggy
 
 from harness.errors import UsageError
+from harness.report import real_qemu
 
 if TYPE_CHECKING:
     import pytest
@@ -131,6 +132,14 @@ def validate(args: argparse.Namespace) -> None:
                 MachineType.parse(m)
             except ValueError as e:
                 raise UsageError(f"--machines: {e}") from None
+    if getattr(args, "real", False):
+        from harness import fleet
+
+        if args.real_examples < 1:
+            raise UsageError("--real-examples must be at least 1")
+        if not fleet.installed():
+            raise UsageError(f"--real: no release of the fleet is installed in {fleet.cache_dir()} "
+                             "(`virtio-compat fleet install`)")
     reports = Path(args.reports)
     if reports.exists() and not reports.is_dir():
         raise UsageError(f"--reports: {reports} is not a directory")
@@ -204,7 +213,9 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "pytest", str(module), "-n", args.n, "-p", "no:cacheprovider",
+    real = ["--real", f"--real-examples={args.real_examples}", str(module.parent / "test_real_pair.py")] \
+        if getattr(args, "real", False) else []
+    cmd = [sys.executable, "-m", "pytest", str(module), *real, "-n", args.n, "-p", "no:cacheprovider",
            "-p", "harness.check", f"--junitxml={staging / 'junit.xml'}", f"--reports={staging}", "-q"]
     for name in ("releases", "devices", "transports", "machines"):
         value = ",".join(_csv(getattr(args, name)))
@@ -324,6 +335,9 @@ def summarize(entries: list[dict[str, Any]], code: int, progress: Progress, repo
     print(f"virtio-compat check: {cells} cells, {len(entries)} results (cell x rule) in "
           f"{time.monotonic() - progress.started:.0f} s, profile {args.profile}, -n {args.n}")
     print(f"  {counts['pass']} pass, {counts['expected']} expected incompatibilities, {counts['fail']} fail")
+    real = real_qemu(entries)
+    if real:
+        print(f"  {real}")
     for e in entries:
         if e["outcome"] == "fail":
             first, *rest = (e.get("failure") or "").splitlines() or [""]

@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--profile", choices=PROFILES, default="ci", help="Hypothesis profile (default ci)")
     k.add_argument("-n", type=workers, default="auto", metavar="N|auto", help="pytest-xdist workers (default auto)")
     k.add_argument("--reports", default="reports", metavar="DIR", help="where the reports go (default reports/)")
+    k.add_argument("--real", action="store_true",
+                   help="cells whose two releases are in the fleet also run a sample on the real QEMU pair")
+    k.add_argument("--real-examples", type=int, default=4, metavar="N",
+                   help="device states per cell on real QEMU with --real (default 4: one QEMU pair)")
     schema_option(k, "run the matrix with a schema module's changes")
     k.set_defaults(func=cmd_check)
     df = sub.add_parser("diff", help="the static differences between the virtio formats of two releases, "

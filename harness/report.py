@@ -12,6 +12,7 @@ from typing import Any
 from harness.failures import write_atomic, write_files_atomic
 
 MARK = {"pass": "ok", "expected": "expected", "fail": "FAIL", None: "-"}
+REAL = " (real)"  # the cell also ran on the real QEMU pair (pytest --real / check --real) and held
 
 
 def _version_key(v: str) -> tuple[int, ...]:
@@ -23,8 +24,10 @@ def _grid(entries: list[dict[str, Any]]) -> dict[tuple[str, str], dict[tuple[str
     grids: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
     rank = {"pass": 0, "expected": 1, "fail": 2}
     for e in entries:
-        cell = grids[(e["device"], e["transport"])].setdefault((e["src"], e["dst"]), {"outcome": "pass", "rules": []})
+        cell = grids[(e["device"], e["transport"])].setdefault((e["src"], e["dst"]),
+                                                               {"outcome": "pass", "rules": [], "real": False})
         cell["rules"].append(e)
+        cell["real"] |= bool(e.get("qemu")) and e["outcome"] != "fail"
         if rank[e["outcome"]] > rank[cell["outcome"]]:
             cell["outcome"] = e["outcome"]
     return grids
@@ -37,19 +40,39 @@ def summary(entries: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
+def real_qemu(entries: list[dict[str, Any]]) -> str | None:
+    """One line on the cells verified on real QEMU: how many, the driven states, the packages."""
+    real = [e for e in entries if e.get("qemu")]
+    if not real:
+        return None
+    held = [e for e in real if e["outcome"] != "fail"]
+    packages = sorted({p.strip() for e in real for p in (e.get("packages") or "").split(",") if p.strip()},
+                      key=lambda p: _version_key(p.split()[1]))
+    return (f"Verified on real QEMU: {len(held)} of {len(real)} cells held ({sum(e['examples'] for e in real)} "
+            f"driven states, R12); packages: {', '.join(packages)}.")
+
+
+def _mark(cell: dict[str, Any]) -> str:
+    return MARK[cell["outcome"]] + (REAL if cell["real"] else "")
+
+
 def to_markdown(entries: list[dict[str, Any]]) -> str:
     s = summary(entries)
     lines = ["# virtio-compat: compatibility matrix", "",
              f"{len(entries)} results: {s['pass']} pass, {s['expected']} expected incompatibilities, "
              f"{s['fail']} failures. Rows: source release; columns: destination release. "
-             "`ok` pass, `expected` a declared real incompatibility, `FAIL` see the failure file.", ""]
+             "`ok` pass, `expected` a declared real incompatibility, `FAIL` see the failure file; "
+             f"`{REAL.strip()}`: the cell also ran on the real QEMU pair and held.", ""]
+    real = real_qemu(entries)
+    if real:
+        lines += [real, ""]
     for (device, transport), grid in sorted(_grid(entries).items()):
         srcs = sorted({k[0] for k in grid}, key=_version_key)
         dsts = sorted({k[1] for k in grid}, key=_version_key)
         lines += [f"## {device} on {transport}", "", "| src \\ dst | " + " | ".join(dsts) + " |",
                   "|---|" + "---|" * len(dsts)]
         for src in srcs:
-            row = [MARK[grid[(src, d)]["outcome"]] if (src, d) in grid else "" for d in dsts]
+            row = [_mark(grid[(src, d)]) if (src, d) in grid else "" for d in dsts]
             lines.append(f"| {src} | " + " | ".join(row) + " |")
         notes = [(k, e) for k, c in sorted(grid.items()) for e in c["rules"] if e["outcome"] != "pass"]
         if notes:
@@ -69,6 +92,9 @@ def to_html(entries: list[dict[str, Any]]) -> str:
            "</style><h1>virtio-compat: compatibility matrix</h1>"]
     s = summary(entries)
     out.append(f"<p>{len(entries)} results: {s['pass']} pass, {s['expected']} expected, {s['fail']} fail</p>")
+    real = real_qemu(entries)
+    if real:
+        out.append(f"<p>{html.escape(real)} Cells marked {REAL.strip()} ran on the real pair too.</p>")
     for (device, transport), grid in sorted(_grid(entries).items()):
         srcs = sorted({k[0] for k in grid}, key=_version_key)
         dsts = sorted({k[1] for k in grid}, key=_version_key)
@@ -82,8 +108,9 @@ def to_html(entries: list[dict[str, Any]]) -> str:
                     out.append("<td></td>")
                     continue
                 tip = html.escape("\n".join(f"{e['rule']}: {e['outcome']} ({e['examples']} examples) "
-                                            f"{e['expected'] or e['failure'] or ''}" for e in c["rules"]))
-                out.append(f"<td style='background:{colour[c['outcome']]}' title='{tip}'>{MARK[c['outcome']]}</td>")
+                                            + (f"on real {e['packages']} " if e.get("qemu") else "")
+                                            + f"{e['expected'] or e['failure'] or ''}" for e in c["rules"]))
+                out.append(f"<td style='background:{colour[c['outcome']]}' title='{tip}'>{_mark(c)}</td>")
             out.append("</tr>")
         out.append("</table>")
     return "\n".join(out)

@@ -16,9 +16,9 @@ from tests.conftest import DATA, ROOT
 SAMPLE = DATA / "pc-i440fx-7.2-virtio-net-driven.bin"
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+                          cwd=cwd, timeout=120, env=env)
 
 
 def assert_one_line_error(p: subprocess.CompletedProcess[str], *words: str) -> None:

@@ -214,6 +214,37 @@ def test_check_bad_options(tmp_path: Path, args: tuple[str, ...], words: tuple[s
     assert not (tmp_path / "r").exists()
 
 
+def test_check_real_on_the_fleet(tmp_path: Path) -> None:
+    """--real: the cells whose releases are in the fleet also run on the real pair; the reports say so, with the
+    package versions."""
+    from harness import fleet
+
+    if not {"7.2", "10.0"} <= {i.release for i in fleet.installed()}:
+        pytest.skip("QEMU 7.2 and 10.0 of the fleet are not installed (virtio-compat fleet install)")
+    reports = tmp_path / "reports"
+    p = run("check", "--releases", "7.2,10.0", "--devices", "virtio-rng", "--transports", "pci", "--profile", "dev",
+            "--real", "--real-examples", "2", "-n", "0", "--reports", str(reports), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    real = [e for e in json.loads((reports / "compat-matrix.json").read_text()) if e.get("qemu")]
+    assert {(e["src"], e["dst"]) for e in real} == {("7.2", "7.2"), ("7.2", "10.0"), ("10.0", "7.2"), ("10.0", "10.0")}
+    assert all(e["rule"] == "R12" and e["outcome"] == "pass" and e["examples"] == 2 for e in real)
+    installed = {i.release: i for i in fleet.installed()}
+    line = "Verified on real QEMU: 4 of 4 cells held (8 driven states, R12)"
+    assert line in p.stdout and line in (reports / "compat-matrix.md").read_text()
+    assert "| 7.2 | ok (real) | ok (real) |" in (reports / "compat-matrix.md").read_text()
+    for release in ("7.2", "10.0"):
+        assert f"QEMU {release} {installed[release].package_version}" in p.stdout
+
+
+def test_check_real_without_a_fleet(tmp_path: Path) -> None:
+    env = {**os.environ, "VIRTIO_COMPAT_QEMU_CACHE": str(tmp_path / "empty")}
+    assert_one_line_error(run("check", *NARROW, "--real", "--reports", str(tmp_path / "r"), cwd=tmp_path, env=env),
+                          "--real", "no release of the fleet is installed", "virtio-compat fleet install")
+    assert_one_line_error(run("check", *NARROW, "--real", "--real-examples", "0", "--reports", str(tmp_path / "r"),
+                              cwd=tmp_path), "--real-examples must be at least 1")
+    assert not (tmp_path / "r").exists()
+
+
 def test_check_no_matching_cell(tmp_path: Path) -> None:
     p = run("check", "--transports", "pci", "--machines", "virt", "-n", "0", "--reports", str(tmp_path / "r"),
             cwd=tmp_path)
