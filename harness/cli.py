@@ -274,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "qemu-system-aarch64 / -s390x")
     q.add_argument("--device", help="virtio-net, virtio-blk, virtio-balloon or virtio-rng (default: each in turn)")
     q.add_argument("--examples", type=int, default=8, help="random reachable device states to try (default 8)")
-    q.add_argument("--per-vm", type=int, default=4, help="device states per QEMU pair, on consecutive slots "
-                   "(default 4: a pair's start-up serves them all)")
+    q.add_argument("--per-vm", type=int, default=4, help="device states per QEMU pair (one balloon at most), on "
+                   "consecutive slots (default 4: a pair's start-up serves them all)")
     q.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_qemu)

@@ -279,6 +279,26 @@ def check_choices(machine: str, device: str | None, src: Side, dst: Side) -> Non
 PER_VM = 4  # device states per QEMU pair: its start-up is most of an example's cost
 
 
+def vm_kinds(examples: int, per_vm: int, device: str | None) -> list[list[str]]:
+    """The devices of each QEMU pair: `per_vm` of them, each kind in turn (or all `device`), and one balloon at
+    most (QEMU: `Only one balloon device is supported`): a second balloon waits for the next pair."""
+    out: list[list[str]] = []
+    vm: list[str] = []
+    waiting = 0  # balloons put off
+    for i in range(examples):
+        kind = device or DEVICE_KINDS[i % len(DEVICE_KINDS)]
+        if kind == "virtio-balloon" and kind in vm:
+            waiting += 1
+            continue
+        vm.append(kind)
+        if len(vm) == per_vm:
+            out.append(vm)
+            vm = []
+            if waiting:
+                vm, waiting = ["virtio-balloon"], waiting - 1
+    return out + ([vm] if vm else []) + [["virtio-balloon"]] * waiting
+
+
 def run(src_binary: str, dst_binary: str, machine: str | None, device: str | None, examples: int, seed: int,
         failures: Path | None = None, per_vm: int = PER_VM) -> tuple[dict[str, Any], list[Example]]:
     """`examples` device states, `per_vm` to a QEMU pair (one of each kind in turn, or all of `device`)."""
@@ -292,11 +312,9 @@ def run(src_binary: str, dst_binary: str, machine: str | None, device: str | Non
         machine = default_machine(src, dst, aliases.get(machine or "pc", machine or ""))
     check_choices(machine, device, src, dst)
     rng = random.Random(seed)
-    kinds = [device or DEVICE_KINDS[i % len(DEVICE_KINDS)] for i in range(examples)]
     done: list[Example] = []
-    for i in range(0, examples, per_vm):
-        done.append(run_example(len(done), rng, src, dst, machine, kinds[i : i + per_vm], failures=failures,
-                                seed=seed))
+    for vm in vm_kinds(examples, per_vm, device):
+        done.append(run_example(len(done), rng, src, dst, machine, vm, failures=failures, seed=seed))
     head = {"source": {"binary": src.binary, "version": str(src.version), "release": str(src.release)},
             "destination": {"binary": dst.binary, "version": str(dst.version), "release": str(dst.release)},
             "machine": machine, "seed": seed, "rule": migration_rule(src.release, dst.release), "per_vm": per_vm}

@@ -12,7 +12,8 @@ from harness import bench as bench_module
 from harness.cli import main
 from harness.errors import QemuError
 from harness.qemu import oracle
-from harness.qemu.crosscheck import bench
+from harness.qemu.crosscheck import bench, vm_kinds
+from harness.qemu.drive import DEVICE_KINDS
 from harness.qemu.process import live_processes
 from models.releases import V
 
@@ -123,3 +124,14 @@ def test_bench_says_why_it_skips_the_qemu_figure(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PATH", "/nonexistent")
     rows, skipped = bench_module.qemu_figures(1.0)
     assert rows == [] and skipped is not None and "qemu-system-x86_64 not found on PATH" in skipped
+
+
+@pytest.mark.parametrize("examples, per_vm, device",
+                         [(8, 4, None), (40, 8, None), (33, 16, None), (6, 3, "virtio-balloon")])
+def test_one_balloon_per_qemu_pair(examples: int, per_vm: int, device: str | None) -> None:
+    """QEMU refuses a second balloon: --per-vm above 4 puts off the next balloon, and no state is lost."""
+    vms = vm_kinds(examples, per_vm, device)
+    assert all(vm.count("virtio-balloon") <= 1 and 1 <= len(vm) <= per_vm for vm in vms)
+    assert sorted(k for vm in vms for k in vm) == sorted(device or DEVICE_KINDS[i % 4] for i in range(examples))
+    if per_vm <= 4 and device is None:  # each kind in turn, as before: a seed draws the same states
+        assert [k for vm in vms for k in vm] == [DEVICE_KINDS[i % 4] for i in range(examples)]
