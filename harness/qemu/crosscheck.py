@@ -20,22 +20,23 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from harness.errors import QemuError, StreamError, UsageError
+from harness.matrix import KnownIncompatibility, known_for
 from harness.qemu import oracle, release
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
 from harness.qemu.loaded import qom_path
 from harness.qemu.process import find_qemu, live_processes, scratch_root
+from harness.rules import Violation
 from harness.wire.stream import Stream, decode_stream, encode_stream
 from models.cmdline import parse
 from models.config import Realized, realize
 from models.model import guest_rings, state_from_wire
 from models.model import load as model_load
 from models.model import save as model_save
-from models.releases import FAMILIES, MachineType, Version, machine_types
+from models.releases import MachineType, Version, machine_types
 
 SLOT = 3
 RING_BASE_PFN = 0x100  # 1 MiB: rings and blk buffers go above the BIOS area, inside -m 4
@@ -145,6 +146,7 @@ class Example:
     model_error: str | None = None
     disagreements: list[str] = field(default_factory=list)  # R12
     violations: list[str] = field(default_factory=list)  # R1 / R3 / R4
+    expected: dict[str, str] = field(default_factory=dict)  # known incompatibilities covering every violation
     failures: list[str] = field(default_factory=list)  # failure files written
     data: bytes = field(default=b"", repr=False)  # the source's stream
     argv: list[str] = field(default_factory=list, repr=False)  # its command line
@@ -164,7 +166,7 @@ class Example:
                 "qemu": {"outcome": self.outcome, "error": self.error},
                 "model": {"outcome": self.model_outcome, "error": self.model_error},
                 "agrees": not self.disagreements, "disagreements": self.disagreements,
-                "violations": self.violations, "failures": self.failures}
+                "violations": self.violations, "expected": self.expected, "failures": self.failures}
 
 
 def migration_rule(src: Version, dst: Version) -> str:
@@ -209,15 +211,40 @@ def without_sections(data: bytes, names: Sequence[str]) -> bytes:
 
 
 def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: str, kinds: Sequence[str], *,
-                resave: bool = True, failures: Path | None = None, write: bool = True,
-                seed: int | None = None) -> Example:
+                resave: bool = True) -> Example:
+    """A random reachable state of each of `kinds` through the pair (realcase.run_example also writes its
+    failure files)."""
     specs = random_drives(rng, qemu_config(machine, kinds), src.release)
     ex = run_specs(index, src, dst, machine, kinds, specs, resave=resave)
-    if write and (ex.disagreements or ex.violations):
-        from harness.qemu import realcase  # it drives this module's run_specs: imported when a failure is written
-
-        ex.failures += [str(p) for p in realcase.write_failures(ex, src, dst, failures, seed)]
+    if ex.violations:
+        ex.expected = known_incompatibilities(ex, src.release, dst.release)
     return ex
+
+
+def known_incompatibilities(ex: Example, src: Version, dst: Version) -> dict[str, str]:
+    """The declared known incompatibilities (harness.matrix.KNOWN) that cover every violation of an example, by
+    name with their reasons; empty when one is not covered."""
+    try:
+        s = decode_stream(ex.data, strict=False)
+    except StreamError:
+        return {}
+    rule = migration_rule(src, dst)
+    src_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), src)}
+    dst_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), dst)}
+    covered: dict[str, KnownIncompatibility] = {}
+    for p in s.devices:
+        if p.value is None or p.key not in src_lines or p.key not in dst_lines:
+            continue
+        r = realize(src_lines[p.key].config)
+        rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
+        k = known_for(Violation(rule, "accepted", ex.outcome), src_lines[p.key].config, dst_lines[p.key].config,
+                      state_from_wire(r, p.value, rings))
+        if k is not None:
+            covered[p.label] = k
+    # a rejection ends the whole load: one covered device explains it; a state difference names its device
+    if all(any(sec in line for sec in covered) or (ex.outcome != "accepted" and covered) for line in ex.violations):
+        return {k.name: k.reason for k in covered.values()}
+    return {}
 
 
 def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[str], specs: Sequence[DriveSpec], *,
@@ -297,28 +324,6 @@ def vm_kinds(examples: int, per_vm: int, device: str | None) -> list[list[str]]:
             if waiting:
                 vm, waiting = ["virtio-balloon"], waiting - 1
     return out + ([vm] if vm else []) + [["virtio-balloon"]] * waiting
-
-
-def run(src_binary: str, dst_binary: str, machine: str | None, device: str | None, examples: int, seed: int,
-        failures: Path | None = None, per_vm: int = PER_VM) -> tuple[dict[str, Any], list[Example]]:
-    """`examples` device states, `per_vm` to a QEMU pair (one of each kind in turn, or all of `device`)."""
-    try:
-        target = release.target_of(machine or "pc")
-    except QemuError as exc:
-        raise UsageError(f"--machine {machine}: {exc}") from None
-    src, dst = side(src_binary, target), side(dst_binary, target)
-    aliases = {"pc": "pc-i440fx", "q35": "pc-q35"}
-    if machine is None or machine in FAMILIES or machine in aliases:  # a family: its newest type both binaries have
-        machine = default_machine(src, dst, aliases.get(machine or "pc", machine or ""))
-    check_choices(machine, device, src, dst)
-    rng = random.Random(seed)
-    done: list[Example] = []
-    for vm in vm_kinds(examples, per_vm, device):
-        done.append(run_example(len(done), rng, src, dst, machine, vm, failures=failures, seed=seed))
-    head = {"source": {"binary": src.binary, "version": str(src.version), "release": str(src.release)},
-            "destination": {"binary": dst.binary, "version": str(dst.version), "release": str(dst.release)},
-            "machine": machine, "seed": seed, "rule": migration_rule(src.release, dst.release), "per_vm": per_vm}
-    return head, done
 
 
 # -- `virtio-compat bench`: QEMU-backed and model-backed examples per second, in the same run ----------------

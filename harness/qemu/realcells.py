@@ -1,5 +1,5 @@
 """The matrix on real pairs (`--real`): a cell whose two releases are in the fleet also runs a sample of
-driven device states through the real source and destination QEMU (crosscheck.run_example), and the
+driven device states through the real source and destination QEMU (realcase.run_example), and the
 model is held to both (R12). QEMU rejecting a reachable state, or not preserving it, is a failure unless
 a declared known incompatibility (harness.matrix.KNOWN) covers that device's state."""
 
@@ -11,14 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import fleet
-from harness.errors import QemuError, StreamError
-from harness.matrix import Cell, KnownIncompatibility, known_for
-from harness.qemu import crosscheck, oracle, release
-from harness.rules import Violation
-from harness.wire.stream import decode_stream
-from models.cmdline import parse
-from models.config import realize
-from models.model import guest_rings, state_from_wire
+from harness.errors import QemuError
+from harness.matrix import Cell
+from harness.qemu import crosscheck, realcase, release
 from models.releases import MachineType, machine_types
 
 FAMILY = {"pci": ("pc-i440fx", "pc-q35"), "mmio": ("virt",), "ccw": ("s390-ccw-virtio",)}
@@ -65,32 +60,6 @@ def _machine(cell: Cell, seed: int, pair: int) -> str:
     return random.Random(zlib.crc32(f"{cell.id}/{seed}/{pair}".encode())).choice(common)
 
 
-def _known(ex: crosscheck.Example, cell: Cell, rule: str) -> dict[str, str]:
-    """The known incompatibilities that cover every violation of an example (empty if one is not covered)."""
-    try:
-        s = decode_stream(ex.data, strict=False)
-    except StreamError:
-        return {}
-    src_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), cell.src)}
-    dst_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), cell.dst)}
-    covered: dict[str, KnownIncompatibility] = {}
-    for p in s.devices:
-        if p.value is None or p.key not in src_lines or p.key not in dst_lines:
-            continue
-        r = realize(src_lines[p.key].config)
-        rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
-        state = state_from_wire(r, p.value, rings)
-        k = known_for(Violation(rule, "accepted", ex.outcome), src_lines[p.key].config,
-                      dst_lines[p.key].config, state)
-        if k is not None:
-            covered[p.section] = k
-    # a rejection ends the whole load: one covered device explains it; a state difference names its device
-    lines = ex.violations
-    if all(any(sec in line for sec in covered) or (ex.outcome != "accepted" and covered) for line in lines):
-        return {k.name: k.reason for k in covered.values()}
-    return {}
-
-
 def run_real_cell(cell: Cell, examples: int, seed: int = 0, failures: Path | None = None) -> RealResult:
     """`examples` device states of the cell's device through the real pair, `crosscheck.PER_VM` to a QEMU pair
     (one: QEMU supports one balloon device)."""
@@ -100,21 +69,19 @@ def run_real_cell(cell: Cell, examples: int, seed: int = 0, failures: Path | Non
     out = RealResult(versions={str(b.release): b.package_version for b in fleet.installed()
                                         if b.target == target and b.release in (str(cell.src), str(cell.dst))})
     rng = random.Random(zlib.crc32(f"{cell.id}/{seed}/states".encode()))
-    rule = crosscheck.migration_rule(src.release, dst.release)
     per_vm = 1 if cell.device == "virtio-balloon" else crosscheck.PER_VM
     for i in range(0, examples, per_vm):
         kinds = [cell.device] * min(per_vm, examples - i)
         machine = _machine(cell, seed, out.pairs)
         out.machines.append(machine)
-        ex = crosscheck.run_example(out.pairs, rng, src, dst, machine, kinds, failures=failures)
+        ex = realcase.run_example(out.pairs, rng, src, dst, machine, kinds, failures=failures)
         out.pairs += 1
         out.states += len(kinds)
         out.files += ex.failures
         out.failures += [f"R12: {d}" for d in ex.disagreements]
         if ex.violations:
-            known = _known(ex, cell, rule)
-            if known:
-                out.expected.update(known)
+            if ex.expected:
+                out.expected.update(ex.expected)
             else:
                 out.failures += ex.violations
     return out

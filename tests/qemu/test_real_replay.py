@@ -33,7 +33,7 @@ def found(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     rng = random.Random(0)
     examples = []
     for index in range(4):  # each draws the balloon's 32 feature bits: PAGE_POISON is one of them
-        examples.append(crosscheck.run_example(index, rng, src, dst, machine, list(crosscheck.DEVICE_KINDS),
+        examples.append(realcase.run_example(index, rng, src, dst, machine, list(crosscheck.DEVICE_KINDS),
                                                failures=folder, seed=0))
         files = sorted(folder.glob("R12-*.json"))
         if files:
