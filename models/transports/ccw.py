@@ -37,8 +37,8 @@ def _zero(sc: Any) -> Any:
 def reset_tree(device_id: int, devno: int, subsections: bool = True, schid: int | None = None) -> dict[str, Any]:
     """css_sch_build_virtual_schib and virtio_ccw_device_realize for a device on subchannel `schid` (by default
     the same number as its devno, as css gives them to devices without devno=); the ORB and
-    adapter summary-offset subsections are sent when css migration is enabled (machine types >= 2.10,
-    UNVERIFIED boundary)."""
+    adapter summary-offset subsections are sent when css migration is enabled (machine types >= 2.10: the 7.2
+    binary sends them on s390-ccw-virtio-2.10, not on 2.9)."""
     t: dict[str, Any] = _zero(VirtioCcwConfig)
     sch = t["parent_obj"]["sch"]
     sch.update(cssid=VIRTUAL_CSSID, ssid=0, migrated_schid=devno if schid is None else schid, devno=devno)
