@@ -207,3 +207,40 @@ def format_dump(entries: list[Entry], data: bytes, path_width: int = 48) -> str:
             shown = format_value(value)
         lines.append(f"{start:08x}  {_hex(data[start:end]):<{3 * SHOW_BYTES - 1}}  {path:<{width}}  {shown}".rstrip())
     return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, bytes | bytearray) and len(v) > 16:
+        return f"<{len(v)} bytes>"
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def tree_diff(a: Any, b: Any, path: str = "", limit: int = 8, names: tuple[str, str] = ("a", "b")) -> list[str]:
+    """The paths where two decoded trees differ (`a`'s value, then `b`'s, each side named by `names`), at most
+    `limit`. Lists of subsections are matched by name: one sent by one side only is named as such."""
+    out: list[str] = []
+    na, nb = names
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a:
+            if k.startswith("_"):
+                continue
+            out += tree_diff(a[k], b.get(k), f"{path}.{k}" if path else k, limit - len(out), names)
+            if len(out) >= limit:
+                break
+    elif isinstance(a, list) and isinstance(b, list) and all(isinstance(x, dict) and "name" in x for x in a + b):
+        an, bn = [x["name"] for x in a], [x["name"] for x in b]
+        if an != bn:
+            out.append(f"{path}: {na} sends {an}, {nb} sends {bn}")
+        for x in a:
+            y = next((y for y in b if y["name"] == x["name"]), None)
+            if y is not None and len(out) < limit:
+                out += tree_diff(x, y, f"{path}[{x['name']}]", limit - len(out), names)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            out += tree_diff(x, y, f"{path}[{i}]", limit - len(out), names)
+            if len(out) >= limit:
+                break
+    elif a != b:
+        out.append(f"{path}: {na} {_short(a)}, {nb} {_short(b)}")
+    return out[:limit]

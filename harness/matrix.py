@@ -123,8 +123,17 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "it fails the destination's feature check. UNVERIFIED against a QEMU 2.0 binary.",
         "reference §7 row 2_0 (pc_compat_2_0, 5.0 tree hw/i386/pc.c); §10.1 row 2.0 (no bit 21 on 7.2)"),
     KnownIncompatibility(
-        "broken-to-2.7", "R4",
-        lambda s, d, st: s.release >= Version(2, 8) > d.release and st.broken,
+        "guest-announce-offered-on-pc-2.0", "R13",
+        lambda s, d, st: (min(s.release, d.release) == Version(2, 0) < max(s.release, d.release)
+                          and s.device == "virtio-net" and s.machine.version == Version(2, 0)
+                          and s.machine.family.startswith("pc-")),
+        "QEMU 2.0 offers GUEST_ANNOUNCE on pc-*-2.0, and 2.1's pc_compat_2_0 turns it off there: the two releases "
+        "realize different host features on the same machine type (the compat entry came one release late). "
+        "UNVERIFIED against a QEMU 2.0 binary.",
+        "reference §7 row 2_0 (pc_compat_2_0)", lambda v: v.details.get("realized") == "host_features"),
+    KnownIncompatibility(
+        "broken-to-2.7", "R4/R13",
+        lambda s, d, st: min(s.release, d.release) < Version(2, 8) <= max(s.release, d.release) and st.broken,
         "virtio/broken (2.8) has no machine-type gate: a device that hit virtio_error sends it, and 2.7 and older "
         "do not know it (-ENOENT).",
         "reference §3 virtio/broken (791b1daf72)"),
@@ -146,7 +155,28 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "hw/net/virtio-net.c virtio_net_set_features; 06b636a1e2ad (8.2), 6071d13c6a (10.1), 0caed25cd1",
         _only_vlans_differ),
     KnownIncompatibility(
-        "disabled-on-4.2-from-5.x", "R4",
+        "balloon-config-size-4.0", "R13",
+        lambda s, d, st: (s.device == "virtio-balloon" and (s.release == Version(4, 0)) != (d.release == Version(4, 0))
+                          and s.machine.version != Version(4, 0)),
+        "QEMU 4.0 grew virtio-balloon's config space to 16 bytes (free-page-hint and poison) on every machine type; "
+        "4.1 made its size depend on the features again, and kept 16 for the 4.0 machine types alone "
+        "(qemu-4-0-config-size): 4.0 and any other release realize different config_len on the same older machine "
+        "type, and the config bytes differ.",
+        "bug-history.md entry 20 ('virtio-balloon: fix QEMU 4.0 config size migration incompatibility', 4.1)",
+        lambda v: v.details.get("realized") == "config_len"),
+    KnownIncompatibility(
+        "mmio-queue-size-11.1", "R13",
+        lambda s, d, st: (s.transport == "mmio" and (s.release >= Version(11, 1)) != (d.release >= Version(11, 1))
+                          and s.machine.version <= Version(11, 0)),
+        "QEMU 11.1 sizes a virtio-mmio device's queues by the device and refuses a larger QueueNum; on the older "
+        "virt machine types it keeps the QueueNumMax of 1024 a guest saw by allocating every queue with 1024 "
+        "entries (hw_compat_11_0 x-override-queue-size), so 11.1 realizes and saves 1024-entry queues where every "
+        "older release has the device's own sizes. Seen on the 11.1 binary (x-query-virtio-queue-status on "
+        "virt-7.2, virt-11.0).",
+        "hw_compat_11_0 virtio-mmio x-override-queue-size (11.1 binary)",
+        lambda v: v.details.get("realized") == "queue_sizes"),
+    KnownIncompatibility(
+        "disabled-on-4.2-from-5.x", "R4/R13",
         lambda s, d, st: (Version(5, 0) <= s.release < Version(6, 0) and d.release < Version(5, 0)
                           and s.machine.version == Version(4, 2) and st.disabled),
         "QEMU 5.0-5.2 kept use-disabled-flag on for pc-*-4.2 (the compat entry sat in hw_compat_4_1), so a "

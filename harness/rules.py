@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness.annotate import tree_diff
+from harness.errors import StreamError
 from harness.wire.stream import decode_payload
 from models import core, schema
 from models import features as F
@@ -181,9 +183,45 @@ def r9_load_order(run: Run) -> Violation | None:
     return Violation("R9", "early reads recomputed by a later step", "; ".join(bad)) if bad else None
 
 
+# what realize derives that a guest sees; on one machine type two releases must agree on each
+REALIZED = ("host_features", "queue_sizes", "config_len", "vectors", "modern", "legacy")
+
+
+def r13_machine_compat(run: Run) -> Violation | None:
+    """R13: on a machine type both releases have, the same configuration realizes alike in both, and the same
+    state is written as the same bytes (the promise QEMU's compat properties keep; bug-history entry 21). Each
+    release's own layout and needed() decide, so this holds the releases to each other, not to the rules that
+    wrote them."""
+    a, b = run.src, run.dst
+    if a.release == b.release:
+        return None
+    for name in REALIZED:
+        if getattr(a, name) != getattr(b, name):
+            show = (lambda v: f"{v:#x}") if name == "host_features" else repr
+            return Violation("R13", f"{name} as {a.release} realizes it on {a.config.machine}: "
+                             f"{show(getattr(a, name))}", f"{b.release}: {show(getattr(b, name))}", {"realized": name})
+    # fields only the newer release declares hold their reset values (what realize gives a device that never
+    # set them), so that both releases write the very same device
+    state = replace(run.state, extra=tuple(sorted({**dict(schema.reset_values(b)), **dict(run.state.extra)}.items())))
+    mine = run.data
+    theirs = save(b, state)
+    if mine == theirs:
+        return None
+    at = next((i for i, (x, y) in enumerate(zip(mine, theirs, strict=False)) if x != y), min(len(mine), len(theirs)))
+    try:
+        diffs = tree_diff(run.decoded, decode_payload(theirs, b.config.transport, b.config.device,
+                                                      schema_fields=schema.on_wire(b, state)),
+                          names=(str(a.release), str(b.release)), limit=3)
+    except StreamError:
+        diffs = []
+    return Violation("R13", f"{b.release} writes the state as {a.release} does on {a.config.machine}",
+                     f"bytes differ from offset {at} ({len(mine)} B, {len(theirs)} B)"
+                     + (": " + "; ".join(diffs) if diffs else ""), {"first_difference": at, "fields": diffs})
+
+
 RULES = {
     "R1": r1_round_trip, "R2": r2_fixed_point, "R5": r5_subsection_presence, "R6": r6_unknown_subsection,
-    "R7": r7_endianness, "R8": r8_features, "R9": r9_load_order,
+    "R7": r7_endianness, "R8": r8_features, "R9": r9_load_order, "R13": r13_machine_compat,
 }
 
 
@@ -197,9 +235,9 @@ def check_all(run: Run, same_release: bool) -> list[Violation]:
                 out.append(v)
     else:
         rule = "R3" if run.src.release < run.dst.release else "R4"
-        v = r34_migration(run, rule)
-        if v:
-            out.append(v)
+        for v in (r34_migration(run, rule), r13_machine_compat(run)):
+            if v:
+                out.append(v)
     for rule in ("R5", "R6", "R7", "R8", "R9"):
         v = RULES[rule](run)
         if v:

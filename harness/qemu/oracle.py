@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.annotate import tree_diff
 from harness.errors import QemuError, StreamError
 from harness.failures import FAILURES, write_atomic
 from harness.qemu import release
@@ -266,30 +267,8 @@ def first_difference(model_bytes: bytes, qemu_bytes: bytes, ml: ModelLoad) -> st
         b = decode_payload(qemu_bytes, ml.payload.transport, ml.payload.device)
     except StreamError:
         return where
-    diffs = tree_diff(a, b)
+    diffs = tree_diff(a, b, names=("model", "QEMU"))
     return where + ("; " + "; ".join(diffs[:5]) if diffs else "")
-
-
-def tree_diff(a: Any, b: Any, path: str = "", limit: int = 8) -> list[str]:
-    """The paths where two decoded trees differ (`model` value, then QEMU's), at most `limit`."""
-    out: list[str] = []
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in a:
-            if k.startswith("_"):
-                continue
-            out += tree_diff(a[k], b.get(k), f"{path}.{k}" if path else k, limit - len(out))
-            if len(out) >= limit:
-                break
-    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and not isinstance(a, bytes):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            out += tree_diff(x, y, f"{path}[{i}]", limit - len(out))
-            if len(out) >= limit:
-                break
-    elif a != b:
-        short = [repr(v) if not isinstance(v, bytes | bytearray) or len(v) <= 16 else f"<{len(v)} bytes>"
-                 for v in (a, b)]
-        out.append(f"{path}: model {short[0]}, QEMU {short[1]}")
-    return out
 
 
 # -- failure files ----------------------------------------------------------------------------------------

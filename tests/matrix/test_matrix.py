@@ -34,7 +34,7 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
         src, dst, state, out, v = result.failure
         message = f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}"
     rules = ["R1", "R2", "R10", "R11"] if cell.direction == "same" else [
-        "R3" if cell.direction == "forward" else "R4"]
+        "R3" if cell.direction == "forward" else "R4", "R13"]
     for rule in rules + ["R5", "R6", "R7", "R8", "R9"]:
         failed = result.failure is not None and result.failure[4].rule == rule
         record(request.config, {

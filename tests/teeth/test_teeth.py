@@ -103,3 +103,46 @@ def test_fleet_incompatibilities_are_reached(cell: Cell, machine: str, rule: str
         m.setattr(matrix, "KNOWN", entries)
         result = run_cell(cell, [machine])
     assert result.failure is not None and result.failure[4].rule == rule
+
+
+def test_compat_entry_one_release_late_breaks_the_machine_type_promise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hw_compat_2_3's `virtio-rng-pci.any_layout=off` added one release late (in 2.5, not 2.4): 2.4 offers
+    ANY_LAYOUT on pc-i440fx-2.1 where 2.1 did not. Forward, 2.1 -> 2.4 still loads (the destination offers
+    more), so only R13 sees it."""
+    from dataclasses import replace
+
+    from models import releases
+    from models.config import realize
+
+    cell, machine = Cell(V("2.1"), V("2.4"), "pci", "virtio-rng"), ["pc-i440fx-2.1"]
+    assert run_cell(cell, machine).failure is None
+    late = tuple(replace(e, since=V("2.5")) if (e.driver, e.prop) == ("virtio-rng-pci", "any_layout") else e
+                 for e in releases.COMPAT)
+    monkeypatch.setattr(releases, "COMPAT", late)
+    realize.cache_clear()
+    try:
+        result = run_cell(cell, machine)
+    finally:
+        realize.cache_clear()
+    assert result.failure is not None and list(result.failures) == ["R13"]
+    v = result.failure[4]
+    assert v.details == {"realized": "host_features"} and "pc-i440fx-2.1" in v.expected
+
+
+def test_new_field_without_its_machine_type_gate_breaks_the_promise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """virtio/started sent by 4.1 on pc-*-4.0 whenever the driver set DRIVER_OK (use-started ignored): R13 names
+    the subsection one release sends and the other does not, in the direction R4 cannot see (4.0 -> 4.1)."""
+    from dataclasses import replace
+
+    from harness.rules import Run, r13_machine_compat
+    from models.config import Config, realize
+    from models.model import reset_state
+    from models.releases import MachineType
+
+    monkeypatch.setattr(core, "CORE_SUBSECTIONS", _with_started_rule(lambda r, s: bool(s.status & 4)))
+    a, b = (realize(Config(V(r), MachineType.parse("pc-i440fx-4.0"), "virtio-rng")) for r in ("4.0", "4.1"))
+    state = replace(reset_state(a), status=7)
+    v = r13_machine_compat(Run.of(a, b, state))
+    assert v is not None and v.rule == "R13"
+    assert "subsections: 4.0 sends [" in v.got and v.got.split("4.1 sends")[1].endswith("'virtio/started']")
+    assert r13_machine_compat(Run.of(a, b, replace(state, status=3))) is None
