@@ -10,10 +10,13 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from types import FrameType
 from typing import NoReturn
 
+from harness import interrupt
 from harness.errors import HarnessError, StreamError, UsageError
+from harness.interrupt import Interrupted, Kept
+
+__all__ = ["Interrupted", "Kept", "main"]
 
 EXIT_OK, EXIT_RULE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -291,52 +294,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Kept(KeyboardInterrupt):
-    """An interruption with the one line that says what the command kept."""
-
-    def __init__(self, cause: KeyboardInterrupt, kept: str) -> None:
-        super().__init__(kept)
-        self.kept = kept
-        self.signum = getattr(cause, "signum", signal.SIGINT)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every `finally` and context manager cleans up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # Later signals are ignored: a second Ctrl-C must not cut the clean-up short.
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
-    raise Interrupted(signum)
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """One line, what the command kept when it says so, and 128 + the signal (130 SIGINT, 143 SIGTERM)."""
+    print(f"virtio-compat: {e.kept}" if isinstance(e, Kept) else "virtio-compat: interrupted", file=sys.stderr)
+    return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     main_thread = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    old = interrupt.install() if main_thread else {}
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             raise UsageError("a command is needed: decode, verdict, check, diff, replay, bench, fuzz, qemu, fleet "
                              "(see `virtio-compat --help`)")
         code: int = args.func(args)
+        interrupt.check()  # a signal whose raise Python dropped (in a __del__, a callback) still counts
         return code
     except HarnessError as e:
+        if interrupt.pending() is not None:  # e.g. a QEMU that the same Ctrl-C (to the group) ended first
+            return _interrupted(Interrupted(interrupt.pending() or signal.SIGINT))
         print(f"virtio-compat: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as e:
-        print(f"virtio-compat: {e.kept}" if isinstance(e, Kept) else "virtio-compat: interrupted", file=sys.stderr)
-        return 128 + getattr(e, "signum", signal.SIGINT)
+        return _interrupted(e)
     except BrokenPipeError:
         return EXIT_OK
     finally:
-        for s, handler in old.items():  # main() called in-process (tests) leaves the handlers as it found them
-            signal.signal(s, handler)
+        if old:
+            interrupt.restore(old)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import interrupt
 from harness.errors import QemuError, StreamError, UsageError
+from harness.failures import FAILURES
+from harness.interrupt import Kept
 from harness.qemu import oracle, release
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
@@ -237,6 +240,7 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
         ex.violations.append(f"{rule}: the destination QEMU {v.outcome} a reachable state: {v.error}")
     elif s is not None:
         ex.violations += [f"{rule}: state not preserved: {d}" for d in preserved(s, src, dst, argv, v)]
+    interrupt.check()  # a QEMU ended by the same Ctrl-C (sent to the group) is no verdict to keep
     if write:
         extra = {"source_binary": src.binary, "destination_binary": dst.binary, "drives": ex.as_json()["drives"]}
         if ex.disagreements:
@@ -288,8 +292,18 @@ def run(src_binary: str, dst_binary: str, machine: str | None, device: str | Non
     rng = random.Random(seed)
     kinds = [device or DEVICE_KINDS[i % len(DEVICE_KINDS)] for i in range(examples)]
     done: list[Example] = []
-    for i in range(0, examples, per_vm):
-        done.append(run_example(len(done), rng, src, dst, machine, kinds[i : i + per_vm], failures=failures))
+    folder = failures or FAILURES
+    before = set(folder.glob("*.json"))
+    try:
+        for i in range(0, examples, per_vm):
+            interrupt.check()  # no new QEMU pair after a signal, even one whose raise Python dropped
+            done.append(run_example(len(done), rng, src, dst, machine, kinds[i : i + per_vm], failures=failures))
+    except KeyboardInterrupt as e:  # the QEMUs are gone: each is closed by the `with` that started it
+        written = sorted(set(folder.glob("*.json")) - before)  # whole files: written, then renamed
+        kept = f"{len(written)} failure file{'s' * (len(written) != 1)} kept in {folder}" if written \
+            else "no failure file written"
+        raise Kept(e, f"qemu interrupted after {len(done)} QEMU pairs ({sum(len(x.devices) for x in done)} "
+                      f"device states); {kept}; no QEMU left") from None
     head = {"source": {"binary": src.binary, "version": str(src.version), "release": str(src.release)},
             "destination": {"binary": dst.binary, "version": str(dst.version), "release": str(dst.release)},
             "machine": machine, "seed": seed, "rule": migration_rule(src.release, dst.release), "per_vm": per_vm}
