@@ -99,15 +99,17 @@ def cmd_verdict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import run_bench
+    with interrupt.saying("bench interrupted; no figures printed, nothing written, no QEMU or worker left"):
+        from harness.bench import run_bench
 
-    return run_bench(args)
+        return run_bench(args)
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    from harness.fuzz import run_cli
+    with interrupt.saying(f"fuzz interrupted before its first input; nothing written in {args.out}"):
+        from harness.fuzz import run_cli
 
-    return run_cli(args)
+        return run_cli(args)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -137,14 +139,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_qemu(args: argparse.Namespace) -> int:
-    from harness.qemu.crosscheck import run
-
     if args.examples < 1:
         raise UsageError("--examples must be at least 1")
     if not 1 <= args.per_vm <= 16:
         raise UsageError("--per-vm must be between 1 and 16 (PCI slots 3..18; their rings share -m 4)")
-    head, examples = run(args.src_binary, args.dst_binary, args.machine, args.device, args.examples, args.seed,
-                         per_vm=args.per_vm)
+    with interrupt.saying("qemu interrupted before its first QEMU pair; no failure file written"):
+        from harness.qemu.crosscheck import run
+
+        head, examples = run(args.src_binary, args.dst_binary, args.machine, args.device, args.examples, args.seed,
+                             per_vm=args.per_vm)
     bad = [e for e in examples if e.disagreements or e.violations]
     if args.json:
         json.dump({**head, "examples": [e.as_json() for e in examples], "failed": len(bad)}, sys.stdout, indent=1)

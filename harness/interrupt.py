@@ -21,7 +21,8 @@ from typing import Any
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _pending: int | None = None  # the first signal received since install()
-_wakers: list[Callable[[], None]] = []  # one per deferred() region entered, innermost last
+_worker = False  # in a pool's worker process: see install_worker()
+_wakers: list[Callable[[], object]] = []  # one per deferred() region entered, innermost last
 
 
 class Interrupted(KeyboardInterrupt):
@@ -49,12 +50,15 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if _wakers:
         _wakers[-1]()  # a deferred region: it raises when it ends
         return
-    raise Interrupted(signum)
+    # multiprocessing prints a traceback for a KeyboardInterrupt in a worker that waits for work, not for SystemExit
+    raise SystemExit(128 + signum) if _worker else Interrupted(signum)
 
 
 def _unraisable(hook: Any) -> Any:
     def quiet(u: Any) -> None:
-        if not isinstance(u.exc_value, KeyboardInterrupt):  # dropped by Python; check() raises it again
+        # a KeyboardInterrupt dropped by Python is raised again by check(); after a signal, an object that it cut
+        # short in its __init__ failing in its __del__ is no news either
+        if not isinstance(u.exc_value, KeyboardInterrupt) and _pending is None:
             hook(u)
 
     return quiet
@@ -68,6 +72,26 @@ def install() -> dict[int, Any]:
     old[0] = sys.unraisablehook
     sys.unraisablehook = _unraisable(sys.unraisablehook)
     return old
+
+
+def install_worker() -> None:
+    """The initializer of a pool's worker process (bench's QEMU workers): a signal ends its task (its QEMUs
+    closed) or, while it waits for work, the worker, quietly; then the signals that blocked() held are let in."""
+    global _worker
+    install()
+    _worker = True
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+@contextmanager
+def blocked() -> Iterator[None]:
+    """Start worker processes in this block: they start with SIGINT and SIGTERM blocked (the mask is inherited),
+    so that a Ctrl-C cannot reach one before install_worker() ran; here the signal waits for the block's end."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def restore(old: dict[int, Any]) -> None:
@@ -93,7 +117,7 @@ def check() -> None:
 
 
 @contextmanager
-def deferred(wake: Callable[[], None] | None = None) -> Iterator[None]:
+def deferred(wake: Callable[[], object] | None = None) -> Iterator[None]:
     """A region that a signal must not cut in two: the signal is recorded (and `wake` called, to end a
     wait early) and raised when the outermost region ends. A signal that came before the region (its
     clean-up runs) is not raised again."""
@@ -105,3 +129,14 @@ def deferred(wake: Callable[[], None] | None = None) -> Iterator[None]:
         _wakers.pop()
         if not _wakers and before is None and _pending is not None:
             raise Interrupted(_pending)
+
+
+@contextmanager
+def saying(kept: str) -> Iterator[None]:
+    """A signal inside the block ends the command with the line `kept`, unless a deeper level said more."""
+    try:
+        yield
+    except Kept:
+        raise
+    except KeyboardInterrupt as e:
+        raise Kept(e, kept) from None
