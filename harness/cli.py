@@ -185,7 +185,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
                 r = fleet.install(release, targets, progress=lambda text: print(f"  {text}", flush=True))
             except KeyboardInterrupt as e:
                 done = [b.release for b in fleet.installed()]
-                raise Kept(e, f"interrupted; QEMU {release} not installed, nothing half-installed "
+                state = "installed" if release in done else "not installed, nothing half-installed"
+                raise Kept(e, f"fleet install interrupted; QEMU {release} {state} "
                               f"(installed: {', '.join(dict.fromkeys(done)) or 'none'})") from None
             size = f"{r.download_bytes / 1e6:.0f} MB"
             what = "already installed" if r.already else f"installed in {r.seconds:.1f} s ({size})"

@@ -95,9 +95,14 @@ def blocked() -> Iterator[None]:
 
 
 def restore(old: dict[int, Any]) -> None:
-    """The handlers install() replaced (main() called in-process by tests leaves them as it found them)."""
-    global _pending
-    _pending = None
+    """The handlers install() replaced (main() called in-process by tests leaves them as it found them). After a
+    signal the process is exiting: later signals are ignored (SIG_IGN, which Python's own finalization keeps,
+    where it puts back SIG_DFL for a handler), so that a second Ctrl-C cuts short neither the at-exit clean-up
+    (harness/qemu/reaper.py) nor the exit code."""
+    if _pending is not None:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        return
     for s, handler in old.items():
         if s:
             signal.signal(s, handler)
