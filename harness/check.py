@@ -196,7 +196,8 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[str]:
     cmd = [sys.executable, "-m", "pytest", str(module), "-n", args.n, "-p", "no:cacheprovider",
-           "-p", "harness.check", f"--junitxml={staging / 'junit.xml'}", f"--reports={staging}", "-q"]
+           "-p", "harness.check", f"--junitxml={staging / 'junit.xml'}", f"--reports={staging}", "-q",
+           f"--basetemp={staging / 'tmp'}"]  # pytest's temporary folders go with the staging folder
     for name in ("releases", "devices", "transports", "machines"):
         value = ",".join(_csv(getattr(args, name)))
         if value:

@@ -122,7 +122,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from harness.check import run_check
 
     load_schemas(args.schema)  # first: a mistake is one line and exit 2, and --releases may name its releases
-    return run_check(args)
+    with interrupt.saying(f"check interrupted; no reports written (those in {args.reports} are as they were)"):
+        return run_check(args)
 
 
 def load_schemas(paths: Sequence[str] | None) -> list[str]:

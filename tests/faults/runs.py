@@ -216,14 +216,15 @@ class Stopped:
 
 def run_and_signal(cmd: Sequence[str], sig: int, *, group: bool, at: Any, env: dict[str, str] | None = None,
                    again: float | None = None, what: str = "", cwd: Path = ROOT) -> Stopped:
-    """Run `cmd` in a process group of its own and send it `sig` at a moment: `at` seconds after the start, or
-    once `at(proc)` returns. `group`: to the whole group (a terminal's Ctrl-C), else to the main process alone
-    (a CI runner, a wrapper script). `again`: the same signal once more that many seconds later (a second Ctrl-C
-    during the clean-up)."""
+    """Run `cmd` in a process group of its own and send it `sig` at a moment: `at` seconds after it installed
+    its signal handlers, or once `at(proc)` returns. `group`: to the whole group (a terminal's Ctrl-C), else to
+    the main process alone (a CI runner, a wrapper script). `again`: the same signal once more that many seconds
+    later (a second Ctrl-C during the clean-up)."""
     proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     what = f"{what or ' '.join(cmd[2:5])}, {signal.Signals(sig).name} to the {'group' if group else 'main process'}"
     try:
+        wait_for("the command's signal handlers", lambda: handles_sigterm(proc.pid), proc)
         if callable(at):
             at(proc)
         else:
@@ -245,6 +246,17 @@ def run_and_signal(cmd: Sequence[str], sig: int, *, group: bool, at: Any, env: d
             proc.communicate()
         kill_group(proc.pid)
     return Stopped(proc.returncode, out, err, seconds, left, what)
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether the process catches SIGTERM: harness.cli.main() installed its handlers (before that, a signal
+    meets Python's start-up and its defaults: a KeyboardInterrupt traceback, or death by SIGTERM)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:")), 0)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
 def wait_for_group(pgid: int, name: str, proc: subprocess.Popen[str], seconds: float = 60.0) -> int:

@@ -71,7 +71,7 @@ def test_fuzz_stops_keeping_whole_findings(sig: int, group: bool, tmpdir_env: tu
     environ, tmp = tmpdir_env
     out = tmp_path / "reports" / "fuzz"
     seed = signal_seed()
-    at, again, what = _moment(seed, 0.15, 2.5, "fuzz")  # importing, loading the seeds, or fuzzing (finding, saving)
+    at, again, what = _moment(seed, 0.0, 2.5, "fuzz")  # importing, loading the seeds, or fuzzing (finding, saving)
     cmd = [sys.executable, "-m", "tests.signals.planted_fuzz", "fuzz", "--minutes", "1", "--out", str(out)]
     r = run_and_signal(cmd, sig, group=group, at=at, again=again, env=environ, what=what)
     line = r.assert_stopped(sig, "fuzz interrupted")
@@ -107,7 +107,7 @@ def test_qemu_stops_leaving_no_qemu(sig: int, group: bool, tmpdir_env: tuple[dic
     src, dst = _qemu_pair()
     environ, tmp = tmpdir_env
     seed = signal_seed()
-    at, again, what = _moment(seed, 0.15, 3.0, f"qemu {src} -> {dst}")  # probing, starting, driving, migrating, writing
+    at, again, what = _moment(seed, 0.0, 3.0, f"qemu {src} -> {dst}")  # probing, starting, driving, migrating, writing
     cmd = [*CLI, "qemu", "--src-binary", src, "--dst-binary", dst, "--examples", "4000"]
     r = run_and_signal(cmd, sig, group=group, at=at, again=again, env=environ, what=what)
     line = r.assert_stopped(sig, "qemu interrupted")
@@ -133,7 +133,7 @@ def test_check_stops_while_shrinking(sig: int, group: bool, tmpdir_env: tuple[di
     at, again, what = _moment(seed, 0.0, 2.0, "check, after pytest started")
 
     def moment(proc: subprocess.Popen[str]) -> None:
-        wait_for_group(proc.pid, "pytest", proc)
+        wait_for_group(proc.pid, "-m\0pytest", proc)  # its pytest subprocess
         time.sleep(at)
 
     cmd = [*CLI, "check", *NARROW, "-n", "2", "--reports", str(reports)]
@@ -157,7 +157,7 @@ def test_check_stops_while_shrinking(sig: int, group: bool, tmpdir_env: tuple[di
 def test_bench_stops_in_the_model_figures(sig: int, group: bool, tmpdir_env: tuple[dict[str, str], Path]) -> None:
     environ, tmp = tmpdir_env
     seed = signal_seed()
-    at, again, what = _moment(seed, 0.15, 2.5, "bench")
+    at, again, what = _moment(seed, 0.0, 2.5, "bench")
     r = run_and_signal([*CLI, "bench", "--seconds", "0.2"], sig, group=group, at=at, again=again, env=environ,
                        what=what)
     r.assert_stopped(sig, "bench interrupted")
