@@ -259,16 +259,16 @@ def handles_sigterm(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
-def wait_for_group(pgid: int, name: str, proc: subprocess.Popen[str], seconds: float = 60.0) -> int:
-    """The first process of the group whose command line contains `name` (a QEMU, a pytest worker)."""
+def wait_for_process(name: str, among: Any, proc: subprocess.Popen[str], seconds: float = 60.0) -> int:
+    """The first process of `among()` (pids) whose command line contains `name` (a QEMU, a pytest)."""
     def find() -> int:
-        for pid in group_members(pgid):
+        for pid in among():
             try:
                 if name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
+                    return int(pid)
             except OSError:
                 pass
         return 0
 
-    found: int = wait_for(f"a {name} process", find, proc, seconds)
+    found: int = wait_for(f"a process running {name!r}", find, proc, seconds)
     return found

@@ -25,11 +25,14 @@ from tests.faults.runs import (
     BROKEN_STARTED,
     NARROW,
     assert_reports_whole,
+    children,
     env,
+    group_members,
     run_and_signal,
     signal_seed,
     temp_files,
-    wait_for_group,
+    wait_for_process,
+    wait_gone,
 )
 
 CLI = [sys.executable, "-m", "harness.cli"]
@@ -130,16 +133,23 @@ def test_check_stops_while_shrinking(sig: int, group: bool, tmpdir_env: tuple[di
     reports.mkdir()
     (reports / "compat-matrix.json").write_text("[]")  # an earlier run's
     seed = signal_seed()
-    at, again, what = _moment(seed, 0.0, 2.0, "check, after pytest started")
+    # collecting, starting the workers, running cells; the failing cell shrinks for most of the run (about 2 to 10
+    # s here) before its failure file is written
+    at, again, what = _moment(seed, 0.0, 6.0, "check, after pytest started")
+
+    pytest_group = []
 
     def moment(proc: subprocess.Popen[str]) -> None:
-        wait_for_group(proc.pid, "-m\0pytest", proc)  # its pytest subprocess
+        # pytest runs in a process group of its own (check stops it): a signal to the group reaches check alone
+        pytest_group.append(wait_for_process("-m\0pytest", lambda: children(proc.pid), proc))
         time.sleep(at)
 
     cmd = [*CLI, "check", *NARROW, "-n", "2", "--reports", str(reports)]
     r = run_and_signal(cmd, sig, group=group, at=moment, again=again, env={**environ, "PYTEST_PLUGINS": BROKEN_STARTED},
                        what=what)
     line = r.assert_stopped(sig, "check interrupted; no reports written")
+    left = wait_gone(group_members(pytest_group[0]), 0.5)  # by now (a second or two after the signal)
+    assert not left, f"{r.what}: pytest's processes left: {left}"
     assert (reports / "compat-matrix.json").read_text() == "[]", r.what
     assert not (reports / ".check-run").exists() and not temp_files(reports), r.what
     assert_reports_whole(reports)
@@ -176,7 +186,7 @@ def test_bench_stops_its_qemu_workers(sig: int, group: bool, tmpdir_env: tuple[d
     at, again, what = _moment(seed, 0.0, 1.5, "bench, after its workers started a QEMU")
 
     def moment(proc: subprocess.Popen[str]) -> None:
-        wait_for_group(proc.pid, "qemu-system", proc)
+        wait_for_process("qemu-system", lambda: group_members(proc.pid), proc)
         time.sleep(at)
 
     r = run_and_signal([*CLI, "bench", "--seconds", "0.2"], sig, group=group, at=moment, again=again, env=environ,
