@@ -100,8 +100,8 @@ def restore(old: dict[int, Any]) -> None:
     where it puts back SIG_DFL for a handler), so that a second Ctrl-C cuts short neither the at-exit clean-up
     (harness/qemu/reaper.py) nor the exit code."""
     if _pending is not None:
-        for s in SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         return
     for s, handler in old.items():
         if s:
