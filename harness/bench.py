@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness import interrupt
 from harness.errors import UsageError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "pc-i440fx-7.2-virtio-net-driven.bin"
@@ -21,6 +22,7 @@ def rate(fn: Callable[[], Any], seconds: float) -> float:
     n, start = 0, time.perf_counter()
     deadline = start + seconds
     while True:
+        interrupt.check()  # a Ctrl-C whose raise Python dropped (in a finalizer) still stops the run
         fn()
         n += 1
         now = time.perf_counter()
@@ -137,6 +139,7 @@ def rates(fn: Callable[[], int], seconds: float) -> tuple[float, float]:
     fn()
     n, wall, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - wall < seconds:
+        interrupt.check()
         n += fn()
     return n / (time.perf_counter() - wall), n / max(time.process_time() - cpu, 1e-9)
 

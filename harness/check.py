@@ -20,12 +20,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 import pluggy
 
+from harness import interrupt
 from harness.errors import UsageError
+from harness.interrupt import Kept
 from harness.report import real_qemu
 
 if TYPE_CHECKING:
@@ -37,7 +38,10 @@ PROGRESS_FD = "VIRTIO_COMPAT_PROGRESS_FD"
 PROFILES = ("dev", "ci", "thorough")
 REPORT_FILES = ("compat-matrix.json", "compat-matrix.md", "compat-matrix.html", "junit.xml", "pytest.log")
 STAGING = ".check-run"
-STOP_GRACE = 15.0  # seconds pytest gets to stop after SIGINT before SIGTERM, then as long again before SIGKILL
+# seconds pytest's group gets to stop after SIGINT before SIGKILL: its results are thrown away anyway (failure
+# files are renamed into place whole), and the check must end within 2 s of a Ctrl-C; a Hypothesis test that
+# is shrinking takes longer than this to stop
+STOP_GRACE = 0.5
 
 # --- the pytest side (controlling process only) --------------------------------------------------------------
 
@@ -193,18 +197,6 @@ class Progress:
         sys.stderr.flush()
 
 
-class _Stop:
-    """Ctrl-C / SIGTERM while pytest runs: ask its process group to stop (SIGINT), then insist."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self.at = 0.0
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is None:
-            self.signal, self.at = signum, time.monotonic()
-
-
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -216,7 +208,8 @@ def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[
     real = ["--real", f"--real-examples={args.real_examples}", str(module.parent / "test_real_pair.py")] \
         if getattr(args, "real", False) else []
     cmd = [sys.executable, "-m", "pytest", str(module), *real, "-n", args.n, "-p", "no:cacheprovider",
-           "-p", "harness.check", f"--junitxml={staging / 'junit.xml'}", f"--reports={staging}", "-q"]
+           "-p", "harness.check", f"--junitxml={staging / 'junit.xml'}", f"--reports={staging}", "-q",
+           f"--basetemp={staging / 'tmp'}"]  # pytest's temporary folders go with the staging folder
     for name in ("releases", "devices", "transports", "machines"):
         value = ",".join(_csv(getattr(args, name)))
         if value:
@@ -226,51 +219,49 @@ def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[
     return cmd
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, progress: Progress) -> tuple[int, int | None]:
-    """Run pytest with the progress channel; returns (its exit code, the signal that stopped the check)."""
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, progress: Progress) -> int:
+    """Run pytest with the progress channel; its exit code. A signal stops pytest's group, then is raised."""
     rfd, wfd = os.pipe()
-    stop = _Stop()
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with open(log, "w") as out:
-            proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PROGRESS_FD: str(wfd)}, pass_fds=(wfd,),
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # its own group: Ctrl-C reaches us, we stop it
-        os.close(wfd)
-        wfd = -1
-        pgid, sent, reader_open = proc.pid, 0, True
-        while proc.poll() is None or reader_open:
-            if reader_open:
-                ready, _, _ = select.select([rfd], [], [], 0.2)
-                if ready:
-                    chunk = os.read(rfd, 65536)
-                    if chunk:
-                        progress.feed(chunk.decode(errors="replace"))
-                    else:
-                        reader_open = False
-            else:
-                time.sleep(0.1)
-            if stop.signal is not None:
-                waited = time.monotonic() - stop.at
-                for i, (after, sig) in enumerate(((0.0, signal.SIGINT), (STOP_GRACE, signal.SIGTERM),
-                                                  (2 * STOP_GRACE, signal.SIGKILL))):
-                    if sent <= i and waited >= after:
-                        _signal_group(pgid, sig)
-                        sent = i + 1
-                if sent and proc.poll() is not None:
-                    break  # pytest is gone; do not wait for the channel
-            else:
-                progress.show()
-        code = proc.wait()
-        # workers left behind by a stopped controller
-        _signal_group(pgid, signal.SIGKILL if stop.signal is not None else signal.SIGTERM)
-        return code, stop.signal
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        os.close(rfd)
-        if wfd >= 0:
+    # A signal is only recorded here (and raised when the block ends): the loop below stops pytest's group
+    with interrupt.deferred():
+        try:
+            with open(log, "w") as out:
+                proc = subprocess.Popen(cmd, cwd=cwd, env={**env, PROGRESS_FD: str(wfd)}, pass_fds=(wfd,),
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # its own group: Ctrl-C reaches us, we stop it
             os.close(wfd)
+            wfd = -1
+            pgid, sent, reader_open = proc.pid, 0, True
+            while proc.poll() is None or reader_open:
+                if reader_open:
+                    ready, _, _ = select.select([rfd], [], [], 0.1)
+                    if ready:
+                        chunk = os.read(rfd, 65536)
+                        if chunk:
+                            progress.feed(chunk.decode(errors="replace"))
+                        else:
+                            reader_open = False
+                else:
+                    time.sleep(0.05)
+                if interrupt.pending() is None:
+                    progress.show()
+                    continue
+                if not sent:
+                    _signal_group(pgid, signal.SIGINT)
+                    sent, stop_at = 1, time.monotonic()
+                elif sent == 1 and time.monotonic() - stop_at >= STOP_GRACE:
+                    _signal_group(pgid, signal.SIGKILL)
+                    sent = 2
+                if proc.poll() is not None:
+                    break  # pytest is gone; do not wait for the channel
+            code = proc.wait()
+            # workers left behind by a stopped controller
+            _signal_group(pgid, signal.SIGKILL if sent else signal.SIGTERM)
+            return code
+        finally:
+            os.close(rfd)
+            if wfd >= 0:
+                os.close(wfd)
 
 
 def _usage_line(log: Path) -> str:
@@ -286,20 +277,20 @@ def run_check(args: argparse.Namespace) -> int:
     module = matrix_module()
     reports = Path(args.reports).resolve()
     staging = reports / STAGING
+    failures = reports / "failures"
     created = not reports.exists()
-    shutil.rmtree(staging, ignore_errors=True)  # what an earlier, killed check left
-    staging.mkdir(parents=True)
+    before = set(failures.glob("*.json"))
     env = {**os.environ, "HYPOTHESIS_PROFILE": args.profile, "VIRTIO_COMPAT_REPORTS": str(reports)}
     progress = Progress(tty=sys.stderr.isatty())
     log = staging / "pytest.log"
+    replaced = False
     try:
-        code, stopped = _run(command_line(args, module, staging), module.parents[2], env, log, progress)
+        shutil.rmtree(staging, ignore_errors=True)  # what an earlier, killed check left
+        staging.mkdir(parents=True)
+        code = _run(command_line(args, module, staging), module.parents[2], env, log, progress)
         progress.clear()  # the final line, or an error, replaces it
-        if stopped is not None or code == ExitCode.INTERRUPTED:
-            progress.show(final=True)
-            print(f"virtio-compat check: interrupted; no reports written (those in {reports} are as they were)",
-                  file=sys.stderr)
-            return 128 + (stopped or signal.SIGINT)
+        if code == ExitCode.INTERRUPTED:
+            raise KeyboardInterrupt  # pytest's own Ctrl-C (a signal to it alone)
         matrix = staging / "compat-matrix.json"
         # no cell: pytest collects nothing, or one item skipped for an empty parameter set
         if code == ExitCode.NO_TESTS_COLLECTED or (
@@ -314,12 +305,24 @@ def run_check(args: argparse.Namespace) -> int:
                   f"its output: {reports / 'pytest.log'}", file=sys.stderr)
             return 1
         entries: list[dict[str, Any]] = json.loads(matrix.read_text())
-        for name in REPORT_FILES:  # each file replaced whole (rename)
-            if (staging / name).exists():
-                os.replace(staging / name, reports / name)
+        with interrupt.deferred():  # the reports are replaced as a set: a signal waits for the last rename
+            for name in REPORT_FILES:  # each file replaced whole (rename)
+                if (staging / name).exists():
+                    os.replace(staging / name, reports / name)
+            replaced = True
+    except KeyboardInterrupt as e:
+        progress.clear()
+        # a worker killed in a write leaves its temporary file (harness.failures.write_files_atomic)
+        for tmp in failures.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        new = len(set(failures.glob("*.json")) - before)
+        kept = f"; {new} failure file{'s' * (new != 1)} kept in {failures}" if new else ""
+        if replaced:
+            raise Kept(e, f"check interrupted; the reports in {reports} are complete{kept}") from None
+        raise Kept(e, f"check interrupted; no reports written (those in {reports} are as they were){kept}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(reports.iterdir()):
+        if created and reports.is_dir() and not any(reports.iterdir()):
             reports.rmdir()
     return summarize(entries, code, progress, reports, args)
 

@@ -10,10 +10,13 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from types import FrameType
 from typing import NoReturn
 
+from harness import interrupt
 from harness.errors import HarnessError, StreamError, UsageError
+from harness.interrupt import Interrupted, Kept
+
+__all__ = ["Interrupted", "Kept", "main"]
 
 EXIT_OK, EXIT_RULE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -96,15 +99,17 @@ def cmd_verdict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import run_bench
+    with interrupt.saying("bench interrupted; no figures printed, nothing written, no QEMU or worker left"):
+        from harness.bench import run_bench
 
-    return run_bench(args)
+        return run_bench(args)
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    from harness.fuzz import run_cli
+    with interrupt.saying(f"fuzz interrupted before its first input; nothing written in {args.out}"):
+        from harness.fuzz import run_cli
 
-    return run_cli(args)
+        return run_cli(args)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -117,7 +122,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from harness.check import run_check
 
     load_schemas(args.schema)  # first: a mistake is one line and exit 2, and --releases may name its releases
-    return run_check(args)
+    with interrupt.saying(f"check interrupted; no reports written (those in {args.reports} are as they were)"):
+        return run_check(args)
 
 
 def load_schemas(paths: Sequence[str] | None) -> list[str]:
@@ -134,14 +140,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_qemu(args: argparse.Namespace) -> int:
-    from harness.qemu.realcase import run
-
     if args.examples < 1:
         raise UsageError("--examples must be at least 1")
     if not 1 <= args.per_vm <= 16:
         raise UsageError("--per-vm must be between 1 and 16 (PCI slots 3..18; their rings share -m 4)")
-    head, examples = run(args.src_binary, args.dst_binary, args.machine, args.device, args.examples, args.seed,
-                         per_vm=args.per_vm)
+    with interrupt.saying("qemu interrupted before its first QEMU pair; no failure file written"):
+        from harness.qemu.realcase import run
+
+        head, examples = run(args.src_binary, args.dst_binary, args.machine, args.device, args.examples, args.seed,
+                             per_vm=args.per_vm)
     bad = [e for e in examples if e.disagreements or (e.violations and not e.expected)]
     if args.json:
         json.dump({**head, "examples": [e.as_json() for e in examples], "failed": len(bad)}, sys.stdout, indent=1)
@@ -182,7 +189,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
                 r = fleet.install(release, targets, progress=lambda text: print(f"  {text}", flush=True))
             except KeyboardInterrupt as e:
                 done = [b.release for b in fleet.installed()]
-                raise Kept(e, f"interrupted; QEMU {release} not installed, nothing half-installed "
+                state = "installed" if release in done else "not installed, nothing half-installed"
+                raise Kept(e, f"fleet install interrupted; QEMU {release} {state} "
                               f"(installed: {', '.join(dict.fromkeys(done)) or 'none'})") from None
             size = f"{r.download_bytes / 1e6:.0f} MB"
             what = "already installed" if r.already else f"installed in {r.seconds:.1f} s ({size})"
@@ -298,52 +306,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Kept(KeyboardInterrupt):
-    """An interruption with the one line that says what the command kept."""
-
-    def __init__(self, cause: KeyboardInterrupt, kept: str) -> None:
-        super().__init__(kept)
-        self.kept = kept
-        self.signum = getattr(cause, "signum", signal.SIGINT)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every `finally` and context manager cleans up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # Later signals are ignored: a second Ctrl-C must not cut the clean-up short.
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
-    raise Interrupted(signum)
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """One line, what the command kept when it says so, and 128 + the signal (130 SIGINT, 143 SIGTERM)."""
+    print(f"virtio-compat: {e.kept}" if isinstance(e, Kept) else "virtio-compat: interrupted", file=sys.stderr)
+    return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     main_thread = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    old = interrupt.install() if main_thread else {}
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             raise UsageError("a command is needed: decode, verdict, check, diff, replay, bench, fuzz, qemu, fleet "
                              "(see `virtio-compat --help`)")
         code: int = args.func(args)
+        interrupt.check()  # a signal whose raise Python dropped (in a __del__, a callback) still counts
         return code
     except HarnessError as e:
+        if interrupt.pending() is not None:  # e.g. a QEMU that the same Ctrl-C (to the group) ended first
+            return _interrupted(Interrupted(interrupt.pending() or signal.SIGINT))
         print(f"virtio-compat: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as e:
-        print(f"virtio-compat: {e.kept}" if isinstance(e, Kept) else "virtio-compat: interrupted", file=sys.stderr)
-        return 128 + getattr(e, "signum", signal.SIGINT)
+        return _interrupted(e)
     except BrokenPipeError:
         return EXIT_OK
     finally:
-        for s, handler in old.items():  # main() called in-process (tests) leaves the handlers as it found them
-            signal.signal(s, handler)
+        if old:
+            interrupt.restore(old)
 
 
 if __name__ == "__main__":

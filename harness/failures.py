@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness import interrupt
 from harness.errors import HarnessError
 from harness.matrix import Cell, Outcome
 from harness.rules import Violation
@@ -67,23 +68,24 @@ def write_files_atomic(files: list[tuple[Path, str]]) -> list[Path]:
     temporary file is left behind, whatever happens (a full disk, a signal); an OSError becomes one line."""
     temps: list[str] = []
     current = files[0][0] if files else Path()
-    try:
-        for current, text in files:
-            current.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=".tmp")
-            temps.append(tmp)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o644)  # not mkstemp's 0600: reports are read by others (CI, a web server)
-                f.write(text.encode())
-                f.flush()
-                os.fsync(f.fileno())
-        for (current, _), tmp in zip(files, temps, strict=True):
-            os.replace(tmp, current)
-    except OSError as e:
-        raise WriteError(f"cannot write {current}: {e.strerror or e}") from None
-    finally:
-        for tmp in temps:
-            Path(tmp).unlink(missing_ok=True)  # the renamed ones are gone already
+    with interrupt.deferred():  # a signal waits until the files are renamed or their temporaries removed
+        try:
+            for current, text in files:
+                current.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=".tmp")
+                temps.append(tmp)
+                with os.fdopen(fd, "wb") as f:
+                    os.fchmod(f.fileno(), 0o644)  # not mkstemp's 0600: reports are read by others (CI, a web server)
+                    f.write(text.encode())
+                    f.flush()
+                    os.fsync(f.fileno())
+            for (current, _), tmp in zip(files, temps, strict=True):
+                os.replace(tmp, current)
+        except OSError as e:
+            raise WriteError(f"cannot write {current}: {e.strerror or e}") from None
+        finally:
+            for tmp in temps:
+                Path(tmp).unlink(missing_ok=True)  # the renamed ones are gone already
     return [path for path, _ in files]
 
 

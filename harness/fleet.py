@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import interrupt
 from harness.errors import QemuError
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -412,21 +413,26 @@ def _unpack(debs: Sequence[Path], root: Path) -> None:
     if shutil.which("dpkg-deb") is None:
         raise FleetError("dpkg-deb not found: the fleet unpacks Debian packages with it")
     with ThreadPoolExecutor(4) as pool:
-        errors = [e for e in pool.map(one, debs) if e]
+        try:
+            errors = [e for e in pool.map(one, debs) if e]
+        except KeyboardInterrupt:
+            pool.shutdown(cancel_futures=True)  # the unpacks running end (they are short), no new one starts
+            raise
     if errors:
         raise FleetError(f"cannot unpack {errors[0]}")
 
 
 def _replace(new: Path, final: Path) -> None:
     """Move a finished install into place in one rename; the release it replaces goes after."""
-    if final.exists():
-        old = final.with_name(f".tmp-{final.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        new.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(final)
+    with interrupt.deferred():  # a Ctrl-C between the two renames would leave no release at all
+        if final.exists():
+            old = final.with_name(f".tmp-{final.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            new.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            new.rename(final)
 
 
 def remove(release: str, cache: Path | None = None) -> bool:

@@ -39,6 +39,7 @@ import construct as c
 import orjson
 from construct import Container, ListContainer
 
+from harness import interrupt
 from harness.decode import format_text, stream_summary
 from harness.errors import StreamError
 from harness.wire import stream as wire_stream
@@ -978,6 +979,7 @@ class Stats:
     findings: int = 0  # distinct signatures
     seconds: float = 0.0
     interrupted: bool = False
+    signum: int = signal.SIGINT  # what interrupted it
     by_signature: dict[str, int] = field(default_factory=dict)  # inputs per signature
     by_mutation: dict[str, int] = field(default_factory=dict)
 
@@ -998,6 +1000,7 @@ def run(mutator: Mutator, checker: Checker, deadline: float | None = None, count
     try:
         while (count is None or stats.inputs < count) and \
                 (deadline is None or stats.inputs == 0 or time.monotonic() < deadline):
+            interrupt.check()  # a signal whose raise Python dropped (in a finalizer of the decoder's garbage)
             m = mutator.mutant(i)
             i += 1
             seed = by_name.get(m.seed)
@@ -1016,8 +1019,9 @@ def run(mutator: Mutator, checker: Checker, deadline: float | None = None, count
             if on_progress is not None and now - last >= 1.0:
                 last = now
                 on_progress(stats)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         stats.interrupted = True
+        stats.signum = getattr(e, "signum", signal.SIGINT)
     stats.seconds = time.monotonic() - began
     return stats
 
@@ -1041,20 +1045,21 @@ def save_finding(found: Finding, out: Path) -> tuple[Path, bool]:
     path = out / f"{found.kind}-{sha1(found.stream).hexdigest()[:12]}.bin"
     if path.exists():
         return path, False
-    fd, tmp = tempfile.mkstemp(prefix=".fuzz-", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(found.stream)
-            f.flush()
-            os.fsync(f.fileno())
+    with interrupt.deferred():  # a signal waits until the file is in place and the temporary one gone
+        fd, tmp = tempfile.mkstemp(prefix=".fuzz-", suffix=".tmp", dir=out)
         try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return path, False
-        return path, True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(found.stream)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return path, False
+            return path, True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -1080,9 +1085,10 @@ def _address_space_cap(extra: int) -> Iterator[None]:
 
 
 def run_cli(args: Any) -> int:
-    """`virtio-compat fuzz [--minutes N] [--seed S] [--out DIR]`: 1 if anything was found, else 0 (130 when
-    interrupted with nothing found)."""
+    """`virtio-compat fuzz [--minutes N] [--seed S] [--out DIR]`: 1 if anything was found, else 0; interrupted:
+    Kept (the findings so far are whole files in DIR), exit 130 or 143."""
     from harness.errors import UsageError
+    from harness.interrupt import Kept
 
     began = time.monotonic()
     minutes = float(args.minutes)
@@ -1130,11 +1136,13 @@ def run_cli(args: Any) -> int:
         stats = run(mutator, checker, deadline=deadline, on_finding=on_finding, on_progress=on_progress,
                     start=0)
     inputs_found = sum(stats.by_signature.values())
-    if tty:
-        print(file=sys.stderr)
+    if tty:  # the progress line ends, or makes way for the one line that says what was kept
+        sys.stderr.write("\r" + " " * 70 + "\r" if stats.interrupted else "\n")
+    if stats.interrupted:  # one line (cli prints it): what the run kept
+        kept = f"{stats.findings} finding(s) kept in {out}" if stats.findings else "no finding"
+        raise Kept(stats.signum, f"fuzz interrupted after {stats.inputs} inputs in {stats.seconds:.1f} s (seed "
+                                 f"{args.seed}); {kept}")
     print(f"fuzz: seed {args.seed}: {stats.inputs} inputs in {stats.seconds:.1f} s ({stats.rate:.0f}/s), "
-          f"{stats.findings} finding(s) from {inputs_found} input(s)" + (f", saved in {out}" if stats.findings else "")
-          + (" (interrupted)" if stats.interrupted else ""), file=sys.stderr, flush=True)
-    if stats.findings:
-        return 1
-    return 130 if stats.interrupted else 0
+          f"{stats.findings} finding(s) from {inputs_found} input(s)" + (f", saved in {out}" if stats.findings else ""),
+          file=sys.stderr, flush=True)
+    return 1 if stats.findings else 0

@@ -12,16 +12,19 @@ loaded state and re-saved bytes (R12).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import re
 import resource
 import shutil
+import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import interrupt
 from harness.errors import QemuError, StreamError, UsageError
 from harness.matrix import KnownIncompatibility, known_for
 from harness.qemu import oracle, release
@@ -281,6 +284,7 @@ def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[st
         ex.violations.append(f"{rule}: the destination QEMU {v.outcome} a reachable state: {v.error}")
     elif s is not None:
         ex.violations += [f"{rule}: state not preserved: {d}" for d in preserved(s, src, dst, argv, v)]
+    interrupt.check()  # a QEMU ended by the same Ctrl-C (sent to the group) is no verdict to keep
     return ex
 
 
@@ -352,6 +356,14 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
     src = side(binary or "qemu-system-x86_64")
     machine = default_machine(src, src)
     rng = random.Random(seed)
+    try:
+        return _bench_worker(src, machine, rng, seconds, start_at)
+    finally:
+        if not live_processes():
+            shutil.rmtree(scratch_root(), ignore_errors=True)  # also when a signal ended the worker
+
+
+def _bench_worker(src: Side, machine: str, rng: random.Random, seconds: float, start_at: float) -> WorkerFigures:
     run_example(-1, rng, src, src, machine, DEVICE_KINDS, resave=False)  # warm-up: imports, page cache
     time.sleep(max(start_at - time.time(), 0))
     examples: list[Example] = []
@@ -359,8 +371,6 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
     while time.time() < begin + seconds:
         examples.append(run_example(len(examples), rng, src, src, machine, DEVICE_KINDS, resave=False))
     qemu_seconds, qemu_cpu = time.time() - begin, _cpu_seconds() - cpu_begin
-    if not live_processes():
-        shutil.rmtree(scratch_root(), ignore_errors=True)  # a pool worker ends without atexit hooks
     # The same kind of state in the model: each source state saved and loaded by the model of its release.
     cases = []
     for ex in examples:
@@ -382,15 +392,36 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
                          sum(bool(e.disagreements) for e in examples), qemu_cpu)
 
 
+def _stop_workers(pool: ProcessPoolExecutor, grace: float = 1.0) -> None:
+    """After a Ctrl-C: each worker closes its QEMUs and exits (SIGTERM, in case the signal was ours alone);
+    one that has not within `grace` seconds is killed (its watchdog ends its QEMUs: reaper.py)."""
+    procs = list(getattr(pool, "_processes", {}).values())  # the pool's own handle on its workers
+    for p in procs:
+        if p.pid is not None and p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(deadline - time.monotonic(), 0))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
 def bench(seconds: float, workers: int = 2, binary: str | None = None, lead: float = 4.0) -> dict[str, float]:
     """QEMU-backed and model-backed examples per second with `workers` processes, and their ratio.
     `lead`: seconds for the workers to spawn and warm up before the clock starts (a late one measures alone)."""
     find_qemu(binary)
     start_at = time.time() + lead
     ctx = multiprocessing.get_context("spawn")  # no QEMU state of this process leaks into the workers
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [pool.submit(bench_worker, binary, seconds, start_at, seed) for seed in range(workers)]
-        figures = [f.result() for f in futures]
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=interrupt.install_worker) as pool:
+        try:
+            with interrupt.blocked():  # submit() starts the workers
+                futures = [pool.submit(bench_worker, binary, seconds, start_at, seed) for seed in range(workers)]
+            figures = [f.result() for f in futures]
+        except KeyboardInterrupt:
+            _stop_workers(pool)
+            raise
     qemu = sum(f.qemu_examples / f.qemu_seconds for f in figures)
     model = sum(f.model_examples / f.model_seconds for f in figures)
     return {"qemu_per_second": qemu, "model_per_second": model, "ratio": model / qemu if qemu else 0.0,

@@ -85,7 +85,11 @@ def destination(config: QemuConfig | Sequence[str], binary: str | None = None, *
     qemu = QemuProcess(config.machine, config.args(), binary=binary or config.binary, arch=config.target, incoming=True,
                        name="oracle")
     if launch:
-        qemu.start()
+        try:
+            qemu.start()
+        except BaseException:
+            qemu.close()  # a Ctrl-C while it starts: no `with` holds it yet
+            raise
     return qemu
 
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
-from harness import fleet
+from harness import fleet, interrupt
 from harness.errors import QemuError
 from harness.qemu import reaper
 from harness.qemu.qtest import QtestClient
@@ -82,10 +82,20 @@ class _Qmp:
 
     def __init__(self, name: str) -> None:
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._unretrieved)
         self._client = QMPClient(name)
 
+    @staticmethod
+    def _unretrieved(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if interrupt.pending() is None:  # after a signal, tasks it cancelled are no news
+            loop.default_exception_handler(context)
+
     def _run(self, coro: Coroutine[Any, Any, _T], timeout: float) -> _T:
-        return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        # A signal must not raise inside qemu.qmp's tasks (its clean-up then fails its own asserts, "Task
+        # exception was never retrieved"): it cancels the call, which qemu.qmp unwinds, then it is raised.
+        task = self._loop.create_task(asyncio.wait_for(coro, timeout))
+        with interrupt.deferred(lambda: self._loop.call_soon_threadsafe(task.cancel)):
+            return self._loop.run_until_complete(task)
 
     def connect(self, path: Path, timeout: float) -> None:
         self._run(self._client.connect(str(path)), timeout)
@@ -107,6 +117,12 @@ class _Qmp:
         except (TimeoutError, QMPError, OSError, EOFError):
             pass  # the peer is gone already; disconnect re-raises what ended the connection
         finally:
+            # what a cancelled call left running ends before the loop does ("Task was destroyed but it is pending")
+            rest = asyncio.all_tasks(self._loop)
+            for task in rest:
+                task.cancel()
+            if rest:
+                self._loop.run_until_complete(asyncio.wait(rest, timeout=QUIT_TIMEOUT))
             self._loop.close()
 
 
@@ -166,6 +182,7 @@ class QemuProcess:
     def start(self) -> None:
         """Launch QEMU (NEW -> STARTED); it creates its sockets and waits, paused."""
         self._require("start", QemuState.NEW)
+        interrupt.check()  # no new QEMU once a signal came
         self.scratch = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=scratch_root()))
         self.argv = [
             self.binary,
@@ -181,18 +198,20 @@ class QemuProcess:
         if self.incoming:
             self.argv += ["-incoming", "defer"]
         self.argv += self.args
-        try:
-            with open(self.scratch / "stderr", "wb") as stderr:
-                # stdout to /dev/null: a QEMU that inherits our stdout pipe keeps it open after we die.
-                self._proc = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
-                )
-        except OSError as exc:
-            self.state = QemuState.FAILED
-            self._cleanup_scratch()
-            raise QemuError(f"cannot run {self.binary}: {exc}") from exc
-        reaper.register(self, self._proc.pid)
-        self.state = QemuState.STARTED
+        # a Ctrl-C is raised once the process is known, so that close() ends it
+        with interrupt.deferred():
+            try:
+                with open(self.scratch / "stderr", "wb") as stderr:
+                    # stdout to /dev/null: a QEMU that inherits our stdout pipe keeps it open after we die.
+                    self._proc = subprocess.Popen(
+                        self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+                    )
+            except OSError as exc:
+                self.state = QemuState.FAILED
+                self._cleanup_scratch()
+                raise QemuError(f"cannot run {self.binary}: {exc}") from exc
+            reaper.register(self, self._proc.pid)
+            self.state = QemuState.STARTED
 
     def connect(self, timeout: float = CONNECT_TIMEOUT) -> None:
         """Connect QMP (and qtest if enabled) as soon as QEMU's sockets accept (STARTED -> CONNECTED)."""
@@ -201,6 +220,7 @@ class QemuProcess:
         deadline = time.monotonic() + timeout
         qmp_path = self.scratch / "qmp.sock"
         while not qmp_path.exists():
+            interrupt.check()
             self._check_alive("starting")
             if time.monotonic() > deadline:
                 self._fail()
@@ -209,6 +229,7 @@ class QemuProcess:
         qmp = _Qmp(self.name)
         self._qmp = qmp
         while True:
+            interrupt.check()
             try:
                 qmp.connect(qmp_path, max(deadline - time.monotonic(), POLL))
                 break
@@ -272,6 +293,7 @@ class QemuProcess:
 
     def _execute(self, command: str, arguments: dict[str, Any]) -> Any:
         assert self._qmp is not None
+        interrupt.check()  # the polls of a migration and a start-up end here after a signal
         try:
             return self._qmp.execute(command, arguments or None, COMMAND_TIMEOUT)
         except ExecuteError as exc:
@@ -386,8 +408,12 @@ class QemuProcess:
         return self._read_stderr().splitlines()
 
     def close(self) -> None:
-        """End QEMU (QMP quit, then SIGKILL after a short wait), drop the connections, remove the
-        scratch folder. Safe to call in any state, any number of times."""
+        """End QEMU (QMP quit, then SIGKILL after a short wait; SIGKILL at once after a Ctrl-C), drop the
+        connections, remove the scratch folder. Safe to call in any state, any number of times."""
+        with interrupt.deferred():  # a Ctrl-C now is raised once QEMU is reaped and its folder gone
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -395,6 +421,8 @@ class QemuProcess:
             if self._qtest is not None:
                 self._qtest.close()
                 self._qtest = None
+            if interrupt.pending() is not None and self._proc is not None and self._proc.poll() is None:
+                self._kill()  # a Ctrl-C: no time for a polite quit, and nothing to read from QEMU
             if self._proc is not None and self._proc.poll() is None and self._qmp is not None:
                 try:
                     self._qmp.execute("quit", None, QUIT_TIMEOUT)

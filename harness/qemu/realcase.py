@@ -18,7 +18,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import interrupt
 from harness.errors import HarnessError, QemuError, UsageError
+from harness.failures import FAILURES
+from harness.interrupt import Kept
 from harness.qemu import crosscheck, oracle, release
 from harness.qemu.drive import DriveSpec, QueueSpec
 from models.releases import FAMILIES, Version
@@ -146,8 +149,18 @@ def run(src_binary: str, dst_binary: str, machine: str | None, device: str | Non
     crosscheck.check_choices(machine, device, src, dst)
     rng = random.Random(seed)
     done: list[crosscheck.Example] = []
-    for vm in crosscheck.vm_kinds(examples, per_vm, device):
-        done.append(run_example(len(done), rng, src, dst, machine, vm, failures=failures, seed=seed))
+    folder = failures or FAILURES
+    before = set(folder.glob("*.json"))
+    try:
+        for vm in crosscheck.vm_kinds(examples, per_vm, device):
+            interrupt.check()  # no new QEMU pair after a signal, even one whose raise Python dropped
+            done.append(run_example(len(done), rng, src, dst, machine, vm, failures=failures, seed=seed))
+    except KeyboardInterrupt as e:  # the QEMUs are gone: each is closed by the `with` that started it
+        written = sorted(set(folder.glob("*.json")) - before)  # whole files: written, then renamed
+        kept = f"{len(written)} failure file{'s' * (len(written) != 1)} kept in {folder}" if written \
+            else "no failure file written"
+        raise Kept(e, f"qemu interrupted after {len(done)} QEMU pairs ({sum(len(x.devices) for x in done)} "
+                      f"device states); {kept}; no QEMU left") from None
     head = {"source": {"binary": src.binary, "version": str(src.version), "release": str(src.release)},
             "destination": {"binary": dst.binary, "version": str(dst.version), "release": str(dst.release)},
             "machine": machine, "seed": seed, "rule": crosscheck.migration_rule(src.release, dst.release),

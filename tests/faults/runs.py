@@ -175,3 +175,100 @@ def normalized(folder: Path) -> dict[str, Any]:
         "md": text(folder / "compat-matrix.md"),
         "failures": {p.name: json.loads(text(p)) for p in sorted((folder / "failures").glob("*.json"))},
     }
+
+
+# --- signals (issue 14) -------------------------------------------------------------------------------------
+
+SIGNAL_SEED = "VIRTIO_COMPAT_SIGNAL_SEED"  # set it to repeat the random moments of a failed run
+STOP_WITHIN = 2.0  # seconds from a signal to the command's exit, its group empty
+
+
+def signal_seed() -> int:
+    """The seed of a test's random moments: $VIRTIO_COMPAT_SIGNAL_SEED, else a fresh one (in every message)."""
+    import random
+
+    return int(os.environ.get(SIGNAL_SEED) or random.randrange(2**32))
+
+
+@dataclass
+class Stopped:
+    """A command stopped by a real signal, as its caller sees it."""
+
+    returncode: int
+    out: str
+    err: str
+    seconds: float  # from the signal until the command exited and its process group was empty
+    left: list[int]  # processes of its group still alive STOP_WITHIN s after the signal (killed by then)
+    what: str  # the run, the signal and the seed, for assertion messages
+
+    def assert_stopped(self, sig: int, line: str) -> str:
+        """Exit 128 + sig, within STOP_WITHIN s, one line on stderr that contains `line` and no traceback,
+        nothing left in the group; returns the line."""
+        err = self.err.strip().splitlines()
+        assert self.returncode == 128 + sig, f"{self.what}: exit {self.returncode}\n{self.err}"
+        assert len(err) == 1 and line in err[0], f"{self.what}: stderr is not one line with {line!r}:\n{self.err}"
+        assert "Traceback" not in self.out + self.err, self.what
+        assert not self.left, f"{self.what}: processes left in the group: {self.left}"
+        assert self.seconds < STOP_WITHIN, f"{self.what}: stopped {self.seconds:.2f} s after the signal"
+        print(f"{self.what}: stopped in {self.seconds:.2f} s: {err[0]}")  # shown with -s (the figures of issue 14)
+        return err[0]
+
+
+def run_and_signal(cmd: Sequence[str], sig: int, *, group: bool, at: Any, env: dict[str, str] | None = None,
+                   again: float | None = None, what: str = "", cwd: Path = ROOT) -> Stopped:
+    """Run `cmd` in a process group of its own and send it `sig` at a moment: `at` seconds after it installed
+    its signal handlers, or once `at(proc)` returns. `group`: to the whole group (a terminal's Ctrl-C), else to
+    the main process alone (a CI runner, a wrapper script). `again`: the same signal once more that many seconds
+    later (a second Ctrl-C during the clean-up)."""
+    proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    what = f"{what or ' '.join(cmd[2:5])}, {signal.Signals(sig).name} to the {'group' if group else 'main process'}"
+    try:
+        wait_for("the command's signal handlers", lambda: handles_sigterm(proc.pid), proc)
+        if callable(at):
+            at(proc)
+        else:
+            time.sleep(at)
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"{what}: the run ended before the signal (exit {proc.returncode}): {err[-2000:]}")
+        sent = time.monotonic()
+        for i in range(1 if again is None else 2):
+            if i:
+                time.sleep(again or 0.0)
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        left = wait_gone(group_members(proc.pid), max(sent + STOP_WITHIN - time.monotonic(), 0.0))
+        seconds = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        kill_group(proc.pid)
+    return Stopped(proc.returncode, out, err, seconds, left, what)
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether the process catches SIGTERM: harness.cli.main() installed its handlers (before that, a signal
+    meets Python's start-up and its defaults: a KeyboardInterrupt traceback, or death by SIGTERM)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:")), 0)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def wait_for_process(name: str, among: Any, proc: subprocess.Popen[str], seconds: float = 60.0) -> int:
+    """The first process of `among()` (pids) whose command line contains `name` (a QEMU, a pytest)."""
+    def find() -> int:
+        for pid in among():
+            try:
+                if name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return int(pid)
+            except OSError:
+                pass
+        return 0
+
+    found: int = wait_for(f"a process running {name!r}", find, proc, seconds)
+    return found

@@ -74,7 +74,7 @@ def test_slow_subprocess_interrupted_check_keeps_reports_leaves_no_process_next_
         what = f"{[s.name for s in signals]} while pytest runs {when}: {out + err}"
         assert code == 128 + signals[0], what
         assert "Traceback" not in out + err, what
-        assert err.strip().splitlines()[-1] == (f"virtio-compat check: interrupted; no reports written (those in "
+        assert err.strip().splitlines()[-1] == (f"virtio-compat: check interrupted; no reports written (those in "
                                                 f"{reports} are as they were)"), what
         assert _snapshot(reports) == before, what  # not one byte changed, nothing added (no staging folder)
         assert not temp_files(reports)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from harness import fleet
 from harness.cli import main
 from harness.errors import QemuError
 from harness.qemu.process import find_qemu
+from tests.faults.runs import run_and_signal, signal_seed
 
 SIMULATION = """\
 NOTE: This is only a simulation!
@@ -141,29 +142,21 @@ def test_installing_again_is_a_no_op(capsys: pytest.CaptureFixture[str]) -> None
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_install_leaves_nothing_half_installed(sig: int, tmp_path: Path) -> None:
-    """A real install into a scratch cache, stopped by a signal to the main process at a random moment
-    (apt-get update, download or unpacking): exit 128+signal, one line, nothing listed, no scratch folder,
-    no apt-get or dpkg-deb left; the next install completes."""
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_an_interrupted_install_leaves_nothing_half_installed(sig: int, group: bool, tmp_path: Path) -> None:
+    """A real install into a scratch cache, stopped by a signal to its process group (Ctrl-C) or to its main
+    process alone at a random moment (apt-get update, download or unpacking): exit 128+signal within 2 s, one
+    line, nothing listed, no scratch folder, no apt-get or dpkg-deb left; the next install completes."""
     if not fleet.shutil.which("apt-get") or not fleet.shutil.which("dpkg-deb"):
         pytest.skip("apt-get and dpkg-deb are needed")
     env = {**os.environ, "VIRTIO_COMPAT_QEMU_CACHE": str(tmp_path)}
     cmd = [sys.executable, "-m", "harness.cli", "fleet", "install", "--releases", "11.1", "--targets", "x86_64"]
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    time.sleep(1.0 + (time.time_ns() % 2000) / 1000)
-    if p.poll() is not None:
-        pytest.skip("the install finished before the signal")
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=30)
-    assert p.returncode == 128 + sig, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "QEMU 11.1 not installed, nothing half-installed" in lines[0], err
+    seed = signal_seed()
+    at = round(random.Random(seed).uniform(1.0, 3.0), 3)
+    r = run_and_signal(cmd, sig, group=group, at=at, env=env, what=f"fleet install, signal at {at} s (seed {seed})")
+    r.assert_stopped(sig, "fleet install interrupted; QEMU 11.1 not installed, nothing half-installed")
     assert fleet.installed(tmp_path) == []
     assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".debs/*/.partial-*"))
-    left = subprocess.run(["pgrep", "-s", str(p.pid)], capture_output=True, text=True, check=False).stdout
-    assert left.strip() == "", f"processes left in the session: {left}"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert [(b.release, b.target) for b in fleet.installed(tmp_path)] == [("11.1", "x86_64")]
