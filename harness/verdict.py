@@ -13,7 +13,7 @@ from harness.errors import UsageError
 from harness.wire.stream import Stream, VirtioPayload
 from models.cmdline import DeviceLine, parse
 from models.config import Config, NetBackend, realize
-from models.model import ACCEPTED, REJECTED, guest_rings, load, state_from_wire
+from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, guest_rings, load, state_from_wire
 from models.releases import MachineType, Version
 from models.transports.pci import PciConfigError
 
@@ -28,9 +28,23 @@ class Verdict:
     assumptions: list[str] = field(default_factory=list)
     error: str | None = None  # a stream-level rejection (machine type, unknown section)
 
+    def overall(self) -> tuple[str, str | None]:
+        """The whole load as QEMU reports it, and its first error line: the stream's own rejection, else the
+        devices in stream order (a rejected or crashed one ends the load, a broken one goes on)."""
+        if self.error:
+            return REJECTED, self.error
+        outcome, error = ACCEPTED, None
+        for d in self.devices:
+            if d["outcome"] in (REJECTED, CRASHED):
+                return d["outcome"], error or d["error"]
+            if d["outcome"] == ACCEPTED_BROKEN:
+                outcome, error = ACCEPTED_BROKEN, error or d["error"]
+        return outcome, error
+
     def as_json(self) -> dict[str, Any]:
-        return {"release": str(self.release), "machine": self.machine, "error": self.error,
-                "devices": self.devices, "assumptions": self.assumptions}
+        outcome, first = self.overall()
+        return {"release": str(self.release), "machine": self.machine, "outcome": outcome, "first_error": first,
+                "error": self.error, "devices": self.devices, "assumptions": self.assumptions}
 
 
 def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> list[DeviceLine]:
@@ -76,8 +90,12 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> li
             mac = ":".join(f"{b:02x}" for b in bytes(v.device.mac))
             props["mac"] = mac
             assumptions.append(f"{p.section}: -netdev {netdev.describe()}")
+        devno, schid = 0, None
+        if p.transport == "ccw":  # the subchannel the source gave it (devno= on its command line, or css's own)
+            sch = v.transport.parent_obj.sch
+            devno, schid = sch.devno, sch.migrated_schid
         try:
-            config = Config(release, machine, p.device, p.transport, 1, 128, props, netdev, express)
+            config = Config(release, machine, p.device, p.transport, 1, 128, props, netdev, express, devno, schid)
         except Exception as e:
             raise UsageError(f"cannot build a {release} destination for {p.section}: {e}") from None
         shown = ",".join(f"{k}={v}" for k, v in sorted(props.items()))
@@ -110,7 +128,7 @@ def verdict(s: Stream, release: Version, dest: str | None) -> Verdict:
             failed = True
             continue
         entry.update(_device_verdict(s, p, line.config))
-        failed = entry["outcome"] == REJECTED
+        failed = entry["outcome"] in (REJECTED, CRASHED)
     return out
 
 

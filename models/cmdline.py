@@ -102,6 +102,7 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
     ports = {opts.get("id"): opts for head, opts in devices if head == "pcie-root-port"}
     out = []
     counters: dict[str, int] = {}
+    css = _Css()
     nics_without_mac = 0
     for head, opts in devices:
         if head not in _DEVICE_TYPES:
@@ -126,13 +127,49 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
             props["disable-legacy"] = opts["disable-legacy"]
         nd = netdevs.get(opts.get("netdev", ""), NetBackend()) if device == "virtio-net" else NetBackend()
         n = counters[transport] = counters.get(transport, -1) + 1
+        devno, schid = css.create_sch(head, opts.get("devno")) if transport == "ccw" else (0, None)
         try:
-            config = Config(release, machine, device, transport, smp, mem, props, nd, express,
-                            n if transport == "ccw" else 0)
+            config = Config(release, machine, device, transport, smp, mem, props, nd, express, devno, schid)
         except Exception as e:
             raise UsageError(f"-device {head}: {e}") from None
-        out.append(DeviceLine(config, _section(device, transport, opts, ports, n), opts.get("id")))
+        out.append(DeviceLine(config, _section(device, transport, opts, ports, n, devno), opts.get("id")))
     return out
+
+
+class _Css:
+    """css_create_sch (hw/s390x/css.c) for the virtual channel subsystem fe, subchannel set 0: each device takes
+    the first free subchannel; without `devno=` the first free device number from that subchannel on."""
+
+    def __init__(self) -> None:
+        self.devnos: set[int] = set()
+        self.schids: set[int] = set()
+
+    def create_sch(self, head: str, text: str | None) -> tuple[int, int]:
+        schid = next(i for i in range(0x10000) if i not in self.schids)
+        if text is None:
+            devno = next((schid + i) % 0xFFFF for i in range(0x10000) if (schid + i) % 0xFFFF not in self.devnos)
+        else:
+            devno = _css_devid(head, text)
+            if devno in self.devnos:
+                raise UsageError(f"-device {head}: Device fe.0.{devno:04x} already exists")
+        self.schids.add(schid)
+        self.devnos.add(devno)
+        return devno, schid
+
+
+def _css_devid(head: str, text: str) -> int:
+    """`devno=CSSID.SSID.DEVNO` (hex, as set_css_devid reads it); only fe.0 is modelled."""
+    parts = text.split(".")
+    try:
+        cssid, ssid, devno = (int(x, 16) for x in parts) if len(parts) == 3 else (None, None, None)
+    except ValueError:
+        cssid = ssid = devno = None
+    if cssid is None or ssid is None or devno is None or not 0 <= devno <= 0xFFFF:
+        raise UsageError(f"-device {head}: devno={text}: not a device number like fe.0.0007")
+    if (cssid, ssid) != (0xFE, 0):
+        raise UsageError(f"-device {head}: devno={text}: only the virtual channel subsystem fe, subchannel set 0, "
+                         "is modelled")
+    return devno
 
 
 def _alias(name: str, release: Version) -> str:
@@ -148,7 +185,7 @@ def _alias(name: str, release: Version) -> str:
 
 
 def _section(device: str, transport: str, opts: dict[str, str], ports: dict[str | None, dict[str, str]],
-             n: int) -> str:
+             n: int, devno: int) -> str:
     if transport == "pci":
         addr = int(opts.get("addr", "0").split(".")[0], 16)
         bus = opts.get("bus")
@@ -157,5 +194,5 @@ def _section(device: str, transport: str, opts: dict[str, str], ports: dict[str 
             return f"0000:00:{port_addr:02x}.0:{addr:02x}.0/{device}"
         return f"0000:00:{addr:02x}.0/{device}"
     if transport == "ccw":
-        return f"/fe.0.{n:04x}/{device}"
+        return f"/fe.0.{devno:04x}/{device}"
     return f"virtio-mmio@{0x0A003E00 - 0x200 * n:016x}/{device}"  # virt: the first device takes the top slot

@@ -52,7 +52,8 @@ class Config:
     props: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     netdev: NetBackend = NetBackend()
     express: bool = False  # on a PCI Express root port (q35)
-    ccw_devno: int = 0  # virtio-ccw: the device number (and subchannel) css gives it, in creation order
+    ccw_devno: int = 0  # virtio-ccw: the device number css gives it (`devno=fe.0.XXXX`, else the first free one)
+    ccw_schid: int | None = None  # virtio-ccw: its subchannel (the first free one; None: the same as ccw_devno)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_IDS:
@@ -67,7 +68,7 @@ class Config:
 
     def __hash__(self) -> int:
         return hash((self.release, self.machine, self.device, self.transport, self.smp, self.mem_mb,
-                     tuple(sorted(self.props.items())), self.netdev, self.express, self.ccw_devno))
+                     tuple(sorted(self.props.items())), self.netdev, self.express, self.ccw_devno, self.ccw_schid))
 
     def describe(self) -> str:
         props = ",".join(f"{k}={v}" for k, v in sorted(self.props.items()))

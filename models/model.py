@@ -679,7 +679,8 @@ def _reset_state(config: Any) -> DeviceState:
         from models.transports.ccw import reset_tree
 
         migration = r.config.machine.version >= Version(2, 10)
-        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration))
+        schid = r.config.ccw_devno if r.config.ccw_schid is None else r.config.ccw_schid
+        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration, schid))
     return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
                        device_endian=core.default_endian(r), pci=pci,
                        mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r),

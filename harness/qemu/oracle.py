@@ -31,8 +31,6 @@ from harness.wire.stream import Stream, VirtioPayload, decode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import Realized, realize
 from models.model import (
-    ACCEPTED,
-    ACCEPTED_BROKEN,
     REJECTED,
     LoadResult,
     guest_rings,
@@ -127,15 +125,7 @@ def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) ->
 
 def overall(v: ModelVerdict) -> tuple[str, str | None]:
     """The whole load as QEMU reports it: sections load in stream order, a broken device goes on."""
-    if v.error:
-        return REJECTED, v.error
-    outcome, error = ACCEPTED, None
-    for d in v.devices:
-        if d["outcome"] == REJECTED:
-            return REJECTED, error or d["error"]
-        if d["outcome"] == ACCEPTED_BROKEN:
-            outcome, error = ACCEPTED_BROKEN, error or d["error"]
-    return outcome, error
+    return v.overall()
 
 
 def compare(model_result: ModelVerdict, qemu_verdict: Verdict) -> list[str]:

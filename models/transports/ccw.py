@@ -34,13 +34,14 @@ def _zero(sc: Any) -> Any:
     raise TypeError(f"no zero value for {sc}")
 
 
-def reset_tree(device_id: int, devno: int, subsections: bool = True) -> dict[str, Any]:
-    """css_sch_build_virtual_schib and virtio_ccw_device_realize for the devno-th device; the ORB and
+def reset_tree(device_id: int, devno: int, subsections: bool = True, schid: int | None = None) -> dict[str, Any]:
+    """css_sch_build_virtual_schib and virtio_ccw_device_realize for the device at `devno` on subchannel `schid`
+    (by default the same number, as css_create_sch gives it without `devno=`); the ORB and
     adapter summary-offset subsections are sent when css migration is enabled (machine types >= 2.10,
     UNVERIFIED boundary)."""
     t: dict[str, Any] = _zero(VirtioCcwConfig)
     sch = t["parent_obj"]["sch"]
-    sch.update(cssid=VIRTUAL_CSSID, ssid=0, migrated_schid=devno, devno=devno)
+    sch.update(cssid=VIRTUAL_CSSID, ssid=0, migrated_schid=devno if schid is None else schid, devno=devno)
     pmcw = sch["curr_status"]["pmcw"]
     pmcw.update(flags=PMCW_FLAGS_MASK_DNV, devno=devno, lpm=0x80, pim=0x80, pom=0xFF, pam=0x80)
     sch["id"].update(reserved=0xFF, cu_type=VIRTIO_CCW_CU_TYPE, cu_model=device_id)

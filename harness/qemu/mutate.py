@@ -1,0 +1,180 @@
+"""`virtio-compat mutate`: the model against real QEMU on mutations of real streams (issue 11).
+
+A source QEMU saves driven device states (reset states on ccw); every virtio payload field of the stream gets its
+boundary mutations (harness/mutate.py); each mutant is loaded by a destination QEMU started from the source's own
+command line, and by the model (`verdict` with `--dest` that command line). Outcome, first error line and, when both
+accept, the loaded state must agree. The next destination is always starting while one loads (a warm pair), so
+QEMU's start-up overlaps the model and the previous load. A QEMU that crashes is a finding against that release,
+counted apart from the model's disagreements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import QemuError, UsageError
+from harness.failures import write_atomic
+from harness.mutate import Mutation, mutations, select
+from harness.qemu import oracle, release
+from harness.qemu.backend import QemuConfig, Verdict, save
+from harness.qemu.crosscheck import Side, default_machine, qemu_config, random_drives, side
+from harness.qemu.drive import DEVICE_KINDS
+from harness.qemu.process import QemuProcess
+from harness.verdict import Verdict as ModelVerdict
+from harness.wire.stream import decode_stream
+from models.cmdline import parse
+from models.config import realize
+from models.model import CRASHED
+from models.releases import FAMILIES
+
+DEFAULT_OUT = Path("reports") / "mutate"
+
+
+@dataclass
+class Result:
+    mutation: Mutation
+    qemu: str
+    qemu_error: str | None
+    model: str
+    model_error: str | None
+    disagreements: list[str]
+
+    @property
+    def crash(self) -> bool:
+        return self.qemu == CRASHED
+
+
+@dataclass
+class Tally:
+    release: str
+    transport: str
+    machine: str
+    mutants: int = 0
+    streams: int = 0
+    seconds: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    disagreements: int = 0
+    crashes: int = 0  # QEMU aborted: a finding against the release
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"release": self.release, "transport": self.transport, "machine": self.machine,
+                "mutants": self.mutants, "streams": self.streams, "seconds": round(self.seconds, 1),
+                "per_second": round(self.mutants / self.seconds, 2) if self.seconds else 0.0,
+                "outcomes": dict(self.outcomes), "disagreements": self.disagreements, "qemu_crashes": self.crashes,
+                "examples": self.examples[:20]}
+
+
+def compare(model: ModelVerdict, qemu: Verdict, data: bytes, release_: Any, argv: Sequence[str]) -> list[str]:
+    out = oracle.compare(model, qemu)
+    if not out and qemu.outcome in ("accepted", "accepted-broken"):
+        try:
+            s = decode_stream(data, strict=False)
+            out += oracle.compare_state(oracle.model_loads(s, release_, argv), qemu)
+        except Exception as exc:  # the state comparison must not end a campaign: say what broke
+            out.append(f"(model) loaded state not compared: {type(exc).__name__}: {exc}")
+    return out
+
+
+def load_mutant(argv: Sequence[str], data: bytes, release_: Any, started: QemuProcess) -> tuple[Verdict, ModelVerdict]:
+    """QEMU's verdict (from `started`, a destination already launched) and the model's, on one mutant."""
+    model = oracle.predict(data, release_, argv)
+    qemu = oracle.load_and_save(argv, data, resave=False, started=started).verdict
+    return qemu, model
+
+
+def source_streams(rng: random.Random, src: Side, machine: str) -> Iterator[tuple[bytes, list[str]]]:
+    """Streams of driven device states (all four kinds on one command line), with the command line."""
+    while True:
+        kinds = list(DEVICE_KINDS)
+        rng.shuffle(kinds)
+        config = qemu_config(machine, kinds)
+        specs = random_drives(rng, config, src.release)
+        data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary), specs)
+        yield data, list(truth["qemu_cmdline"])
+
+
+def keep_base(data: bytes, folder: Path) -> str:
+    """The source stream, xz-compressed once by its hash (mutants are edits of it): its file name."""
+    name = hashlib.sha1(data).hexdigest()[:12] + ".bin.xz"
+    path = folder / name
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(lzma.compress(data, preset=9))
+    return name
+
+
+def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_stream: int = 400,
+             out: Path = DEFAULT_OUT, progress: Callable[[str], None] | None = None) -> Tally:
+    """`count` mutants of streams of `binary` (a path or a fleet release), each loaded by the same binary and by
+    the model of its release, `per_stream` mutants of each source stream."""
+    aliases = {"pc": "pc-i440fx", "q35": "pc-q35"}
+    family = aliases.get(machine or "pc", machine or "")
+    try:
+        target = release.target_of(family)
+    except QemuError as exc:
+        raise UsageError(f"--machine {machine}: {exc}") from None
+    src = side(binary, target)
+    if family in FAMILIES:  # a family alone: its newest machine type
+        family = default_machine(src, src, family)
+    transport = release.transport_of(family)
+    tally = Tally(str(src.release), transport, family)
+    rng = random.Random(seed)
+    bases = out / "bases"
+    say = progress or (lambda line: None)
+    begin = time.monotonic()
+    streams = source_streams(rng, src, family)
+    pending: QemuProcess | None = None
+    try:
+        while tally.mutants < count:
+            data, argv = next(streams)
+            tally.streams += 1
+            realized = {line.section: realize(line.config) for line in parse(oracle.dest_line(argv), src.release)}
+            picked = select(mutations(data, realized), min(per_stream, count - tally.mutants), seed + tally.streams)
+            for m in picked:
+                current = pending or oracle.destination(argv, src.binary, launch=True)
+                pending = oracle.destination(argv, src.binary, launch=True)  # warm: starts while this one loads
+                mutant = m.apply(data)
+                qemu, model = load_mutant(argv, mutant, src.release, current)
+                outcome, error = model.overall()
+                diffs = compare(model, qemu, mutant, src.release, argv)
+                res = Result(m, qemu.outcome, qemu.error, outcome, error, diffs)
+                tally.mutants += 1
+                tally.outcomes[qemu.outcome] += 1
+                if res.crash and outcome != CRASHED:
+                    tally.crashes += 1
+                    record(res, data, argv, tally, bases, out, "qemu-crash")
+                elif diffs:
+                    tally.disagreements += 1
+                    record(res, data, argv, tally, bases, out, "disagreement")
+                if tally.mutants % 100 == 0:
+                    tally.seconds = time.monotonic() - begin
+                    say(f"{tally.mutants} mutants, {tally.streams} streams, {tally.mutants / tally.seconds:.1f}/s, "
+                        f"{tally.disagreements} disagreements, {tally.crashes} QEMU crashes, "
+                        f"{dict(tally.outcomes)}")
+    finally:
+        if pending is not None:
+            pending.close()
+        tally.seconds = time.monotonic() - begin
+    return tally
+
+
+def record(res: Result, data: bytes, argv: Sequence[str], tally: Tally, bases: Path, out: Path, kind: str) -> None:
+    """A disagreement (or a QEMU crash) as a regression candidate: the base stream, the edit, both verdicts."""
+    case = {"kind": kind, "release": tally.release, "transport": tally.transport, "base": keep_base(data, bases),
+            "argv": list(argv), "mutation": res.mutation.as_json(), "name": res.mutation.name,
+            "qemu": {"outcome": res.qemu, "error": res.qemu_error},
+            "model": {"outcome": res.model, "error": res.model_error}, "disagreements": res.disagreements}
+    if len(tally.examples) < 200:
+        tally.examples.append({"name": res.mutation.name, "qemu": case["qemu"], "model": case["model"]})
+    digest = hashlib.sha1(json.dumps(case["mutation"]).encode() + case["base"].encode()).hexdigest()[:10]
+    write_atomic(out / tally.release / tally.transport, f"{kind}-{digest}", case)
