@@ -14,9 +14,11 @@ import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from harness import fuzz
 from harness.wire.primitives import FlatArray, field_path
+from harness.wire.stream import find_vmdesc
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, VIRTQUEUE_MAX_SIZE, payload_layout
 from models.config import Realized
 from models.devices.net import MAC_TABLE_ENTRIES
@@ -30,22 +32,29 @@ class Mutation:
     field: str  # the field path, as `decode` names it (`virtio > queues[0].num`)
     what: str  # `= 0x400 (was 0x100)`, `cut after 2 of 4 bytes`, ...
     edits: tuple[Edit, ...]
+    resize: tuple[int, int] | None = None  # (instance_id, payload size): the JSON description says the new size
 
     @property
     def name(self) -> str:
         return f"{self.section} > {self.field.removeprefix('virtio > ')} {self.what}"
 
     def apply(self, data: bytes) -> bytes:
-        return fuzz.apply_edits(data, self.edits)
+        out = fuzz.apply_edits(data, self.edits)
+        at = find_vmdesc(out) if self.resize else None
+        if self.resize and at is not None:  # so that the decoder walks on past the payload, as QEMU reads on
+            out = fuzz.with_payload_size(out, at, self.section, *self.resize)
+        return out
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self) -> dict[str, Any]:
         return {"section": self.section, "field": self.field, "what": self.what,
-                "edits": [[at, n, new.hex()] for at, n, new in self.edits]}
+                "edits": [[at, n, new.hex()] for at, n, new in self.edits],
+                **({"resize": list(self.resize)} if self.resize else {})}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, object]) -> Mutation:
-        edits = tuple((int(e[0]), int(e[1]), bytes.fromhex(str(e[2]))) for e in d["edits"])  # type: ignore[attr-defined]
-        return cls(str(d["section"]), str(d["field"]), str(d["what"]), edits)
+    def from_json(cls, d: Mapping[str, Any]) -> Mutation:
+        edits = tuple((int(e[0]), int(e[1]), bytes.fromhex(str(e[2]))) for e in d["edits"])
+        resize = (int(d["resize"][0]), int(d["resize"][1])) if d.get("resize") else None
+        return cls(str(d["section"]), str(d["field"]), str(d["what"]), edits, resize)
 
 
 def _leaf(path: str) -> str:
@@ -75,8 +84,9 @@ def int_values(path: str, value: int, size: int, r: Realized | None, num_queues:
     elif leaf == "last_avail_idx":
         n = sizes[0]
         out |= {n, n + 1, 0x7FFF, 0x8000, value + n, value + n + 1}
-    elif leaf == "config_len" and r is not None:
-        out |= {r.config_len - 1, r.config_len + 1}
+    elif leaf == "config_len":
+        # virtio_load skips the excess one qemu_get_byte() at a time: 4 G of them keep QEMU busy for minutes
+        out = {v for v in out if v <= 0xFFFF} | ({r.config_len - 1, r.config_len + 1} if r is not None else set())
     elif leaf in ("mac_table_in_use", "first_multi"):
         out |= {MAC_TABLE_ENTRIES, MAC_TABLE_ENTRIES + 1, VIRTQUEUE_MAX_SIZE + 1}
     elif leaf in ("in_num", "out_num", "indirections_len", "count", "len", "length"):
@@ -131,11 +141,11 @@ def mutations(data: bytes, realized: Mapping[str, Realized] | None = None, *, cu
     _view, payloads, _vmdesc = fuzz.field_map(data)
     out: list[Mutation] = []
     for ref, pview in payloads:
-        out += _payload_mutations(ref, pview, (realized or {}).get(ref.section), len(data), cuts)
+        out += _payload_mutations(ref, pview, (realized or {}).get(ref.section), cuts)
     return out
 
 
-def _payload_mutations(ref: fuzz.PayloadRef, pview: fuzz.View, r: Realized | None, total: int, cuts: bool
+def _payload_mutations(ref: fuzz.PayloadRef, pview: fuzz.View, r: Realized | None, cuts: bool
                        ) -> list[Mutation]:
     out: list[Mutation] = []
     base, chunk = ref.offset, pview.data
@@ -170,10 +180,13 @@ def _payload_mutations(ref: fuzz.PayloadRef, pview: fuzz.View, r: Realized | Non
                     new = bytes(b ^ 0xFF for b in raw[i : i + step])
                     put(f"{f.path}[{i}]", f.offset + i, step, new, f"^ {'ff' * step}")
         if cuts and f.kind in ("int", "bytes") and (f.offset, -f.size) not in seen:
+            # the section ends inside the field; the stream goes on (QEMU reads the footer and what follows as
+            # the rest of the payload)
             seen.add((f.offset, -f.size))
             keep = f.size // 2
-            cut = base + f.offset + keep
-            out.append(Mutation(ref.section, f.path, f"cut after {keep} of {f.size} bytes", ((cut, total - cut, b""),)))
+            cut = f.offset + keep
+            out.append(Mutation(ref.section, f.path, f"section cut after {keep} of {f.size} bytes",
+                                ((base + cut, len(chunk) - cut, b""),), (ref.instance_id, cut)))
     for path, at, size, value in _flat_elements(chunk, ref.transport, ref.device, nq):
         ints(path, at, size, value)
     return out

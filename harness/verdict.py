@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import UsageError
+from harness.wire.ram import GuestMemory
 from harness.wire.stream import Stream, VirtioPayload
+from models import features as F
 from models.cmdline import DeviceLine, parse
 from models.config import Config, NetBackend, realize
 from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, guest_rings, load, state_from_wire
@@ -105,7 +107,13 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> li
     return lines
 
 
-def verdict(s: Stream, release: Version, dest: str | None) -> Verdict:
+def _version_1(v: Any) -> bool:
+    f64 = next((x.body for x in v.subsections if x.name == "virtio/64bit_features"), None)
+    return bool(f64 is not None and F.has(f64.guest_features, F.VERSION_1))
+
+
+def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = None) -> Verdict:
+    """`data`: the stream's bytes, so that each payload is loaded as QEMU reads it (else as decoded)."""
     out = Verdict(release, s.machine)
     lines = parse(dest, release) if dest else infer_destination(s, release, out.assumptions)
     by_section = {line.section: line for line in lines}
@@ -127,12 +135,47 @@ def verdict(s: Stream, release: Version, dest: str | None) -> Verdict:
                          "including any hotplugged devices")
             failed = True
             continue
-        entry.update(_device_verdict(s, p, line.config))
+        entry.update(_device_verdict(s, p, line.config, data))
         failed = entry["outcome"] in (REJECTED, CRASHED)
     return out
 
 
-def _device_verdict(s: Stream, p: VirtioPayload, config: Config) -> dict[str, Any]:
+class StreamRam:
+    """The guest RAM a stream carries, as the destination's address_space_memory shows it to virtio_load: where
+    the flat view has a section boundary (the end of RAM, the legacy BIOS areas of pc, 4 GiB, 2^64), a ring
+    across it does not map (address_space_cache_init gives less than asked); outside RAM an index reads 0."""
+
+    def __init__(self, memory: GuestMemory, machine: str | None, big_endian: bool) -> None:
+        self.memory, self.machine, self.big = memory, machine, big_endian
+        m = machine or ""
+        if m.startswith("virt"):
+            ram = memory.blocks.get("mach-virt.ram")
+            self.bounds = [0x40000000, 0x40000000 + (ram.used_length if ram else 0)]
+        elif m.startswith("s390"):
+            ram = memory.blocks.get("s390.ram")
+            self.bounds = [ram.used_length if ram else 0]
+        else:
+            ram = memory.blocks.get("pc.ram")
+            size = ram.used_length if ram else 0
+            limit, lowmem = (0xB0000000, 0x80000000) if "q35" in m else (0xE0000000, 0xC0000000)
+            low = lowmem if size >= limit else size
+            # VGA window, then the PAM blocks of the option ROM and BIOS areas (16 KiB each), then RAM's end
+            self.bounds = [0xA0000, *range(0xC0000, 0x100000 + 1, 0x4000), low, 1 << 32, (1 << 32) + size - low]
+        self.bounds.append(1 << 64)
+
+    def mappable(self, gpa: int, size: int) -> bool:
+        end = gpa + size
+        return end <= 1 << 64 and not any(gpa < b < end for b in self.bounds)
+
+    def read_u16(self, gpa: int) -> int:
+        try:
+            raw = self.memory.read_phys(self.machine, gpa, 2)
+        except KeyError:
+            return 0
+        return int.from_bytes(raw, "big" if self.big else "little")
+
+
+def _device_verdict(s: Stream, p: VirtioPayload, config: Config, data: bytes | None = None) -> dict[str, Any]:
     if config.device != p.device or config.transport != p.transport:
         return {"outcome": REJECTED, "error": f"{p.section} is a {p.device} in the stream but a {config.device} "
                 "at the destination"}
@@ -141,8 +184,16 @@ def _device_verdict(s: Stream, p: VirtioPayload, config: Config) -> dict[str, An
         rings = None
         if p.value is not None and s.memory is not None:
             rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value))
-        data = p.encode()
-        res = load(r, data, rings, p.section, p.instance_id, s.footers, p.version_id)
+        if data is not None:  # the bytes QEMU reads: the payload as it is, then the rest of the stream
+            payload, after = data[p.offset : p.offset + p.size], data[p.offset + p.size :]
+        else:
+            payload, after = p.encode(), b""
+        memory = None
+        if s.memory is not None:
+            # legacy rings are in the guest's byte order (s390x: big); VERSION_1 ones little-endian
+            big = r.big_endian_target and not (p.value is not None and _version_1(p.value))
+            memory = StreamRam(s.memory, s.machine, big)
+        res = load(r, payload, rings, p.section, p.instance_id, s.footers, p.version_id, after, memory)
     except PciConfigError as e:
         raise UsageError(f"{p.section}: {e}") from None
     return {"outcome": res.outcome, "error": res.error if res.outcome != ACCEPTED else None}

@@ -12,11 +12,12 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import construct as c
 
 from harness.wire.primitives import _DECODE_ERRORS, QEMU_VM_SUBSECTION, UnknownSubsection, field_path
+from harness.wire.stream import QEMU_VM_SECTION_FOOTER
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
 from models import core, schema
 from models import features as F
@@ -37,6 +38,7 @@ from models.state import (
 
 ACCEPTED, ACCEPTED_BROKEN, REJECTED, CRASHED = "accepted", "accepted-broken", "rejected", "crashed"
 MASK64 = (1 << 64) - 1
+VIRTIO_CONFIG_S_NEEDS_RESET = 0x40
 
 
 # --- state <-> wire tree ----------------------------------------------------------------------------
@@ -268,16 +270,29 @@ def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[
             f"load of migration failed: {os.strerror(err)}"]
 
 
+class GuestRam(Protocol):
+    """Guest memory as the destination's virtio_load reaches it (address_space_memory)."""
+
+    def read_u16(self, gpa: int) -> int: ...
+
+    def mappable(self, gpa: int, size: int) -> bool:
+        """address_space_cache_init maps all of [gpa, gpa + size): it lies inside one section of the memory map."""
+        ...
+
+
 def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = None, idstr: str = "",
-         instance_id: int = 0, footer: bool = True, version_id: int | None = None) -> LoadResult:
+         instance_id: int = 0, footer: bool = True, version_id: int | None = None, after: bytes = b"",
+         memory: GuestRam | None = None) -> LoadResult:
     """Replay release r's virtio_load over `data` (one payload); `rings` gives each queue's
     (avail idx, used idx) in guest RAM, as the destination would read them; `version_id` is the section
-    header's (None: the destination's own)."""
+    header's (None: the destination's own). `after`: the stream's bytes after the payload (its section footer
+    first), which QEMU reads on into when the payload's counts say so. `memory`: guest RAM, where the ring
+    indices are read at the addresses the load leaves (in place of `rings`)."""
     trace = Trace()
     idstr = idstr or f"{r.config.device}"
     try:
         _check_section_version(r, idstr, instance_id, version_id)
-        state, broken_lines = _load(r, data, rings, trace, idstr, footer)
+        state, broken_lines = _load(r, data, rings, trace, idstr, footer, after, memory)
     except Crashed as e:
         trace.steps.append(f"crashed: {e}")
         return LoadResult(CRASHED, str(e), (str(e),), None, trace)
@@ -302,11 +317,11 @@ def _check_section_version(r: Realized, idstr: str, instance_id: int, version_id
 
 
 def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, trace: Trace, idstr: str,
-          footer: bool) -> tuple[DeviceState, list[str]]:
+          footer: bool, after: bytes = b"", memory: GuestRam | None = None) -> tuple[DeviceState, list[str]]:
     release, tr, dev = r.release, r.config.transport, DEVICES[r.config.device]
     layout = payload_layout(tr, r.config.device)
     subcons = {sc.name: sc for sc in layout.subcons}
-    stream = io.BytesIO(data)
+    stream = io.BytesIO(data + after)
     local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
     blk_index = r.release >= Version(2, 7) and r.num_queues > 1
     # virtio_load reads the device vmsd with the local outer version_id, whatever the section header said
@@ -322,7 +337,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     # payload that does not parse is read step by step, so that the checks before the bad bytes win.
     full = None
     try:
-        fs = io.BytesIO(data)
+        fs = io.BytesIO(data + after)  # what QEMU reads: a subsection name past the payload's end included
         full = compiled_payload_layout(tr, r.config.device).parse_stream(fs, **ctx._params)
         full_end = fs.tell()
     except _DECODE_ERRORS:
@@ -479,6 +494,11 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             avail = q.desc + 16 * q.num
             used = (avail + 4 + 2 * q.num + q.align - 1) & ~(q.align - 1)
         ai, ui = q.avail_idx, q.used_idx
+        if memory is not None and not F.has(features, F.RING_PACKED):
+            cached = F.has(features, F.VERSION_1) or (i < r.num_queues or tr == "mmio") and q.num and q.align
+            ai, ui, lines = _ring_indices(memory, q.num, q.desc, avail, used, features) if cached else (0, 0, [])
+            if lines:
+                broken, broken_lines = True, broken_lines + lines
         if F.has(features, F.RING_PACKED):
             loaded_queues[i] = replace(q, avail=avail, used=used)
             continue
@@ -499,16 +519,51 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
                 raise _fail([chk.message.format(i=i, num=q.num, last=q.last_avail_idx, used=ui)])
         loaded_queues[i] = replace(q, avail=avail, used=used)
     trace.steps.append("ring checks" + (" (device marked broken)" if broken and broken_lines else ""))
-    if stopped or end != len(data):
+    status = src.status
+    if broken_lines and F.has(features, F.VERSION_1):
+        status |= VIRTIO_CONFIG_S_NEEDS_RESET  # virtio_error on a modern device
+    first = None
+    if after and not stopped:
+        first = _footer_error(data + after, end, idstr, footer, after, end != len(data))
+    elif stopped or end != len(data):
         # qemu_loadvm_section_start_full checks the footer once virtio_load is done; the bytes left are not one
         first = (f"Missing section footer for {idstr}" if footer else
                  f"Unknown savevm section type {stopped or data[end]}")
+    if first is not None:
         raise _fail([*broken_lines, first, f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
     config = src.config[: r.config_len] + bytes(max(r.config_len - len(src.config), 0))
-    state = replace(src, guest_features=features, device_endian=device_endian, queues=tuple(loaded_queues),
+    state = replace(src, status=status, guest_features=features, device_endian=device_endian,
+                    queues=tuple(loaded_queues),
                     config=config, broken=broken, device=device_state, guest_features_lo_field=None)
     trace.steps.append("post_load")
     return state, broken_lines
+
+
+def _ring_indices(memory: GuestRam, num: int, desc: int, avail: int, used: int, features: int
+                  ) -> tuple[int, int, list[str]]:
+    """virtio_init_region_cache, then vring_avail_idx / vring_used_idx: (avail idx, used idx, virtio_error lines).
+    A ring that does not map leaves no caches, and both indices read as 0."""
+    event = 2 if F.has(features, F.RING_EVENT_IDX) else 0
+    for name, addr, size in (("desc", desc, 16 * num), ("used", used, 4 + 8 * num + event),
+                             ("avail", avail, 4 + 2 * num + event)):
+        if not memory.mappable(addr, size):
+            return 0, 0, [f"Cannot map {name}"]
+    return memory.read_u16(avail + 2), memory.read_u16(used + 2), []
+
+
+def _footer_error(buf: bytes, end: int, idstr: str, footer: bool, after: bytes, moved: bool) -> str | None:
+    """check_section_footer where virtio_load stopped reading (`end`, in the payload and the bytes after it)."""
+    if not footer:
+        return f"Unknown savevm section type {buf[end] if end < len(buf) else 0}" if moved else None
+    if end >= len(buf):
+        return f"check_section_footer: Read section footer failed: {-errno.EIO}"
+    if buf[end] != QEMU_VM_SECTION_FOOTER:
+        return f"Missing section footer for {idstr}"
+    read = int.from_bytes(buf[end + 1 : end + 5], "big")
+    expected = int.from_bytes(after[1:5], "big") if after[:1] == bytes([QEMU_VM_SECTION_FOOTER]) else read
+    if read != expected:
+        return f"Mismatched section id in footer for {idstr} - read {read:#x} expected {expected:#x}"
+    return None
 
 
 def local_config_space(r: Realized) -> Any:
@@ -538,9 +593,7 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
     if not 0 <= version <= 2:  # VMSTATE_INT32_POSITIVE_LE against the local PCIDevice version
         raise _fail([f"Invalid value {version} expecting positive value <= 2", "Failed to load PCIDevice:version_id"],
                     errno.EINVAL)
-    for irq in t.pci.irq_state:
-        if irq not in (0, 1):
-            raise _fail([f"irq state {irq}: must be 0 or 1.", "Failed to load PCIDevice:irq_state"], errno.EINVAL)
+    # vmstate_pci_device loads config (checked as it loads) before irq_state
     local = local_config_space(r)
     if local is not None:
         from models.transports.pci import bad_config_data
@@ -548,6 +601,9 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
         bad = bad_config_data(local, bytes(t.pci.config))
         if bad:
             raise _fail([bad, "Failed to load PCIDevice:config"], errno.EINVAL)
+    for irq in t.pci.irq_state:
+        if irq not in (0, 1):
+            raise _fail([f"irq state {irq}: must be 0 or 1.", "Failed to load PCIDevice:irq_state"], errno.EINVAL)
     if t.msix_vectors != r.vectors and local is None:
         # the MSI-X capability's table size is read-only: a count mismatch is a config mismatch
         raise _fail([f"get_pci_config_device: Bad config data: MSI-X table size {t.msix_vectors} != {r.vectors}",
@@ -583,11 +639,12 @@ def _check_versions(v: Any, release: Version) -> None:
     def walk(subs: Any) -> None:
         for sub in subs or []:
             local, minimum = _subsection_versions(sub.name, release)
-            if sub.version_id > local:
-                raise _fail([f"{sub.name}: incoming version_id {sub.version_id} is too new for local version_id "
+            version = sub.version_id & 0xFF  # vmstate_subsection_load reads the be32 into a uint8_t
+            if version > local:
+                raise _fail([f"{sub.name}: incoming version_id {version} is too new for local version_id "
                              f"{local}"], errno.EINVAL)
-            if sub.version_id < minimum:
-                raise _fail([f"{sub.name}: incoming version_id {sub.version_id} is too old for local minimum "
+            if version < minimum:
+                raise _fail([f"{sub.name}: incoming version_id {version} is too old for local minimum "
                              f"version_id  {minimum}"], errno.EINVAL)  # sic: QEMU prints two spaces
             walk(getattr(sub.body, "subsections", None))
 

@@ -37,6 +37,8 @@ from models.model import CRASHED
 from models.releases import FAMILIES
 
 DEFAULT_OUT = Path("reports") / "mutate"
+HANG_TIMEOUT = 3.0  # a load takes ~30 ms: a QEMU silent this long is busy for good (config_len 4 G, ...)
+HUNG = "hung"  # QEMU stopped answering QMP during the load (not an outcome the model predicts)
 
 
 @dataclass
@@ -103,6 +105,13 @@ def source_streams(rng: random.Random, src: Side, machine: str) -> Iterator[tupl
         yield data, list(truth["qemu_cmdline"])
 
 
+def _destination(argv: Sequence[str], binary: str) -> QemuProcess:
+    qemu = oracle.destination(argv, binary)
+    qemu.command_timeout = HANG_TIMEOUT
+    qemu.start()
+    return qemu
+
+
 def keep_base(data: bytes, folder: Path) -> str:
     """The source stream, xz-compressed once by its hash (mutants are edits of it): its file name."""
     name = hashlib.sha1(data).hexdigest()[:12] + ".bin.xz"
@@ -140,11 +149,22 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
             tally.streams += 1
             realized = {line.section: realize(line.config) for line in parse(oracle.dest_line(argv), src.release)}
             picked = select(mutations(data, realized), min(per_stream, count - tally.mutants), seed + tally.streams)
-            for m in picked:
-                current = pending or oracle.destination(argv, src.binary, launch=True)
-                pending = oracle.destination(argv, src.binary, launch=True)  # warm: starts while this one loads
+            if pending is not None:  # started for the previous stream's command line
+                pending.close()
+                pending = None
+            for i, m in enumerate(picked):
+                current = pending or _destination(argv, src.binary)
+                # warm: the next destination starts while this one loads
+                pending = _destination(argv, src.binary) if i + 1 < len(picked) else None
                 mutant = m.apply(data)
-                qemu, model = load_mutant(argv, mutant, src.release, current)
+                try:
+                    qemu, model = load_mutant(argv, mutant, src.release, current)
+                except QemuError as exc:  # QEMU stopped answering: a finding against it, like a crash
+                    tally.mutants += 1
+                    tally.outcomes[HUNG] += 1
+                    tally.crashes += 1
+                    record(Result(m, HUNG, str(exc), "", None, []), data, argv, tally, bases, out, "qemu-hang")
+                    continue
                 outcome, error = model.overall()
                 diffs = compare(model, qemu, mutant, src.release, argv)
                 res = Result(m, qemu.outcome, qemu.error, outcome, error, diffs)
@@ -170,11 +190,12 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
 
 def record(res: Result, data: bytes, argv: Sequence[str], tally: Tally, bases: Path, out: Path, kind: str) -> None:
     """A disagreement (or a QEMU crash) as a regression candidate: the base stream, the edit, both verdicts."""
-    case = {"kind": kind, "release": tally.release, "transport": tally.transport, "base": keep_base(data, bases),
+    base = keep_base(data, bases)
+    case: dict[str, Any] = {"kind": kind, "release": tally.release, "transport": tally.transport, "base": base,
             "argv": list(argv), "mutation": res.mutation.as_json(), "name": res.mutation.name,
             "qemu": {"outcome": res.qemu, "error": res.qemu_error},
             "model": {"outcome": res.model, "error": res.model_error}, "disagreements": res.disagreements}
     if len(tally.examples) < 200:
         tally.examples.append({"name": res.mutation.name, "qemu": case["qemu"], "model": case["model"]})
-    digest = hashlib.sha1(json.dumps(case["mutation"]).encode() + case["base"].encode()).hexdigest()[:10]
+    digest = hashlib.sha1(json.dumps(case["mutation"]).encode() + base.encode()).hexdigest()[:10]
     write_atomic(out / tally.release / tally.transport, f"{kind}-{digest}", case)

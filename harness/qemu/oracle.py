@@ -13,6 +13,7 @@ write_disagreement()  a failure file (R12-<hash>.json) saying which side said wh
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from harness.wire.stream import Stream, VirtioPayload, decode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import Realized, realize
 from models.model import (
+    CRASHED,
     REJECTED,
     LoadResult,
     guest_rings,
@@ -117,7 +119,7 @@ def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) ->
         out.error = f"(model) the stream cannot be decoded: {exc}"
         return out
     try:
-        return verdict(s, release, dest_line(dest_argv))
+        return verdict(s, release, dest_line(dest_argv), data if isinstance(data, bytes) else None)
     except Exception as exc:  # a model crash is a disagreement to report, not a reason to stop
         out.error = f"(model) verdict() raised {type(exc).__name__}: {exc}"
         return out
@@ -128,13 +130,23 @@ def overall(v: ModelVerdict) -> tuple[str, str | None]:
     return v.overall()
 
 
+def assertion(line: str | None) -> str | None:
+    """An assert() line without the source path and line number, which differ from build to build
+    (`../../hw/virtio/virtio.c:2375: qemu_get_virtqueue_element: Assertion ... failed.`)."""
+    return re.sub(r"^\S+:\d+: ", "", line) if line else line
+
+
 def compare(model_result: ModelVerdict, qemu_verdict: Verdict) -> list[str]:
-    """Disagreements between the model's verdict and QEMU's: outcome and first error line."""
+    """Disagreements between the model's verdict and QEMU's: outcome and first error line (for a crash, the
+    assertion QEMU trips)."""
     outcome, error = overall(model_result)
     out = []
     if outcome != qemu_verdict.outcome:
         out.append(f"outcome: model {outcome}, QEMU {qemu_verdict.outcome}")
-    if error != qemu_verdict.error:
+    if outcome == qemu_verdict.outcome == CRASHED:
+        if error != assertion(qemu_verdict.error):
+            out.append(f"assertion: model {error!r}, QEMU {qemu_verdict.error!r}")
+    elif error != qemu_verdict.error:
         out.append(f"first error line: model {error!r}, QEMU {qemu_verdict.error!r}")
     return out
 
