@@ -17,6 +17,7 @@ from models.cmdline import DeviceLine, parse
 from models.config import Config, NetBackend, realize
 from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, guest_rings, load, state_from_wire
 from models.releases import MachineType, Version
+from models.state import DeviceState
 from models.transports.pci import PciConfigError
 
 NOT_REACHED = "not-reached"
@@ -29,6 +30,7 @@ class Verdict:
     devices: list[dict[str, Any]] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
     error: str | None = None  # a stream-level rejection (machine type, unknown section)
+    states: dict[str, DeviceState] = field(default_factory=dict)  # what each device loaded, by section
 
     def overall(self) -> tuple[str, str | None]:
         """The whole load as QEMU reports it, and its first error line: the stream's own rejection, else the
@@ -135,7 +137,7 @@ def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = 
                          "including any hotplugged devices")
             failed = True
             continue
-        entry.update(_device_verdict(s, p, line.config, data))
+        entry.update(_device_verdict(s, p, line.config, data, out.states))
         failed = entry["outcome"] in (REJECTED, CRASHED)
     return out
 
@@ -175,7 +177,8 @@ class StreamRam:
         return int.from_bytes(raw, "big" if self.big else "little")
 
 
-def _device_verdict(s: Stream, p: VirtioPayload, config: Config, data: bytes | None = None) -> dict[str, Any]:
+def _device_verdict(s: Stream, p: VirtioPayload, config: Config, data: bytes | None = None,
+                    states: dict[str, DeviceState] | None = None) -> dict[str, Any]:
     if config.device != p.device or config.transport != p.transport:
         return {"outcome": REJECTED, "error": f"{p.section} is a {p.device} in the stream but a {config.device} "
                 "at the destination"}
@@ -196,4 +199,6 @@ def _device_verdict(s: Stream, p: VirtioPayload, config: Config, data: bytes | N
         res = load(r, payload, rings, p.section, p.instance_id, s.footers, p.version_id, after, memory)
     except PciConfigError as e:
         raise UsageError(f"{p.section}: {e}") from None
+    if res.state is not None and states is not None:
+        states[p.section] = res.state
     return {"outcome": res.outcome, "error": res.error if res.outcome != ACCEPTED else None}

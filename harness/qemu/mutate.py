@@ -10,27 +10,33 @@ counted apart from the model's disagreements.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import io
 import json
 import lzma
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.errors import QemuError, UsageError
+from harness.errors import QemuError, StreamError, UsageError
 from harness.failures import write_atomic
 from harness.mutate import Mutation, mutations, select
 from harness.qemu import oracle, release
 from harness.qemu.backend import QemuConfig, Verdict, save
 from harness.qemu.crosscheck import Side, default_machine, qemu_config, random_drives, side
 from harness.qemu.drive import DEVICE_KINDS
+from harness.qemu.loaded import qom_path
 from harness.qemu.process import QemuProcess
 from harness.verdict import Verdict as ModelVerdict
-from harness.wire.stream import decode_stream
+from harness.verdict import verdict
+from harness.wire.primitives import _DECODE_ERRORS
+from harness.wire.stream import Stream, decode_stream
+from harness.wire.virtio import compiled_payload_layout
 from models.cmdline import parse
 from models.config import realize
 from models.model import CRASHED
@@ -76,22 +82,61 @@ class Tally:
                 "examples": self.examples[:20]}
 
 
-def compare(model: ModelVerdict, qemu: Verdict, data: bytes, release_: Any, argv: Sequence[str]) -> list[str]:
+def compare(model: ModelVerdict, qemu: Verdict, paths: dict[str, str]) -> list[str]:
+    """Outcome and first error line; when both loaded, each device's loaded state against what QEMU holds
+    (`paths`: the QOM path of each section's device)."""
     out = oracle.compare(model, qemu)
     if not out and qemu.outcome in ("accepted", "accepted-broken"):
-        try:
-            s = decode_stream(data, strict=False)
-            out += oracle.compare_state(oracle.model_loads(s, release_, argv), qemu)
-        except Exception as exc:  # the state comparison must not end a campaign: say what broke
-            out.append(f"(model) loaded state not compared: {type(exc).__name__}: {exc}")
+        for section, path in paths.items():
+            state = model.states.get(section)
+            if state is None:
+                out.append(f"{section}: the model has no loaded state, QEMU reports one")
+                continue
+            out += oracle.state_differences(section, state, path, qemu)
     return out
 
 
-def load_mutant(argv: Sequence[str], data: bytes, release_: Any, started: QemuProcess) -> tuple[Verdict, ModelVerdict]:
-    """QEMU's verdict (from `started`, a destination already launched) and the model's, on one mutant."""
-    model = oracle.predict(data, release_, argv)
+def mutant_stream(base: Stream, m: Mutation, mutant: bytes) -> Stream:
+    """The base stream's decode with the payload the mutation touches decoded again from the mutant (all other
+    bytes are the base's): a whole decode per mutant would cost more than QEMU's load."""
+    s = copy.copy(base)
+    s.devices = []
+    delta = 0
+    for p in base.devices:
+        if p.section != m.section:
+            s.devices.append(replace(p, offset=p.offset + delta) if delta else p)
+            continue
+        size = m.resize[1] if m.resize else p.size
+        delta = size - p.size
+        chunk = mutant[p.offset : p.offset + size]
+        try:
+            io_ = io.BytesIO(chunk)
+            value = compiled_payload_layout(p.transport, p.device).parse_stream(io_, schema_fields=p.fields)
+            if io_.tell() != size:
+                raise ValueError("bytes left")
+            s.devices.append(replace(p, size=size, value=value, raw=None, error=None))
+        except (*_DECODE_ERRORS, StreamError) as exc:
+            error = StreamError(f"the payload does not decode: {exc}", p.offset, "virtio")
+            s.devices.append(replace(p, size=size, value=None, raw=chunk, error=error))
+    return s
+
+
+def load_mutant(argv: Sequence[str], data: bytes, release_: Any, started: QemuProcess, stream: Stream | None = None
+                ) -> tuple[Verdict, ModelVerdict]:
+    """QEMU's verdict (from `started`, a destination already launched) and the model's, on one mutant (`stream`:
+    its decode, when it is known)."""
+    model = predict(stream, data, release_, argv)
     qemu = oracle.load_and_save(argv, data, resave=False, started=started).verdict
     return qemu, model
+
+
+def predict(stream: Stream | None, data: bytes, release_: Any, argv: Sequence[str]) -> ModelVerdict:
+    if stream is None:
+        return oracle.predict(data, release_, argv)
+    try:
+        return verdict(stream, release_, oracle.dest_line(argv), data)
+    except Exception:  # oracle.predict says what went wrong, from the whole decode
+        return oracle.predict(data, release_, argv)
 
 
 def source_streams(rng: random.Random, src: Side, machine: str) -> Iterator[tuple[bytes, list[str]]]:
@@ -147,7 +192,10 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
         while tally.mutants < count:
             data, argv = next(streams)
             tally.streams += 1
-            realized = {line.section: realize(line.config) for line in parse(oracle.dest_line(argv), src.release)}
+            lines = parse(oracle.dest_line(argv), src.release)
+            realized = {line.section: realize(line.config) for line in lines}
+            paths = {line.section: qom_path(line) for line in lines}
+            base = decode_stream(data, strict=False)
             picked = select(mutations(data, realized), min(per_stream, count - tally.mutants), seed + tally.streams)
             if pending is not None:  # started for the previous stream's command line
                 pending.close()
@@ -158,7 +206,7 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
                 pending = _destination(argv, src.binary) if i + 1 < len(picked) else None
                 mutant = m.apply(data)
                 try:
-                    qemu, model = load_mutant(argv, mutant, src.release, current)
+                    qemu, model = load_mutant(argv, mutant, src.release, current, mutant_stream(base, m, mutant))
                 except QemuError as exc:  # QEMU stopped answering: a finding against it, like a crash
                     tally.mutants += 1
                     tally.outcomes[HUNG] += 1
@@ -166,7 +214,11 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
                     record(Result(m, HUNG, str(exc), "", None, []), data, argv, tally, bases, out, "qemu-hang")
                     continue
                 outcome, error = model.overall()
-                diffs = compare(model, qemu, mutant, src.release, argv)
+                diffs = compare(model, qemu, paths)
+                if diffs:  # as `verdict` sees it: the whole mutant decoded
+                    model = oracle.predict(mutant, src.release, argv)
+                    outcome, error = model.overall()
+                    diffs = compare(model, qemu, paths)
                 res = Result(m, qemu.outcome, qemu.error, outcome, error, diffs)
                 tally.mutants += 1
                 tally.outcomes[qemu.outcome] += 1
