@@ -40,7 +40,7 @@ from harness.wire.virtio import compiled_payload_layout
 from models.cmdline import parse
 from models.config import realize
 from models.model import CRASHED
-from models.releases import FAMILIES
+from models.releases import FAMILIES, release_of
 
 DEFAULT_OUT = Path("reports") / "mutate"
 HANG_TIMEOUT = 3.0  # a load takes ~30 ms: a QEMU silent this long is busy for good (config_len 4 G, ...)
@@ -55,6 +55,7 @@ class Result:
     model: str
     model_error: str | None
     disagreements: list[str]
+    qemu_stderr: tuple[str, ...] = ()
 
     @property
     def crash(self) -> bool:
@@ -219,7 +220,7 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
                     model = oracle.predict(mutant, src.release, argv)
                     outcome, error = model.overall()
                     diffs = compare(model, qemu, paths)
-                res = Result(m, qemu.outcome, qemu.error, outcome, error, diffs)
+                res = Result(m, qemu.outcome, qemu.error, outcome, error, diffs, qemu.stderr)
                 tally.mutants += 1
                 tally.outcomes[qemu.outcome] += 1
                 if res.crash and outcome != CRASHED:
@@ -245,9 +246,26 @@ def record(res: Result, data: bytes, argv: Sequence[str], tally: Tally, bases: P
     base = keep_base(data, bases)
     case: dict[str, Any] = {"kind": kind, "release": tally.release, "transport": tally.transport, "base": base,
             "argv": list(argv), "mutation": res.mutation.as_json(), "name": res.mutation.name,
-            "qemu": {"outcome": res.qemu, "error": res.qemu_error},
+            "qemu": {"outcome": res.qemu, "error": res.qemu_error, "stderr": list(res.qemu_stderr)},
             "model": {"outcome": res.model, "error": res.model_error}, "disagreements": res.disagreements}
     if len(tally.examples) < 200:
         tally.examples.append({"name": res.mutation.name, "qemu": case["qemu"], "model": case["model"]})
     digest = hashlib.sha1(json.dumps(case["mutation"]).encode() + base.encode()).hexdigest()[:10]
     write_atomic(out / tally.release / tally.transport, f"{kind}-{digest}", case)
+
+
+# -- regression cases: a recorded mutant against the model alone -----------------------------------------------
+
+
+def case_mutant(case: dict[str, Any], bases: Path) -> bytes:
+    """The mutant of a recorded case: its base stream (xz) with the mutation's edits."""
+    base = lzma.decompress((bases / case["base"]).read_bytes())
+    return Mutation.from_json(case["mutation"]).apply(base)
+
+
+def recheck(case: dict[str, Any], bases: Path) -> list[str]:
+    """The model's verdict on a recorded case against QEMU's recorded outcome and first error line."""
+    data = case_mutant(case, bases)
+    model = oracle.predict(data, release_of(case["release"]), case["argv"])
+    qemu = Verdict(case["qemu"]["outcome"], case["qemu"]["error"], (), None)
+    return oracle.compare(model, qemu)
