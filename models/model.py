@@ -321,7 +321,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     release, tr, dev = r.release, r.config.transport, DEVICES[r.config.device]
     layout = payload_layout(tr, r.config.device)
     subcons = {sc.name: sc for sc in layout.subcons}
-    stream = io.BytesIO(data + after)
+    stream = _Tail(data + after)
     local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
     blk_index = r.release >= Version(2, 7) and r.num_queues > 1
     # virtio_load reads the device vmsd with the local outer version_id, whatever the section header said
@@ -378,7 +378,12 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     read("config_len")
     if core.check("config_len", release) and v.config_len != r.config_len:
         raise _fail([f"Unexpected config length {v.config_len:#x}, expected {r.config_len:#x}"])
-    read("config")
+    if full is None and v.config_len > stream.left():
+        # the excess is skipped a byte at a time: past the end of the file each read gives 0 and sets its error
+        ctx.config = v.config = stream.read(stream.left())
+        stream.eof = True
+    else:
+        read("config")
     # step 5: queue count
     num = read("num_queues")
     limit = core.queue_limit(release)
@@ -413,22 +418,31 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     if versions.device is not None:
         _check_vmsd_version(versions.device, versions.section.version)
     check_field = getattr(dev, "check_field", None)
-    if full is None and check_field is not None:
-        # field by field, so that a check QEMU makes on a field wins over the bad bytes after it
+    if full is None and (check_field is not None or stream.eof or versions.device is not None):
+        # field by field, so that a check QEMU makes on a field wins over the bad bytes after it, and a field
+        # read past the end of the file is the one QEMU names
         device_sc = subcons["device"].subcon
         dctx = c.Container(_=ctx, _params=ctx._params, _root=ctx, _parsing=True, _building=False, _sizing=False,
                            _io=stream, _index=None)
         dv = c.Container()
+        vmsd_fields = getattr(dev, "VMSD_FIELDS", {})
         for sc in device_sc.subcons:
+            if sc.name == "mac_table_macs" and dctx.mac_table_in_use < 1 << 31:
+                if dctx.mac_table_in_use * 6 > stream.left():  # skipped (or loaded) up to the end of the file
+                    unused = dctx.mac_table_in_use > net.MAC_TABLE_ENTRIES
+                    raise _fail([f"Failed to load virtio-net-device:{'unused' if unused else 'mac_table.macs'}"],
+                                errno.EIO)
             try:
                 value = sc._parsereport(stream, dctx, f"(parsing) -> device -> {sc.name}")
             except UnknownSubsection as e:
                 raise _unknown_subsection(e, release) from None
             except _DECODE_ERRORS as e:
                 raise _desync(e, idstr) from None
+            if stream.eof and sc.name in vmsd_fields:  # vmstate_load_state checks the file after each field
+                raise _fail([f"Failed to load {vmsd_fields[sc.name]}"], errno.EIO)
             if sc.name:
                 dv[sc.name] = dctx[sc.name] = value
-                if lines := check_field(sc.name, value, r):
+                if check_field is not None and (lines := check_field(sc.name, value, r)):
                     raise _fail(lines, errno.EINVAL)
         v["device"] = ctx["device"] = dv
     else:
@@ -522,6 +536,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     status = src.status
     if broken_lines and F.has(features, F.VERSION_1):
         status |= VIRTIO_CONFIG_S_NEEDS_RESET  # virtio_error on a modern device
+    if stream.eof:  # virtio_load ran on with zeros; the "virtio" field's get then finds the file's error
+        raise _fail(broken_lines, errno.EIO)
     first = None
     if after and not stopped:
         first = _footer_error(data + after, end, idstr, footer, after, end != len(data))
@@ -537,6 +553,28 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
                     config=config, broken=broken, device=device_state, guest_features_lo_field=None)
     trace.steps.append("post_load")
     return state, broken_lines
+
+
+class _Tail(io.BytesIO):
+    """The payload and the rest of the stream as QEMUFile reads them: past the end of the file a read gives
+    zeros and sets the file's error (`eof`), which vmstate_load_state checks after each field."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+        self.eof = False
+
+    def left(self) -> int:
+        return max(self.size - self.tell(), 0)
+
+    def read(self, n: int | None = -1) -> bytes:
+        got = super().read(n)
+        if n is not None and 0 <= n and len(got) < n:
+            if n - len(got) > 1 << 24:
+                return got  # construct reports it (the callers bound what QEMU would read of this)
+            self.eof = True
+            got += bytes(n - len(got))
+        return got
 
 
 def _ring_indices(memory: GuestRam, num: int, desc: int, avail: int, used: int, features: int

@@ -193,6 +193,23 @@ def from_wire(value: Any) -> NetState:
         curr_guest_offloads=value.curr_guest_offloads or 0, rss=rss)
 
 
+# The vmstate field each layout field is, as QEMU names it when its read runs past the end of the file (the
+# innermost vmsd first: a WITH_TMP's own vmsd, a STRUCT_POINTER's element vmsd).
+VMSD_FIELDS = {
+    "mac": "virtio-net-device:mac", "tx_waiting": "virtio-net-queue-tx_waiting:tx_waiting",
+    "mergeable_rx_bufs": "virtio-net-device:mergeable_rx_bufs", "status": "virtio-net-device:status",
+    "promisc": "virtio-net-device:promisc", "allmulti": "virtio-net-device:allmulti",
+    "mac_table_in_use": "virtio-net-device:mac_table.in_use", "vlans": "virtio-net-device:vlans",
+    "has_vnet_hdr": "virtio-net-vnet:has_vnet_hdr", "multi_overflow": "virtio-net-device:mac_table.multi_overflow",
+    "uni_overflow": "virtio-net-device:mac_table.uni_overflow", "alluni": "virtio-net-device:alluni",
+    "nomulti": "virtio-net-device:nomulti", "nouni": "virtio-net-device:nouni", "nobcast": "virtio-net-device:nobcast",
+    "has_ufo": "virtio-net-ufo:has_ufo", "max_queue_pairs": "virtio-net-device:max_queue_pairs",
+    "curr_queue_pairs": "virtio-net-device:curr_queue_pairs",
+    "tx_waiting_more": "virtio-net-queue-tx_waiting:tx_waiting",
+    "curr_guest_offloads": "virtio-net-device:curr_guest_offloads",
+}
+
+
 def check_field(name: str, value: Any, realized: Any) -> list[str]:
     """The load checks QEMU makes as it reads the device vmsd's fields (the WITH_TMP post_loads and
     the uint16_equal of max_queue_pairs), in field order; [] when the field passes."""
