@@ -365,6 +365,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     trace.steps.append("transport config")
     if tr == "pci":
         _pci_checks(r, t, trace)
+    elif tr == "ccw":
+        _ccw_checks(r, t)
     # step 3: core fields
     for name in ("status", "isr", "queue_sel", "guest_features_lo"):
         read(name)
@@ -650,6 +652,21 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
         if t.config_vector != NO_VECTOR and t.config_vector >= t.msix_vectors:
             raise _fail([], errno.EINVAL)
     trace.steps.append("PCI config checked against the local read-only bits")
+
+
+def _ccw_checks(r: Realized, t: Any) -> None:
+    """vmstate_subch_dev's _EQUAL fields: the subchannel must be the destination's own (hw/s390x/css.c)."""
+    from models.transports.ccw import VIRTUAL_CSSID
+
+    sch = t.parent_obj.sch
+    for name, local, hint in (("cssid", VIRTUAL_CSSID, "Bug!"), ("ssid", 0, "Bug!"),
+                              ("devno", r.config.ccw_devno, CCW_DEVNO_HINT)):
+        if sch[name] != local:  # get_uint8_equal / get_uint16_equal print local != incoming, then the hint
+            raise _fail([f"{local:x} != {sch[name]:x}", hint, f"Failed to load s390_subch_dev:{name}"], errno.EINVAL)
+
+
+CCW_DEVNO_HINT = ("Devno mismatch, tried to load wrong section! Likely reason: some sequences of plug and unplug  "
+                  "can break migration for machine versions prior to  2.7 (known design flaw).")
 
 
 def _check_vmsd_version(vmsd: Any, version_id: int) -> None:
