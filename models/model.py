@@ -494,6 +494,11 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     set_features = getattr(dev, "set_features", None)
     if set_features is not None:  # the device's set_features runs on what the device data loaded
         device_state = set_features(device_state, release, src.guest_features, features)
+    crash = getattr(dev, "change_num_queues_crash", None)
+    if crash is not None:  # queues the stream does not carry keep the sizes realize gave them
+        line = crash(release, [q.num for q in src.queues[:num]] + list(r.queue_sizes[num:]))
+        if line is not None:
+            raise Crashed(line)
     # step 14: ring checks
     broken = src.broken
     broken_lines: list[str] = []

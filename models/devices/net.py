@@ -3,6 +3,7 @@ the device vmsd (virtio-net-device v11) and its load checks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -136,6 +137,20 @@ def set_features(dev: NetState, release: Version, old: int, features: int) -> Ne
     if VLANS_KEPT_WITH_CTRL_VLAN <= release < VLANS_RESET_ON_CHANGE and vlan:
         return dev
     return replace(dev, vlans=VLANS_EMPTY if vlan else VLANS_OPEN)
+
+
+def change_num_queues_crash(release: Version, nums: Sequence[int]) -> str | None:
+    """virtio_net_set_features always calls virtio_net_change_num_queue(s|_pairs), which asserts on the queue
+    count virtio_get_num_queues gives: the index of the first queue whose size is 0. A stream that loads a size 0
+    into one of the first three queues (or leaves an even count) aborts QEMU (found by `virtio-compat mutate` on
+    7.2.22, whose stable branch has the 10.2 name; 6.1 to 10.1 name it ..._pairs, UNVERIFIED from 6.1 to 7.1)."""
+    count = next((i for i, n in enumerate(nums) if n == 0), len(nums))
+    pairs = Version(6, 1) <= release < Version(10, 2) and release != Version(7, 2)
+    func = "virtio_net_change_num_queue_pairs" if pairs else "virtio_net_change_num_queues"
+    for ok, text in ((count >= 3, "old_num_queues >= 3"), (count % 2 == 1, "old_num_queues % 2 == 1")):
+        if not ok:
+            return f"{func}: Assertion `{text}' failed."
+    return None
 
 
 def reset_state(realized: Any) -> NetState:
