@@ -150,9 +150,15 @@ class StreamRam:
     def __init__(self, memory: GuestMemory, machine: str | None, big_endian: bool) -> None:
         self.memory, self.machine, self.big = memory, machine, big_endian
         m = machine or ""
+        self.ones: list[tuple[int, int]] = []  # where a read gives all ones
         if m.startswith("virt"):
             ram = memory.blocks.get("mach-virt.ram")
-            self.bounds = [0x40000000, 0x40000000 + (ram.used_length if ram else 0)]
+            # hw/arm/virt.c's map: two 64 MiB flash banks from 0 (erased: 0xff), the PCIe MMIO window, RAM from
+            # 1 GiB; high up the PCIe ECAM and MMIO windows (no device there: a PCI master abort reads all ones)
+            self.ones = [(0, 0x8000000), (0x10000000, 0x3F000000), (0x4010000000, 0x4020000000),
+                         (0x8000000000, 0x10000000000)]
+            self.bounds = [0x4000000, 0x40000000, 0x40000000 + (ram.used_length if ram else 0),
+                           *(b for r in self.ones for b in r)]
         elif m.startswith("s390"):
             ram = memory.blocks.get("s390.ram")
             self.bounds = [ram.used_length if ram else 0]
@@ -170,6 +176,8 @@ class StreamRam:
         return end <= 1 << 64 and not any(gpa < b < end for b in self.bounds)
 
     def read_u16(self, gpa: int) -> int:
+        if any(lo <= gpa and gpa + 2 <= hi for lo, hi in self.ones):
+            return 0xFFFF
         try:
             raw = self.memory.read_phys(self.machine, gpa, 2)
         except KeyError:

@@ -174,12 +174,13 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
     nd = tuple(ringsize.num_default[: len(r.queue_sizes)]) if ringsize is not None else r.queue_sizes
     queues = []
     for i, q in enumerate(v.queues):
-        align = q.get("align") or 4096
+        align = q.get("align")
+        align = 4096 if align is None else align  # mmio migrates it: 0 is a value (no rings then)
         if vqs is not None and i < len(vqs.vqs):
             avail, used = vqs.vqs[i]
         elif q.desc:
             avail = q.desc + 16 * q.num
-            used = (avail + 4 + 2 * q.num + align - 1) & ~(align - 1)
+            used = vring_align(avail + 4 + 2 * q.num, align)
         else:
             avail = used = 0
         ai, ui = rings[i] if rings is not None and i < len(rings) else (0, 0)
@@ -513,7 +514,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             avail, used = (q.avail, q.used) if migrated_rings else (0, 0)
         else:  # virtio_queue_update_rings: the legacy layout from desc
             avail = q.desc + 16 * q.num
-            used = (avail + 4 + 2 * q.num + q.align - 1) & ~(q.align - 1)
+            used = vring_align(avail + 4 + 2 * q.num, q.align)
         ai, ui = q.avail_idx, q.used_idx
         if memory is not None and not F.has(features, F.RING_PACKED):
             cached = F.has(features, F.VERSION_1) or (i < r.num_queues or tr == "mmio") and q.num and q.align
@@ -815,7 +816,12 @@ def ring_addresses(q: QueueState, features: int) -> tuple[int, int]:
     if F.has(features, F.VERSION_1):
         return q.avail, q.used
     avail = q.desc + 16 * q.num
-    return avail, (avail + 4 + 2 * q.num + q.align - 1) & ~(q.align - 1)
+    return avail, vring_align(avail + 4 + 2 * q.num, q.align)
+
+
+def vring_align(addr: int, align: int) -> int:
+    """QEMU_ALIGN_UP, by division: an align migrated on virtio-mmio need not be a power of two."""
+    return (addr + align - 1) // align * align if align else addr
 
 
 def guest_rings(memory: Any, machine: str | None, state: DeviceState) -> list[tuple[int, int]]:
