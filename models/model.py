@@ -421,6 +421,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     if versions.device is not None:
         _check_vmsd_version(versions.device, versions.section.version)
     check_field = getattr(dev, "check_field", None)
+    eof_before_device = stream.eof
     if full is None and (check_field is not None or stream.eof or versions.device is not None):
         # field by field, so that a check QEMU makes on a field wins over the bad bytes after it, and a field
         # read past the end of the file is the one QEMU names
@@ -480,7 +481,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     trace.steps.append("core subsections: " + ", ".join(s.name for s in v.subsections))
     src = state_from_wire(r, v, rings)
     lines = []
-    if stream.eof and r.config.device == "virtio-blk":
+    if stream.eof and not eof_before_device and r.config.device == "virtio-blk":
         # a request element read past the end of the file: qemu_get_buffer gives it no bytes (seen on 7.2.22),
         # so its asserts see no counts from the stream; the load ends on the file's error
         raise _fail([], errno.EIO)
