@@ -149,10 +149,15 @@ class StreamRam:
 
     def __init__(self, memory: GuestMemory, machine: str | None, big_endian: bool) -> None:
         self.memory, self.machine, self.big = memory, machine, big_endian
+        self.bounce = False
         m = machine or ""
         self.ones: list[tuple[int, int]] = []  # where a read gives all ones
+        self.ram: list[tuple[int, int]] = []  # where DMA reaches RAM directly
+        self.rom: list[tuple[int, int]] = []  # ... for reads only
         if m.startswith("virt"):
             ram = memory.blocks.get("mach-virt.ram")
+            self.ram = [(0x40000000, 0x40000000 + (ram.used_length if ram else 0))]
+            self.rom = [(0, 0x4000000), (0x4000000, 0x8000000)]
             # hw/arm/virt.c's map: two 64 MiB flash banks from 0 (erased: 0xff), the PCIe MMIO window, RAM from
             # 1 GiB; high up the PCIe ECAM and MMIO windows (no device there: a PCI master abort reads all ones)
             self.ones = [(0, 0x8000000), (0x10000000, 0x3F000000), (0x4010000000, 0x4020000000),
@@ -162,6 +167,7 @@ class StreamRam:
         elif m.startswith("s390"):
             ram = memory.blocks.get("s390.ram")
             self.bounds = [ram.used_length if ram else 0]
+            self.ram = [(0, self.bounds[0])]
         else:
             ram = memory.blocks.get("pc.ram")
             size = ram.used_length if ram else 0
@@ -169,11 +175,18 @@ class StreamRam:
             low = lowmem if size >= limit else size
             # VGA window, then the PAM blocks of the option ROM and BIOS areas (16 KiB each), then RAM's end
             self.bounds = [0xA0000, *range(0xC0000, 0x100000 + 1, 0x4000), low, 1 << 32, (1 << 32) + size - low]
+            self.ram = [(0, 0xA0000), (0x100000, low), (1 << 32, (1 << 32) + size - low)]
         self.bounds.append(1 << 64)
 
     def mappable(self, gpa: int, size: int) -> bool:
         end = gpa + size
         return end <= 1 << 64 and not any(gpa < b < end for b in self.bounds)
+
+    def direct(self, gpa: int, size: int, write: bool) -> int:
+        for lo, hi in self.ram + ([] if write else self.rom):
+            if lo <= gpa < hi:
+                return min(size, hi - gpa)
+        return 0
 
     def read_u16(self, gpa: int) -> int:
         if any(lo <= gpa and gpa + 2 <= hi for lo, hi in self.ones):

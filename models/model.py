@@ -280,6 +280,12 @@ class GuestRam(Protocol):
         """address_space_cache_init maps all of [gpa, gpa + size): it lies inside one section of the memory map."""
         ...
 
+    bounce: bool  # address_space_map's one bounce buffer is lent out
+
+    def direct(self, gpa: int, size: int, write: bool) -> int:
+        """How many bytes from gpa (at most size) address_space_map reaches directly in RAM (0: not RAM)."""
+        ...
+
 
 def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = None, idstr: str = "",
          instance_id: int = 0, footer: bool = True, version_id: int | None = None, after: bytes = b"",
@@ -481,10 +487,20 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     trace.steps.append("core subsections: " + ", ".join(s.name for s in v.subsections))
     src = state_from_wire(r, v, rings)
     lines = []
-    if stream.eof and not eof_before_device and r.config.device == "virtio-blk":
-        # a request element read past the end of the file: qemu_get_buffer gives it no bytes (seen on 7.2.22),
-        # so its asserts see no counts from the stream; the load ends on the file's error
-        raise _fail([], errno.EIO)
+    if r.config.device == "virtio-blk":
+        # request by request, as virtio_blk_load_device reads them: its queue index, its element (asserts on the
+        # counts), then virtqueue_map
+        reqs = src.device.requests
+        for k, req in enumerate(reqs):
+            if stream.eof and not eof_before_device and k == len(reqs) - 1:
+                # its element ran past the end of the file: qemu_get_buffer gave it no bytes (seen on 7.2.22), so
+                # the asserts see no counts from the stream; the load ends on the file's error
+                raise _fail([], errno.EIO)
+            one = replace(src.device, requests=(req,))
+            if dev.load_device(one, r, v.guest_features_lo, lines) is None or lines:
+                raise _fail(lines, errno.EINVAL)
+            if memory is not None:
+                _map_requests(memory, (req,))
     device_state = dev.load_device(src.device, r, v.guest_features_lo, lines)
     if lines:  # a device check failed
         raise _fail(lines, errno.EINVAL)
@@ -588,6 +604,25 @@ class _Tail(io.BytesIO):
             self.eof = True
             got += bytes(n - len(got))
         return got
+
+
+TARGET_PAGE_SIZE = 4096
+
+
+def _map_requests(memory: GuestRam, requests: Sequence[Any]) -> None:
+    """qemu_get_virtqueue_element maps each in-flight request (virtqueue_map: in_sg, then out_sg) with
+    dma_memory_map; a buffer it cannot map whole makes QEMU exit(1). Outside RAM address_space_map lends its one
+    bounce buffer (a page at most), which a load never gives back (`memory.bounce`)."""
+    for req in requests:
+        for sg, write in ((req.in_sg, True), (req.out_sg, False)):
+            for addr, length in sg:
+                direct = memory.direct(addr, length, write) if length else 0
+                if length and not direct and not memory.bounce:
+                    memory.bounce, direct = True, min(length, TARGET_PAGE_SIZE)
+                if not direct:
+                    raise Rejected(["virtio: error trying to map MMIO memory"], 0)
+                if direct < length:
+                    raise Rejected(["virtio: unexpected memory split"], 0)
 
 
 def _ring_indices(memory: GuestRam, num: int, desc: int, avail: int, used: int, features: int
