@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import construct as c
 
+from harness.wire.ccw import VersionRefused
 from harness.wire.primitives import _DECODE_ERRORS, QEMU_VM_SUBSECTION, UnknownSubsection, field_path
 from harness.wire.stream import QEMU_VM_SECTION_FOOTER
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
@@ -258,11 +259,24 @@ def _unknown_subsection(e: UnknownSubsection, release: Version) -> Rejected:
     return _unknown(e.name, e.parent or e.name.split("/")[0], release)
 
 
+# virtio-ccw's nested vmsds: the struct field whose vmstate_load_state fails when a subsection of theirs does
+_CCW_FIELD_OF = {"s390_subch_dev": "s390_ccw_dev:sch", "s390_adapter_info": "s390_adapter_routes:adapter"}
+
+
 def _unknown(name: str, parent: str, release: Version) -> Rejected:
     lines = [f"VM subsection '{name}' in '{parent}' does not exist"] if release >= Version(10, 2) else []
     if parent in core.EXTRA_STATE_PARENTS:  # the extra_state field's get failed (verified on 7.2)
         lines.append("Failed to load virtio/extra_state:extra_state")
+    if parent in _CCW_FIELD_OF:  # verified on 7.2
+        lines.append(f"Failed to load {_CCW_FIELD_OF[parent]}")
     return _fail(lines, errno.ENOENT)
+
+
+def _version_line(name: str, version_id: int, local: int, minimum: int) -> str:
+    """vmstate_load_state's refusal of an incoming version (sic: two spaces before the minimum)."""
+    if version_id > local:
+        return f"{name}: incoming version_id {version_id} is too new for local version_id {local}"
+    return f"{name}: incoming version_id {version_id} is too old for local minimum version_id  {minimum}"
 
 
 def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[str]:
@@ -358,6 +372,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             return value
         try:
             value = (sc or subcons[name])._parsereport(stream, ctx, f"(parsing) -> {path or name}")
+        except VersionRefused as e:
+            raise _fail([_version_line(e.name, e.version_id, 1, 1)], errno.EINVAL) from None
         except UnknownSubsection as e:
             raise _unknown_subsection(e, release) from None
         except _DECODE_ERRORS as e:
