@@ -153,15 +153,16 @@ class StreamRam:
         m = machine or ""
         self.ones: list[tuple[int, int]] = []  # where a read gives all ones
         self.ram: list[tuple[int, int]] = []  # where DMA reaches RAM directly
+        self.flash: list[tuple[str, int]] = []
         self.rom: list[tuple[int, int]] = []  # ... for reads only
         if m.startswith("virt"):
             ram = memory.blocks.get("mach-virt.ram")
             self.ram = [(0x40000000, 0x40000000 + (ram.used_length if ram else 0))]
             self.rom = [(0, 0x4000000), (0x4000000, 0x8000000)]
-            # hw/arm/virt.c's map: two 64 MiB flash banks from 0 (erased: 0xff), the PCIe MMIO window, RAM from
-            # 1 GiB; high up the PCIe ECAM and MMIO windows (no device there: a PCI master abort reads all ones)
-            self.ones = [(0, 0x8000000), (0x10000000, 0x3F000000), (0x4010000000, 0x4020000000),
-                         (0x8000000000, 0x10000000000)]
+            # hw/arm/virt.c's map: two 64 MiB flash banks from 0 (RAM blocks of the stream), the PCIe MMIO window,
+            # RAM from 1 GiB; high up the PCIe ECAM and MMIO windows (no device: a PCI master abort reads all ones)
+            self.ones = [(0x10000000, 0x3F000000), (0x4010000000, 0x4020000000), (0x8000000000, 0x10000000000)]
+            self.flash = [("virt.flash0", 0), ("virt.flash1", 0x4000000)]
             self.bounds = [0x4000000, 0x40000000, 0x40000000 + (ram.used_length if ram else 0),
                            *(b for r in self.ones for b in r)]
         elif m.startswith("s390"):
@@ -191,6 +192,12 @@ class StreamRam:
     def read_u16(self, gpa: int) -> int:
         if any(lo <= gpa and gpa + 2 <= hi for lo, hi in self.ones):
             return 0xFFFF
+        for block, base in self.flash:
+            if base <= gpa < base + 0x4000000:
+                try:
+                    return int.from_bytes(self.memory.read(block, gpa - base, 2), "big" if self.big else "little")
+                except KeyError:
+                    return 0
         try:
             raw = self.memory.read_phys(self.machine, gpa, 2)
         except KeyError:
