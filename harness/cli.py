@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from harness import interrupt
@@ -83,7 +84,7 @@ def cmd_verdict(args: argparse.Namespace) -> int:
         stream = decode_stream(data, strict=False)  # a payload this tool cannot read still gets a verdict
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
-    v = verdict(stream, release, args.dest)
+    v = verdict(stream, release, args.dest, data)
     if args.json:
         json.dump(v.as_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -175,6 +176,42 @@ def cmd_qemu(args: argparse.Namespace) -> int:
     print(f"{states} device states in {len(examples)} QEMU pairs, {len(bad)} with a disagreement or a rule "
           f"violation ({head['rule']})" + (f", {expected} with a known incompatibility only" if expected else ""))
     return EXIT_RULE if bad else EXIT_OK
+
+
+def cmd_mutate(args: argparse.Namespace) -> int:
+    from harness.qemu.mutate import campaign
+
+    if args.mutants < 1:
+        raise UsageError("--mutants must be at least 1")
+    if args.per_stream < 1:
+        raise UsageError("--per-stream must be at least 1")
+    log = open(args.log, "a", buffering=1) if args.log else None  # noqa: SIM115 (closed below)
+
+    def progress(line: str) -> None:
+        print(line, file=log or sys.stderr, flush=True)
+
+    try:
+        tally = campaign(args.binary, args.machine, args.mutants, args.seed, args.per_stream, Path(args.out),
+                         progress)
+    finally:
+        if log is not None:
+            log.close()
+    summary = tally.as_json()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    name = f"summary-{tally.release}-{tally.transport}-seed{args.seed}.json"
+    (Path(args.out) / name).write_text(json.dumps(summary, indent=1) + "\n")
+    if args.json:
+        json.dump(summary, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(f"QEMU {tally.release} {tally.machine} ({tally.transport}): {tally.mutants} mutants of {tally.streams} "
+              f"streams in {tally.seconds:.0f} s ({summary['per_second']}/s); QEMU said {dict(tally.outcomes)}")
+        print(f"{tally.disagreements} disagreements with the model, {tally.crashes} QEMU crashes or hangs "
+              f"(findings against QEMU {tally.release}); cases in {args.out}/{tally.release}/{tally.transport}/")
+        for ex in tally.examples[:10]:
+            print(f"  {ex['name']}: QEMU {ex['qemu']['outcome']} ({ex['qemu']['error']}); model "
+                  f"{ex['model']['outcome']} ({ex['model']['error']})")
+    return EXIT_RULE if tally.disagreements else EXIT_OK
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
@@ -290,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_qemu)
+    mu = sub.add_parser("mutate", help="load boundary mutations of real streams in real QEMU and in the model, and "
+                        "compare verdicts")
+    mu.add_argument("--binary", default="qemu-system-x86_64", metavar="B",
+                    help="the QEMU that saves the streams and loads the mutants: a path, a name on PATH, or a fleet "
+                    "release such as 7.2 (default qemu-system-x86_64)")
+    mu.add_argument("--machine", help="machine type or family (pc-i440fx, pc-q35, virt, s390-ccw-virtio; default "
+                    "pc-i440fx): virt and s390-ccw-virtio run the release's qemu-system-aarch64 / -s390x")
+    mu.add_argument("--mutants", type=int, default=200, help="mutants to load (default 200)")
+    mu.add_argument("--per-stream", type=int, default=400, help="mutants of each source stream (default 400)")
+    mu.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    mu.add_argument("--out", default="reports/mutate", help="where cases and the summary go (default reports/mutate)")
+    mu.add_argument("--log", metavar="FILE", help="append progress lines here (default stderr)")
+    mu.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    mu.set_defaults(func=cmd_mutate)
     from harness.fleet import RELEASES, TARGETS
 
     fl = sub.add_parser("fleet", help="real QEMU releases from Debian's archive, side by side in a cache folder")
@@ -319,8 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            raise UsageError("a command is needed: decode, verdict, check, diff, replay, bench, fuzz, qemu, fleet "
-                             "(see `virtio-compat --help`)")
+            raise UsageError("a command is needed: decode, verdict, check, diff, replay, bench, fuzz, qemu, mutate, "
+                             "fleet (see `virtio-compat --help`)")
         code: int = args.func(args)
         interrupt.check()  # a signal whose raise Python dropped (in a __del__, a callback) still counts
         return code

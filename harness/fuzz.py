@@ -681,15 +681,19 @@ def _embed(seed: Seed, ref: PayloadRef, payload: bytes) -> bytes:
     at = seed.vmdesc_at
     if at is None:
         return out
+    return with_payload_size(out, at + len(payload) - ref.size, ref.section, ref.instance_id, len(payload))
+
+
+def with_payload_size(data: bytes, at: int, section: str, instance_id: int, size: int) -> bytes:
+    """`data` with the size of one virtio payload in its JSON description (at `at`) set to `size`."""
     doc = orjson.loads(data[at + 5 :])
     for d in doc.get("devices", []):
-        if d.get("name") == ref.section and d.get("instance_id") == ref.instance_id:
+        if d.get("name") == section and d.get("instance_id") == instance_id:
             for f in d.get("fields", []):
                 if f.get("type") == "virtio":
-                    f["size"] = len(payload)
+                    f["size"] = size
     text = json.dumps(doc).encode()
-    at += len(payload) - ref.size
-    return out[: at + 1] + struct.pack(">I", len(text)) + text
+    return data[: at + 1] + struct.pack(">I", len(text)) + text
 
 
 class Mutator:

@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import UsageError
+from harness.wire.ram import GuestMemory
 from harness.wire.stream import Stream, VirtioPayload
+from models import features as F
 from models.cmdline import DeviceLine, parse
 from models.config import Config, NetBackend, realize
-from models.model import ACCEPTED, REJECTED, guest_rings, load, state_from_wire
+from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, guest_rings, load, state_from_wire
 from models.releases import MachineType, Version
+from models.state import DeviceState
 from models.transports.pci import PciConfigError
 
 NOT_REACHED = "not-reached"
@@ -27,10 +30,25 @@ class Verdict:
     devices: list[dict[str, Any]] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
     error: str | None = None  # a stream-level rejection (machine type, unknown section)
+    states: dict[str, DeviceState] = field(default_factory=dict)  # what each device loaded, by section
+
+    def overall(self) -> tuple[str, str | None]:
+        """The whole load as QEMU reports it, and its first error line: the stream's own rejection, else the
+        devices in stream order (a rejected or crashed one ends the load, a broken one goes on)."""
+        if self.error:
+            return REJECTED, self.error
+        outcome, error = ACCEPTED, None
+        for d in self.devices:
+            if d["outcome"] in (REJECTED, CRASHED):
+                return d["outcome"], error or d["error"]
+            if d["outcome"] == ACCEPTED_BROKEN:
+                outcome, error = ACCEPTED_BROKEN, error or d["error"]
+        return outcome, error
 
     def as_json(self) -> dict[str, Any]:
-        return {"release": str(self.release), "machine": self.machine, "error": self.error,
-                "devices": self.devices, "assumptions": self.assumptions}
+        outcome, first = self.overall()
+        return {"release": str(self.release), "machine": self.machine, "outcome": outcome, "first_error": first,
+                "error": self.error, "devices": self.devices, "assumptions": self.assumptions}
 
 
 def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> list[DeviceLine]:
@@ -76,18 +94,28 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> li
             mac = ":".join(f"{b:02x}" for b in bytes(v.device.mac))
             props["mac"] = mac
             assumptions.append(f"{p.section}: -netdev {netdev.describe()}")
+        devno, schid = 0, None
+        if p.transport == "ccw":  # the subchannel the source gave it (devno= on its command line, or css's own)
+            sch = v.transport.parent_obj.sch
+            devno, schid = sch.devno, sch.migrated_schid
         try:
-            config = Config(release, machine, p.device, p.transport, 1, 128, props, netdev, express)
+            config = Config(release, machine, p.device, p.transport, 1, 128, props, netdev, express, devno, schid)
         except Exception as e:
             raise UsageError(f"cannot build a {release} destination for {p.section}: {e}") from None
         shown = ",".join(f"{k}={v}" for k, v in sorted(props.items()))
         assumptions.append(f"{p.section}: -device {p.device}-{p.transport}{',' + shown if shown else ''}"
                            f"{' on a pcie-root-port' if express else ''}")
-        lines.append(DeviceLine(config, p.section, None))
+        lines.append(DeviceLine(config, p.section, None, p.instance_id))
     return lines
 
 
-def verdict(s: Stream, release: Version, dest: str | None) -> Verdict:
+def _version_1(v: Any) -> bool:
+    f64 = next((x.body for x in v.subsections if x.name == "virtio/64bit_features"), None)
+    return bool(f64 is not None and F.has(f64.guest_features, F.VERSION_1))
+
+
+def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = None) -> Verdict:
+    """`data`: the stream's bytes, so that each payload is loaded as QEMU reads it (else as decoded)."""
     out = Verdict(release, s.machine)
     lines = parse(dest, release) if dest else infer_destination(s, release, out.assumptions)
     by_section = {line.key: line for line in lines}
@@ -109,12 +137,76 @@ def verdict(s: Stream, release: Version, dest: str | None) -> Verdict:
                          "including any hotplugged devices")
             failed = True
             continue
-        entry.update(_device_verdict(s, p, line.config))
-        failed = entry["outcome"] == REJECTED
+        entry.update(_device_verdict(s, p, line.config, data, out.states))
+        failed = entry["outcome"] in (REJECTED, CRASHED)
     return out
 
 
-def _device_verdict(s: Stream, p: VirtioPayload, config: Config) -> dict[str, Any]:
+class StreamRam:
+    """The guest RAM a stream carries, as the destination's address_space_memory shows it to virtio_load: where
+    the flat view has a section boundary (the end of RAM, the legacy BIOS areas of pc, 4 GiB, 2^64), a ring
+    across it does not map (address_space_cache_init gives less than asked); outside RAM an index reads 0."""
+
+    def __init__(self, memory: GuestMemory, machine: str | None, big_endian: bool) -> None:
+        self.memory, self.machine, self.big = memory, machine, big_endian
+        self.bounce = False
+        m = machine or ""
+        self.ones: list[tuple[int, int]] = []  # where a read gives all ones
+        self.ram: list[tuple[int, int]] = []  # where DMA reaches RAM directly
+        self.flash: list[tuple[str, int]] = []
+        self.rom: list[tuple[int, int]] = []  # ... for reads only
+        if m.startswith("virt"):
+            ram = memory.blocks.get("mach-virt.ram")
+            self.ram = [(0x40000000, 0x40000000 + (ram.used_length if ram else 0))]
+            self.rom = [(0, 0x4000000), (0x4000000, 0x8000000)]
+            # hw/arm/virt.c's map: two 64 MiB flash banks from 0 (RAM blocks of the stream), the PCIe MMIO window,
+            # RAM from 1 GiB; high up the PCIe ECAM and MMIO windows (no device: a PCI master abort reads all ones)
+            self.ones = [(0x10000000, 0x3F000000), (0x4010000000, 0x4020000000), (0x8000000000, 0x10000000000)]
+            self.flash = [("virt.flash0", 0), ("virt.flash1", 0x4000000)]
+            self.bounds = [0x4000000, 0x40000000, 0x40000000 + (ram.used_length if ram else 0),
+                           *(b for r in self.ones for b in r)]
+        elif m.startswith("s390"):
+            ram = memory.blocks.get("s390.ram")
+            self.bounds = [ram.used_length if ram else 0]
+            self.ram = [(0, self.bounds[0])]
+        else:
+            ram = memory.blocks.get("pc.ram")
+            size = ram.used_length if ram else 0
+            limit, lowmem = (0xB0000000, 0x80000000) if "q35" in m else (0xE0000000, 0xC0000000)
+            low = lowmem if size >= limit else size
+            # VGA window, then the PAM blocks of the option ROM and BIOS areas (16 KiB each), then RAM's end
+            self.bounds = [0xA0000, *range(0xC0000, 0x100000 + 1, 0x4000), low, 1 << 32, (1 << 32) + size - low]
+            self.ram = [(0, 0xA0000), (0x100000, low), (1 << 32, (1 << 32) + size - low)]
+        self.bounds.append(1 << 64)
+
+    def mappable(self, gpa: int, size: int) -> bool:
+        end = gpa + size
+        return end <= 1 << 64 and not any(gpa < b < end for b in self.bounds)
+
+    def direct(self, gpa: int, size: int, write: bool) -> int:
+        for lo, hi in self.ram + ([] if write else self.rom):
+            if lo <= gpa < hi:
+                return min(size, hi - gpa)
+        return 0
+
+    def read_u16(self, gpa: int) -> int:
+        if any(lo <= gpa and gpa + 2 <= hi for lo, hi in self.ones):
+            return 0xFFFF
+        for block, base in self.flash:
+            if base <= gpa < base + 0x4000000:
+                try:
+                    return int.from_bytes(self.memory.read(block, gpa - base, 2), "big" if self.big else "little")
+                except KeyError:
+                    return 0
+        try:
+            raw = self.memory.read_phys(self.machine, gpa, 2)
+        except KeyError:
+            return 0
+        return int.from_bytes(raw, "big" if self.big else "little")
+
+
+def _device_verdict(s: Stream, p: VirtioPayload, config: Config, data: bytes | None = None,
+                    states: dict[str, DeviceState] | None = None) -> dict[str, Any]:
     if config.device != p.device or config.transport != p.transport:
         return {"outcome": REJECTED, "error": f"{p.section} is a {p.device} in the stream but a {config.device} "
                 "at the destination"}
@@ -123,8 +215,18 @@ def _device_verdict(s: Stream, p: VirtioPayload, config: Config) -> dict[str, An
         rings = None
         if p.value is not None and s.memory is not None:
             rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value))
-        data = p.encode()
-        res = load(r, data, rings, p.section, p.instance_id, s.footers, p.version_id)
+        if data is not None:  # the bytes QEMU reads: the payload as it is, then the rest of the stream
+            payload, after = data[p.offset : p.offset + p.size], data[p.offset + p.size :]
+        else:
+            payload, after = p.encode(), b""
+        memory = None
+        if s.memory is not None:
+            # legacy rings are in the guest's byte order (s390x: big); VERSION_1 ones little-endian
+            big = r.big_endian_target and not (p.value is not None and _version_1(p.value))
+            memory = StreamRam(s.memory, s.machine, big)
+        res = load(r, payload, rings, p.section, p.instance_id, s.footers, p.version_id, after, memory)
     except PciConfigError as e:
         raise UsageError(f"{p.section}: {e}") from None
+    if res.state is not None and states is not None:
+        states[p.section] = res.state
     return {"outcome": res.outcome, "error": res.error if res.outcome != ACCEPTED else None}

@@ -108,7 +108,7 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
     ports = {opts.get("id"): opts for head, opts in devices if head == "pcie-root-port"}
     out: list[DeviceLine] = []
     counters: dict[str, int] = {}
-    devnos: set[int] = set()
+    css = _Css()
     nics_without_mac = 0
     for head, opts in devices:
         if head not in _DEVICE_TYPES:
@@ -133,10 +133,9 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
             props["disable-legacy"] = opts["disable-legacy"]
         nd = netdevs.get(opts.get("netdev", ""), NetBackend()) if device == "virtio-net" else NetBackend()
         n = counters[transport] = counters.get(transport, -1) + 1
-        devno = _devno(opts.get("devno"), devnos, n) if transport == "ccw" else 0
+        devno, schid = css.create_sch(head, opts.get("devno")) if transport == "ccw" else (0, None)
         try:
-            config = Config(release, machine, device, transport, smp, mem, props, nd, express, devno,
-                            n if transport == "ccw" else None)
+            config = Config(release, machine, device, transport, smp, mem, props, nd, express, devno, schid)
         except Exception as e:
             raise UsageError(f"-device {head}: {e}") from None
         section = _section(device, transport, opts, ports, n, devno, _has_dev_path(release, machine, transport))
@@ -154,6 +153,42 @@ def _has_dev_path(release: Version, machine: MachineType, transport: str) -> boo
     qom_type, prop = ("virtio-mmio", "format_transport_address") if transport == "mmio" else \
         ("virtual-css-bridge", "css_dev_path")
     return bool(machine_object_props(release, machine, qom_type)[prop])
+
+
+class _Css:
+    """css_create_sch (hw/s390x/css.c) for the virtual channel subsystem fe, subchannel set 0: each device takes
+    the first free subchannel; without `devno=` the first free device number from that subchannel on."""
+
+    def __init__(self) -> None:
+        self.devnos: set[int] = set()
+        self.schids: set[int] = set()
+
+    def create_sch(self, head: str, text: str | None) -> tuple[int, int]:
+        schid = next(i for i in range(0x10000) if i not in self.schids)
+        if text is None:
+            devno = next((schid + i) % 0xFFFF for i in range(0x10000) if (schid + i) % 0xFFFF not in self.devnos)
+        else:
+            devno = _css_devid(head, text)
+            if devno in self.devnos:
+                raise UsageError(f"-device {head}: Device fe.0.{devno:04x} already exists")
+        self.schids.add(schid)
+        self.devnos.add(devno)
+        return devno, schid
+
+
+def _css_devid(head: str, text: str) -> int:
+    """`devno=CSSID.SSID.DEVNO` (hex, as set_css_devid reads it); only fe.0 is modelled."""
+    parts = text.split(".")
+    try:
+        cssid, ssid, devno = (int(x, 16) for x in parts) if len(parts) == 3 else (None, None, None)
+    except ValueError:
+        cssid = ssid = devno = None
+    if cssid is None or ssid is None or devno is None or not 0 <= devno <= 0xFFFF:
+        raise UsageError(f"-device {head}: devno={text}: not a device number like fe.0.0007")
+    if (cssid, ssid) != (0xFE, 0):
+        raise UsageError(f"-device {head}: devno={text}: only the virtual channel subsystem fe, subchannel set 0, "
+                         "is modelled")
+    return devno
 
 
 def _alias(name: str, release: Version) -> str:
@@ -183,21 +218,3 @@ def _section(device: str, transport: str, opts: dict[str, str], ports: dict[str 
         return device
     return f"virtio-mmio@{0x0A003E00 - 0x200 * n:016x}/{device}"  # virt: the first device takes the top slot
 
-
-def _devno(given: str | None, used: set[int], schid: int) -> int:
-    """A ccw device's devno: `devno=fe.0.NNNN` as given, else the first free one from its subchannel's number
-    on (css_find_free_devno)."""
-    if given is None:
-        devno = next(d % 0xFFFF for d in range(schid, schid + 0x10000) if d % 0xFFFF not in used)
-    else:
-        try:
-            cssid, ssid, num = given.split(".")
-            devno = int(num, 16)
-        except ValueError:
-            raise UsageError(f"devno={given}: expected cssid.ssid.devno, such as fe.0.0002") from None
-        if cssid.lower() != "fe" or ssid != "0":
-            raise UsageError(f"devno={given}: virtio-ccw devices live in css fe, subchannel set 0 here")
-        if devno in used:
-            raise UsageError(f"devno={given}: already in use by another device")
-    used.add(devno)
-    return devno

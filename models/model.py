@@ -12,11 +12,13 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import construct as c
 
+from harness.wire.ccw import VersionRefused
 from harness.wire.primitives import _DECODE_ERRORS, QEMU_VM_SUBSECTION, UnknownSubsection, field_path
+from harness.wire.stream import QEMU_VM_SECTION_FOOTER
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
 from models import core, schema
 from models import features as F
@@ -37,6 +39,7 @@ from models.state import (
 
 ACCEPTED, ACCEPTED_BROKEN, REJECTED, CRASHED = "accepted", "accepted-broken", "rejected", "crashed"
 MASK64 = (1 << 64) - 1
+VIRTIO_CONFIG_S_NEEDS_RESET = 0x40
 
 
 # --- state <-> wire tree ----------------------------------------------------------------------------
@@ -175,12 +178,13 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
         nd = tuple(ringsize.num_default[: len(r.queue_sizes)])
     queues = []
     for i, q in enumerate(v.queues):
-        align = q.get("align") or 4096
+        align = q.get("align")
+        align = 4096 if align is None else align  # mmio migrates it: 0 is a value (no rings then)
         if vqs is not None and i < len(vqs.vqs):
             avail, used = vqs.vqs[i]
         elif q.desc:
             avail = q.desc + 16 * q.num
-            used = (avail + 4 + 2 * q.num + align - 1) & ~(align - 1)
+            used = vring_align(avail + 4 + 2 * q.num, align)
         else:
             avail = used = 0
         ai, ui = rings[i] if rings is not None and i < len(rings) else (0, 0)
@@ -258,11 +262,24 @@ def _unknown_subsection(e: UnknownSubsection, release: Version) -> Rejected:
     return _unknown(e.name, e.parent or e.name.split("/")[0], release)
 
 
+# virtio-ccw's nested vmsds: the struct field whose vmstate_load_state fails when a subsection of theirs does
+_CCW_FIELD_OF = {"s390_subch_dev": "s390_ccw_dev:sch", "s390_adapter_info": "s390_adapter_routes:adapter"}
+
+
 def _unknown(name: str, parent: str, release: Version) -> Rejected:
     lines = [f"VM subsection '{name}' in '{parent}' does not exist"] if release >= Version(10, 2) else []
     if parent in core.EXTRA_STATE_PARENTS:  # the extra_state field's get failed (verified on 7.2)
         lines.append("Failed to load virtio/extra_state:extra_state")
+    if parent in _CCW_FIELD_OF:  # verified on 7.2
+        lines.append(f"Failed to load {_CCW_FIELD_OF[parent]}")
     return _fail(lines, errno.ENOENT)
+
+
+def _version_line(name: str, version_id: int, local: int, minimum: int) -> str:
+    """vmstate_load_state's refusal of an incoming version (sic: two spaces before the minimum)."""
+    if version_id > local:
+        return f"{name}: incoming version_id {version_id} is too new for local version_id {local}"
+    return f"{name}: incoming version_id {version_id} is too old for local minimum version_id  {minimum}"
 
 
 def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[str]:
@@ -271,16 +288,35 @@ def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[
             f"load of migration failed: {os.strerror(err)}"]
 
 
+class GuestRam(Protocol):
+    """Guest memory as the destination's virtio_load reaches it (address_space_memory)."""
+
+    def read_u16(self, gpa: int) -> int: ...
+
+    def mappable(self, gpa: int, size: int) -> bool:
+        """address_space_cache_init maps all of [gpa, gpa + size): it lies inside one section of the memory map."""
+        ...
+
+    bounce: bool  # address_space_map's one bounce buffer is lent out
+
+    def direct(self, gpa: int, size: int, write: bool) -> int:
+        """How many bytes from gpa (at most size) address_space_map reaches directly in RAM (0: not RAM)."""
+        ...
+
+
 def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = None, idstr: str = "",
-         instance_id: int = 0, footer: bool = True, version_id: int | None = None) -> LoadResult:
+         instance_id: int = 0, footer: bool = True, version_id: int | None = None, after: bytes = b"",
+         memory: GuestRam | None = None) -> LoadResult:
     """Replay release r's virtio_load over `data` (one payload); `rings` gives each queue's
     (avail idx, used idx) in guest RAM, as the destination would read them; `version_id` is the section
-    header's (None: the destination's own)."""
+    header's (None: the destination's own). `after`: the stream's bytes after the payload (its section footer
+    first), which QEMU reads on into when the payload's counts say so. `memory`: guest RAM, where the ring
+    indices are read at the addresses the load leaves (in place of `rings`)."""
     trace = Trace()
     idstr = idstr or f"{r.config.device}"
     try:
         _check_section_version(r, idstr, instance_id, version_id)
-        state, broken_lines = _load(r, data, rings, trace, idstr, footer)
+        state, broken_lines = _load(r, data, rings, trace, idstr, footer, after, memory)
     except Crashed as e:
         trace.steps.append(f"crashed: {e}")
         return LoadResult(CRASHED, str(e), (str(e),), None, trace)
@@ -305,11 +341,11 @@ def _check_section_version(r: Realized, idstr: str, instance_id: int, version_id
 
 
 def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, trace: Trace, idstr: str,
-          footer: bool) -> tuple[DeviceState, list[str]]:
+          footer: bool, after: bytes = b"", memory: GuestRam | None = None) -> tuple[DeviceState, list[str]]:
     release, tr, dev = r.release, r.config.transport, DEVICES[r.config.device]
     layout = payload_layout(tr, r.config.device)
     subcons = {sc.name: sc for sc in layout.subcons}
-    stream = io.BytesIO(data)
+    stream = _Tail(data + after)
     local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
     blk_index = r.release >= Version(2, 7) and r.num_queues > 1
     # virtio_load reads the device vmsd with the local outer version_id, whatever the section header said
@@ -325,7 +361,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     # payload that does not parse is read step by step, so that the checks before the bad bytes win.
     full = None
     try:
-        fs = io.BytesIO(data)
+        fs = io.BytesIO(data + after)  # what QEMU reads: a subsection name past the payload's end included
         full = compiled_payload_layout(tr, r.config.device).parse_stream(fs, **ctx._params)
         full_end = fs.tell()
     except _DECODE_ERRORS:
@@ -339,6 +375,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             return value
         try:
             value = (sc or subcons[name])._parsereport(stream, ctx, f"(parsing) -> {path or name}")
+        except VersionRefused as e:
+            raise _fail([_version_line(e.name, e.version_id, 1, 1)], errno.EINVAL) from None
         except UnknownSubsection as e:
             raise _unknown_subsection(e, release) from None
         except _DECODE_ERRORS as e:
@@ -353,6 +391,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     trace.steps.append("transport config")
     if tr == "pci":
         _pci_checks(r, t, trace)
+    elif tr == "ccw":
+        _ccw_checks(r, t)
     # step 3: core fields
     for name in ("status", "isr", "queue_sel", "guest_features_lo"):
         read(name)
@@ -366,7 +406,12 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     read("config_len")
     if core.check("config_len", release) and v.config_len != r.config_len:
         raise _fail([f"Unexpected config length {v.config_len:#x}, expected {r.config_len:#x}"])
-    read("config")
+    if full is None and v.config_len > stream.left():
+        # the excess is skipped a byte at a time: past the end of the file each read gives 0 and sets its error
+        ctx.config = v.config = stream.read(stream.left())
+        stream.eof = True
+    else:
+        read("config")
     # step 5: queue count
     num = read("num_queues")
     limit = core.queue_limit(release)
@@ -401,22 +446,32 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     if versions.device is not None:
         _check_vmsd_version(versions.device, versions.section.version)
     check_field = getattr(dev, "check_field", None)
-    if full is None and check_field is not None:
-        # field by field, so that a check QEMU makes on a field wins over the bad bytes after it
+    eof_before_device = stream.eof
+    if full is None and (check_field is not None or stream.eof or versions.device is not None):
+        # field by field, so that a check QEMU makes on a field wins over the bad bytes after it, and a field
+        # read past the end of the file is the one QEMU names
         device_sc = subcons["device"].subcon
         dctx = c.Container(_=ctx, _params=ctx._params, _root=ctx, _parsing=True, _building=False, _sizing=False,
                            _io=stream, _index=None)
         dv = c.Container()
+        vmsd_fields = getattr(dev, "VMSD_FIELDS", {})
         for sc in device_sc.subcons:
+            if sc.name == "mac_table_macs" and dctx.mac_table_in_use < 1 << 31:
+                if dctx.mac_table_in_use * 6 > stream.left():  # skipped (or loaded) up to the end of the file
+                    unused = dctx.mac_table_in_use > net.MAC_TABLE_ENTRIES
+                    raise _fail([f"Failed to load virtio-net-device:{'unused' if unused else 'mac_table.macs'}"],
+                                errno.EIO)
             try:
                 value = sc._parsereport(stream, dctx, f"(parsing) -> device -> {sc.name}")
             except UnknownSubsection as e:
                 raise _unknown_subsection(e, release) from None
             except _DECODE_ERRORS as e:
                 raise _desync(e, idstr) from None
+            if stream.eof and sc.name in vmsd_fields:  # vmstate_load_state checks the file after each field
+                raise _fail([f"Failed to load {vmsd_fields[sc.name]}"], errno.EIO)
             if sc.name:
                 dv[sc.name] = dctx[sc.name] = value
-                if lines := check_field(sc.name, value, r):
+                if check_field is not None and (lines := check_field(sc.name, value, r)):
                     raise _fail(lines, errno.EINVAL)
         v["device"] = ctx["device"] = dv
     else:
@@ -451,6 +506,20 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     trace.steps.append("core subsections: " + ", ".join(s.name for s in v.subsections))
     src = state_from_wire(r, v, rings)
     lines = []
+    if r.config.device == "virtio-blk":
+        # request by request, as virtio_blk_load_device reads them: its queue index, its element (asserts on the
+        # counts), then virtqueue_map
+        reqs = src.device.requests
+        for k, req in enumerate(reqs):
+            if stream.eof and not eof_before_device and k == len(reqs) - 1:
+                # its element ran past the end of the file: qemu_get_buffer gave it no bytes (seen on 7.2.22), so
+                # the asserts see no counts from the stream; the load ends on the file's error
+                raise _fail([], errno.EIO)
+            one = replace(src.device, requests=(req,))
+            if dev.load_device(one, r, v.guest_features_lo, lines) is None or lines:
+                raise _fail(lines, errno.EINVAL)
+            if memory is not None:
+                _map_requests(memory, (req,))
     device_state = dev.load_device(src.device, r, v.guest_features_lo, lines)
     if lines:  # a device check failed
         raise _fail(lines, errno.EINVAL)
@@ -466,6 +535,11 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     set_features = getattr(dev, "set_features", None)
     if set_features is not None:  # the device's set_features runs on what the device data loaded
         device_state = set_features(device_state, release, src.guest_features, features)
+    crash = getattr(dev, "change_num_queues_crash", None)
+    if crash is not None:  # queues the stream does not carry keep the sizes realize gave them
+        line = crash(release, [q.num for q in src.queues[:num]] + list(r.queue_sizes[num:]))
+        if line is not None:
+            raise Crashed(line)
     # step 14: ring checks
     broken = src.broken
     broken_lines: list[str] = []
@@ -480,8 +554,13 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             avail, used = (q.avail, q.used) if migrated_rings else (0, 0)
         else:  # virtio_queue_update_rings: the legacy layout from desc
             avail = q.desc + 16 * q.num
-            used = (avail + 4 + 2 * q.num + q.align - 1) & ~(q.align - 1)
+            used = vring_align(avail + 4 + 2 * q.num, q.align)
         ai, ui = q.avail_idx, q.used_idx
+        if memory is not None and not F.has(features, F.RING_PACKED):
+            cached = F.has(features, F.VERSION_1) or (i < r.num_queues or tr == "mmio") and q.num and q.align
+            ai, ui, lines = _ring_indices(memory, q.num, q.desc, avail, used, features) if cached else (0, 0, [])
+            if lines:
+                broken, broken_lines = True, broken_lines + lines
         if F.has(features, F.RING_PACKED):
             loaded_queues[i] = replace(q, avail=avail, used=used)
             continue
@@ -502,16 +581,94 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
                 raise _fail([chk.message.format(i=i, num=q.num, last=q.last_avail_idx, used=ui)])
         loaded_queues[i] = replace(q, avail=avail, used=used)
     trace.steps.append("ring checks" + (" (device marked broken)" if broken and broken_lines else ""))
-    if stopped or end != len(data):
+    status = src.status
+    if broken_lines and F.has(features, F.VERSION_1):
+        status |= VIRTIO_CONFIG_S_NEEDS_RESET  # virtio_error on a modern device
+    if stream.eof:  # virtio_load ran on with zeros; the "virtio" field's get then finds the file's error
+        raise _fail(broken_lines, errno.EIO)
+    first = None
+    if after and not stopped:
+        first = _footer_error(data + after, end, idstr, footer, after, end != len(data))
+    elif stopped or end != len(data):
         # qemu_loadvm_section_start_full checks the footer once virtio_load is done; the bytes left are not one
         first = (f"Missing section footer for {idstr}" if footer else
                  f"Unknown savevm section type {stopped or data[end]}")
+    if first is not None:
         raise _fail([*broken_lines, first, f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
     config = src.config[: r.config_len] + bytes(max(r.config_len - len(src.config), 0))
-    state = replace(src, guest_features=features, device_endian=device_endian, queues=tuple(loaded_queues),
+    state = replace(src, status=status, guest_features=features, device_endian=device_endian,
+                    queues=tuple(loaded_queues),
                     config=config, broken=broken, device=device_state, guest_features_lo_field=None)
     trace.steps.append("post_load")
     return state, broken_lines
+
+
+class _Tail(io.BytesIO):
+    """The payload and the rest of the stream as QEMUFile reads them: past the end of the file a read gives
+    zeros and sets the file's error (`eof`), which vmstate_load_state checks after each field."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+        self.eof = False
+
+    def left(self) -> int:
+        return max(self.size - self.tell(), 0)
+
+    def read(self, n: int | None = -1) -> bytes:
+        got = super().read(n)
+        if n is not None and 0 <= n and len(got) < n:
+            if n - len(got) > 1 << 24:
+                return got  # construct reports it (the callers bound what QEMU would read of this)
+            self.eof = True
+            got += bytes(n - len(got))
+        return got
+
+
+TARGET_PAGE_SIZE = 4096
+
+
+def _map_requests(memory: GuestRam, requests: Sequence[Any]) -> None:
+    """qemu_get_virtqueue_element maps each in-flight request (virtqueue_map: in_sg, then out_sg) with
+    dma_memory_map; a buffer it cannot map whole makes QEMU exit(1). Outside RAM address_space_map lends its one
+    bounce buffer (a page at most), which a load never gives back (`memory.bounce`)."""
+    for req in requests:
+        for sg, write in ((req.in_sg, True), (req.out_sg, False)):
+            for addr, length in sg:
+                direct = memory.direct(addr, length, write) if length else 0
+                if length and not direct and not memory.bounce:
+                    memory.bounce, direct = True, min(length, TARGET_PAGE_SIZE)
+                if not direct:
+                    raise Rejected(["virtio: error trying to map MMIO memory"], 0)
+                if direct < length:
+                    raise Rejected(["virtio: unexpected memory split"], 0)
+
+
+def _ring_indices(memory: GuestRam, num: int, desc: int, avail: int, used: int, features: int
+                  ) -> tuple[int, int, list[str]]:
+    """virtio_init_region_cache, then vring_avail_idx / vring_used_idx: (avail idx, used idx, virtio_error lines).
+    A ring that does not map leaves no caches, and both indices read as 0."""
+    event = 2 if F.has(features, F.RING_EVENT_IDX) else 0
+    for name, addr, size in (("desc", desc, 16 * num), ("used", used, 4 + 8 * num + event),
+                             ("avail", avail, 4 + 2 * num + event)):
+        if not memory.mappable(addr, size):
+            return 0, 0, [f"Cannot map {name}"]
+    return memory.read_u16(avail + 2), memory.read_u16(used + 2), []
+
+
+def _footer_error(buf: bytes, end: int, idstr: str, footer: bool, after: bytes, moved: bool) -> str | None:
+    """check_section_footer where virtio_load stopped reading (`end`, in the payload and the bytes after it)."""
+    if not footer:
+        return f"Unknown savevm section type {buf[end] if end < len(buf) else 0}" if moved else None
+    if end >= len(buf):
+        return f"check_section_footer: Read section footer failed: {-errno.EIO}"
+    if buf[end] != QEMU_VM_SECTION_FOOTER:
+        return f"Missing section footer for {idstr}"
+    read = int.from_bytes(buf[end + 1 : end + 5], "big")
+    expected = int.from_bytes(after[1:5], "big") if after[:1] == bytes([QEMU_VM_SECTION_FOOTER]) else read
+    if read != expected:
+        return f"Mismatched section id in footer for {idstr} - read {read:#x} expected {expected:#x}"
+    return None
 
 
 def local_config_space(r: Realized) -> Any:
@@ -541,9 +698,7 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
     if not 0 <= version <= 2:  # VMSTATE_INT32_POSITIVE_LE against the local PCIDevice version
         raise _fail([f"Invalid value {version} expecting positive value <= 2", "Failed to load PCIDevice:version_id"],
                     errno.EINVAL)
-    for irq in t.pci.irq_state:
-        if irq not in (0, 1):
-            raise _fail([f"irq state {irq}: must be 0 or 1.", "Failed to load PCIDevice:irq_state"], errno.EINVAL)
+    # vmstate_pci_device loads config (checked as it loads) before irq_state
     local = local_config_space(r)
     if local is not None:
         from models.transports.pci import bad_config_data
@@ -551,6 +706,9 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
         bad = bad_config_data(local, bytes(t.pci.config))
         if bad:
             raise _fail([bad, "Failed to load PCIDevice:config"], errno.EINVAL)
+    for irq in t.pci.irq_state:
+        if irq not in (0, 1):
+            raise _fail([f"irq state {irq}: must be 0 or 1.", "Failed to load PCIDevice:irq_state"], errno.EINVAL)
     if t.msix_vectors != r.vectors and local is None:
         # the MSI-X capability's table size is read-only: a count mismatch is a config mismatch
         raise _fail([f"get_pci_config_device: Bad config data: MSI-X table size {t.msix_vectors} != {r.vectors}",
@@ -559,6 +717,21 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
         if t.config_vector != NO_VECTOR and t.config_vector >= t.msix_vectors:
             raise _fail([], errno.EINVAL)
     trace.steps.append("PCI config checked against the local read-only bits")
+
+
+def _ccw_checks(r: Realized, t: Any) -> None:
+    """vmstate_subch_dev's _EQUAL fields: the subchannel must be the destination's own (hw/s390x/css.c)."""
+    from models.transports.ccw import VIRTUAL_CSSID
+
+    sch = t.parent_obj.sch
+    for name, local, hint in (("cssid", VIRTUAL_CSSID, "Bug!"), ("ssid", 0, "Bug!"),
+                              ("devno", r.config.ccw_devno, CCW_DEVNO_HINT)):
+        if sch[name] != local:  # get_uint8_equal / get_uint16_equal print local != incoming, then the hint
+            raise _fail([f"{local:x} != {sch[name]:x}", hint, f"Failed to load s390_subch_dev:{name}"], errno.EINVAL)
+
+
+CCW_DEVNO_HINT = ("Devno mismatch, tried to load wrong section! Likely reason: some sequences of plug and unplug  "
+                  "can break migration for machine versions prior to  2.7 (known design flaw).")
 
 
 def _check_vmsd_version(vmsd: Any, version_id: int) -> None:
@@ -586,11 +759,12 @@ def _check_versions(v: Any, release: Version) -> None:
     def walk(subs: Any) -> None:
         for sub in subs or []:
             local, minimum = _subsection_versions(sub.name, release)
-            if sub.version_id > local:
-                raise _fail([f"{sub.name}: incoming version_id {sub.version_id} is too new for local version_id "
+            version = sub.version_id & 0xFF  # vmstate_subsection_load reads the be32 into a uint8_t
+            if version > local:
+                raise _fail([f"{sub.name}: incoming version_id {version} is too new for local version_id "
                              f"{local}"], errno.EINVAL)
-            if sub.version_id < minimum:
-                raise _fail([f"{sub.name}: incoming version_id {sub.version_id} is too old for local minimum "
+            if version < minimum:
+                raise _fail([f"{sub.name}: incoming version_id {version} is too old for local minimum "
                              f"version_id  {minimum}"], errno.EINVAL)  # sic: QEMU prints two spaces
             walk(getattr(sub.body, "subsections", None))
 
@@ -682,7 +856,8 @@ def _reset_state(config: Any) -> DeviceState:
         from models.transports.ccw import reset_tree
 
         migration = r.config.machine.version >= Version(2, 10)
-        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration, r.config.ccw_schid))
+        schid = r.config.ccw_devno if r.config.ccw_schid is None else r.config.ccw_schid
+        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration, schid))
     return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
                        device_endian=core.default_endian(r), pci=pci,
                        mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r),
@@ -700,7 +875,12 @@ def ring_addresses(q: QueueState, features: int) -> tuple[int, int]:
     if F.has(features, F.VERSION_1):
         return q.avail, q.used
     avail = q.desc + 16 * q.num
-    return avail, (avail + 4 + 2 * q.num + q.align - 1) & ~(q.align - 1)
+    return avail, vring_align(avail + 4 + 2 * q.num, q.align)
+
+
+def vring_align(addr: int, align: int) -> int:
+    """QEMU_ALIGN_UP, by division: an align migrated on virtio-mmio need not be a power of two."""
+    return (addr + align - 1) // align * align if align else addr
 
 
 def guest_rings(memory: Any, machine: str | None, state: DeviceState) -> list[tuple[int, int]]:

@@ -428,7 +428,8 @@ def read_verdict(qemu: QemuProcess, loaded: Loaded) -> Verdict:
         broken = [line for line in errors if _VQ_INCONSISTENT.match(line)]
         broken_paths = [path for path, dev in loaded.devices.items() if dev.broken]
         if broken or broken_paths:
-            error = (broken or errors or [f"{broken_paths[0]} is marked broken"])[0]
+            # the first error line, as for a rejection (a "Cannot map desc" comes before the VQ line it causes)
+            error = (errors or [f"{broken_paths[0]} is marked broken"])[0]
             return Verdict("accepted-broken", error, lines, rc, *seen)
         return Verdict("accepted", None, lines, rc, *seen)
     if rc is not None and rc < 0 and not qemu.killed:

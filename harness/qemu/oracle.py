@@ -13,6 +13,7 @@ write_disagreement()  a failure file (R12-<hash>.json) saying which side said wh
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +33,7 @@ from harness.wire.stream import Stream, VirtioPayload, decode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import Realized, realize
 from models.model import (
-    ACCEPTED,
-    ACCEPTED_BROKEN,
+    CRASHED,
     REJECTED,
     LoadResult,
     guest_rings,
@@ -124,7 +124,7 @@ def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) ->
         out.error = f"(model) the stream cannot be decoded: {exc}"
         return out
     try:
-        return verdict(s, release, dest_line(dest_argv))
+        return verdict(s, release, dest_line(dest_argv), data if isinstance(data, bytes) else None)
     except Exception as exc:  # a model crash is a disagreement to report, not a reason to stop
         out.error = f"(model) verdict() raised {type(exc).__name__}: {exc}"
         return out
@@ -132,24 +132,26 @@ def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) ->
 
 def overall(v: ModelVerdict) -> tuple[str, str | None]:
     """The whole load as QEMU reports it: sections load in stream order, a broken device goes on."""
-    if v.error:
-        return REJECTED, v.error
-    outcome, error = ACCEPTED, None
-    for d in v.devices:
-        if d["outcome"] == REJECTED:
-            return REJECTED, error or d["error"]
-        if d["outcome"] == ACCEPTED_BROKEN:
-            outcome, error = ACCEPTED_BROKEN, error or d["error"]
-    return outcome, error
+    return v.overall()
+
+
+def assertion(line: str | None) -> str | None:
+    """An assert() line without the source path and line number, which differ from build to build
+    (`../../hw/virtio/virtio.c:2375: qemu_get_virtqueue_element: Assertion ... failed.`)."""
+    return re.sub(r"^\S+:\d+: ", "", line) if line else line
 
 
 def compare(model_result: ModelVerdict, qemu_verdict: Verdict) -> list[str]:
-    """Disagreements between the model's verdict and QEMU's: outcome and first error line."""
+    """Disagreements between the model's verdict and QEMU's: outcome and first error line (for a crash, the
+    assertion QEMU trips)."""
     outcome, error = overall(model_result)
     out = []
     if outcome != qemu_verdict.outcome:
         out.append(f"outcome: model {outcome}, QEMU {qemu_verdict.outcome}")
-    if error != qemu_verdict.error:
+    if outcome == qemu_verdict.outcome == CRASHED:
+        if error != assertion(qemu_verdict.error):
+            out.append(f"assertion: model {error!r}, QEMU {qemu_verdict.error!r}")
+    elif error != qemu_verdict.error:
         out.append(f"first error line: model {error!r}, QEMU {qemu_verdict.error!r}")
     return out
 

@@ -157,6 +157,7 @@ class QemuProcess:
         self._qmp: _Qmp | None = None
         self._qtest: QtestClient | None = None
         self._closed = False
+        self.command_timeout = COMMAND_TIMEOUT  # a mutation campaign gives up sooner on a QEMU that stopped answering
 
     def __repr__(self) -> str:
         return f"<QemuProcess {self.name} {self.state.value} pid={self.pid}>"
@@ -295,7 +296,7 @@ class QemuProcess:
         assert self._qmp is not None
         interrupt.check()  # the polls of a migration and a start-up end here after a signal
         try:
-            return self._qmp.execute(command, arguments or None, COMMAND_TIMEOUT)
+            return self._qmp.execute(command, arguments or None, self.command_timeout)
         except ExecuteError as exc:
             raise QemuError(f"QMP {command} failed: {exc}") from exc
         except (TimeoutError, QMPError, OSError, EOFError) as exc:

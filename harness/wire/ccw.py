@@ -15,7 +15,7 @@ import construct as c
 
 from harness.wire.primitives import Array, Subsections, be16, be32, be64, sbe32, u8, vbool
 
-__all__ = ["MAX_CIWS", "VirtioCcwConfig", "ccw_queue_vector"]
+__all__ = ["MAX_CIWS", "VersionRefused", "VirtioCcwConfig", "ccw_queue_vector"]
 
 MAX_CIWS = 62  # include/hw/s390x/css.h
 
@@ -26,13 +26,21 @@ def _vmsd(name: str, *fields: Any, subsections: Mapping[str, Any] | None = None)
     return c.Struct(*fields, "subsections" / Subsections(name, subsections or {}))
 
 
+class VersionRefused(c.ExplicitError):  # type: ignore[misc]
+    """vmstate_load_state refuses a subsection's incoming version (its local one is 1)."""
+
+    def __init__(self, name: str, version_id: int) -> None:
+        age = "new" if version_id > 1 else "old"
+        super().__init__(f"{name}: incoming version_id {version_id} is too {age}")
+        self.name, self.version_id = name, version_id
+
+
 def _version_1(name: str, body: Any) -> Callable[[int], Any]:
     """The body of a version-1 subsection; vmstate_load_state refuses any other incoming version."""
 
     def pick(version_id: int) -> Any:
         if version_id != 1:
-            age = "new" if version_id > 1 else "old"
-            raise c.ExplicitError(f"{name}: incoming version_id {version_id} is too {age}")
+            raise VersionRefused(name, version_id)
         return body
 
     return pick

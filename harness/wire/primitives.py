@@ -199,27 +199,32 @@ class Subsections(c.Construct):  # type: ignore[misc]
             if len(head) < 2 or head[0] != QEMU_VM_SUBSECTION:
                 stream.seek(start)
                 return out
-            name_b = stream.read(head[1])
-            name = name_b.decode("latin-1")
-            if len(name_b) != head[1] or (name not in self.known and (head[1] < len(self.parent) + 1
-                                                                       or not name.startswith(self.parent))):
+            raw = stream.read(head[1])
+            # vmstate_subsection_load compares C strings: the name ends at its first NUL
+            name = raw.split(b"\0", 1)[0].decode("latin-1")
+            if len(raw) != head[1] or (name not in self.known and (head[1] < len(self.parent) + 1
+                                                                    or not name.startswith(self.parent))):
                 stream.seek(start)
                 return out
             if name not in self.known:
                 raise UnknownSubsection(name, f"{path} -> {name}", self.parent)
             version_id = c.Int32ub._parsereport(stream, context, f"{path} -> {name} -> version_id")
-            body = self.body(name, version_id)._parsereport(stream, context, f"{path} -> {name}")
-            out.append(Container(name=name, version_id=version_id, body=body))
+            # QEMU keeps the version in a uint8_t: that is the version the body is read with
+            body = self.body(name, version_id & 0xFF)._parsereport(stream, context, f"{path} -> {name}")
+            entry = Container(name=name, version_id=version_id, body=body)
+            if raw != name.encode("latin-1"):
+                entry.raw_name = raw  # rebuilt as it was read
+            out.append(entry)
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         for sub in obj:
             name = sub["name"]
             if name not in self.known:
                 raise c.ExplicitError(f"unknown subsection {name!r}", path=path)
-            raw = name.encode("latin-1")
+            raw = sub.get("raw_name") or name.encode("latin-1")
             c.stream_write(stream, bytes([QEMU_VM_SUBSECTION, len(raw)]) + raw, 2 + len(raw), path)
             c.Int32ub._build(sub["version_id"], stream, context, path)
-            self.body(name, sub["version_id"])._build(sub["body"], stream, context, f"{path} -> {name}")
+            self.body(name, sub["version_id"] & 0xFF)._build(sub["body"], stream, context, f"{path} -> {name}")
         return obj
 
     def _sizeof(self, context: Any, path: str) -> int:

@@ -237,8 +237,9 @@ VirtioNetDevice = c.Struct(
     "promisc" / u8,
     "allmulti" / u8,
     "mac_table_in_use" / be32,
-    # loaded when in_use <= 64, else skipped as UNUSED: the same in_use * 6 bytes either way
-    "mac_table_macs" / c.Bytes(this.mac_table_in_use * 6),
+    # loaded when in_use <= 64, else skipped as UNUSED: the same in_use * 6 bytes either way, but the UNUSED
+    # VARRAY's element count is an int: from 2^31 it is negative and nothing is read (vmstate_load_state)
+    "mac_table_macs" / c.Bytes(this.mac_table_in_use * 6 * (this.mac_table_in_use < 0x80000000)),
     "vlans" / c.Bytes(512),  # MAX_VLAN >> 3, a host-endian uint32_t bitmap
     "has_vnet_hdr" / be32,
     "multi_overflow" / u8,

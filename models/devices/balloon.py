@@ -94,6 +94,10 @@ def from_wire(value: Any) -> BalloonState:
     return st
 
 
+# the vmstate field each layout field is, as QEMU names it when its read runs past the end of the file
+VMSD_FIELDS = {"num_pages": "virtio-balloon-device:num_pages", "actual": "virtio-balloon-device:actual"}
+
+
 def known_subsections(release: Version) -> set[str]:
     return {name for name, since in subsections(release) if release >= since}
 

@@ -101,7 +101,8 @@ def load_device(dev: BlkState, realized: Any, features_lo: int, lines: list[str]
             # qemu_get_virtqueue_element asserts the counts fit its arrays (CVE-2013-4535/4536 class):
             # QEMU aborts instead of failing the load
             which = "in" if in_num > 1024 else "out"
-            raise Crashed(f"assertion failed: ARRAY_SIZE(data.{which}_addr) >= data.{which}_num")
+            raise Crashed(f"qemu_get_virtqueue_element: Assertion `ARRAY_SIZE(data.{which}_addr) >= data.{which}_num' "
+                          "failed.")
         if r.queue >= realized.num_queues:
             lines.append(f"Invalid virtqueue index in request list: {r.queue:#x}")
             return None

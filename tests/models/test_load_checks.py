@@ -207,7 +207,8 @@ def test_element_counts_beyond_the_arrays_abort_qemu() -> None:
     s = _driven(r)
     bad = replace(s, device=BlkState((BlkRequest(0, 0, ((0x1000, 16),), ((0x2000, 1),), counts=(1, 2000)),)))
     res = load(r, save(r, bad), [(0, 0)])
-    assert (res.outcome, res.error) == (CRASHED, "assertion failed: ARRAY_SIZE(data.in_addr) >= data.in_num")
+    assert (res.outcome, res.error) == (CRASHED, "qemu_get_virtqueue_element: Assertion "
+                                                 "`ARRAY_SIZE(data.in_addr) >= data.in_num' failed.")
 
 
 def test_a_nested_transport_subsection_the_destination_does_not_know() -> None:
