@@ -159,7 +159,7 @@ def test_ccw_devno_given_and_its_subchannel() -> None:
     assert tree is not None
     sch = tree.tree["parent_obj"]["sch"]
     assert (sch["devno"], sch["migrated_schid"]) == (1, 0)
-    with pytest.raises(UsageError, match="already in use"):
+    with pytest.raises(UsageError, match="Device fe.0.0001 already exists"):
         parse(["-machine", "s390-ccw-virtio-7.2", "-device", "virtio-blk-ccw,devno=fe.0.0001",
                "-device", "virtio-rng-ccw,devno=fe.0.0001"], V("7.2"))
 
