@@ -493,7 +493,7 @@ def _device_vmsds(d: Diff) -> None:
             for sender, other, vs, vo in ((d.b, d.a, vb, va), (d.a, d.b, va, vb)):
                 direction, machines = f"{sender} -> {other}", _all_common(d, sender, other)
                 if vs.section.version > vo.section.version:
-                    _mark(x, BREAKS, direction, machines, f"{direction}: 'savevm: unsupported version "
+                    _mark(x, BREAKS, direction, machines, f"{direction}: 'unsupported version "
                           f"{vs.section.version} for ... v{vo.section.version}' on every machine type both have; a "
                           "machine type cannot gate a section's version: virtio devices add state in subsections")
                 elif vs.section.version < vo.section.minimum:

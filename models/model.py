@@ -22,6 +22,7 @@ from harness.wire.stream import QEMU_VM_SECTION_FOOTER
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
 from models import core, schema
 from models import features as F
+from models import load_errors as le
 from models.config import Realized
 from models.devices import DEVICES, net
 from models.releases import Version
@@ -232,10 +233,15 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
 
 
 class Rejected(Exception):
-    def __init__(self, lines: list[str], err: int) -> None:
-        super().__init__(lines[0] if lines else "")
-        self.lines = lines
+    """A failed load: what was printed on the way (`lines`: strings and load_errors frames, innermost first) and
+    the code virtio_load returned (`err`; 0: the frames already end with the migration's own line). `outer`: how
+    the section's vmsd reports it (default: its "virtio" field's get() failed)."""
+
+    def __init__(self, lines: Sequence[Any], err: int, outer: le.Frame | None = None) -> None:
+        super().__init__(str(lines[0]) if lines else "")
+        self.lines = list(lines)
         self.err = err
+        self.outer = outer
 
 
 @dataclass(frozen=True)
@@ -247,8 +253,8 @@ class LoadResult:
     trace: Trace = field(default_factory=Trace)
 
 
-def _fail(lines: list[str], err: int = errno.EPERM) -> Rejected:
-    return Rejected(lines, err)
+def _fail(lines: Sequence[Any], err: int = errno.EPERM, outer: le.Frame | None = None) -> Rejected:
+    return Rejected(lines, err, outer)
 
 
 def _desync(e: BaseException, idstr: str) -> Rejected:
@@ -267,25 +273,31 @@ _CCW_FIELD_OF = {"s390_subch_dev": "s390_ccw_dev:sch", "s390_adapter_info": "s39
 
 
 def _unknown(name: str, parent: str, release: Version) -> Rejected:
-    lines = [f"VM subsection '{name}' in '{parent}' does not exist"] if release >= Version(10, 2) else []
-    if parent in core.EXTRA_STATE_PARENTS:  # the extra_state field's get failed (verified on 7.2)
-        lines.append("Failed to load virtio/extra_state:extra_state")
+    return _fail([le.NoSubsection(name, parent), *_enclosing(parent)], errno.ENOENT)
+
+
+def _enclosing(parent: str) -> list[le.Frame]:
+    """The frames between a failure inside vmsd `parent` and virtio_load's report of it."""
+    if parent in core.EXTRA_STATE_PARENTS:  # the extra_state field's get failed (verified on 7.2 and 11.1)
+        return [le.Printed(), le.FieldFailed("virtio/extra_state", "extra_state", "virtqueue_extra_state"),
+                le.InSubsection("virtio/extra_state", "virtio"), le.Printed()]
     if parent in _CCW_FIELD_OF:  # verified on 7.2
-        lines.append(f"Failed to load {_CCW_FIELD_OF[parent]}")
-    return _fail(lines, errno.ENOENT)
+        vmsd, name = _CCW_FIELD_OF[parent].split(":")
+        return [le.FieldFailed(vmsd, name, None), le.Printed()]
+    return [le.Printed()]
 
 
-def _version_line(name: str, version_id: int, local: int, minimum: int) -> str:
-    """vmstate_load_state's refusal of an incoming version (sic: two spaces before the minimum)."""
-    if version_id > local:
-        return f"{name}: incoming version_id {version_id} is too new for local version_id {local}"
-    return f"{name}: incoming version_id {version_id} is too old for local minimum version_id  {minimum}"
+def _refused(name: str, version_id: int, local: int, minimum: int) -> list[le.Frame]:
+    """vmstate_load_state's refusal of a subsection's incoming version, up to the report of it."""
+    parent = name.split("/")[0]  # QEMU names a subsection "<parent vmsd>/<name>"
+    return [le.VersionRefused(name, version_id, local, minimum), le.InSubsection(name, parent), *_enclosing(parent)]
 
 
-def _generic_lines(r: Realized, idstr: str, instance_id: int, err: int) -> list[str]:
-    return [f"Failed to load {r.config.device}:virtio",
-            f"error while loading state for instance 0x{instance_id:x} of device '{idstr}'",
-            f"load of migration failed: {os.strerror(err)}"]
+def _rendered(r: Realized, e: Rejected, idstr: str, instance_id: int) -> list[str]:
+    if e.err == 0:
+        return le.render(e.lines, r.release)
+    outer = e.outer or le.FieldFailed(r.config.device, "virtio", "virtio", -e.err)
+    return le.section_failed([*e.lines, outer], r.release, e.err, instance_id, idstr)
 
 
 class GuestRam(Protocol):
@@ -321,7 +333,7 @@ def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = Non
         trace.steps.append(f"crashed: {e}")
         return LoadResult(CRASHED, str(e), (str(e),), None, trace)
     except Rejected as e:
-        lines = e.lines + ([] if e.err == 0 else _generic_lines(r, idstr, instance_id, e.err))
+        lines = _rendered(r, e, idstr, instance_id)
         trace.steps.append("rejected: " + (lines[0] if lines else ""))
         return LoadResult(REJECTED, lines[0] if lines else None, tuple(lines), None, trace)
     outcome = ACCEPTED_BROKEN if state.broken else ACCEPTED
@@ -331,13 +343,12 @@ def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = Non
 def _check_section_version(r: Realized, idstr: str, instance_id: int, version_id: int | None) -> None:
     """qemu_loadvm_section_start_full, then vmstate_load_state of the outer vmsd (verified on 7.2)."""
     local = schema.versions(r.config.device, r.release).section
-    invalid = f"load of migration failed: {os.strerror(errno.EINVAL)}"
     if version_id is not None and version_id > local.version:
-        raise _fail([f"savevm: unsupported version {version_id} for '{idstr}' v{local.version}", invalid], 0)
+        said = f"unsupported version {version_id} for '{idstr}' v{local.version}"  # error_setg from 10.2
+        lines = [f"savevm: {said}"] if r.release < le.CHAIN_FROM else []
+        raise _fail(le.migration_failed(lines, r.release, said), 0)
     if version_id is not None and version_id < local.minimum:
-        raise _fail([f"{local.name}: incoming version_id {version_id} is too old for local minimum version_id  "
-                     f"{local.minimum}", f"error while loading state for instance 0x{instance_id:x} of device "
-                     f"'{idstr}'", invalid], 0)
+        raise _fail([], errno.EINVAL, le.VersionRefused(local.name, version_id, local.version, local.minimum))
 
 
 def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, trace: Trace, idstr: str,
@@ -376,7 +387,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         try:
             value = (sc or subcons[name])._parsereport(stream, ctx, f"(parsing) -> {path or name}")
         except VersionRefused as e:
-            raise _fail([_version_line(e.name, e.version_id, 1, 1)], errno.EINVAL) from None
+            raise _fail(_refused(e.name, e.version_id, 1, 1), errno.EINVAL) from None
         except UnknownSubsection as e:
             raise _unknown_subsection(e, release) from None
         except _DECODE_ERRORS as e:
@@ -459,8 +470,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             if sc.name == "mac_table_macs" and dctx.mac_table_in_use < 1 << 31:
                 if dctx.mac_table_in_use * 6 > stream.left():  # skipped (or loaded) up to the end of the file
                     unused = dctx.mac_table_in_use > net.MAC_TABLE_ENTRIES
-                    raise _fail([f"Failed to load virtio-net-device:{'unused' if unused else 'mac_table.macs'}"],
-                                errno.EIO)
+                    raise _fail([le.StreamError("virtio-net-device", "unused" if unused else "mac_table.macs"),
+                                 le.Printed()], errno.EIO)
             try:
                 value = sc._parsereport(stream, dctx, f"(parsing) -> device -> {sc.name}")
             except UnknownSubsection as e:
@@ -468,7 +479,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             except _DECODE_ERRORS as e:
                 raise _desync(e, idstr) from None
             if stream.eof and sc.name in vmsd_fields:  # vmstate_load_state checks the file after each field
-                raise _fail([f"Failed to load {vmsd_fields[sc.name]}"], errno.EIO)
+                raise _fail([le.StreamError(*vmsd_fields[sc.name].split(":")), le.Printed()], errno.EIO)
             if sc.name:
                 dv[sc.name] = dctx[sc.name] = value
                 if check_field is not None and (lines := check_field(sc.name, value, r)):
@@ -585,7 +596,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     if broken_lines and F.has(features, F.VERSION_1):
         status |= VIRTIO_CONFIG_S_NEEDS_RESET  # virtio_error on a modern device
     if stream.eof:  # virtio_load ran on with zeros; the "virtio" field's get then finds the file's error
-        raise _fail(broken_lines, errno.EIO)
+        raise _fail(broken_lines, errno.EIO, le.StreamError(r.config.device, "virtio"))
     first = None
     if after and not stopped:
         first = _footer_error(data + after, end, idstr, footer, after, end != len(data))
@@ -594,7 +605,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         first = (f"Missing section footer for {idstr}" if footer else
                  f"Unknown savevm section type {stopped or data[end]}")
     if first is not None:
-        raise _fail([*broken_lines, first, f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
+        raise _fail(_section_end_failed(broken_lines, first, after, release), 0)
     config = src.config[: r.config_len] + bytes(max(r.config_len - len(src.config), 0))
     state = replace(src, status=status, guest_features=features, device_endian=device_endian,
                     queues=tuple(loaded_queues),
@@ -656,6 +667,17 @@ def _ring_indices(memory: GuestRam, num: int, desc: int, avail: int, used: int, 
     return memory.read_u16(avail + 2), memory.read_u16(used + 2), []
 
 
+def _section_end_failed(printed: list[str], first: str, after: bytes, release: Version) -> list[str]:
+    """What the release prints when the section does not end where virtio_load stopped: check_section_footer's
+    line (from 10.2 the main loop's "Unknown section type" is an Error of the migration's line instead)."""
+    if first.startswith("Unknown savevm section type") and release >= le.CHAIN_FROM:
+        return le.migration_failed(printed, release, first.replace("savevm section", "section"))
+    if after[:1] != bytes([QEMU_VM_SECTION_FOOTER]) and release >= le.CHAIN_FROM:
+        return [*printed, first]  # the migration's line names the section id, which a lone payload does not give
+    said = f"Section footer error, section_id: {int.from_bytes(after[1:5], 'big')}"
+    return le.migration_failed([*printed, first], release, said)
+
+
 def _footer_error(buf: bytes, end: int, idstr: str, footer: bool, after: bytes, moved: bool) -> str | None:
     """check_section_footer where virtio_load stopped reading (`end`, in the payload and the bytes after it)."""
     if not footer:
@@ -696,7 +718,7 @@ def _local_config_space(config: Any) -> Any:
 def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
     version = t.pci.version_id
     if not 0 <= version <= 2:  # VMSTATE_INT32_POSITIVE_LE against the local PCIDevice version
-        raise _fail([f"Invalid value {version} expecting positive value <= 2", "Failed to load PCIDevice:version_id"],
+        raise _fail([f"Invalid value {version} expecting positive value <= 2", *_pci_field("version_id", "int32 le")],
                     errno.EINVAL)
     # vmstate_pci_device loads config (checked as it loads) before irq_state
     local = local_config_space(r)
@@ -705,18 +727,24 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
 
         bad = bad_config_data(local, bytes(t.pci.config))
         if bad:
-            raise _fail([bad, "Failed to load PCIDevice:config"], errno.EINVAL)
+            raise _fail([bad, *_pci_field("config", "pci config")], errno.EINVAL)
     for irq in t.pci.irq_state:
         if irq not in (0, 1):
-            raise _fail([f"irq state {irq}: must be 0 or 1.", "Failed to load PCIDevice:irq_state"], errno.EINVAL)
+            raise _fail([f"irq state {irq}: must be 0 or 1.", *_pci_field("irq_state", "pci irq state")],
+                        errno.EINVAL)
     if t.msix_vectors != r.vectors and local is None:
         # the MSI-X capability's table size is read-only: a count mismatch is a config mismatch
         raise _fail([f"get_pci_config_device: Bad config data: MSI-X table size {t.msix_vectors} != {r.vectors}",
-                     "Failed to load PCIDevice:config"], errno.EINVAL)
+                     *_pci_field("config", "pci config")], errno.EINVAL)
     if core.check("msix_vector", r.release) and t.config_vector is not None:
         if t.config_vector != NO_VECTOR and t.config_vector >= t.msix_vectors:
             raise _fail([], errno.EINVAL)
     trace.steps.append("PCI config checked against the local read-only bits")
+
+
+def _pci_field(name: str, info: str) -> list[le.Frame]:
+    """A field of vmstate_pci_device failed: pci_device_load reports it (from 10.2, error_report_err)."""
+    return [le.FieldFailed("PCIDevice", name, info), le.Printed()]
 
 
 def _ccw_checks(r: Realized, t: Any) -> None:
@@ -727,7 +755,9 @@ def _ccw_checks(r: Realized, t: Any) -> None:
     for name, local, hint in (("cssid", VIRTUAL_CSSID, "Bug!"), ("ssid", 0, "Bug!"),
                               ("devno", r.config.ccw_devno, CCW_DEVNO_HINT)):
         if sch[name] != local:  # get_uint8_equal / get_uint16_equal print local != incoming, then the hint
-            raise _fail([f"{local:x} != {sch[name]:x}", hint, f"Failed to load s390_subch_dev:{name}"], errno.EINVAL)
+            info = "uint8 equal" if name in ("cssid", "ssid") else "uint16 equal"
+            raise _fail([f"{local:x} != {sch[name]:x}", hint, le.FieldFailed("s390_subch_dev", name, info),
+                         le.Printed()], errno.EINVAL)
 
 
 CCW_DEVNO_HINT = ("Devno mismatch, tried to load wrong section! Likely reason: some sequences of plug and unplug  "
@@ -736,12 +766,9 @@ CCW_DEVNO_HINT = ("Devno mismatch, tried to load wrong section! Likely reason: s
 
 def _check_vmsd_version(vmsd: Any, version_id: int) -> None:
     """vmstate_load_state's version checks (for the device vmsd, the local outer version_id)."""
-    if version_id > vmsd.version:
-        raise _fail([f"{vmsd.name}: incoming version_id {version_id} is too new for local version_id "
-                     f"{vmsd.version}"], errno.EINVAL)
-    if version_id < vmsd.minimum:
-        raise _fail([f"{vmsd.name}: incoming version_id {version_id} is too old for local minimum "
-                     f"version_id  {vmsd.minimum}"], errno.EINVAL)  # sic: QEMU prints two spaces
+    if not vmsd.minimum <= version_id <= vmsd.version:
+        raise _fail([le.VersionRefused(vmsd.name, version_id, vmsd.version, vmsd.minimum), le.Printed()],
+                    errno.EINVAL)
 
 
 def _subsection_versions(name: str, release: Version) -> tuple[int, int]:
@@ -760,12 +787,8 @@ def _check_versions(v: Any, release: Version) -> None:
         for sub in subs or []:
             local, minimum = _subsection_versions(sub.name, release)
             version = sub.version_id & 0xFF  # vmstate_subsection_load reads the be32 into a uint8_t
-            if version > local:
-                raise _fail([f"{sub.name}: incoming version_id {version} is too new for local version_id "
-                             f"{local}"], errno.EINVAL)
-            if version < minimum:
-                raise _fail([f"{sub.name}: incoming version_id {version} is too old for local minimum "
-                             f"version_id  {minimum}"], errno.EINVAL)  # sic: QEMU prints two spaces
+            if not minimum <= version <= local:
+                raise _fail(_refused(sub.name, version, local, minimum), errno.EINVAL)
             walk(getattr(sub.body, "subsections", None))
 
     walk(getattr(v.device, "subsections", None))
@@ -827,7 +850,8 @@ def _sanitize_features(r: Realized, v: Any, incoming: int) -> int:
     if incoming & ~host:
         chk = core.check("features128", release)
         assert chk is not None
-        raise _fail([chk.message.format(features_hi=incoming >> 64, features_lo=incoming & MASK64,
+        shown = incoming & host  # virtio_set_features_nocheck keeps the allowed bits before the report
+        raise _fail([chk.message.format(features_hi=shown >> 64, features_lo=shown & MASK64,
                                         host_hi=host >> 64, host_lo=host & MASK64)])
     return incoming & host
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.errors import SchemaError
 from models import features as F
+from models import load_errors as le
 from models.config import RealizeContext
 from models.devices import Versions, Vmsd
 from models.releases import Version
@@ -225,20 +226,21 @@ VMSD_FIELDS = {
 }
 
 
-def check_field(name: str, value: Any, realized: Any) -> list[str]:
+def check_field(name: str, value: Any, realized: Any) -> list[Any]:
     """The load checks QEMU makes as it reads the device vmsd's fields (the WITH_TMP post_loads and
-    the uint16_equal of max_queue_pairs), in field order; [] when the field passes."""
+    the uint16_equal of max_queue_pairs), in field order, as load_errors frames; [] when the field passes."""
     peer = realized.config.netdev
     local_pairs = max(peer.queues, 1)
+    tmp = [le.FieldFailed("virtio-net-device", "tmp", "tmp"), le.Printed()]
     if name == "has_vnet_hdr" and value and not peer.vnet_hdr:
-        return ["virtio-net: saved image requires vnet_hdr=on", "Failed to load virtio-net-device:tmp"]
+        return ["virtio-net: saved image requires vnet_hdr=on", *tmp]
     if name == "has_ufo" and value and not (peer.vnet_hdr and peer.ufo):
-        return ["virtio-net: saved image requires TUN_F_UFO support", "Failed to load virtio-net-device:tmp"]
+        return ["virtio-net: saved image requires TUN_F_UFO support", *tmp]
     if name == "max_queue_pairs" and value is not None and value != local_pairs:
-        return [f"{value:x} != {local_pairs:x}", "Failed to load virtio-net-device:max_queue_pairs"]
+        return [f"{value:x} != {local_pairs:x}", le.FieldFailed("virtio-net-device", "max_queue_pairs", "uint16 equal"),
+                le.Printed()]
     if name == "curr_queue_pairs" and value is not None and value > local_pairs:
-        return [f"virtio-net: curr_queue_pairs {value:x} > max_queue_pairs {local_pairs:x}",
-                "Failed to load virtio-net-device:tmp"]
+        return [f"virtio-net: curr_queue_pairs {value:x} > max_queue_pairs {local_pairs:x}", *tmp]
     return []
 
 

@@ -56,10 +56,13 @@ def test_misspelt_page_poison_fails_every_load(dst: str) -> None:
     src = _r("5.2", "virtio-balloon", "pc-i440fx-5.2")
     data = save(src, _poisoned(src))
     res = load(_r(dst, "virtio-balloon", "pc-i440fx-5.2"), data, idstr=BALLOON)
-    assert (res.outcome, res.lines) == (REJECTED, (f"Missing section footer for {BALLOON}",
-                                                   "load of migration failed: Invalid argument"))
+    # from 10.2 the migration's own line names the section id, which a lone payload does not carry
+    last = ("load of migration failed: Invalid argument",) if V(dst) < V("10.2") else ()
+    assert (res.outcome, res.lines) == (REJECTED, (f"Missing section footer for {BALLOON}", *last))
     no_footer = load(_r(dst, "virtio-balloon", "pc-i440fx-5.2"), data, idstr=BALLOON, footer=False)
-    assert no_footer.error == "Unknown savevm section type 5"
+    # from 10.2 the main loop's complaint is an Error, which the migration's line carries
+    assert no_footer.error == ("Unknown savevm section type 5" if V(dst) < V("10.2") else
+                               "load of migration failed: Invalid argument: Unknown section type 5")
 
 
 def test_without_page_poison_5_2_migrates() -> None:

@@ -95,7 +95,7 @@ def test_check_with_a_schema_under_xdist(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("module", "failing"), [
     # section version 12: 11.1 refuses it; and 11.2 reads foo from 11.1's stream (virtio_load's local version)
     ("net_device_v12.py", {"11.1-11.2": ("R3", "Missing section footer"),
-                           "11.2-11.1": ("R4", "savevm: unsupported version 12 for 'virtio-net' v11")}),
+                           "11.2-11.1": ("R4", "unsupported version 12 for 'virtio-net' v11")}),
     # written from version 12, read with the section's 11: 11.2 cannot migrate to itself
     ("net_device_inner_only.py", {"11.2-11.2": ("R1", "Missing section footer"),
                                   "11.2-11.1": ("R4", "Missing section footer"),

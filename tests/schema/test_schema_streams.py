@@ -74,7 +74,7 @@ def test_verdict_judges_the_section_version(tmp_path: Path) -> None:
     assert [d["outcome"] for d in json.loads(same.stdout)["devices"]] == ["accepted"]
     back = run("verdict", str(stream), "--release", "11.1", "--schema", str(V12))
     assert back.returncode == 0, back.stderr
-    assert "rejected: savevm: unsupported version 12 for '0000:00:03.0/virtio-net' v11" in back.stdout
+    assert "rejected: load of migration failed: Invalid argument: unsupported version 12 for '0000:00:03.0/virtio-net' v11" in back.stdout  # noqa: E501
     unknown = run("verdict", str(stream), "--release", "11.2")  # no module: 11.2 is not a release
     assert unknown.returncode == 2 and "11.2" in unknown.stderr
 
