@@ -206,8 +206,9 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     else:
         print(f"QEMU {tally.release} {tally.machine} ({tally.transport}): {tally.mutants} mutants of {tally.streams} "
               f"streams in {tally.seconds:.0f} s ({summary['per_second']}/s); QEMU said {dict(tally.outcomes)}")
-        print(f"{tally.disagreements} disagreements with the model, {tally.crashes} QEMU crashes or hangs "
-              f"(findings against QEMU {tally.release}); cases in {args.out}/{tally.release}/{tally.transport}/")
+        print(f"{tally.disagreements} disagreements with the model, {tally.crashes} QEMU crashes or hangs and "
+              f"{tally.undefined} mutants on which QEMU corrupts its memory (findings against QEMU {tally.release}); "
+              f"cases in {args.out}/{tally.release}/{tally.transport}/")
         for ex in tally.examples[:10]:
             print(f"  {ex['name']}: QEMU {ex['qemu']['outcome']} ({ex['qemu']['error']}); model "
                   f"{ex['model']['outcome']} ({ex['model']['error']})")

@@ -15,7 +15,7 @@ from harness.wire.stream import Stream, VirtioPayload
 from models import features as F
 from models.cmdline import DeviceLine, parse
 from models.config import Config, NetBackend, realize
-from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, guest_rings, load, state_from_wire
+from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, UNDEFINED, guest_rings, load, state_from_wire
 from models.releases import MachineType, Version
 from models.state import DeviceState
 from models.transports.pci import PciConfigError
@@ -39,7 +39,7 @@ class Verdict:
             return REJECTED, self.error
         outcome, error = ACCEPTED, None
         for d in self.devices:
-            if d["outcome"] in (REJECTED, CRASHED):
+            if d["outcome"] in (REJECTED, CRASHED, UNDEFINED):
                 return d["outcome"], error or d["error"]
             if d["outcome"] == ACCEPTED_BROKEN:
                 outcome, error = ACCEPTED_BROKEN, error or d["error"]
@@ -138,7 +138,7 @@ def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = 
             failed = True
             continue
         entry.update(_device_verdict(s, p, line.config, data, out.states))
-        failed = entry["outcome"] in (REJECTED, CRASHED)
+        failed = entry["outcome"] in (REJECTED, CRASHED, UNDEFINED)
     return out
 
 

@@ -36,9 +36,11 @@ from models.state import (
     PciState,
     QueueState,
     Trace,
+    Undefined,
 )
 
 ACCEPTED, ACCEPTED_BROKEN, REJECTED, CRASHED = "accepted", "accepted-broken", "rejected", "crashed"
+UNDEFINED = "undefined"  # the destination corrupts its memory (state.Undefined): no outcome can be predicted
 MASK64 = (1 << 64) - 1
 VIRTIO_CONFIG_S_NEEDS_RESET = 0x40
 
@@ -332,6 +334,9 @@ def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = Non
     except Crashed as e:
         trace.steps.append(f"crashed: {e}")
         return LoadResult(CRASHED, str(e), (str(e),), None, trace)
+    except Undefined as e:
+        trace.steps.append(f"undefined: {e}")
+        return LoadResult(UNDEFINED, str(e), (str(e),), None, trace)
     except Rejected as e:
         lines = _rendered(r, e, idstr, instance_id)
         trace.steps.append("rejected: " + (lines[0] if lines else ""))
@@ -430,6 +435,9 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         chk = core.check("num_queues", release) or core.check("num_queues_pci", release)
         assert chk is not None
         raise _fail([chk.message.format(num=num)])
+    pre_load = getattr(dev, "pre_load_queues", None)
+    if pre_load is not None:
+        pre_load(r, num)
     # step 7: queues
     queue_sc = subcons["queues"].subcon.subcon  # Renamed(Array(element))
     queues = []
@@ -451,6 +459,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             if vec != NO_VECTOR and vec >= t.msix_vectors:
                 raise _fail([], errno.EINVAL)
         queues.append(q)
+    if stream.eof and core.check("file_error_after_queues", release):
+        raise _fail([], errno.EIO)
     v.queues = ctx.queues = c.ListContainer(queues)
     trace.steps.append(f"{num} queues")
     # step 9: device data (it sees only the 32-bit features; endianness still unknown)
@@ -467,7 +477,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         dv = c.Container()
         vmsd_fields = getattr(dev, "VMSD_FIELDS", {})
         for sc in device_sc.subcons:
-            if sc.name == "mac_table_macs" and dctx.mac_table_in_use < 1 << 31:
+            if sc.name == "mac_table_macs" and (dctx.mac_table_in_use < 1 << 31 or net.in_use_unsigned(release)):
                 if dctx.mac_table_in_use * 6 > stream.left():  # skipped (or loaded) up to the end of the file
                     unused = dctx.mac_table_in_use > net.MAC_TABLE_ENTRIES
                     raise _fail([le.StreamError("virtio-net-device", "unused" if unused else "mac_table.macs"),
@@ -569,7 +579,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         ai, ui = q.avail_idx, q.used_idx
         if memory is not None and not F.has(features, F.RING_PACKED):
             cached = F.has(features, F.VERSION_1) or (i < r.num_queues or tr == "mmio") and q.num and q.align
-            ai, ui, lines = _ring_indices(memory, q.num, q.desc, avail, used, features) if cached else (0, 0, [])
+            ai, ui, lines = (_ring_indices(memory, q.num, q.desc, avail, used, features, _printable(r, idstr))
+                             if cached else (0, 0, []))
             if lines:
                 broken, broken_lines = True, broken_lines + lines
         if F.has(features, F.RING_PACKED):
@@ -655,16 +666,38 @@ def _map_requests(memory: GuestRam, requests: Sequence[Any]) -> None:
                     raise Rejected(["virtio: unexpected memory split"], 0)
 
 
-def _ring_indices(memory: GuestRam, num: int, desc: int, avail: int, used: int, features: int
+def _ring_indices(memory: GuestRam, num: int, desc: int, avail: int, used: int, features: int, device: str | None
                   ) -> tuple[int, int, list[str]]:
     """virtio_init_region_cache, then vring_avail_idx / vring_used_idx: (avail idx, used idx, virtio_error lines).
-    A ring that does not map leaves no caches, and both indices read as 0."""
+    A ring that does not map leaves no caches, and both indices read as 0. `device`: how 10.2 on names the device
+    (None: the release says "Cannot map <ring>")."""
     event = 2 if F.has(features, F.RING_EVENT_IDX) else 0
     for name, addr, size in (("desc", desc, 16 * num), ("used", used, 4 + 8 * num + event),
                              ("avail", avail, 4 + 2 * num + event)):
         if not memory.mappable(addr, size):
-            return 0, 0, [f"Cannot map {name}"]
+            return 0, 0, [f"Cannot map {name}" if device is None else _MAP_FAILED[name].format(device=device)]
     return memory.read_u16(avail + 2), memory.read_u16(used + 2), []
+
+
+# virtio_init_region_cache from 10.2 (virtio: improve virtqueue mapping error messages; "avalaible" sic)
+_MAP_FAILED = {
+    "desc": "Failed to map descriptor ring for device {device}: invalid guest physical address or corrupted queue "
+            "setup",
+    "used": "Failed to map used ring for device {device}: possible guest misconfiguration or insufficient memory",
+    "avail": "Failed to map avalaible ring for device {device}: possible queue misconfiguration or overlapping memory "
+             "region",
+}
+_BUS_TYPE = {"pci": "virtio-pci-bus", "mmio": "virtio-mmio-bus", "ccw": "virtio-ccw-bus"}
+
+
+def _printable(r: Realized, idstr: str) -> str | None:
+    """qdev_get_printable_name of the virtio device (it has no id: the proxy has): its proxy's dev path, the
+    path part of the section's idstr; from 11.0 after its bus type (the 11.1 binary, pci; mmio, ccw and 11.0
+    UNVERIFIED)."""
+    if r.release < le.CHAIN_FROM:
+        return None
+    path = idstr.rpartition("/")[0] or "<unknown device>"
+    return f"{_BUS_TYPE[r.config.transport]} device {path}" if r.release >= le.BOOL_FROM else path
 
 
 def _section_end_failed(printed: list[str], first: str, after: bytes, release: Version) -> list[str]:

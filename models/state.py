@@ -142,3 +142,8 @@ class Trace:
 
 class Crashed(Exception):
     """The release aborts (an assertion) on this input instead of failing the load."""
+
+
+class Undefined(Exception):
+    """The release corrupts its own memory on this input (a heap overflow, a double free): what follows depends on
+    its heap, not on the stream. It may crash, reject or go on; a finding against the release, never a prediction."""

@@ -39,7 +39,7 @@ from harness.wire.stream import Stream, decode_stream
 from harness.wire.virtio import compiled_payload_layout
 from models.cmdline import parse
 from models.config import realize
-from models.model import CRASHED
+from models.model import CRASHED, UNDEFINED
 from models.releases import FAMILIES, release_of
 
 DEFAULT_OUT = Path("reports") / "mutate"
@@ -73,6 +73,7 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     disagreements: int = 0
     crashes: int = 0  # QEMU aborted: a finding against the release
+    undefined: int = 0  # the model says QEMU corrupts its memory here: a finding too, whatever QEMU then did
     examples: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -80,6 +81,7 @@ class Tally:
                 "mutants": self.mutants, "streams": self.streams, "seconds": round(self.seconds, 1),
                 "per_second": round(self.mutants / self.seconds, 2) if self.seconds else 0.0,
                 "outcomes": dict(self.outcomes), "disagreements": self.disagreements, "qemu_crashes": self.crashes,
+                "qemu_undefined": self.undefined,
                 "examples": self.examples[:20]}
 
 
@@ -223,7 +225,10 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
                 res = Result(m, qemu.outcome, qemu.error, outcome, error, diffs, qemu.stderr)
                 tally.mutants += 1
                 tally.outcomes[qemu.outcome] += 1
-                if res.crash and outcome != CRASHED:
+                if outcome == UNDEFINED:
+                    tally.undefined += 1
+                    record(res, data, argv, tally, bases, out, "qemu-undefined")
+                elif res.crash and outcome != CRASHED:
                     tally.crashes += 1
                     record(res, data, argv, tally, bases, out, "qemu-crash")
                 elif diffs:

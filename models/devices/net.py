@@ -13,7 +13,7 @@ from models import load_errors as le
 from models.config import RealizeContext
 from models.devices import Versions, Vmsd
 from models.releases import Version
-from models.state import NetState
+from models.state import NetState, Undefined
 
 RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1 (7b6e7e49905d)
 RSS_VERSIONS = ((Version(5, 1), 1), (Version(10, 1), 2))  # (release, the version_id it writes from there)
@@ -89,6 +89,29 @@ def queue_sizes(ctx: RealizeContext) -> list[int]:
         raise SchemaError(f"Invalid tx_queue_size (= {tx}), must be a power of 2 between 256 and {TX_QUEUE_MAX}")
     tx = min(tx, TX_QUEUE_MAX)
     return [rx, tx] * max_queue_pairs(ctx) + [64]  # the control queue is always added
+
+
+def pre_load_queues(realized: Any, num: int) -> None:
+    """virtio_net_pre_load_queues from 10.1 (virtio-net: Add queues before loading them) gives the device the
+    stream's queue count, unchecked: virtio_net_change_num_queues writes n->vqs (max_queue_pairs long) past its
+    end for a count above 2 x max_queue_pairs + 1, and for 0 deletes queue pair 0 twice. The 11.1 binary dies of
+    SIGSEGV for some such counts and goes on for others (0x80 dies, 0x100 does not, with one pair); 10.0 takes
+    the count from the features instead. 10.1 UNVERIFIED."""
+    if realized.release < Version(10, 1):
+        return
+    pairs = max(realized.config.netdev.queues, 1)
+    if num == 0:
+        raise Undefined("virtio_net_change_num_queues(n, 0) deletes queue pair 0 twice (a double free)")
+    if num > 2 * pairs + 1:
+        raise Undefined(f"virtio_net_change_num_queues(n, {num}) writes n->vqs[{pairs}..{(num - 2) // 2}] past its "
+                        f"{pairs} queue pair(s) (a heap overflow)")
+
+
+def in_use_unsigned(release: Version) -> bool:
+    """From 11.0 vmstate_n_elems no longer multiplies the element count in an int (VMS_MULTIPLY_ELEMENTS is gone):
+    a mac_table.in_use from 2^31 is skipped like a smaller one, running off the stream (the 11.1 binary rejects
+    0x80000000 to 0xffffffff with a stream error; 7.2 accepts them). 11.0 UNVERIFIED."""
+    return release >= Version(11, 0)
 
 
 def allocated_sizes(realized: Any, num: int) -> list[int]:

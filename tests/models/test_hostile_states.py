@@ -26,7 +26,18 @@ from hypothesis import strategies as st
 from harness.wire.virtio import compiled_payload_layout
 from models import features as F
 from models.config import Config, NetBackend, Realized, realize
-from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, LoadResult, load, reset_state, save, to_wire
+from models.model import (
+    ACCEPTED,
+    ACCEPTED_BROKEN,
+    CRASHED,
+    REJECTED,
+    UNDEFINED,
+    LoadResult,
+    load,
+    reset_state,
+    save,
+    to_wire,
+)
 from models.releases import MachineType, V
 from models.state import BlkRequest, BlkState, DeviceState, QueueState
 
@@ -69,7 +80,7 @@ def _load(r: Realized, data: bytes, s: DeviceState | None = None) -> LoadResult:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert res.outcome in (ACCEPTED, ACCEPTED_BROKEN, REJECTED, CRASHED)
+    assert res.outcome in (ACCEPTED, ACCEPTED_BROKEN, REJECTED, CRASHED, UNDEFINED)
     assert peak < 32 * len(data) + (2 << 20), f"the load of {len(data)} bytes allocated {peak} bytes"
     return res
 
@@ -286,6 +297,9 @@ def test_config_len_huge_is_skipped_to_the_end_of_the_stream(release: str, confi
     s = _driven(r, config=CONFIG)
     data = save(r, s)
     res = _load(r, _poke32(data, _at(data, CONFIG) - 4, config_len), s)
+    if release == "10.2":  # the queue count then reads 0: virtio_net_pre_load_queues frees queue pair 0 twice
+        assert res.outcome == UNDEFINED and "twice" in (res.error or ""), res.lines
+        return
     assert res.outcome == REJECTED and _ends(res, EIO), res.lines
 
 
