@@ -19,7 +19,14 @@ import construct as c
 from harness.wire.ccw import VersionRefused
 from harness.wire.primitives import _DECODE_ERRORS, QEMU_VM_SUBSECTION, UnknownSubsection, field_path
 from harness.wire.stream import QEMU_VM_SECTION_FOOTER
-from harness.wire.virtio import VIRTIO_QUEUE_MAX, compiled_payload_layout, msix_vectors, payload_layout
+from harness.wire.virtio import (
+    PCI_CAP_ID_MSIX,
+    VIRTIO_QUEUE_MAX,
+    compiled_payload_layout,
+    msix_vectors,
+    payload_layout,
+    pci_capabilities,
+)
 from models import core, schema
 from models import features as F
 from models import load_errors as le
@@ -461,6 +468,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         queues.append(q)
     if stream.eof and core.check("file_error_after_queues", release):
         raise _fail([], errno.EIO)
+    if tr == "pci":
+        _notify_no_vector(bytes(t.pci.config))
     v.queues = ctx.queues = c.ListContainer(queues)
     trace.steps.append(f"{num} queues")
     # step 9: device data (it sees only the 32-bit features; endianness still unknown)
@@ -773,6 +782,21 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
         if t.config_vector != NO_VECTOR and t.config_vector >= t.msix_vectors:
             raise _fail([], errno.EINVAL)
     trace.steps.append("PCI config checked against the local read-only bits")
+
+
+PCI_INTERRUPT_PIN = 0x3D
+PCI_NUM_PINS = 4
+
+
+def _notify_no_vector(config: bytes) -> None:
+    """virtio_load's virtio_notify_vector(vdev, VIRTIO_NO_VECTOR), after the queues: without MSI-X enabled,
+    virtio_pci_notify sets INTx, and pci_irq_handler asserts on the pin the loaded config holds (no config check
+    covers it). The 7.2, 10.0 and 11.1 binaries abort on a pin outside 1..4 (found by `virtio-compat mutate`)."""
+    cap = pci_capabilities(config).get(PCI_CAP_ID_MSIX)
+    if cap is not None and len(config) > cap + 3 and config[cap + 3] & 0x80:  # MSI-X enable: no INTx
+        return
+    if not 0 <= config[PCI_INTERRUPT_PIN] - 1 < PCI_NUM_PINS:
+        raise Crashed("pci_irq_handler: Assertion `0 <= irq_num && irq_num < PCI_NUM_PINS' failed.")
 
 
 def _pci_field(name: str, info: str) -> list[le.Frame]:
