@@ -16,9 +16,9 @@ from harness import fuzz
 from harness.cli import main
 from harness.errors import StreamError
 from harness.wire.stream import Stream
-from tests.conftest import DATA
+from tests.conftest import SAMPLES
 
-SMALL = DATA / "f07-i440fx-7.2-blk-inflight-werror.bin"
+SMALL = SAMPLES / "f07-i440fx-7.2-blk-inflight-werror.bin"
 RUN = ["fuzz", "--minutes", "0.005", "--seed", "3"]  # 0.3 s, after the seeds are loaded
 
 
