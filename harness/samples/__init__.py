@@ -24,7 +24,7 @@ def streams_in(folders: Sequence[str]) -> list[Path]:
     paths: list[Path] = []
     for folder in map(Path, folders):
         if not folder.is_dir():
-            raise UsageError(f"{folder}: not a directory (--seeds)")
+            raise UsageError(f"{folder}: {'not a directory' if folder.exists() else 'no such directory'} (--seeds)")
         found = sorted(folder.glob("*.bin"))
         if not found:
             raise UsageError(f"{folder}: no *.bin stream in it to use as a seed (--seeds)")
