@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=2.0, help="time per measurement (default 2)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=cmd_bench)
-    f = sub.add_parser("fuzz", help="fuzz the stream decoder with mutations of the fixture streams")
+    f = sub.add_parser("fuzz", help="fuzz the stream decoder with mutations of the sample streams (or --seeds)")
     f.add_argument("--minutes", type=float, default=1.0, help="how long to run (default 1)")
     f.add_argument("--seed", type=int, default=0, help="the run's seed: input i depends only on it and i (default 0)")
     f.add_argument("--seeds", action="append", metavar="DIR",

@@ -4,11 +4,11 @@ The decoder's contract, checked for every input: `decode_stream(bytes)` and `dec
 device)` either succeed or raise StreamError whose offset is an int within the input and whose path is not empty;
 nothing else, no hang, no allocation beyond a bounded multiple of the input, and no memory kept once it returns.
 
-Inputs are mutations of the fixture streams. Field positions come from the decoded structure: the stream is
-decoded once and every construct parse is recorded with its stream positions (`field_map`), so a mutation can
-flip, insert, delete or duplicate bytes or whole fields, set lengths and counts to 0, max or just past the bytes
-that remain, rewrite the JSON description the walk trusts, or splice sections between streams. Input `i` of a
-run depends only on the seed and `i`, so any input can be made again.
+Inputs are mutations of the seed streams (the package's samples, or `--seeds DIR`). Field positions come from
+the decoded structure: the stream is decoded once and every construct parse is recorded with its stream positions
+(`field_map`), so a mutation can flip, insert, delete or duplicate bytes or whole fields, set lengths and counts to
+0, max or just past the bytes that remain, rewrite the JSON description the walk trusts, or splice sections between
+streams. Input `i` of a run depends only on the seed and `i`, so any input can be made again.
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ def _page_fields(pages: list[Any], start: int, page_size: int, prefix: str, limi
     return out
 
 
-# --- seeds: the fixtures, slimmed, and enriched with every subsection the layouts know ---------------------
+# --- seeds: the sample streams, slimmed, and enriched with every subsection the layouts know ---------------------
 
 
 def default_seed_paths() -> list[Path]:
