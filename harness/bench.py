@@ -7,13 +7,10 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from harness import interrupt
 from harness.errors import UsageError
-
-SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "pc-i440fx-7.2-virtio-net-driven.bin"
 
 
 def rate(fn: Callable[[], Any], seconds: float) -> float:
@@ -31,10 +28,11 @@ def rate(fn: Callable[[], Any], seconds: float) -> float:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from harness.cli import read_stream_file
+    from harness.inputs import read_stream_file
+    from harness.samples import NET
     from harness.wire.stream import decode_payload, decode_stream
 
-    path = args.stream or str(SAMPLE)
+    path = args.stream or str(NET)
     data = read_stream_file(path)
     stream = decode_stream(data)
     nets = [d for d in stream.devices if d.device == "virtio-net"]

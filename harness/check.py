@@ -1,6 +1,6 @@
 """`virtio-compat check`: the compatibility matrix in one command.
 
-It runs the same tests as `pytest -n auto` (tests/matrix/test_matrix.py of the repository checkout, in a pytest
+It runs the same tests as `pytest -n auto` (harness/pytest_matrix.py, which tests/matrix re-exports, in a pytest
 subprocess), shows progress, and prints a summary from the reports. pytest writes into a staging folder inside
 the reports folder; the reports replace the previous ones only when the run completes, so an interrupted check
 leaves the previous reports as they were. This module is also the small pytest plugin (`-p harness.check`) that
@@ -87,12 +87,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def matrix_module() -> Path:
-    """tests/matrix/test_matrix.py of the checkout this package is installed from (editable)."""
-    root = Path(__file__).resolve().parent.parent
-    module = root / "tests" / "matrix" / "test_matrix.py"
+    """The matrix tests, a module of this package (given to pytest by path: `check` does not import pytest's side)."""
+    module = Path(__file__).resolve().with_name("pytest_matrix.py")
     if not module.is_file():
-        raise UsageError(f"the matrix tests are not found ({module} does not exist): `check` runs the tests of a "
-                         "repository checkout installed with `pip install -e .`")
+        raise UsageError(f"the matrix tests are not found ({module} does not exist): a broken install")
     return module
 
 
@@ -205,9 +203,13 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[str]:
-    real = ["--real", f"--real-examples={args.real_examples}", str(module.parent / "test_real_pair.py")] \
+    real = ["--real", f"--real-examples={args.real_examples}", f"{module}::test_real_pair"] \
         if getattr(args, "real", False) else []
-    cmd = [sys.executable, "-m", "pytest", str(module), *real, "-n", args.n, "-p", "no:cacheprovider",
+    # pytest's configuration is its own wherever the package is installed: no ini file (a project's pytest
+    # settings above site-packages would apply otherwise), node ids relative to the folder holding the package
+    # -P: the folder check runs in is not put on sys.path, so a `harness` folder there never shadows this one
+    cmd = [sys.executable, "-P", "-m", "pytest", f"{module}::test_cell", *real, "-c", os.devnull,
+           f"--rootdir={module.parents[1]}", "-n", args.n, "-p", "no:cacheprovider",
            "-p", "harness.check", f"--junitxml={staging / 'junit.xml'}", f"--reports={staging}", "-q",
            f"--basetemp={staging / 'tmp'}"]  # pytest's temporary folders go with the staging folder
     for name in ("releases", "devices", "transports", "machines"):
@@ -287,7 +289,7 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         shutil.rmtree(staging, ignore_errors=True)  # what an earlier, killed check left
         staging.mkdir(parents=True)
-        code = _run(command_line(args, module, staging), module.parents[2], env, log, progress)
+        code = _run(command_line(args, module, staging), Path.cwd(), env, log, progress)
         progress.clear()  # the final line, or an error, replaces it
         if code == ExitCode.INTERRUPTED:
             raise KeyboardInterrupt  # pytest's own Ctrl-C (a signal to it alone)

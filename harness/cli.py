@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -15,6 +14,7 @@ from typing import NoReturn
 
 from harness import interrupt
 from harness.errors import HarnessError, StreamError, UsageError
+from harness.inputs import load_schemas, read_stream_file
 from harness.interrupt import Interrupted, Kept
 
 __all__ = ["Interrupted", "Kept", "main"]
@@ -25,24 +25,6 @@ EXIT_OK, EXIT_RULE, EXIT_BAD_INPUT = 0, 1, 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def read_stream_file(path: str) -> bytes:
-    """The bytes of a stream file, or a UsageError that says what is wrong with the path."""
-    if os.path.isdir(path):
-        raise UsageError(f"{path}: is a directory, not a migration stream file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror or e}") from None
-    if not data:
-        raise UsageError(f"{path}: empty file, not a migration stream")
-    return data
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -125,13 +107,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     load_schemas(args.schema)  # first: a mistake is one line and exit 2, and --releases may name its releases
     with interrupt.saying(f"check interrupted; no reports written (those in {args.reports} are as they were)"):
         return run_check(args)
-
-
-def load_schemas(paths: Sequence[str] | None) -> list[str]:
-    """--schema MODULE (repeatable): apply schema modules (models/schema.py); their paths, resolved."""
-    from models.schema import load_schema
-
-    return [str(load_schema(p).path) for p in paths or []]
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -275,13 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     schema_option(v, "apply a schema module: its layouts, releases and rules")
     v.set_defaults(func=cmd_verdict)
     b = sub.add_parser("bench", help="measure decode speed against the targets of DESIGN.md")
-    b.add_argument("--stream", metavar="STREAM", help="the stream to decode (default: the sample in tests/data)")
+    b.add_argument("--stream", metavar="STREAM",
+                   help="the stream to decode (default: the virtio-net sample the package ships)")
     b.add_argument("--seconds", type=float, default=2.0, help="time per measurement (default 2)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=cmd_bench)
-    f = sub.add_parser("fuzz", help="fuzz the stream decoder with mutations of the fixture streams")
+    f = sub.add_parser("fuzz", help="fuzz the stream decoder with mutations of the sample streams (or --seeds)")
     f.add_argument("--minutes", type=float, default=1.0, help="how long to run (default 1)")
     f.add_argument("--seed", type=int, default=0, help="the run's seed: input i depends only on it and i (default 0)")
+    f.add_argument("--seeds", action="append", metavar="DIR",
+                   help="mutate the *.bin streams of DIR, e.g. ../shared/fixtures/qemu-7.2 (repeatable; default: "
+                   "the sample streams shipped with the package)")
     f.add_argument("--out", default="reports/fuzz", metavar="DIR",
                    help="where to save crashing inputs (default reports/fuzz/)")
     f.set_defaults(func=cmd_fuzz)

@@ -734,7 +734,7 @@ def _release(text: str) -> Version:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from harness.cli import load_schemas
+    from harness.inputs import load_schemas
 
     load_schemas(args.schema)
     paths = list(args.schema or [])  # as given, for the output

@@ -4,11 +4,11 @@ The decoder's contract, checked for every input: `decode_stream(bytes)` and `dec
 device)` either succeed or raise StreamError whose offset is an int within the input and whose path is not empty;
 nothing else, no hang, no allocation beyond a bounded multiple of the input, and no memory kept once it returns.
 
-Inputs are mutations of the fixture streams. Field positions come from the decoded structure: the stream is
-decoded once and every construct parse is recorded with its stream positions (`field_map`), so a mutation can
-flip, insert, delete or duplicate bytes or whole fields, set lengths and counts to 0, max or just past the bytes
-that remain, rewrite the JSON description the walk trusts, or splice sections between streams. Input `i` of a
-run depends only on the seed and `i`, so any input can be made again.
+Inputs are mutations of the seed streams (the package's samples, or `--seeds DIR`). Field positions come from
+the decoded structure: the stream is decoded once and every construct parse is recorded with its stream positions
+(`field_map`), so a mutation can flip, insert, delete or duplicate bytes or whole fields, set lengths and counts to
+0, max or just past the bytes that remain, rewrite the JSON description the walk trusts, or splice sections between
+streams. Input `i` of a run depends only on the seed and `i`, so any input can be made again.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import construct as c
 import orjson
 from construct import Container, ListContainer
 
-from harness import interrupt
+from harness import interrupt, samples
 from harness.decode import format_text, stream_summary
 from harness.errors import StreamError
 from harness.wire import stream as wire_stream
@@ -48,8 +48,7 @@ from harness.wire.ram import RamBlockList, RamPages, ZeroRun
 from harness.wire.stream import decode_payload, decode_stream  # the targets (tests replace them to plant bugs)
 from harness.wire.virtio import DEVICES, TRANSPORTS, compiled_payload_layout, payload_layout
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE_DIRS = (ROOT.parent / "shared" / "fixtures" / "qemu-7.2", ROOT / "tests" / "data")
+ROOT = Path(__file__).resolve().parent.parent  # the folder that holds the harness package (findings name files by it)
 
 # Time allowed for one decode (untraced): a base, and 10 us a byte. The slowest linear decodes measured take 8 us a
 # byte: lists of small construct records (RAM block entries, QEMU_VM_COMMAND records), parsed twice, the second time
@@ -328,16 +327,12 @@ def _page_fields(pages: list[Any], start: int, page_size: int, prefix: str, limi
     return out
 
 
-# --- seeds: the fixtures, slimmed, and enriched with every subsection the layouts know ---------------------
+# --- seeds: the sample streams, slimmed, and enriched with every subsection the layouts know ---------------------
 
 
 def default_seed_paths() -> list[Path]:
-    """The real QEMU streams beside the clone, else the samples in tests/data."""
-    for folder in FIXTURE_DIRS:
-        paths = sorted(folder.glob("*.bin"))
-        if paths:
-            return paths
-    return []
+    """The sample streams shipped with the package (tests put their own here)."""
+    return samples.streams()
 
 
 def _slim(data: bytes) -> bytes:
@@ -1089,8 +1084,8 @@ def _address_space_cap(extra: int) -> Iterator[None]:
 
 
 def run_cli(args: Any) -> int:
-    """`virtio-compat fuzz [--minutes N] [--seed S] [--out DIR]`: 1 if anything was found, else 0; interrupted:
-    Kept (the findings so far are whole files in DIR), exit 130 or 143."""
+    """`virtio-compat fuzz [--minutes N] [--seed S] [--seeds DIR] [--out DIR]`: 1 if anything was found, else 0;
+    interrupted: Kept (the findings so far are whole files in DIR), exit 130 or 143."""
     from harness.errors import UsageError
     from harness.interrupt import Kept
 
@@ -1109,9 +1104,9 @@ def run_cli(args: Any) -> int:
         raise UsageError(f"{out}: cannot create the output directory: {e.strerror or e}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise UsageError(f"{out}: cannot write there (--out)")
-    paths = default_seed_paths()
+    paths = samples.streams_in(args.seeds) if getattr(args, "seeds", None) else default_seed_paths()
     if not paths:
-        raise UsageError("no seed streams: neither ../shared/fixtures/qemu-7.2 nor tests/data has *.bin files")
+        raise UsageError("no seed streams: the package's samples are missing (a broken install)")
     mutator = Mutator(load_seeds(paths), args.seed)
     tty = sys.stderr.isatty()
     last_line = [0.0]

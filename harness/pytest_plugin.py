@@ -53,6 +53,8 @@ def matrix_options(config: pytest.Config) -> dict[str, list[str]]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "matrix: a compatibility matrix cell")
+    # also here, not only in pyproject.toml: `check` runs pytest without an ini file
+    config.addinivalue_line("markers", "qemu: needs a real QEMU binary (skips with the reason when none is found)")
     _load_schemas(config)
     out = Path(config.getoption("--reports"))
     config._virtio_compat_parts = out / ".parts"  # type: ignore[attr-defined]

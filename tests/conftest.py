@@ -1,5 +1,5 @@
 """Shared test fixtures: the real QEMU 7.2 streams of ../shared (CI has them beside the clone) and
-the samples kept in tests/data."""
+the samples the package ships (harness/samples); tests/data keeps what only the tests need."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from harness.samples import FOLDER as SAMPLES
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "qemu-7.2"
@@ -18,7 +20,7 @@ SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "qemu-7.2"
 
 def fixture_streams() -> list[Path]:
     """Every stream with its ground truth beside it: ../shared fixtures, else the samples here."""
-    folder = SHARED_FIXTURES if SHARED_FIXTURES.is_dir() else DATA
+    folder = SHARED_FIXTURES if SHARED_FIXTURES.is_dir() else SAMPLES
     return sorted(p for p in folder.glob("*.bin") if p.with_suffix(".json").exists())
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from tests.conftest import DATA, ROOT
+from tests.conftest import ROOT, SAMPLES
 
-SAMPLE = DATA / "pc-i440fx-7.2-virtio-net-driven.bin"
+SAMPLE = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"
 
 
 def run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

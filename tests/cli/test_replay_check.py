@@ -29,9 +29,9 @@ from models.model import reset_state
 from models.releases import MachineType, Version
 from models.state import DeviceState
 from tests.cli.test_cli import assert_one_line_error, run
-from tests.conftest import DATA, ROOT
+from tests.conftest import ROOT, SAMPLES
 
-SAMPLE = DATA / "pc-i440fx-7.2-virtio-net-driven.bin"
+SAMPLE = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"
 
 
 def sample_payload() -> tuple[bytes, str, str]:

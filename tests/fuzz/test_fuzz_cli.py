@@ -16,9 +16,9 @@ from harness import fuzz
 from harness.cli import main
 from harness.errors import StreamError
 from harness.wire.stream import Stream
-from tests.conftest import DATA
+from tests.conftest import SAMPLES
 
-SMALL = DATA / "f07-i440fx-7.2-blk-inflight-werror.bin"
+SMALL = SAMPLES / "f07-i440fx-7.2-blk-inflight-werror.bin"
 RUN = ["fuzz", "--minutes", "0.005", "--seed", "3"]  # 0.3 s, after the seeds are loaded
 
 
@@ -165,13 +165,28 @@ def test_a_clean_run_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_seeds_folder_replaces_the_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "one.bin").write_bytes(SMALL.read_bytes())
+    used: list[list[Path]] = []
+    load = fuzz.load_seeds
+    monkeypatch.setattr(fuzz, "load_seeds", lambda paths: used.append(list(paths)) or load(paths))
+    assert main([*RUN, "--seeds", str(seeds), "--out", str(tmp_path / "out")]) == 0
+    assert used == [[seeds / "one.bin"]]
+    assert "0 finding(s)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad", [["--minutes", "0"], ["--minutes", "-1"], ["--minutes", "nan"], ["--minutes", "inf"],
                                  ["--minutes", "soon"], ["--seed", "-1"], ["--seed", "1.5"], ["--out", "FILE"],
-                                 ["--bogus"], ["extra"]])
+                                 ["--bogus"], ["extra"], ["--seeds", "FILE"], ["--seeds", "EMPTY"],
+                                 ["--seeds", "MISSING"]])
 def test_bad_options_exit_2_with_one_line(bad: list[str], tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "FILE").write_text("not a directory")
-    args = [str(tmp_path / a) if a == "FILE" else a for a in bad]
+    (tmp_path / "EMPTY").mkdir()  # no *.bin in it
+    args = [str(tmp_path / a) if a in ("FILE", "EMPTY", "MISSING") else a for a in bad]
     assert main(["fuzz", *args]) == 2
     stdout, stderr = capsys.readouterr()
     assert stdout == "" and stderr.count("\n") == 1 and stderr.startswith("virtio-compat: error: ")

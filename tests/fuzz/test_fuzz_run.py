@@ -10,10 +10,10 @@ import pytest
 
 from harness import fuzz
 from harness.wire.stream import decode_stream
-from tests.conftest import DATA, fixture_streams
+from tests.conftest import SAMPLES, fixture_streams
 
 SEED = 20240805
-SAMPLE = DATA / "pc-i440fx-7.2-virtio-net-driven.bin"
+SAMPLE = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_field_map_comes_from_the_decoded_structure(sample_seeds: list[fuzz.Seed
 
 
 def test_blk_request_markers_are_fields() -> None:
-    path = DATA / "f07-i440fx-7.2-blk-inflight-werror.bin"
+    path = SAMPLES / "f07-i440fx-7.2-blk-inflight-werror.bin"
     seed = fuzz.load_seeds([path], variants=("full",))[0]
     markers = [f for f in seed.view.counts if f.path.endswith(".more") or f.path.endswith("requests.end")]
     assert [seed.data[f.offset] for f in markers] == [1, 0]

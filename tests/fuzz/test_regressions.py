@@ -20,9 +20,9 @@ from harness.errors import StreamError
 from harness.wire.primitives import FlatArray, be16
 from harness.wire.stream import decode_stream, find_vmdesc
 from harness.wire.virtio import virtio_net_rss
-from tests.conftest import DATA, SHARED_FIXTURES
+from tests.conftest import SAMPLES, SHARED_FIXTURES
 
-SAMPLE = DATA / "pc-i440fx-7.2-virtio-net-driven.bin"
+SAMPLE = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"
 NET = "0000:00:03.0/virtio-net"
 HEADER = b"QEVM\x00\x00\x00\x03"
 

@@ -19,10 +19,10 @@ from harness.mutate import Mutation, mutations
 from harness.qemu.mutate import campaign, recheck
 from harness.qemu.process import live_processes
 from harness.wire.stream import decode_stream
-from tests.conftest import DATA
+from tests.conftest import DATA, SAMPLES
 
 HOSTILE = DATA / "hostile"
-SAMPLE = DATA / "pc-i440fx-7.2-virtio-net-driven.bin"
+SAMPLE = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"
 CCW = HOSTILE / "ccw-devno-s390-ccw-virtio-7.2.bin.xz"
 # the source's own command line (as `fleet`/backend wrote it): devices on devno fe.0.0007 and fe.0.0002
 CCW_ARGV = ("-machine s390-ccw-virtio-7.2 -m 64 -smp 1 -blockdev driver=null-co,node-name=bd_vblk0,size=1048576 "

@@ -12,10 +12,10 @@ import pytest
 from harness.errors import StreamError
 from harness.wire.stream import decode_payload, decode_stream, encode_stream, find_vmdesc
 from harness.wire.virtio import payload_layout
-from tests.conftest import DATA, SHARED_FIXTURES
+from tests.conftest import SAMPLES, SHARED_FIXTURES
 
-NET = DATA / "pc-i440fx-7.2-virtio-net-driven.bin"
-BLK = DATA / "f07-i440fx-7.2-blk-inflight-werror.bin"
+NET = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"
+BLK = SAMPLES / "f07-i440fx-7.2-blk-inflight-werror.bin"
 
 
 def _payloads(path: Path) -> list[tuple[bytes, str, str, int]]:

@@ -14,7 +14,7 @@ from harness.wire.primitives import FlatArray
 from harness.wire.ram import RamPages, ZeroRun, ram_record
 from harness.wire.stream import decode_stream
 from harness.wire.virtio import ModernQueueState, PackedQueueState, VirtQueueElement
-from tests.conftest import DATA, truth_of
+from tests.conftest import SAMPLES, truth_of
 
 LAYOUTS = [ModernQueueState, PackedQueueState, c.Struct("avail" / c.Int64ub, "used" / c.Int64ub), c.Int32ub,
            c.Int16ub, c.Int64ul]
@@ -42,7 +42,7 @@ def test_flat_array_agrees_with_construct_array(sc: Any, data: st.DataObject) ->
 
 
 def test_virtqueue_element_agrees_with_plain_construct() -> None:
-    data = (DATA / "f07-i440fx-7.2-blk-inflight-werror.bin").read_bytes()
+    data = (SAMPLES / "f07-i440fx-7.2-blk-inflight-werror.bin").read_bytes()
     blk = decode_stream(data).devices[0]
     elem = blk.value.device.requests[0].elem
     raw = VirtQueueElement.build(elem)
@@ -56,7 +56,7 @@ def test_virtqueue_element_agrees_with_plain_construct() -> None:
 
 
 def test_ram_fast_loop_agrees_with_the_record_declaration() -> None:
-    data = (DATA / "pc-i440fx-7.2-virtio-net-driven.bin").read_bytes()
+    data = (SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin").read_bytes()
     s = decode_stream(data)
     record = ram_record(s.page_size)
     plain = c.RepeatUntil(lambda obj, lst, ctx: obj.flags & 0x10, record)
@@ -105,7 +105,7 @@ def test_ring_indices_of_every_fixture_equal_ground_truth(fixture_stream: Path) 
 
 def test_ring_indices_read_from_guest_ram_equal_ground_truth() -> None:
     """f07: avail idx 3, used idx 2 (one request in flight); legacy ring layout from the desc."""
-    data = (DATA / "f07-i440fx-7.2-blk-inflight-werror.bin").read_bytes()
+    data = (SAMPLES / "f07-i440fx-7.2-blk-inflight-werror.bin").read_bytes()
     s = decode_stream(data)
     assert s.memory is not None
     q = s.devices[0].value.queues[0]

@@ -9,7 +9,7 @@ import pytest
 from harness.decode import stream_summary
 from harness.wire.stream import decode_payload, decode_stream, encode_stream
 from harness.wire.virtio import payload_layout
-from tests.conftest import DATA, truth_of
+from tests.conftest import SAMPLES, truth_of
 
 
 def test_decodes_to_ground_truth(fixture_stream: Path) -> None:
@@ -76,13 +76,13 @@ def test_payload_sizes_equal_the_json_description(fixture_stream: Path) -> None:
 
 def test_samples_in_the_repository_decode() -> None:
     """README's sample streams work without ../shared."""
-    for path in sorted(DATA.glob("*.bin")):
+    for path in sorted(SAMPLES.glob("*.bin")):
         assert decode_stream(path.read_bytes()).devices
 
 
 @pytest.mark.parametrize("edit", ["status", "desc", "mac"])
 def test_edited_tree_encodes_the_edit(edit: str) -> None:
-    data = (DATA / "pc-i440fx-7.2-virtio-net-driven.bin").read_bytes()
+    data = (SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin").read_bytes()
     s = decode_stream(data)
     net = next(d for d in s.devices if d.device == "virtio-net")
     if edit == "status":

@@ -1,0 +1,87 @@
+"""The compatibility matrix as pytest tests: every cell (source release, destination release, transport, device),
+with the machine type and the rest of the configuration drawn inside it, against the rules; and with --real, the
+cells whose two releases are in the fleet on the real QEMU pair (R12).
+
+Product code, so that an installed copy runs it: `virtio-compat check` gives pytest this file (test_cell, and
+test_real_pair with --real); in a checkout, tests/matrix/ re-exports the two tests, so that `pytest -n auto`
+collects the same cells under the node ids it always had."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import fleet
+from harness.failures import FAILURES, state_summary, write_failure
+from harness.matrix import DEVICES, TRANSPORTS, Cell, cells, run_cell
+from harness.pytest_plugin import matrix_options, record
+from harness.qemu.realcells import missing, run_real_cell
+from models.releases import RELEASES, Version
+from models.schema import loaded_paths
+
+__all__ = ["pytest_generate_tests", "test_cell", "test_real_pair"]
+
+
+def _cells(config: pytest.Config) -> list[Cell]:
+    o = matrix_options(config)
+    releases = tuple(Version.parse(r) for r in o["releases"]) or RELEASES
+    return cells(releases, tuple(o["devices"]) or DEVICES, tuple(o["transports"]) or TRANSPORTS,
+                 o["machines"] or None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" in metafunc.fixturenames:
+        metafunc.parametrize("cell", _cells(metafunc.config), ids=lambda c: c.id)
+    if "real_cell" in metafunc.fixturenames:
+        # only the cells whose two releases are fleet releases; one not installed skips, saying which
+        real = [c for c in _cells(metafunc.config) if {str(c.src), str(c.dst)} <= set(fleet.RELEASES)]
+        metafunc.parametrize("real_cell", real if metafunc.config.getoption("--real") else [], ids=lambda c: c.id)
+
+
+@pytest.mark.matrix
+def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
+    result = run_cell(cell, matrix_options(request.config)["machines"] or None)
+    message = path = None
+    if result.failure is not None:
+        src, dst, state, out, v = result.failure
+        message = f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}"
+    rules = ["R1", "R2", "R10", "R11"] if cell.direction == "same" else [
+        "R3" if cell.direction == "forward" else "R4", "R13"]
+    for rule in rules + ["R5", "R6", "R7", "R8", "R9"]:
+        failed = result.failure is not None and result.failure[4].rule == rule
+        record(request.config, {
+            "src": str(cell.src), "dst": str(cell.dst), "transport": cell.transport, "device": cell.device,
+            "rule": rule, "outcome": "fail" if failed else "expected" if rule in result.expected else "pass",
+            "expected": result.expected.get(rule), "examples": result.examples,
+            "machines": sorted(result.machines), "qemu": False, "failure": message if failed else None,
+            "schema": loaded_paths(),
+        })
+    if result.failure is not None:
+        # recorded first, so that a failure file that cannot be written (full disk) leaves the cell in the report
+        src, dst, state, out, v = result.failure
+        path = write_failure(cell, src, dst, state, out, v)  # into $VIRTIO_COMPAT_REPORTS/failures (check sets it)
+        pytest.fail(f"{message}\n  replay: virtio-compat replay {path}", pytrace=False)
+
+
+@pytest.mark.matrix
+@pytest.mark.qemu
+def test_real_pair(real_cell: Cell, request: pytest.FixtureRequest) -> None:
+    """--real: the cell's device driven in the real source QEMU, loaded by the real destination, and the model
+    held to both (R12), besides R1/R3/R4 on QEMU itself."""
+    why = missing(real_cell)
+    if why is not None:
+        pytest.skip(why)
+    result = run_real_cell(real_cell, request.config.getoption("--real-examples"), failures=FAILURES)
+    outcome = "fail" if result.failures else "expected" if result.expected else "pass"
+    packages = ", ".join(f"QEMU {r} {v}" for r, v in result.versions.items())
+    record(request.config, {
+        "src": str(real_cell.src), "dst": str(real_cell.dst), "transport": real_cell.transport,
+        "device": real_cell.device, "rule": "R12", "outcome": outcome,
+        "expected": "; ".join(f"{k}: {v}" for k, v in result.expected.items()) or None,
+        "examples": result.states, "machines": sorted(set(result.machines)), "qemu": True, "packages": packages,
+        "failure": "\n".join(result.failures) if result.failures else None, "schema": loaded_paths(),
+    })
+    if result.failures:
+        files = "".join(f"\n  failure file: {f}" for f in dict.fromkeys(result.files))
+        machines = ", ".join(dict.fromkeys(result.machines))
+        pytest.fail(f"real QEMU ({packages}) on {machines}: " + "\n  ".join(result.failures[:8]) + files,
+                    pytrace=False)
