@@ -137,7 +137,7 @@ def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = 
                          "including any hotplugged devices")
             failed = True
             continue
-        entry.update(_device_verdict(s, p, line.config, data, out.states))
+        entry.update(_device_verdict(s, p, line.config, data, out.states, line.qdev_id))
         failed = entry["outcome"] in (REJECTED, CRASHED, UNDEFINED)
     return out
 
@@ -206,7 +206,7 @@ class StreamRam:
 
 
 def _device_verdict(s: Stream, p: VirtioPayload, config: Config, data: bytes | None = None,
-                    states: dict[str, DeviceState] | None = None) -> dict[str, Any]:
+                    states: dict[str, DeviceState] | None = None, qdev_id: str | None = None) -> dict[str, Any]:
     if config.device != p.device or config.transport != p.transport:
         return {"outcome": REJECTED, "error": f"{p.section} is a {p.device} in the stream but a {config.device} "
                 "at the destination"}
@@ -224,7 +224,8 @@ def _device_verdict(s: Stream, p: VirtioPayload, config: Config, data: bytes | N
             # legacy rings are in the guest's byte order (s390x: big); VERSION_1 ones little-endian
             big = r.big_endian_target and not (p.value is not None and _version_1(p.value))
             memory = StreamRam(s.memory, s.machine, big)
-        res = load(r, payload, rings, p.section, p.instance_id, s.footers, p.version_id, after, memory)
+        vdev_id = qdev_id if config.transport == "mmio" else None  # pci's and ccw's id= is their proxy's
+        res = load(r, payload, rings, p.section, p.instance_id, s.footers, p.version_id, after, memory, vdev_id)
     except PciConfigError as e:
         raise UsageError(f"{p.section}: {e}") from None
     if res.state is not None and states is not None:

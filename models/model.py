@@ -327,17 +327,18 @@ class GuestRam(Protocol):
 
 def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = None, idstr: str = "",
          instance_id: int = 0, footer: bool = True, version_id: int | None = None, after: bytes = b"",
-         memory: GuestRam | None = None) -> LoadResult:
+         memory: GuestRam | None = None, vdev_id: str | None = None) -> LoadResult:
     """Replay release r's virtio_load over `data` (one payload); `rings` gives each queue's
     (avail idx, used idx) in guest RAM, as the destination would read them; `version_id` is the section
     header's (None: the destination's own). `after`: the stream's bytes after the payload (its section footer
     first), which QEMU reads on into when the payload's counts say so. `memory`: guest RAM, where the ring
-    indices are read at the addresses the load leaves (in place of `rings`)."""
+    indices are read at the addresses the load leaves (in place of `rings`). `vdev_id`: the virtio device's own
+    id= (mmio's -device virtio-*-device carries it; pci's and ccw's is their proxy's), which messages name."""
     trace = Trace()
     idstr = idstr or f"{r.config.device}"
     try:
         _check_section_version(r, idstr, instance_id, version_id)
-        state, broken_lines = _load(r, data, rings, trace, idstr, footer, after, memory)
+        state, broken_lines = _load(r, data, rings, trace, idstr, footer, after, memory, vdev_id)
     except Crashed as e:
         trace.steps.append(f"crashed: {e}")
         return LoadResult(CRASHED, str(e), (str(e),), None, trace)
@@ -364,7 +365,8 @@ def _check_section_version(r: Realized, idstr: str, instance_id: int, version_id
 
 
 def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, trace: Trace, idstr: str,
-          footer: bool, after: bytes = b"", memory: GuestRam | None = None) -> tuple[DeviceState, list[str]]:
+          footer: bool, after: bytes = b"", memory: GuestRam | None = None, vdev_id: str | None = None
+          ) -> tuple[DeviceState, list[str]]:
     release, tr, dev = r.release, r.config.transport, DEVICES[r.config.device]
     layout = payload_layout(tr, r.config.device)
     subcons = {sc.name: sc for sc in layout.subcons}
@@ -506,6 +508,9 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         v["device"] = ctx["device"] = dv
     else:
         read("device")
+        in_use = v.device.get("mac_table_in_use")
+        if in_use is not None and in_use >= 1 << 31 and net.in_use_unsigned(release):  # the layout skips none
+            raise _fail([le.StreamError("virtio-net-device", "unused"), le.Printed()], errno.EIO)
         if check_field is not None:
             for name, value in v.device.items():
                 if not name.startswith("_") and (lines := check_field(name, value, r)):
@@ -588,7 +593,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         ai, ui = q.avail_idx, q.used_idx
         if memory is not None and not F.has(features, F.RING_PACKED):
             cached = F.has(features, F.VERSION_1) or (i < r.num_queues or tr == "mmio") and q.num and q.align
-            ai, ui, lines = (_ring_indices(memory, q.num, q.desc, avail, used, features, _printable(r, idstr))
+            ai, ui, lines = (_ring_indices(memory, q.num, q.desc, avail, used, features, _printable(r, idstr, vdev_id))
                              if cached else (0, 0, []))
             if lines:
                 broken, broken_lines = True, broken_lines + lines
@@ -699,12 +704,14 @@ _MAP_FAILED = {
 _BUS_TYPE = {"pci": "virtio-pci-bus", "mmio": "virtio-mmio-bus", "ccw": "virtio-ccw-bus"}
 
 
-def _printable(r: Realized, idstr: str) -> str | None:
-    """qdev_get_printable_name of the virtio device (it has no id: the proxy has): its proxy's dev path, the
-    path part of the section's idstr; from 11.0 after its bus type (the 11.1 binary, pci; mmio, ccw and 11.0
-    UNVERIFIED)."""
+def _printable(r: Realized, idstr: str, vdev_id: str | None) -> str | None:
+    """qdev_get_printable_name of the virtio device: its id= if it has one (mmio), else its proxy's dev path, the
+    path part of the section's idstr; from 11.0 after its bus type (the 11.1 binary on pci and mmio; ccw and
+    11.0 UNVERIFIED)."""
     if r.release < le.CHAIN_FROM:
         return None
+    if vdev_id:
+        return vdev_id
     path = idstr.rpartition("/")[0] or "<unknown device>"
     return f"{_BUS_TYPE[r.config.transport]} device {path}" if r.release >= le.BOOL_FROM else path
 
@@ -804,8 +811,13 @@ def _pci_field(name: str, info: str) -> list[le.Frame]:
     return [le.FieldFailed("PCIDevice", name, info), le.Printed()]
 
 
+MAX_ISC = 7  # include/hw/s390x/ioinst.h
+
+
 def _ccw_checks(r: Realized, t: Any) -> None:
-    """vmstate_subch_dev's _EQUAL fields: the subchannel must be the destination's own (hw/s390x/css.c)."""
+    """vmstate_subch_dev's _EQUAL fields: the subchannel must be the destination's own (hw/s390x/css.c); from
+    11.1 the device's post_load refuses an interruption subclass past MAX_ISC (the 11.1 binary: 8 and 0xfe
+    refused, 7 taken; 7.2 and 10.2's source take any; 11.0 UNVERIFIED, taken to lack it)."""
     from models.transports.ccw import VIRTUAL_CSSID
 
     sch = t.parent_obj.sch
@@ -815,6 +827,9 @@ def _ccw_checks(r: Realized, t: Any) -> None:
             info = "uint8 equal" if name in ("cssid", "ssid") else "uint16 equal"
             raise _fail([f"{local:x} != {sch[name]:x}", hint, le.FieldFailed("s390_subch_dev", name, info),
                          le.Printed()], errno.EINVAL)
+    if t.thinint_isc > MAX_ISC and core.check("thinint_isc", r.release):
+        raise _fail(["post load hook failed for: s390_virtio_ccw_dev, version_id: 1, minimum_version: 1, ret: "
+                     f"{-errno.EINVAL}"], errno.EINVAL)
 
 
 CCW_DEVNO_HINT = ("Devno mismatch, tried to load wrong section! Likely reason: some sequences of plug and unplug  "
