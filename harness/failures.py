@@ -26,14 +26,24 @@ def failure_record(cell: Cell | None, src: Config, dst: Config, state: DeviceSta
                    v: Violation) -> dict[str, Any]:
     return {
         "rule": v.rule, "expected": v.expected, "got": v.got, "details": repr(v.details)[:2000],
+        "traceback": v.details.get("traceback"),  # an exception in the model (rule exception): where it rose
+        "hostile": v.details.get("class"),  # R10/R11: the hostile class (strategies/hostile.py) replay judges it by
         "cell": cell.id if cell else None, "source": src.describe(), "destination": dst.describe(),
         "src_config": to_json(src), "dst_config": to_json(dst), "state": to_json(state),
-        "stream": out.run.data.hex(), "outcome": out.run.result.outcome, "error_lines": list(out.run.result.lines),
-        "trace": list(out.run.result.trace.steps), "early_reads": list(out.run.result.trace.early_reads),
+        **run_record(out),
         "seed": hypothesis_seed(),
         "schema": loaded_paths(),  # the schema modules the case needs (`replay` loads them again)
         "minimized_state": state_summary(src, state),
     }
+
+
+def run_record(out: Outcome) -> dict[str, Any]:
+    """The saved stream and the destination's load; none when the model raised before they were made."""
+    run = out.run
+    if run is None:
+        return {"stream": "", "outcome": None, "error_lines": [], "trace": [], "early_reads": []}
+    return {"stream": run.data.hex(), "outcome": run.result.outcome, "error_lines": list(run.result.lines),
+            "trace": list(run.result.trace.steps), "early_reads": list(run.result.trace.early_reads)}
 
 
 def hypothesis_seed() -> str | None:

@@ -189,6 +189,17 @@ CHECKS: tuple[LoadCheck, ...] = (
 )
 
 
+# load steps that models/model.py always checks: on each release in (since, until) one of the names holds, so that a
+# schema module may move a step's check between releases (several ranges) but not leave a release without it
+STEP_CHECKS: tuple[tuple[tuple[str, ...], Version, Version | None], ...] = (
+    (("num_queues_pci", "num_queues"), V("2.0"), None),
+    (("desc_zero",), V("2.0"), None),
+    (("avail_idx", "avail_idx_broken"), V("2.0"), None),
+    (("features",), V("2.4"), V("10.2")),
+    (("features128",), V("10.2"), None),
+)
+
+
 def check(name: str, release: Version) -> LoadCheck | None:
     for c in CHECKS:
         if c.name == name and c.holds(release):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.failures import state_summary, write_failure
-from harness.matrix import Cell, cells, run_cell
+from harness.matrix import EXCEPTION, Cell, cells, run_cell
 from harness.pytest_plugin import matrix_options, record
 from models.releases import RELEASES, Version
 from models.schema import loaded_paths
@@ -33,8 +33,12 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
     if result.failure is not None:
         src, dst, state, out, v = result.failure
         message = f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}"
+        if "traceback" in v.details:  # an exception in the model: the report keeps where it rose
+            message += "\n" + v.details["traceback"]
     rules = ["R1", "R2", "R10", "R11"] if cell.direction == "same" else [
         "R3" if cell.direction == "forward" else "R4", "R13"]
+    if result.failure is not None and result.failure[4].rule == EXCEPTION:
+        rules.insert(0, EXCEPTION)
     for rule in rules + ["R5", "R6", "R7", "R8", "R9"]:
         failed = result.failure is not None and result.failure[4].rule == rule
         record(request.config, {
