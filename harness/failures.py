@@ -121,12 +121,25 @@ def state_summary(src: Config, state: DeviceState, limit: int = 300) -> str:
         if f.name == "extra":
             out += [f"{k}={v}" for k, v in a if dict(b).get(k) != v]
         elif dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b) and type(a) is type(b):
-            out += [f"{f.name}.{g.name}={getattr(a, g.name)!r}" for g in dataclasses.fields(a)
-                    if getattr(a, g.name) != getattr(b, g.name) and not isinstance(getattr(a, g.name), bytes)]
-        elif a != b and not isinstance(a, bytes) and f.name != "queues":
-            out.append(f"{f.name}={hex(a) if isinstance(a, int) and not isinstance(a, bool) else a!r}")
+            out += [f"{f.name}.{g.name}={_shown(getattr(a, g.name), getattr(b, g.name))}" for g in dataclasses.fields(a)
+                    if getattr(a, g.name) != getattr(b, g.name)]
+        elif a != b and f.name != "queues":
+            out.append(f"{f.name}={_shown(a, b)}")
     queues = [i for i, (q, r) in enumerate(zip(state.queues, reset.queues, strict=False)) if q != r]
     if queues:
         out.append(f"queues {queues} set up")
     text = ", ".join(out) or "the reset state"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(value: Any, reset: Any) -> str:
+    """A field's value in the state summary: ints in hex (flags and addresses), bytes as where they differ from
+    the reset value (a config space or a table is too long to show)."""
+    if isinstance(value, bytes) and isinstance(reset, bytes):
+        if len(value) != len(reset):
+            return f"<{len(value)} bytes, {len(reset)} after reset>"
+        at = [i for i, (x, y) in enumerate(zip(value, reset, strict=True)) if x != y]
+        return f"<{len(at)} of {len(value)} bytes changed from offset {at[0]:#x}>"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return hex(value)
+    return repr(value)

@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.annotate import annotate, format_dump
 from harness.errors import HarnessError, UsageError
+from harness.failures import state_summary
 from harness.matrix import EXCEPTION, Outcome, run_example
 from harness.rules import Violation
 from harness.wire.virtio import payload_layout
@@ -158,7 +159,8 @@ def report(case: Case, out: Outcome) -> tuple[int, str]:
             *now]
     for v in out.violations:
         text += _violation_details(v)
-    text += ["", f"source:      {case.src.describe()}", f"destination: {case.dst.describe()}", ""]
+    text += ["", f"source:      {case.src.describe()}", f"destination: {case.dst.describe()}",
+             f"state:       {state_summary(case.src, case.state, limit=2000)}", ""]  # what differs from reset
     if run is None:  # the model raised before the load gave a result
         text += [f"the model raised; no stream or load to show (rule {EXCEPTION})", "",
                  f"exit {code}: " + ("the case still fails" if code else "the case passes")]
