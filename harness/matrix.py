@@ -248,10 +248,10 @@ def _run_example(src_config: Config, dst_config: Config, state: DeviceState, hos
 
 def hostile_verdict(run: Run, h: Any) -> Violation | None:
     want = h.verdict(run.dst.release)
+    message = h.message if want != "accepted" else ""  # an accepted load has no error to show it
     if want == "accepted" and run.state.broken and run.dst.release >= BROKEN_SINCE:
         want = "accepted-broken"  # the device was saved broken
     got, error = run.result.outcome, run.result.error or ""
-    message = h.message if want != "accepted" else ""
     if got != want or (message and message not in error):
         return Violation(h.rule, f"{h.name}: {want}" + (f" with '{message}'" if message else ""),
                          f"{got}: {error}", {"class": h.name, "source": h.source})
