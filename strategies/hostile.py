@@ -29,6 +29,7 @@ class Hostile:
     verdict: Callable[[Version], str]  # the outcome the reference gives for the destination release
     message: str  # a fragment of the first error line ("" when QEMU prints none of its own)
     source: str
+    checks: tuple[str, ...] = ()  # the load checks (models/core.py CHECKS) it provokes: `diff` blames a failure on them
 
 
 def _first_ring(s: DeviceState) -> int | None:
@@ -60,18 +61,21 @@ def _inuse_overflow(r: Realized, s: DeviceState, k: int) -> DeviceState:
 HOSTILE: tuple[Hostile, ...] = (
     Hostile("bad-guest-index", "R10", lambda r, s: _first_ring(s) is not None, _bad_guest_index,
             lambda v: REJECTED if v < V("6.0") else BROKEN, "inconsistent with Host index",
-            "§4 step 14: fatal up to 5.2, virtio_error (broken) from 6.0"),
+            "§4 step 14: fatal up to 5.2, virtio_error (broken) from 6.0", checks=("avail_idx", "avail_idx_broken")),
     Hostile("inuse-overflow", "R10", lambda r, s: _first_ring(s) is not None, _inuse_overflow,
             lambda v: REJECTED if v >= V("2.7") else ACCEPTED, "< last_avail_idx",
-            "§4 step 14: the in-use check arrived in 2.7 (bccdef6b1a)"),
+            "§4 step 14: the in-use check arrived in 2.7 (bccdef6b1a)", checks=("inuse", "inuse_modular")),
     Hostile("desc-zero-index", "R11", lambda r, s: bool(s.queues),
             lambda r, s, k: _with_queue(s, 0, desc=0, last_avail_idx=1 + k % 0xFFFF),
-            lambda v: REJECTED, "address 0x0 inconsistent with Host index", "§4 step 7 (1abeb5a65d)"),
+            lambda v: REJECTED, "address 0x0 inconsistent with Host index", "§4 step 7 (1abeb5a65d)",
+            checks=("desc_zero",)),
     Hostile("queue-sel", "R11", lambda r, s: True, lambda r, s, k: replace(s, queue_sel=1024 + k % 64511),
-            lambda v: REJECTED, "", "CVE-2013-6399: queue_sel < VIRTIO_QUEUE_MAX, -1 without a message"),
+            lambda v: REJECTED, "", "CVE-2013-6399: queue_sel < VIRTIO_QUEUE_MAX, -1 without a message",
+            checks=("queue_sel",)),
     Hostile("guest-feature-not-offered", "R11", lambda r, s: (~r.host_features & 0xFFFFFFFF & ~(1 << 30)) != 0,
             lambda r, s, k: replace(s, guest_features=s.guest_features | _unoffered_bit(r, k)),
-            lambda v: REJECTED, "unsupported. Allowed features", "§4 step 12 / bug-history 11"),
+            lambda v: REJECTED, "unsupported. Allowed features", "§4 step 12 / bug-history 11",
+            checks=("features_early", "features", "features128")),
     Hostile("mac-table-overflow", "R11", lambda r, s: isinstance(s.device, NetState),
             lambda r, s, k: replace(s, device=replace(s.device, mac_table=bytes(6) * (65 + k % 64))),
             lambda v: ACCEPTED, "", "CVE-2013-4148/4149: skipped and emptied, the stream stays aligned"),
@@ -153,7 +157,8 @@ def _element_counts(r: Realized, s: DeviceState, k: int) -> DeviceState:
 BOUNDS: tuple[Hostile, ...] = (
     Hostile("queue-count-over-max", "R11", lambda r, s: True, _queue_count_over_max,
             lambda v: REJECTED, "Invalid number of",
-            "virtio_load: num > VIRTIO_QUEUE_MAX (64 until b829c2a98f, 2.4; 'PCI queues' until 8a1be662a6, 2.6)"),
+            "virtio_load: num > VIRTIO_QUEUE_MAX (64 until b829c2a98f, 2.4; 'PCI queues' until 8a1be662a6, 2.6)",
+            checks=("num_queues", "num_queues_pci")),
     Hostile("curr-queue-pairs-over-max", "R11",
             lambda r, s: isinstance(s.device, NetState) and s.device.max_queue_pairs > 1, _curr_queue_pairs_over_max,
             lambda v: REJECTED, "> max_queue",
@@ -161,19 +166,21 @@ BOUNDS: tuple[Hostile, ...] = (
     Hostile("config-vector-out-of-table", "R11", _msix,
             lambda r, s, k: replace(s, config_vector=_past_the_table(r, k)), lambda v: REJECTED, "",
             "virtio_pci_load_config: msix_vector_use's -EINVAL up to 7.1 (hw/pci/msix.c; the 5.2 binary), its own "
-            "range check from 7.2 (-EINVAL, no message)"),
+            "range check from 7.2 (-EINVAL, no message)", checks=("msix_vector", "msix_vector_use")),
     # before 7.2 virtio_queue_set_vector indexes vector_queues[vector] before msix_vector_use refuses it: the 5.2
     # binary dies of SIGSEGV at nvectors and nvectors + 5 and rejects 0xfffe, so there is no verdict to hold it to
     Hostile("queue-vector-out-of-table", "R11",
             lambda r, s: _msix(r, s) and r.release >= V("7.2") and saved_queue_count(s) > 0, _queue_vector,
             lambda v: REJECTED, "", "virtio_pci_load_queue's range check (7.2, 'msix: Assert that specified vector "
-            "is in range'); -EINVAL, no message"),
+            "is in range'); -EINVAL, no message", checks=("msix_vector",)),
     Hostile("config-len-longer", "R11", lambda r, s: True, _config_longer,
             lambda v: REJECTED if v < V("2.1") else ACCEPTED, "Unexpected config length",
-            "bug-history 6: the excess is skipped from 2.1 (2f5732e964), fatal before (a890a2f913)"),
+            "bug-history 6: the excess is skipped from 2.1 (2f5732e964), fatal before (a890a2f913)",
+            checks=("config_len",)),
     Hostile("config-len-shorter", "R11", lambda r, s: bool(s.config), _config_shorter,
             lambda v: REJECTED if v < V("2.1") else ACCEPTED, "Unexpected config length",
-            "bug-history 6: the rest keeps the destination's own bytes from 2.1 (2f5732e964), fatal before"),
+            "bug-history 6: the rest keeps the destination's own bytes from 2.1 (2f5732e964), fatal before",
+            checks=("config_len",)),
     Hostile("mac-in-use-huge", "R11", lambda r, s: isinstance(s.device, NetState), _in_use(0x100000),
             lambda v: REJECTED, "",
             "CVE-2013-4148/4149: in_use x 6 bytes are skipped, which the stream does not hold (EIO at its end)"),
@@ -186,9 +193,11 @@ BOUNDS: tuple[Hostile, ...] = (
             "VMSTATE_UNUSED_VARRAY_UINT32 keeps the count in an int: from 2^31 nothing is skipped and the table is "
             "emptied (the 7.2 binary, `virtio-compat mutate`)"),
     Hostile("guest-index-at-ring-size", "R10", lambda r, s: _first_ring(s) is not None, _guest_index_at_ring_size,
-            lambda v: ACCEPTED, "", "§4 step 14: nheads > vring.num fails, vring.num heads are fine"),
+            lambda v: ACCEPTED, "", "§4 step 14: nheads > vring.num fails, vring.num heads are fine",
+            checks=("avail_idx", "avail_idx_broken")),
     Hostile("inuse-at-ring-size", "R10", _inuse_exact, _inuse_at_ring_size, lambda v: ACCEPTED, "",
-            "§4 step 14: inuse > vring.num fails (bccdef6b1a, 2.7; modular from e66bcc4081, 2.9)"),
+            "§4 step 14: inuse > vring.num fails (bccdef6b1a, 2.7; modular from e66bcc4081, 2.9)",
+            checks=("inuse", "inuse_modular")),
     Hostile("element-count-over-max", "R11",
             lambda r, s: isinstance(s.device, BlkState) and bool(s.device.requests) and r.release >= V("2.6"),
             _element_counts, lambda v: CRASHED, "Assertion",
