@@ -229,11 +229,35 @@ class CellRunner:
             if res.failure is not None:
                 from harness.failures import state_summary
 
-                fsrc, _dst, state, _out, v = res.failure
+                fsrc, _dst, state, fout, v = res.failure
+                lines = list(fout.run.result.lines) if fout.run is not None else []
                 entry.update(rule=v.rule, message=str(v), machine=fsrc.machine.name,
-                             state=state_summary(fsrc, state))
+                             state=state_summary(fsrc, state), hostile=v.details.get("class"),
+                             evidence=" ".join([str(v), repr(v.details), *lines]))
             out.append(entry)
         return out
+
+
+def exercises(cell: dict[str, Any], names: Iterable[str] = (), checks: Iterable[core.LoadCheck] = ()) -> bool:
+    """Whether a failing cell exercises a difference: its violation or the destination's error names one of the
+    difference's subsections or fields, or, for a load check, the failure is a hostile class that provokes the
+    check (strategies/hostile.py) or the destination's error is the check's own message. A cell that fails for
+    another reason is not blamed on it."""
+    if cell["status"] != "fail":
+        return False
+    text = cell.get("evidence", "")
+    if any(n and n in text for n in names):
+        return True
+    from strategies.hostile import HOSTILE
+
+    by_class = next((h for h in HOSTILE if h.name == cell.get("hostile")), None)
+    for chk in checks:
+        if by_class is not None and chk.name in by_class.checks:
+            return True
+        head = chk.message.split("{")[0]
+        if len(head) > 8 and head in text:
+            return True
+    return False
 
 
 def _cells_line(cells: list[dict[str, Any]]) -> str:
@@ -361,7 +385,7 @@ def _only_in(d: Diff, name: str, sender: Version, other: Version, infos: dict[tu
     if python_scope:
         diff_.decided_by = "cells"
         diff_.cells = d.cells.run(sender, other, python_scope)
-        failed = [x for x in diff_.cells if x["status"] == "fail"]
+        failed = [x for x in diff_.cells if exercises(x, [name, *(f for f, _t, _s in first.fields)])]
         diff_.why.append(f"needed() is Python ({first.text}), which diff cannot read: "
                          f"{_cells_line(diff_.cells)} for {direction}")
         machines += [MachineType.parse(x["machine"]) for x in failed]
@@ -452,7 +476,8 @@ def _sent_breaks(d: Diff, diff_: Difference, sender: Version, other: Version, in
         diff_.cells += cells
         diff_.decided_by = "cells"
         diff_.why.append(f"needed() is Python, which diff cannot read: {_cells_line(cells)} for {direction}")
-        machines += [x["machine"] for x in cells if x["status"] == "fail"]
+        fields = [f for info in infos.values() for f, _t, _s in info.fields]
+        machines += [x["machine"] for x in cells if exercises(x, [diff_.subject, *fields])]
     machines = list(dict.fromkeys(machines))
     if machines:
         diff_.verdict = BREAKS
@@ -576,7 +601,7 @@ def _device_field(d: Diff, device: str, f: schema.Field, in_a: bool, in_b: bool,
                 x.cells += cells
                 x.decided_by = "cells"
                 x.why.append(f"its test is Python, which diff cannot read: {_cells_line(cells)} for {direction}")
-                failed = [c["machine"] for c in cells if c["status"] == "fail"]
+                failed = [c["machine"] for c in cells if exercises(c, [f.name])]
                 if failed:
                     _mark(x, BREAKS, direction, failed, f"{direction}: the matrix fails")
             continue
@@ -667,11 +692,24 @@ def _checks(d: Diff) -> None:
         diff_ = Difference(kind, subject, detail, decided_by="cells", scope=_scope_text(scope))
         diff_.why.append("a load check is code (models/model.py), which diff cannot read: the destination's cells "
                          "decide whether a state the source sends fails it")
+        # a release that lost the check or narrowed it is judged on hostile states too: the same-release cells
+        # draw them (R10/R11), where the hostile classes hold it to the reference's verdict
+        if kind == "check-removed":
+            losing = [d.b]
+        elif kind == "check-added":
+            losing = [d.a]
+        elif old is not None and new is not None and old.fatal != new.fatal:
+            losing = [d.b if old.fatal else d.a]  # the one that only marks the device broken
+        else:
+            losing = []
+        directions = directions + [(r, r) for r in losing]
+        checks = [x for x in (old, new) if x is not None]
         for src, dst in directions:
             cells = d.cells.run(src, dst, scope)
             diff_.cells += cells
-            diff_.why.append(f"{src} -> {dst}: {_cells_line(cells)}")
-            failed = [x for x in cells if x["status"] == "fail"]
+            hostile = " (hostile states)" if src == dst else ""
+            diff_.why.append(f"{src} -> {dst}{hostile}: {_cells_line(cells)}")
+            failed = [x for x in cells if exercises(x, checks=checks)]
             if failed:
                 direction = f"{src} -> {dst}"
                 diff_.verdict = BREAKS

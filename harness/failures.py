@@ -26,14 +26,24 @@ def failure_record(cell: Cell | None, src: Config, dst: Config, state: DeviceSta
                    v: Violation) -> dict[str, Any]:
     return {
         "rule": v.rule, "expected": v.expected, "got": v.got, "details": repr(v.details)[:2000],
+        "traceback": v.details.get("traceback"),  # an exception in the model (rule exception): where it rose
+        "hostile": v.details.get("class"),  # R10/R11: the hostile class (strategies/hostile.py) replay judges it by
         "cell": cell.id if cell else None, "source": src.describe(), "destination": dst.describe(),
         "src_config": to_json(src), "dst_config": to_json(dst), "state": to_json(state),
-        "stream": out.run.data.hex(), "outcome": out.run.result.outcome, "error_lines": list(out.run.result.lines),
-        "trace": list(out.run.result.trace.steps), "early_reads": list(out.run.result.trace.early_reads),
+        **run_record(out),
         "seed": hypothesis_seed(),
         "schema": loaded_paths(),  # the schema modules the case needs (`replay` loads them again)
         "minimized_state": state_summary(src, state),
     }
+
+
+def run_record(out: Outcome) -> dict[str, Any]:
+    """The saved stream and the destination's load; none when the model raised before they were made."""
+    run = out.run
+    if run is None:
+        return {"stream": "", "outcome": None, "error_lines": [], "trace": [], "early_reads": []}
+    return {"stream": run.data.hex(), "outcome": run.result.outcome, "error_lines": list(run.result.lines),
+            "trace": list(run.result.trace.steps), "early_reads": list(run.result.trace.early_reads)}
 
 
 def hypothesis_seed() -> str | None:
@@ -111,12 +121,25 @@ def state_summary(src: Config, state: DeviceState, limit: int = 300) -> str:
         if f.name == "extra":
             out += [f"{k}={v}" for k, v in a if dict(b).get(k) != v]
         elif dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b) and type(a) is type(b):
-            out += [f"{f.name}.{g.name}={getattr(a, g.name)!r}" for g in dataclasses.fields(a)
-                    if getattr(a, g.name) != getattr(b, g.name) and not isinstance(getattr(a, g.name), bytes)]
-        elif a != b and not isinstance(a, bytes) and f.name != "queues":
-            out.append(f"{f.name}={hex(a) if isinstance(a, int) and not isinstance(a, bool) else a!r}")
+            out += [f"{f.name}.{g.name}={_shown(getattr(a, g.name), getattr(b, g.name))}" for g in dataclasses.fields(a)
+                    if getattr(a, g.name) != getattr(b, g.name)]
+        elif a != b and f.name != "queues":
+            out.append(f"{f.name}={_shown(a, b)}")
     queues = [i for i, (q, r) in enumerate(zip(state.queues, reset.queues, strict=False)) if q != r]
     if queues:
         out.append(f"queues {queues} set up")
     text = ", ".join(out) or "the reset state"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(value: Any, reset: Any) -> str:
+    """A field's value in the state summary: ints in hex (flags and addresses), bytes as where they differ from
+    the reset value (a config space or a table is too long to show)."""
+    if isinstance(value, bytes) and isinstance(reset, bytes):
+        if len(value) != len(reset):
+            return f"<{len(value)} bytes, {len(reset)} after reset>"
+        at = [i for i, (x, y) in enumerate(zip(value, reset, strict=True)) if x != y]
+        return f"<{len(at)} of {len(value)} bytes changed from offset {at[0]:#x}>"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return hex(value)
+    return repr(value)

@@ -4,8 +4,10 @@ the rest of the configuration are drawn inside it."""
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from harness.rules import BROKEN_SINCE, Run, Violation, check_all
@@ -196,17 +198,41 @@ def known_for(v: Violation, src: Config, dst: Config, st: DeviceState) -> KnownI
 class Outcome:
     violations: list[Violation]
     expected: list[tuple[Violation, KnownIncompatibility]]
-    run: Run
+    run: Run | None  # None when the model raised before the load gave a result (rule EXCEPTION)
+
+
+# the rule id of an exception inside the model or the rules: a failure of its own, reported, counted and replayed
+# like any rule's (the harness must give a verdict on every state, R11)
+EXCEPTION = "exception"
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def raised(e: BaseException) -> Violation:
+    """An exception as a violation: where it rose (the innermost frame in this package) and its traceback."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith(str(_PACKAGE))]
+    at = f" at {Path(frames[-1].filename).relative_to(_PACKAGE)}:{frames[-1].lineno}" if frames else ""
+    text = str(e).splitlines()[0] if str(e) else ""
+    return Violation(EXCEPTION, "a verdict (the model and the rules never raise)",
+                     f"{type(e).__name__}{': ' + text if text else ''}{at}",
+                     {"traceback": "".join(traceback.format_exception(e)).rstrip()})
 
 
 def run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any = None) -> Outcome:
     """One example: save with the source, load with the destination, every rule that applies; a
-    hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11)."""
-    src, dst = realize(src_config), realize(dst_config)
+    hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11). An exception
+    inside the model or a rule is the violation EXCEPTION, never lost."""
     try:
-        run = Run.of(src, dst, state)
-    except Exception as e:  # R11: the harness itself must never crash on any state
-        raise AssertionError(f"R11: the model raised {type(e).__name__}: {e}") from e
+        return _run_example(src_config, dst_config, state, hostile)
+    except Exception as e:
+        v = raised(e)
+        if hostile is not None:
+            v.details["class"] = hostile.name  # so that replay loads the state as the same hostile class
+        return Outcome([v], [], None)
+
+
+def _run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any) -> Outcome:
+    src, dst = realize(src_config), realize(dst_config)
+    run = Run.of(src, dst, state)
     if hostile is not None:
         v = hostile_verdict(run, hostile)
         return Outcome([v] if v else [], [], run)
@@ -222,10 +248,10 @@ def run_example(src_config: Config, dst_config: Config, state: DeviceState, host
 
 def hostile_verdict(run: Run, h: Any) -> Violation | None:
     want = h.verdict(run.dst.release)
+    message = h.message if want != "accepted" else ""  # an accepted load has no error to show it
     if want == "accepted" and run.state.broken and run.dst.release >= BROKEN_SINCE:
         want = "accepted-broken"  # the device was saved broken
     got, error = run.result.outcome, run.result.error or ""
-    message = h.message if want != "accepted" else ""
     if got != want or (message and message not in error):
         return Violation(h.rule, f"{h.name}: {want}" + (f" with '{message}'" if message else ""),
                          f"{got}: {error}", {"class": h.name, "source": h.source})
@@ -287,6 +313,6 @@ def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
         # Hypothesis replays each distinct failure's minimal example last; report them by rule order
         if not result.failures:
             raise
-        order = ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11"]
+        order = [EXCEPTION, "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11"]
         result.failure = result.failures[min(result.failures, key=lambda r: order.index(r) if r in order else 99)]
     return result

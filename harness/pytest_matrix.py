@@ -12,7 +12,7 @@ import pytest
 
 from harness import fleet
 from harness.failures import FAILURES, state_summary, write_failure
-from harness.matrix import DEVICES, TRANSPORTS, Cell, cells, run_cell
+from harness.matrix import DEVICES, EXCEPTION, TRANSPORTS, Cell, cells, run_cell
 from harness.pytest_plugin import matrix_options, record
 from harness.qemu.realcells import missing, run_real_cell
 from models.releases import RELEASES, Version
@@ -44,8 +44,12 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
     if result.failure is not None:
         src, dst, state, out, v = result.failure
         message = f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}"
+        if "traceback" in v.details:  # an exception in the model: the report keeps where it rose
+            message += "\n" + v.details["traceback"]
     rules = ["R1", "R2", "R10", "R11"] if cell.direction == "same" else [
         "R3" if cell.direction == "forward" else "R4", "R13"]
+    if result.failure is not None and result.failure[4].rule == EXCEPTION:
+        rules.insert(0, EXCEPTION)
     for rule in rules + ["R5", "R6", "R7", "R8", "R9"]:
         failed = result.failure is not None and result.failure[4].rule == rule
         record(request.config, {

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.annotate import annotate, format_dump
 from harness.errors import HarnessError, UsageError
-from harness.matrix import Outcome, run_example
+from harness.failures import state_summary
+from harness.matrix import EXCEPTION, Outcome, run_example
 from harness.rules import Violation
 from harness.wire.virtio import payload_layout
 from models.config import Config, realize
@@ -40,6 +41,7 @@ class Case:
     dst: Config
     state: DeviceState
     stream: bytes
+    hostile: Any = None  # R10/R11: the hostile class (strategies/hostile.py) whose verdict judges the load
 
 
 def read_case(path: str) -> Case:
@@ -75,7 +77,20 @@ def read_case(path: str) -> Case:
         raise UsageError(f"{path}: cannot rebuild the case: {type(e).__name__}: {e}") from None
     if not (isinstance(src, Config) and isinstance(dst, Config) and isinstance(state, DeviceState)):
         raise UsageError(f"{path}: cannot rebuild the case: src_config, dst_config or state has the wrong type")
-    return Case(p, record, src, dst, state, stream)
+    return Case(p, record, src, dst, state, stream, hostile_class(record.get("hostile"), path))
+
+
+def hostile_class(name: Any, path: str) -> Any:
+    """The hostile class a failure file names, from strategies/hostile.py; None for a file without one."""
+    if name is None:
+        return None
+    from strategies.hostile import HOSTILE
+
+    found = next((h for h in HOSTILE if h.name == name), None)
+    if found is None:
+        raise UsageError(f"{path}: the hostile class {name!r} is unknown (known: "
+                         f"{', '.join(h.name for h in HOSTILE)})")
+    return found
 
 
 def load_schemas(paths: Any, path: str) -> None:
@@ -114,6 +129,9 @@ def verdict(case: Case, out: Outcome) -> tuple[int, list[str]]:
     others = [v for v in out.violations if v.rule != rule]
     expected = [(v, k) for v, k in out.expected if v.rule == rule]
     lines = []
+    if case.hostile is not None:
+        lines.append(f"hostile class {case.hostile.name} ({case.hostile.source}): "
+                     f"{case.hostile.verdict(case.dst.release)} on {case.dst.release}")
     if same:
         lines.append(f"now:   {rule} STILL FAILS: expected {same[0].expected}; got {same[0].got}")
     elif expected:
@@ -126,7 +144,10 @@ def verdict(case: Case, out: Outcome) -> tuple[int, list[str]]:
 
 
 def _violation_details(v: Violation) -> list[str]:
-    return [f"  {k}: {val!r}"[:300] for k, val in sorted(v.details.items()) if k != "lines"]
+    out = [f"  {k}: {val!r}"[:300] for k, val in sorted(v.details.items()) if k not in ("lines", "traceback")]
+    if "traceback" in v.details:  # the whole of it: where the model raised is the point of the case
+        out += ["  " + line for line in str(v.details["traceback"]).splitlines()]
+    return out
 
 
 def report(case: Case, out: Outcome) -> tuple[int, str]:
@@ -138,14 +159,20 @@ def report(case: Case, out: Outcome) -> tuple[int, str]:
             *now]
     for v in out.violations:
         text += _violation_details(v)
-    text += ["", f"source:      {case.src.describe()}", f"destination: {case.dst.describe()}", ""]
+    text += ["", f"source:      {case.src.describe()}", f"destination: {case.dst.describe()}",
+             f"state:       {state_summary(case.src, case.state, limit=2000)}", ""]  # what differs from reset
+    if run is None:  # the model raised before the load gave a result
+        text += [f"the model raised; no stream or load to show (rule {EXCEPTION})", "",
+                 f"exit {code}: " + ("the case still fails" if code else "the case passes")]
+        return code, "\n".join(text)
     saved = case.stream
     if run.data == saved:
         text.append(f"saved stream: {len(saved)} bytes (the model saves the same bytes now)")
     else:
         text.append(f"saved stream: {len(saved)} bytes (the model now saves {len(run.data)} bytes, first difference "
                     f"at offset {_first_difference(run.data, saved):#x}; the load below is of the new bytes)")
-    text += [annotated_stream(case), ""]
+    # a file saved when the model raised has no stream: the one the model saves now
+    text += [annotated_stream(case if saved else replace(case, stream=run.data)), ""]
     rings = [f"queue {i}: avail idx {q.avail_idx:#x}, used idx {q.used_idx:#x}"
              for i, q in enumerate(case.state.queues) if q.desc]
     if rings:  # not in the stream: guest RAM, which the ring checks read
@@ -171,7 +198,7 @@ def replay(path: str) -> tuple[int, str]:
 
         return realcase.replay(path, real.record)
     try:
-        out = run_example(case.src, case.dst, case.state)
+        out = run_example(case.src, case.dst, case.state, hostile=case.hostile)
     except HarnessError as e:
         raise UsageError(f"{path}: cannot re-run the case: {e}") from None
     return report(case, out)

@@ -785,7 +785,8 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
         # the MSI-X capability's table size is read-only: a count mismatch is a config mismatch
         raise _fail([f"get_pci_config_device: Bad config data: MSI-X table size {t.msix_vectors} != {r.vectors}",
                      *_pci_field("config", "pci config")], errno.EINVAL)
-    if core.check("msix_vector", r.release) and t.config_vector is not None:
+    config_vector_checked = core.check("msix_vector", r.release) or core.check("msix_vector_use", r.release)
+    if config_vector_checked and t.config_vector is not None:
         if t.config_vector != NO_VECTOR and t.config_vector >= t.msix_vectors:
             raise _fail([], errno.EINVAL)
     trace.steps.append("PCI config checked against the local read-only bits")

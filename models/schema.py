@@ -585,6 +585,7 @@ def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
         (SubsectionVersion, _subsection_version), (DeviceVersion, _device_version), (LoadCheck, _check))
     for kind, apply in appliers:
         steps += [(i, apply) for i, d in enumerate(decls) if isinstance(d, kind)]
+    _replaced.clear()
     for i, fn in steps:
         try:
             fn(decls[i])
@@ -592,6 +593,7 @@ def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
             raise SchemaError(f"{where(i)}: {e}") from None
         except (TypeError, ValueError, AttributeError) as e:
             raise SchemaError(f"{where(i)}: {type(e).__name__}: {e}") from None
+    _steps_checked([(i, d) for i, d in enumerate(decls) if isinstance(d, LoadCheck)], where)
 
 
 def _release(d: Release) -> None:
@@ -827,11 +829,57 @@ def _device_version(d: DeviceVersion) -> None:
         (f.name, f.construct(True), 0 if f.present is not None else f.version) for f in fields)}
 
 
+_replaced: set[str] = set()  # the checks whose ranges the schema being applied has declared so far
+
+
 def _check(chk: LoadCheck) -> None:
+    """A schema's LoadCheck declarations of one name replace the ranges models/core.py gives it, together: one
+    declaration per range."""
     names = [x.name for x in core.CHECKS]
     if chk.name not in names:
         raise SchemaError(f"load check {chk.name!r}: the model has no load step for it (known: "
                           f"{', '.join(dict.fromkeys(names))}); a schema changes the releases where one holds")
+    if not isinstance(chk.since, Version) or not (chk.until is None or isinstance(chk.until, Version)):
+        raise SchemaError(f"load check {chk.name!r}: since and until are releases (V(\"11.2\")), until may be None")
+    if chk.until is not None and chk.until <= chk.since:
+        raise SchemaError(f"load check {chk.name!r}: its range {chk.since} to {chk.until} is empty")
     at = names.index(chk.name)
+    if chk.name in _replaced:
+        mine = [x for x in core.CHECKS if x.name == chk.name]
+        clash = next((x for x in mine if _overlap(x, chk)), None)
+        if clash is not None:
+            raise SchemaError(f"load check {chk.name!r}: its range {_range(chk)} overlaps the one declared before "
+                              f"({_range(clash)})")
+        end = at + len(mine)  # the schema's ranges of the check sit together, where the first one went
+        core.CHECKS = (*core.CHECKS[:end], chk, *core.CHECKS[end:])
+        return
+    _replaced.add(chk.name)
     rest = [x for x in core.CHECKS if x.name != chk.name]
     core.CHECKS = tuple(rest[:at] + [chk] + rest[at:])
+
+
+def _range(chk: LoadCheck) -> str:
+    return f"{chk.since} to {chk.until}" if chk.until else f"{chk.since} on"
+
+
+def _overlap(a: LoadCheck, b: LoadCheck) -> bool:
+    return (a.until is None or b.since < a.until) and (b.until is None or a.since < b.until)
+
+
+def _steps_checked(decls: list[tuple[int, LoadCheck]], where: Callable[[int], str]) -> None:
+    """A load step that models/model.py always checks (core.STEP_CHECKS) keeps a check on every release: a schema
+    that ends a step's only check names the declaration that ended it."""
+    for names, since, until in core.STEP_CHECKS:
+        mine = [(i, d) for i, d in decls if d.name in names]
+        if not mine:
+            continue
+        for release in releases.RELEASES:
+            if release < since or (until is not None and release >= until):
+                continue
+            if any(core.check(n, release) for n in names):
+                continue
+            ended = [(i, d) for i, d in mine if d.until is not None and d.until <= release]
+            i, d = max(ended, key=lambda x: x[1].until or release) if ended else mine[0]
+            raise SchemaError(f"{where(i)}: load check {d.name!r} ({_range(d)}) leaves QEMU {release} without a "
+                              f"{' or '.join(repr(n) for n in names)} check, which that load step always makes; "
+                              "declare its range on the releases that keep it")

@@ -25,6 +25,7 @@ RING_BASE = 0x100000  # guest-physical area for the rings, 64 KiB per queue
 # built once: a strategy made per draw is validated per draw, which was a third of an example's time
 _BOOL = st.booleans()
 _BIT = st.sampled_from((0, 1))
+_BIT_SET = st.sampled_from((1, 0))  # a flag whose reset value is 1: shrinking goes to the reset value
 # a running driver (DRIVER_OK) most of the time: the states most subsections need; shrinking still goes to 0
 _STATUS = st.sampled_from((0, 1, 3, 7, 7, 7, 0xB, 0xF, 0xF))
 _QUARTER = st.integers(0, 3).map(lambda x: x == 3)  # shrinks to False
@@ -88,7 +89,7 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
         macs = draw(_MACS)
         target(float(len(macs)), label="MAC table toward its 64 entries")
         device = replace(device, mergeable_rx_bufs=int(F.has(negotiated, F.NET_MRG_RXBUF)),
-                         promisc=draw(_BIT), allmulti=draw(_BIT),
+                         promisc=draw(_BIT_SET if device.promisc else _BIT), allmulti=draw(_BIT),
                          mac_table=b"".join(macs), tx_waiting=tuple(draw(_BIT) for _ in device.tx_waiting),
                          curr_queue_pairs=draw(st.integers(1, device.max_queue_pairs))
                          if F.has(negotiated, F.NET_MQ) else 1,
@@ -139,8 +140,9 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
 def declared_value(f: schema.Field) -> st.SearchStrategy[Any]:
     """Its declared values, else its reset value or any value of its type (shrinking towards the reset value);
     a buffer's bytes, an array's elements."""
-    if f.values:
-        return st.sampled_from(f.values)
+    if f.values:  # the reset value first, where it is one of them: sampled_from shrinks to its first element
+        reset = f.reset_value()
+        return st.sampled_from(sorted(f.values, key=lambda v: v != reset))
     if f.type == "buffer":
         return st.just(f.reset_value()) | st.binary(min_size=f.size, max_size=f.size)
     lo, hi = f.range

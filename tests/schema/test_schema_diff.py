@@ -96,8 +96,23 @@ def test_load_check_range_is_decided_by_cells() -> None:
     with schema.applied(SCHEMAS / "check_range.py"):
         d = diff(V("11.1"), V("11.2"), ["virtio-blk"])
     x = one(d, "check-removed", "inuse_modular")
-    assert (x.verdict, x.decided_by) == (SAFE, "cells")
-    assert {c["cell"] for c in x.cells} == {f"11.2-11.1-{t}-virtio-blk" for t in ("pci", "mmio", "ccw")}
+    # the migration cells pass, but 11.2's own cells draw hostile states: an in-use count past the ring is loaded
+    assert (x.verdict, x.decided_by, x.direction) == (BREAKS, "cells", "11.2 -> 11.2"), x.why
+    assert {c["cell"] for c in x.cells} == {f"11.2-{d}-{t}-virtio-blk" for t in ("pci", "mmio", "ccw")
+                                            for d in ("11.1", "11.2")}
+    assert all(c["status"] == "pass" for c in x.cells if "-11.1-" in c["cell"])
+    assert {c["hostile"] for c in x.cells if c["status"] == "fail"} <= {"inuse-overflow", "inuse-at-ring-size"}
+
+
+def test_a_failing_cell_is_blamed_only_on_the_difference_it_exercises() -> None:
+    with schema.applied(SCHEMAS / "two_differences.py"):
+        d = diff(V("11.1"), V("11.2"), NET)
+    sub = one(d, "subsection-added", "virtio-net-device/foo")
+    assert sub.verdict != SAFE and sub.direction == "11.2 -> 11.1"
+    chk = one(d, "check-changed", "inuse_modular")
+    failing = [c for c in chk.cells if c["status"] == "fail"]
+    assert failing and all("virtio-net-device/foo" in c["evidence"] for c in failing)  # the same cells fail
+    assert chk.verdict == SAFE, chk.why
 
 
 def test_in_tree_releases() -> None:
