@@ -185,13 +185,13 @@ BOUNDS: tuple[Hostile, ...] = (
             lambda v: REJECTED, "",
             "CVE-2013-4148/4149: in_use x 6 bytes are skipped, which the stream does not hold (EIO at its end)"),
     # the conversion of virtio-net to vmstate is before 5.2 (its source has VMSTATE_UNUSED_VARRAY_UINT32); older
-    # releases' own loader is not verified here. The 11.1 binary rejects it ("stream error: -5"), which the 11.1
-    # model does not know yet (the hostile streams of 11.1, issue 11)
+    # releases' own loader is not verified here
     Hostile("mac-in-use-negative", "R11",
-            lambda r, s: isinstance(s.device, NetState) and V("5.2") <= r.release < V("11.1"),
-            _in_use(0x80000000), lambda v: ACCEPTED, "",
+            lambda r, s: isinstance(s.device, NetState) and V("5.2") <= r.release, _in_use(0x80000000),
+            lambda v: REJECTED if v >= V("11.0") else ACCEPTED, "stream error",
             "VMSTATE_UNUSED_VARRAY_UINT32 keeps the count in an int: from 2^31 nothing is skipped and the table is "
-            "emptied (the 7.2 binary, `virtio-compat mutate`)"),
+            "emptied (the 7.2 binary, `virtio-compat mutate`); from 11.0 it runs off the stream like a smaller "
+            "one (the 11.1 binary: 'stream error: -5'; models/devices/net.py in_use_unsigned)"),
     Hostile("guest-index-at-ring-size", "R10", lambda r, s: _first_ring(s) is not None, _guest_index_at_ring_size,
             lambda v: ACCEPTED, "", "§4 step 14: nheads > vring.num fails, vring.num heads are fine",
             checks=("avail_idx", "avail_idx_broken")),
