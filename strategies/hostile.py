@@ -60,8 +60,10 @@ def _inuse_overflow(r: Realized, s: DeviceState, k: int) -> DeviceState:
 
 HOSTILE: tuple[Hostile, ...] = (
     Hostile("bad-guest-index", "R10", lambda r, s: _first_ring(s) is not None, _bad_guest_index,
-            lambda v: REJECTED if v < V("6.0") else BROKEN, "inconsistent with Host index",
-            "§4 step 14: fatal up to 5.2, virtio_error (broken) from 6.0", checks=("avail_idx", "avail_idx_broken")),
+            lambda v: REJECTED if v < V("5.2") else ACCEPTED if v < V("6.0") else BROKEN,
+            "inconsistent with Host index",
+            "§4 step 14: fatal up to 5.1, only logged by 5.2 (its source and binary), virtio_error (broken) from 6.0",
+            checks=("avail_idx", "avail_idx_broken")),
     Hostile("inuse-overflow", "R10", lambda r, s: _first_ring(s) is not None, _inuse_overflow,
             lambda v: REJECTED if v >= V("2.7") else ACCEPTED, "< last_avail_idx",
             "§4 step 14: the in-use check arrived in 2.7 (bccdef6b1a)", checks=("inuse", "inuse_modular")),

@@ -33,11 +33,13 @@ def _roundtrip(release: str, machine: str, state_fn=None, device: str = "virtio-
     return load(r, data, [(q.avail_idx, q.used_idx) for q in s.queues], "0000:00:03.0/virtio-net")
 
 
-def test_bad_guest_index_fatal_until_52_broken_from_60() -> None:
+def test_bad_guest_index_fatal_until_51_logged_in_52_broken_from_60() -> None:
     msg = "VQ 0 size 0x100 Guest index 0x0 inconsistent with Host index 0x8000: delta 0x8000"
-    old = _roundtrip("5.2", "pc-i440fx-5.2", last_avail_idx=0x8000)
+    old = _roundtrip("5.1", "pc-i440fx-5.1", last_avail_idx=0x8000)
+    logged = _roundtrip("5.2", "pc-i440fx-5.2", last_avail_idx=0x8000)  # then in use 0x8000 > 0x100 (the 5.2 binary)
     new = _roundtrip("6.0", "pc-i440fx-6.0", last_avail_idx=0x8000)
     assert (old.outcome, old.error) == (REJECTED, msg)
+    assert (logged.outcome, logged.error) == (REJECTED, "VQ 0 size 0x100 < last_avail_idx 0x8000 - used_idx 0x0")
     assert (new.outcome, new.error) == (ACCEPTED_BROKEN, msg)
     assert new.state is not None and new.state.broken
 
