@@ -464,9 +464,14 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             assert chk is not None
             raise _fail([chk.message.format(i=i, last=q.last_avail_idx)], errno.EPERM)
         vec = q.get("vector")
-        if tr == "pci" and vec is not None and core.check("msix_vector", release):
-            if vec != NO_VECTOR and vec >= t.msix_vectors:
+        if tr == "pci" and vec is not None and vec != NO_VECTOR and vec >= t.msix_vectors:
+            if core.check("msix_vector", release):
                 raise _fail([], errno.EINVAL)
+            if release >= VECTOR_QUEUES_FROM:
+                # before 7.2 virtio_pci_load_queue sets the vector first: virtio_queue_set_vector links the queue into
+                # vdev->vector_queues[vec], past its end (5.2's source; the 5.2 binary dies or rejects by the value)
+                raise Undefined(f"virtio_queue_set_vector writes vdev->vector_queues[{vec:#x}] past its "
+                                f"{t.msix_vectors} entries (a heap overflow)")
         queues.append(q)
     if stream.eof and core.check("file_error_after_queues", release):
         raise _fail([], errno.EIO)
@@ -791,6 +796,7 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
     trace.steps.append("PCI config checked against the local read-only bits")
 
 
+VECTOR_QUEUES_FROM = Version(2, 5)  # virtio: the per-vector queue lists (release UNVERIFIED; 5.2 has them)
 PCI_INTERRUPT_PIN = 0x3D
 PCI_NUM_PINS = 4
 
