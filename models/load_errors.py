@@ -100,6 +100,12 @@ def render(frames: Sequence[Frame | str], release: Version, err: int = errno.EPE
             elif isinstance(f, (FieldFailed, StreamError)):
                 lines.append(f"Failed to load {f.vmsd}:{f.field}")
         return lines
+    return _chained(frames, release, err)[0]
+
+
+def _chained(frames: Sequence[Frame | str], release: Version, err: int) -> tuple[list[str], str | None]:
+    """From 10.2: the lines printed, and the chain still unprinted at the end (the caller's Error)."""
+    lines: list[str] = []
     chain: str | None = None
     ret = -err
     codes = release < BOOL_FROM
@@ -122,7 +128,7 @@ def render(frames: Sequence[Frame | str], release: Version, err: int = errno.EPE
         elif isinstance(f, Printed) and chain is not None:
             lines.append(chain)
             chain = None
-    return lines
+    return lines, chain
 
 
 def section_failed(frames: Sequence[Frame | str], release: Version, err: int, instance_id: int, idstr: str
@@ -133,11 +139,10 @@ def section_failed(frames: Sequence[Frame | str], release: Version, err: int, in
         return render(frames, release, err) + [
             f"error while loading state for instance 0x{instance_id:x} of device '{idstr}'",
             f"load of migration failed: {os.strerror(err)}"]
-    lines = render([*frames, Printed()], release, err)
-    last = lines.pop() if frames and not isinstance(frames[-1], (str, Report, Printed)) else ""
+    lines, last = _chained(frames, release, err)
     code = errno.EINVAL if release >= BOOL_FROM else err
     return lines + [f"load of migration failed: {os.strerror(code)}: error while loading state for instance "
-                    f"0x{instance_id:x} of device '{idstr}': {last}"]
+                    f"0x{instance_id:x} of device '{idstr}': {last or ''}"]
 
 
 def migration_failed(frames: Sequence[Frame | str], release: Version, chain: str, err: int = errno.EINVAL

@@ -493,11 +493,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         dv = c.Container()
         vmsd_fields = getattr(dev, "VMSD_FIELDS", {})
         for sc in device_sc.subcons:
-            if sc.name == "mac_table_macs" and (dctx.mac_table_in_use < 1 << 31 or net.in_use_unsigned(release)):
-                if dctx.mac_table_in_use * 6 > stream.left():  # skipped (or loaded) up to the end of the file
-                    unused = dctx.mac_table_in_use > net.MAC_TABLE_ENTRIES
-                    raise _fail([le.StreamError("virtio-net-device", "unused" if unused else "mac_table.macs"),
-                                 le.Printed()], errno.EIO)
+            if sc.name == "mac_table_macs":
+                _check_mac_table(dctx.mac_table_in_use, stream.left(), release)
             try:
                 value = sc._parsereport(stream, dctx, f"(parsing) -> device -> {sc.name}")
             except UnknownSubsection as e:
@@ -513,9 +510,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         v["device"] = ctx["device"] = dv
     else:
         read("device")
-        in_use = v.device.get("mac_table_in_use")
-        if in_use is not None and in_use >= 1 << 31 and net.in_use_unsigned(release):  # the layout skips none
-            raise _fail([le.StreamError("virtio-net-device", "unused"), le.Printed()], errno.EIO)
+        if "mac_table_in_use" in v.device:  # the layout skips nothing from 2^31, as 7.2 to 10.x do
+            _check_mac_table(v.device.mac_table_in_use, len(data) + len(after), release)
         if check_field is not None:
             for name, value in v.device.items():
                 if not name.startswith("_") and (lines := check_field(name, value, r)):
@@ -718,6 +714,15 @@ def _printable(r: Realized, idstr: str, vdev_id: str | None) -> str | None:
         return vdev_id
     path = idstr.rpartition("/")[0] or "<unknown device>"
     return f"{_BUS_TYPE[r.config.transport]} device {path}" if r.release >= le.BOOL_FROM else path
+
+
+def _check_mac_table(in_use: int, left: int, release: Version) -> None:
+    """The MAC table (or the excess skipped) is read up to the end of the file (`left` bytes): a count from 2^31
+    skips nothing up to 10.x (an int element count), from 11.0 it runs off too (net.in_use_unsigned)."""
+    if (in_use < 1 << 31 or net.in_use_unsigned(release)) and in_use * 6 > left:
+        unused = in_use > net.MAC_TABLE_ENTRIES
+        raise _fail([le.StreamError("virtio-net-device", "unused" if unused else "mac_table.macs"), le.Printed()],
+                    errno.EIO)
 
 
 def _section_end_failed(printed: list[str], first: str, after: bytes, release: Version) -> list[str]:
