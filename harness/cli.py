@@ -181,9 +181,10 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     else:
         print(f"QEMU {tally.release} {tally.machine} ({tally.transport}): {tally.mutants} mutants of {tally.streams} "
               f"streams in {tally.seconds:.0f} s ({summary['per_second']}/s); QEMU said {dict(tally.outcomes)}")
-        print(f"{tally.disagreements} disagreements with the model, {tally.crashes} QEMU crashes or hangs and "
-              f"{tally.undefined} mutants on which QEMU corrupts its memory (findings against QEMU {tally.release}); "
-              f"cases in {args.out}/{tally.release}/{tally.transport}/")
+        print(f"{tally.disagreements} disagreements with the model ({tally.unpredicted} of them crashes it did not "
+              f"predict); findings against QEMU {tally.release}: {tally.crashes} crashes, {tally.hangs} hangs, "
+              f"{tally.undefined} mutants on which it corrupts its memory; cases in "
+              f"{args.out}/{tally.release}/{tally.transport}/")
         for ex in tally.examples[:10]:
             print(f"  {ex['name']}: QEMU {ex['qemu']['outcome']} ({ex['qemu']['error']}); model "
                   f"{ex['model']['outcome']} ({ex['model']['error']})")

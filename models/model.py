@@ -566,16 +566,19 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     device_endian = sent if sent != ENDIAN_UNKNOWN else core.default_endian(r)
     trace.steps.append(f"device_endian := {device_endian} ({'subsection' if sent else 'default'})")
     # step 12: features
-    features = _sanitize_features(r, v, src.guest_features)
-    trace.steps.append(f"guest features := {features:#x}")
+    features, refused = _sanitize_features(r, v, src.guest_features)
     set_features = getattr(dev, "set_features", None)
     if set_features is not None:  # the device's set_features runs on what the device data loaded
         device_state = set_features(device_state, release, src.guest_features, features)
     crash = getattr(dev, "change_num_queues_crash", None)
-    if crash is not None:  # queues the stream does not carry keep the sizes realize gave them
-        line = crash(release, [q.num for q in src.queues[:num]] + list(r.queue_sizes[num:]))
+    if crash is not None:
+        incoming = src.guest_features if release >= Version(2, 4) else v.guest_features_lo
+        line = crash(r, [q.num for q in src.queues[:num]], dev.multiqueue(release, incoming, r.host_features))
         if line is not None:
             raise Crashed(line)
+    if refused is not None:  # virtio_set_features_nocheck reports the features after the device's set_features
+        raise _fail(refused)
+    trace.steps.append(f"guest features := {features:#x}")
     # step 14: ring checks
     broken = src.broken
     broken_lines: list[str] = []
@@ -915,11 +918,12 @@ def _check_unknown(dev: Any, value: Any, release: Version, device: str) -> None:
                         if release >= Version(10, 2) else [], errno.ENOENT)
 
 
-def _sanitize_features(r: Realized, v: Any, incoming: int) -> int:
-    """Step 12: guest features against the destination's host features, as the release does."""
+def _sanitize_features(r: Realized, v: Any, incoming: int) -> tuple[int, list[str] | None]:
+    """Step 12: guest features against the destination's host features, as the release does: the features
+    set, and the lines of a refusal (None: allowed)."""
     release, host = r.release, r.host_features
     if release < Version(2, 4):
-        return incoming & host  # checked early (features_early)
+        return incoming & host, None  # checked early (features_early)
     if release < Version(10, 2):
         if (host >> 32) & 0xFFFFFFFF:
             value = incoming & MASK64  # the 64-bit subsection's value, or the 32-bit field
@@ -928,15 +932,15 @@ def _sanitize_features(r: Realized, v: Any, incoming: int) -> int:
         if value & ~host:
             chk = core.check("features", release)
             assert chk is not None
-            raise _fail([chk.message.format(features=value, host=host & MASK64)])
-        return value & host
+            return value & host, [chk.message.format(features=value, host=host & MASK64)]
+        return value & host, None
     if incoming & ~host:
         chk = core.check("features128", release)
         assert chk is not None
         shown = incoming & host  # virtio_set_features_nocheck keeps the allowed bits before the report
-        raise _fail([chk.message.format(features_hi=shown >> 64, features_lo=shown & MASK64,
-                                        host_hi=host >> 64, host_lo=host & MASK64)])
-    return incoming & host
+        return shown, [chk.message.format(features_hi=shown >> 64, features_lo=shown & MASK64,
+                                          host_hi=host >> 64, host_lo=host & MASK64)]
+    return incoming & host, None
 
 
 def reset_state(r: Realized) -> DeviceState:

@@ -72,7 +72,9 @@ class Tally:
     seconds: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     disagreements: int = 0
-    crashes: int = 0  # QEMU aborted: a finding against the release
+    crashes: int = 0  # QEMU died: a finding against the release, whether the model predicted it or not
+    unpredicted: int = 0  # ... and the model said otherwise (counted in disagreements too)
+    hangs: int = 0  # QEMU stopped answering: a finding, not an outcome the model predicts
     undefined: int = 0  # the model says QEMU corrupts its memory here: a finding too, whatever QEMU then did
     examples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -81,7 +83,7 @@ class Tally:
                 "mutants": self.mutants, "streams": self.streams, "seconds": round(self.seconds, 1),
                 "per_second": round(self.mutants / self.seconds, 2) if self.seconds else 0.0,
                 "outcomes": dict(self.outcomes), "disagreements": self.disagreements, "qemu_crashes": self.crashes,
-                "qemu_undefined": self.undefined,
+                "unpredicted_crashes": self.unpredicted, "qemu_hangs": self.hangs, "qemu_undefined": self.undefined,
                 "examples": self.examples[:20]}
 
 
@@ -213,7 +215,7 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
                 except QemuError as exc:  # QEMU stopped answering: a finding against it, like a crash
                     tally.mutants += 1
                     tally.outcomes[HUNG] += 1
-                    tally.crashes += 1
+                    tally.hangs += 1
                     record(Result(m, HUNG, str(exc), "", None, []), data, argv, tally, bases, out, "qemu-hang")
                     continue
                 outcome, error = model.overall()
@@ -225,19 +227,21 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
                 res = Result(m, qemu.outcome, qemu.error, outcome, error, diffs, qemu.stderr)
                 tally.mutants += 1
                 tally.outcomes[qemu.outcome] += 1
+                if res.crash:
+                    tally.crashes += 1
                 if outcome == UNDEFINED:
                     tally.undefined += 1
                     record(res, data, argv, tally, bases, out, "qemu-undefined")
-                elif res.crash and outcome != CRASHED:
-                    tally.crashes += 1
-                    record(res, data, argv, tally, bases, out, "qemu-crash")
-                elif diffs:
+                elif diffs:  # a crash the model did not predict is the model's miss too
                     tally.disagreements += 1
+                    tally.unpredicted += res.crash
                     record(res, data, argv, tally, bases, out, "disagreement")
+                elif res.crash:
+                    record(res, data, argv, tally, bases, out, "qemu-crash")
                 if tally.mutants % 100 == 0:
                     tally.seconds = time.monotonic() - begin
                     say(f"{tally.mutants} mutants, {tally.streams} streams, {tally.mutants / tally.seconds:.1f}/s, "
-                        f"{tally.disagreements} disagreements, {tally.crashes} QEMU crashes, "
+                        f"{tally.disagreements} disagreements, {tally.crashes} QEMU crashes, {tally.hangs} hangs, "
                         f"{dict(tally.outcomes)}")
     finally:
         if pending is not None:

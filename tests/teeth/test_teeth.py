@@ -56,7 +56,7 @@ def test_features_read_before_the_core_subsections_and_kept(monkeypatch: pytest.
     import models.model as model
 
     def early(r, v, incoming):  # type: ignore[no-untyped-def]
-        return v.guest_features_lo & r.host_features
+        return v.guest_features_lo & r.host_features, None
 
     monkeypatch.setattr(model, "_sanitize_features", early)
     # on 7.2 machine types every device offers VERSION_1, so every cell example can negotiate a high bit
