@@ -12,10 +12,10 @@ from typing import Any
 
 from harness.rules import BROKEN_SINCE, Run, Violation, check_all
 from models import features as F
-from models import releases as releases_mod
 from models.config import Config, realize
 from models.devices import balloon, net
-from models.releases import Version, machine_types
+from models.registry import BASE, Registry
+from models.releases import Version
 from models.state import DeviceState, NetState
 
 DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
@@ -38,10 +38,9 @@ class Cell:
         return "same" if self.src == self.dst else "forward" if self.src < self.dst else "backward"
 
 
-def release_pairs(releases: tuple[Version, ...] | None = None) -> list[tuple[Version, Version]]:
+def release_pairs(releases: tuple[Version, ...]) -> list[tuple[Version, Version]]:
     """Each release with itself, with its neighbours both ways, and with 7.2 (the live oracle) and
     the newest release both ways."""
-    releases = releases or releases_mod.RELEASES  # read at call time: schema modules add releases
     pairs: set[tuple[Version, Version]] = set()
     anchors = [r for r in (Version(7, 2), releases[-1]) if r in releases]
     for i, r in enumerate(releases):
@@ -54,11 +53,14 @@ def release_pairs(releases: tuple[Version, ...] | None = None) -> list[tuple[Ver
 
 
 def cells(releases: tuple[Version, ...] | None = None, devices: tuple[str, ...] = DEVICES,
-          transports: tuple[str, ...] = TRANSPORTS, machines: list[str] | None = None) -> list[Cell]:
+          transports: tuple[str, ...] = TRANSPORTS, machines: list[str] | None = None,
+          registry: Registry = BASE) -> list[Cell]:
+    """The cells of `releases` (default: every release the registry models)."""
     out = []
-    for src, dst in release_pairs(releases):
+    for src, dst in release_pairs(releases or registry.releases):
         for tr in transports:
-            common = {m.name for m in machine_types(src, tr)} & {m.name for m in machine_types(dst, tr)}
+            common = {m.name for m in registry.machine_types(src, tr)} & {
+                m.name for m in registry.machine_types(dst, tr)}
             if machines:
                 common = {m for m in common if any(m == x or m.startswith(x + "-") for x in machines)}
             if not common:
@@ -217,12 +219,13 @@ def raised(e: BaseException) -> Violation:
                      {"traceback": "".join(traceback.format_exception(e)).rstrip()})
 
 
-def run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any = None) -> Outcome:
-    """One example: save with the source, load with the destination, every rule that applies; a
-    hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11). An exception
-    inside the model or a rule is the violation EXCEPTION, never lost."""
+def run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any = None,
+                registry: Registry = BASE) -> Outcome:
+    """One example: save with the source, load with the destination (both realized with `registry`), every rule
+    that applies; a hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11). An
+    exception inside the model or a rule is the violation EXCEPTION, never lost."""
     try:
-        return _run_example(src_config, dst_config, state, hostile)
+        return _run_example(src_config, dst_config, state, hostile, registry)
     except Exception as e:
         v = raised(e)
         if hostile is not None:
@@ -230,8 +233,9 @@ def run_example(src_config: Config, dst_config: Config, state: DeviceState, host
         return Outcome([v], [], None)
 
 
-def _run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any) -> Outcome:
-    src, dst = realize(src_config), realize(dst_config)
+def _run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any,
+                 registry: Registry) -> Outcome:
+    src, dst = realize(src_config, registry), realize(dst_config, registry)
     run = Run.of(src, dst, state)
     if hostile is not None:
         v = hostile_verdict(run, hostile)
@@ -272,9 +276,9 @@ class CellResult:
         return "fail" if self.failure else "pass"
 
 
-def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
-    """Run one cell under the current Hypothesis settings profile; the failing example kept is the
-    minimal one (Hypothesis replays it last)."""
+def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry = BASE) -> CellResult:
+    """Run one cell under the current Hypothesis settings profile, with the declarations of `registry`; the
+    failing example kept is the minimal one (Hypothesis replays it last)."""
     from hypothesis import event, given, note
     from hypothesis import strategies as st
 
@@ -286,10 +290,11 @@ def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
 
     @given(st.data())
     def check(data: st.DataObject) -> None:
-        src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines), label="config")
-        state = data.draw(device_states(realize(src)), label="state")
+        src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines, registry),
+                             label="config")
+        state = data.draw(device_states(realize(src, registry)), label="state")
         note(src.describe())
-        out = run_example(src, dst, state)
+        out = run_example(src, dst, state, registry=registry)
         result.examples += 1
         result.machines.add(src.machine.name)
         for v, known in out.expected:
@@ -300,8 +305,8 @@ def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
             raise AssertionError(str(out.violations[0]))
         if cell.src == cell.dst:
             # R10 / R11: the same state with one guarded value out of range, against the reference's verdict
-            h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
-            out = run_example(src, dst, bad, hostile=h)
+            h, bad = data.draw(hostile_states(realize(src, registry), state), label="hostile")
+            out = run_example(src, dst, bad, hostile=h, registry=registry)
             if out.violations:
                 result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
                 raise AssertionError(str(out.violations[0]))

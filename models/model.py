@@ -27,11 +27,12 @@ from harness.wire.virtio import (
     payload_layout,
     pci_capabilities,
 )
-from models import core, schema
+from models import core, declared
 from models import features as F
 from models import load_errors as le
-from models.config import Realized
+from models.config import DEVICE_IDS, Config, Realized, realize
 from models.devices import DEVICES, net
+from models.registry import Registry
 from models.releases import Version
 from models.state import (
     ENDIAN_UNKNOWN,
@@ -45,6 +46,8 @@ from models.state import (
     Trace,
     Undefined,
 )
+from models.transports.ccw import VIRTUAL_CSSID, reset_tree
+from models.transports.pci import PciConfigSpace, bad_config_data, virtio_pci_config_space
 
 ACCEPTED, ACCEPTED_BROKEN, REJECTED, CRASHED = "accepted", "accepted-broken", "rejected", "crashed"
 UNDEFINED = "undefined"  # the destination corrupts its memory (state.Undefined): no outcome can be predicted
@@ -105,12 +108,12 @@ def _core_subsections(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
         "virtio/disabled": lambda: {"disabled": int(s.disabled)},
     }
     out = []
-    for sub in core.known_core_subsections(r.release):
+    for sub in r.registry.known_core_subsections(r.release):
         if sub.is_needed(r, s):
-            declared = schema.declared(sub.name)  # a schema module's (models/schema.py)
-            out.append(schema.wire_entry(declared, r, s) if declared is not None else
+            decl = r.registry.declared(sub.name)  # a schema module's (models/schema.py)
+            out.append(declared.wire_entry(decl, r, s) if decl is not None else
                        {"name": sub.name, "version_id": 1, "body": bodies[sub.name]()})
-    return schema.extend_entries(r, s, out)
+    return declared.extend_entries(r, s, out)
 
 
 def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
@@ -143,8 +146,8 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
     lo = s.guest_features & 0xFFFFFFFF if s.guest_features_lo_field is None else s.guest_features_lo_field
     device = DEVICES[r.config.device].to_wire(s.device, r, s.guest_features)
     if "subsections" in device:  # a device vmsd's: its own (as schema modules version them), then those they add
-        device["subsections"] = schema.extend_entries(r, s, list(device["subsections"])) + schema.device_wire(r, s)
-    device.update(schema.device_values(r, s))  # device vmsd fields of schema modules
+        device["subsections"] = declared.extend_entries(r, s, list(device["subsections"])) + declared.device_wire(r, s)
+    device.update(declared.device_values(r, s))  # device vmsd fields of schema modules
     return {
         "transport": transport, "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features_lo": lo,
         "config_len": len(s.config), "config": s.config, "num_queues": nq, "queues": queues,
@@ -158,14 +161,14 @@ def save(r: Realized, s: DeviceState) -> bytes:
     # QEMU's save, like its load, takes these layout decisions from the device itself
     net = s.device.max_queue_pairs > 1 if r.config.device == "virtio-net" else None
     blk = r.release >= Version(2, 7) and r.num_queues > 1 if r.config.device == "virtio-blk" else None
-    data: bytes = compiled_payload_layout(r.config.transport, r.config.device).build(
-        to_wire(r, s), net_multiqueue=net, blk_multiqueue=blk, schema_fields=schema.on_wire(r, s))
+    data: bytes = compiled_payload_layout(r.config.transport, r.config.device, r.registry.wire).build(
+        to_wire(r, s), net_multiqueue=net, blk_multiqueue=blk, schema_fields=declared.on_wire(r, s))
     return data
 
 
 def section_version(r: Realized) -> int:
     """The version_id release r writes in the device's section header (its outer vmsd's)."""
-    return schema.versions(r.config.device, r.release).section.version
+    return r.registry.versions(r.config.device, r.release).section.version
 
 
 def _sub(subs: Sequence[Any], name: str) -> Any:
@@ -233,9 +236,9 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
         device_endian=endian.device_endian if endian is not None else core.default_endian(r),
         broken=flag("virtio/broken", "broken"), started=flag("virtio/started", "started"),
         disabled=flag("virtio/disabled", "disabled"), pci=pci, mmio=mmio, ccw=ccw,
-        device=DEVICES[r.config.device].from_wire(schema.without_added_fields(v.device)),
+        device=DEVICES[r.config.device].from_wire(declared.without_added_fields(r.registry, v.device)),
         packed=tuple(packed.vqs) if packed else (),
-        guest_features_lo_field=lo_field, extra=schema.values_from_wire(r, v))
+        guest_features_lo_field=lo_field, extra=declared.values_from_wire(r, v))
 
 
 # --- load ----------------------------------------------------------------------------------------------
@@ -355,7 +358,7 @@ def load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None = Non
 
 def _check_section_version(r: Realized, idstr: str, instance_id: int, version_id: int | None) -> None:
     """qemu_loadvm_section_start_full, then vmstate_load_state of the outer vmsd (verified on 7.2)."""
-    local = schema.versions(r.config.device, r.release).section
+    local = r.registry.versions(r.config.device, r.release).section
     if version_id is not None and version_id > local.version:
         said = f"unsupported version {version_id} for '{idstr}' v{local.version}"  # error_setg from 10.2
         lines = [f"savevm: {said}"] if r.release < le.CHAIN_FROM else []
@@ -368,14 +371,15 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
           footer: bool, after: bytes = b"", memory: GuestRam | None = None, vdev_id: str | None = None
           ) -> tuple[DeviceState, list[str]]:
     release, tr, dev = r.release, r.config.transport, DEVICES[r.config.device]
-    layout = payload_layout(tr, r.config.device)
+    reg = r.registry
+    layout = payload_layout(tr, r.config.device, reg.wire)
     subcons = {sc.name: sc for sc in layout.subcons}
     stream = _Tail(data + after)
     local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
     blk_index = r.release >= Version(2, 7) and r.num_queues > 1
     # virtio_load reads the device vmsd with the local outer version_id, whatever the section header said
-    versions = schema.versions(r.config.device, release)
-    fields = schema.on_wire(r, _reset_state(r.config), versions.section.version, loading=True)
+    versions = reg.versions(r.config.device, release)
+    fields = declared.on_wire(r, reset_state(r), versions.section.version, loading=True)
     ctx = c.Container(_params=c.Container(net_multiqueue=local_pairs > 1, blk_multiqueue=blk_index,
                                           schema_fields=fields),
                       _parsing=True, _building=False, _sizing=False, _io=stream, _index=None)
@@ -387,7 +391,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     full = None
     try:
         fs = io.BytesIO(data + after)  # what QEMU reads: a subsection name past the payload's end included
-        full = compiled_payload_layout(tr, r.config.device).parse_stream(fs, **ctx._params)
+        full = compiled_payload_layout(tr, r.config.device, reg.wire).parse_stream(fs, **ctx._params)
         full_end = fs.tell()
     except _DECODE_ERRORS:
         full = None
@@ -421,15 +425,15 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     # step 3: core fields
     for name in ("status", "isr", "queue_sel", "guest_features_lo"):
         read(name)
-    if v.queue_sel >= VIRTIO_QUEUE_MAX and core.check("queue_sel", release):
+    if v.queue_sel >= VIRTIO_QUEUE_MAX and reg.check("queue_sel", release):
         raise _fail([])  # returns -1 without a message
-    early = core.check("features_early", release)
+    early = reg.check("features_early", release)
     if early and v.guest_features_lo & ~r.host_features & 0xFFFFFFFF:
         raise _fail([early.message.format(features=v.guest_features_lo, host=r.host_features & 0xFFFFFFFF)])
     trace.steps.append("core fields; guest features := 32-bit field")
     # step 4: config
     read("config_len")
-    if core.check("config_len", release) and v.config_len != r.config_len:
+    if reg.check("config_len", release) and v.config_len != r.config_len:
         raise _fail([f"Unexpected config length {v.config_len:#x}, expected {r.config_len:#x}"])
     if full is None and v.config_len > stream.left():
         # the excess is skipped a byte at a time: past the end of the file each read gives 0 and sets its error
@@ -441,7 +445,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     num = read("num_queues")
     limit = core.queue_limit(release)
     if num > limit:
-        chk = core.check("num_queues", release) or core.check("num_queues_pci", release)
+        chk = reg.check("num_queues", release) or reg.check("num_queues_pci", release)
         assert chk is not None
         raise _fail([chk.message.format(num=num)])
     pre_load = getattr(dev, "pre_load_queues", None)
@@ -450,7 +454,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     # step 7: queues
     queue_sc = subcons["queues"].subcon.subcon  # Renamed(Array(element))
     queues = []
-    vring_num = core.check("vring_num", release)
+    vring_num = reg.check("vring_num", release)
     allocated = getattr(DEVICES[r.config.device], "allocated_sizes", None)
     sizes = list(allocated(r, num) if allocated else r.queue_sizes)
     for i in range(num):
@@ -460,12 +464,12 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
         if vring_num is not None and q.num > limit_i:
             raise _fail([vring_num.message.format(i=i, num=q.num, max=limit_i)], errno.EINVAL)
         if q.desc == 0 and q.last_avail_idx != 0:
-            chk = core.check("desc_zero", release)
+            chk = reg.check("desc_zero", release)
             assert chk is not None
             raise _fail([chk.message.format(i=i, last=q.last_avail_idx)], errno.EPERM)
         vec = q.get("vector")
         if tr == "pci" and vec is not None and vec != NO_VECTOR and vec >= t.msix_vectors:
-            if core.check("msix_vector", release):
+            if reg.check("msix_vector", release):
                 raise _fail([], errno.EINVAL)
             if release >= VECTOR_QUEUES_FROM:
                 # before 7.2 virtio_pci_load_queue sets the vector first: virtio_queue_set_vector links the queue into
@@ -473,7 +477,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
                 raise Undefined(f"virtio_queue_set_vector writes vdev->vector_queues[{vec:#x}] past its "
                                 f"{t.msix_vectors} entries (a heap overflow)")
         queues.append(q)
-    if stream.eof and core.check("file_error_after_queues", release):
+    if stream.eof and reg.check("file_error_after_queues", release):
         raise _fail([], errno.EIO)
     if tr == "pci":
         _notify_no_vector(bytes(t.pci.config))
@@ -523,7 +527,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     # vmstate_subsection_load stops quietly at a name without the vmsd's prefix: there the loaders of the core
     # subsections and of the outer vmsd stop too, and the section ends early (Missing section footer, below)
     stopped = _stop_at_unprefixed(v.device, f"{r.config.device}-device")
-    _check_unknown(dev, v.device, release, r.config.device)
+    _check_unknown(dev, v.device, r)
     # step 10: core subsections
     read("subsections")
     if stopped:
@@ -531,8 +535,8 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     if release < Version(2, 1) and v.subsections:
         # no core subsection loader: the main loop reads the 0x05 as a section type
         raise _fail(["Unknown savevm section type 5", f"load of migration failed: {os.strerror(errno.EINVAL)}"], 0)
-    _check_versions(v, release)
-    known = {s.name for s in core.known_core_subsections(release)}
+    _check_versions(v, r)
+    known = {s.name for s in reg.known_core_subsections(release)}
     for sub in v.subsections:
         if sub.name not in known:
             raise _unknown(sub.name, "virtio", release)  # vmstate_subsection_load: exact lookup fails, -ENOENT
@@ -602,7 +606,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             loaded_queues[i] = replace(q, avail=avail, used=used)
             continue
         nheads = (ai - q.last_avail_idx) & 0xFFFF
-        chk = core.check("avail_idx", release) or core.check("avail_idx_broken", release)
+        chk = reg.check("avail_idx", release) or reg.check("avail_idx_broken", release)
         if nheads > q.num and chk is not None:  # None: the release only logs it
             line = chk.message.format(i=i, num=q.num, avail=ai, last=q.last_avail_idx, delta=nheads)
             if chk.fatal:
@@ -610,7 +614,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
             broken, broken_lines = True, broken_lines + [line]
             loaded_queues[i] = replace(q, avail=avail, used=used, used_idx=0)
             continue
-        chk = core.check("inuse", release) or core.check("inuse_modular", release)
+        chk = reg.check("inuse", release) or reg.check("inuse_modular", release)
         if chk is not None:
             inuse = (q.last_avail_idx - ui) & (0xFFFF if chk.name == "inuse_modular" else 0xFFFFFFFF)
             if inuse > q.num:
@@ -751,20 +755,14 @@ def _footer_error(buf: bytes, end: int, idstr: str, footer: bool, after: bytes, 
     return None
 
 
-def local_config_space(r: Realized) -> Any:
-    """The destination's PCI config space and masks (models/transports/pci.py), or None."""
-    return _local_config_space(r.config)
+def local_config_space(r: Realized) -> PciConfigSpace:
+    """The destination's PCI config space and masks (models/transports/pci.py)."""
+    return _local_config_space(r.config, r.registry)
 
 
 @functools.lru_cache(maxsize=1024)
-def _local_config_space(config: Any) -> Any:
-    from models.config import realize
-
-    r = realize(config)
-    try:
-        from models.transports.pci import virtio_pci_config_space
-    except ImportError:
-        return None
+def _local_config_space(config: Config, registry: Registry) -> PciConfigSpace:
+    r = realize(config, registry)
     props = dict(r.props)
     props["vectors"] = r.vectors
     romfile = props.get("romfile", "efi-virtio.rom" if r.config.device == "virtio-net" else "")
@@ -781,8 +779,6 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
     # vmstate_pci_device loads config (checked as it loads) before irq_state
     local = local_config_space(r)
     if local is not None:
-        from models.transports.pci import bad_config_data
-
         bad = bad_config_data(local, bytes(t.pci.config))
         if bad:
             raise _fail([bad, *_pci_field("config", "pci config")], errno.EINVAL)
@@ -794,7 +790,8 @@ def _pci_checks(r: Realized, t: Any, trace: Trace) -> None:
         # the MSI-X capability's table size is read-only: a count mismatch is a config mismatch
         raise _fail([f"get_pci_config_device: Bad config data: MSI-X table size {t.msix_vectors} != {r.vectors}",
                      *_pci_field("config", "pci config")], errno.EINVAL)
-    config_vector_checked = core.check("msix_vector", r.release) or core.check("msix_vector_use", r.release)
+    config_vector_checked = r.registry.check("msix_vector", r.release) or r.registry.check("msix_vector_use",
+                                                                                            r.release)
     if config_vector_checked and t.config_vector is not None:
         if t.config_vector != NO_VECTOR and t.config_vector >= t.msix_vectors:
             raise _fail([], errno.EINVAL)
@@ -829,8 +826,6 @@ def _ccw_checks(r: Realized, t: Any) -> None:
     """vmstate_subch_dev's _EQUAL fields: the subchannel must be the destination's own (hw/s390x/css.c); from
     11.1 the device's post_load refuses an interruption subclass past MAX_ISC (the 11.1 binary: 8 and 0xfe
     refused, 7 taken; 7.2 and 10.2's source take any; 11.0 UNVERIFIED, taken to lack it)."""
-    from models.transports.ccw import VIRTUAL_CSSID
-
     sch = t.parent_obj.sch
     for name, local, hint in (("cssid", VIRTUAL_CSSID, "Bug!"), ("ssid", 0, "Bug!"),
                               ("devno", r.config.ccw_devno, CCW_DEVNO_HINT)):
@@ -838,7 +833,7 @@ def _ccw_checks(r: Realized, t: Any) -> None:
             info = "uint8 equal" if name in ("cssid", "ssid") else "uint16 equal"
             raise _fail([f"{local:x} != {sch[name]:x}", hint, le.FieldFailed("s390_subch_dev", name, info),
                          le.Printed()], errno.EINVAL)
-    if t.thinint_isc > MAX_ISC and core.check("thinint_isc", r.release):
+    if t.thinint_isc > MAX_ISC and r.registry.check("thinint_isc", r.release):
         raise _fail(["post load hook failed for: s390_virtio_ccw_dev, version_id: 1, minimum_version: 1, ret: "
                      f"{-errno.EINVAL}"], errno.EINVAL)
 
@@ -854,21 +849,11 @@ def _check_vmsd_version(vmsd: Any, version_id: int) -> None:
                     errno.EINVAL)
 
 
-def _subsection_versions(name: str, release: Version) -> tuple[int, int]:
-    """(version_id, minimum_version_id) of a subsection in a release: 1/1 but virtio-net-device/rss's, and as
-    schema modules declare them."""
-    own = (net.rss_version(release), 1) if name == net.RSS and release >= net.RSS_VERSIONS[0][0] else (1, 1)
-    return schema.subsection_versions(name, release, own)
-
-
-subsection_versions = _subsection_versions  # public: `diff` reads it
-
-
-def _check_versions(v: Any, release: Version) -> None:
+def _check_versions(v: Any, r: Realized) -> None:
     """vmstate_load_state: an incoming version above the local one, or below its minimum, fails."""
     def walk(subs: Any) -> None:
         for sub in subs or []:
-            local, minimum = _subsection_versions(sub.name, release)
+            local, minimum = r.registry.subsection_version(sub.name, r.release)
             version = sub.version_id & 0xFF  # vmstate_subsection_load reads the be32 into a uint8_t
             if not minimum <= version <= local:
                 raise _fail(_refused(sub.name, version, local, minimum), errno.EINVAL)
@@ -903,12 +888,13 @@ def _stop_at_unprefixed(value: Any, parent: str) -> int:
     return 0
 
 
-def _check_unknown(dev: Any, value: Any, release: Version, device: str) -> None:
+def _check_unknown(dev: Any, value: Any, r: Realized) -> None:
+    release, device = r.release, r.config.device
     known_fn = getattr(dev, "known_subsections", None)
     subs = getattr(value, "subsections", None)
     if known_fn is None or subs is None:
         return
-    known = known_fn(release) | schema.known_device_subsections(device, release)
+    known = known_fn(release) | r.registry.known_device_subsections(device, release)
     for sub in subs:
         if sub.name not in known:
             raise _fail([f"VM subsection '{sub.name}' in '{device}-device' does not exist"]
@@ -926,12 +912,12 @@ def _sanitize_features(r: Realized, v: Any, incoming: int) -> int:
         else:
             value = v.guest_features_lo  # a 64-bit subsection is discarded: only the low word is checked
         if value & ~host:
-            chk = core.check("features", release)
+            chk = r.registry.check("features", release)
             assert chk is not None
             raise _fail([chk.message.format(features=value, host=host & MASK64)])
         return value & host
     if incoming & ~host:
-        chk = core.check("features128", release)
+        chk = r.registry.check("features128", release)
         assert chk is not None
         shown = incoming & host  # virtio_set_features_nocheck keeps the allowed bits before the report
         raise _fail([chk.message.format(features_hi=shown >> 64, features_lo=shown & MASK64,
@@ -941,34 +927,27 @@ def _sanitize_features(r: Realized, v: Any, incoming: int) -> int:
 
 def reset_state(r: Realized) -> DeviceState:
     """The state right after realize and reset (what a destination starts from)."""
-    return _reset_state(r.config)
+    return _reset_state(r.config, r.registry)
 
 
 @functools.lru_cache(maxsize=1024)
-def _reset_state(config: Any) -> DeviceState:
-    from models.config import realize
-
-    r = realize(config)
+def _reset_state(config: Config, registry: Registry) -> DeviceState:
+    r = realize(config, registry)
     dev = DEVICES[r.config.device]
     queues = tuple(QueueState(n) for n in r.queue_sizes)
     pci = None
     if r.config.transport == "pci":
-        space = local_config_space(r)
-        config = space.config if space is not None else bytes(256)
         n = r.vectors
-        pci = PciState(config, msix_table=_msix_reset_table(n), msix_pba=bytes((n + 7) // 8))
+        pci = PciState(local_config_space(r).config, msix_table=_msix_reset_table(n), msix_pba=bytes((n + 7) // 8))
     ccw = None
     if r.config.transport == "ccw":
-        from models.config import DEVICE_IDS
-        from models.transports.ccw import reset_tree
-
         migration = r.config.machine.version >= Version(2, 10)
         schid = r.config.ccw_devno if r.config.ccw_schid is None else r.config.ccw_schid
         ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration, schid))
     return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
                        device_endian=core.default_endian(r), pci=pci,
                        mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r),
-                       extra=schema.reset_values(r))
+                       extra=declared.reset_values(r))
 
 
 def _msix_reset_table(n: int) -> bytes:
