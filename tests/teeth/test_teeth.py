@@ -55,12 +55,12 @@ def test_new_subsection_without_machine_type_gate() -> None:
 def test_features_read_before_the_core_subsections_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """Device load code that takes the 32-bit features it saw at step 9 as final: the high bits
     (VERSION_1) that virtio/64bit_features brings later are lost."""
-    import models.model as model
+    from models import load
 
     def early(r, v, incoming):  # type: ignore[no-untyped-def]
         return v.guest_features_lo & r.host_features
 
-    monkeypatch.setattr(model, "_sanitize_features", early)
+    monkeypatch.setattr(load, "_sanitize_features", early)
     # on 7.2 machine types every device offers VERSION_1, so every cell example can negotiate a high bit
     result = run_cell(Cell(V("7.2"), V("7.2"), "pci", "virtio-net"), ["pc-i440fx-7.2", "pc-q35-7.2"])
     assert result.failure is not None
