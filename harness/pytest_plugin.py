@@ -30,7 +30,8 @@ REPORTS = Path(os.environ.get("VIRTIO_COMPAT_REPORTS", "reports"))
 if TYPE_CHECKING:
     from models.registry import Registry
 
-_REGISTRY = pytest.StashKey["Registry"]()
+# the session's registry in config.stash (a plugin that runs the matrix with other declarations replaces it)
+REGISTRY = pytest.StashKey["Registry"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,14 +81,14 @@ def _load_schemas(config: pytest.Config) -> None:
     from models.schema import load_all
 
     try:
-        config.stash[_REGISTRY] = load_all(config.getoption("--schema") or [])
+        config.stash[REGISTRY] = load_all(config.getoption("--schema") or [])
     except SchemaError as e:
         raise pytest.UsageError(str(e)) from None
 
 
 def registry(config: pytest.Config) -> Registry:
     """The declarations this session runs the matrix with: the in-tree ones and its --schema modules'."""
-    return config.stash[_REGISTRY]
+    return config.stash[REGISTRY]
 
 
 def record(config: pytest.Config, entry: dict[str, Any]) -> None:
