@@ -700,7 +700,7 @@ def _checks(d: Diff) -> None:
             kind, subject, detail = "check-removed", old.name, f"{d.a} checks {_check_text(old)}; {d.b} does not"
             directions = [(d.b, d.a)]
         diff_ = Difference(kind, subject, detail, decided_by="cells", scope=_scope_text(scope))
-        diff_.why.append("a load check is code (models/model.py), which diff cannot read: the destination's cells "
+        diff_.why.append("a load check is code (models/load.py), which diff cannot read: the destination's cells "
                          "decide whether a state the source sends fails it")
         # a release that lost the check or narrowed it is judged on hostile states too: the same-release cells
         # draw them (R10/R11), where the hostile classes hold it to the reference's verdict

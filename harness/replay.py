@@ -115,7 +115,7 @@ def load_schemas(paths: Any, path: str) -> Registry:
 
 
 def save_params(src: Config, state: DeviceState, registry: Registry = BASE) -> dict[str, Any]:
-    """The layout decisions the source's save took from its own device (as models.model.save takes them)."""
+    """The layout decisions the source's save took from its own device (as models/save.py save() takes them)."""
     r = realize(src, registry)
     net = state.device.max_queue_pairs > 1 if src.device == "virtio-net" else None
     blk = r.release >= Version(2, 7) and r.num_queues > 1 if src.device == "virtio-blk" else None

@@ -195,7 +195,7 @@ CHECKS: tuple[LoadCheck, ...] = (
 )
 
 
-# load steps that models/model.py always checks: on each release in (since, until) one of the names holds, so that a
+# load steps that models/load.py always checks: on each release in (since, until) one of the names holds, so that a
 # schema module may move a step's check between releases (several ranges) but not leave a release without it
 STEP_CHECKS: tuple[tuple[tuple[str, ...], Version, Version | None], ...] = (
     (("num_queues_pci", "num_queues"), V("2.0"), None),

@@ -20,7 +20,7 @@ A schema module binds DECLARATIONS, a tuple of:
 
 Each is declared once: Subsection alone gives the layout (the registry's harness/wire/virtio.py Extras), the
 needed() rule (the registry's core subsections, or the device's subsection list), the state (DeviceState.extra)
-and what the matrix draws for it; DeviceVersion the same for device fields and the vmsd versions models/model.py
+and what the matrix draws for it; DeviceVersion the same for device fields and the vmsd versions models/load.py
 checks. A mistake is a SchemaError naming the module and the line. The declarations themselves are
 models/declarations.py's (and releases.py's, props.py's, core.py's), re-exported here for schema modules.
 """
@@ -435,7 +435,7 @@ def _overlap(a: LoadCheck, b: LoadCheck) -> bool:
 
 
 def _steps_checked(reg: Registry, decls: list[tuple[int, LoadCheck]], where: Callable[[int], str]) -> None:
-    """A load step that models/model.py always checks (core.STEP_CHECKS) keeps a check on every release: a schema
+    """A load step that models/load.py always checks (core.STEP_CHECKS) keeps a check on every release: a schema
     that ends a step's only check names the declaration that ended it."""
     for names, since, until in core.STEP_CHECKS:
         mine = [(i, d) for i, d in decls if d.name in names]

@@ -521,7 +521,7 @@ def _parse_payload(data: bytes, off: int, size: int | None, transport: str, devi
 def decode_payload(data: bytes, transport: str, device: str, offset: int = 0, path: str = "virtio",
                    extras: Extras = NO_EXTRAS, **params: Any) -> Any:
     """Decode one virtio payload on its own (every byte must be used); `params` are the layout's parse
-    parameters (models/model.py gives them as the writer decided)."""
+    parameters (models/save.py and load.py give them as the writer decided)."""
     return parse_exact(compiled_payload_layout(transport, device, extras), payload_layout(transport, device, extras),
                        data, offset, path, **params)
 

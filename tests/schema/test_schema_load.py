@@ -158,3 +158,20 @@ def test_conditions_are_decided_per_machine_type_without_a_state() -> None:
     s = reset_state(r)
     assert not gate(r, s) and gate(r, s.with_(extra=(("foo", 3),)))
     assert GuestFeature(32)(r, s.with_(guest_features=1 << 32)) and StateField("broken")(r, s.with_(broken=True))
+
+
+def test_loading_rebinds_no_module_global() -> None:
+    """A schema module gives a new registry: no name in models/ or in the wire layouts is bound to anything else
+    afterwards (the declarations were once module globals that loading rebound)."""
+    import importlib
+    import pkgutil
+
+    import models
+
+    mods = [importlib.import_module(f"models.{m.name}") for m in pkgutil.walk_packages(models.__path__)] + [wire]
+    before = {(m.__name__, k): id(v) for m in mods for k, v in vars(m).items()}
+    loaded = [schema.load(SCHEMAS / m) for m in ("rhel_foo.py", "core_bar_gated.py", "started_v2.py",
+                                                 "net_device_v12.py")]
+    assert [r.schemas[0].path.name for r in loaded] == ["rhel_foo.py", "core_bar_gated.py", "started_v2.py",
+                                                       "net_device_v12.py"]
+    assert {(m.__name__, k): id(v) for m in mods for k, v in vars(m).items()} == before
