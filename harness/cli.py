@@ -31,14 +31,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from harness.decode import format_text, stream_summary
     from harness.wire.stream import decode_stream
 
-    load_schemas(args.schema)  # a payload a schema module changes decodes with its layout
+    registry = load_schemas(args.schema)  # a payload a schema module changes decodes with its layout
     data = read_stream_file(args.stream)
     try:
         # a payload that does not decode is reported, and the rest of the stream still shown
-        stream = decode_stream(data, strict=False)
+        stream = decode_stream(data, strict=False, extras=registry.wire)
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
-    summary = stream_summary(stream)
+    summary = stream_summary(stream, registry)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -54,19 +54,19 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_verdict(args: argparse.Namespace) -> int:
     from harness.verdict import verdict
     from harness.wire.stream import decode_stream
-    from models.releases import release_of
 
-    load_schemas(args.schema)  # first: --release may name a release it declares
+    registry = load_schemas(args.schema)  # --release may name a release a schema module declares
     try:
-        release = release_of(args.release)
+        release = registry.release_of(args.release)
     except ValueError as e:
         raise UsageError(str(e)) from None
     data = read_stream_file(args.stream)
     try:
-        stream = decode_stream(data, strict=False)  # a payload this tool cannot read still gets a verdict
+        # a payload this tool cannot read still gets a verdict
+        stream = decode_stream(data, strict=False, extras=registry.wire)
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
-    v = verdict(stream, release, args.dest, data)
+    v = verdict(stream, release, args.dest, data, registry)
     if args.json:
         json.dump(v.as_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -104,9 +104,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.check import run_check
 
-    load_schemas(args.schema)  # first: a mistake is one line and exit 2, and --releases may name its releases
+    registry = load_schemas(args.schema)  # a mistake is one line and exit 2; --releases may name its releases
     with interrupt.saying(f"check interrupted; no reports written (those in {args.reports} are as they were)"):
-        return run_check(args)
+        return run_check(args, registry)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ the rest of the configuration are drawn inside it."""
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -12,10 +13,10 @@ from typing import Any
 
 from harness.rules import BROKEN_SINCE, Run, Violation, check_all
 from models import features as F
-from models import releases as releases_mod
-from models.config import Config, realize
+from models.config import Config, Realized, realize
 from models.devices import balloon, net
-from models.releases import Version, machine_types
+from models.registry import BASE, Registry
+from models.releases import Version
 from models.state import DeviceState, NetState
 
 DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
@@ -38,10 +39,9 @@ class Cell:
         return "same" if self.src == self.dst else "forward" if self.src < self.dst else "backward"
 
 
-def release_pairs(releases: tuple[Version, ...] | None = None) -> list[tuple[Version, Version]]:
+def release_pairs(releases: tuple[Version, ...]) -> list[tuple[Version, Version]]:
     """Each release with itself, with its neighbours both ways, and with 7.2 (the live oracle) and
     the newest release both ways."""
-    releases = releases or releases_mod.RELEASES  # read at call time: schema modules add releases
     pairs: set[tuple[Version, Version]] = set()
     anchors = [r for r in (Version(7, 2), releases[-1]) if r in releases]
     for i, r in enumerate(releases):
@@ -54,11 +54,14 @@ def release_pairs(releases: tuple[Version, ...] | None = None) -> list[tuple[Ver
 
 
 def cells(releases: tuple[Version, ...] | None = None, devices: tuple[str, ...] = DEVICES,
-          transports: tuple[str, ...] = TRANSPORTS, machines: list[str] | None = None) -> list[Cell]:
+          transports: tuple[str, ...] = TRANSPORTS, machines: list[str] | None = None,
+          registry: Registry = BASE) -> list[Cell]:
+    """The cells of `releases` (default: every release the registry models)."""
     out = []
-    for src, dst in release_pairs(releases):
+    for src, dst in release_pairs(releases or registry.releases):
         for tr in transports:
-            common = {m.name for m in machine_types(src, tr)} & {m.name for m in machine_types(dst, tr)}
+            common = {m.name for m in registry.machine_types(src, tr)} & {
+                m.name for m in registry.machine_types(dst, tr)}
             if machines:
                 common = {m for m in common if any(m == x or m.startswith(x + "-") for x in machines)}
             if not common:
@@ -217,12 +220,13 @@ def raised(e: BaseException) -> Violation:
                      {"traceback": "".join(traceback.format_exception(e)).rstrip()})
 
 
-def run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any = None) -> Outcome:
-    """One example: save with the source, load with the destination, every rule that applies; a
-    hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11). An exception
-    inside the model or a rule is the violation EXCEPTION, never lost."""
+def run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any = None,
+                registry: Registry = BASE) -> Outcome:
+    """One example: save with the source, load with the destination (both realized with `registry`), every rule
+    that applies; a hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11). An
+    exception inside the model or a rule is the violation EXCEPTION, never lost."""
     try:
-        return _run_example(src_config, dst_config, state, hostile)
+        return _run_example(src_config, dst_config, state, hostile, registry)
     except Exception as e:
         v = raised(e)
         if hostile is not None:
@@ -230,8 +234,9 @@ def run_example(src_config: Config, dst_config: Config, state: DeviceState, host
         return Outcome([v], [], None)
 
 
-def _run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any) -> Outcome:
-    src, dst = realize(src_config), realize(dst_config)
+def _run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any,
+                 registry: Registry) -> Outcome:
+    src, dst = realize(src_config, registry), realize(dst_config, registry)
     run = Run.of(src, dst, state)
     if hostile is not None:
         v = hostile_verdict(run, hostile)
@@ -272,17 +277,19 @@ class CellResult:
         return "fail" if self.failure else "pass"
 
 
-def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
-    """Run one cell under the current Hypothesis settings profile; the failing example kept is the
-    minimal one (Hypothesis replays it last)."""
+def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry = BASE) -> CellResult:
+    """Run one cell under the current Hypothesis settings profile, with the declarations of `registry`; the
+    failing example kept is the minimal one (Hypothesis replays it last)."""
     from hypothesis import event, given, note
     from hypothesis import strategies as st
 
-    from strategies.configs import configs
     from strategies.driver import device_states
     from strategies.hostile import hostile_states
 
     result = CellResult(cell, 0, set(), {}, None)
+    # check() keeps its source as it was before registries: Hypothesis derives a derandomized run's seed from it
+    # (hypothesis.internal.reflection.function_digest), and a cell draws the same examples as it always has
+    configs, realize, run_example = _bound(registry)
 
     @given(st.data())
     def check(data: st.DataObject) -> None:
@@ -316,3 +323,11 @@ def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
         order = [EXCEPTION, "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11"]
         result.failure = result.failures[min(result.failures, key=lambda r: order.index(r) if r in order else 99)]
     return result
+
+
+def _bound(registry: Registry) -> tuple[Callable[..., Any], Callable[[Config], Realized], Callable[..., Outcome]]:
+    """The configuration strategy, realize and run_example with the declarations of `registry`."""
+    from strategies.configs import configs
+
+    return (functools.partial(configs, registry=registry), functools.partial(realize, registry=registry),
+            functools.partial(run_example, registry=registry))

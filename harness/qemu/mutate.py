@@ -40,7 +40,8 @@ from harness.wire.virtio import compiled_payload_layout
 from models.cmdline import parse
 from models.config import realize
 from models.model import CRASHED, UNDEFINED
-from models.releases import FAMILIES, release_of
+from models.registry import BASE
+from models.releases import FAMILIES
 
 DEFAULT_OUT = Path("reports") / "mutate"
 HANG_TIMEOUT = 3.0  # a load takes ~30 ms: a QEMU silent this long is busy for good (config_len 4 G, ...)
@@ -275,6 +276,6 @@ def case_mutant(case: dict[str, Any], bases: Path) -> bytes:
 def recheck(case: dict[str, Any], bases: Path) -> list[str]:
     """The model's verdict on a recorded case against QEMU's recorded outcome and first error line."""
     data = case_mutant(case, bases)
-    model = oracle.predict(data, release_of(case["release"]), case["argv"])
+    model = oracle.predict(data, BASE.release_of(case["release"]), case["argv"])
     qemu = Verdict(case["qemu"]["outcome"], case["qemu"]["error"], (), None)
     return oracle.compare(model, qemu)

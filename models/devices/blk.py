@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from models import features as F
-from models.config import RealizeContext
-from models.devices import Versions, Vmsd
+from models.configuration import RealizeContext
 from models.props import UNSPECIFIED
 from models.releases import Version
 from models.state import BlkRequest, BlkState, Crashed
+from models.vmsd import Versions, Vmsd
 
 VERSIONS = Versions(Vmsd("virtio-blk", 2, 2), None)  # save_device/load_device, no device vmsd
 VIRTIO_BLK_CFG_SIZE = 36  # offsetof(struct virtio_blk_config, max_discard_sectors)

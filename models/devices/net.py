@@ -10,10 +10,10 @@ from typing import Any
 from harness.errors import SchemaError
 from models import features as F
 from models import load_errors as le
-from models.config import RealizeContext
-from models.devices import Versions, Vmsd
+from models.configuration import RealizeContext
 from models.releases import Version
 from models.state import NetState, Undefined
+from models.vmsd import Versions, Vmsd
 
 RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1 (7b6e7e49905d)
 RSS_VERSIONS = ((Version(5, 1), 1), (Version(10, 1), 2))  # (release, the version_id it writes from there)
