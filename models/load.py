@@ -169,6 +169,7 @@ class _Load:
         except _DECODE_ERRORS:
             self.full = None
         self.eof_before_device = False
+        self.device_start = 0
         self.end = 0  # where virtio_load stopped reading (after the core subsections)
 
     def read(self, name: str, sc: Any = None, path: str | None = None) -> Any:
@@ -282,6 +283,7 @@ class _Load:
             check_vmsd_version(versions.device, versions.section.version)
         check_field = getattr(dev, "check_field", None)
         self.eof_before_device = stream.eof
+        self.device_start = stream.tell()
         if self.full is None and (check_field is not None or stream.eof or versions.device is not None):
             # field by field, so that a check QEMU makes on a field wins over the bad bytes after it, and a field
             # read past the end of the file is the one QEMU names
@@ -353,11 +355,12 @@ class _Load:
             # request by request, as virtio_blk_load_device reads them: its queue index, its element (asserts on the
             # counts), then virtqueue_map
             reqs = src.device.requests
+            head = 1 + (4 if self.ctx._params.blk_multiqueue else 0)  # the list's marker byte, the queue index
             for k, req in enumerate(reqs):
                 if self.stream.eof and not self.eof_before_device and k == len(reqs) - 1:
-                    # its element ran past the end of the file: qemu_get_buffer gave it no bytes (seen on 7.2.22),
-                    # so the asserts see no counts from the stream; the load ends on the file's error
-                    raise fail([], errno.EIO)
+                    # the end of the file cuts the last element: virtio_load runs on, the file's error ends it later
+                    start = self.device_start + k * (head + dev.ELEMENT_SIZE) + head
+                    dev.element_cut(self.stream.size - start)
                 one = replace(src.device, requests=(req,))
                 if dev.load_device(one, r, features_lo, lines) is None or lines:
                     raise fail(lines, errno.EINVAL)
@@ -426,8 +429,8 @@ class _Load:
             chk = reg.check("avail_idx", release) or reg.check("avail_idx_broken", release)
             if nheads > q.num and chk is not None:  # None: the release only logs it
                 line = chk.message.format(i=i, num=q.num, avail=ai, last=q.last_avail_idx, delta=nheads)
-                if chk.fatal:
-                    raise fail([line])
+                if chk.fatal:  # after the virtio_error lines of the queues before it
+                    raise fail([*broken_lines, line])
                 broken, broken_lines = True, broken_lines + [line]
                 loaded_queues[i] = replace(q, avail=avail, used=used, used_idx=0)
                 continue
@@ -435,7 +438,7 @@ class _Load:
             if chk is not None:
                 inuse = (q.last_avail_idx - ui) & (0xFFFF if chk.name == "inuse_modular" else 0xFFFFFFFF)
                 if inuse > q.num:
-                    raise fail([chk.message.format(i=i, num=q.num, last=q.last_avail_idx, used=ui)])
+                    raise fail([*broken_lines, chk.message.format(i=i, num=q.num, last=q.last_avail_idx, used=ui)])
             loaded_queues[i] = replace(q, avail=avail, used=used)
         self.trace.steps.append("ring checks" + (" (device marked broken)" if broken and broken_lines else ""))
         return broken, broken_lines, loaded_queues
