@@ -154,7 +154,8 @@ def cmd_qemu(args: argparse.Namespace) -> int:
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:
-    from harness.qemu.mutate import campaign
+    from harness.failures import write_files_atomic
+    from harness.qemu.mutate import Tally, campaign
 
     if args.mutants < 1:
         raise UsageError("--mutants must be at least 1")
@@ -165,16 +166,30 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=log or sys.stderr, flush=True)
 
+    kept: list[Tally] = []
+
+    def summarize(tally: Tally, interrupted: bool = False) -> tuple[dict[str, object], Path]:
+        summary = {**tally.as_json(), "interrupted": interrupted}
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        # an interrupted run leaves a finished one's summary of the same seed as it was
+        cut = "-interrupted" if interrupted else ""
+        path = Path(args.out) / f"summary-{tally.release}-{tally.transport}-seed{args.seed}{cut}.json"
+        write_files_atomic([(path, json.dumps(summary, indent=1) + "\n")])
+        return summary, path
+
     try:
         tally = campaign(args.binary, args.machine, args.mutants, args.seed, args.per_stream, Path(args.out),
-                         progress)
+                         progress, kept.append)
+    except KeyboardInterrupt as e:
+        if not kept:
+            raise
+        _, path = summarize(kept[0], interrupted=True)
+        raise Kept(e, f"mutate interrupted after {kept[0].mutants} mutants ({kept[0].disagreements} disagreements); "
+                      f"their summary is in {path}") from None
     finally:
         if log is not None:
             log.close()
-    summary = tally.as_json()
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    name = f"summary-{tally.release}-{tally.transport}-seed{args.seed}.json"
-    (Path(args.out) / name).write_text(json.dumps(summary, indent=1) + "\n")
+    summary, _ = summarize(tally)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -174,9 +174,11 @@ def keep_base(data: bytes, folder: Path) -> str:
 
 
 def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_stream: int = 400,
-             out: Path = DEFAULT_OUT, progress: Callable[[str], None] | None = None) -> Tally:
+             out: Path = DEFAULT_OUT, progress: Callable[[str], None] | None = None,
+             started: Callable[[Tally], None] | None = None) -> Tally:
     """`count` mutants of streams of `binary` (a path or a fleet release), each loaded by the same binary and by
-    the model of its release, `per_stream` mutants of each source stream."""
+    the model of its release, `per_stream` mutants of each source stream. `started` gets the tally as soon as it
+    exists (what an interrupted run still reports)."""
     aliases = {"pc": "pc-i440fx", "q35": "pc-q35"}
     family = aliases.get(machine or "pc", machine or "")
     try:
@@ -188,6 +190,8 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
         family = default_machine(src, src, family)
     transport = release.transport_of(family)
     tally = Tally(str(src.release), transport, family)
+    if started is not None:
+        started(tally)
     rng = random.Random(seed)
     bases = out / "bases"
     say = progress or (lambda line: None)
