@@ -41,6 +41,7 @@ from models.load_checks import (
     pci_checks,
     refused,
     rendered,
+    sanitize_features,
     section_end_failed,
     stop_at_unprefixed,
     unknown,
@@ -49,7 +50,7 @@ from models.load_checks import (
 from models.releases import Version
 from models.reset import reset_state
 from models.rings import GuestRam, map_requests, printable_name, ring_indices, vring_align
-from models.save import MASK64, last_body, state_from_wire
+from models.save import last_body, state_from_wire
 from models.state import (
     ENDIAN_UNKNOWN,
     NO_VECTOR,
@@ -382,7 +383,7 @@ class _Load:
     def features(self, src: DeviceState, device_state: Any, num: int) -> tuple[int, Any]:
         """Step 12: the guest features against the destination's host features, then the device's set_features."""
         r, dev, release = self.r, self.dev, self.release
-        features, refused = _sanitize_features(r, self.v, src.guest_features)
+        features, refused = sanitize_features(r, self.v, src.guest_features)
         set_features = getattr(dev, "set_features", None)
         if set_features is not None:  # the device's set_features runs on what the device data loaded
             device_state = set_features(device_state, release, src.guest_features, features)
@@ -479,28 +480,3 @@ class _Tail(io.BytesIO):
             self.eof = True
             got += bytes(n - len(got))
         return got
-
-
-def _sanitize_features(r: Realized, v: Any, incoming: int) -> tuple[int, list[str] | None]:
-    """Step 12: guest features against the destination's host features, as the release does: the features
-    set, and the lines of a refusal (None: allowed)."""
-    release, host = r.release, r.host_features
-    if release < Version(2, 4):
-        return incoming & host, None  # checked early (features_early)
-    if release < Version(10, 2):
-        if (host >> 32) & 0xFFFFFFFF:
-            value = incoming & MASK64  # the 64-bit subsection's value, or the 32-bit field
-        else:
-            value = v.guest_features_lo  # a 64-bit subsection is discarded: only the low word is checked
-        if value & ~host:
-            chk = r.registry.check("features", release)
-            assert chk is not None
-            return value & host, [chk.message.format(features=value, host=host & MASK64)]
-        return value & host, None
-    if incoming & ~host:
-        chk = r.registry.check("features128", release)
-        assert chk is not None
-        shown = incoming & host  # virtio_set_features_nocheck keeps the allowed bits before the report
-        return shown, [chk.message.format(features_hi=shown >> 64, features_lo=shown & MASK64,
-                                          host_hi=host >> 64, host_lo=host & MASK64)]
-    return incoming & host, None

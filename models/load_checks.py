@@ -19,6 +19,7 @@ from models import core
 from models import load_errors as le
 from models.config import Realized
 from models.devices import net
+from models.features import MASK64
 from models.releases import Version
 from models.reset import local_config_space
 from models.state import (
@@ -262,3 +263,28 @@ def check_section_version(r: Realized, idstr: str, instance_id: int, version_id:
         raise fail(le.migration_failed(lines, r.release, said), 0)
     if version_id is not None and version_id < local.minimum:
         raise fail([], errno.EINVAL, le.VersionRefused(local.name, version_id, local.version, local.minimum))
+
+
+def sanitize_features(r: Realized, v: Any, incoming: int) -> tuple[int, list[str] | None]:
+    """Step 12: guest features against the destination's host features, as the release does: the features
+    set, and the lines of a refusal (None: allowed)."""
+    release, host = r.release, r.host_features
+    if release < Version(2, 4):
+        return incoming & host, None  # checked early (features_early)
+    if release < Version(10, 2):
+        if (host >> 32) & 0xFFFFFFFF:
+            value = incoming & MASK64  # the 64-bit subsection's value, or the 32-bit field
+        else:
+            value = v.guest_features_lo  # a 64-bit subsection is discarded: only the low word is checked
+        if value & ~host:
+            chk = r.registry.check("features", release)
+            assert chk is not None
+            return value & host, [chk.message.format(features=value, host=host & MASK64)]
+        return value & host, None
+    if incoming & ~host:
+        chk = r.registry.check("features128", release)
+        assert chk is not None
+        shown = incoming & host  # virtio_set_features_nocheck keeps the allowed bits before the report
+        return shown, [chk.message.format(features_hi=shown >> 64, features_lo=shown & MASK64,
+                                          host_hi=host >> 64, host_lo=host & MASK64)]
+    return incoming & host, None

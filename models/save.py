@@ -14,6 +14,7 @@ from harness.wire.virtio import (
 from models import core, declared
 from models.config import Realized
 from models.devices import DEVICES
+from models.features import MASK64
 from models.releases import Version
 from models.rings import vring_align
 from models.state import (
@@ -24,8 +25,6 @@ from models.state import (
     PciState,
     QueueState,
 )
-
-MASK64 = (1 << 64) - 1
 
 
 def saved_queue_count(state: DeviceState) -> int:

@@ -60,7 +60,7 @@ def test_features_read_before_the_core_subsections_and_kept(monkeypatch: pytest.
     def early(r, v, incoming):  # type: ignore[no-untyped-def]
         return v.guest_features_lo & r.host_features, None
 
-    monkeypatch.setattr(load, "_sanitize_features", early)
+    monkeypatch.setattr(load, "sanitize_features", early)
     # on 7.2 machine types every device offers VERSION_1, so every cell example can negotiate a high bit
     result = run_cell(Cell(V("7.2"), V("7.2"), "pci", "virtio-net"), ["pc-i440fx-7.2", "pc-q35-7.2"])
     assert result.failure is not None
