@@ -90,7 +90,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
     with interrupt.saying(f"fuzz interrupted before its first input; nothing written in {args.out}"):
-        from harness.fuzz import run_cli
+        from harness.fuzz.cli import run_cli
 
         return run_cli(args)
 

@@ -15,6 +15,8 @@ import pytest
 from harness import fuzz
 from harness.cli import main
 from harness.errors import StreamError
+from harness.fuzz import checker as fuzz_checker
+from harness.fuzz import cli as fuzz_cli
 from harness.wire.stream import Stream
 from tests.conftest import SAMPLES
 
@@ -24,7 +26,7 @@ RUN = ["fuzz", "--minutes", "0.005", "--seed", "3"]  # 0.3 s, after the seeds ar
 
 @pytest.fixture(autouse=True)
 def one_seed_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fuzz, "default_seed_paths", lambda: [SMALL])
+    monkeypatch.setattr(fuzz_cli, "default_seed_paths", lambda: [SMALL])
 
 
 def planted_crash(data: bytes, *args: Any, **kwargs: Any) -> Any:
@@ -34,8 +36,8 @@ def planted_crash(data: bytes, *args: Any, **kwargs: Any) -> Any:
 def plant(monkeypatch: pytest.MonkeyPatch, bug: Callable[..., Any]) -> None:
     """The same bug in both targets: the first input, whatever its kind, finds it (a loaded machine may leave
     time for one input only)."""
-    monkeypatch.setattr(fuzz, "decode_stream", bug)
-    monkeypatch.setattr(fuzz, "decode_payload", bug)
+    monkeypatch.setattr(fuzz_checker, "decode_stream", bug)
+    monkeypatch.setattr(fuzz_checker, "decode_payload", bug)
 
 
 def test_a_finding_is_saved_with_its_reproduction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -85,8 +87,8 @@ def test_a_hang_is_caught_and_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         time.sleep(60)
 
     plant(monkeypatch, sleeps)
-    monkeypatch.setattr(fuzz, "TIME_LIMIT", 0.2)
-    monkeypatch.setattr(fuzz, "TIME_PER_BYTE", 0.0)
+    monkeypatch.setattr(fuzz_checker, "TIME_LIMIT", 0.2)
+    monkeypatch.setattr(fuzz_checker, "TIME_PER_BYTE", 0.0)
     start = time.monotonic()
     assert main(["fuzz", "--minutes", "0.01", "--seed", "3", "--out", str(tmp_path)]) == 1
     assert time.monotonic() - start < 20
@@ -103,7 +105,7 @@ def test_checker_detects_a_hang(busy: bool, monkeypatch: pytest.MonkeyPatch) -> 
                 pass
         time.sleep(60)
 
-    monkeypatch.setattr(fuzz, "decode_stream", hangs)
+    monkeypatch.setattr(fuzz_checker, "decode_stream", hangs)
     m = fuzz.Mutant(b"QEVM\x00\x00\x00\x03\x00", "header", "-", "planted")
     start = time.monotonic()
     with fuzz.Checker(time_limit=0.2, per_byte=0) as checker:
@@ -115,18 +117,18 @@ def test_checker_detects_a_hang(busy: bool, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _check(monkeypatch: pytest.MonkeyPatch, decoder: Any, data: bytes = b"QEVM\x00\x00\x00\x03\x00") -> Any:
-    monkeypatch.setattr(fuzz, "decode_stream", decoder)
+    monkeypatch.setattr(fuzz_checker, "decode_stream", decoder)
     with fuzz.Checker() as checker:
         return checker.check(fuzz.Mutant(data, "header", "-", "planted"))
 
 
 def test_checker_detects_memory_driven_by_a_length(monkeypatch: pytest.MonkeyPatch) -> None:
     def allocates(data: bytes, **kwargs: Any) -> Any:
-        held = bytearray(fuzz.memory_bound(len(data)) + (1 << 20))
+        held = bytearray(fuzz_checker.memory_bound(len(data)) + (1 << 20))
         raise StreamError(f"held {len(held)} bytes", 8, "stream")
 
     found = _check(monkeypatch, allocates)
-    assert found is not None and found.kind == "memory" and found.peak > fuzz.memory_bound(9)
+    assert found is not None and found.kind == "memory" and found.peak > fuzz_checker.memory_bound(9)
 
 
 def test_checker_flags_a_memory_error_reported_as_a_stream_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,7 +174,7 @@ def test_seeds_folder_replaces_the_samples(tmp_path: Path, monkeypatch: pytest.M
     (seeds / "one.bin").write_bytes(SMALL.read_bytes())
     used: list[list[Path]] = []
     load = fuzz.load_seeds
-    monkeypatch.setattr(fuzz, "load_seeds", lambda paths: used.append(list(paths)) or load(paths))
+    monkeypatch.setattr(fuzz_cli, "load_seeds", lambda paths: used.append(list(paths)) or load(paths))
     assert main([*RUN, "--seeds", str(seeds), "--out", str(tmp_path / "out")]) == 0
     assert used == [[seeds / "one.bin"]]
     assert "0 finding(s)" in capsys.readouterr().err
