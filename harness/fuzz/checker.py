@@ -18,6 +18,7 @@ from harness.decode import format_text, stream_summary
 from harness.errors import StreamError
 from harness.fuzz.fields import Seed
 from harness.fuzz.mutant import Mutant, embed
+from harness.fuzz.targets import VerdictCall, Verdicts
 from harness.wire.stream import decode_payload, decode_stream
 from harness.wire.virtio import DEVICES, TRANSPORTS, compiled_payload_layout
 
@@ -60,6 +61,7 @@ class Finding:
     stream: bytes  # a whole stream to reproduce it with `virtio-compat decode` (the input, or it embedded)
     seconds: float = 0.0
     peak: int = 0
+    verdict: VerdictCall | None = None  # it was checked with `verdict` too: how (reproduced by `verdict FILE ...`)
 
 
 def memory_bound(size: int) -> int:
@@ -70,7 +72,7 @@ def _where(tb: Any) -> str:
     """Where an exception was raised, as file:line (function): the innermost frame of the harness (the fuzzer
     itself aside), else the innermost frame."""
     frames = [fr for fr in traceback.extract_tb(tb) if not fr.filename.startswith(_FUZZER)]
-    ours = [fr for fr in frames if fr.filename.startswith(str(ROOT / "harness"))]
+    ours = [fr for fr in frames if fr.filename.startswith((str(ROOT / "harness"), str(ROOT / "models")))]
     if not (ours or frames):
         return "?"
     fr = (ours or frames)[-1]
@@ -106,7 +108,7 @@ class Checker:
     """Runs inputs through the decoder under a time limit (SIGALRM) and tracemalloc; use as a context manager."""
 
     def __init__(self, time_limit: float | None = None, per_byte: float | None = None,
-                 bound: Callable[[int], int] | None = None) -> None:
+                 bound: Callable[[int], int] | None = None, verdicts: Verdicts | None = None) -> None:
         self.time_limit = TIME_LIMIT if time_limit is None else time_limit
         self.per_byte = TIME_PER_BYTE if per_byte is None else per_byte
         self.bound = memory_bound if bound is None else bound
@@ -114,6 +116,9 @@ class Checker:
         self._alarm = False
         self._old_handler: Any = None
         self._outer_tracing = False
+        self.verdicts = verdicts  # set: a whole stream that decodes is then given to `verdict` too
+        self._stage = "decode"
+        self._call: VerdictCall | None = None
 
     def __enter__(self) -> Checker:
         for transport in TRANSPORTS:  # compiling a layout takes a while: not inside any input's time limit
@@ -140,12 +145,17 @@ class Checker:
             raise _Hang()
 
     def _run(self, m: Mutant, kept: list[StreamError]) -> None:
+        self._stage, self._call = "decode", None
         if m.payload is None:
             # what `virtio-compat decode`, the reproduction, does: a payload that does not decode is kept with its
             # StreamError (the one a strict decode_stream raises) and the walk goes on; then the summary
             s = decode_stream(m.data, strict=False)
             kept += [p.error for p in s.devices if p.error is not None]
             format_text(stream_summary(s))
+            if self.verdicts is not None:
+                self._call = self.verdicts.pick(s, m.data)
+                self._stage = "verdict"
+                self.verdicts.run(s, m.data, self._call)
         else:
             decode_payload(m.data, m.transport, m.device)
 
@@ -197,19 +207,24 @@ class Checker:
         limit = self.time_limit + size * self.per_byte
         kept: list[StreamError] = []
         error, seconds = self._timed(m, limit, kept)
+        stage, call = self._stage, self._call
+        # a verdict's finding says so (its signature too); a decoder's reads as it always did
+        what, tag = (f"verdict ({call.release}, {'the source' if call.dest else 'inferred'})", "verdict ") \
+            if stage == "verdict" and call is not None else ("decode", "")
         peak = 0
 
         def finding(kind: str, summary: str, signature: str) -> Finding:
             stream = m.data if m.payload is None or seed is None else embed(seed, m.payload, m.data)
-            return Finding(kind, summary, signature, m, stream, seconds, peak)
+            return Finding(kind, summary, signature, m, stream, seconds, peak, call)
 
         if isinstance(error, _Hang) or (error is None and seconds > limit):
             where = _where(error.__traceback__) if error is not None else "?"
-            return finding("hang", f"decode still running after {limit:.3g} s, in {where}", f"hang {where}")
+            return finding("hang", f"{what} still running after {limit:.3g} s, in {where}", f"hang {tag}{where}")
         if error is not None and not isinstance(error, StreamError):
             where = _where(error.__traceback__)
             text = f"{type(error).__name__}: {str(error)[:200]}"
-            return finding("crash", f"{text} at {where}", f"crash {type(error).__name__} {where}")
+            return finding("crash", f"{text} at {where}" + (f", in {what}" if tag else ""),
+                           f"crash {tag}{type(error).__name__} {where}")
         for e in ([error] if isinstance(error, StreamError) else []) + kept:
             bad = _malformed(e, size, m.payload is None)
             if bad:

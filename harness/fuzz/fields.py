@@ -74,6 +74,7 @@ class Seed:
     view: View
     payloads: list[tuple[PayloadRef, View]]
     vmdesc_at: int | None
+    dest: str | None = None  # the command line of the QEMU that saved it (its .json beside it), for `verdict --dest`
 
     @property
     def data(self) -> bytes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import lzma
 import os
 import signal
 import tempfile
@@ -16,6 +18,8 @@ from harness import interrupt
 from harness.fuzz.checker import Checker, Finding
 from harness.fuzz.fields import Seed
 from harness.fuzz.mutant import Mutant, Mutator
+from harness.fuzz.targets import VerdictCall
+from models.releases import release_of
 
 # --- a run ----------------------------------------------------------------------------------------------
 
@@ -86,24 +90,46 @@ def _as_stream(found: Finding, checker: Checker, seed: Seed | None) -> Finding:
 
 
 def save_finding(found: Finding, out: Path) -> tuple[Path, bool]:
-    """Write the finding's stream as `<out>/<kind>-<sha1[:12]>.bin`, atomically: a temporary file in `out`, then
-    a hard link, which fails rather than replace a file of that name. (path, whether it was written now)."""
+    """Write the finding's stream as `<out>/<kind>-<sha1[:12]>.bin`, and for one that `verdict` reproduces, how
+    (release, destination) in the `.json` of that name, first. Each file atomically: a temporary file in `out`,
+    then a hard link, which fails rather than replace a file of that name. (path, whether it was written now)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{found.kind}-{sha1(found.stream).hexdigest()[:12]}.bin"
     if path.exists():
         return path, False
-    with interrupt.deferred():  # a signal waits until the file is in place and the temporary one gone
-        fd, tmp = tempfile.mkstemp(prefix=".fuzz-", suffix=".tmp", dir=out)
+    with interrupt.deferred():  # a signal waits until the files are in place and the temporary ones gone
+        if found.verdict is not None:
+            meta = {"kind": found.kind, "summary": found.summary, "signature": found.signature,
+                    "release": str(found.verdict.release), "dest": found.verdict.dest,
+                    "reproduce": f"virtio-compat verdict {path.name} {found.verdict.args()}"}
+            _write_new(path.with_suffix(".json"), json.dumps(meta, indent=1).encode() + b"\n")
+        return path, _write_new(path, found.stream)
+
+
+def _write_new(path: Path, data: bytes) -> bool:
+    """Write a file that does not exist yet (False, and nothing written, when it does)."""
+    fd, tmp = tempfile.mkstemp(prefix=".fuzz-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(found.stream)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return path, False
-            return path, True
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def read_finding(path: Path) -> tuple[bytes, VerdictCall | None]:
+    """A saved finding (`.bin`, or `.bin.xz` as tests/data keeps them): its stream, and the verdict that reproduces
+    it when its `.json` says one does."""
+    data = lzma.decompress(path.read_bytes()) if path.suffix == ".xz" else path.read_bytes()
+    meta_path = path.parent / (path.name.split(".")[0] + ".json")
+    if not meta_path.exists():
+        return data, None
+    meta = json.loads(meta_path.read_text())
+    return data, VerdictCall(release_of(meta["release"]), meta.get("dest"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,22 @@ def load_seeds(paths: Sequence[Path] | None = None, variants: Sequence[str] = ("
         made = {"full": full, "slim": slimmed}
         if "rich" in variants:
             made["rich"] = _rich(slimmed)
+        dest = source_command_line(path)
         for variant in variants:
             view, payloads, vmdesc_at = field_map(made[variant])
             name = path.stem if variant == "full" else f"{path.stem}~{variant}"
-            seeds.append(Seed(name, view, payloads, vmdesc_at))
+            seeds.append(Seed(name, view, payloads, vmdesc_at, dest))
     return seeds
+
+
+def source_command_line(path: Path) -> str | None:
+    """The command line that saved a stream, from the `.json` beside it (the samples' and fixtures' `qemu_cmdline`),
+    or None where there is none (a folder of bare streams)."""
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    argv = meta.get("qemu_cmdline") if isinstance(meta, dict) else None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return None
+    return shlex.join(argv)
