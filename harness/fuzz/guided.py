@@ -96,15 +96,16 @@ def run_parent(args: Any, paths: list[Path], minutes: float, out: Path, target: 
         code = _CHILD.format(include=list(INSTRUMENTED), exclude=list(NOT_INSTRUMENTED))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         tty = sys.stderr.isatty()
-        # SIGINT and SIGTERM wait until the child is there to be told (else it could start after the signal)
-        with interrupt.blocked():
-            child = subprocess.Popen([sys.executable, "-c", code, str(work / "config.json")], stderr=subprocess.PIPE,
-                                     env=env, text=True, errors="replace")
         log: deque[str] = deque(maxlen=40)
         cov: dict[str, int] = {}
         signum = 0
         last = 0.0
+        child: subprocess.Popen[str] | None = None
         try:
+            # SIGINT and SIGTERM wait until the child is there to be told (else it could start after the signal)
+            with interrupt.blocked():
+                child = subprocess.Popen([sys.executable, "-c", code, str(work / "config.json")],
+                                         stderr=subprocess.PIPE, env=env, text=True, errors="replace")
             assert child.stderr is not None
             for line in child.stderr:
                 log.append(line.rstrip("\n"))
@@ -120,7 +121,8 @@ def run_parent(args: Any, paths: list[Path], minutes: float, out: Path, target: 
             child.wait()
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
-            _stop(child, signum)
+            if child is not None:
+                _stop(child, signum)
         if tty:
             sys.stderr.write("\r" + " " * 90 + "\r")
         status = _read_status(work / "status.json")
@@ -136,7 +138,8 @@ def run_parent(args: Any, paths: list[Path], minutes: float, out: Path, target: 
                    f"{seconds_run:.1f} s (atheris, seed {args.seed}{coverage}); {kept}")
     if status.ended != "deadline":
         print("\n".join(log), file=sys.stderr)
-        print(f"fuzz: the atheris run ended unexpectedly (exit {child.returncode}) after {status.inputs} inputs; "
+        code_ = child.returncode if child is not None else None
+        print(f"fuzz: the atheris run ended unexpectedly (exit {code_}) after {status.inputs} inputs; "
               f"libFuzzer's last lines are above, what it kept is in {out}", file=sys.stderr, flush=True)
         return 1
     print(f"fuzz: atheris, seed {args.seed}, {target}: {status.inputs} inputs in {seconds_run:.1f} s ({rate:.0f}/s)"

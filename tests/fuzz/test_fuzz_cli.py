@@ -17,7 +17,9 @@ from harness.cli import main
 from harness.errors import StreamError
 from harness.fuzz import checker as fuzz_checker
 from harness.fuzz import cli as fuzz_cli
-from harness.wire.stream import Stream
+from harness.fuzz import targets as fuzz_targets
+from harness.fuzz.targets import Verdicts
+from harness.wire.stream import Stream, decode_stream
 from tests.conftest import SAMPLES
 
 SMALL = SAMPLES / "f07-i440fx-7.2-blk-inflight-werror.bin"
@@ -192,3 +194,25 @@ def test_bad_options_exit_2_with_one_line(bad: list[str], tmp_path: Path,
     assert main(["fuzz", *args]) == 2
     stdout, stderr = capsys.readouterr()
     assert stdout == "" and stderr.count("\n") == 1 and stderr.startswith("virtio-compat: error: ")
+
+
+def test_target_verdict_checks_the_verdict_of_each_whole_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--target verdict: a stream that decodes goes on to `verdict`; what that raises (not a HarnessError) is a
+    finding of its own signature, with the release and destination that reproduce it."""
+    seeds = fuzz.load_seeds([SMALL], variants=("slim",))
+    verdicts = Verdicts(seeds)
+    m = fuzz.Mutant(seeds[0].data, "regression", seeds[0].name, "the seed itself")
+    with fuzz.Checker(verdicts=verdicts) as checker:
+        assert checker.check(m) is None  # the real verdict of a real stream
+
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(fuzz_targets, "verdict", bug)
+    with fuzz.Checker(verdicts=verdicts) as checker:
+        found = checker.check(m)
+    assert found is not None and found.kind == "crash", found
+    assert found.signature.startswith("crash verdict ZeroDivisionError"), found.signature
+    assert found.verdict is not None and found.verdict == verdicts.pick(decode_stream(m.data), m.data)
+    with fuzz.Checker() as checker:  # the decoder alone (the default target) does not reach it
+        assert checker.check(m) is None
