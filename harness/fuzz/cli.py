@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness import interrupt, samples
 from harness.errors import UsageError
-from harness.fuzz.checker import Checker, Finding
+from harness.fuzz.checker import Checker
 from harness.fuzz.mutant import Mutant, Mutator
-from harness.fuzz.runner import Stats, read_finding, run, save_finding
+from harness.fuzz.runner import Stats, address_space_cap, read_finding, report, run
 from harness.fuzz.seeds import default_seed_paths, load_seeds
 from harness.fuzz.targets import Verdicts
 from harness.interrupt import Kept
-
-
-@contextlib.contextmanager
-def address_space_cap(extra: int) -> Iterator[None]:
-    """Cap the address space at what the process uses now + `extra` while fuzzing, so that a decode that
-    allocates by a hostile length fails with MemoryError (reported as a finding) instead of exhausting the
-    machine. A no-op where the limit cannot be read or set."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        with open("/proc/self/status") as f:
-            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-        cap = vm + extra if hard == resource.RLIM_INFINITY else min(vm + extra, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    except (ImportError, OSError, ValueError, StopIteration):
-        yield
-        return
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def run_cli(args: Any) -> int:
@@ -113,19 +90,6 @@ def _validate(args: Any) -> tuple[float, Path]:
     if not os.access(out, os.W_OK | os.X_OK):
         raise UsageError(f"{out}: cannot write there (--out)")
     return minutes, out
-
-
-def report(found: Finding, out: Path) -> None:
-    """Save a new finding in `out` and say what it is and how to reproduce it (stdout)."""
-    try:
-        path, _ = save_finding(found, out)
-    except OSError as e:
-        print(f"fuzz: {found.kind}: {found.summary}; could not save it in {out}: {e.strerror or e}", flush=True)
-        return
-    m = found.mutant
-    print(f"fuzz: {found.kind}: {found.summary} [{m.mutation} on {m.seed}: {m.note[:160]}]", flush=True)
-    command = f"verdict {path} {found.verdict.args()}" if found.verdict is not None else f"decode {path}"
-    print(f"  reproduce: virtio-compat {command}", flush=True)
 
 
 def replay_paths(folders: Sequence[str]) -> list[Path]:

@@ -209,8 +209,8 @@ class _Child:
         os._exit(code)
 
     def one(self, data: bytes) -> None:
-        from harness.fuzz.cli import report
         from harness.fuzz.mutant import Mutant
+        from harness.fuzz.runner import report
 
         try:
             interrupt.check()
@@ -283,7 +283,7 @@ class _Child:
 def child_main(config_path: str) -> None:
     import atheris
 
-    from harness.fuzz.cli import address_space_cap
+    from harness.fuzz.runner import address_space_cap
 
     config = json.loads(Path(config_path).read_text())
     interrupt.install()

@@ -1,4 +1,4 @@
-"""A run: inputs start, start + 1, ... through the checker; findings saved whole."""
+"""A run: inputs start, start + 1, ... through the checker; findings saved whole and reported; the address-space cap."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha1
 from pathlib import Path
@@ -133,3 +133,38 @@ def read_finding(path: Path) -> tuple[bytes, VerdictCall | None]:
         return data, None
     meta = json.loads(meta_path.read_text())
     return data, VerdictCall(release_of(meta["release"]), meta.get("dest"))
+
+
+def report(found: Finding, out: Path) -> None:
+    """Save a new finding in `out` and say what it is and how to reproduce it (stdout)."""
+    try:
+        path, _ = save_finding(found, out)
+    except OSError as e:
+        print(f"fuzz: {found.kind}: {found.summary}; could not save it in {out}: {e.strerror or e}", flush=True)
+        return
+    m = found.mutant
+    print(f"fuzz: {found.kind}: {found.summary} [{m.mutation} on {m.seed}: {m.note[:160]}]", flush=True)
+    command = f"verdict {path} {found.verdict.args()}" if found.verdict is not None else f"decode {path}"
+    print(f"  reproduce: virtio-compat {command}", flush=True)
+
+
+@contextlib.contextmanager
+def address_space_cap(extra: int) -> Iterator[None]:
+    """Cap the address space at what the process uses now + `extra` while fuzzing, so that a decode that
+    allocates by a hostile length fails with MemoryError (reported as a finding) instead of exhausting the
+    machine. A no-op where the limit cannot be read or set."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        cap = vm + extra if hard == resource.RLIM_INFINITY else min(vm + extra, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ImportError, OSError, ValueError, StopIteration):
+        yield
+        return
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
