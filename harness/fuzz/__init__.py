@@ -10,9 +10,14 @@ the decoded structure: the stream is decoded once and every construct parse is r
 0, max or just past the bytes that remain, rewrite the JSON description the walk trusts, or splice sections between
 streams. Input `i` of a run depends only on the seed and `i`, so any input can be made again.
 
+With `--target verdict` a whole stream that decodes is then given to `verdict` (the model's load, no QEMU), which
+must answer or refuse with a HarnessError. `--engine atheris` runs the same checks under libFuzzer's coverage
+guidance, with these mutations among libFuzzer's own.
+
 The package by its sections: `fields` (the field map and its views), `seeds`, `mutators` (edits of one view, the
-JSON description), `mutant` (whole inputs, the Mutator), `checker` (one input against the contract), `runner` (a
-run, findings saved), `cli` (`virtio-compat fuzz`).
+JSON description), `mutant` (whole inputs, the Mutator), `checker` (one input against the contract), `targets`
+(the verdict after the decoder), `runner` (a run, findings saved and read back), `cli` (`virtio-compat fuzz`),
+`guided` (the atheris engine).
 """
 
 from harness.fuzz.checker import Checker, Finding

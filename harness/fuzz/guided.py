@@ -30,12 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from harness import interrupt
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
+from harness.fuzz.checker import Checker
+from harness.fuzz.fields import Seed, field_map
+from harness.fuzz.mutant import MUTATIONS, Mutant, Mutator, embed
+from harness.fuzz.runner import address_space_cap, report
+from harness.fuzz.seeds import load_seeds
+from harness.fuzz.targets import Verdicts
 from harness.interrupt import Kept
 
 # what the child imports instrumented: the decoder, the models, and construct (whose code makes the decoder's
 # branches); never the fuzzer itself, whose counters would only be noise
-INSTRUMENTED = ("harness", "models")
+INSTRUMENTED = ("harness", "models", "construct")
 NOT_INSTRUMENTED = ("harness.fuzz", "harness.interrupt")
 # the signals run_parent blocked are let in first: until child_main handles them, one ends the child at once
 _CHILD = ("import signal\n"
@@ -174,15 +180,11 @@ def _read_status(path: Path) -> Status:
 
 class _Child:
     def __init__(self, config: dict[str, Any]) -> None:
-        from harness.fuzz.checker import Checker
-        from harness.fuzz.mutant import Mutator
-        from harness.fuzz.seeds import load_seeds
-        from harness.fuzz.targets import Verdicts
 
         self.config = config
         self.seeds = load_seeds([Path(p) for p in config["seeds"]])
         self.mutator = Mutator(self.seeds, config["seed"])
-        self.maps: dict[bytes, Any] = {sha1(s.data).digest(): s for s in self.seeds}
+        self.maps: dict[bytes, Seed | None] = {sha1(s.data).digest(): s for s in self.seeds}
         verdicts = Verdicts(self.seeds) if config["target"] == "verdict" else None
         self.checker = Checker(verdicts=verdicts)
         self.out = Path(config["out"])
@@ -209,8 +211,6 @@ class _Child:
         os._exit(code)
 
     def one(self, data: bytes) -> None:
-        from harness.fuzz.mutant import Mutant
-        from harness.fuzz.runner import report
 
         try:
             interrupt.check()
@@ -244,7 +244,6 @@ class _Child:
     def _mutate(self, data: bytes, max_size: int, seed: int) -> bytes:
         import atheris
 
-        from harness.fuzz.mutant import MUTATIONS, embed
 
         rng = random.Random(seed)
         s = self._mapped(data, rng)
@@ -258,10 +257,8 @@ class _Child:
         self.notes = (sha1(out).digest(), f"{m.mutation} on {s.name}: {m.note}")
         return out
 
-    def _mapped(self, data: bytes, rng: random.Random) -> Any:
+    def _mapped(self, data: bytes, rng: random.Random) -> Seed | None:
         """The input's Seed (its field map) when it is known or made now, else None."""
-        from harness.errors import HarnessError
-        from harness.fuzz.fields import Seed, field_map
 
         digest = sha1(data).digest()
         if digest in self.maps:
@@ -270,7 +267,7 @@ class _Child:
             return None
         try:
             view, payloads, vmdesc_at = field_map(bytes(data))
-            seed: Any = Seed(f"input {digest.hex()[:12]}", view, payloads, vmdesc_at)
+            seed: Seed | None = Seed(f"input {digest.hex()[:12]}", view, payloads, vmdesc_at)
             self.status.mapped += 1
         except (HarnessError, RecursionError, ValueError, MemoryError):  # does not decode: libFuzzer's mutations
             seed = None
@@ -283,7 +280,6 @@ class _Child:
 def child_main(config_path: str) -> None:
     import atheris
 
-    from harness.fuzz.runner import address_space_cap
 
     config = json.loads(Path(config_path).read_text())
     interrupt.install()

@@ -216,3 +216,13 @@ def test_target_verdict_checks_the_verdict_of_each_whole_stream(monkeypatch: pyt
     assert found.verdict is not None and found.verdict == verdicts.pick(decode_stream(m.data), m.data)
     with fuzz.Checker() as checker:  # the decoder alone (the default target) does not reach it
         assert checker.check(m) is None
+
+
+def test_atheris_missing_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.fuzz import guided
+
+    monkeypatch.setattr(guided, "available", lambda: False)
+    assert main(["fuzz", "--engine", "atheris", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--engine atheris needs atheris (pip install atheris" in err and "Traceback" not in err
