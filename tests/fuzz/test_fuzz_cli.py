@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+import zlib
 from collections.abc import Callable
 from hashlib import sha1
 from pathlib import Path
@@ -23,6 +24,7 @@ from harness.wire.stream import Stream, decode_stream
 from tests.conftest import SAMPLES
 
 SMALL = SAMPLES / "f07-i440fx-7.2-blk-inflight-werror.bin"
+HEADER_BYTES = b"QEVM\x00\x00\x00\x03"
 RUN = ["fuzz", "--minutes", "0.005", "--seed", "3"]  # 0.3 s, after the seeds are loaded
 
 
@@ -226,3 +228,18 @@ def test_atheris_missing_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pyt
     assert main(["fuzz", "--engine", "atheris", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "--engine atheris needs atheris (pip install atheris" in err and "Traceback" not in err
+
+
+def test_memory_every_measures_the_memory_of_one_input_in_n(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The atheris engine measures memory on one input in 4, picked by the input's bytes (crc32)."""
+    def allocates(data: bytes, **kwargs: Any) -> Any:
+        held = bytearray(fuzz_checker.memory_bound(len(data)) + (1 << 20))
+        raise StreamError(f"held {len(held)} bytes", 8, "stream")
+
+    monkeypatch.setattr(fuzz_checker, "decode_stream", allocates)
+    inputs = [HEADER_BYTES + bytes([i]) for i in range(16)]
+    with fuzz.Checker(memory_every=4) as checker:
+        kinds = [(zlib.crc32(d) % 4 == 0, checker.check(fuzz.Mutant(d, "header", "-", "planted"))) for d in inputs]
+    assert any(measured for measured, _ in kinds) and not all(measured for measured, _ in kinds)
+    for measured, found in kinds:
+        assert (found is not None and found.kind == "memory") if measured else found is None
