@@ -25,6 +25,8 @@ def run_cli(args: Any) -> int:
     (the findings so far are whole files in DIR), exit 130 or 143."""
     began = time.monotonic()
     minutes, out = _validate(args)
+    if getattr(args, "corpus", None) and getattr(args, "engine", "mutate") != "atheris":
+        raise UsageError("--corpus is libFuzzer's corpus: it goes with --engine atheris")
     if getattr(args, "replay", None):
         return replay(args, out)
     paths = samples.streams_in(args.seeds) if getattr(args, "seeds", None) else default_seed_paths()

@@ -243,3 +243,9 @@ def test_memory_every_measures_the_memory_of_one_input_in_n(monkeypatch: pytest.
     assert any(measured for measured, _ in kinds) and not all(measured for measured, _ in kinds)
     for measured, found in kinds:
         assert (found is not None and found.kind == "memory") if measured else found is None
+
+
+def test_corpus_goes_with_the_atheris_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fuzz", "--corpus", str(tmp_path / "c"), "--out", str(tmp_path / "out")]) == 2
+    assert "--corpus is libFuzzer's corpus: it goes with --engine atheris" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
