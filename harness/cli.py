@@ -90,7 +90,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
     with interrupt.saying(f"fuzz interrupted before its first input; nothing written in {args.out}"):
-        from harness.fuzz import run_cli
+        from harness.fuzz.cli import run_cli
 
         return run_cli(args)
 
@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=2.0, help="time per measurement (default 2)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=cmd_bench)
-    f = sub.add_parser("fuzz", help="fuzz the stream decoder with mutations of the sample streams (or --seeds)")
+    f = sub.add_parser("fuzz", help="fuzz the stream decoder (and verdict) with mutations of the sample streams "
+                       "(or --seeds)")
     f.add_argument("--minutes", type=float, default=1.0, help="how long to run (default 1)")
     f.add_argument("--seed", type=int, default=0, help="the run's seed: input i depends only on it and i (default 0)")
     f.add_argument("--seeds", action="append", metavar="DIR",
@@ -279,6 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "the sample streams shipped with the package)")
     f.add_argument("--out", default="reports/fuzz", metavar="DIR",
                    help="where to save crashing inputs (default reports/fuzz/)")
+    f.add_argument("--engine", choices=("mutate", "atheris"), default="mutate",
+                   help="mutate: the structure-aware mutations, input i a function of the seed and i (default); "
+                   "atheris: libFuzzer's coverage guidance with those mutations and its own (needs atheris)")
+    f.add_argument("--target", choices=("decode", "verdict"),
+                   help="decode: the decoder's contract; verdict: that, then `verdict` (the model's load, no QEMU) "
+                   "of each whole stream (default: decode, verdict under atheris)")
+    f.add_argument("--corpus", metavar="DIR",
+                   help="atheris: keep libFuzzer's corpus in DIR and start from what it holds (default: a "
+                   "temporary folder)")
+    f.add_argument("--replay", action="append", metavar="PATH",
+                   help="check each input of PATH once (a file, findings or a corpus folder; repeatable) instead "
+                   "of fuzzing; a finding's .json names the verdict that reproduces it")
     f.set_defaults(func=cmd_fuzz)
     r = sub.add_parser("replay", help="re-run the case of a failure file and show why it fails")
     r.add_argument("file", metavar="FILE", help="a failure file, reports/failures/<rule>-<hash>.json")

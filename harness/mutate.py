@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import fuzz
+from harness.fuzz.fields import recording
 from harness.wire.primitives import FlatArray, field_path
 from harness.wire.stream import find_vmdesc
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, VIRTQUEUE_MAX_SIZE, payload_layout
@@ -102,7 +103,7 @@ def _flat_elements(chunk: bytes, transport: str, device: str, num_queues: int
                    ) -> Iterator[tuple[str, int, int, int]]:
     """The integer fields of the first `num_queues + 1` elements of each fixed 1024-entry array (the queues'
     rows, which field_map keeps whole): (path, offset, size, value)."""
-    with fuzz._recording() as records:
+    with recording() as records:
         payload_layout(transport, device).parse(chunk)
     for path, con, start, _end, _obj, _top in records:
         inner = con.subcon if hasattr(con, "subcon") and not isinstance(con, FlatArray) else con

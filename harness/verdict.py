@@ -61,7 +61,10 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str], regis
         raise UsageError("the stream names no machine type (no configuration section): give --dest")
     if s.machine_source == "inferred":
         assumptions.append(f"machine type {machine_name}: inferred, the stream has no configuration section")
-    machine = registry.machine(machine_name)
+    try:
+        machine = registry.machine(machine_name)
+    except ValueError as e:  # a name the stream carries, any bytes: the user's input, not a bug
+        raise UsageError(f"the stream's machine type: {e}; give the destination with --dest") from None
     assumptions.append(f"destination machine type {machine} (from the stream)")
     lines = []
     blocks = set(s.memory.blocks) if s.memory else set()

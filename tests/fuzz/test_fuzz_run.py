@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import fuzz
+from harness.fuzz import mutators as fuzz_mutators
 from harness.wire.stream import decode_stream
 from tests.conftest import SAMPLES, fixture_streams
 
@@ -106,7 +107,7 @@ def test_int_values_reach_past_what_remains() -> None:
     seen: set[int] = set()
     rng = random.Random(1)
     for _ in range(30):
-        seen.update(fuzz.int_values(rng, f, (1, 16)))
+        seen.update(fuzz_mutators.int_values(rng, f, (1, 16)))
     assert {0, 0xFFFFFFFF, 96, 97, 96 // 16 + 1} <= seen
 
 

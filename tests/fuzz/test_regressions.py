@@ -17,6 +17,8 @@ import pytest
 
 from harness import fuzz
 from harness.errors import StreamError
+from harness.fuzz import checker as fuzz_checker
+from harness.fuzz import seeds as fuzz_seeds
 from harness.wire.primitives import FlatArray, be16
 from harness.wire.stream import decode_stream, find_vmdesc
 from harness.wire.virtio import virtio_net_rss
@@ -47,13 +49,13 @@ def decodes_in_time(data: bytes) -> StreamError | None:
         error = None
     except StreamError as e:
         error = e
-    assert time.perf_counter() - start < fuzz.TIME_LIMIT + len(data) * fuzz.TIME_PER_BYTE
+    assert time.perf_counter() - start < fuzz_checker.TIME_LIMIT + len(data) * fuzz_checker.TIME_PER_BYTE
     return error
 
 
 @functools.cache
 def slim_sample() -> bytes:
-    return fuzz._slim(SAMPLE.read_bytes())  # the sample with fewer sections: cheaper under tracemalloc
+    return fuzz_seeds.slim(SAMPLE.read_bytes())  # the sample with fewer sections: cheaper under tracemalloc
 
 
 def with_vmdesc(data: bytes, edit: Callable[[dict[str, Any]], Any]) -> bytes:
@@ -196,7 +198,7 @@ def test_the_checker_sees_what_a_cache_keeps(monkeypatch: pytest.MonkeyPatch) ->
         kept.append(bytes(2 << 20))
         raise StreamError("leaked", 8, "stream")
 
-    monkeypatch.setattr(fuzz, "decode_stream", leaks)
+    monkeypatch.setattr(fuzz_checker, "decode_stream", leaks)
     with fuzz.Checker() as checker:
         found = checker.check(fuzz.Mutant(HEADER, "regression", "-", "-"))
     assert found is not None and found.kind == "memory" and "still held" in found.summary

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from harness import fuzz
 from harness.cli import main
+from harness.fuzz import checker as fuzz_checker
 
 _KINDS = (KeyError, ValueError, IndexError, TypeError, LookupError)
 
@@ -22,8 +22,8 @@ def _planted(real: Any) -> Any:
     return decode
 
 
-fuzz.decode_stream = _planted(fuzz.decode_stream)
-fuzz.decode_payload = _planted(fuzz.decode_payload)
+fuzz_checker.decode_stream = _planted(fuzz_checker.decode_stream)
+fuzz_checker.decode_payload = _planted(fuzz_checker.decode_payload)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -6,6 +6,7 @@ traceback, no process left in its group, no temporary folder left, and every rep
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import shutil
@@ -92,6 +93,24 @@ def test_fuzz_stops_keeping_whole_findings(sig: int, group: bool, tmpdir_env: tu
     assert len(saved) == r.out.count("  reproduce: "), f"{r.what}: {r.out}"
     assert (f"{len(saved)} finding(s) kept in {out}" if saved else "no finding") in line or \
         "before its first input" in line, f"{r.what}: {line}"
+    _no_temp_left(tmp, r.what)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed (the test extra "
+                    "installs it on Linux x86_64 with CPython <= 3.11)")
+@pytest.mark.parametrize(("sig", "group"), CTRL_C_AND_TERM)
+def test_fuzz_under_atheris_stops_with_its_summary(sig: int, group: bool, tmpdir_env: tuple[dict[str, str], Path],
+                                                   tmp_path: Path) -> None:
+    """The libFuzzer child too: starting (its imports), loading the seeds, or fuzzing; nothing left running."""
+    environ, tmp = tmpdir_env
+    out = tmp_path / "reports" / "fuzz"
+    seed = signal_seed()
+    at, again, what = _moment(seed, 0.0, 7.0, "fuzz --engine atheris")
+    cmd = [*CLI, "fuzz", "--engine", "atheris", "--minutes", "1", "--out", str(out)]
+    r = run_and_signal(cmd, sig, group=group, at=at, again=again, env=environ, what=what)
+    line = r.assert_stopped(sig, "fuzz interrupted")
+    assert "(atheris, seed 0" in line or "before its first input" in line, f"{r.what}: {line}"
+    assert not (out.is_dir() and list(out.iterdir())), f"{r.what}: a clean run saved something"
     _no_temp_left(tmp, r.what)
 
 
