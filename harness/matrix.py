@@ -266,49 +266,79 @@ class CellResult:
     expected: dict[str, str]  # rule -> known incompatibility name
     failure: tuple[Config, Config, DeviceState, Outcome, Violation] | None  # the minimal failing example
     failures: dict[str, tuple[Config, Config, DeviceState, Outcome, Violation]] = field(default_factory=dict)
+    digests: list[str] | None = None  # a digest of each example drawn, when asked for (harness/explore.py)
 
     @property
     def status(self) -> str:
         return "fail" if self.failure else "pass"
 
 
-def run_cell(cell: Cell, machines: list[str] | None = None) -> CellResult:
-    """Run one cell under the current Hypothesis settings profile; the failing example kept is the
-    minimal one (Hypothesis replays it last)."""
-    from hypothesis import event, given, note
-    from hypothesis import strategies as st
+def explore_example(cell: Cell, machines: list[str] | None, data: Any, result: CellResult) -> None:
+    """One example of a cell: draw a configuration pair and a reachable state (and, same-release, a hostile
+    variant), run the rules, and raise AssertionError on a violation. The body of run_cell's Hypothesis test and
+    of the matrix's fuzz target (harness/pytest_matrix.py, for HypoFuzz): the same draws, so the same choice
+    sequences, and one database serves both."""
+    from hypothesis import event, note
 
+    from harness.explore import example_digest
     from strategies.configs import configs
     from strategies.driver import device_states
     from strategies.hostile import hostile_states
 
-    result = CellResult(cell, 0, set(), {}, None)
-
-    @given(st.data())
-    def check(data: st.DataObject) -> None:
-        src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines), label="config")
-        state = data.draw(device_states(realize(src)), label="state")
-        note(src.describe())
-        out = run_example(src, dst, state)
-        result.examples += 1
-        result.machines.add(src.machine.name)
-        for v, known in out.expected:
-            result.expected[v.rule] = known.name
-            event(f"expected incompatibility {known.name}")
+    src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines), label="config")
+    state = data.draw(device_states(realize(src)), label="state")
+    note(src.describe())
+    if result.digests is not None:
+        result.digests.append(example_digest(src, dst, state))
+    out = run_example(src, dst, state)
+    result.examples += 1
+    result.machines.add(src.machine.name)
+    for v, known in out.expected:
+        result.expected[v.rule] = known.name
+        event(f"expected incompatibility {known.name}")
+    if out.violations:
+        result.failure = result.failures[out.violations[0].rule] = (src, dst, state, out, out.violations[0])
+        raise AssertionError(str(out.violations[0]))
+    if cell.src == cell.dst:
+        # R10 / R11: the same state with one guarded value out of range, against the reference's verdict
+        h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
+        out = run_example(src, dst, bad, hostile=h)
         if out.violations:
-            result.failure = result.failures[out.violations[0].rule] = (src, dst, state, out, out.violations[0])
+            result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
             raise AssertionError(str(out.violations[0]))
-        if cell.src == cell.dst:
-            # R10 / R11: the same state with one guarded value out of range, against the reference's verdict
-            h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
-            out = run_example(src, dst, bad, hostile=h)
-            if out.violations:
-                result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
-                raise AssertionError(str(out.violations[0]))
-        result.failure = None
+    result.failure = None
 
+
+def run_cell(cell: Cell, machines: list[str] | None = None, database_key: bytes | None = None,
+             digests: bool = False) -> CellResult:
+    """Run one cell under the current Hypothesis settings profile; the failing example kept is the
+    minimal one (Hypothesis replays it last).
+
+    A derandomized profile (dev, bench) draws from the test alone. Any other one draws from the run's seed
+    (harness/explore.py: the commit, or --hypothesis-seed) mixed with the cell, and keeps what it finds in the
+    profile's example database under `database_key` (by default one per cell and --machines narrowing), where
+    the next run, another shard or another machine sharing the database replays it first. `digests`: record a
+    digest of every example drawn (result.digests)."""
+    import hashlib
+
+    from hypothesis import given, seed, settings
+    from hypothesis import strategies as st
+
+    from harness.explore import cell_seed, run_seed
+
+    result = CellResult(cell, 0, set(), {}, None, digests=[] if digests else None)
+
+    def check(data: st.DataObject) -> None:
+        explore_example(cell, machines, data, result)
+
+    test = given(st.data())(check)
+    if not settings().derandomize:
+        test = seed(cell_seed(run_seed().value, cell.id))(test)
+        # every cell is this one nested function: without a key of its own, all cells would share one entry
+        key = database_key or hashlib.sha384(f"virtio-compat cell {cell.id} {machines or ''}".encode()).digest()
+        test._hypothesis_internal_database_key = key  # type: ignore[attr-defined]
     try:
-        check()
+        test()
     except (AssertionError, ExceptionGroup):
         # Hypothesis replays each distinct failure's minimal example last; report them by rule order
         if not result.failures:
