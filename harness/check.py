@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 hookimpl = pluggy.HookimplMarker("pytest")  # pytest.hookimpl, without importing pytest into the CLI
 
 PROGRESS_FD = "VIRTIO_COMPAT_PROGRESS_FD"
-PROFILES = ("dev", "ci", "thorough")
-REPORT_FILES = ("compat-matrix.json", "compat-matrix.md", "compat-matrix.html", "junit.xml", "pytest.log")
+PROFILES = ("dev", "ci", "thorough", "nightly")
+# the last two are the run's history: test durations (--shard balances by them) and the examples drawn
+REPORT_FILES = ("compat-matrix.json", "compat-matrix.md", "compat-matrix.html", "junit.xml", "pytest.log",
+                "durations.json", "explored.json")
 STAGING = ".check-run"
 # seconds pytest's group gets to stop after SIGINT before SIGKILL: its results are thrown away anyway (failure
 # files are renamed into place whole), and the check must end within 2 s of a Ctrl-C; a Hypothesis test that
@@ -145,6 +147,10 @@ def validate(args: argparse.Namespace) -> None:
     reports = Path(args.reports)
     if reports.exists() and not reports.is_dir():
         raise UsageError(f"--reports: {reports} is not a directory")
+    from harness.shard import parse_shard
+
+    if getattr(args, "shard", None):
+        parse_shard(args.shard)
 
 
 @dataclass
@@ -218,7 +224,36 @@ def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[
             cmd.append(f"--{name}={value}")
     # --schema (models/schema.py): pytest loads the same modules in every process; cli.cmd_check validated them
     cmd += [f"--schema={Path(p).resolve()}" for p in getattr(args, "schema", None) or []]
+    # the run's seed, resolved once here (run_check); the previous run's files are in the reports folder itself
+    seed = getattr(args, "run_seed", None)
+    if seed is not None:
+        cmd.append(f"--hypothesis-seed={seed.value}")
+    cmd.append(f"--history={staging.parent}")
+    if getattr(args, "shard", None):
+        cmd.append(f"--shard={args.shard}")
+    if getattr(args, "example_db", None):
+        db = args.example_db
+        cmd.append(f"--example-db={db if '://' in db or db.lower() == 'none' else Path(db).resolve()}")
     return cmd
+
+
+def exploration(args: argparse.Namespace) -> str:
+    """The header line: the profile, the run's seed and how to draw the same examples again, the database."""
+    from harness.explore import DB_ENV, RunSeed, describe_database, example_database, run_seed
+
+    if args.profile == "dev":
+        args.run_seed = None
+        return "profile dev: derandomized (the examples follow from each cell), no example database"
+    args.run_seed = RunSeed(args.seed, "--seed") if getattr(args, "seed", None) is not None else run_seed()
+    spec = getattr(args, "example_db", None) or os.environ.get(DB_ENV)
+    if spec:  # checked here (a Redis that does not answer is one line), and given to pytest
+        where = "--example-db" if getattr(args, "example_db", None) else f"${DB_ENV}"
+        db = describe_database(example_database(spec, where))
+    else:
+        db = "example database .hypothesis/examples"
+    shard = f", shard {args.shard}" if getattr(args, "shard", None) else ""
+    return (f"profile {args.profile}, {args.run_seed}, {db}{shard}; the same examples again: "
+            f"--seed {args.run_seed.value}")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, progress: Progress) -> int:
@@ -283,6 +318,7 @@ def run_check(args: argparse.Namespace) -> int:
     created = not reports.exists()
     before = set(failures.glob("*.json"))
     env = {**os.environ, "HYPOTHESIS_PROFILE": args.profile, "VIRTIO_COMPAT_REPORTS": str(reports)}
+    print(f"virtio-compat check: {exploration(args)}", flush=True)
     progress = Progress(tty=sys.stderr.isatty())
     log = staging / "pytest.log"
     replaced = False
@@ -308,8 +344,8 @@ def run_check(args: argparse.Namespace) -> int:
             return 1
         entries: list[dict[str, Any]] = json.loads(matrix.read_text())
         with interrupt.deferred():  # the reports are replaced as a set: a signal waits for the last rename
-            for name in REPORT_FILES:  # each file replaced whole (rename)
-                if (staging / name).exists():
+            for name in [*REPORT_FILES, *(p.name for p in staging.glob("durations-*of*.json"))]:
+                if (staging / name).exists():  # each file replaced whole (rename)
                     os.replace(staging / name, reports / name)
             replaced = True
     except KeyboardInterrupt as e:
@@ -354,9 +390,22 @@ def summarize(entries: list[dict[str, Any]], code: int, progress: Progress, repo
                   + (f"\n       {state}" if state else "") + (f"\n       {replay}" if replay else ""))
     if outside:
         print(f"  {outside} cells failed outside the rules (an error in the harness): see {reports / 'pytest.log'}")
+    explored = _explored(reports) if getattr(args, "run_seed", None) is not None else None
+    if explored:
+        print(f"  {explored}")
     print(f"reports: {', '.join(str(reports / n) for n in REPORT_FILES[:4])}")
     print(f"pytest output: {reports / 'pytest.log'}")
     return 1 if counts["fail"] or code != ExitCode.OK else 0
+
+
+def _explored(reports: Path) -> str | None:
+    from harness.explore import EXPLORED, explored_line
+
+    try:
+        record = json.loads((reports / EXPLORED).read_text())
+        return explored_line(record)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def cells_failed(entries: list[dict[str, Any]]) -> int:

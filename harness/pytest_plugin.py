@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     shard = getattr(config, "_virtio_compat_shard", None)
     if not shard:
         return
-    from harness.shard import DURATIONS, load_durations, shard_of
+    from harness.shard import load_durations, shard_of
 
-    # every process (each xdist worker collects) computes the same partition from the same ids and file
-    keep = shard_of([i.nodeid for i in items], load_durations(_history(config) / DURATIONS), *shard)
+    # every process (each xdist worker collects) computes the same partition from the same ids and files
+    seed = config._virtio_compat_seed.value  # type: ignore[attr-defined]
+    keep = shard_of([i.nodeid for i in items], load_durations(_history(config), seed), *shard)
     config.hook.pytest_deselected(items=[i for i in items if i.nodeid not in keep])
     items[:] = [i for i in items if i.nodeid in keep]
 
@@ -248,13 +250,16 @@ def _write_history(config: pytest.Config, tr: Any) -> None:
     examples the cells drew, and how many of them the previous run did not), beside the reports."""
     from harness.explore import EXPLORED, explored_line, explored_record
     from harness.failures import write_files_atomic
-    from harness.shard import DURATIONS, load_durations, merged
+    from harness.shard import durations_file, durations_record, load_durations
 
     out, history = Path(config.getoption("--reports")), _history(config)
+    shard = config._virtio_compat_shard  # type: ignore[attr-defined]
+    seed = config._virtio_compat_seed.value  # type: ignore[attr-defined]
     files = []
     if _DURATIONS:
-        files.append((out / DURATIONS, json.dumps(merged(load_durations(history / DURATIONS), _DURATIONS),
-                                                  indent=0, sort_keys=True)))
+        # a whole run keeps the others' values for what it did not run (a narrowed run); a shard only its own
+        measured = _DURATIONS if shard else {**load_durations(history, seed), **_DURATIONS}
+        files.append((out / durations_file(shard), durations_record(measured, seed, time.time())))
     cells = read_explored(config._virtio_compat_parts)  # type: ignore[attr-defined]
     record = None
     if cells:

@@ -1,7 +1,12 @@
 """Shards: `--shard i/n` runs the i-th of n disjoint parts of the collected tests, so that n CI runners (each with
-`-n auto`) cover the matrix once between them. The parts are balanced by the durations a previous run recorded
-(`durations.json` in the reports folder: test id -> seconds), else by count, and depend only on the collected ids
-and that file: every shard computes the same partition, with no coordinator."""
+`-n auto`) cover the matrix once between them. The parts are balanced by the durations earlier runs recorded in
+the reports folder, else by count, and depend only on the collected ids and those files: every shard computes the
+same partition, with no coordinator.
+
+A whole run records `durations.json`, shard i of n `durations-IofN.json` (only the tests it ran, so that the
+shards' files can be gathered into one folder, CI artifacts of parallel jobs). A run reads them all, the newest
+value of each test winning, except the shard files of its own seed: those are the same round of shards (run one
+after another in one folder), which must all see the partition the first one saw."""
 
 from __future__ import annotations
 
@@ -26,15 +31,41 @@ def parse_shard(text: str, where: str = "--shard") -> tuple[int, int]:
     return i, n
 
 
-def load_durations(path: Path) -> dict[str, float]:
-    """A durations file; a missing or unreadable one is no durations (count balancing), never an error."""
+def _read(path: Path) -> tuple[float, int | None, dict[str, float]]:
+    """(written, seed, durations) of one file; a missing or unreadable one has none (never an error)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float)) and v >= 0}
+        return 0.0, None, {}
+    if not isinstance(data, dict) or not isinstance(data.get("durations"), dict):
+        return 0.0, None, {}
+    seed = data.get("seed")
+    durations = {str(k): float(v) for k, v in data["durations"].items() if isinstance(v, (int, float)) and v >= 0}
+    return float(data.get("written") or 0.0), seed if isinstance(seed, int) else None, durations
+
+
+def load_durations(folder: Path, seed: int | None = None) -> dict[str, float]:
+    """The durations recorded in `folder` (durations.json and the shard files), newest first, leaving out the
+    shard files written with `seed`."""
+    files = [(folder / DURATIONS, True)] + [(p, False) for p in sorted(folder.glob("durations-*of*.json"))]
+    found = []
+    for path, whole in files:
+        written, file_seed, durations = _read(path)
+        if durations and (whole or file_seed is None or file_seed != seed):
+            found.append((written, str(path), durations))
+    out: dict[str, float] = {}
+    for _, _, durations in sorted(found):
+        out.update(durations)
+    return out
+
+
+def durations_file(shard: tuple[int, int] | None) -> str:
+    return DURATIONS if shard is None else f"durations-{shard[0]}of{shard[1]}.json"
+
+
+def durations_record(durations: dict[str, float], seed: int, written: float) -> str:
+    return json.dumps({"seed": seed, "written": written,
+                       "durations": {k: round(v, 4) for k, v in sorted(durations.items())}}, indent=0)
 
 
 def partition(ids: list[str], durations: dict[str, float], n: int) -> list[list[str]]:
@@ -56,9 +87,3 @@ def partition(ids: list[str], durations: dict[str, float], n: int) -> list[list[
 def shard_of(ids: list[str], durations: dict[str, float], index: int, n: int) -> set[str]:
     """The ids of shard `index` (1-based) of n."""
     return set(partition(ids, durations, n)[index - 1])
-
-
-def merged(previous: dict[str, float], measured: dict[str, float]) -> dict[str, float]:
-    """The durations to record: this run's where it ran a test, the previous file's for the rest (another
-    shard's tests), so that every shard keeps a full file."""
-    return dict(sorted({**previous, **{k: round(v, 4) for k, v in measured.items()}}.items()))
