@@ -318,7 +318,10 @@ def run_check(args: argparse.Namespace) -> int:
     created = not reports.exists()
     before = set(failures.glob("*.json"))
     env = {**os.environ, "HYPOTHESIS_PROFILE": args.profile, "VIRTIO_COMPAT_REPORTS": str(reports)}
-    print(f"virtio-compat check: {exploration(args)}", flush=True)
+    header = exploration(args)
+    if args.run_seed is not None:
+        env["VIRTIO_COMPAT_SEED_ORIGIN"] = args.run_seed.origin
+    print(f"virtio-compat check: {header}", flush=True)
     progress = Progress(tty=sys.stderr.isatty())
     log = staging / "pytest.log"
     replaced = False

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 SEED_ENV = "VIRTIO_COMPAT_SEED"
 DB_ENV = "VIRTIO_COMPAT_EXAMPLE_DB"
+ORIGIN_ENV = "VIRTIO_COMPAT_SEED_ORIGIN"
 # the commit a CI job tests, where its checkout may be shallow or detached (GitLab, GitHub)
 COMMIT_ENVS = ("CI_COMMIT_SHA", "GITHUB_SHA")
 REDIS_PREFIX = b"virtio-compat:"  # keys of the shared Redis database (Hypothesis' own prefix names no project)
@@ -73,8 +74,8 @@ def run_seed() -> RunSeed:
 
     forced = core.global_force_seed
     if forced is not None:
-        if isinstance(forced, int):
-            return RunSeed(forced, "--hypothesis-seed")
+        if isinstance(forced, int):  # `check` gives its seed this way, and says where it came from
+            return RunSeed(forced, os.environ.get(ORIGIN_ENV) or "--hypothesis-seed")
         digest = hashlib.sha256(str(forced).encode()).digest()
         return RunSeed(int.from_bytes(digest[:4], "big"), f"--hypothesis-seed {forced!r}")
     text = os.environ.get(SEED_ENV, "").strip()
