@@ -149,6 +149,9 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--reports: {reports} is not a directory")
     from harness.shard import parse_shard
 
+    if getattr(args, "fuzz", None) is not None and not args.fuzz > 0:
+        raise UsageError(f"--fuzz: expected a positive number of minutes, not {args.fuzz}")
+
     if getattr(args, "shard", None):
         parse_shard(args.shard)
 
@@ -301,6 +304,59 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, progress: Pr
                 os.close(wfd)
 
 
+FUZZ_STOP_GRACE = 10.0  # seconds HypoFuzz gets after SIGINT to save what it has, before SIGKILL
+
+
+def fuzz_command(args: argparse.Namespace, module: Path) -> list[str]:
+    """HypoFuzz (`hypothesis fuzz`) over the narrowed cells' test_fuzz_cell targets, with pytest configured as
+    check configures it (no ini file, rootdir the package's folder: the node ids test_cell's keys name)."""
+    n = str(os.cpu_count() or 1) if args.n in ("auto", "0") else args.n
+    cmd = [sys.executable, "-P", "-c", "import hypofuzz.entrypoint, hypothesis.extra.cli as c; c.main()", "fuzz",
+           "--no-dashboard", "-n", n, "--", f"{module}::test_fuzz_cell", "-c", os.devnull,
+           f"--rootdir={module.parents[1]}", "-p", "no:cacheprovider"]
+    for name in ("releases", "devices", "transports", "machines"):
+        value = ",".join(_csv(getattr(args, name)))
+        if value:
+            cmd.append(f"--{name}={value}")
+    cmd += [f"--schema={Path(p).resolve()}" for p in getattr(args, "schema", None) or []]
+    if getattr(args, "example_db", None):
+        db = args.example_db
+        cmd.append(f"--example-db={db if '://' in db or db.lower() == 'none' else Path(db).resolve()}")
+    return cmd
+
+
+def run_fuzzer(args: argparse.Namespace, module: Path, env: dict[str, str], log: Path) -> float:
+    """Run HypoFuzz for args.fuzz minutes, then stop it (SIGINT to its group, SIGKILL after a grace) and reap it;
+    a signal to check stops it the same way and is raised. Its findings are in the example database."""
+    try:
+        import hypofuzz  # noqa: F401
+    except ImportError:
+        raise UsageError("--fuzz needs HypoFuzz (pip install 'virtio-compat[nightly]')") from None
+    started = time.monotonic()
+    deadline = started + args.fuzz * 60
+    with interrupt.deferred(), open(log, "w") as out:
+        proc = subprocess.Popen(fuzz_command(args, module), cwd=Path.cwd(), env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        stop_at = None
+        try:
+            while proc.poll() is None:
+                time.sleep(0.1)
+                now = time.monotonic()
+                if stop_at is None and (now >= deadline or interrupt.pending() is not None):
+                    _signal_group(proc.pid, signal.SIGINT)
+                    stop_at = now
+                grace = 1.0 if interrupt.pending() is not None else FUZZ_STOP_GRACE
+                if stop_at is not None and now - stop_at >= grace:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    break
+            code = proc.wait()
+        finally:
+            _signal_group(proc.pid, signal.SIGKILL)  # its worker processes, whatever happened
+    if interrupt.pending() is None and stop_at is None and code != 0:
+        raise UsageError(f"--fuzz: HypoFuzz stopped with exit code {code} before its time was up; its output: {log}")
+    return time.monotonic() - started
+
+
 def _usage_line(log: Path) -> str:
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     errors = [ln for ln in lines if "error:" in ln.lower()]
@@ -328,6 +384,14 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         shutil.rmtree(staging, ignore_errors=True)  # what an earlier, killed check left
         staging.mkdir(parents=True)
+        if getattr(args, "fuzz", None):
+            fuzz_log = reports / "fuzz-matrix.log"
+            # HypoFuzz fuzzes under nightly (it leaves out derandomized tests and those that suppress nested_given)
+            seconds = run_fuzzer(args, module, {**env, "HYPOTHESIS_PROFILE": "nightly"}, fuzz_log)
+            interrupt.check()
+            print(f"virtio-compat check: HypoFuzz ran {seconds / 60:.1f} minutes (its output: {fuzz_log}); the "
+                  "matrix now replays what it found from the example database", flush=True)
+            progress.started = time.monotonic()
         code = _run(command_line(args, module, staging), Path.cwd(), env, log, progress)
         progress.clear()  # the final line, or an error, replaces it
         if code == ExitCode.INTERRUPTED:

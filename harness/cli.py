@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--example-db", metavar="DB", help="Hypothesis' example database: redis://HOST:PORT/DB (shared by "
                    "shards and machines), a folder, or none (default $VIRTIO_COMPAT_EXAMPLE_DB, else "
                    ".hypothesis/examples)")
+    k.add_argument("--fuzz", type=float, metavar="MINUTES",
+                   help="first run HypoFuzz over the cells for MINUTES (coverage-guided, adaptive across cells; "
+                   "needs the nightly extra), then the matrix, which replays its findings from the database")
     schema_option(k, "run the matrix with a schema module's changes")
     k.set_defaults(func=cmd_check)
     df = sub.add_parser("diff", help="the static differences between the virtio formats of two releases, "
