@@ -25,7 +25,8 @@ BROKEN_MODERN = "tests.faults.broken_modern"  # R1 fails in 7.2 -> 7.2 (a failur
 def env(reports: Path, plugin: str | None = None) -> dict[str, str]:
     """The environment of a run: profile ci, no example database, failure files inside `reports`."""
     out = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_"))}
-    out.update(HYPOTHESIS_PROFILE="ci", VIRTIO_COMPAT_REPORTS=str(reports), PYTHONPATH=str(ROOT))
+    out.update(HYPOTHESIS_PROFILE="ci", VIRTIO_COMPAT_REPORTS=str(reports), PYTHONPATH=str(ROOT),
+               VIRTIO_COMPAT_EXAMPLE_DB="none", VIRTIO_COMPAT_SEED="0")
     if plugin:
         out["PYTEST_PLUGINS"] = plugin
     return out
