@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from harness.explore import default_database
+
 # dev and ci skip Hypothesis' explain phase: it replays a failing cell's minimal example hundreds of times (5-10 s
 # per failing cell); the `explain` profile runs it
 _FAST_PHASES = [p for p in Phase if p != Phase.explain]
@@ -21,13 +23,13 @@ _FAST_PHASES = [p for p in Phase if p != Phase.explain]
 # finds in Hypothesis' example database (.hypothesis/examples, or --example-db), which it replays first.
 settings.register_profile("dev", max_examples=5, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck), phases=_FAST_PHASES)
-settings.register_profile("ci", max_examples=12, deadline=None,
+settings.register_profile("ci", max_examples=12, deadline=None, database=default_database(),
                           suppress_health_check=list(HealthCheck), phases=_FAST_PHASES)
-settings.register_profile("thorough", max_examples=300, deadline=None,
+settings.register_profile("thorough", max_examples=300, deadline=None, database=default_database(),
                           suppress_health_check=list(HealthCheck))
 # nightly: hours of exploration, sharded across machines that share a Redis database (--shard, --example-db), or
 # under HypoFuzz (`hypothesis fuzz`, the test_fuzz_cell targets), which skips a test that suppresses nested_given
-settings.register_profile("nightly", max_examples=2000, deadline=None,
+settings.register_profile("nightly", max_examples=2000, deadline=None, database=default_database(),
                           suppress_health_check=[h for h in HealthCheck if h != HealthCheck.nested_given])
 settings.register_profile("explain", max_examples=12, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck), phases=list(Phase))
