@@ -35,7 +35,7 @@ def test_an_exception_in_the_model_is_a_failure_of_the_cell() -> None:
 def test_check_counts_reports_and_replays_the_exception(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     p = run("check", "--schema", str(RAISING), "--releases", "11.2", "--devices", "virtio-rng", "--transports",
-            "pci", "--profile", "dev", "--reports", str(reports), "-n", "0", cwd=tmp_path)
+            "pci", "--profile", "ci", "--seed", "0", "--reports", str(reports), "-n", "0", cwd=tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "1 cells, 10 results" in p.stdout and "9 pass, 0 expected incompatibilities, 1 fail" in p.stdout
     assert "FAIL virtio-rng pci 11.2 -> 11.2 exception: expected a verdict" in p.stdout
