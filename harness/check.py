@@ -32,6 +32,8 @@ from harness.report import real_qemu
 if TYPE_CHECKING:
     import pytest
 
+    from models.registry import Registry
+
 hookimpl = pluggy.HookimplMarker("pytest")  # pytest.hookimpl, without importing pytest into the CLI
 
 PROGRESS_FD = "VIRTIO_COMPAT_PROGRESS_FD"
@@ -113,10 +115,13 @@ def workers(text: str) -> str:
     return str(n)
 
 
-def validate(args: argparse.Namespace) -> None:
-    """Check the narrowing options against the models, so that a typo is one line, not an empty run."""
+def validate(args: argparse.Namespace, registry: Registry) -> None:
+    """Check the narrowing options against the models (as `registry` declares them), so that a typo is one line,
+    not an empty run."""
     from harness.matrix import DEVICES, TRANSPORTS
-    from models.releases import ALL_VERSIONS, FAMILIES, RELEASES, MachineType, Version
+    from models.releases import FAMILIES, Version
+
+    first, last = registry.releases[0], registry.releases[-1]
 
     for r in _csv(args.releases):
         try:
@@ -124,8 +129,8 @@ def validate(args: argparse.Namespace) -> None:
         except ValueError as e:
             raise UsageError(f"--releases: {e}") from None
         # any QEMU release in the modelled span (one between modelled releases follows the older one's rules)
-        if v not in ALL_VERSIONS or not RELEASES[0] <= v <= RELEASES[-1]:
-            raise UsageError(f"--releases: {v} is not a QEMU release from {RELEASES[0]} to {RELEASES[-1]}")
+        if v not in registry.all_versions or not first <= v <= last:
+            raise UsageError(f"--releases: {v} is not a QEMU release from {first} to {last}")
     for name, value, known in (("devices", args.devices, DEVICES), ("transports", args.transports, TRANSPORTS)):
         for x in _csv(value):
             if x not in known:
@@ -133,7 +138,7 @@ def validate(args: argparse.Namespace) -> None:
     for m in _csv(args.machines):
         if m not in FAMILIES:
             try:
-                MachineType.parse(m)
+                registry.machine(m)
             except ValueError as e:
                 raise UsageError(f"--machines: {e}") from None
     if getattr(args, "real", False):
@@ -225,7 +230,7 @@ def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[
         value = ",".join(_csv(getattr(args, name)))
         if value:
             cmd.append(f"--{name}={value}")
-    # --schema (models/schema.py): pytest loads the same modules in every process; cli.cmd_check validated them
+    # --schema (models/schema.py): pytest loads the same modules in every process; cli.cmd_check loaded them once
     cmd += [f"--schema={Path(p).resolve()}" for p in getattr(args, "schema", None) or []]
     # the run's seed, resolved once here (run_check); the previous run's files are in the reports folder itself
     seed = getattr(args, "run_seed", None)
@@ -363,10 +368,11 @@ def _usage_line(log: Path) -> str:
     return (errors or lines or ["pytest rejected its command line"])[-1].strip()
 
 
-def run_check(args: argparse.Namespace) -> int:
+def run_check(args: argparse.Namespace, registry: Registry) -> int:
+    """`registry`: the in-tree one extended by args.schema (pytest loads the same modules in each process)."""
     from pytest import ExitCode
 
-    validate(args)
+    validate(args, registry)
     module = matrix_module()
     reports = Path(args.reports).resolve()
     staging = reports / STAGING

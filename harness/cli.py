@@ -31,14 +31,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from harness.decode import format_text, stream_summary
     from harness.wire.stream import decode_stream
 
-    load_schemas(args.schema)  # a payload a schema module changes decodes with its layout
+    registry = load_schemas(args.schema)  # a payload a schema module changes decodes with its layout
     data = read_stream_file(args.stream)
     try:
         # a payload that does not decode is reported, and the rest of the stream still shown
-        stream = decode_stream(data, strict=False)
+        stream = decode_stream(data, strict=False, extras=registry.wire)
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
-    summary = stream_summary(stream)
+    summary = stream_summary(stream, registry)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -54,19 +54,19 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_verdict(args: argparse.Namespace) -> int:
     from harness.verdict import verdict
     from harness.wire.stream import decode_stream
-    from models.releases import release_of
 
-    load_schemas(args.schema)  # first: --release may name a release it declares
+    registry = load_schemas(args.schema)  # --release may name a release a schema module declares
     try:
-        release = release_of(args.release)
+        release = registry.release_of(args.release)
     except ValueError as e:
         raise UsageError(str(e)) from None
     data = read_stream_file(args.stream)
     try:
-        stream = decode_stream(data, strict=False)  # a payload this tool cannot read still gets a verdict
+        # a payload this tool cannot read still gets a verdict
+        stream = decode_stream(data, strict=False, extras=registry.wire)
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
-    v = verdict(stream, release, args.dest, data)
+    v = verdict(stream, release, args.dest, data, registry)
     if args.json:
         json.dump(v.as_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -104,9 +104,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.check import run_check
 
-    load_schemas(args.schema)  # first: a mistake is one line and exit 2, and --releases may name its releases
+    registry = load_schemas(args.schema)  # a mistake is one line and exit 2; --releases may name its releases
     with interrupt.saying(f"check interrupted; no reports written (those in {args.reports} are as they were)"):
-        return run_check(args)
+        return run_check(args, registry)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -154,7 +154,8 @@ def cmd_qemu(args: argparse.Namespace) -> int:
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:
-    from harness.qemu.mutate import campaign
+    from harness.failures import write_files_atomic
+    from harness.qemu.mutate import Tally, campaign
 
     if args.mutants < 1:
         raise UsageError("--mutants must be at least 1")
@@ -165,25 +166,40 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=log or sys.stderr, flush=True)
 
+    kept: list[Tally] = []
+
+    def summarize(tally: Tally, interrupted: bool = False) -> tuple[dict[str, object], Path]:
+        summary = {**tally.as_json(), "interrupted": interrupted}
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        # an interrupted run leaves a finished one's summary of the same seed as it was
+        cut = "-interrupted" if interrupted else ""
+        path = Path(args.out) / f"summary-{tally.release}-{tally.transport}-seed{args.seed}{cut}.json"
+        write_files_atomic([(path, json.dumps(summary, indent=1) + "\n")])
+        return summary, path
+
     try:
         tally = campaign(args.binary, args.machine, args.mutants, args.seed, args.per_stream, Path(args.out),
-                         progress)
+                         progress, kept.append)
+    except KeyboardInterrupt as e:
+        if not kept:
+            raise
+        _, path = summarize(kept[0], interrupted=True)
+        raise Kept(e, f"mutate interrupted after {kept[0].mutants} mutants ({kept[0].disagreements} disagreements); "
+                      f"their summary is in {path}") from None
     finally:
         if log is not None:
             log.close()
-    summary = tally.as_json()
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    name = f"summary-{tally.release}-{tally.transport}-seed{args.seed}.json"
-    (Path(args.out) / name).write_text(json.dumps(summary, indent=1) + "\n")
+    summary, _ = summarize(tally)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print(f"QEMU {tally.release} {tally.machine} ({tally.transport}): {tally.mutants} mutants of {tally.streams} "
               f"streams in {tally.seconds:.0f} s ({summary['per_second']}/s); QEMU said {dict(tally.outcomes)}")
-        print(f"{tally.disagreements} disagreements with the model, {tally.crashes} QEMU crashes or hangs and "
-              f"{tally.undefined} mutants on which QEMU corrupts its memory (findings against QEMU {tally.release}); "
-              f"cases in {args.out}/{tally.release}/{tally.transport}/")
+        print(f"{tally.disagreements} disagreements with the model ({tally.unpredicted} of them crashes it did not "
+              f"predict); findings against QEMU {tally.release}: {tally.crashes} crashes, {tally.hangs} hangs, "
+              f"{tally.undefined} mutants on which it corrupts its memory; cases in "
+              f"{args.out}/{tally.release}/{tally.transport}/")
         for ex in tally.examples[:10]:
             print(f"  {ex['name']}: QEMU {ex['qemu']['outcome']} ({ex['qemu']['error']}); model "
                   f"{ex['model']['outcome']} ({ex['model']['error']})")

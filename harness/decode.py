@@ -7,7 +7,8 @@ from typing import Any
 
 from harness.wire.primitives import subsection
 from harness.wire.stream import Stream, VirtioPayload
-from models import schema
+from models import declared
+from models.registry import BASE, Registry
 
 STATUS_BITS = {1: "ACKNOWLEDGE", 2: "DRIVER", 4: "DRIVER_OK", 8: "FEATURES_OK", 0x40: "NEEDS_RESET",
                0x80: "FAILED"}
@@ -84,7 +85,7 @@ def _device_state(p: VirtioPayload) -> dict[str, Any]:
     return {}
 
 
-def device_summary(p: VirtioPayload) -> dict[str, Any]:
+def device_summary(p: VirtioPayload, registry: Registry = BASE) -> dict[str, Any]:
     v = p.value
     subs = v.subsections
     f64 = subsection(subs, "virtio/64bit_features")
@@ -140,9 +141,9 @@ def device_summary(p: VirtioPayload) -> dict[str, Any]:
         "started": bool(started.started) if started is not None else None,
         "device_state": _device_state(p),
     }
-    if schema.LOADED:  # the fields schema modules declare, as this payload carries them
+    if registry.schemas:  # the fields schema modules declare, as this payload carries them
         out["schema_fields"] = {k: v.hex() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v
-                                for k, v in schema.sent(v).items()}
+                                for k, v in declared.sent(registry, v).items()}
     if p.transport == "pci":
         cfg = bytes(t.pci.config)
         out["pci_config_size"] = len(cfg)
@@ -162,11 +163,12 @@ def _undecoded(p: VirtioPayload) -> dict[str, Any]:
             "transport": p.transport, "offset": p.offset, "size": p.size, "error": str(p.error)}
 
 
-def stream_summary(s: Stream) -> dict[str, Any]:
+def stream_summary(s: Stream, registry: Registry = BASE) -> dict[str, Any]:
+    """What `decode` shows of a stream; `registry`: the declarations it was decoded with (their fields shown)."""
     return {
         "machine": s.machine,
         "machine_source": s.machine_source,
-        "devices": [device_summary(p) if p.value is not None else _undecoded(p) for p in s.devices],
+        "devices": [device_summary(p, registry) if p.value is not None else _undecoded(p) for p in s.devices],
         "stream": {
             "version": s.version,
             "configuration_section": s.configuration is not None,

@@ -26,13 +26,14 @@ from harness.errors import UsageError
 from harness.matrix import DEVICES, TRANSPORTS, Cell, CellResult, run_cell
 from harness.wire.primitives import FlatArray, Subsections
 from harness.wire.virtio import core_subsections, device_data
-from models import core, releases, schema
+from models import core
 from models.conditions import Condition, Static, state_fields
+from models.declarations import Field, Release
 from models.devices import DEVICES as DEVICE_MODELS
 from models.devices import Versions
-from models.model import subsection_versions
-from models.props import backend_type, effective_props, known_props, proxy_type
-from models.releases import MachineType, Version, machine_types
+from models.props import backend_type, proxy_type
+from models.registry import BASE, Registry
+from models.releases import MachineType, Version
 
 SAFE, GATE, BREAKS = "safe", "needs-gate", "breaks"
 _RANK = {SAFE: 0, GATE: 1, BREAKS: 2}
@@ -130,18 +131,18 @@ def _transport_bodies(transport: str) -> dict[str, Any]:
     return out
 
 
-def _device_list(device: str) -> Subsections | None:
-    return next((_unwrap(sc) for sc in device_data(device).subcons if sc.name == "subsections"), None)
+def _device_list(device: str, registry: Registry) -> Subsections | None:
+    return next((_unwrap(sc) for sc in device_data(device, registry.wire).subcons if sc.name == "subsections"), None)
 
 
-def subsections_of(release: Version, device: str, transport: str) -> dict[str, SubInfo]:
+def subsections_of(release: Version, device: str, transport: str, registry: Registry = BASE) -> dict[str, SubInfo]:
     """The subsections `release` knows for a device on a transport, with their layout and needed()."""
     out: dict[str, SubInfo] = {}
-    layout = core_subsections(transport)
-    for sub in core.known_core_subsections(release):
+    layout = core_subsections(transport, registry.wire)
+    for sub in registry.known_core_subsections(release):
         if sub.name not in layout.known:
             continue  # virtio/extra_state on ccw: the bus saves no extra state
-        version, minimum = subsection_versions(sub.name, release)
+        version, minimum = registry.subsection_version(sub.name, release)
         rule = sub.rule(release)
         out[sub.name] = SubInfo(sub.name, version, minimum, fields_of(layout.body(sub.name, version)),
                                 rule.test if rule else None, rule.describe() if rule else "")
@@ -149,15 +150,15 @@ def subsections_of(release: Version, device: str, transport: str) -> dict[str, S
     for tsub in core.known_transport_subsections(release, transport):
         out[tsub.name] = SubInfo(tsub.name, 1, 1, fields_of(nested[tsub.name]), tsub.needed.test,
                                  f"{tsub.needed.describe()} (in {tsub.parent})")
-    listed = _device_list(device)
+    listed = _device_list(device, registry)
     if listed is not None:
         module = DEVICE_MODELS[device]
         own = sorted(getattr(module, "known_subsections", lambda r: set())(release))
-        for name in own + sorted(schema.known_device_subsections(device, release)):
+        for name in own + sorted(registry.known_device_subsections(device, release)):
             if name not in listed.known:
                 continue
-            version, minimum = subsection_versions(name, release)
-            decl = schema.declared(name)
+            version, minimum = registry.subsection_version(name, release)
+            decl = registry.declared(name)
             test = decl.condition() if decl is not None else None
             text = test.describe() if test is not None else \
                 f"decided by hand-written code ({module.__name__.replace('.', '/')}.py)"
@@ -168,16 +169,16 @@ def subsections_of(release: Version, device: str, transport: str) -> dict[str, S
 # --- machine types and conditions -----------------------------------------------------------------------------------
 
 
-def common_machines(a: Version, b: Version, transport: str) -> list[MachineType]:
-    names = {m.name for m in machine_types(b, transport)}
-    return [m for m in machine_types(a, transport) if m.name in names]
+def common_machines(a: Version, b: Version, transport: str, registry: Registry = BASE) -> list[MachineType]:
+    names = {m.name for m in registry.machine_types(b, transport)}
+    return [m for m in registry.machine_types(a, transport) if m.name in names]
 
 
-def machine_ranges(machines: Iterable[MachineType | str]) -> str:
+def machine_ranges(machines: Iterable[MachineType | str], registry: Registry = BASE) -> str:
     """pc-i440fx-2.6..10.2 (27), pc-q35-..., compactly."""
     groups: dict[str, list[MachineType]] = {}
     for m in machines:
-        mt = MachineType.parse(m) if isinstance(m, str) else m
+        mt = registry.machine(m) if isinstance(m, str) else m
         key = f"{mt.family}-{mt.line}" if mt.line else mt.family
         groups.setdefault(key, []).append(mt)
     parts = []
@@ -211,19 +212,20 @@ def undecided(cond: Condition, ctx: Static) -> list[str]:
 
 
 class CellRunner:
-    """The matrix cells diff runs, each once."""
+    """The matrix cells diff runs, each once, with the declarations of `registry`."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: Registry = BASE) -> None:
+        self.registry = registry
         self.results: dict[str, CellResult] = {}
 
     def run(self, src: Version, dst: Version, scope: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
         out = []
         for device, transport in scope:
-            if not common_machines(src, dst, transport):
+            if not common_machines(src, dst, transport, self.registry):
                 continue
             cell = Cell(src, dst, transport, device)
             if cell.id not in self.results:
-                self.results[cell.id] = run_cell(cell)
+                self.results[cell.id] = run_cell(cell, registry=self.registry)
             res = self.results[cell.id]
             entry: dict[str, Any] = {"cell": cell.id, "status": res.status, "examples": res.examples}
             if res.failure is not None:
@@ -232,7 +234,7 @@ class CellRunner:
                 fsrc, _dst, state, fout, v = res.failure
                 lines = list(fout.run.result.lines) if fout.run is not None else []
                 entry.update(rule=v.rule, message=str(v), machine=fsrc.machine.name,
-                             state=state_summary(fsrc, state), hostile=v.details.get("class"),
+                             state=state_summary(fsrc, state, registry=self.registry), hostile=v.details.get("class"),
                              evidence=" ".join([str(v), repr(v.details), *lines]))
             out.append(entry)
         return out
@@ -281,15 +283,19 @@ class Diff:
     devices: list[str]
     schemas: list[str]
     profile: str
+    registry: Registry = BASE
     differences: list[Difference] = field(default_factory=list)
-    cells: CellRunner = field(default_factory=CellRunner)
+    cells: CellRunner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cells = CellRunner(self.registry)
 
     def scope(self) -> list[tuple[str, str]]:
         return [(d, t) for d in self.devices for t in TRANSPORTS]
 
     def shared(self) -> int:
         """How many machine types both releases have (none: no migration between them at all)."""
-        return sum(len(common_machines(self.a, self.b, t)) for t in TRANSPORTS)
+        return sum(len(common_machines(self.a, self.b, t, self.registry)) for t in TRANSPORTS)
 
     @property
     def breaks(self) -> list[Difference]:
@@ -301,9 +307,12 @@ class Diff:
                 "breaks": len(self.breaks), "cells_run": sorted(self.cells.results)}
 
 
-def diff(a: Version, b: Version, devices: list[str], schemas: list[str] | None = None, profile: str = "ci") -> Diff:
-    out = Diff(a, b, devices, schemas or [], profile)
-    for decl in (d for s in schema.LOADED for d in s.declarations if isinstance(d, schema.Release)):
+def diff(a: Version, b: Version, devices: list[str], schemas: list[str] | None = None, profile: str = "ci",
+         registry: Registry = BASE) -> Diff:
+    """The differences between releases a and b as `registry` declares them; `schemas`: the schema modules it was
+    loaded with, as the user named them (for the output)."""
+    out = Diff(a, b, devices, schemas or [], profile, registry)
+    for decl in (d for s in registry.schemas for d in s.declarations if isinstance(d, Release)):
         if min(a, b) < decl.version <= max(a, b):
             source = f": {decl.source}" if decl.source else ""
             out.differences.append(Difference("release-added", str(decl.version),
@@ -319,7 +328,7 @@ def diff(a: Version, b: Version, devices: list[str], schemas: list[str] | None =
 def _subsections(d: Diff) -> None:
     per: dict[str, dict[tuple[str, str], tuple[SubInfo | None, SubInfo | None]]] = {}
     for device, transport in d.scope():
-        sa, sb = subsections_of(d.a, device, transport), subsections_of(d.b, device, transport)
+        sa, sb = subsections_of(d.a, device, transport, d.registry), subsections_of(d.b, device, transport, d.registry)
         for name in list(sa) + [n for n in sb if n not in sa]:
             per.setdefault(name, {})[(device, transport)] = (sa.get(name), sb.get(name))
     for name, by_scope in per.items():
@@ -346,8 +355,8 @@ def _sendable(d: Diff, info: SubInfo, sender: Version, other: Version, device: s
     if not isinstance(test, Condition) or test.python():
         return [], [], True
     where, open_ = [], []
-    for m in common_machines(sender, other, transport):
-        ctx = Static.of(sender, m, device, transport, _varied(device))
+    for m in common_machines(sender, other, transport, d.registry):
+        ctx = d.registry.static(sender, m, device, transport, _varied(device))
         if test.static(ctx) is not False:
             where.append(m)
             open_ += undecided(test, ctx)
@@ -358,8 +367,9 @@ def _gate_text(d: Diff, cond: Condition, sender: Version, other: Version, scope:
     """Which properties keep it from being sent on the machine types both have, and the compat entries that do."""
     parts = []
     for prop in sorted(cond.properties()):
-        sources = sorted({e.source or f"hw_compat_{e.upto}" for e in releases.COMPAT if e.prop == prop
-                          for _dev, tr in scope for m in common_machines(sender, other, tr) if e.applies(sender, m)})
+        sources = sorted({e.source or f"hw_compat_{e.upto}" for e in d.registry.compat if e.prop == prop
+                          for _dev, tr in scope for m in common_machines(sender, other, tr, d.registry)
+                          if e.applies(sender, m, d.registry.downstream)})
         parts.append(f"{prop}" + (f" ({', '.join(sources)})" if sources else ""))
     return ("gated by " + ", ".join(parts)) if parts else "needed() is false there"
 
@@ -388,14 +398,14 @@ def _only_in(d: Diff, name: str, sender: Version, other: Version, infos: dict[tu
         failed = [x for x in diff_.cells if exercises(x, [name, *(f for f, _t, _s in first.fields)])]
         diff_.why.append(f"needed() is Python ({first.text}), which diff cannot read: "
                          f"{_cells_line(diff_.cells)} for {direction}")
-        machines += [MachineType.parse(x["machine"]) for x in failed]
+        machines += [d.registry.machine(x["machine"]) for x in failed]
     names = list(dict.fromkeys(m.name for m in machines))
     fix = sender > other
     if names:
         diff_.verdict, diff_.direction, diff_.machines = (GATE if fix else BREAKS), direction, names
         if opens:
-            diff_.why.append(f"needed() can hold on {len(names)} machine types both have ({machine_ranges(names)}): "
-                             f"it depends on {', '.join(dict.fromkeys(opens))}")
+            diff_.why.append(f"needed() can hold on {len(names)} machine types both have "
+                             f"({machine_ranges(names, d.registry)}): it depends on {', '.join(dict.fromkeys(opens))}")
         diff_.why.append(f"{direction}: {other} does not know the subsection and fails the load (-ENOENT)")
         lines = sorted({m.line for m in machines})
         if fix and all(m.line for m in machines):  # only a downstream line's machine types: its own array misses it
@@ -483,7 +493,7 @@ def _sent_breaks(d: Diff, diff_: Difference, sender: Version, other: Version, in
         diff_.verdict = BREAKS
         diff_.direction = "both" if diff_.direction not in (None, direction) else direction
         diff_.machines = list(dict.fromkeys(diff_.machines + machines))
-        diff_.why.append(f"{direction}: {reason}, where {sender} sends it ({machine_ranges(machines)})")
+        diff_.why.append(f"{direction}: {reason}, where {sender} sends it ({machine_ranges(machines, d.registry)})")
     else:
         diff_.why.append(f"{direction}: {sender} never sends it on a machine type both have")
 
@@ -500,7 +510,7 @@ def _mark(diff_: Difference, verdict: str, direction: str, machines: Iterable[st
 
 
 def _all_common(d: Diff, x: Version, y: Version) -> list[str]:
-    return list(dict.fromkeys(m.name for t in TRANSPORTS for m in common_machines(x, y, t)))
+    return list(dict.fromkeys(m.name for t in TRANSPORTS for m in common_machines(x, y, t, d.registry)))
 
 
 def _device_vmsds(d: Diff) -> None:
@@ -508,8 +518,8 @@ def _device_vmsds(d: Diff) -> None:
     with the destination's own outer version_id (virtio_device_get), so the version a source writes is never
     seen: a field gated by version is read by what the destination's version says, not the stream's."""
     for device in d.devices:
-        va, vb = schema.versions(device, d.a), schema.versions(device, d.b)
-        fa, fb = schema.device_fields(device, d.a), schema.device_fields(device, d.b)
+        va, vb = d.registry.versions(device, d.a), d.registry.versions(device, d.b)
+        fa, fb = d.registry.device_fields(device, d.a), d.registry.device_fields(device, d.b)
         scope = [f"{device}/{t}" for t in TRANSPORTS]
         if va.section != vb.section:
             x = Difference("version-changed", va.section.name, f"section version_id {va.section.version} ({d.a}) -> "
@@ -553,7 +563,7 @@ def _device_vmsds(d: Diff) -> None:
                           before)
 
 
-def _writes(f: schema.Field, known: bool, v: Versions, ctx: Static) -> bool | None:
+def _writes(f: Field, known: bool, v: Versions, ctx: Static) -> bool | None:
     """Whether a release's save puts the field on the wire (None: its test depends on the state)."""
     if not known:
         return False
@@ -562,7 +572,7 @@ def _writes(f: schema.Field, known: bool, v: Versions, ctx: Static) -> bool | No
     return v.device is not None and f.version <= v.device.version
 
 
-def _reads(f: schema.Field, known: bool, v: Versions, ctx: Static) -> bool | None:
+def _reads(f: Field, known: bool, v: Versions, ctx: Static) -> bool | None:
     """Whether a release's load reads it: with its own section version_id (virtio_device_get)."""
     if not known:
         return False
@@ -579,7 +589,7 @@ def _agrees(cond: Condition, cs: Static, co: Static, loaded_before: set[str]) ->
             and all(cs.props.get(p) == co.props.get(p) for p in props))
 
 
-def _device_field(d: Diff, device: str, f: schema.Field, in_a: bool, in_b: bool, va: Versions, vb: Versions,
+def _device_field(d: Diff, device: str, f: Field, in_a: bool, in_b: bool, va: Versions, vb: Versions,
                   loaded_before: set[str]) -> None:
     vmsd = next(v.device.name for v in (vb, va) if v.device is not None)
     kind = "field-added" if in_b and not in_a else "field-removed" if in_a and not in_b else "field-changed"
@@ -607,9 +617,9 @@ def _device_field(d: Diff, device: str, f: schema.Field, in_a: bool, in_b: bool,
             continue
         bad, open_ = [], []
         for t in TRANSPORTS:
-            for m in common_machines(sender, other, t):
-                cs = Static.of(sender, m, device, t, _varied(device))
-                co = Static.of(other, m, device, t, _varied(device))
+            for m in common_machines(sender, other, t, d.registry):
+                cs = d.registry.static(sender, m, device, t, _varied(device))
+                co = d.registry.static(other, m, device, t, _varied(device))
                 ws = _writes(f, known[sender][0], known[sender][1], cs)
                 ro = _reads(f, known[other][0], known[other][1], co)
                 if (ws is None or ro is None) and cond is not None and known[sender][0] and known[other][0] and \
@@ -618,7 +628,7 @@ def _device_field(d: Diff, device: str, f: schema.Field, in_a: bool, in_b: bool,
                 if ws is None or ro is None or ws != ro:
                     bad.append(m.name)
                     if ws is None or ro is None:
-                        open_ += undecided(cond, Static.of(sender, m, device, t, _varied(device))) if cond else []
+                        open_ += undecided(cond, cs) if cond else []
         bad = list(dict.fromkeys(bad))
         if not bad:
             continue
@@ -639,7 +649,7 @@ def _device_field(d: Diff, device: str, f: schema.Field, in_a: bool, in_b: bool,
             how = f"{other} reads it {when}, and {sender} never wrote it"
         verdict = GATE if sender > other and f.present is not None and not open_ else BREAKS
         _mark(x, verdict, direction, bad, f"{direction}: {how}, so the stream desynchronizes "
-              f"({machine_ranges(bad)})")
+              f"({machine_ranges(bad, d.registry)})")
         tests_state |= bool(open_)
     if x.verdict == SAFE:
         x.why.append("each side writes it exactly where the other reads it" + (
@@ -659,8 +669,8 @@ def _device_field(d: Diff, device: str, f: schema.Field, in_a: bool, in_b: bool,
 
 
 def _check_pairs(d: Diff) -> list[tuple[core.LoadCheck | None, core.LoadCheck | None]]:
-    ca = {x.name: x for x in core.CHECKS if x.holds(d.a)}
-    cb = {x.name: x for x in core.CHECKS if x.holds(d.b)}
+    ca = {x.name: x for x in d.registry.checks if x.holds(d.a)}
+    cb = {x.name: x for x in d.registry.checks if x.holds(d.b)}
     pairs: list[tuple[core.LoadCheck | None, core.LoadCheck | None]] = []
     only_a = [n for n in ca if n not in cb]
     only_b = [n for n in cb if n not in ca]
@@ -690,7 +700,7 @@ def _checks(d: Diff) -> None:
             kind, subject, detail = "check-removed", old.name, f"{d.a} checks {_check_text(old)}; {d.b} does not"
             directions = [(d.b, d.a)]
         diff_ = Difference(kind, subject, detail, decided_by="cells", scope=_scope_text(scope))
-        diff_.why.append("a load check is code (models/model.py), which diff cannot read: the destination's cells "
+        diff_.why.append("a load check is code (models/load.py), which diff cannot read: the destination's cells "
                          "decide whether a state the source sends fails it")
         # a release that lost the check or narrowed it is judged on hostile states too: the same-release cells
         # draw them (R10/R11), where the hostile classes hold it to the reference's verdict
@@ -729,21 +739,22 @@ def _properties(d: Diff) -> None:
     seen: dict[tuple[str, str], Difference] = {}
     for device, transport in d.scope():
         types_ = [backend_type(device), "virtio-mmio" if transport == "mmio" else proxy_type(device, transport)]
-        ka = {n for t in types_ for n in known_props(d.a, t)}
-        kb = {n for t in types_ for n in known_props(d.b, t)}
+        ka = {n for t in types_ for n in d.registry.known_props(d.a, t)}
+        kb = {n for t in types_ for n in d.registry.known_props(d.b, t)}
         for prop in sorted(ka ^ kb):
             kind = "property-added" if prop in kb else "property-removed"
             key = (kind, prop)
             if key not in seen:
                 side = d.b if prop in kb else d.a
-                entries = sorted({e.source or f"hw_compat_{e.upto}" for e in releases.COMPAT if e.prop == prop
+                entries = sorted({e.source or f"hw_compat_{e.upto}" for e in d.registry.compat if e.prop == prop
                                   and e.since <= max(d.a, d.b)})
                 seen[key] = Difference(kind, prop, f"{side} has the property, {d.a if side == d.b else d.b} does not",
                                        why=[f"compat entries: {', '.join(entries)}" if entries else
                                             "no compat entry: a guest-visible effect is for the matrix to show"])
             seen[key].scope.append(f"{device}/{transport}")
-        values = [(m, effective_props(d.a, m, device, transport, {}), effective_props(d.b, m, device, transport, {}))
-                  for m in common_machines(d.a, d.b, transport)]
+        values = [(m, d.registry.effective_props(d.a, m, device, transport, {}),
+                   d.registry.effective_props(d.b, m, device, transport, {}))
+                  for m in common_machines(d.a, d.b, transport, d.registry)]
         for prop in sorted(ka & kb):
             changed = [(m, pa.get(prop), pb.get(prop)) for m, pa, pb in values if pa.get(prop) != pb.get(prop)]
             if not changed:
@@ -764,28 +775,31 @@ def _properties(d: Diff) -> None:
 # --- the command ----------------------------------------------------------------------------------------------------
 
 
-def _release(text: str) -> Version:
+def _release(text: str, registry: Registry) -> Version:
     try:
-        return releases.release_of(text)
+        return registry.release_of(text)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
 
 def run_cli(args: argparse.Namespace) -> int:
     from harness.inputs import load_schemas
+    from models.schema import load
 
-    load_schemas(args.schema)
+    registry = load_schemas(args.schema)
     paths = list(args.schema or [])  # as given, for the output
     ends = []
     for text in (args.a, args.b):
         if text.endswith(".py") or Path(text).is_file():  # a schema module stands for the newest release it declares
-            loaded = schema.load_schema(text)
+            registry = load(text, registry)
             paths.append(text)
+            resolved = Path(text).resolve()
+            loaded = next(s for s in registry.schemas if s.path == resolved)
             if not loaded.releases:
                 raise UsageError(f"{text} declares no release: name the two releases and pass it with --schema")
             ends.append(loaded.releases[-1])
         else:
-            ends.append(_release(text))
+            ends.append(_release(text, registry))
     a, b = ends
     if a == b:
         raise UsageError(f"A and B are the same release ({a})")
@@ -796,7 +810,8 @@ def run_cli(args: argparse.Namespace) -> int:
     import harness.pytest_plugin  # noqa: F401  (registers the Hypothesis profiles)
 
     settings.load_profile(args.profile)
-    result = diff(a, b, [args.device] if args.device else list(DEVICES), list(dict.fromkeys(paths)), args.profile)
+    result = diff(a, b, [args.device] if args.device else list(DEVICES), list(dict.fromkeys(paths)), args.profile,
+                  registry)
     if args.json:
         json.dump(result.as_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 from harness.matrix import Cell, Outcome
 from harness.rules import Violation
 from models.config import Config, realize
-from models.schema import loaded_paths
+from models.registry import BASE, Registry
 from models.serialize import to_json
 from models.state import DeviceState
 
@@ -23,7 +23,7 @@ FAILURES = Path(os.environ.get("VIRTIO_COMPAT_REPORTS", "reports")) / "failures"
 
 
 def failure_record(cell: Cell | None, src: Config, dst: Config, state: DeviceState, out: Outcome,
-                   v: Violation) -> dict[str, Any]:
+                   v: Violation, registry: Registry = BASE) -> dict[str, Any]:
     return {
         "rule": v.rule, "expected": v.expected, "got": v.got, "details": repr(v.details)[:2000],
         "traceback": v.details.get("traceback"),  # an exception in the model (rule exception): where it rose
@@ -32,8 +32,8 @@ def failure_record(cell: Cell | None, src: Config, dst: Config, state: DeviceSta
         "src_config": to_json(src), "dst_config": to_json(dst), "state": to_json(state),
         **run_record(out),
         "seed": hypothesis_seed(),
-        "schema": loaded_paths(),  # the schema modules the case needs (`replay` loads them again)
-        "minimized_state": state_summary(src, state),
+        "schema": registry.schema_paths(),  # the schema modules the case needs (`replay` loads them again)
+        "minimized_state": state_summary(src, state, registry=registry),
     }
 
 
@@ -101,21 +101,21 @@ def write_files_atomic(files: list[tuple[Path, str]]) -> list[Path]:
 
 
 def write_failure(cell: Cell | None, src: Config, dst: Config, state: DeviceState, out: Outcome,
-                  v: Violation, folder: Path | None = None) -> Path:
-    record = failure_record(cell, src, dst, state, out, v)
+                  v: Violation, folder: Path | None = None, registry: Registry = BASE) -> Path:
+    record = failure_record(cell, src, dst, state, out, v, registry)
     digest = hashlib.sha1(json.dumps([record["src_config"], record["dst_config"], record["state"], v.rule],
                                      sort_keys=True).encode()).hexdigest()[:10]
     record["replay"] = f"virtio-compat replay {(folder or FAILURES) / f'{v.rule}-{digest}.json'}"
     return write_atomic(folder or FAILURES, f"{v.rule}-{digest}", record)
 
 
-def state_summary(src: Config, state: DeviceState, limit: int = 300) -> str:
+def state_summary(src: Config, state: DeviceState, limit: int = 300, registry: Registry = BASE) -> str:
     """The (minimized) state in one line: what differs from the source's state after realize and reset."""
     import dataclasses
 
     from models.model import reset_state
 
-    reset = reset_state(realize(src))
+    reset = reset_state(realize(src, registry))
     out = []
     for f in dataclasses.fields(state):
         a, b = getattr(state, f.name), getattr(reset, f.name)

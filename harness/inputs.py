@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from harness.errors import UsageError
+
+if TYPE_CHECKING:  # the models load with the command that needs them
+    from models.registry import Registry
 
 
 def read_stream_file(path: str) -> bytes:
@@ -27,8 +31,8 @@ def read_stream_file(path: str) -> bytes:
     return data
 
 
-def load_schemas(paths: Sequence[str] | None) -> list[str]:
-    """--schema MODULE (repeatable): apply schema modules (models/schema.py); their paths, resolved."""
-    from models.schema import load_schema
+def load_schemas(paths: Sequence[str] | None) -> Registry:
+    """--schema MODULE (repeatable): the in-tree registry extended by the schema modules (models/schema.py)."""
+    from models.schema import load_all
 
-    return [str(load_schema(p).path) for p in paths or []]
+    return load_all(paths)

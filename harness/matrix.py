@@ -4,6 +4,7 @@ the rest of the configuration are drawn inside it."""
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -12,10 +13,10 @@ from typing import Any
 
 from harness.rules import BROKEN_SINCE, Run, Violation, check_all
 from models import features as F
-from models import releases as releases_mod
-from models.config import Config, realize
+from models.config import Config, Realized, realize
 from models.devices import balloon, net
-from models.releases import Version, machine_types
+from models.registry import BASE, Registry
+from models.releases import Version
 from models.state import DeviceState, NetState
 
 DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
@@ -38,10 +39,9 @@ class Cell:
         return "same" if self.src == self.dst else "forward" if self.src < self.dst else "backward"
 
 
-def release_pairs(releases: tuple[Version, ...] | None = None) -> list[tuple[Version, Version]]:
+def release_pairs(releases: tuple[Version, ...]) -> list[tuple[Version, Version]]:
     """Each release with itself, with its neighbours both ways, and with 7.2 (the live oracle) and
     the newest release both ways."""
-    releases = releases or releases_mod.RELEASES  # read at call time: schema modules add releases
     pairs: set[tuple[Version, Version]] = set()
     anchors = [r for r in (Version(7, 2), releases[-1]) if r in releases]
     for i, r in enumerate(releases):
@@ -54,11 +54,14 @@ def release_pairs(releases: tuple[Version, ...] | None = None) -> list[tuple[Ver
 
 
 def cells(releases: tuple[Version, ...] | None = None, devices: tuple[str, ...] = DEVICES,
-          transports: tuple[str, ...] = TRANSPORTS, machines: list[str] | None = None) -> list[Cell]:
+          transports: tuple[str, ...] = TRANSPORTS, machines: list[str] | None = None,
+          registry: Registry = BASE) -> list[Cell]:
+    """The cells of `releases` (default: every release the registry models)."""
     out = []
-    for src, dst in release_pairs(releases):
+    for src, dst in release_pairs(releases or registry.releases):
         for tr in transports:
-            common = {m.name for m in machine_types(src, tr)} & {m.name for m in machine_types(dst, tr)}
+            common = {m.name for m in registry.machine_types(src, tr)} & {
+                m.name for m in registry.machine_types(dst, tr)}
             if machines:
                 common = {m for m in common if any(m == x or m.startswith(x + "-") for x in machines)}
             if not common:
@@ -217,12 +220,13 @@ def raised(e: BaseException) -> Violation:
                      {"traceback": "".join(traceback.format_exception(e)).rstrip()})
 
 
-def run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any = None) -> Outcome:
-    """One example: save with the source, load with the destination, every rule that applies; a
-    hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11). An exception
-    inside the model or a rule is the violation EXCEPTION, never lost."""
+def run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any = None,
+                registry: Registry = BASE) -> Outcome:
+    """One example: save with the source, load with the destination (both realized with `registry`), every rule
+    that applies; a hostile state (strategies/hostile.py) is judged by its class's verdict instead (R10/R11). An
+    exception inside the model or a rule is the violation EXCEPTION, never lost."""
     try:
-        return _run_example(src_config, dst_config, state, hostile)
+        return _run_example(src_config, dst_config, state, hostile, registry)
     except Exception as e:
         v = raised(e)
         if hostile is not None:
@@ -230,8 +234,9 @@ def run_example(src_config: Config, dst_config: Config, state: DeviceState, host
         return Outcome([v], [], None)
 
 
-def _run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any) -> Outcome:
-    src, dst = realize(src_config), realize(dst_config)
+def _run_example(src_config: Config, dst_config: Config, state: DeviceState, hostile: Any,
+                 registry: Registry) -> Outcome:
+    src, dst = realize(src_config, registry), realize(dst_config, registry)
     run = Run.of(src, dst, state)
     if hostile is not None:
         v = hostile_verdict(run, hostile)
@@ -273,46 +278,10 @@ class CellResult:
         return "fail" if self.failure else "pass"
 
 
-def explore_example(cell: Cell, machines: list[str] | None, data: Any, result: CellResult) -> None:
-    """One example of a cell: draw a configuration pair and a reachable state (and, same-release, a hostile
-    variant), run the rules, and raise AssertionError on a violation. The body of run_cell's Hypothesis test and
-    of the matrix's fuzz target (harness/pytest_matrix.py, for HypoFuzz): the same draws, so the same choice
-    sequences, and one database serves both."""
-    from hypothesis import event, note
-
-    from harness.explore import example_digest
-    from strategies.configs import configs
-    from strategies.driver import device_states
-    from strategies.hostile import hostile_states
-
-    src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines), label="config")
-    state = data.draw(device_states(realize(src)), label="state")
-    note(src.describe())
-    if result.digests is not None:
-        result.digests.append(example_digest(src, dst, state))
-    out = run_example(src, dst, state)
-    result.examples += 1
-    result.machines.add(src.machine.name)
-    for v, known in out.expected:
-        result.expected[v.rule] = known.name
-        event(f"expected incompatibility {known.name}")
-    if out.violations:
-        result.failure = result.failures[out.violations[0].rule] = (src, dst, state, out, out.violations[0])
-        raise AssertionError(str(out.violations[0]))
-    if cell.src == cell.dst:
-        # R10 / R11: the same state with one guarded value out of range, against the reference's verdict
-        h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
-        out = run_example(src, dst, bad, hostile=h)
-        if out.violations:
-            result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
-            raise AssertionError(str(out.violations[0]))
-    result.failure = None
-
-
-def run_cell(cell: Cell, machines: list[str] | None = None, database_key: bytes | None = None,
-             digests: bool = False) -> CellResult:
-    """Run one cell under the current Hypothesis settings profile; the failing example kept is the
-    minimal one (Hypothesis replays it last).
+def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry = BASE,
+             database_key: bytes | None = None, digests: bool = False) -> CellResult:
+    """Run one cell under the current Hypothesis settings profile, with the declarations of `registry`; the
+    failing example kept is the minimal one (Hypothesis replays it last).
 
     A derandomized profile (dev, bench) draws from the test alone. Any other one draws from the run's seed
     (harness/explore.py: the commit, or --hypothesis-seed) mixed with the cell, and keeps what it finds in the
@@ -321,25 +290,56 @@ def run_cell(cell: Cell, machines: list[str] | None = None, database_key: bytes 
     digest of every example drawn (result.digests)."""
     import hashlib
 
-    from hypothesis import given, settings
+    from hypothesis import event, given, note, settings
     from hypothesis import strategies as st
 
-    from harness.explore import cell_seed, run_seed
+    from harness.explore import cell_seed, example_digest, run_seed
+    from strategies.driver import device_states
+    from strategies.hostile import hostile_states
 
     result = CellResult(cell, 0, set(), {}, None, digests=[] if digests else None)
+    # check() keeps its source as it was before registries: Hypothesis derives a derandomized run's seed from it
+    # (hypothesis.internal.reflection.function_digest), and a cell draws the same examples as it always has
+    configs, realize, run_example = _bound(registry)
+    if result.digests is not None:  # recorded around run_example, so that check() keeps its source
+        run_bound, drawn = run_example, result.digests
 
+        def run_example(src: Config, dst: Config, state: DeviceState, hostile: Any = None) -> Outcome:
+            if hostile is None:
+                drawn.append(example_digest(src, dst, state))
+            return run_bound(src, dst, state, hostile=hostile)
+
+    @given(st.data())
     def check(data: st.DataObject) -> None:
-        explore_example(cell, machines, data, result)
+        src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines), label="config")
+        state = data.draw(device_states(realize(src)), label="state")
+        note(src.describe())
+        out = run_example(src, dst, state)
+        result.examples += 1
+        result.machines.add(src.machine.name)
+        for v, known in out.expected:
+            result.expected[v.rule] = known.name
+            event(f"expected incompatibility {known.name}")
+        if out.violations:
+            result.failure = result.failures[out.violations[0].rule] = (src, dst, state, out, out.violations[0])
+            raise AssertionError(str(out.violations[0]))
+        if cell.src == cell.dst:
+            # R10 / R11: the same state with one guarded value out of range, against the reference's verdict
+            h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
+            out = run_example(src, dst, bad, hostile=h)
+            if out.violations:
+                result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
+                raise AssertionError(str(out.violations[0]))
+        result.failure = None
 
-    test = given(st.data())(check)
     if not settings().derandomize:
         # what hypothesis.seed() sets, without the database=None that seed() adds: these runs keep what they find
-        test._hypothesis_internal_use_seed = cell_seed(run_seed().value, cell.id)  # type: ignore[attr-defined]
+        check._hypothesis_internal_use_seed = cell_seed(run_seed().value, cell.id)  # type: ignore[attr-defined]
         # every cell is this one nested function: without a key of its own, all cells would share one entry
         key = database_key or hashlib.sha384(f"virtio-compat cell {cell.id} {machines or ''}".encode()).digest()
-        test._hypothesis_internal_database_key = key  # type: ignore[attr-defined]
+        check._hypothesis_internal_database_key = key  # type: ignore[attr-defined]
     try:
-        test()
+        check()
     except (AssertionError, ExceptionGroup):
         # Hypothesis replays each distinct failure's minimal example last; report them by rule order
         if not result.failures:
@@ -347,3 +347,40 @@ def run_cell(cell: Cell, machines: list[str] | None = None, database_key: bytes 
         order = [EXCEPTION, "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11"]
         result.failure = result.failures[min(result.failures, key=lambda r: order.index(r) if r in order else 99)]
     return result
+
+
+def explore_example(cell: Cell, machines: list[str] | None, data: Any, result: CellResult,
+                    registry: Registry = BASE) -> None:
+    """One example of a cell, as run_cell's check() draws and runs it (the same draws in the same order, so the
+    same choice sequences, and one database serves both): the body of the matrix's fuzz target
+    (harness/pytest_matrix.py, for HypoFuzz). Raises AssertionError on a violation."""
+    from hypothesis import note
+
+    from strategies.driver import device_states
+    from strategies.hostile import hostile_states
+
+    configs, realize, run_example = _bound(registry)
+    src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines), label="config")
+    state = data.draw(device_states(realize(src)), label="state")
+    note(src.describe())
+    out = run_example(src, dst, state)
+    result.examples += 1
+    result.machines.add(src.machine.name)
+    if out.violations:
+        result.failure = result.failures[out.violations[0].rule] = (src, dst, state, out, out.violations[0])
+        raise AssertionError(str(out.violations[0]))
+    if cell.src == cell.dst:
+        h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
+        out = run_example(src, dst, bad, hostile=h)
+        if out.violations:
+            result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
+            raise AssertionError(str(out.violations[0]))
+    result.failure = None
+
+
+def _bound(registry: Registry) -> tuple[Callable[..., Any], Callable[[Config], Realized], Callable[..., Outcome]]:
+    """The configuration strategy, realize and run_example with the declarations of `registry`."""
+    from strategies.configs import configs
+
+    return (functools.partial(configs, registry=registry), functools.partial(realize, registry=registry),
+            functools.partial(run_example, registry=registry))

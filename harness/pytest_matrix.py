@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 from harness import fleet
 from harness.failures import FAILURES, state_summary, write_failure
 from harness.matrix import DEVICES, EXCEPTION, TRANSPORTS, Cell, CellResult, cells, explore_example, run_cell
-from harness.pytest_plugin import matrix_options, record
+from harness.pytest_plugin import matrix_options, record, registry
 from harness.qemu.realcells import missing, run_real_cell
-from models.releases import RELEASES, Version
-from models.schema import loaded_paths
+from models.releases import Version
 
 __all__ = ["pytest_generate_tests", "test_cell", "test_fuzz_cell", "test_real_pair"]
 
@@ -35,9 +34,9 @@ FUZZ_NODE = "harness/pytest_matrix.py::test_fuzz_cell[{}]"
 
 def _cells(config: pytest.Config) -> list[Cell]:
     o = matrix_options(config)
-    releases = tuple(Version.parse(r) for r in o["releases"]) or RELEASES
+    releases = tuple(Version.parse(r) for r in o["releases"]) or None
     return cells(releases, tuple(o["devices"]) or DEVICES, tuple(o["transports"]) or TRANSPORTS,
-                 o["machines"] or None)
+                 o["machines"] or None, registry(config))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -53,16 +52,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.mark.matrix
 def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
+    declared = registry(request.config)
     machines = matrix_options(request.config)["machines"] or None
     # narrowed to machine types, a cell keeps its own entries (the fuzzer's would not fail there and be dropped)
     key = None if machines else fuzz_database_key(cell)
-    result = run_cell(cell, machines, database_key=key, digests=not settings().derandomize)
+    result = run_cell(cell, machines, declared, database_key=key, digests=not settings().derandomize)
     if result.digests is not None:
         record(request.config, {"explored": cell.id, "digests": sorted(set(result.digests))})
     message = path = None
     if result.failure is not None:
         src, dst, state, out, v = result.failure
-        message = f"{v}\n  {src.describe()}\n  state: {state_summary(src, state)}"
+        message = f"{v}\n  {src.describe()}\n  state: {state_summary(src, state, registry=declared)}"
         if "traceback" in v.details:  # an exception in the model: the report keeps where it rose
             message += "\n" + v.details["traceback"]
     rules = ["R1", "R2", "R10", "R11"] if cell.direction == "same" else [
@@ -76,12 +76,13 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
             "rule": rule, "outcome": "fail" if failed else "expected" if rule in result.expected else "pass",
             "expected": result.expected.get(rule), "examples": result.examples,
             "machines": sorted(result.machines), "qemu": False, "failure": message if failed else None,
-            "schema": loaded_paths(),
+            "schema": declared.schema_paths(),
         })
     if result.failure is not None:
         # recorded first, so that a failure file that cannot be written (full disk) leaves the cell in the report
         src, dst, state, out, v = result.failure
-        path = write_failure(cell, src, dst, state, out, v)  # into $VIRTIO_COMPAT_REPORTS/failures (check sets it)
+        # into $VIRTIO_COMPAT_REPORTS/failures (check sets it)
+        path = write_failure(cell, src, dst, state, out, v, registry=declared)
         pytest.fail(f"{message}\n  replay: virtio-compat replay {path}", pytrace=False)
 
 
@@ -101,7 +102,8 @@ def test_real_pair(real_cell: Cell, request: pytest.FixtureRequest) -> None:
         "device": real_cell.device, "rule": "R12", "outcome": outcome,
         "expected": "; ".join(f"{k}: {v}" for k, v in result.expected.items()) or None,
         "examples": result.states, "machines": sorted(set(result.machines)), "qemu": True, "packages": packages,
-        "failure": "\n".join(result.failures) if result.failures else None, "schema": loaded_paths(),
+        "failure": "\n".join(result.failures) if result.failures else None,
+        "schema": registry(request.config).schema_paths(),
     })
     if result.failures:
         files = "".join(f"\n  failure file: {f}" for f in dict.fromkeys(result.files))
@@ -117,15 +119,16 @@ def test_fuzz_cell(fuzz_cell: Cell, pytestconfig: pytest.Config, data: st.DataOb
     Under pytest, the minimal failing example of a cell (Hypothesis replays it last) writes a failure file."""
     from hypothesis.control import current_build_context
 
+    declared = registry(pytestconfig)
     result = CellResult(fuzz_cell, 0, set(), {}, None)
     try:
-        explore_example(fuzz_cell, matrix_options(pytestconfig)["machines"] or None, data, result)
+        explore_example(fuzz_cell, matrix_options(pytestconfig)["machines"] or None, data, result, declared)
     except AssertionError:
         if result.failure is not None and current_build_context().is_final:
             src, dst, state, out, v = result.failure
-            path = write_failure(fuzz_cell, src, dst, state, out, v)
-            raise AssertionError(f"{v}\n  state: {state_summary(src, state)}\n  replay: virtio-compat replay {path}"
-                                 ) from None
+            path = write_failure(fuzz_cell, src, dst, state, out, v, registry=declared)
+            raise AssertionError(f"{v}\n  state: {state_summary(src, state, registry=declared)}\n  replay: "
+                                 f"virtio-compat replay {path}") from None
         raise
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -36,6 +36,12 @@ settings.register_profile("explain", max_examples=12, deadline=None, database=No
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPORTS = Path(os.environ.get("VIRTIO_COMPAT_REPORTS", "reports"))
+
+if TYPE_CHECKING:
+    from models.registry import Registry
+
+# the session's registry in config.stash (a plugin that runs the matrix with other declarations replaces it)
+REGISTRY = pytest.StashKey["Registry"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -152,13 +158,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def _load_schemas(config: pytest.Config) -> None:
     """--schema: every process loads the modules (xdist workers get the option too), before collection."""
     from harness.errors import SchemaError
-    from models.schema import load_schema
+    from models.schema import load_all
 
-    for path in config.getoption("--schema") or []:
-        try:
-            load_schema(path)
-        except SchemaError as e:
-            raise pytest.UsageError(str(e)) from None
+    try:
+        config.stash[REGISTRY] = load_all(config.getoption("--schema") or [])
+    except SchemaError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def registry(config: pytest.Config) -> Registry:
+    """The declarations this session runs the matrix with: the in-tree ones and its --schema modules'."""
+    return config.stash[REGISTRY]
 
 
 def record(config: pytest.Config, entry: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from harness.matrix import EXCEPTION, Outcome, run_example
 from harness.rules import Violation
 from harness.wire.virtio import payload_layout
 from models.config import Config, realize
+from models.registry import BASE, Registry
 from models.releases import Version
 from models.serialize import from_json
 from models.state import DeviceState
@@ -42,6 +43,7 @@ class Case:
     state: DeviceState
     stream: bytes
     hostile: Any = None  # R10/R11: the hostile class (strategies/hostile.py) whose verdict judges the load
+    registry: Registry = BASE  # the in-tree declarations and those of the schema modules the case was found with
 
 
 def read_case(path: str) -> Case:
@@ -67,17 +69,22 @@ def read_case(path: str) -> Case:
     if missing:
         hint = f"; it says how to replay it: {record['replay']}" if isinstance(record.get("replay"), str) else ""
         raise UsageError(f"{path}: not a matrix failure file (no {', '.join(missing)}){hint}")
-    load_schemas(record.get("schema"), path)
+    registry = load_schemas(record.get("schema"), path)
     try:
         src, dst, state = (from_json(record[k]) for k in ("src_config", "dst_config", "state"))
         stream = bytes.fromhex(record["stream"])
+        for config in (src, dst):
+            if isinstance(config, Config) and config.machine not in registry.machine_types(config.release,
+                                                                                          config.transport):
+                raise UsageError(f"{path}: cannot rebuild the case: QEMU {config.release} has no machine type "
+                                 f"{config.machine}")
     except HarnessError as e:
         raise UsageError(f"{path}: cannot rebuild the case: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UsageError(f"{path}: cannot rebuild the case: {type(e).__name__}: {e}") from None
     if not (isinstance(src, Config) and isinstance(dst, Config) and isinstance(state, DeviceState)):
         raise UsageError(f"{path}: cannot rebuild the case: src_config, dst_config or state has the wrong type")
-    return Case(p, record, src, dst, state, stream, hostile_class(record.get("hostile"), path))
+    return Case(p, record, src, dst, state, stream, hostile_class(record.get("hostile"), path), registry)
 
 
 def hostile_class(name: Any, path: str) -> Any:
@@ -93,29 +100,32 @@ def hostile_class(name: Any, path: str) -> Any:
     return found
 
 
-def load_schemas(paths: Any, path: str) -> None:
-    """The schema modules (models/schema.py) the case was found with, before its configuration is rebuilt."""
+def load_schemas(paths: Any, path: str) -> Registry:
+    """The declarations the case was found with: the in-tree ones and its schema modules' (models/schema.py)."""
     from harness.errors import SchemaError
-    from models.schema import load_schema
+    from models.schema import load
 
+    registry = BASE
     for module in paths or []:
         try:
-            load_schema(module)
+            registry = load(module, registry)
         except SchemaError as e:
             raise UsageError(f"{path}: needs the schema module {module}: {e}") from None
+    return registry
 
 
-def save_params(src: Config, state: DeviceState) -> dict[str, Any]:
-    """The layout decisions the source's save took from its own device (as models.model.save takes them)."""
-    r = realize(src)
+def save_params(src: Config, state: DeviceState, registry: Registry = BASE) -> dict[str, Any]:
+    """The layout decisions the source's save took from its own device (as models/save.py save() takes them)."""
+    r = realize(src, registry)
     net = state.device.max_queue_pairs > 1 if src.device == "virtio-net" else None
     blk = r.release >= Version(2, 7) and r.num_queues > 1 if src.device == "virtio-blk" else None
     return {"net_multiqueue": net, "blk_multiqueue": blk}
 
 
 def annotated_stream(case: Case) -> str:
-    layout = payload_layout(case.src.transport, case.src.device)
-    return format_dump(annotate(layout, case.stream, **save_params(case.src, case.state)), case.stream)
+    layout = payload_layout(case.src.transport, case.src.device, case.registry.wire)
+    return format_dump(annotate(layout, case.stream, **save_params(case.src, case.state, case.registry)),
+                       case.stream)
 
 
 def _first_difference(a: bytes, b: bytes) -> int:
@@ -159,8 +169,9 @@ def report(case: Case, out: Outcome) -> tuple[int, str]:
             *now]
     for v in out.violations:
         text += _violation_details(v)
+    shown = state_summary(case.src, case.state, limit=2000, registry=case.registry)  # what differs from reset
     text += ["", f"source:      {case.src.describe()}", f"destination: {case.dst.describe()}",
-             f"state:       {state_summary(case.src, case.state, limit=2000)}", ""]  # what differs from reset
+             f"state:       {shown}", ""]
     if run is None:  # the model raised before the load gave a result
         text += [f"the model raised; no stream or load to show (rule {EXCEPTION})", "",
                  f"exit {code}: " + ("the case still fails" if code else "the case passes")]
@@ -198,7 +209,7 @@ def replay(path: str) -> tuple[int, str]:
 
         return realcase.replay(path, real.record)
     try:
-        out = run_example(case.src, case.dst, case.state, hostile=case.hostile)
+        out = run_example(case.src, case.dst, case.state, hostile=case.hostile, registry=case.registry)
     except HarnessError as e:
         raise UsageError(f"{path}: cannot re-run the case: {e}") from None
     return report(case, out)

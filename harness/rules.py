@@ -9,7 +9,7 @@ from typing import Any
 from harness.annotate import tree_diff
 from harness.errors import StreamError
 from harness.wire.stream import decode_payload
-from models import core, schema
+from models import core, declared
 from models import features as F
 from models.config import Realized
 from models.model import ACCEPTED, ACCEPTED_BROKEN, REJECTED, LoadResult, load, save, section_version
@@ -45,7 +45,8 @@ class Run:
         """The saved payload decoded once (rules R5-R7 read it)."""
         if self._decoded is None:
             self._decoded = decode_payload(self.data, self.src.config.transport, self.src.config.device,
-                                           schema_fields=schema.on_wire(self.src, self.state))
+                                           extras=self.src.registry.wire,
+                                           schema_fields=declared.on_wire(self.src, self.state))
         return self._decoded
 
     @classmethod
@@ -93,9 +94,9 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def _declared_diff(run: Run) -> dict[str, Any]:
     """Fields of schema modules (models/schema.py) that the stream carried: the loaded state keeps them. One in a
     subsection not sent is not migrated (the projection leaves it out; R5 checks that needed() decided that)."""
-    if not schema.SUBSECTIONS or run.result.state is None:
+    if not run.dst.registry.subsections or run.result.state is None:
         return {}
-    carried, loaded = schema.sent(run.decoded), dict(run.result.state.extra)
+    carried, loaded = declared.sent(run.dst.registry, run.decoded), dict(run.result.state.extra)
     return {k: (v, loaded.get(k)) for k, v in carried.items() if loaded.get(k) != v}
 
 
@@ -142,18 +143,19 @@ def r34_migration(run: Run, rule: str) -> Violation | None:
 def r5_subsection_presence(run: Run) -> Violation | None:
     v = run.decoded
     got = [s.name for s in v.subsections]
-    want = [s.name for s in core.known_core_subsections(run.src.release) if s.is_needed(run.src, run.state)]
+    want = [s.name for s in run.src.registry.known_core_subsections(run.src.release)
+            if s.is_needed(run.src, run.state)]
     if got != want:
         return Violation("R5", f"subsections {want}", f"{got}")
     # device subsections that schema modules declare (the devices' own are written by their code alone)
-    got = [s.name for s in getattr(v.device, "subsections", None) or [] if schema.declared(s.name)]
-    want = [e["name"] for e in schema.device_wire(run.src, run.state)]
+    got = [s.name for s in getattr(v.device, "subsections", None) or [] if run.src.registry.declared(s.name)]
+    want = [e["name"] for e in declared.device_wire(run.src, run.state)]
     return None if got == want else Violation("R5", f"device subsections {want}", f"{got}")
 
 
 def r6_unknown_subsection(run: Run) -> Violation | None:
     v = run.decoded
-    known = {s.name for s in core.known_core_subsections(run.dst.release)}
+    known = {s.name for s in run.dst.registry.known_core_subsections(run.dst.release)}
     unknown = [s.name for s in v.subsections if s.name not in known]
     if unknown and run.result.outcome != REJECTED:
         return Violation("R6", f"rejected: {unknown[0]} is unknown to {run.dst.release}", run.result.outcome)
@@ -202,7 +204,7 @@ def r13_machine_compat(run: Run) -> Violation | None:
                              f"{show(getattr(a, name))}", f"{b.release}: {show(getattr(b, name))}", {"realized": name})
     # fields only the newer release declares hold their reset values (what realize gives a device that never
     # set them), so that both releases write the very same device
-    state = replace(run.state, extra=tuple(sorted({**dict(schema.reset_values(b)), **dict(run.state.extra)}.items())))
+    state = replace(run.state, extra=tuple(sorted({**dict(declared.reset_values(b)), **dict(run.state.extra)}.items())))
     mine = run.data
     theirs = save(b, state)
     if mine == theirs:
@@ -210,7 +212,8 @@ def r13_machine_compat(run: Run) -> Violation | None:
     at = next((i for i, (x, y) in enumerate(zip(mine, theirs, strict=False)) if x != y), min(len(mine), len(theirs)))
     try:
         diffs = tree_diff(run.decoded, decode_payload(theirs, b.config.transport, b.config.device,
-                                                      schema_fields=schema.on_wire(b, state)),
+                                                      extras=b.registry.wire,
+                                                      schema_fields=declared.on_wire(b, state)),
                           names=(str(a.release), str(b.release)), limit=3)
     except StreamError:
         diffs = []

@@ -16,7 +16,8 @@ from models import features as F
 from models.cmdline import DeviceLine, parse
 from models.config import Config, NetBackend, realize
 from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, UNDEFINED, guest_rings, load, state_from_wire
-from models.releases import MachineType, Version
+from models.registry import BASE, Registry
+from models.releases import Version
 from models.state import DeviceState
 from models.transports.pci import PciConfigError
 
@@ -51,7 +52,8 @@ class Verdict:
                 "error": self.error, "devices": self.devices, "assumptions": self.assumptions}
 
 
-def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> list[DeviceLine]:
+def infer_destination(s: Stream, release: Version, assumptions: list[str], registry: Registry = BASE
+                      ) -> list[DeviceLine]:
     """A destination like the source: the same machine type and devices, with the properties the
     stream shows (MSI-X vectors, queue counts, ring sizes, PCI Express, option ROMs)."""
     machine_name = s.machine
@@ -59,7 +61,7 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> li
         raise UsageError("the stream names no machine type (no configuration section): give --dest")
     if s.machine_source == "inferred":
         assumptions.append(f"machine type {machine_name}: inferred, the stream has no configuration section")
-    machine = MachineType.parse(machine_name)
+    machine = registry.machine(machine_name)
     assumptions.append(f"destination machine type {machine} (from the stream)")
     lines = []
     blocks = set(s.memory.blocks) if s.memory else set()
@@ -100,6 +102,8 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str]) -> li
             devno, schid = sch.devno, sch.migrated_schid
         try:
             config = Config(release, machine, p.device, p.transport, 1, 128, props, netdev, express, devno, schid)
+            if machine not in registry.machine_types(release, p.transport):
+                raise ValueError(f"QEMU {release} has no machine type {machine}")
         except Exception as e:
             raise UsageError(f"cannot build a {release} destination for {p.section}: {e}") from None
         shown = ",".join(f"{k}={v}" for k, v in sorted(props.items()))
@@ -114,10 +118,13 @@ def _version_1(v: Any) -> bool:
     return bool(f64 is not None and F.has(f64.guest_features, F.VERSION_1))
 
 
-def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = None) -> Verdict:
-    """`data`: the stream's bytes, so that each payload is loaded as QEMU reads it (else as decoded)."""
+def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = None,
+            registry: Registry = BASE) -> Verdict:
+    """`data`: the stream's bytes, so that each payload is loaded as QEMU reads it (else as decoded); `registry`:
+    the declarations the destination is judged by."""
     out = Verdict(release, s.machine)
-    lines = parse(dest, release) if dest else infer_destination(s, release, out.assumptions)
+    lines = parse(dest, release, registry=registry) if dest else infer_destination(s, release, out.assumptions,
+                                                                                    registry)
     by_section = {line.key: line for line in lines}
     if dest and lines and s.configuration is not None:
         local = lines[0].config.machine.name
@@ -137,7 +144,7 @@ def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = 
                          "including any hotplugged devices")
             failed = True
             continue
-        entry.update(_device_verdict(s, p, line.config, data, out.states, line.qdev_id))
+        entry.update(_device_verdict(s, p, line.config, registry, data, out.states, line.qdev_id))
         failed = entry["outcome"] in (REJECTED, CRASHED, UNDEFINED)
     return out
 
@@ -205,13 +212,13 @@ class StreamRam:
         return int.from_bytes(raw, "big" if self.big else "little")
 
 
-def _device_verdict(s: Stream, p: VirtioPayload, config: Config, data: bytes | None = None,
+def _device_verdict(s: Stream, p: VirtioPayload, config: Config, registry: Registry, data: bytes | None = None,
                     states: dict[str, DeviceState] | None = None, qdev_id: str | None = None) -> dict[str, Any]:
     if config.device != p.device or config.transport != p.transport:
         return {"outcome": REJECTED, "error": f"{p.section} is a {p.device} in the stream but a {config.device} "
                 "at the destination"}
     try:
-        r = realize(config)
+        r = realize(config, registry)
         rings = None
         if p.value is not None and s.memory is not None:
             rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value))

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from harness.errors import UsageError
 from models.config import Config, NetBackend
-from models.props import known_props, machine_object_props, proxy_type
-from models.releases import MachineType, Version, machine_types
+from models.props import proxy_type
+from models.registry import BASE, Registry
+from models.releases import MachineType, Version
 
 _DEVICE_TYPES = {
     f"{dev}-{suffix}": (dev, transport)
@@ -59,7 +60,9 @@ def _value(raw: str) -> object:
         return raw
 
 
-def parse(argv: Sequence[str] | str, release: Version, default_machine: str | None = None) -> list[DeviceLine]:
+def parse(argv: Sequence[str] | str, release: Version, default_machine: str | None = None,
+          registry: Registry = BASE) -> list[DeviceLine]:
+    """The virtio devices of a QEMU command line, as `release` with the declarations of `registry` realizes them."""
     args = shlex.split(argv) if isinstance(argv, str) else list(argv)
     if args and not args[0].startswith("-"):
         args = args[1:]  # the program name
@@ -100,10 +103,10 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
     if machine_name is None:
         raise UsageError("the destination command line has no -machine")
     try:
-        machine = MachineType.parse(_alias(machine_name, release))
+        machine = registry.machine(_alias(machine_name, release, registry))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if machine not in machine_types(release):
+    if machine not in registry.machine_types(release):
         raise UsageError(f"QEMU {release} has no machine type {machine}")
     ports = {opts.get("id"): opts for head, opts in devices if head == "pcie-root-port"}
     out: list[DeviceLine] = []
@@ -114,9 +117,10 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
         if head not in _DEVICE_TYPES:
             continue
         device, transport = _DEVICE_TYPES[head]
-        known = known_props(release, proxy_type(device, transport)) | known_props(release, f"{device}-device")
+        known = registry.known_props(release, proxy_type(device, transport)) | registry.known_props(
+            release, f"{device}-device")
         if transport == "mmio":
-            known |= known_props(release, "virtio-mmio")
+            known |= registry.known_props(release, "virtio-mmio")
         reach = {head, f"{device}-device", "virtio-device", {"pci": "virtio-pci", "mmio": "virtio-mmio",
                                                             "ccw": "virtio-ccw"}[transport]}
         props = {k: _value(v) for d in reach for k, v in globals_.get(d, {}).items() if k in known}
@@ -138,13 +142,14 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
             config = Config(release, machine, device, transport, smp, mem, props, nd, express, devno, schid)
         except Exception as e:
             raise UsageError(f"-device {head}: {e}") from None
-        section = _section(device, transport, opts, ports, n, devno, _has_dev_path(release, machine, transport))
+        dev_path = _has_dev_path(release, machine, transport, registry)
+        section = _section(device, transport, opts, ports, n, devno, dev_path)
         same = sum(line.section == section for line in out)  # calculate_new_instance_id
         out.append(DeviceLine(config, section, opts.get("id"), same))
     return out
 
 
-def _has_dev_path(release: Version, machine: MachineType, transport: str) -> bool:
+def _has_dev_path(release: Version, machine: MachineType, transport: str, registry: Registry) -> bool:
     """Whether the transport puts its address before the vmsd name in the idstr: on old machine types
     virtio-mmio (format_transport_address) and the virtual css bridge (css_dev_path) leave it out, and
     same-named sections are then told apart by instance id alone."""
@@ -152,7 +157,7 @@ def _has_dev_path(release: Version, machine: MachineType, transport: str) -> boo
         return True
     qom_type, prop = ("virtio-mmio", "format_transport_address") if transport == "mmio" else \
         ("virtual-css-bridge", "css_dev_path")
-    return bool(machine_object_props(release, machine, qom_type)[prop])
+    return bool(registry.machine_object_props(release, machine, qom_type)[prop])
 
 
 class _Css:
@@ -191,12 +196,12 @@ def _css_devid(head: str, text: str) -> int:
     return devno
 
 
-def _alias(name: str, release: Version) -> str:
+def _alias(name: str, release: Version, registry: Registry) -> str:
     """`pc`, `q35`, `virt`, `s390-ccw-virtio` stand for the release's newest machine type."""
     aliases = {"pc": "pc-i440fx", "q35": "pc-q35", "virt": "virt", "s390-ccw-virtio": "s390-ccw-virtio"}
     if name in aliases:
         family = aliases[name]
-        newest = [m for m in machine_types(release) if m.family == family and not m.line]
+        newest = [m for m in registry.machine_types(release) if m.family == family and not m.line]
         if not newest:
             raise UsageError(f"QEMU {release} has no {name} machine type")
         return newest[-1].name

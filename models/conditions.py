@@ -15,8 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.config import Realized
-from models.props import effective_props
+from models.configuration import Derived
 from models.releases import MachineType, Version
 from models.state import DeviceState
 
@@ -33,11 +32,6 @@ class Static:
     props: Mapping[str, Any]
     varied: frozenset[str] = frozenset()
 
-    @classmethod
-    def of(cls, release: Version, machine: MachineType, device: str, transport: str,
-           varied: frozenset[str] = frozenset()) -> Static:
-        return cls(release, machine, device, transport, effective_props(release, machine, device, transport, {}),
-                   varied)
 
 
 def _on(value: Any) -> bool:
@@ -47,7 +41,7 @@ def _on(value: Any) -> bool:
 class Condition:
     """Base of the vocabulary; `a & b`, `a | b` and `~a` combine conditions."""
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -85,13 +79,13 @@ class _Term(Condition):
 
     name: str
 
-    def value(self, r: Realized, s: DeviceState) -> Any:
+    def value(self, r: Derived, s: DeviceState) -> Any:
         raise NotImplementedError
 
     def static_value(self, ctx: Static) -> tuple[bool, Any]:
         return False, None
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return _on(self.value(r, s))
 
     def static(self, ctx: Static) -> bool | None:
@@ -127,7 +121,7 @@ class StateField(_Term):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def value(self, r: Realized, s: DeviceState) -> Any:
+    def value(self, r: Derived, s: DeviceState) -> Any:
         declared = dict(s.extra)
         if self.name in declared:
             return declared[self.name]
@@ -145,7 +139,7 @@ class Property(_Term):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def value(self, r: Realized, s: DeviceState) -> Any:
+    def value(self, r: Derived, s: DeviceState) -> Any:
         return r.props.get(self.name)
 
     def static_value(self, ctx: Static) -> tuple[bool, Any]:
@@ -174,7 +168,7 @@ class Compare(Condition):
         except TypeError:  # None (a field this release does not have) against a number
             return self.op == "!="
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return self._test(self.term.value(r, s))
 
     def static(self, ctx: Static) -> bool | None:
@@ -197,7 +191,7 @@ class HostFeature(Condition):
     def __init__(self, bit: int) -> None:
         self.bit = bit
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return bool(r.host_features >> self.bit & 1)
 
     def describe(self) -> str:
@@ -210,7 +204,7 @@ class GuestFeature(Condition):
     def __init__(self, bit: int) -> None:
         self.bit = bit
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return bool(s.guest_features >> self.bit & 1)
 
     def describe(self) -> str:
@@ -223,7 +217,7 @@ class MachineAtLeast(Condition):
     def __init__(self, version: Version) -> None:
         self.version = version
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return r.config.machine.version >= self.version
 
     def static(self, ctx: Static) -> bool | None:
@@ -236,7 +230,7 @@ class MachineAtLeast(Condition):
 class Never(Condition):
     """A subsection a release keeps only to load old streams: it never sends it."""
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return False
 
     def static(self, ctx: Static) -> bool | None:
@@ -250,7 +244,7 @@ class Transport(Condition):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return r.config.transport == self.name
 
     def static(self, ctx: Static) -> bool | None:
@@ -264,7 +258,7 @@ class And(Condition):
     def __init__(self, *terms: Condition) -> None:
         self.terms = terms
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return all(t(r, s) for t in self.terms)
 
     def static(self, ctx: Static) -> bool | None:  # Kleene: one false decides
@@ -285,7 +279,7 @@ class And(Condition):
 
 
 class Or(And):
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return any(t(r, s) for t in self.terms)
 
     def static(self, ctx: Static) -> bool | None:  # Kleene: one true decides
@@ -300,7 +294,7 @@ class Not(Condition):
     def __init__(self, term: Condition) -> None:
         self.term = term
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return not self.term(r, s)
 
     def static(self, ctx: Static) -> bool | None:
@@ -323,10 +317,10 @@ class Not(Condition):
 class Python(Condition):
     """Arbitrary Python over (realized, state): allowed, and opaque to every tool."""
 
-    def __init__(self, fn: Callable[[Realized, DeviceState], Any], text: str = "") -> None:
+    def __init__(self, fn: Callable[[Derived, DeviceState], Any], text: str = "") -> None:
         self.fn, self.text = fn, text
 
-    def __call__(self, r: Realized, s: DeviceState) -> bool:
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
         return bool(self.fn(r, s))
 
     def describe(self) -> str:

@@ -1,118 +1,46 @@
-"""A device configuration (everything QEMU derives device state from) and what realize derives
-from it: host features, queues and their sizes, config length, MSI-X vectors, modern or legacy,
-PCI Express, the PCI config space. Values follow from the properties that cause them."""
+"""What QEMU derives from a device configuration at realize time (host features, queues and their sizes, config
+length, MSI-X vectors, modern or legacy, PCI Express), judged by a registry of declarations (models/registry.py)
+that the result carries. Values follow from the properties that cause them."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
 from harness.errors import SchemaError
 from models import features as F
-from models.props import UNSPECIFIED, effective_props
-from models.releases import MachineType, Version, machine_types, migration_values
+from models.configuration import DEVICE_IDS, TARGET_BIG_ENDIAN, Config, Derived, NetBackend, RealizeContext
+from models.devices import DEVICES
+from models.props import UNSPECIFIED
+from models.registry import BASE, Registry
+from models.releases import Version
 
-DEVICE_IDS = {"virtio-net": 1, "virtio-blk": 2, "virtio-rng": 4, "virtio-balloon": 5}
-TARGET_BIG_ENDIAN = {"ccw": True}  # s390x; x86 (pci) and aarch64 virt (mmio) are little-endian
-
-
-@dataclass(frozen=True)
-class NetBackend:
-    """The -netdev peer of a virtio-net device, as far as it changes the device's host features."""
-
-    kind: str = "hubport"  # hubport | user | tap
-    vnet_hdr: bool = False  # tap's vnet header (offloads need it)
-    ufo: bool = False  # the tap kernel supports UFO
-    uso: bool = False  # the tap kernel supports USO (8.2+ devices offer USO then)
-    vhost: bool = False  # vhost-net: the kernel masks the bits it does not support
-    queues: int = 1
-    # what a vhost-net kernel offers among the bits vhost masks (no packed ring, no ring reset)
-    vhost_kernel: frozenset[int] = frozenset({F.NOTIFY_ON_EMPTY, F.ANY_LAYOUT, F.RING_INDIRECT_DESC,
-                                              F.RING_EVENT_IDX, F.NET_MRG_RXBUF, F.VERSION_1,
-                                              F.ACCESS_PLATFORM})
-
-    def describe(self) -> str:
-        if self.kind != "tap":
-            return self.kind
-        opts = [f"vnet_hdr={'on' if self.vnet_hdr else 'off'}"] + (["vhost=on"] if self.vhost else [])
-        return "tap," + ",".join(opts + [f"queues={self.queues}"] * (self.queues > 1))
+__all__ = ["DEVICE_IDS", "Config", "NetBackend", "RealizeContext", "Realized", "realize"]
 
 
 @dataclass(frozen=True)
-class Config:
-    release: Version
-    machine: MachineType
-    device: str  # virtio-net | virtio-blk | virtio-balloon | virtio-rng
-    transport: str = "pci"
-    smp: int = 1
-    mem_mb: int = 128
-    props: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    netdev: NetBackend = NetBackend()
-    express: bool = False  # on a PCI Express root port (q35)
-    ccw_devno: int = 0  # virtio-ccw: its device number (devno=fe.0.NNNN, else the first free from its subchannel)
-    ccw_schid: int | None = None  # its subchannel, the first free in creation order (None: the same as ccw_devno)
+class Realized(Derived):
+    """What QEMU derives at realize time, and the registry of declarations it was realized with (everything
+    the model does with it afterwards follows the same declarations)."""
 
-    def __post_init__(self) -> None:
-        if self.device not in DEVICE_IDS:
-            raise SchemaError(f"unknown device {self.device!r}")
-        if self.machine.transport != self.transport:
-            raise SchemaError(f"{self.transport} devices do not go on {self.machine}")
-        if self.machine not in machine_types(self.release, self.transport):
-            raise SchemaError(f"QEMU {self.release} has no machine type {self.machine}")
-        if self.express and self.machine.family != "pc-q35":
-            raise SchemaError("a PCI Express root port needs a q35 machine type")
-        object.__setattr__(self, "props", MappingProxyType(dict(self.props)))
-
-    def __hash__(self) -> int:
-        return hash((self.release, self.machine, self.device, self.transport, self.smp, self.mem_mb,
-                     tuple(sorted(self.props.items())), self.netdev, self.express, self.ccw_devno,
-                     self.ccw_schid))
-
-    def describe(self) -> str:
-        props = ",".join(f"{k}={v}" for k, v in sorted(self.props.items()))
-        extra = f" -netdev {self.netdev.describe()}" if self.device == "virtio-net" else ""
-        return (f"QEMU {self.release} -machine {self.machine} -smp {self.smp} -m {self.mem_mb}{extra} -device "
-                f"{self.device}-{self.transport}{',' + props if props else ''}"
-                f"{' (on a pcie-root-port)' * self.express}")
+    registry: Registry
 
 
-@dataclass(frozen=True)
-class Realized:
-    """What QEMU derives at realize time."""
-
-    config: Config
-    props: Mapping[str, Any]
-    host_features: int
-    queue_sizes: tuple[int, ...]  # vring.num_default of each queue realize added
-    config_len: int
-    vectors: int  # MSI-X vectors (0: no MSI-X); pci only
-    modern: bool  # offers virtio 1.0 (VERSION_1)
-    legacy: bool
-    express: bool  # PCI Express config space (4096 bytes)
-    big_endian_target: bool
-    send_footer: bool
-    send_configuration: bool
-
-    @property
-    def release(self) -> Version:
-        return self.config.release
-
-    @property
-    def num_queues(self) -> int:
-        return len(self.queue_sizes)
+def realize(config: Config, registry: Registry = BASE) -> Realized:
+    """What QEMU derives from `config` at realize time, by the declarations of `registry` (pure: cached per
+    configuration and registry)."""
+    return _realize(config, registry)
 
 
 @functools.lru_cache(maxsize=4096)
-def realize(config: Config) -> Realized:
-    """What QEMU derives from `config` at realize time (pure: cached per configuration)."""
-    from models.devices import DEVICES
+def _realize(config: Config, registry: Registry) -> Realized:
 
     dev = DEVICES[config.device]
     release, transport = config.release, config.transport
-    props = effective_props(release, config.machine, config.device, transport, config.props)
+    if config.machine not in registry.machine_types(release, transport):
+        raise SchemaError(f"QEMU {release} has no machine type {config.machine}")
+    props = registry.effective_props(release, config.machine, config.device, transport, config.props)
     express = modern = legacy = False
     if transport == "pci":
         modern = release >= Version(2, 5) and not props.get("disable-modern", True)
@@ -148,26 +76,10 @@ def realize(config: Config) -> Realized:
         vectors = dev.default_vectors(ctx, len(sizes)) if v == UNSPECIFIED else int(v)
         if vectors > 2048:  # msix_init refuses more than PCI_MSIX_FLAGS_QSIZE + 1: the device goes without
             vectors = 0
-    mig = migration_values(release, config.machine)
+    mig = registry.migration_values(release, config.machine)
     return Realized(config, MappingProxyType(props), hf, tuple(sizes), dev.config_len(ctx, hf), vectors, modern,
                     legacy, express, TARGET_BIG_ENDIAN.get(transport, False), mig["send-section-footer"],
-                    mig["send-configuration"])
-
-
-@dataclass(frozen=True)
-class RealizeContext:
-    config: Config
-    props: dict[str, Any]
-    modern: bool
-    legacy: bool
-
-    @property
-    def release(self) -> Version:
-        return self.config.release
-
-    def on(self, name: str, default: bool = False) -> bool:
-        v = self.props.get(name, default)
-        return v is True or v == "on"
+                    mig["send-configuration"], registry)
 
 
 def _common_features(ctx: RealizeContext) -> int:

@@ -1,15 +1,15 @@
 """The virtio core's format changes and load checks, each declared once with the release that
-introduced it (hw/virtio/virtio.c; reference §2-§4). A release is the set of declarations up to it."""
+introduced it (hw/virtio/virtio.c; reference §2-§4). A release is the set of declarations up to it; the tables
+here are the in-tree ones, which models/registry.py builds the registry from."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from models import features as F
 from models.conditions import Never, StateField
-from models.config import Realized
+from models.configuration import Derived
 from models.releases import Version
 from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
 
@@ -22,7 +22,7 @@ class Rule:
     `test` may be a models.conditions.Condition, which tools can reason about, or any Python callable."""
 
     since: Version
-    test: Callable[[Realized, DeviceState], bool]
+    test: Callable[[Derived, DeviceState], bool]
     text: str = ""  # default: the condition's own description
 
     def describe(self) -> str:
@@ -43,17 +43,17 @@ class CoreSubsection:
                 return r
         return None
 
-    def is_needed(self, realized: Realized, state: DeviceState) -> bool:
+    def is_needed(self, realized: Derived, state: DeviceState) -> bool:
         rule = self.rule(realized.release)
         return rule is not None and realized.release >= self.since and rule.test(realized, state)
 
 
-def default_endian(r: Realized) -> int:
+def default_endian(r: Derived) -> int:
     """virtio_default_endian(): the target's endianness."""
     return ENDIAN_BIG if r.big_endian_target else ENDIAN_LITTLE
 
 
-def has_extra_state(r: Realized, s: DeviceState) -> bool:
+def has_extra_state(r: Derived, s: DeviceState) -> bool:
     tr = r.config.transport
     if tr == "pci":  # migrate-extra up to 10.0 (a6df8adf3e), always from 10.1 (fce42ccb51f1)
         return r.release >= V("10.1") or bool(r.props.get("migrate-extra", False))
@@ -62,14 +62,14 @@ def has_extra_state(r: Realized, s: DeviceState) -> bool:
     return False
 
 
-def pci_modern_state_needed(r: Realized) -> bool:
+def pci_modern_state_needed(r: Derived) -> bool:
     return r.modern
 
 
 RINGSIZE_IGNORED_FROM = V("11.1")  # virtio/ringsize: not sent, and its num_default not loaded
 
 
-def ring_size_changed(r: Realized, s: DeviceState) -> bool:
+def ring_size_changed(r: Derived, s: DeviceState) -> bool:
     defaults = s.num_default or r.queue_sizes
     return any(q.num != (defaults[i] if i < len(defaults) else 0) for i, q in enumerate(s.queues))
 
@@ -108,10 +108,6 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
     ), "86044b24e8"),
     CoreSubsection("virtio/disabled", V("5.0"), (Rule(V("5.0"), lambda r, s: s.disabled, "disabled"),), "9d7bd0826f"),
 )
-
-
-def known_core_subsections(release: Version) -> list[CoreSubsection]:
-    return [s for s in CORE_SUBSECTIONS if release >= s.since]
 
 
 @dataclass(frozen=True)
@@ -199,7 +195,7 @@ CHECKS: tuple[LoadCheck, ...] = (
 )
 
 
-# load steps that models/model.py always checks: on each release in (since, until) one of the names holds, so that a
+# load steps that models/load.py always checks: on each release in (since, until) one of the names holds, so that a
 # schema module may move a step's check between releases (several ranges) but not leave a release without it
 STEP_CHECKS: tuple[tuple[tuple[str, ...], Version, Version | None], ...] = (
     (("num_queues_pci", "num_queues"), V("2.0"), None),
@@ -211,23 +207,6 @@ STEP_CHECKS: tuple[tuple[tuple[str, ...], Version, Version | None], ...] = (
 )
 
 
-def check(name: str, release: Version) -> LoadCheck | None:
-    for c in CHECKS:
-        if c.name == name and c.holds(release):
-            return c
-    return None
-
-
 def queue_limit(release: Version) -> int:
     """VIRTIO_PCI_QUEUE_MAX 64 until b829c2a98f raised it to 1024 (2.4)."""
     return 1024 if release >= V("2.4") else 64
-
-
-
-
-def describe_release(release: Version) -> dict[str, Any]:
-    """What a release knows: its core subsections and load checks (for docs and `diff`)."""
-    return {
-        "subsections": [s.name for s in known_core_subsections(release)],
-        "checks": [c.name for c in CHECKS if c.holds(release)],
-    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 # transport / core (virtio_config.h, virtio_ring.h)
+MASK64 = (1 << 64) - 1  # one 64-bit word of a feature set
+
 NOTIFY_ON_EMPTY = 24
 ANY_LAYOUT = 27
 RING_INDIRECT_DESC = 28

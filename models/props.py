@@ -1,14 +1,12 @@
 """Device properties and their defaults by release; with the machine compat globals (releases.py)
-and the user's `-device` properties they give the effective values realize works from."""
+and the user's `-device` properties they give the effective values realize works from (models/registry.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models import releases
-from models.releases import TYPE_PARENTS, MachineType, Version, compat_values
+from models.releases import Version
 
 V = Version.parse
 UNSPECIFIED = "unspecified"  # DEV_NVECTORS_UNSPECIFIED and num-queues "auto": realize decides
@@ -148,44 +146,3 @@ def proxy_type(device: str, transport: str) -> str:
 
 def backend_type(device: str) -> str:
     return f"{device}-device"
-
-
-def known_props(release: Version, qom_type: str) -> dict[str, Prop]:
-    reach = {qom_type, *TYPE_PARENTS.get(qom_type, ())}
-    return {p.name: p for p in PROPS if p.qom_type in reach and p.exists(release)}
-
-
-def machine_object_props(release: Version, machine: MachineType, qom_type: str) -> dict[str, Any]:
-    """The properties of an object no -device names (a bus bridge, the virtio-mmio transport): default, or
-    before a property existed the value its compat entry keeps old machine types at; then compat globals."""
-    out = {p.name: p.default for p in PROPS if p.qom_type == qom_type and p.exists(release)}
-    for p in PROPS:
-        if p.qom_type == qom_type and p.since > release:
-            out.setdefault(p.name, next((e.value for e in releases.COMPAT if e.driver == qom_type
-                                         and e.prop == p.name and e.before), p.default))
-    out.update(compat_values(release, machine, qom_type))
-    return out
-
-
-def effective_props(release: Version, machine: MachineType, device: str, transport: str,
-                    user: Mapping[str, Any]) -> dict[str, Any]:
-    """Default, then machine compat globals, then the user's `-device` properties, for the proxy
-    and its backend together (QEMU forwards the backend's properties through the proxy)."""
-    out: dict[str, Any] = {}
-    types = [backend_type(device), "virtio-mmio" if transport == "mmio" else proxy_type(device, transport)]
-    known: dict[str, Prop] = {}
-    for qom_type in types:
-        known.update(known_props(release, qom_type))
-    out.update({name: p.default for name, p in known.items()})
-    # before a property existed, QEMU behaved as the compat entry that later keeps old machine types
-    # behaving so (x-pcie-lnkctl-init, queue_reset, ...): take that value
-    for entry in releases.COMPAT:  # read at call time: schema modules extend it
-        later = [p for p in PROPS if p.name == entry.prop and p.since > release]
-        if entry.before and entry.prop not in known and later and any(
-                entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
-            out.setdefault(entry.prop, entry.value)
-    # a global on the proxy reaches the backend's properties too (the proxy aliases them)
-    for qom_type in types:
-        out.update({k: v for k, v in compat_values(release, machine, qom_type).items() if k in known})
-    out.update(user)
-    return out

@@ -2,13 +2,13 @@
 
 A machine type X.Y carries every `hw_compat_A_B` entry with A.B >= X.Y; entries of an older
 array override those of a newer one (QEMU applies them newest first). Entries exist in a release
-from `since` (and until `until`, exclusive), so one table serves every release.
+from `since` (and until `until`, exclusive), so one table serves every release. The tables here are the in-tree
+declarations; models/registry.py builds the registry from them (schema modules extend that, never these).
 Facts: ../shared/reference/qemu-virtio-migration.md §1.3, §6, §7 (section numbers in comments).
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -80,11 +80,11 @@ def machine_deleted(release: Version, version: Version) -> bool:
     return age > MACHINE_VER_DELETION_MAJOR or (age == MACHINE_VER_DELETION_MAJOR and release.minor >= version.minor)
 
 
-def oldest_machine(release: Version, family: str) -> Version:
+def oldest_machine(release: Version, family: str, all_versions: tuple[Version, ...]) -> Version:
     """The oldest versioned machine type of a family that a release has (never older than the family's first)."""
     oldest = max([FAMILIES[family][1]] + [m for r, m, fams in OLDEST_MACHINE_FROM
                                           if release >= r and (not fams or family in fams)])
-    return next((v for v in ALL_VERSIONS if v >= oldest and not machine_deleted(release, v)), oldest)
+    return next((v for v in all_versions if v >= oldest and not machine_deleted(release, v)), oldest)
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,6 @@ class Downstream:
     # whether upstream hw_compat entries reach its machine types (by the version each was cut from); False: only
     # the line's own entries do, as when a distribution copies upstream entries into its own arrays by hand
     upstream_compat: bool = True
-
-
-DOWNSTREAM: tuple[Downstream, ...] = ()  # none in-tree; schema modules (models/schema.py) add them
 
 
 @dataclass(frozen=True)
@@ -123,8 +120,9 @@ class MachineType:
         return FAMILIES[self.family][0]
 
     @classmethod
-    def parse(cls, name: str) -> MachineType:
-        for d in DOWNSTREAM:
+    def parse(cls, name: str, downstream: tuple[Downstream, ...] = ()) -> MachineType:
+        """A machine type by name; `downstream`: the distributions' lines it may belong to (none in-tree)."""
+        for d in downstream:
             m = re.fullmatch(re.escape(f"{d.family}-{d.line}") + r"(\d+)\.(\d+)\.0", name)
             for mine, upstream in d.machines if m else ():
                 if mine == Version(int(m.group(1)), int(m.group(2))):  # type: ignore[union-attr]
@@ -138,16 +136,16 @@ class MachineType:
         return self.name
 
 
-@functools.lru_cache(maxsize=256)
-def machine_types(release: Version, transport: str | None = None) -> tuple[MachineType, ...]:
+def machine_types(release: Version, transport: str | None, all_versions: tuple[Version, ...],
+                  downstream: tuple[Downstream, ...]) -> tuple[MachineType, ...]:
     """The versioned machine types a release has (for one transport's families, or all)."""
     out = []
     for family, (tr, _) in FAMILIES.items():
         if transport and tr != transport:
             continue
-        oldest = oldest_machine(release, family)
-        out += [MachineType(family, v) for v in ALL_VERSIONS if oldest <= v <= release]
-        out += [MachineType(family, up, d.line, mine) for d in DOWNSTREAM if d.family == family
+        oldest = oldest_machine(release, family, all_versions)
+        out += [MachineType(family, v) for v in all_versions if oldest <= v <= release]
+        out += [MachineType(family, up, d.line, mine) for d in downstream if d.family == family
                 for mine, up in d.machines if oldest <= up <= release]
     return tuple(out)
 
@@ -171,7 +169,7 @@ class Compat:
     # releases from before the property behaved as `value` (props.effective_props); False: as its default
     before: bool = True
 
-    def applies(self, release: Version, machine: MachineType) -> bool:
+    def applies(self, release: Version, machine: MachineType, downstream: tuple[Downstream, ...]) -> bool:
         if release < self.since or (self.until is not None and release >= self.until):
             return False
         if self.pc_only and not machine.family.startswith("pc-"):
@@ -179,7 +177,7 @@ class Compat:
         if self.line:
             return machine.line == self.line and machine.downstream is not None and machine.downstream <= self.upto
         if machine.line and not any(d.line == machine.line and d.family == machine.family and d.upstream_compat
-                                    for d in DOWNSTREAM):
+                                    for d in downstream):
             return False
         return machine.version <= self.upto
 
@@ -263,35 +261,13 @@ TYPE_PARENTS = {
 }
 
 
-def compat_values(release: Version, machine: MachineType, qom_type: str) -> dict[str, Any]:
+def compat_values(release: Version, machine: MachineType, qom_type: str, compat: tuple[Compat, ...],
+                  downstream: tuple[Downstream, ...]) -> dict[str, Any]:
     """Property values the machine's compat globals give an object of `qom_type`."""
     reach = {qom_type, *TYPE_PARENTS.get(qom_type, ())}
     out: dict[str, Any] = {}
     # newest array first, so that an older array's entry wins (as QEMU registers them)
-    for entry in sorted(COMPAT, key=lambda e: e.upto, reverse=True):
-        if entry.driver in reach and entry.applies(release, machine):
+    for entry in sorted(compat, key=lambda e: e.upto, reverse=True):
+        if entry.driver in reach and entry.applies(release, machine, downstream):
             out[entry.prop] = entry.value
     return out
-
-
-def migration_values(release: Version, machine: MachineType) -> dict[str, bool]:
-    """send-configuration and send-section-footer (§1.3): on from machine type 2.4."""
-    out = {"send-configuration": True, "send-section-footer": True}
-    out.update(compat_values(release, machine, "migration"))
-    return out
-
-
-def release_of(text: str) -> Version:
-    """A modelled release by name, with an error that lists them."""
-    v = Version.parse(text)
-    if v not in RELEASES:
-        raise ValueError(f"release {v} is not modelled (releases: {', '.join(map(str, RELEASES))})")
-    return v
-
-
-def latest_release_at(version: Version) -> Version:
-    """The modelled release whose rules a QEMU of `version` follows (the newest one <= version)."""
-    older = [r for r in RELEASES if r <= version]
-    if not older:
-        raise ValueError(f"QEMU {version} is older than the oldest modelled release {RELEASES[0]}")
-    return older[-1]

@@ -1,6 +1,6 @@
 """Out-of-tree schema modules: a device developer describes a format change in a Python module of their own,
-with the declarations models/ uses, and load_schema() applies it to the registries, so that the matrix,
-`check`, `diff` and `replay` all see it without an edit to this package.
+with the declarations models/ uses, and load() gives a new registry (models/registry.py) that extends the one it is
+loaded on with them, so that the matrix, `check`, `diff` and `replay` all see it without an edit to this package.
 
 A schema module binds DECLARATIONS, a tuple of:
 
@@ -18,10 +18,11 @@ A schema module binds DECLARATIONS, a tuple of:
     Downstream("pc-q35", "rhel", ((V("9.4"), V("8.2")),))   a distribution's machine types
     LoadCheck(...)                                    a new release range for one of models/core.py's load checks
 
-Each is declared once: Subsection alone gives the layout (harness/wire/virtio.py's EXTRA_SUBSECTIONS), the
-needed() rule (models/core.py's CORE_SUBSECTIONS, or the device's subsection list), the state (DeviceState.extra)
-and what the matrix draws for it; DeviceVersion the same for device fields (EXTRA_DEVICE_FIELDS) and the vmsd
-versions models/model.py checks. A mistake is a SchemaError naming the module and the line.
+Each is declared once: Subsection alone gives the layout (the registry's harness/wire/virtio.py Extras), the
+needed() rule (the registry's core subsections, or the device's subsection list), the state (DeviceState.extra)
+and what the matrix draws for it; DeviceVersion the same for device fields and the vmsd versions models/load.py
+checks. A mistake is a SchemaError naming the module and the line. The declarations themselves are
+models/declarations.py's (and releases.py's, props.py's, core.py's), re-exported here for schema modules.
 """
 
 from __future__ import annotations
@@ -33,433 +34,54 @@ import hashlib
 import re
 import sys
 import types
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import construct as c
 
 from harness.errors import SchemaError
 from harness.wire import virtio as wire
-from harness.wire.primitives import FlatArray, When, be16, be32, be64, sbe32, u8, vbool
-from models import config, core, props, releases
-from models.conditions import Condition, as_condition
-from models.config import Realized
+from models import core
+from models.conditions import as_condition
 from models.core import LoadCheck
-from models.devices import Versions, Vmsd
+from models.declarations import DeviceVersion, Field, Release, Schema, Subsection, SubsectionVersion
+from models.devices import DEVICES
 from models.props import Prop
-from models.releases import Compat, Downstream, Version
+from models.registry import BASE, Registry
+from models.releases import FAMILIES, Compat, Downstream, Version
 from models.state import BalloonState, BlkState, DeviceState, NetState
 
 __all__ = ["Compat", "DeviceVersion", "Downstream", "Field", "LoadCheck", "Prop", "Release", "Subsection",
-           "SubsectionVersion", "load_schema"]
+           "SubsectionVersion", "load", "load_all"]
 
-# vmstate field types (VMSTATE_UINT8 ... VMSTATE_BOOL), by QEMU's names
-TYPES: dict[str, Any] = {"uint8": u8, "uint16": be16, "uint32": be32, "uint64": be64, "int8": c.Int8sb,
-                         "int16": c.Int16sb, "int32": sbe32, "int64": c.Int64sb, "bool": vbool}
 
-
-@dataclass(frozen=True)
-class Release:
-    """A QEMU release to model: the set of declarations up to it, starting from the release it builds on."""
-
-    version: Version
-    after: Version
-    source: str = ""
-
-
-@dataclass(frozen=True)
-class Field:
-    """A vmstate field: VMSTATE_UINT32(name) and its kin, by QEMU's type names; `size` makes a VMSTATE_BUFFER of
-    that many bytes (type "buffer"), `count` a VMSTATE_*_ARRAY of that many elements. It is on the wire from the
-    vmsd version_id `version` on (VMSTATE_*_V; 1: always), or where `present` holds (VMSTATE_*_TEST: each side
-    decides on its own, the destination over its state as loaded so far)."""
-
-    name: str
-    type: str  # a key of TYPES, or "buffer"
-    reset: Any = 0  # the value after realize and reset (a buffer's or an array's: of each byte or element)
-    version: int = 1
-    values: tuple[Any, ...] = ()  # the values a device can hold, for the matrix to draw; (): any of the type
-    size: int = 0  # a buffer's length in bytes
-    count: int = 0  # an array's length; 0: a single value
-    present: Condition | Callable[[Realized, DeviceState], Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.type == "buffer":
-            if not isinstance(self.size, int) or self.size <= 0:
-                raise SchemaError(f"field {self.name!r}: a buffer has a size in bytes: "
-                                  "Field(name, \"buffer\", size=16)")
-        elif self.type not in TYPES:
-            raise SchemaError(f"field {self.name!r} has an unknown type {self.type!r} (known: "
-                              f"{', '.join(TYPES)}, buffer)")
-        elif self.size:
-            raise SchemaError(f"field {self.name!r}: size is a buffer's; an array of {self.type} takes count=")
-        if not isinstance(self.count, int) or self.count < 0:
-            raise SchemaError(f"field {self.name!r}: count is a number of elements, not {self.count!r}")
-        if not isinstance(self.version, int) or self.version < 1:
-            raise SchemaError(f"field {self.name!r}: version is a vmsd version_id (1 or more), not {self.version!r}")
-        if self.present is not None:
-            if self.version > 1:
-                raise SchemaError(f"field {self.name!r} is gated by its version or by a test (VMSTATE_*_V or "
-                                  "VMSTATE_*_TEST), not both")
-            as_condition(self.present)
-
-    @property
-    def range(self) -> tuple[int, int]:
-        if self.type in ("bool", "buffer"):
-            return 0, 1 if self.type == "bool" else 255
-        bits = int(self.type.removeprefix("u").removeprefix("int"))
-        return (0, (1 << bits) - 1) if self.type.startswith("u") else (-(1 << bits - 1), (1 << bits - 1) - 1)
-
-    def reset_value(self) -> Any:
-        if self.type == "buffer":
-            return bytes([self.reset]) * self.size if isinstance(self.reset, int) else bytes(self.reset)
-        return (self.reset,) * self.count if self.count else self.reset
-
-    def wire_type(self) -> Any:
-        if self.type == "buffer":
-            return c.Bytes(self.size)
-        if not self.count:
-            return TYPES[self.type]
-        return c.Array(self.count, vbool) if self.type == "bool" else FlatArray(self.count, TYPES[self.type])
-
-    def construct(self, gated: bool) -> Any:
-        """Its layout. A gated one (a device vmsd's field, or a test's) is on the wire as the parse or build
-        parameter schema_fields says (the model decides it per release and side, see on_wire()); without it, as
-        the newest release writes it."""
-        sc = self.wire_type()
-        if not gated and self.present is None:
-            return sc
-        name = self.name
-
-        def on_wire(ctx: Any) -> bool:
-            decided = _param(ctx, "schema_fields", {}).get(name, True)
-            return bool(decided(ctx) if callable(decided) else decided)
-
-        return When(on_wire, sc)
-
-    def condition(self) -> Condition | None:
-        return None if self.present is None else as_condition(self.present)
-
-    def describe(self) -> str:
-        kind = f"buffer[{self.size}]" if self.type == "buffer" else f"{self.type}[{self.count}]" if self.count \
-            else self.type
-        gate = f" (where {self.condition().describe()})" if self.present is not None else (  # type: ignore[union-attr]
-            f" (from version {self.version})" if self.version > 1 else "")
-        return f"{self.name} {kind}{gate}"
-
-
-def _param(ctx: Any, name: str, default: Any) -> Any:
-    params = getattr(ctx, "_params", None) or {}
-    value = params.get(name)
-    return default if value is None else value
-
-
-@dataclass(frozen=True)
-class Subsection:
-    """A vmstate subsection: of vmstate_virtio ("virtio/...") or of a device's vmsd ("virtio-net-device/...")."""
-
-    name: str
-    since: Version
-    fields: tuple[Field, ...] = ()
-    needed: Condition | Callable[[Realized, DeviceState], Any] | None = None
-    versions: tuple[tuple[Version, int], ...] = ()  # (release, the version_id it writes from there); default 1
-    minimum_version: int = 1  # minimum_version_id: an older incoming version fails the load
-    after: str = ""  # a core subsection: the one it follows in vmstate_virtio's list (default: the last)
-    source: str = ""
-
-    @property
-    def parent(self) -> str:
-        return self.name.split("/", 1)[0]
-
-    @property
-    def device(self) -> str | None:
-        """The device whose vmsd it belongs to; None for a core subsection (every device has it)."""
-        return None if self.parent == "virtio" else self.parent.removesuffix("-device")
-
-    def condition(self) -> Condition:
-        return as_condition(self.needed)
-
-    def version_in(self, release: Version) -> int:
-        return max([v for r, v in self.versions if r <= release], default=1)
-
-    def fields_in(self, version_id: int) -> tuple[Field, ...]:
-        return tuple(f for f in self.fields if f.version <= version_id)
-
-    def layout(self) -> Callable[[int], Any]:
-        """The body by version_id (one construct per distinct field set, whatever version a stream names)."""
-        steps = sorted({1} | {f.version for f in self.fields})
-        bodies = {v: c.Struct(*(f.name / f.construct(False) for f in self.fields_in(v))) for v in steps}
-
-        def body(version_id: int) -> Any:
-            return bodies[max([v for v in steps if v <= version_id], default=1)]
-
-        return body
-
-
-@dataclass(frozen=True)
-class SubsectionVersion:
-    """A new version of a subsection models/ already has ("virtio/started", "virtio-net-device/rss"): its
-    version_id from release `since`, and the fields that version appends to its body (Field(..., version=N))."""
-
-    name: str
-    since: Version
-    version: int
-    fields: tuple[Field, ...] = ()
-    minimum_version: int | None = None  # None: unchanged
-    source: str = ""
-
-
-@dataclass(frozen=True)
-class DeviceVersion:
-    """Fields appended to a device vmsd ("virtio-net-device"), after its own and before its subsections, from
-    release `since`; and its version_id from there, which VMSTATE_*_V fields need raised. virtio-net's outer vmsd
-    takes the same macro (VIRTIO_NET_VM_VERSION), so the section's version_id follows `version` unless
-    `section_version` says otherwise."""
-
-    vmsd: str
-    since: Version
-    fields: tuple[Field, ...] = ()
-    version: int | None = None  # the device vmsd's version_id from `since`; None: unchanged
-    minimum_version: int | None = None
-    section_version: int | None = None  # the outer vmsd's, in the section header; None: follows `version`
-    section_minimum_version: int | None = None
-    source: str = ""
-
-    @property
-    def device(self) -> str:
-        return self.vmsd.removesuffix("-device")
-
-
-@dataclass(frozen=True)
-class Schema:
-    path: Path
-    declarations: tuple[Any, ...]
-
-    @property
-    def releases(self) -> tuple[Version, ...]:
-        return tuple(sorted(d.version for d in self.declarations if isinstance(d, Release)))
-
-
-# --- the registry: what the applied schema modules declared -----------------------------------------------------
-
-SUBSECTIONS: tuple[Subsection, ...] = ()
-DEVICE_VERSIONS: tuple[DeviceVersion, ...] = ()  # in release order
-SUBSECTION_VERSIONS: tuple[SubsectionVersion, ...] = ()  # in release order
-LOADED: tuple[Schema, ...] = ()
-
-
-def loaded_paths() -> list[str]:
-    """The applied schema modules (failure files record them; `replay` loads them again)."""
-    return [str(s.path) for s in LOADED]
-
-
-def declared(name: str) -> Subsection | None:
-    return next((s for s in SUBSECTIONS if s.name == name), None)
-
-
-def known(release: Version, device: str) -> list[Subsection]:
-    """The declared subsections a release of `device` knows (core ones first, in declaration order)."""
-    return [s for s in SUBSECTIONS if s.since <= release and s.device in (None, device)]
-
-
-def known_device_subsections(device: str, release: Version) -> set[str]:
-    return {s.name for s in known(release, device) if s.device is not None}
-
-
-def subsection_versions(name: str, release: Version, own: tuple[int, int]) -> tuple[int, int]:
-    """(version_id, minimum_version_id) of a subsection in a release: a declared one's, or `own` (models/'s) as
-    SubsectionVersion declarations change it."""
-    sub = declared(name)
-    if sub is not None:
-        return sub.version_in(release), sub.minimum_version
-    for d in SUBSECTION_VERSIONS:
-        if d.name == name and d.since <= release:
-            own = (d.version, d.minimum_version or own[1])
-    return own
-
-
-def added_fields(name: str, release: Version | None = None) -> list[Field]:
-    """The fields SubsectionVersion declarations append to a subsection of models/ (up to `release`)."""
-    return [f for d in SUBSECTION_VERSIONS if d.name == name and (release is None or d.since <= release)
-            for f in d.fields]
-
-
-def extend_entries(r: Realized, s: DeviceState, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Subsection entries of models/ as release r writes them with SubsectionVersion declarations: their
-    version_id and the values of the fields it appends."""
-    if not SUBSECTION_VERSIONS:
-        return entries
-    values, out = dict(s.extra), []
-    for e in entries:
-        fields = added_fields(e["name"], r.release)
-        if fields:
-            version = subsection_versions(e["name"], r.release, (e["version_id"], 1))[0]
-            e = {**e, "version_id": version, "body": {**e["body"], **{
-                f.name: values.get(f.name, f.reset_value()) for f in fields if f.version <= version}}}
-        out.append(e)
-    return out
-
-
-def without_added_fields(device: Any) -> Any:
-    """A decoded device value with the fields SubsectionVersion declarations add taken out of its subsections'
-    bodies (they are DeviceState.extra's; models/devices/ keeps the bodies it knows)."""
-    names = {f.name for d in SUBSECTION_VERSIONS for f in d.fields}
-    subs = getattr(device, "subsections", None)
-    if not names or not subs:
-        return device
-    stripped = c.ListContainer(c.Container(name=x.name, version_id=x.version_id, body=c.Container(
-        {k: v for k, v in x.body.items() if k not in names}) if isinstance(x.body, dict) else x.body) for x in subs)
-    return c.Container({**device, "subsections": stripped})
-
-
-def device_fields(device: str, release: Version) -> list[Field]:
-    """The fields schema modules append to a device vmsd that `release` knows, in wire order."""
-    return [f for d in DEVICE_VERSIONS if d.device == device and d.since <= release for f in d.fields]
-
-
-def versions(device: str, release: Version) -> Versions:
-    """The device's vmsd versions in `release`: models/devices' own, as DeviceVersion declarations change them."""
-    from models.devices import DEVICES
-
-    v: Versions = DEVICES[device].VERSIONS
-    for d in DEVICE_VERSIONS:
-        if d.device != device or d.since > release:
-            continue
-        dev = v.device
-        if dev is not None:
-            dev = Vmsd(dev.name, d.version or dev.version, d.minimum_version or dev.minimum)
-        sec = v.section
-        v = Versions(Vmsd(sec.name, d.section_version or d.version or sec.version,
-                          d.section_minimum_version or sec.minimum), dev)
-    return v
-
-
-def known_fields(r: Realized) -> list[Field]:
-    return [f for sub in known(r.release, r.config.device) for f in sub.fields_in(sub.version_in(r.release))] + \
-        device_fields(r.config.device, r.release) + [
-            f for d in SUBSECTION_VERSIONS if d.since <= r.release and _of_device(d.name, r.config.device)
-            for f in d.fields]
-
-
-def _of_device(name: str, device: str) -> bool:
-    parent = name.split("/", 1)[0]
-    return parent == "virtio" or parent == f"{device}-device"
-
-
-def reset_values(r: Realized) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((f.name, f.reset_value()) for f in known_fields(r)))
-
-
-def on_wire(r: Realized, s: DeviceState, version: int | None = None, loading: bool = False
-            ) -> dict[str, Any] | None:
-    """The build/parse parameter schema_fields: which gated fields release r writes for state s, or (`loading`)
-    reads, with `version`, the device vmsd version_id it loads with, and over s, its state before the load, with
-    the fields read so far in place, as QEMU's field_exists sees it. None when no schema module gates a field."""
-    tested = [f for sub in SUBSECTIONS for f in sub.fields if f.present is not None]
-    if not DEVICE_VERSIONS and not tested:
-        return None
-    if version is None:
-        dev = versions(r.config.device, r.release).device
-        version = dev.version if dev is not None else 0
-
-    def holds(f: Field) -> Any:
-        test = as_condition(f.present)
-        return _read_so_far(test, r, s) if loading else bool(test(r, s))
-
-    # a subsection's field: its test decides (its version, the subsection's own version_id)
-    out: dict[str, Any] = {f.name: holds(f) for f in tested}
-    mine = {id(f) for f in device_fields(r.config.device, r.release)}
-    for f in (f for d in DEVICE_VERSIONS for f in d.fields):
-        # another device's, or a later release's, is not in this one's layout
-        out[f.name] = False if id(f) not in mine else holds(f) if f.present is not None else f.version <= version
-    return out
-
-
-def _read_so_far(test: Condition, r: Realized, before: DeviceState) -> Callable[[Any], bool]:
-    """The test as the destination evaluates it while loading: over its state with the values read so far (this
-    struct's and its parents') in place of the ones before the load."""
-    device_names = {f.name for f in dataclasses.fields(before.device)} if before.device is not None else set()
-    declared_names = {f.name for f in known_fields(r)}
-
-    def decide(ctx: Any) -> bool:
-        read: dict[str, Any] = {}
-        while ctx is not None:
-            for k, v in ctx.items():
-                if not k.startswith("_") and k not in read and v is not None:
-                    read[k] = _value(v)
-            ctx = ctx.get("_")
-        extra = {**dict(before.extra), **{k: v for k, v in read.items() if k in declared_names}}
-        device = before.device
-        if device is not None:
-            device = dataclasses.replace(device, **{k: v for k, v in read.items() if k in device_names})
-        state = dataclasses.replace(before, extra=tuple(sorted(extra.items())), device=device)
-        return bool(test(r, state))
-
-    return decide
-
-
-def wire_entry(sub: Subsection, r: Realized, s: DeviceState) -> dict[str, Any]:
-    version = sub.version_in(r.release)
-    values = dict(s.extra)
-    return {"name": sub.name, "version_id": version,
-            "body": {f.name: values.get(f.name, f.reset_value()) for f in sub.fields_in(version)}}
-
-
-def device_wire(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
-    """The declared device subsections release r sends for state s, in declaration order."""
-    return [wire_entry(sub, r, s) for sub in known(r.release, r.config.device)
-            if sub.device is not None and sub.condition()(r, s)]
-
-
-def device_values(r: Realized, s: DeviceState) -> dict[str, Any]:
-    """The values of the device vmsd fields schema modules declare (the layout decides which go on the wire)."""
-    values = dict(s.extra)
-    return {f.name: values.get(f.name, f.reset_value()) for d in DEVICE_VERSIONS for f in d.fields}
-
-
-def _value(x: Any) -> Any:
-    return tuple(x) if isinstance(x, list) else x
-
-
-def sent(decoded: Any) -> dict[str, Any]:
-    """The declared fields a decoded payload carries, by name."""
-    out: dict[str, Any] = {}
-    for sub in list(decoded.subsections) + list(getattr(decoded.device, "subsections", None) or []):
-        decl = declared(sub.name)
-        fields = decl.fields if decl is not None else tuple(added_fields(sub.name))
-        if fields and isinstance(sub.body, dict):
-            out.update({f.name: _value(sub.body[f.name]) for f in fields if sub.body.get(f.name) is not None})
-    device = decoded.device
-    for f in (f for d in DEVICE_VERSIONS for f in d.fields):
-        if device.get(f.name) is not None:
-            out[f.name] = _value(device[f.name])
-    return out
-
-
-def values_from_wire(r: Realized, decoded: Any) -> tuple[tuple[str, Any], ...]:
-    """DeviceState.extra of a decoded payload as release r loads it: what it carries, else the reset values."""
-    if not SUBSECTIONS and not DEVICE_VERSIONS and not SUBSECTION_VERSIONS:
-        return ()
-    known = {f.name for f in known_fields(r)}
-    return tuple(sorted({**dict(reset_values(r)), **{k: v for k, v in sent(decoded).items() if k in known}}.items()))
-
-
-# --- loading a schema module -------------------------------------------------------------------------------------
-
-
-def load_schema(path: str | Path) -> Schema:
-    """Import a schema module in isolation (its own namespace, not on sys.path) and apply its DECLARATIONS.
-    Loading the same file again returns the schema already applied."""
-    global LOADED
+def load(path: str | Path, base: Registry = BASE) -> Registry:
+    """A new registry: `base` extended by the DECLARATIONS of the schema module at `path`, imported in isolation
+    (its own namespace, not on sys.path). `base` itself is left as it was; a module it already holds gives it
+    back unchanged."""
     p = Path(path)
     resolved = p.resolve()
-    for s in LOADED:
-        if s.path == resolved:
-            return s
-    shown = str(path)
+    if any(s.path == resolved for s in base.schemas):
+        return base
+    decls, where = _read(p, resolved)
+    reg = _apply(base, decls, where)
+    return replace(reg, schemas=(*reg.schemas, Schema(resolved, decls)))
+
+
+def load_all(paths: Iterable[str | Path] | None, base: Registry = BASE) -> Registry:
+    """`base` extended by each schema module in turn (--schema MODULE, repeatable)."""
+    reg = base
+    for p in paths or ():
+        reg = load(p, reg)
+    return reg
+
+
+def _read(p: Path, resolved: Path) -> tuple[tuple[Any, ...], Callable[[int], str]]:
+    """The module's DECLARATIONS, and where each one is (file:line) for the errors."""
+    shown = str(p)
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -486,59 +108,7 @@ def load_schema(path: str | Path) -> Schema:
         raise SchemaError(f"{shown}:1: a schema module binds DECLARATIONS, a tuple of Release, Subsection, Prop, "
                           "Compat, Downstream and LoadCheck declarations")
     lines = _declaration_lines(tree, len(decls))
-    before = _Snapshot.take()
-    try:
-        _apply(tuple(decls), lambda i: f"{shown}:{lines[i]}")
-    except BaseException:
-        before.restore()
-        raise
-    schema = Schema(resolved, tuple(decls))
-    LOADED = LOADED + (schema,)
-    clear_caches()
-    return schema
-
-
-@contextmanager
-def applied(*paths: str | Path) -> Iterator[list[Schema]]:
-    """Apply schema modules for the duration of a block, then restore the registries as they were."""
-    before = _Snapshot.take()
-    try:
-        yield [load_schema(p) for p in paths]
-    finally:
-        before.restore()
-
-
-def clear_caches() -> None:
-    """Everything cached from the registries: layouts, realize, reset states, PCI spaces, machine types."""
-    from models import model
-
-    wire.payload_layout.cache_clear()
-    wire.compiled_payload_layout.cache_clear()
-    config.realize.cache_clear()
-    model._reset_state.cache_clear()
-    model._local_config_space.cache_clear()
-    releases.machine_types.cache_clear()
-
-
-@dataclass
-class _Snapshot:
-    """The registries' values. Applying a schema rebinds them (never mutates), so references are a snapshot."""
-
-    values: list[tuple[Any, str, Any]]
-
-    @classmethod
-    def take(cls) -> _Snapshot:
-        here = sys.modules[__name__]
-        where = [(releases, "RELEASES"), (releases, "ALL_VERSIONS"), (releases, "DOWNSTREAM"), (releases, "COMPAT"),
-                 (props, "PROPS"), (core, "CORE_SUBSECTIONS"), (core, "CHECKS"), (wire, "EXTRA_SUBSECTIONS"),
-                 (wire, "EXTRA_DEVICE_FIELDS"), (here, "SUBSECTIONS"), (here, "DEVICE_VERSIONS"),
-                 (here, "SUBSECTION_VERSIONS"), (here, "LOADED")]
-        return cls([(m, a, getattr(m, a)) for m, a in where])
-
-    def restore(self) -> None:
-        for module, attr, value in self.values:
-            setattr(module, attr, value)
-        clear_caches()
+    return tuple(decls), lambda i: f"{shown}:{lines[i]}"
 
 
 def _line_in(e: BaseException, filename: str) -> int:
@@ -567,37 +137,45 @@ def _declaration_lines(tree: ast.Module, n: int) -> list[int]:
     return [line] * n
 
 
-# --- validation and application ----------------------------------------------------------------------------------
+# --- validation and application: each declaration gives a new registry --------------------------------------------
 
 KINDS = (Release, Downstream, Prop, Compat, Subsection, SubsectionVersion, DeviceVersion, LoadCheck)
 
 
-def _apply(decls: Sequence[Any], where: Callable[[int], str]) -> None:
+@dataclass
+class _Applying:
+    """What applying one schema module keeps between its declarations."""
+
+    replaced: set[str] = field(default_factory=set)  # the checks whose ranges it has declared so far
+
+
+def _apply(base: Registry, decls: Sequence[Any], where: Callable[[int], str]) -> Registry:
     for i, d in enumerate(decls):
         if not isinstance(d, KINDS):
             raise SchemaError(f"{where(i)}: {d!r} is not a declaration (expected "
                               f"{', '.join(k.__name__ for k in KINDS)})")
     # releases first, in version order, so that the rest may name them
     order = sorted((i for i, d in enumerate(decls) if isinstance(d, Release)), key=lambda i: decls[i].version)
-    steps: list[tuple[int, Callable[[Any], None]]] = [(i, _release) for i in order]
-    appliers: tuple[tuple[type, Callable[[Any], None]], ...] = (
+    steps: list[tuple[int, Callable[[Registry, Any, _Applying], Registry]]] = [(i, _release) for i in order]
+    appliers: tuple[tuple[type, Callable[[Registry, Any, _Applying], Registry]], ...] = (
         (Downstream, _downstream), (Prop, _prop), (Compat, _compat), (Subsection, _subsection),
         (SubsectionVersion, _subsection_version), (DeviceVersion, _device_version), (LoadCheck, _check))
     for kind, apply in appliers:
         steps += [(i, apply) for i, d in enumerate(decls) if isinstance(d, kind)]
-    _replaced.clear()
+    reg, applying = base, _Applying()
     for i, fn in steps:
         try:
-            fn(decls[i])
+            reg = fn(reg, decls[i], applying)
         except SchemaError as e:
             raise SchemaError(f"{where(i)}: {e}") from None
         except (TypeError, ValueError, AttributeError) as e:
             raise SchemaError(f"{where(i)}: {type(e).__name__}: {e}") from None
-    _steps_checked([(i, d) for i, d in enumerate(decls) if isinstance(d, LoadCheck)], where)
+    _steps_checked(reg, [(i, d) for i, d in enumerate(decls) if isinstance(d, LoadCheck)], where)
+    return reg
 
 
-def _release(d: Release) -> None:
-    rel = releases.RELEASES
+def _release(reg: Registry, d: Release, _: _Applying) -> Registry:
+    rel = reg.releases
     if not isinstance(d.version, Version) or not isinstance(d.after, Version):
         raise SchemaError("Release takes versions: Release(V(\"11.2\"), after=V(\"11.1\"))")
     if d.version <= d.after:
@@ -611,25 +189,26 @@ def _release(d: Release) -> None:
     if between:
         raise SchemaError(f"release {d.version} builds on {d.after}, but {between[-1]} lies between them "
                           f"(build on {between[-1]})")
-    releases.RELEASES = tuple(sorted(rel + (d.version,)))
-    if d.version not in releases.ALL_VERSIONS:  # its machine types
-        releases.ALL_VERSIONS = tuple(sorted(releases.ALL_VERSIONS + (d.version,)))
+    all_versions = reg.all_versions  # its machine types
+    if d.version not in all_versions:
+        all_versions = tuple(sorted((*all_versions, d.version)))
+    return replace(reg, releases=tuple(sorted((*rel, d.version))), all_versions=all_versions)
 
 
-def _downstream(d: Downstream) -> None:
-    if d.family not in releases.FAMILIES:
+def _downstream(reg: Registry, d: Downstream, _: _Applying) -> Registry:
+    if d.family not in FAMILIES:
         raise SchemaError(f"downstream machine types extend an upstream family, not {d.family!r} "
-                          f"(families: {', '.join(releases.FAMILIES)})")
+                          f"(families: {', '.join(FAMILIES)})")
     if not re.fullmatch(r"[a-z]+", d.line):
         raise SchemaError(f"a downstream line is named in lower-case letters (rhel), not {d.line!r}")
-    if any(x.family == d.family and x.line == d.line for x in releases.DOWNSTREAM):
+    if any(x.family == d.family and x.line == d.line for x in reg.downstream):
         raise SchemaError(f"the machine types {d.family}-{d.line}* are already declared")
     if not d.machines:
         raise SchemaError(f"{d.family}-{d.line}: no machine types")
     for mine, upstream in d.machines:
-        if upstream not in releases.ALL_VERSIONS:
+        if upstream not in reg.all_versions:
             raise SchemaError(f"{d.family}-{d.line}{mine}.0 is cut from {upstream}, which is not a QEMU release")
-    releases.DOWNSTREAM = releases.DOWNSTREAM + (d,)
+    return replace(reg, downstream=(*reg.downstream, d))
 
 
 def _qom_types() -> set[str]:
@@ -639,176 +218,169 @@ def _qom_types() -> set[str]:
     return out
 
 
-def _prop(p: Prop) -> None:
+def _prop(reg: Registry, p: Prop, _: _Applying) -> Registry:
     if p.qom_type not in _qom_types():
         raise SchemaError(f"property {p.name}: unknown QOM type {p.qom_type!r} "
                           f"(known: {', '.join(sorted(_qom_types()))})")
-    for q in props.PROPS:
+    for q in reg.props:
         overlap = (q.until is None or p.since < q.until) and (p.until is None or q.since < p.until)
         if q.qom_type == p.qom_type and q.name == p.name and overlap:
             raise SchemaError(f"property {p.name} of {p.qom_type} clashes with the one models declare from {q.since}")
-    props.PROPS = props.PROPS + (p,)
+    return replace(reg, props=(*reg.props, p))
 
 
-def _compat(entry: Compat) -> None:
+def _compat(reg: Registry, entry: Compat, _: _Applying) -> Registry:
     if entry.driver not in _qom_types() | {"migration"}:
         raise SchemaError(f"compat entry {entry.driver}.{entry.prop}: unknown QOM type {entry.driver!r}")
-    if entry.line and not any(d.line == entry.line for d in releases.DOWNSTREAM):
+    if entry.line and not any(d.line == entry.line for d in reg.downstream):
         raise SchemaError(f"compat entry {entry.driver}.{entry.prop}: no downstream line {entry.line!r} is declared")
-    if entry.driver != "migration" and not any(p.name == entry.prop for p in props.PROPS):
+    if entry.driver != "migration" and not any(p.name == entry.prop for p in reg.props):
         raise SchemaError(f"compat entry {entry.driver}.{entry.prop}: {entry.prop} is not a property "
                           "(declare it with Prop)")
-    releases.COMPAT = releases.COMPAT + (entry,)
+    return replace(reg, compat=(*reg.compat, entry))
 
 
-def _subsection_owners() -> dict[str, str]:
+def _own_subsections(device: str) -> Any:
+    """A device vmsd's own subsection list (harness/wire/virtio.py), None where its data has no vmsd."""
+    return next((sc.subcon for sc in wire.device_data(device).subcons if sc.name == "subsections"), None)
+
+
+def _subsection_owners(reg: Registry) -> dict[str, str]:
     """Every subsection name already taken, and by whom."""
     out = {}
     for transport in wire.TRANSPORTS:
         out.update({n: "models (harness/wire/virtio.py)" for n in wire.core_subsections(transport).known})
     for dev in wire.DEVICE_DATA:
-        subs = _device_subsections(dev)
+        subs = _own_subsections(dev)
         out.update({n: "models (harness/wire/virtio.py)" for n in (subs.known if subs is not None else ())})
-    out.update({s.name: f"an earlier schema declaration (since {s.since})" for s in SUBSECTIONS})
+    out.update({s.name: f"an earlier schema declaration (since {s.since})" for s in reg.subsections})
     return out
-
-
-def _device_subsections(device: str) -> Any:
-    return next((sc.subcon for sc in wire.device_data(device).subcons if sc.name == "subsections"), None)
 
 
 def _state_names() -> set[str]:
     return {f.name for cls in (DeviceState, NetState, BlkState, BalloonState) for f in dataclasses.fields(cls)}
 
 
-def _subsection(sub: Subsection) -> None:
-    global SUBSECTIONS
+def _with_layout(extras: wire.Extras, parent: str, name: str, body: Any) -> wire.Extras:
+    """`extras` with a subsection's body (or function of its version_id) added or replaced."""
+    subs = {**extras.subsections, parent: MappingProxyType({**extras.subsections.get(parent, {}), name: body})}
+    return wire.Extras(MappingProxyType(subs), extras.device_fields)
+
+
+def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
     if "/" not in sub.name:
         raise SchemaError(f"subsection {sub.name!r}: its name starts with its parent vmsd's name "
                           "(virtio/..., virtio-net-device/...)")
     parents = ["virtio"] + [f"{d}-device" for d in wire.DEVICE_DATA]
     if sub.parent not in parents:
         raise SchemaError(f"subsection {sub.name}: unknown parent vmsd {sub.parent!r} (known: {', '.join(parents)})")
-    if sub.device is not None and _device_subsections(sub.device) is None:
+    if sub.device is not None and _own_subsections(sub.device) is None:
         raise SchemaError(f"subsection {sub.name}: {sub.parent}'s data is written by its save_device function, "
                           "without a vmsd, so it has no subsections")
-    owner = _subsection_owners().get(sub.name)
+    owner = _subsection_owners(reg).get(sub.name)
     if owner:
         raise SchemaError(f"subsection {sub.name} clashes with the one in {owner}")
-    if sub.since not in releases.RELEASES:
+    if sub.since not in reg.releases:
         raise SchemaError(f"subsection {sub.name}: release {sub.since} is not modelled (declare it with Release)")
     if sub.needed is None:
         raise SchemaError(f"subsection {sub.name}: needed() is missing (a condition, e.g. StateField(\"foo\") != 0)")
     as_condition(sub.needed)
-    _check_fields(f"subsection {sub.name}", sub.fields)
+    _check_fields(reg, f"subsection {sub.name}", sub.fields)
     versions = [v for _, v in sub.versions]
     if [r for r, _ in sub.versions] != sorted(r for r, _ in sub.versions) or versions != sorted(versions) or any(
-            r < sub.since or r not in releases.RELEASES for r, _ in sub.versions):
+            r < sub.since or r not in reg.releases for r, _ in sub.versions):
         raise SchemaError(f"subsection {sub.name}: versions are (release, version_id) pairs in release order, "
                           f"from {sub.since}, of modelled releases")
     if max([1] + versions) < max([1] + [f.version for f in sub.fields]):
         raise SchemaError(f"subsection {sub.name}: a field needs version {max(f.version for f in sub.fields)}, "
                           "which no release writes")
-    if sub.after and (sub.device is not None or sub.after not in [s.name for s in core.CORE_SUBSECTIONS]):
+    if sub.after and (sub.device is not None or sub.after not in [s.name for s in reg.core_subsections]):
         raise SchemaError(f"subsection {sub.name}: after={sub.after!r} is not a core subsection")
-    SUBSECTIONS = SUBSECTIONS + (sub,)
-    old = wire.EXTRA_SUBSECTIONS
-    wire.EXTRA_SUBSECTIONS = {**old, sub.parent: {**old.get(sub.parent, {}), sub.name: sub.layout()}}
+    core_subsections = reg.core_subsections
     if sub.device is None:
         entry = core.CoreSubsection(sub.name, sub.since, (core.Rule(sub.since, sub.condition()),),
                                     sub.source or "schema module")
-        subs = list(core.CORE_SUBSECTIONS)
+        subs = list(core_subsections)
         at = next((i + 1 for i, s in enumerate(subs) if s.name == sub.after), len(subs))
-        core.CORE_SUBSECTIONS = tuple(subs[:at] + [entry] + subs[at:])
+        core_subsections = tuple(subs[:at] + [entry] + subs[at:])
+    return replace(reg, subsections=(*reg.subsections, sub), core_subsections=core_subsections,
+                   wire=_with_layout(reg.wire, sub.parent, sub.name, sub.layout()))
 
 
-def _check_fields(what: str, fields: Any) -> None:
+def _check_fields(reg: Registry, what: str, fields: Any) -> None:
     if not isinstance(fields, tuple) or not all(isinstance(f, Field) for f in fields):
         raise SchemaError(f"{what}: fields are a tuple of Field(name, type) declarations")
     names = [f.name for f in fields]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise SchemaError(f"{what}: field {sorted(dup)[0]!r} is declared twice")
-    taken = _state_names() | {f.name for s in SUBSECTIONS for f in s.fields} | {
-        f.name for d in DEVICE_VERSIONS + SUBSECTION_VERSIONS for f in d.fields}
+    taken = _state_names() | {f.name for s in reg.subsections for f in s.fields} | {
+        f.name for d in reg.device_versions + reg.subsection_versions for f in d.fields}
     clash = [n for n in names if n in taken]
     if clash:
         raise SchemaError(f"{what}: field {clash[0]!r} clashes with a state field of the same name")
 
 
-_OWN_BODIES: dict[str, tuple[str, Any]] = {}  # models/'s own bodies of the subsections SubsectionVersion extends
-
-
-def _own_subsection(name: str) -> tuple[str, Any] | None:
-    """(parent vmsd, body) of a subsection of models/ (harness/wire/virtio.py) as models/ lays it out, None if it
-    has no such one."""
-    if name in _OWN_BODIES:
-        return _OWN_BODIES[name]
+def _own_subsection(reg: Registry, name: str) -> tuple[str, Any] | None:
+    """(parent vmsd, body) of a subsection of models/ (harness/wire/virtio.py's in-tree layouts), None if it has
+    no such one."""
     lists = [wire.core_subsections(t) for t in wire.TRANSPORTS]
-    lists += [s for s in (_device_subsections(dev) for dev in wire.DEVICE_DATA) if s is not None]
+    lists += [s for s in (_own_subsections(dev) for dev in wire.DEVICE_DATA) if s is not None]
     for subs in lists:
-        if name in subs.known and declared(name) is None:
-            _OWN_BODIES[name] = (subs.parent, subs.known[name])  # before any SubsectionVersion wraps it
-            return _OWN_BODIES[name]
+        if name in subs.known and reg.declared(name) is None:
+            return subs.parent, subs.known[name]
     return None
 
 
-def _subsection_version(d: SubsectionVersion) -> None:
-    global SUBSECTION_VERSIONS
-    from models.model import subsection_versions as current
-
-    if declared(d.name) is not None:
+def _subsection_version(reg: Registry, d: SubsectionVersion, _: _Applying) -> Registry:
+    if reg.declared(d.name) is not None:
         raise SchemaError(f"subsection version {d.name}: a schema module's subsection takes versions= in its "
                           "Subsection declaration")
-    own = _own_subsection(d.name)
+    own = _own_subsection(reg, d.name)
     if own is None:
         raise SchemaError(f"subsection version {d.name}: models/ has no such subsection (a new one is a Subsection)")
-    if d.since not in releases.RELEASES:
+    if d.since not in reg.releases:
         raise SchemaError(f"subsection version {d.name}: release {d.since} is not modelled (declare it with Release)")
-    before = current(d.name, d.since)[0]
+    before = reg.subsection_version(d.name, d.since)[0]
     if not isinstance(d.version, int) or isinstance(d.version, bool) or d.version <= before:
         raise SchemaError(f"subsection version {d.name}: version {d.version!r} is not above {before}, the version "
                           f"{d.since} writes without it")
-    _check_fields(f"subsection version {d.name}", d.fields)
+    _check_fields(reg, f"subsection version {d.name}", d.fields)
     old_fields = [f for f in d.fields if not before < f.version <= d.version]
     if old_fields:
         f = old_fields[0]
         raise SchemaError(f"subsection version {d.name}: field {f.name!r} must come with a version above {before} "
                           f"and up to {d.version} (Field(..., version={d.version})), not {f.version}")
     parent, base = own
-    SUBSECTION_VERSIONS = tuple(sorted(SUBSECTION_VERSIONS + (d,), key=lambda x: x.since))
-    fields = added_fields(d.name)
+    reg = replace(reg, subsection_versions=tuple(sorted((*reg.subsection_versions, d), key=lambda x: x.since)))
+    fields = reg.added_fields(d.name)
 
     def body(version_id: int) -> Any:
         inner = base(version_id) if callable(base) and not isinstance(base, c.Construct) else base
         return c.Struct(*inner.subcons, *(f.name / f.construct(False) for f in fields if f.version <= version_id))
 
-    old = wire.EXTRA_SUBSECTIONS
-    wire.EXTRA_SUBSECTIONS = {**old, parent: {**old.get(parent, {}), d.name: functools.lru_cache(maxsize=8)(body)}}
+    return replace(reg, wire=_with_layout(reg.wire, parent, d.name, functools.lru_cache(maxsize=8)(body)))
 
 
-def _device_version(d: DeviceVersion) -> None:
-    global DEVICE_VERSIONS
-    from models.devices import DEVICES
-
+def _device_version(reg: Registry, d: DeviceVersion, _: _Applying) -> Registry:
     vmsds = {m.VERSIONS.device.name: dev for dev, m in DEVICES.items() if m.VERSIONS.device is not None}
     if d.vmsd not in vmsds:
         others = [f"{dev} has none ({'save_device/load_device' if wire.DEVICE_DATA[dev].subcons else 'no device data'})"
                   for dev, m in DEVICES.items() if m.VERSIONS.device is None]
         raise SchemaError(f"device version {d.vmsd!r}: not a device vmsd (known: {', '.join(vmsds)}; "
                           f"{'; '.join(others)})")
-    if d.since not in releases.RELEASES:
+    if d.since not in reg.releases:
         raise SchemaError(f"device version {d.vmsd}: release {d.since} is not modelled (declare it with Release)")
-    if any(x.vmsd == d.vmsd and x.since == d.since for x in DEVICE_VERSIONS):
+    if any(x.vmsd == d.vmsd and x.since == d.since for x in reg.device_versions):
         raise SchemaError(f"device version {d.vmsd}: {d.since} is declared twice (one declaration per release)")
     for name in ("version", "minimum_version", "section_version", "section_minimum_version"):
         value = getattr(d, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**31):
             raise SchemaError(f"device version {d.vmsd}: {name} is a version_id (a positive int32), not {value!r}")
-    _check_fields(f"device version {d.vmsd}", d.fields)
-    before = versions(d.device, d.since)
-    DEVICE_VERSIONS = tuple(sorted(DEVICE_VERSIONS + (d,), key=lambda x: x.since))
-    after_ = versions(d.device, d.since)
+    _check_fields(reg, f"device version {d.vmsd}", d.fields)
+    before = reg.versions(d.device, d.since)
+    reg = replace(reg, device_versions=tuple(sorted((*reg.device_versions, d), key=lambda x: x.since)))
+    after_ = reg.versions(d.device, d.since)
     dev = after_.device
     assert dev is not None and before.device is not None
     if dev.version < before.device.version or after_.section.version < before.section.version:
@@ -823,19 +395,16 @@ def _device_version(d: DeviceVersion) -> None:
     if high:
         raise SchemaError(f"device version {d.vmsd}: field {high[0].name!r} is on the wire from version "
                           f"{high[0].version}, above the vmsd's version_id {dev.version} in {d.since}")
-    old = wire.EXTRA_DEVICE_FIELDS
-    fields = [f for x in DEVICE_VERSIONS if x.device == d.device for f in x.fields]
-    wire.EXTRA_DEVICE_FIELDS = {**old, d.device: tuple(
+    fields = [f for x in reg.device_versions if x.device == d.device for f in x.fields]
+    device_fields = {**reg.wire.device_fields, d.device: tuple(
         (f.name, f.construct(True), 0 if f.present is not None else f.version) for f in fields)}
+    return replace(reg, wire=wire.Extras(reg.wire.subsections, MappingProxyType(device_fields)))
 
 
-_replaced: set[str] = set()  # the checks whose ranges the schema being applied has declared so far
-
-
-def _check(chk: LoadCheck) -> None:
-    """A schema's LoadCheck declarations of one name replace the ranges models/core.py gives it, together: one
+def _check(reg: Registry, chk: LoadCheck, applying: _Applying) -> Registry:
+    """A schema's LoadCheck declarations of one name replace the ranges the registry gives it, together: one
     declaration per range."""
-    names = [x.name for x in core.CHECKS]
+    names = [x.name for x in reg.checks]
     if chk.name not in names:
         raise SchemaError(f"load check {chk.name!r}: the model has no load step for it (known: "
                           f"{', '.join(dict.fromkeys(names))}); a schema changes the releases where one holds")
@@ -844,18 +413,17 @@ def _check(chk: LoadCheck) -> None:
     if chk.until is not None and chk.until <= chk.since:
         raise SchemaError(f"load check {chk.name!r}: its range {chk.since} to {chk.until} is empty")
     at = names.index(chk.name)
-    if chk.name in _replaced:
-        mine = [x for x in core.CHECKS if x.name == chk.name]
+    if chk.name in applying.replaced:
+        mine = [x for x in reg.checks if x.name == chk.name]
         clash = next((x for x in mine if _overlap(x, chk)), None)
         if clash is not None:
             raise SchemaError(f"load check {chk.name!r}: its range {_range(chk)} overlaps the one declared before "
                               f"({_range(clash)})")
         end = at + len(mine)  # the schema's ranges of the check sit together, where the first one went
-        core.CHECKS = (*core.CHECKS[:end], chk, *core.CHECKS[end:])
-        return
-    _replaced.add(chk.name)
-    rest = [x for x in core.CHECKS if x.name != chk.name]
-    core.CHECKS = tuple(rest[:at] + [chk] + rest[at:])
+        return replace(reg, checks=(*reg.checks[:end], chk, *reg.checks[end:]))
+    applying.replaced.add(chk.name)
+    rest = [x for x in reg.checks if x.name != chk.name]
+    return replace(reg, checks=tuple(rest[:at] + [chk] + rest[at:]))
 
 
 def _range(chk: LoadCheck) -> str:
@@ -866,17 +434,17 @@ def _overlap(a: LoadCheck, b: LoadCheck) -> bool:
     return (a.until is None or b.since < a.until) and (b.until is None or a.since < b.until)
 
 
-def _steps_checked(decls: list[tuple[int, LoadCheck]], where: Callable[[int], str]) -> None:
-    """A load step that models/model.py always checks (core.STEP_CHECKS) keeps a check on every release: a schema
+def _steps_checked(reg: Registry, decls: list[tuple[int, LoadCheck]], where: Callable[[int], str]) -> None:
+    """A load step that models/load.py always checks (core.STEP_CHECKS) keeps a check on every release: a schema
     that ends a step's only check names the declaration that ended it."""
     for names, since, until in core.STEP_CHECKS:
         mine = [(i, d) for i, d in decls if d.name in names]
         if not mine:
             continue
-        for release in releases.RELEASES:
+        for release in reg.releases:
             if release < since or (until is not None and release >= until):
                 continue
-            if any(core.check(n, release) for n in names):
+            if any(reg.check(n, release) for n in names):
                 continue
             ended = [(i, d) for i, d in mine if d.until is not None and d.until <= release]
             i, d = max(ended, key=lambda x: x[1].until or release) if ended else mine[0]

@@ -8,8 +8,9 @@ from typing import Any
 from hypothesis import strategies as st
 
 from models.config import Config, NetBackend
-from models.props import known_props, proxy_type
-from models.releases import MachineType, Version, machine_types
+from models.props import proxy_type
+from models.registry import BASE, Registry
+from models.releases import MachineType, Version
 
 # Properties drawn per device, with the values worth drawing (each must exist in both releases).
 DRAWN_PROPS: dict[str, dict[str, list[Any]]] = {
@@ -26,16 +27,17 @@ _KIND = st.sampled_from(("hubport", "user", "tap"))
 _QUEUES = st.sampled_from((1, 2))
 
 
-def common_machines(src: Version, dst: Version, transport: str) -> list[MachineType]:
-    dst_names = {m.name for m in machine_types(dst, transport)}
-    return [m for m in machine_types(src, transport) if m.name in dst_names]
+def common_machines(src: Version, dst: Version, transport: str, registry: Registry = BASE) -> list[MachineType]:
+    dst_names = {m.name for m in registry.machine_types(dst, transport)}
+    return [m for m in registry.machine_types(src, transport) if m.name in dst_names]
 
 
 @st.composite
 def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device: str,
-            machines: list[str] | None = None) -> tuple[Config, Config]:
-    """A (source, destination) pair of the same device configuration on the two releases."""
-    options = list(common_machines(src, dst, transport))
+            machines: list[str] | None = None, registry: Registry = BASE) -> tuple[Config, Config]:
+    """A (source, destination) pair of the same device configuration on the two releases (as `registry`
+    declares them: its machine types and properties)."""
+    options = list(common_machines(src, dst, transport, registry))
     if machines:
         options = [m for m in options if m.name in machines or m.family in machines]
     if not options:
@@ -43,8 +45,8 @@ def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device:
     machine = draw(st.sampled_from(tuple(options)))  # cached by Hypothesis, as its argument is hashable
     smp = draw(_SMP)
     props: dict[str, Any] = {}
-    known_src = known_props(src, proxy_type(device, transport)) | known_props(src, f"{device}-device")
-    known_dst = known_props(dst, proxy_type(device, transport)) | known_props(dst, f"{device}-device")
+    known_src = registry.known_props(src, proxy_type(device, transport)) | registry.known_props(src, f"{device}-device")
+    known_dst = registry.known_props(dst, proxy_type(device, transport)) | registry.known_props(dst, f"{device}-device")
     for name, values in DRAWN_PROPS[device].items():
         if name in known_src and name in known_dst and draw(_BOOL):
             props[name] = draw(st.sampled_from(tuple(values)))

@@ -11,9 +11,10 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis import target
 
+from models import declared
 from models import features as F
-from models import schema
 from models.config import Realized
+from models.declarations import Field
 from models.devices import net
 from models.model import reset_state
 from models.releases import Version
@@ -131,13 +132,13 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     config = draw(st.binary(min_size=r.config_len, max_size=r.config_len)) if r.config_len else b""
     queue_sel = draw(st.integers(0, max(len(queues) - 1, 0)))
     # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
-    extra = tuple(sorted((f.name, draw(declared_value(f))) for f in schema.known_fields(r)))
+    extra = tuple(sorted((f.name, draw(declared_value(f))) for f in declared.known_fields(r)))
     return replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
                    started=started, broken=broken, disabled=disabled, config=config, queue_sel=queue_sel,
                    isr=draw(_BIT), extra=extra)
 
 
-def declared_value(f: schema.Field) -> st.SearchStrategy[Any]:
+def declared_value(f: Field) -> st.SearchStrategy[Any]:
     """Its declared values, else its reset value or any value of its type (shrinking towards the reset value);
     a buffer's bytes, an array's elements."""
     if f.values:  # the reset value first, where it is one of them: sampled_from shrinks to its first element

@@ -26,7 +26,8 @@ from harness.qemu.drive import DEVICE_KINDS, MMIO_STRIDE, MMIO_TOP, DriveSpec, d
 from harness.qemu.drive_mmio import drive_mmio_devices
 from harness.qemu.loaded import RESAVE_AND_QUEUES, LoadedDevice, from_query, from_resave
 from harness.qemu.process import POLL, QemuProcess
-from models.releases import Version, latest_release_at
+from models.registry import BASE
+from models.releases import Version
 
 # -device driver per transport and the id prefix the fixtures use (vnet0, vblk0, ...), per device kind.
 DRIVER_SUFFIX = {"pci": "pci", "mmio": "device", "ccw": "ccw"}
@@ -389,7 +390,7 @@ def load_into(qemu: QemuProcess, data: bytes, channel: Channel, *, resave: bool 
         _save_to_file(qemu, out, channel)
         resaved = out.read_bytes()
         if not queried:
-            devices = from_resave(resaved, qemu.argv, latest_release_at(version))
+            devices = from_resave(resaved, qemu.argv, BASE.latest_release_at(version))
         if not queried and release.has_x_query_virtio(version):
             # 11.x: x-query-virtio-status ends QEMU, x-query-virtio-queue-status answers: the queues from it
             devices = {path: query_queues(qemu, path, dev) for path, dev in devices.items()}

@@ -39,7 +39,8 @@ from models.config import Realized, realize
 from models.model import guest_rings, state_from_wire
 from models.model import load as model_load
 from models.model import save as model_save
-from models.releases import MachineType, Version, machine_types
+from models.registry import BASE
+from models.releases import MachineType, Version
 
 SLOT = 3
 RING_BASE_PFN = 0x100  # 1 MiB: rings and blk buffers go above the BIOS area, inside -m 4
@@ -69,7 +70,7 @@ def side(binary: str, target: str = "x86_64") -> Side:
 def common_machines(src: Side, dst: Side, family: str) -> list[MachineType]:
     """The versioned machine types of `family` both binaries have and both models know, oldest first."""
     transport = release.transport_of(family)
-    known = set(machine_types(src.release, transport)) & set(machine_types(dst.release, transport))
+    known = set(BASE.machine_types(src.release, transport)) & set(BASE.machine_types(dst.release, transport))
     return sorted((m for m in known if m.family == family and m.name in src.machines & dst.machines),
                   key=lambda m: m.version)
 
@@ -302,7 +303,7 @@ def check_choices(machine: str, device: str | None, src: Side, dst: Side) -> Non
                             key=lambda n: MachineType.parse(n).version)
             raise UsageError(f"--machine {machine}: QEMU {s.version} ({s.binary}) has no such machine type"
                              + (f" (its {m.family} are {oldest[0]} ... {oldest[-1]})" if oldest else ""))
-        if m not in machine_types(s.release, transport):
+        if m not in BASE.machine_types(s.release, transport):
             raise UsageError(f"--machine {machine}: the model of QEMU {s.release} has no such {transport} "
                              "machine type")
 

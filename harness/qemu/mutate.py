@@ -40,7 +40,8 @@ from harness.wire.virtio import compiled_payload_layout
 from models.cmdline import parse
 from models.config import realize
 from models.model import CRASHED, UNDEFINED
-from models.releases import FAMILIES, release_of
+from models.registry import BASE
+from models.releases import FAMILIES
 
 DEFAULT_OUT = Path("reports") / "mutate"
 HANG_TIMEOUT = 3.0  # a load takes ~30 ms: a QEMU silent this long is busy for good (config_len 4 G, ...)
@@ -72,7 +73,9 @@ class Tally:
     seconds: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     disagreements: int = 0
-    crashes: int = 0  # QEMU aborted: a finding against the release
+    crashes: int = 0  # QEMU died: a finding against the release, whether the model predicted it or not
+    unpredicted: int = 0  # ... and the model said otherwise (counted in disagreements too)
+    hangs: int = 0  # QEMU stopped answering: a finding, not an outcome the model predicts
     undefined: int = 0  # the model says QEMU corrupts its memory here: a finding too, whatever QEMU then did
     examples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -81,7 +84,7 @@ class Tally:
                 "mutants": self.mutants, "streams": self.streams, "seconds": round(self.seconds, 1),
                 "per_second": round(self.mutants / self.seconds, 2) if self.seconds else 0.0,
                 "outcomes": dict(self.outcomes), "disagreements": self.disagreements, "qemu_crashes": self.crashes,
-                "qemu_undefined": self.undefined,
+                "unpredicted_crashes": self.unpredicted, "qemu_hangs": self.hangs, "qemu_undefined": self.undefined,
                 "examples": self.examples[:20]}
 
 
@@ -171,9 +174,11 @@ def keep_base(data: bytes, folder: Path) -> str:
 
 
 def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_stream: int = 400,
-             out: Path = DEFAULT_OUT, progress: Callable[[str], None] | None = None) -> Tally:
+             out: Path = DEFAULT_OUT, progress: Callable[[str], None] | None = None,
+             started: Callable[[Tally], None] | None = None) -> Tally:
     """`count` mutants of streams of `binary` (a path or a fleet release), each loaded by the same binary and by
-    the model of its release, `per_stream` mutants of each source stream."""
+    the model of its release, `per_stream` mutants of each source stream. `started` gets the tally as soon as it
+    exists (what an interrupted run still reports)."""
     aliases = {"pc": "pc-i440fx", "q35": "pc-q35"}
     family = aliases.get(machine or "pc", machine or "")
     try:
@@ -185,6 +190,8 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
         family = default_machine(src, src, family)
     transport = release.transport_of(family)
     tally = Tally(str(src.release), transport, family)
+    if started is not None:
+        started(tally)
     rng = random.Random(seed)
     bases = out / "bases"
     say = progress or (lambda line: None)
@@ -213,7 +220,7 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
                 except QemuError as exc:  # QEMU stopped answering: a finding against it, like a crash
                     tally.mutants += 1
                     tally.outcomes[HUNG] += 1
-                    tally.crashes += 1
+                    tally.hangs += 1
                     record(Result(m, HUNG, str(exc), "", None, []), data, argv, tally, bases, out, "qemu-hang")
                     continue
                 outcome, error = model.overall()
@@ -225,19 +232,21 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
                 res = Result(m, qemu.outcome, qemu.error, outcome, error, diffs, qemu.stderr)
                 tally.mutants += 1
                 tally.outcomes[qemu.outcome] += 1
+                if res.crash:
+                    tally.crashes += 1
                 if outcome == UNDEFINED:
                     tally.undefined += 1
                     record(res, data, argv, tally, bases, out, "qemu-undefined")
-                elif res.crash and outcome != CRASHED:
-                    tally.crashes += 1
-                    record(res, data, argv, tally, bases, out, "qemu-crash")
-                elif diffs:
+                elif diffs:  # a crash the model did not predict is the model's miss too
                     tally.disagreements += 1
+                    tally.unpredicted += res.crash
                     record(res, data, argv, tally, bases, out, "disagreement")
+                elif res.crash:
+                    record(res, data, argv, tally, bases, out, "qemu-crash")
                 if tally.mutants % 100 == 0:
                     tally.seconds = time.monotonic() - begin
                     say(f"{tally.mutants} mutants, {tally.streams} streams, {tally.mutants / tally.seconds:.1f}/s, "
-                        f"{tally.disagreements} disagreements, {tally.crashes} QEMU crashes, "
+                        f"{tally.disagreements} disagreements, {tally.crashes} QEMU crashes, {tally.hangs} hangs, "
                         f"{dict(tally.outcomes)}")
     finally:
         if pending is not None:
@@ -271,6 +280,6 @@ def case_mutant(case: dict[str, Any], bases: Path) -> bytes:
 def recheck(case: dict[str, Any], bases: Path) -> list[str]:
     """The model's verdict on a recorded case against QEMU's recorded outcome and first error line."""
     data = case_mutant(case, bases)
-    model = oracle.predict(data, release_of(case["release"]), case["argv"])
+    model = oracle.predict(data, BASE.release_of(case["release"]), case["argv"])
     qemu = Verdict(case["qemu"]["outcome"], case["qemu"]["error"], (), None)
     return oracle.compare(model, qemu)

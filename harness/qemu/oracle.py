@@ -43,7 +43,8 @@ from models.model import (
     saved_queue_count,
     state_from_wire,
 )
-from models.releases import Version, latest_release_at
+from models.registry import BASE
+from models.releases import Version
 from models.state import DeviceState
 
 RULE = "R12"
@@ -102,7 +103,7 @@ def qemu_version(binary: str | None = None) -> Version:
 def modelled_release(binary: str | None = None) -> Version:
     """The modelled release whose rules a binary follows."""
     try:
-        return latest_release_at(qemu_version(binary))
+        return BASE.latest_release_at(qemu_version(binary))
     except ValueError as exc:
         raise QemuError(str(exc)) from None
 

@@ -14,7 +14,8 @@ from harness import fleet
 from harness.errors import QemuError
 from harness.matrix import Cell
 from harness.qemu import crosscheck, realcase, release
-from models.releases import MachineType, machine_types
+from models.registry import BASE
+from models.releases import MachineType
 
 FAMILY = {"pci": ("pc-i440fx", "pc-q35"), "mmio": ("virt",), "ccw": ("s390-ccw-virtio",)}
 TARGET = {"pci": "x86_64", "mmio": "aarch64", "ccw": "s390x"}
@@ -49,8 +50,8 @@ def _machine(cell: Cell, seed: int, pair: int) -> str:
     target = TARGET[cell.transport]
     listed = [set(next(b.machines for b in fleet.installed() if b.release == str(r) and b.target == target))
               for r in (cell.src, cell.dst)]
-    known = {m.name for m in machine_types(cell.src, cell.transport)} & {
-        m.name for m in machine_types(cell.dst, cell.transport)}
+    known = {m.name for m in BASE.machine_types(cell.src, cell.transport)} & {
+        m.name for m in BASE.machine_types(cell.dst, cell.transport)}
     common = sorted(listed[0] & listed[1] & known)
     common = [m for m in common if release.family(m) in FAMILY[cell.transport]]
     if not common:

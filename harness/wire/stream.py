@@ -21,7 +21,7 @@ import orjson
 from harness.errors import StreamError
 from harness.wire.primitives import _DECODE_ERRORS, Subsections, be16, be32, locate_error, parse_exact, u8
 from harness.wire.ram import GuestMemory, RamBlock, RamBlockList, RamPages, apply_pages
-from harness.wire.virtio import DEVICES, compiled_payload_layout, payload_layout, stream_fields
+from harness.wire.virtio import DEVICES, NO_EXTRAS, Extras, compiled_payload_layout, payload_layout, stream_fields
 
 QEMU_VM_FILE_MAGIC = 0x5145564D
 QEMU_VM_FILE_VERSION = 3
@@ -98,6 +98,7 @@ class VirtioPayload:
     raw: bytes | None = None  # the payload's bytes, kept only when it did not decode (tolerant walks)
     error: StreamError | None = None  # why it did not decode
     fields: dict[str, bool] | None = None  # which fields schema modules add it carries (the parameter schema_fields)
+    extras: Extras = NO_EXTRAS  # the schema modules' additions to the layout it was decoded with
 
     @property
     def key(self) -> tuple[str, int]:
@@ -112,7 +113,8 @@ class VirtioPayload:
     def encode(self) -> bytes:
         if self.value is None:
             return self.raw or b""
-        return bytes(payload_layout(self.transport, self.device).build(self.value, schema_fields=self.fields))
+        return bytes(payload_layout(self.transport, self.device, self.extras).build(self.value,
+                                                                                  schema_fields=self.fields))
 
 
 @dataclass
@@ -312,10 +314,11 @@ class _Reader:
         return b
 
 
-def decode_stream(data: bytes, strict: bool = True) -> Stream:
+def decode_stream(data: bytes, strict: bool = True, extras: Extras = NO_EXTRAS) -> Stream:
     """Decode a whole migration stream. Raises StreamError (offset, field path) on bad input; with
     strict=False a virtio payload that does not decode but that the JSON description sizes is kept
-    as bytes (VirtioPayload.error says why) and the walk goes on."""
+    as bytes (VirtioPayload.error says why) and the walk goes on. `extras`: what schema modules add to the virtio
+    payloads' layouts (models/registry.py)."""
     r = _Reader(data)
     header = r.parse(FileHeader, "header")
     if header.magic != QEMU_VM_FILE_MAGIC:
@@ -408,7 +411,7 @@ def decode_stream(data: bytes, strict: bool = True) -> Stream:
         path = sec.idstr or f"section {sec.section_id}"
 
         if kind == QEMU_VM_SECTION_FULL:
-            _full_section(r, s, sec, descs, path, end_of_sections, strict)
+            _full_section(r, s, sec, descs, path, end_of_sections, strict, extras)
         else:
             if kind == QEMU_VM_SECTION_START:
                 iterables[sec.section_id] = sec.idstr
@@ -431,7 +434,7 @@ def decode_stream(data: bytes, strict: bool = True) -> Stream:
 
 
 def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, int], list[dict[str, Any]]],
-                  path: str, limit: int, strict: bool = True) -> None:
+                  path: str, limit: int, strict: bool = True, extras: Extras = NO_EXTRAS) -> None:
     known = device_of(sec.idstr, s.machine)
     queue = descs.get((sec.idstr, sec.instance_id))
     desc = queue.pop(0) if queue else None
@@ -469,7 +472,7 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
     fields = None
     try:
         value, vsize, fields = _parse_with(r.data, off, vsize, transport, device, f"{path} > virtio",
-                                           stream_fields(device, sec.version_id))
+                                           stream_fields(device, sec.version_id, extras), extras)
     except StreamError as e:
         if strict or vsize is None:
             raise
@@ -478,19 +481,20 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
         s.notes.append(f"{sec.idstr}: the virtio payload does not decode: {e}")
     r.io.seek(off + vsize)
     payload = VirtioPayload(sec.idstr, sec.instance_id, sec.version_id, device, transport, off, vsize, value,
-                            raw, error, fields)
+                            raw, error, fields, extras)
     sec.body = payload
     sec.suffix = r.take(after, path)
     s.devices.append(payload)
 
 
 def _parse_with(data: bytes, off: int, size: int | None, transport: str, device: str, path: str,
-                tries: list[dict[str, bool]]) -> tuple[Any, int, dict[str, bool] | None]:
+                tries: list[dict[str, bool]], extras: Extras) -> tuple[Any, int, dict[str, bool] | None]:
     """The first of the schema_fields choices that decodes (the error is the first one's)."""
     first = None
     for fields in tries:
         try:
-            return (*_parse_payload(data, off, size, transport, device, path, fields or None), fields or None)
+            return (*_parse_payload(data, off, size, transport, device, path, fields or None, extras),
+                    fields or None)
         except StreamError as e:
             first = first or e
     assert first is not None
@@ -498,26 +502,27 @@ def _parse_with(data: bytes, off: int, size: int | None, transport: str, device:
 
 
 def _parse_payload(data: bytes, off: int, size: int | None, transport: str, device: str,
-                   path: str, schema_fields: dict[str, bool] | None) -> tuple[Any, int]:
+                   path: str, schema_fields: dict[str, bool] | None, extras: Extras) -> tuple[Any, int]:
     if size is not None:
         chunk = data[off : off + size]
-        return parse_exact(compiled_payload_layout(transport, device), payload_layout(transport, device),
-                           chunk, off, path, schema_fields=schema_fields), size
+        return parse_exact(compiled_payload_layout(transport, device, extras),
+                           payload_layout(transport, device, extras), chunk, off, path,
+                           schema_fields=schema_fields), size
     stream = io.BytesIO(data)
     stream.seek(off)
     try:
-        value = compiled_payload_layout(transport, device).parse_stream(stream, schema_fields=schema_fields)
+        value = compiled_payload_layout(transport, device, extras).parse_stream(stream, schema_fields=schema_fields)
     except _DECODE_ERRORS:
-        raise locate_error(payload_layout(transport, device), data, off, 0, path,
+        raise locate_error(payload_layout(transport, device, extras), data, off, 0, path,
                            schema_fields=schema_fields) from None
     return value, stream.tell() - off
 
 
 def decode_payload(data: bytes, transport: str, device: str, offset: int = 0, path: str = "virtio",
-                   **params: Any) -> Any:
+                   extras: Extras = NO_EXTRAS, **params: Any) -> Any:
     """Decode one virtio payload on its own (every byte must be used); `params` are the layout's parse
-    parameters (models/model.py gives them as the writer decided)."""
-    return parse_exact(compiled_payload_layout(transport, device), payload_layout(transport, device),
+    parameters (models/save.py and load.py give them as the writer decided)."""
+    return parse_exact(compiled_payload_layout(transport, device, extras), payload_layout(transport, device, extras),
                        data, offset, path, **params)
 
 

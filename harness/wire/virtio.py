@@ -13,6 +13,9 @@ from the destination's own device instead; a model destination passes them as pa
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import construct as c
@@ -160,19 +163,27 @@ PackedQueueState = c.Struct(
 )
 
 
-# Subsections that out-of-tree schema modules add (models/schema.py), by parent vmsd name ("virtio",
-# "virtio-net-device"): body, or function of the version_id giving it. The layouts in this file stay as QEMU wrote
-# them; models.schema fills and restores this registry and clears payload_layout's caches when it does.
-EXTRA_SUBSECTIONS: dict[str, dict[str, Any]] = {}
-# Fields they append to a device vmsd, by device ("virtio-net"): (name, construct, the version_id from which it is on
-# the wire; 0: where a test holds), before its subsections.
-EXTRA_DEVICE_FIELDS: dict[str, tuple[tuple[str, Any, int], ...]] = {}
+@dataclass(frozen=True, eq=False)
+class Extras:
+    """What schema modules (models/schema.py) add to the layouts of this file, which stay as QEMU wrote them. A
+    value, hashed by identity: each registry of declarations (models/registry.py) holds one, and the layouts below
+    are cached per Extras."""
+
+    # subsections by parent vmsd name ("virtio", "virtio-net-device"): body, or function of the version_id giving it
+    subsections: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # fields appended to a device vmsd, by device ("virtio-net"): (name, construct, the version_id from which it is
+    # on the wire; 0: where a test holds), before its subsections
+    device_fields: Mapping[str, tuple[tuple[str, Any, int], ...]] = field(
+        default_factory=lambda: MappingProxyType({}))
 
 
-def stream_fields(device: str, version_id: int) -> list[dict[str, bool]]:
+NO_EXTRAS = Extras()  # the in-tree layouts
+
+
+def stream_fields(device: str, version_id: int, extras: Extras = NO_EXTRAS) -> list[dict[str, bool]]:
     """The parse parameter schema_fields to try, in order, for a stream decoded without a model: the added device
     fields its section's version_id carries; those a test decides, first all present, then all absent."""
-    fields = EXTRA_DEVICE_FIELDS.get(device)
+    fields = extras.device_fields.get(device)
     if not fields:
         return [{}]
     tested = [name for name, _, since in fields if since == 0]
@@ -181,7 +192,7 @@ def stream_fields(device: str, version_id: int) -> list[dict[str, bool]]:
                                                            if tested else [])
 
 
-def core_subsections(transport: str) -> Subsections:
+def core_subsections(transport: str, extras: Extras = NO_EXTRAS) -> Subsections:
     extra: dict[str, Any] = {"pci": VirtioPciExtraState, "mmio": VirtioMmioExtraState}
     known = {
         "virtio/device_endian": c.Struct("device_endian" / u8),
@@ -198,7 +209,7 @@ def core_subsections(transport: str) -> Subsections:
     if transport in extra:
         # the extra_state field's get/put are the bus's load/save_extra_state (ccw has none)
         known["virtio/extra_state"] = extra[transport]
-    known.update(EXTRA_SUBSECTIONS.get("virtio", {}))
+    known.update(extras.subsections.get("virtio", {}))
     return Subsections("virtio", known)
 
 
@@ -306,12 +317,11 @@ DEVICE_DATA = {
 
 
 
-def device_data(device: str) -> Any:
-    """DEVICE_DATA[device], with what schema modules add: fields at the end (EXTRA_DEVICE_FIELDS) and
-    subsections to its list (EXTRA_SUBSECTIONS)."""
+def device_data(device: str, extras: Extras = NO_EXTRAS) -> Any:
+    """DEVICE_DATA[device], with what schema modules add: fields at the end and subsections to its list."""
     base = DEVICE_DATA[device]
-    added = EXTRA_SUBSECTIONS.get(f"{device}-device")
-    fields = EXTRA_DEVICE_FIELDS.get(device, ())
+    added = extras.subsections.get(f"{device}-device")
+    fields = extras.device_fields.get(device, ())
     if not added and not fields:
         return base
     subcons = []
@@ -326,8 +336,8 @@ def device_data(device: str) -> Any:
 # --- the whole payload --------------------------------------------------------------------------
 
 
-@functools.cache
-def payload_layout(transport: str, device: str) -> Any:
+@functools.lru_cache(maxsize=256)
+def payload_layout(transport: str, device: str, extras: Extras = NO_EXTRAS) -> Any:
     """The construct of one virtio payload (virtio_save) for a transport and a device."""
     if transport not in TRANSPORTS or device not in DEVICE_DATA:
         raise KeyError(f"no layout for {device} on {transport}")
@@ -352,11 +362,11 @@ def payload_layout(transport: str, device: str) -> Any:
         "config" / c.Bytes(this.config_len),
         "num_queues" / be32,
         "queues" / Array(this.num_queues, c.Struct(*queue_fields)),
-        "device" / device_data(device),
-        "subsections" / core_subsections(transport),
+        "device" / device_data(device, extras),
+        "subsections" / core_subsections(transport, extras),
     )
 
 
-@functools.cache
-def compiled_payload_layout(transport: str, device: str) -> Any:
-    return payload_layout(transport, device).compile()
+@functools.lru_cache(maxsize=256)
+def compiled_payload_layout(transport: str, device: str, extras: Extras = NO_EXTRAS) -> Any:
+    return payload_layout(transport, device, extras).compile()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from models import features as F
-from models.config import RealizeContext
-from models.devices import Versions, Vmsd
+from models.configuration import RealizeContext
 from models.releases import Version
 from models.state import BalloonState
+from models.vmsd import Versions, Vmsd
 
 # the device vmsd replaced a hand-written save of the same bytes in 2.8 (019518a80e)
 VERSIONS = Versions(Vmsd("virtio-balloon", 1, 1), Vmsd("virtio-balloon-device", 1, 1))

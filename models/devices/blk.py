@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.wire.virtio import VIRTQUEUE_MAX_SIZE
 from models import features as F
-from models.config import RealizeContext
-from models.devices import Versions, Vmsd
+from models.configuration import RealizeContext
 from models.props import UNSPECIFIED
 from models.releases import Version
-from models.state import BlkRequest, BlkState, Crashed
+from models.state import BlkRequest, BlkState, Crashed, Undefined
+from models.vmsd import Versions, Vmsd
 
 VERSIONS = Versions(Vmsd("virtio-blk", 2, 2), None)  # save_device/load_device, no device vmsd
 VIRTIO_BLK_CFG_SIZE = 36  # offsetof(struct virtio_blk_config, max_discard_sectors)
@@ -96,6 +97,10 @@ def from_wire(value: Any) -> BlkState:
 
 def load_device(dev: BlkState, realized: Any, features_lo: int, lines: list[str]) -> BlkState | None:
     for r in dev.requests:
+        # virtio_blk_load_device checks the queue index before it reads the element
+        if r.queue >= realized.num_queues:
+            lines.append(f"Invalid virtqueue index in request list: {r.queue:#x}")
+            return None
         out_num, in_num = r.counts or (len(r.out_sg), len(r.in_sg))
         if in_num > 1024 or out_num > 1024:
             # qemu_get_virtqueue_element asserts the counts fit its arrays (CVE-2013-4535/4536 class):
@@ -103,7 +108,17 @@ def load_device(dev: BlkState, realized: Any, features_lo: int, lines: list[str]
             which = "in" if in_num > 1024 else "out"
             raise Crashed(f"qemu_get_virtqueue_element: Assertion `ARRAY_SIZE(data.{which}_addr) >= data.{which}_num' "
                           "failed.")
-        if r.queue >= realized.num_queues:
-            lines.append(f"Invalid virtqueue index in request list: {r.queue:#x}")
-            return None
     return dev
+
+
+# sizeof(VirtQueueElementOld) on an x86_64 host: index, out_num, in_num, padding, the four 1024-entry arrays
+ELEMENT_SIZE = 16 + 2 * 8 * VIRTQUEUE_MAX_SIZE + 2 * 16 * VIRTQUEUE_MAX_SIZE
+
+
+def element_cut(left: int) -> None:
+    """A request element cut by the end of the file: qemu_get_virtqueue_element's VirtQueueElementOld on the stack
+    does not get the bytes the stream still has (on the 7.2.22 binary a cut element asserts on in_num whatever
+    its count bytes say, and the same element whole with counts 0 loads; another cut element rejected): its counts
+    and addresses are whatever the stack held."""
+    raise Undefined(f"qemu_get_virtqueue_element reads a request element cut by the end of the file ({max(left, 0)} "
+                    f"of its {ELEMENT_SIZE} bytes there): its counts are uninitialized stack memory")

@@ -10,10 +10,10 @@ from typing import Any
 from harness.errors import SchemaError
 from models import features as F
 from models import load_errors as le
-from models.config import RealizeContext
-from models.devices import Versions, Vmsd
+from models.configuration import RealizeContext
 from models.releases import Version
 from models.state import NetState, Undefined
+from models.vmsd import Versions, Vmsd
 
 RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1 (7b6e7e49905d)
 RSS_VERSIONS = ((Version(5, 1), 1), (Version(10, 1), 2))  # (release, the version_id it writes from there)
@@ -91,13 +91,19 @@ def queue_sizes(ctx: RealizeContext) -> list[int]:
     return [rx, tx] * max_queue_pairs(ctx) + [64]  # the control queue is always added
 
 
+def pre_load_takes_count(release: Version) -> bool:
+    """virtio_net_pre_load_queues gives the device the stream's queue count, unchecked, from 10.1 (virtio-net: Add
+    queues before loading them) and in Debian's 7.2 (the stable backport in 7.2.20, debian/patches/v7.2.20.diff;
+    the fleet's 7.2.22 dies like 11.1 on a count of 0); 9.2 to 10.0 take the count from the features instead.
+    10.1 UNVERIFIED."""
+    return release == Version(7, 2) or release >= Version(10, 1)
+
+
 def pre_load_queues(realized: Any, num: int) -> None:
-    """virtio_net_pre_load_queues from 10.1 (virtio-net: Add queues before loading them) gives the device the
-    stream's queue count, unchecked: virtio_net_change_num_queues writes n->vqs (max_queue_pairs long) past its
-    end for a count above 2 x max_queue_pairs + 1, and for 0 deletes queue pair 0 twice. The 11.1 binary dies of
-    SIGSEGV for some such counts and goes on for others (0x80 dies, 0x100 does not, with one pair); 10.0 takes
-    the count from the features instead. 10.1 UNVERIFIED."""
-    if realized.release < Version(10, 1):
+    """virtio_net_change_num_queues(n, num) before the queues load: it writes n->vqs (max_queue_pairs long) past
+    its end for a count above 2 x max_queue_pairs + 1, and for 0 deletes queue pair 0 twice. The 11.1 binary dies
+    of SIGSEGV for some such counts and goes on for others (0x80 dies, 0x100 does not, with one pair)."""
+    if not pre_load_takes_count(realized.release):
         return
     pairs = max(realized.config.netdev.queues, 1)
     if num == 0:
@@ -163,18 +169,44 @@ def set_features(dev: NetState, release: Version, old: int, features: int) -> Ne
     return replace(dev, vlans=VLANS_EMPTY if vlan else VLANS_OPEN)
 
 
-def change_num_queues_crash(release: Version, nums: Sequence[int]) -> str | None:
-    """virtio_net_set_features always calls virtio_net_change_num_queue(s|_pairs), which asserts on the queue
-    count virtio_get_num_queues gives: the index of the first queue whose size is 0. A stream that loads a size 0
-    into one of the first three queues (or leaves an even count) aborts QEMU (found by `virtio-compat mutate` on
-    7.2.22, whose stable branch has the 10.2 name; 6.1 to 10.1 name it ..._pairs, UNVERIFIED from 6.1 to 7.1)."""
+# f9d6dbf0bf "virtio-net: remove virtio queues if the guest doesn't support multiqueue" (2.7, UNVERIFIED): before
+# it set_multiqueue deleted and re-added the queues after pair 0 by the device's own count, checking nothing
+CHANGE_NUM_QUEUES_FROM = Version(2, 7)
+
+
+def change_num_queues_crash(realized: Any, loaded: Sequence[int], multiqueue: bool) -> str | None:
+    """virtio_net_set_features always calls virtio_net_change_num_queue(s|_pairs), even when the features are then
+    refused (virtio_set_features_nocheck calls the device first). It asserts on the queue count virtio_get_num_queues
+    gives: the index of the first queue whose size is 0. A stream that loads a size 0 into one of the first three
+    queues (or leaves an even count) aborts QEMU (found by `virtio-compat mutate` on 7.2.22, whose stable branch has
+    the 10.2 name; 6.1 to 10.1 name it ..._pairs, UNVERIFIED from 6.1 to 7.1). A count above the new one deletes
+    pairs up to it: past max_queue_pairs that is n->vqs past its end (qemu_bh_delete on what lies there; the fleet's
+    7.2.22 dies of SIGSEGV or SIGABRT). `loaded`: the sizes the stream gave the first queues."""
+    release, pairs = realized.release, max(realized.config.netdev.queues, 1)
+    if release < CHANGE_NUM_QUEUES_FROM:
+        return None
+    # queues the stream does not carry: none after virtio_net_pre_load_queues gave the device the stream's count,
+    # else the sizes realize gave them
+    rest = [] if pre_load_takes_count(release) else list(realized.queue_sizes[len(loaded):])
+    nums = [*loaded, *rest]
     count = next((i for i, n in enumerate(nums) if n == 0), len(nums))
-    pairs = Version(6, 1) <= release < Version(10, 2) and release != Version(7, 2)
-    func = "virtio_net_change_num_queue_pairs" if pairs else "virtio_net_change_num_queues"
+    named_pairs = Version(6, 1) <= release < Version(10, 2) and release != Version(7, 2)
+    func = "virtio_net_change_num_queue_pairs" if named_pairs else "virtio_net_change_num_queues"
     for ok, text in ((count >= 3, "old_num_queues >= 3"), (count % 2 == 1, "old_num_queues % 2 == 1")):
         if not ok:
             return f"{func}: Assertion `{text}' failed."
+    new = 2 * pairs + 1 if multiqueue else 3
+    if count > new and (count - 2) // 2 >= pairs:
+        raise Undefined(f"virtio_net_set_features: {func} deletes queue pairs up to {(count - 2) // 2}, past the "
+                        f"{pairs} of n->vqs (a heap overflow)")
     return None
+
+
+def multiqueue(release: Version, incoming: int, host: int) -> bool:
+    """What virtio_net_set_multiqueue is told: MQ or RSS among the features set_features sees, the allowed ones up
+    to 10.1 and, from 10.2 (set_features_ex), the stream's own, before they are checked."""
+    seen = incoming if release >= Version(10, 2) else incoming & host
+    return F.has(seen, F.NET_MQ) or F.has(seen, F.NET_RSS)
 
 
 def reset_state(realized: Any) -> NetState:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.config import RealizeContext
-from models.devices import Versions, Vmsd
+from models.configuration import RealizeContext
+from models.vmsd import Versions, Vmsd
 
 VERSIONS = Versions(Vmsd("virtio-rng", 1, 1), None)  # no device data at all
 

@@ -13,7 +13,8 @@ import pytest
 from harness.check import Progress, summarize
 from harness.errors import SchemaError
 from harness.matrix import EXCEPTION, Cell, run_cell
-from models import core, schema
+from models import schema
+from models.registry import BASE
 from models.releases import V
 from tests.cli.test_cli import assert_one_line_error, run
 
@@ -22,8 +23,8 @@ RAISING = SCHEMAS / "raising_needed.py"
 
 
 def test_an_exception_in_the_model_is_a_failure_of_the_cell() -> None:
-    with schema.applied(RAISING):
-        result = run_cell(Cell(V("11.2"), V("11.2"), "pci", "virtio-rng"))
+    reg = schema.load(RAISING)
+    result = run_cell(Cell(V("11.2"), V("11.2"), "pci", "virtio-rng"), registry=reg)
     assert result.failure is not None
     src, _dst, state, out, v = result.failure
     assert v.rule == EXCEPTION and out.run is None
@@ -35,7 +36,7 @@ def test_an_exception_in_the_model_is_a_failure_of_the_cell() -> None:
 def test_check_counts_reports_and_replays_the_exception(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     p = run("check", "--schema", str(RAISING), "--releases", "11.2", "--devices", "virtio-rng", "--transports",
-            "pci", "--profile", "ci", "--seed", "0", "--reports", str(reports), "-n", "0", cwd=tmp_path)
+            "pci", "--profile", "dev", "--reports", str(reports), "-n", "0", cwd=tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "1 cells, 10 results" in p.stdout and "9 pass, 0 expected incompatibilities, 1 fail" in p.stdout
     assert "FAIL virtio-rng pci 11.2 -> 11.2 exception: expected a verdict" in p.stdout
@@ -66,20 +67,20 @@ def test_summary_counts_cells_that_failed_without_a_result(tmp_path: Path,
 
 
 def test_load_check_in_several_ranges() -> None:
-    with schema.applied(SCHEMAS / "check_two_ranges.py"):
-        held = {r: core.check("inuse_modular", V(r)) is not None for r in ("2.9", "11.1", "11.2", "11.3")}
-        assert held == {"2.9": True, "11.1": True, "11.2": False, "11.3": True}
-        assert core.check("inuse_modular", V("11.3")).source == "back"  # type: ignore[union-attr]
-    assert [c.until for c in core.CHECKS if c.name == "inuse_modular"] == [None]  # restored
+    reg = schema.load(SCHEMAS / "check_two_ranges.py")
+    held = {r: reg.check("inuse_modular", V(r)) is not None for r in ("2.9", "11.1", "11.2", "11.3")}
+    assert held == {"2.9": True, "11.1": True, "11.2": False, "11.3": True}
+    assert reg.check("inuse_modular", V("11.3")).source == "back"  # type: ignore[union-attr]
+    assert [c.until for c in BASE.checks if c.name == "inuse_modular"] == [None]  # the base is as it was
 
 
 def test_ending_a_steps_only_check_names_the_module_and_line() -> None:
-    before = core.CHECKS
+    before = BASE.checks
     with pytest.raises(SchemaError) as e:
-        schema.load_schema(SCHEMAS / "check_ends.py")
+        schema.load(SCHEMAS / "check_ends.py")
     assert str(e.value).startswith(f"{SCHEMAS / 'check_ends.py'}:8: load check 'desc_zero' (2.0 to 11.2) leaves "
                                    "QEMU 11.2 without a 'desc_zero' check"), str(e.value)
-    assert core.CHECKS == before
+    assert BASE.checks == before
     p = run("check", "--schema", str(SCHEMAS / "check_ends.py"), "--profile", "dev")
     assert_one_line_error(p, "check_ends.py:8:", "desc_zero")
 
@@ -96,5 +97,5 @@ def test_load_check_range_mistakes(tmp_path: Path, ranges: str, words: str) -> N
     module.write_text("from models.releases import V\nfrom models.schema import LoadCheck\n"
                       f"DECLARATIONS = ({decls},)\n")
     with pytest.raises(SchemaError) as e:
-        schema.load_schema(module)
+        schema.load(module)
     assert str(e.value).startswith(f"{module}:3: load check 'inuse_modular'") and words in str(e.value), str(e.value)

@@ -5,16 +5,18 @@ one-line error."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from harness import replay
 from harness.cli import main
 from harness.failures import write_failure
 from harness.matrix import Cell, run_example
-from models import core
 from models.config import Config, realize
 from models.model import reset_state
+from models.registry import BASE
 from models.releases import MachineType, Version
 from strategies.hostile import HOSTILE
 from tests.cli.test_cli import assert_one_line_error, run
@@ -23,11 +25,13 @@ CONFIG = Config(Version(7, 2), MachineType.parse("pc-i440fx-7.2"), "virtio-net",
 
 
 def hostile_failure(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A model that lost the queue_sel check accepts queue_sel 1024: R11 fails by the class's verdict."""
-    monkeypatch.setattr(core, "CHECKS", tuple(c for c in core.CHECKS if c.name != "queue_sel"))
+    """A model that lost the queue_sel check accepts queue_sel 1024: R11 fails by the class's verdict. Replay (in
+    this process) runs with that model until the monkeypatch is undone."""
+    lost = replace(BASE, checks=tuple(c for c in BASE.checks if c.name != "queue_sel"))
+    monkeypatch.setattr(replay, "load_schemas", lambda paths, path: lost)
     h = next(x for x in HOSTILE if x.name == "queue-sel")
     bad = h.mutate(realize(CONFIG), reset_state(realize(CONFIG)), 7)
-    out = run_example(CONFIG, CONFIG, bad, hostile=h)
+    out = run_example(CONFIG, CONFIG, bad, hostile=h, registry=lost)
     assert [v.rule for v in out.violations] == ["R11"]
     return write_failure(Cell(CONFIG.release, CONFIG.release, "pci", "virtio-net"), CONFIG, CONFIG, bad, out,
                          out.violations[0], folder)

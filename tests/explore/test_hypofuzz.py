@@ -39,8 +39,7 @@ def test_slow_subprocess_hypofuzz_fuzzes_under_test_cells_key_and_stops_on_sigin
 
     from harness.matrix import Cell
     from harness.pytest_matrix import fuzz_database_key
-    from models.releases import release_of
-    from models.schema import load_schema
+    from models.releases import V
 
     db = tmp_path / "db"
     args = argparse.Namespace(n="1", releases="11.1,11.2", devices="virtio-net", transports="pci", machines=None,
@@ -48,8 +47,7 @@ def test_slow_subprocess_hypofuzz_fuzzes_under_test_cells_key_and_stops_on_sigin
     cmd = [*fuzz_command(args, matrix_module()), "-k", "11.2-11.1"]  # one cell: HypoFuzz starts on it at once
     log = tmp_path / "fuzz.log"
     env = {**os.environ, "HYPOTHESIS_PROFILE": "nightly", "VIRTIO_COMPAT_REPORTS": str(tmp_path / "reports")}
-    load_schema(str(SCHEMA))
-    key = fuzz_database_key(Cell(release_of("11.2"), release_of("11.1"), "pci", "virtio-net"))
+    key = fuzz_database_key(Cell(V("11.2"), V("11.1"), "pci", "virtio-net"))
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -8,7 +8,8 @@ import pytest
 
 from models.config import Config, realize
 from models.model import reset_state, save
-from models.releases import ALL_VERSIONS, MachineType, V, machine_types
+from models.registry import BASE
+from models.releases import ALL_VERSIONS, MachineType, V
 
 DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
 
@@ -115,7 +116,7 @@ def test_subsections_by_machine_type_of_reset_devices() -> None:
 
 
 def test_machine_types_a_release_has() -> None:
-    names = {m.name for m in machine_types(V("7.2"), "pci")}
+    names = {m.name for m in BASE.machine_types(V("7.2"), "pci")}
     assert {"pc-i440fx-2.0", "pc-q35-7.2", "pc-i440fx-7.2"} <= names and "pc-i440fx-8.0" not in names
-    assert "pc-i440fx-2.5" not in {m.name for m in machine_types(V("10.1"), "pci")}
+    assert "pc-i440fx-2.5" not in {m.name for m in BASE.machine_types(V("10.1"), "pci")}
     assert len([v for v in ALL_VERSIONS if v <= V("7.2")]) == 27  # §10: 2.0 ... 7.2 is 27 machine types

@@ -55,9 +55,9 @@ def test_declared_values_shrink_to_the_reset_value(tmp_path: Path) -> None:
     module.write_text("from models.releases import V\nfrom models.schema import Field, Release, Subsection\n"
                       "DECLARATIONS = (Release(V('11.2'), after=V('11.1')), Subsection('virtio/qux', V('11.2'), "
                       "fields=(Field('qux', 'uint8', reset=5, values=(0, 9, 5)),), needed=lambda r, s: True))\n")
-    with schema.applied(module):
-        r = realize(_config("11.2", "virtio-rng", "pci"))
-        assert find(device_states(r), lambda s: True, settings=SETTINGS).extra == (("qux", 5),)
+    reg = schema.load(module)
+    r = realize(_config("11.2", "virtio-rng", "pci"), reg)
+    assert find(device_states(r), lambda s: True, settings=SETTINGS).extra == (("qux", 5),)
 
 
 def test_minimized_matrix_state_names_only_what_the_failure_needs(monkeypatch: pytest.MonkeyPatch) -> None:

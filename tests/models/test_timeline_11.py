@@ -11,13 +11,12 @@ import pytest
 from harness.matrix import cells, release_pairs
 from models.config import Config, realize
 from models.model import ACCEPTED, REJECTED, load, reset_state, save
+from models.registry import BASE
 from models.releases import (
     RELEASES,
     MachineType,
     V,
-    compat_values,
     machine_deleted,
-    machine_types,
     oldest_machine,
 )
 
@@ -25,12 +24,12 @@ FAMILIES = ("pc-i440fx", "pc-q35", "virt", "s390-ccw-virtio")
 
 
 def versions(release: str, family: str) -> list[str]:
-    return [str(m.version) for m in machine_types(V(release)) if m.family == family]
+    return [str(m.version) for m in BASE.machine_types(V(release)) if m.family == family]
 
 
 def test_11_0_and_11_1_are_the_newest_releases() -> None:
     assert RELEASES[-3:] == (V("10.2"), V("11.0"), V("11.1"))
-    pairs = release_pairs()
+    pairs = release_pairs(RELEASES)
     # the newest release is an anchor: every release with it, both ways
     assert all((r, V("11.1")) in pairs and (V("11.1"), r) in pairs for r in RELEASES)
     assert (V("2.0"), V("10.2")) not in pairs  # 10.2 is a neighbour only now
@@ -52,7 +51,7 @@ def test_11_1_machine_types_are_5_2_to_11_1(family: str) -> None:
     ("11.1", "pc-q35", "5.2"),
 ])  # fmt: skip
 def test_oldest_machine_type(release: str, family: str, oldest: str) -> None:
-    assert oldest_machine(V(release), family) == V(oldest)
+    assert oldest_machine(V(release), family, BASE.all_versions) == V(oldest)
     assert versions(release, family)[0] == oldest
 
 
@@ -67,8 +66,8 @@ def test_no_pair_with_11_1_shares_a_machine_type_older_than_5_2() -> None:
     with_11_1 = [c for c in cells((V("7.2"), V("11.1")), ("virtio-net",)) if V("11.1") in (c.src, c.dst)]
     assert len(with_11_1) == 3 * 3  # 7.2 -> 11.1, 11.1 -> 7.2, 11.1 -> 11.1; pci, mmio, ccw
     for c in with_11_1:
-        common = {m.version for m in machine_types(c.src, c.transport)} & {
-            m.version for m in machine_types(c.dst, c.transport)}
+        common = {m.version for m in BASE.machine_types(c.src, c.transport)} & {
+            m.version for m in BASE.machine_types(c.dst, c.transport)}
         assert common and min(common) == V("5.2")
 
 
@@ -83,8 +82,9 @@ def test_mmio_queue_size_override_at_the_11_0_boundary() -> None:
     assert mmio("11.1", "virt-11.1") == (256, 256, 64)
     # before 11.1 the property does not exist and the queues have the device's sizes
     assert mmio("11.0", "virt-11.0") == (256, 256, 64) == mmio("10.2", "virt-10.2")
-    assert compat_values(V("11.1"), MachineType.parse("virt-11.0"), "virtio-mmio") == {"x-override-queue-size": 1024}
-    assert compat_values(V("11.1"), MachineType.parse("virt-11.1"), "virtio-mmio") == {}
+    virt = MachineType.parse("virt-11.0")
+    assert BASE.compat_values(V("11.1"), virt, "virtio-mmio") == {"x-override-queue-size": 1024}
+    assert BASE.compat_values(V("11.1"), MachineType.parse("virt-11.1"), "virtio-mmio") == {}
     assert "x-override-queue-size" not in realize(Config(V("11.0"), MachineType.parse("virt-11.0"), "virtio-rng",
                                                          "mmio")).props
 
@@ -101,10 +101,11 @@ def test_hw_compat_10_2_touches_no_virtio_device(release: str) -> None:
     # the 10.2 machine type of 11.0 and 11.1 is the 11.0 machine type for every modelled virtio type
     for qom_type in ("virtio-net-pci", "virtio-net-device", "virtio-blk-device", "virtio-balloon-pci",
                      "virtio-rng-pci", "virtio-pci", "virtio-device"):
-        assert compat_values(V(release), MachineType.parse("pc-i440fx-10.2"), qom_type) == compat_values(
+        assert BASE.compat_values(V(release), MachineType.parse("pc-i440fx-10.2"), qom_type) == BASE.compat_values(
             V(release), MachineType.parse("pc-i440fx-11.0"), qom_type), qom_type
     # while hw_compat_10_1's tunnel properties still reach 10.1
-    assert compat_values(V(release), MachineType.parse("pc-i440fx-10.1"), "virtio-net-device")["host_tunnel"] is False
+    pc = MachineType.parse("pc-i440fx-10.1")
+    assert BASE.compat_values(V(release), pc, "virtio-net-device")["host_tunnel"] is False
 
 
 def test_host_features_of_11_1_machine_types_are_10_2s() -> None:

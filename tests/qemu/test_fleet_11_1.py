@@ -5,9 +5,9 @@
    nothing left over, realize() of its command line (models.cmdline.parse(argv, 11.1)) gives the queue sizes,
    config length and MSI-X vectors the payload shows and the host features the device's registers show, and
    save(realize, state_from_wire) equals QEMU's payload byte for byte.
-2. The machine types of each target's `-machine help` are models.releases.machine_types(11.1).
+2. The machine types of each target's `-machine help` are the registry's machine_types(11.1).
 3. Every compat property 11.1's machine types give a modelled virtio type and property (query-machines
-   compat-props) is the model's compat_values(), and no other.
+   compat-props) is the model's BASE.compat_values(), and no other.
 4. virtio-mmio queue sizes (x-query-virtio-queue-status) on virt-11.1 and virt-11.0: hw_compat_11_0's
    x-override-queue-size.
 
@@ -40,8 +40,9 @@ from harness.wire.stream import Stream, decode_stream, encode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import realize
 from models.model import ACCEPTED, guest_rings, load, state_from_wire
-from models.props import PROPS, known_props
-from models.releases import TYPE_PARENTS, compat_values, machine_types
+from models.props import PROPS
+from models.registry import BASE
+from models.releases import TYPE_PARENTS
 from models.releases import V as Ver
 
 pytestmark = pytest.mark.qemu
@@ -167,7 +168,7 @@ def test_machine_types_of_11_1(target: str) -> None:
     names = {line.split()[0] for line in out.splitlines()[1:] if line.strip()}
     real = sorted(n for n in names if any(n.startswith(f + "-") and n[len(f) + 1 : len(f) + 2].isdigit()
                                           for f in FAMILIES[target]))
-    model = sorted(m.name for m in machine_types(RELEASE) if m.family in FAMILIES[target])
+    model = sorted(m.name for m in BASE.machine_types(RELEASE) if m.family in FAMILIES[target])
     assert real == model
 
 
@@ -185,7 +186,7 @@ def test_compat_props_of_11_1_are_the_models(target: str) -> None:
         machines = {m["name"]: m.get("compat-props", []) for m in q.qmp("query-machines", **{"compat-props": True})}
     props = {p.name for p in PROPS}
     problems = []
-    for m in machine_types(RELEASE):
+    for m in BASE.machine_types(RELEASE):
         if m.family not in FAMILIES[target]:
             continue
         # the QOM types a device of the family's transport is made of (s390x's virtio-pci globals, such as
@@ -196,11 +197,11 @@ def test_compat_props_of_11_1_are_the_models(target: str) -> None:
         real = {(ALIASES.get(c["qom-type"], c["qom-type"]), c["property"]): c["value"] for c in machines[m.name]
                 if ALIASES.get(c["qom-type"], c["qom-type"]) in modelled and c["property"] in props}
         for (qom_type, prop), value in sorted(real.items()):
-            got = compat_values(RELEASE, m, qom_type).get(prop, "(none)")
+            got = BASE.compat_values(RELEASE, m, qom_type).get(prop, "(none)")
             if not _same(got, value):
                 problems.append(f"{m}: {qom_type}.{prop}: QEMU {value}, model {got}")
         for qom_type in modelled:
-            for prop, value in compat_values(RELEASE, m, qom_type).items():
+            for prop, value in BASE.compat_values(RELEASE, m, qom_type).items():
                 if prop in props and not any(p == prop and t in {qom_type, *TYPE_PARENTS.get(qom_type, ())}
                                              for t, p in real):
                     problems.append(f"{m}: the model has {qom_type}.{prop}={value}, QEMU has no such entry")
@@ -332,7 +333,7 @@ def test_property_defaults_of_11_1(qemu111: str, device: str) -> None:
     """Every property the model gives 11.1's {device}-pci (proxy and backend) exists there with the model's default."""
     with QemuProcess("pc", [], binary=qemu111, name="props111") as q:
         real = {p["name"]: p.get("default-value") for p in q.qmp("qom-list-properties", typename=f"{device}-pci")}
-    model = {**known_props(RELEASE, f"{device}-device"), **known_props(RELEASE, f"{device}-pci")}
+    model = {**BASE.known_props(RELEASE, f"{device}-device"), **BASE.known_props(RELEASE, f"{device}-pci")}
     problems = [f"{name}: model {p.default!r}, QEMU {real.get(name, '(no such property)')!r}"
                 for name, p in sorted(model.items()) if name not in DECIDED_AT_REALIZE
                 and (name not in real or not _same(p.default, str(real[name]).lower()))]

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.usefixtures("ci_profile")
 
 def statuses(module: Path, devices: tuple[str, ...], transports: tuple[str, ...] = ("pci", "mmio", "ccw")
              ) -> dict[str, CellResult]:
-    with schema.applied(module):
-        return {c.id: run_cell(c) for c in cells((V("11.1"), V("11.2")), devices, transports)}
+    reg = schema.load(module)
+    return {c.id: run_cell(c, registry=reg) for c in cells((V("11.1"), V("11.2")), devices, transports, registry=reg)}
 
 
 def test_ungated_subsection_breaks_exactly_the_backward_cells() -> None:
@@ -59,12 +59,12 @@ def test_core_subsection_round_trips_and_is_gated() -> None:
 
 def test_failure_file_records_the_schema_and_replay_loads_it(tmp_path: Path) -> None:
     module = EXAMPLES / "net_foo_ungated.py"
-    with schema.applied(module):
-        result = run_cell(next(c for c in cells((V("11.1"), V("11.2")), ("virtio-net",), ("pci",))
-                               if c.id == "11.2-11.1-pci-virtio-net"))
-        assert result.failure is not None
-        src, dst, state, out, v = result.failure
-        path = write_failure(None, src, dst, state, out, v, folder=tmp_path)
+    reg = schema.load(module)
+    result = run_cell(next(c for c in cells((V("11.1"), V("11.2")), ("virtio-net",), ("pci",), registry=reg)
+                           if c.id == "11.2-11.1-pci-virtio-net"), registry=reg)
+    assert result.failure is not None
+    src, dst, state, out, v = result.failure
+    path = write_failure(None, src, dst, state, out, v, folder=tmp_path, registry=reg)
     record = json.loads(path.read_text())
     assert record["schema"] == [str(module)] and record["minimized_state"].endswith("foo=1")
     # a fresh process: only the failure file says that the case needs the module
@@ -136,9 +136,9 @@ def test_a_new_version_of_a_subsection_of_the_models() -> None:
     from models.model import reset_state
     from models.releases import MachineType
 
-    with schema.applied(SCHEMAS / "started_v2.py"):
-        config = Config(V("11.2"), MachineType.parse("virt-11.1"), "virtio-blk", "mmio")
-        s = replace(reset_state(realize(config)), status=7, started=True, extra=(("kick_count", 513),))
-        out = run_example(config, config, s)
-        assert out.violations == [] and out.run.result.state is not None
-        assert dict(out.run.result.state.extra) == {"kick_count": 513}
+    reg = schema.load(SCHEMAS / "started_v2.py")
+    config = Config(V("11.2"), MachineType.parse("virt-11.1"), "virtio-blk", "mmio")
+    s = replace(reset_state(realize(config, reg)), status=7, started=True, extra=(("kick_count", 513),))
+    out = run_example(config, config, s, registry=reg)
+    assert out.violations == [] and out.run.result.state is not None
+    assert dict(out.run.result.state.extra) == {"kick_count": 513}

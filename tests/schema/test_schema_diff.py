@@ -31,8 +31,8 @@ def one(d: Diff, kind: str, subject: str) -> Difference:
 
 
 def test_ungated_subsection_needs_a_machine_type_gate() -> None:
-    with schema.applied(EXAMPLES / "net_foo_ungated.py"):
-        d = diff(V("11.1"), V("11.2"), NET)
+    reg = schema.load(EXAMPLES / "net_foo_ungated.py")
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
     x = one(d, "subsection-added", "virtio-net-device/foo")
     assert (x.verdict, x.direction, x.decided_by) == (GATE, "11.2 -> 11.1", "static")
     assert x.condition == "foo != 0"
@@ -42,8 +42,8 @@ def test_ungated_subsection_needs_a_machine_type_gate() -> None:
 
 
 def test_gated_subsection_is_safe_and_names_its_gate() -> None:
-    with schema.applied(EXAMPLES / "net_foo_gated.py"):
-        d = diff(V("11.1"), V("11.2"), NET)
+    reg = schema.load(EXAMPLES / "net_foo_gated.py")
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
     x = one(d, "subsection-added", "virtio-net-device/foo")
     assert (x.verdict, x.direction) == (SAFE, None)
     assert any("gated by x-foo (hw_compat_11_1)" in w for w in x.why)
@@ -52,16 +52,16 @@ def test_gated_subsection_is_safe_and_names_its_gate() -> None:
 
 
 def test_core_subsection_is_compared_for_every_device() -> None:
-    with schema.applied(SCHEMAS / "core_bar_gated.py"):
-        d = diff(V("11.1"), V("11.2"), ["virtio-net", "virtio-rng"])
+    reg = schema.load(SCHEMAS / "core_bar_gated.py")
+    d = diff(V("11.1"), V("11.2"), ["virtio-net", "virtio-rng"], registry=reg)
     x = one(d, "subsection-added", "virtio/bar")
     assert x.verdict == SAFE and len(x.scope) == 6 and "virtio-rng/ccw" in x.scope
 
 
 def test_version_bump_breaks_backward_migration() -> None:
-    with schema.applied(SCHEMAS / "net_foo_v2.py"):
-        d = diff(V("11.2"), V("11.3"), NET)
-        behind = diff(V("11.1"), V("11.3"), NET)
+    reg = schema.load(SCHEMAS / "net_foo_v2.py")
+    d = diff(V("11.2"), V("11.3"), NET, registry=reg)
+    behind = diff(V("11.1"), V("11.3"), NET, registry=reg)
     x = one(d, "version-changed", "virtio-net-device/foo")
     assert (x.verdict, x.direction) == (BREAKS, "11.3 -> 11.2")
     assert x.machines == ["pc-i440fx-11.2", "pc-q35-11.2", "virt-11.2", "s390-ccw-virtio-11.2"]  # the gate holds
@@ -71,8 +71,8 @@ def test_version_bump_breaks_backward_migration() -> None:
 
 
 def test_python_needed_is_decided_by_running_the_cells() -> None:
-    with schema.applied(SCHEMAS / "python_needed.py"):
-        d = diff(V("11.1"), V("11.2"), ["virtio-balloon"])
+    reg = schema.load(SCHEMAS / "python_needed.py")
+    d = diff(V("11.1"), V("11.2"), ["virtio-balloon"], registry=reg)
     x = one(d, "subsection-added", "virtio-balloon-device/baz")
     assert (x.verdict, x.decided_by) == (GATE, "cells")
     assert {c["cell"] for c in x.cells} == {f"11.2-11.1-{t}-virtio-balloon" for t in ("pci", "mmio", "ccw")}
@@ -83,18 +83,19 @@ def test_python_needed_is_decided_by_running_the_cells() -> None:
 def test_downstream_line_without_its_own_compat_entry(tmp_path: Path) -> None:
     missing = tmp_path / "rhel_foo_missing_entry.py"  # rhel_foo.py without the line's own compat entry
     missing.write_text((SCHEMAS / "rhel_foo.py").read_text().replace("RHEL_ENTRY = True", "RHEL_ENTRY = False"))
-    with schema.applied(missing):
-        d = diff(V("11.1"), V("11.2"), NET)
+    reg = schema.load(missing)
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
     x = one(d, "subsection-added", "virtio-net-device/foo")
     assert x.verdict == GATE and sorted(x.machines) == ["pc-q35-rhel10.0.0", "pc-q35-rhel9.4.0"]
     assert any('line="rhel"' in w for w in x.why)
-    with schema.applied(SCHEMAS / "rhel_foo.py"):
-        assert one(diff(V("11.1"), V("11.2"), NET), "subsection-added", "virtio-net-device/foo").verdict == SAFE
+    reg = schema.load(SCHEMAS / "rhel_foo.py")
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
+    assert one(d, "subsection-added", "virtio-net-device/foo").verdict == SAFE
 
 
 def test_load_check_range_is_decided_by_cells() -> None:
-    with schema.applied(SCHEMAS / "check_range.py"):
-        d = diff(V("11.1"), V("11.2"), ["virtio-blk"])
+    reg = schema.load(SCHEMAS / "check_range.py")
+    d = diff(V("11.1"), V("11.2"), ["virtio-blk"], registry=reg)
     x = one(d, "check-removed", "inuse_modular")
     # the migration cells pass, but 11.2's own cells draw hostile states: an in-use count past the ring is loaded
     assert (x.verdict, x.decided_by, x.direction) == (BREAKS, "cells", "11.2 -> 11.2"), x.why
@@ -105,8 +106,8 @@ def test_load_check_range_is_decided_by_cells() -> None:
 
 
 def test_a_failing_cell_is_blamed_only_on_the_difference_it_exercises() -> None:
-    with schema.applied(SCHEMAS / "two_differences.py"):
-        d = diff(V("11.1"), V("11.2"), NET)
+    reg = schema.load(SCHEMAS / "two_differences.py")
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
     sub = one(d, "subsection-added", "virtio-net-device/foo")
     assert sub.verdict != SAFE and sub.direction == "11.2 -> 11.1"
     chk = one(d, "check-changed", "inuse_modular")
@@ -157,8 +158,8 @@ def test_cli_text_json_and_exit_codes() -> None:
 
 
 def test_device_vmsd_version_bump_breaks_both_directions() -> None:
-    with schema.applied(SCHEMAS / "net_device_v12.py"):
-        d = diff(V("11.1"), V("11.2"), NET)
+    reg = schema.load(SCHEMAS / "net_device_v12.py")
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
     section = one(d, "version-changed", "virtio-net")
     assert (section.verdict, section.direction) == (BREAKS, "11.2 -> 11.1")
     assert len(section.machines) == 68 and any("unsupported version 12" in w for w in section.why)
@@ -172,8 +173,8 @@ def test_device_vmsd_version_bump_breaks_both_directions() -> None:
 
 
 def test_device_vmsd_inner_version_alone_breaks_the_release_itself() -> None:
-    with schema.applied(SCHEMAS / "net_device_inner_only.py"):
-        d = diff(V("11.1"), V("11.2"), NET)
+    reg = schema.load(SCHEMAS / "net_device_inner_only.py")
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
     foo = one(d, "field-added", "virtio-net-device.foo")
     assert foo.verdict == BREAKS
     assert any(w.startswith("11.2 -> 11.2: 11.2 writes it from device vmsd version 12, 11.2 reads with its section "
@@ -183,8 +184,8 @@ def test_device_vmsd_inner_version_alone_breaks_the_release_itself() -> None:
 
 def test_tested_device_fields(tmp_path: Path) -> None:
     module = SCHEMAS / "net_device_tested.py"
-    with schema.applied(module):
-        d = diff(V("11.1"), V("11.2"), NET)
+    reg = schema.load(module)
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
     for name, kind in (("peer_mac", "buffer[6]"), ("coalesce", "uint16[3]")):
         x = one(d, "field-added", f"virtio-net-device.{name}")
         assert x.verdict == SAFE and x.detail.startswith(f"{name} {kind} (where x-foo)")
@@ -194,8 +195,8 @@ def test_tested_device_fields(tmp_path: Path) -> None:
     text = module.read_text().replace("TESTED_BY_STATE = False", "TESTED_BY_STATE = True")
     by_state = tmp_path / "net_device_tested_by_state.py"
     by_state.write_text(text)
-    with schema.applied(by_state):
-        d = diff(V("11.1"), V("11.2"), NET)
+    reg = schema.load(by_state)
+    d = diff(V("11.1"), V("11.2"), NET, registry=reg)
     x = one(d, "field-added", "virtio-net-device.peer_mac")
     assert (x.verdict, x.direction) == (BREAKS, "both")
     assert not any(w.startswith("11.2 -> 11.2") for w in x.why)
@@ -203,8 +204,8 @@ def test_tested_device_fields(tmp_path: Path) -> None:
 
 
 def test_a_new_version_of_a_subsection_of_the_models() -> None:
-    with schema.applied(SCHEMAS / "started_v2.py"):
-        d = diff(V("11.1"), V("11.2"), ["virtio-blk"])
+    reg = schema.load(SCHEMAS / "started_v2.py")
+    d = diff(V("11.1"), V("11.2"), ["virtio-blk"], registry=reg)
     x = one(d, "version-changed", "virtio/started")
     assert (x.verdict, x.direction, x.decided_by) == (BREAKS, "11.2 -> 11.1", "cells")  # needed() is models' Python
     assert all(c["cell"].startswith("11.2-11.1-") for c in x.cells)

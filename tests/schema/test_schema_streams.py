@@ -31,18 +31,18 @@ pytestmark = pytest.mark.skipif(not F01.exists(), reason="needs ../shared/fixtur
 def rewrite(module: Path, release: str, extra: dict[str, object]) -> bytes:
     """F01's stream as `release` of the schema module would write it: the virtio-net payload saved again by the
     model with the declared fields set, and the section header's version_id."""
-    with schema.applied(module):
-        s = decode_stream(F01.read_bytes())
-        argv = json.loads(F01.with_suffix(".json").read_text())["qemu_cmdline"]
-        line = next(x for x in parse(argv, V(release)) if x.config.device == "virtio-net")
-        r = realize(line.config)
-        for rec in s.records:
-            if not isinstance(rec, tuple) and rec.body is s.devices[0]:
-                state = state_from_wire(r, rec.body.value)
-                state = replace(state, extra=tuple(sorted({**dict(state.extra), **extra}.items())))
-                rec.body = replace(rec.body, value=None, raw=save(r, state))
-                rec.version_id = section_version(r)
-        return encode_stream(s)
+    reg = schema.load(module)
+    s = decode_stream(F01.read_bytes(), extras=reg.wire)
+    argv = json.loads(F01.with_suffix(".json").read_text())["qemu_cmdline"]
+    line = next(x for x in parse(argv, V(release), registry=reg) if x.config.device == "virtio-net")
+    r = realize(line.config, reg)
+    for rec in s.records:
+        if not isinstance(rec, tuple) and rec.body is s.devices[0]:
+            state = state_from_wire(r, rec.body.value)
+            state = replace(state, extra=tuple(sorted({**dict(state.extra), **extra}.items())))
+            rec.body = replace(rec.body, value=None, raw=save(r, state))
+            rec.version_id = section_version(r)
+    return encode_stream(s)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

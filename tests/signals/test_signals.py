@@ -128,6 +128,32 @@ def test_qemu_stops_leaving_no_qemu(sig: int, group: bool, tmpdir_env: tuple[dic
     _no_temp_left(tmp, r.what)
 
 
+# -- mutate: no QEMU left, the summary of the mutants so far ---------------------------------------------------
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(("sig", "group"), CTRL_C_AND_TERM)
+def test_mutate_stops_keeping_its_summary(sig: int, group: bool, tmpdir_env: tuple[dict[str, str], Path],
+                                          tmp_path: Path) -> None:
+    binary = _qemu_pair()[0]
+    environ, tmp = tmpdir_env
+    out = tmp_path / "mutate"
+    seed = signal_seed()
+    at, again, what = _moment(seed, 0.0, 4.0, f"mutate {binary}")  # starting the source, saving, loading mutants
+    cmd = [*CLI, "mutate", "--binary", binary, "--mutants", "5000", "--out", str(out), "--log", str(tmp_path / "log")]
+    r = run_and_signal(cmd, sig, group=group, at=at, again=again, env=environ, what=what)
+    line = r.assert_stopped(sig, "")
+    summaries = sorted(out.glob("summary-*.json")) if out.is_dir() else []
+    if "mutate interrupted after" in line:  # the tally existed: its summary is whole and says it was cut short
+        assert len(summaries) == 1, f"{r.what}: {summaries}"
+        summary = json.loads(summaries[0].read_text())
+        assert summary["interrupted"] is True and f"after {summary['mutants']} mutants" in line, f"{r.what}: {line}"
+    else:  # stopped before the source QEMU gave its first stream
+        assert line == "virtio-compat: interrupted" and not summaries, f"{r.what}: {line}"
+    assert not list(out.rglob(".*.tmp")) if out.is_dir() else True, r.what
+    _no_temp_left(tmp, r.what)
+
+
 # -- check: pytest and its workers gone, reports as they were, failure files whole --------------------------------
 
 

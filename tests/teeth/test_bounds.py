@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from harness.matrix import Cell, run_cell, run_example
-from models import core
+from models import core, schema
 from models.config import Config, NetBackend, realize
 from models.devices import net
 from models.model import reset_state
+from models.registry import BASE, Registry
 from models.releases import MachineType, V
 from strategies.hostile import HOSTILE
 from tests.cli.test_cli import run
@@ -25,17 +26,24 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "schema" / "schemas"
 
 
 def _without(*names: str) -> Any:
-    return lambda mp: mp.setattr(core, "CHECKS", tuple(c for c in core.CHECKS if c.name not in names))
+    """A registry without the load checks `names`."""
+    return lambda mp: replace(BASE, checks=tuple(c for c in BASE.checks if c.name not in names))
 
 
-def _no_curr_queue_pairs_check(mp: pytest.MonkeyPatch) -> None:
+def _no_curr_queue_pairs_check(mp: pytest.MonkeyPatch) -> Registry:
     check = net.check_field
     mp.setattr(net, "check_field", lambda name, value, r: [] if name == "curr_queue_pairs" else check(name, value, r))
+    return BASE
 
 
-# class -> (release, what removes its bound)
+def _no_queue_limit(mp: pytest.MonkeyPatch) -> Registry:
+    mp.setattr(core, "queue_limit", lambda release: 1 << 20)
+    return BASE
+
+
+# class -> (release, what removes its bound: the registry to run with, the code patched where the bound is code)
 REMOVED = {
-    "queue-count-over-max": ("7.2", lambda mp: mp.setattr(core, "queue_limit", lambda release: 1 << 20)),
+    "queue-count-over-max": ("7.2", _no_queue_limit),
     "curr-queue-pairs-over-max": ("7.2", _no_curr_queue_pairs_check),
     "config-vector-out-of-table": ("5.2", _without("msix_vector_use")),
     "queue-vector-out-of-table": ("10.0", _without("msix_vector")),
@@ -61,22 +69,20 @@ def test_a_removed_bound_fails_its_class(name: str, monkeypatch: pytest.MonkeyPa
     assert h.applies(r, s)
     bad = h.mutate(r, s, 3)
     assert run_example(cfg, cfg, bad, hostile=h).violations == []  # the model as shipped holds the verdict
-    remove(monkeypatch)
-    v = run_example(cfg, cfg, bad, hostile=h).violations
+    v = run_example(cfg, cfg, bad, hostile=h, registry=remove(monkeypatch)).violations
     assert [x.rule for x in v] == [h.rule] and v[0].details["class"] == name, v
 
 
 def test_the_matrix_catches_a_narrowed_bound() -> None:
     """A schema module that ends the MSI-X vector range check at 11.1: the 11.1 pci cells fail R11, the 10.0 ones
     still pass."""
-    from models import schema
 
-    with schema.applied(SCHEMAS / "msix_vector_narrowed.py"):
-        for device in ("virtio-net", "virtio-blk"):
-            bad = run_cell(Cell(V("11.1"), V("11.1"), "pci", device))
-            assert bad.failure is not None and bad.failure[4].rule == "R11", device
-            assert "vector-out-of-table" in bad.failure[4].expected
-        assert run_cell(Cell(V("10.0"), V("10.0"), "pci", "virtio-net")).status == "pass"
+    reg = schema.load(SCHEMAS / "msix_vector_narrowed.py")
+    for device in ("virtio-net", "virtio-blk"):
+        bad = run_cell(Cell(V("11.1"), V("11.1"), "pci", device), registry=reg)
+        assert bad.failure is not None and bad.failure[4].rule == "R11", device
+        assert "vector-out-of-table" in bad.failure[4].expected
+    assert run_cell(Cell(V("10.0"), V("10.0"), "pci", "virtio-net"), registry=reg).status == "pass"
 
 
 def test_check_with_the_narrowed_bound(tmp_path: Path) -> None:

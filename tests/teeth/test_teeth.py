@@ -4,22 +4,26 @@ example, while the unbroken model passes the same cells with the same (derandomi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from harness.matrix import Cell, run_cell
 from models import core
+from models.registry import BASE, Registry
 from models.releases import V
 
 pytestmark = pytest.mark.usefixtures("ci_profile")
 
 
-def _with_started_rule(test: object) -> tuple[core.CoreSubsection, ...]:
+def _with_started_rule(test: object) -> Registry:
+    """The in-tree registry with virtio/started's needed() replaced by `test`."""
     out = []
-    for sub in core.CORE_SUBSECTIONS:
+    for sub in BASE.core_subsections:
         if sub.name == "virtio/started":
             sub = core.CoreSubsection(sub.name, sub.since, (core.Rule(V("4.1"), test, "broken"),), sub.source)  # type: ignore[arg-type]
         out.append(sub)
-    return tuple(out)
+    return replace(BASE, core_subsections=tuple(out))
 
 
 CELL = Cell(V("4.1"), V("4.0"), "pci", "virtio-net")
@@ -30,19 +34,17 @@ def test_unbroken_model_passes_the_cells() -> None:
         assert run_cell(cell).status == "pass", cell.id
 
 
-def test_subsection_needed_always(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "CORE_SUBSECTIONS", _with_started_rule(lambda r, s: True))
-    result = run_cell(CELL)
+def test_subsection_needed_always() -> None:
+    result = run_cell(CELL, registry=_with_started_rule(lambda r, s: True))
     assert result.failure is not None
     src, dst, state, out, v = result.failure
     assert v.rule == "R4" and "rejected" in v.got
     assert str(src.release) == "4.1" and str(dst.release) == "4.0"
 
 
-def test_new_subsection_without_machine_type_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_subsection_without_machine_type_gate() -> None:
     """virtio/started sent whenever the driver set DRIVER_OK, ignoring use-started (hw_compat_4_0)."""
-    monkeypatch.setattr(core, "CORE_SUBSECTIONS", _with_started_rule(lambda r, s: bool(s.status & 4)))
-    result = run_cell(CELL)
+    result = run_cell(CELL, registry=_with_started_rule(lambda r, s: bool(s.status & 4)))
     assert result.failure is not None
     _src, _dst, state, _out, v = result.failure
     assert v.rule == "R4"
@@ -53,12 +55,12 @@ def test_new_subsection_without_machine_type_gate(monkeypatch: pytest.MonkeyPatc
 def test_features_read_before_the_core_subsections_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """Device load code that takes the 32-bit features it saw at step 9 as final: the high bits
     (VERSION_1) that virtio/64bit_features brings later are lost."""
-    import models.model as model
+    from models import load
 
     def early(r, v, incoming):  # type: ignore[no-untyped-def]
-        return v.guest_features_lo & r.host_features
+        return v.guest_features_lo & r.host_features, None
 
-    monkeypatch.setattr(model, "_sanitize_features", early)
+    monkeypatch.setattr(load, "sanitize_features", early)
     # on 7.2 machine types every device offers VERSION_1, so every cell example can negotiate a high bit
     result = run_cell(Cell(V("7.2"), V("7.2"), "pci", "virtio-net"), ["pc-i440fx-7.2", "pc-q35-7.2"])
     assert result.failure is not None
@@ -105,42 +107,30 @@ def test_fleet_incompatibilities_are_reached(cell: Cell, machine: str, rule: str
     assert result.failure is not None and result.failure[4].rule == rule
 
 
-def test_compat_entry_one_release_late_breaks_the_machine_type_promise(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compat_entry_one_release_late_breaks_the_machine_type_promise() -> None:
     """hw_compat_2_3's `virtio-rng-pci.any_layout=off` added one release late (in 2.5, not 2.4): 2.4 offers
     ANY_LAYOUT on pc-i440fx-2.1 where 2.1 did not. Forward, 2.1 -> 2.4 still loads (the destination offers
     more), so only R13 sees it."""
-    from dataclasses import replace
-
-    from models import releases
-    from models.config import realize
-
     cell, machine = Cell(V("2.1"), V("2.4"), "pci", "virtio-rng"), ["pc-i440fx-2.1"]
     assert run_cell(cell, machine).failure is None
     late = tuple(replace(e, since=V("2.5")) if (e.driver, e.prop) == ("virtio-rng-pci", "any_layout") else e
-                 for e in releases.COMPAT)
-    monkeypatch.setattr(releases, "COMPAT", late)
-    realize.cache_clear()
-    try:
-        result = run_cell(cell, machine)
-    finally:
-        realize.cache_clear()
+                 for e in BASE.compat)
+    result = run_cell(cell, machine, replace(BASE, compat=late))
     assert result.failure is not None and list(result.failures) == ["R13"]
     v = result.failure[4]
     assert v.details == {"realized": "host_features"} and "pc-i440fx-2.1" in v.expected
 
 
-def test_new_field_without_its_machine_type_gate_breaks_the_promise(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_field_without_its_machine_type_gate_breaks_the_promise() -> None:
     """virtio/started sent by 4.1 on pc-*-4.0 whenever the driver set DRIVER_OK (use-started ignored): R13 names
     the subsection one release sends and the other does not, in the direction R4 cannot see (4.0 -> 4.1)."""
-    from dataclasses import replace
-
     from harness.rules import Run, r13_machine_compat
     from models.config import Config, realize
     from models.model import reset_state
     from models.releases import MachineType
 
-    monkeypatch.setattr(core, "CORE_SUBSECTIONS", _with_started_rule(lambda r, s: bool(s.status & 4)))
-    a, b = (realize(Config(V(r), MachineType.parse("pc-i440fx-4.0"), "virtio-rng")) for r in ("4.0", "4.1"))
+    broken = _with_started_rule(lambda r, s: bool(s.status & 4))
+    a, b = (realize(Config(V(r), MachineType.parse("pc-i440fx-4.0"), "virtio-rng"), broken) for r in ("4.0", "4.1"))
     state = replace(reset_state(a), status=7)
     v = r13_machine_compat(Run.of(a, b, state))
     assert v is not None and v.rule == "R13"

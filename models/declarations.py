@@ -1,0 +1,204 @@
+"""The vocabulary schema modules and models/ declare format changes in (models/schema.py explains it): a
+release, a vmstate field, a subsection, a new version of a subsection or of a device vmsd. Plain frozen values;
+models/registry.py holds them, models/schema.py checks and applies a schema module's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import construct as c
+
+from harness.errors import SchemaError
+from harness.wire.primitives import FlatArray, When, be16, be32, be64, sbe32, u8, vbool
+from models.conditions import Condition, as_condition
+from models.configuration import Derived
+from models.releases import Version
+from models.state import DeviceState
+
+TYPES: dict[str, Any] = {"uint8": u8, "uint16": be16, "uint32": be32, "uint64": be64, "int8": c.Int8sb,
+                         "int16": c.Int16sb, "int32": sbe32, "int64": c.Int64sb, "bool": vbool}
+
+
+@dataclass(frozen=True)
+class Release:
+    """A QEMU release to model: the set of declarations up to it, starting from the release it builds on."""
+
+    version: Version
+    after: Version
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Field:
+    """A vmstate field: VMSTATE_UINT32(name) and its kin, by QEMU's type names; `size` makes a VMSTATE_BUFFER of
+    that many bytes (type "buffer"), `count` a VMSTATE_*_ARRAY of that many elements. It is on the wire from the
+    vmsd version_id `version` on (VMSTATE_*_V; 1: always), or where `present` holds (VMSTATE_*_TEST: each side
+    decides on its own, the destination over its state as loaded so far)."""
+
+    name: str
+    type: str  # a key of TYPES, or "buffer"
+    reset: Any = 0  # the value after realize and reset (a buffer's or an array's: of each byte or element)
+    version: int = 1
+    values: tuple[Any, ...] = ()  # the values a device can hold, for the matrix to draw; (): any of the type
+    size: int = 0  # a buffer's length in bytes
+    count: int = 0  # an array's length; 0: a single value
+    present: Condition | Callable[[Derived, DeviceState], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "buffer":
+            if not isinstance(self.size, int) or self.size <= 0:
+                raise SchemaError(f"field {self.name!r}: a buffer has a size in bytes: "
+                                  "Field(name, \"buffer\", size=16)")
+        elif self.type not in TYPES:
+            raise SchemaError(f"field {self.name!r} has an unknown type {self.type!r} (known: "
+                              f"{', '.join(TYPES)}, buffer)")
+        elif self.size:
+            raise SchemaError(f"field {self.name!r}: size is a buffer's; an array of {self.type} takes count=")
+        if not isinstance(self.count, int) or self.count < 0:
+            raise SchemaError(f"field {self.name!r}: count is a number of elements, not {self.count!r}")
+        if not isinstance(self.version, int) or self.version < 1:
+            raise SchemaError(f"field {self.name!r}: version is a vmsd version_id (1 or more), not {self.version!r}")
+        if self.present is not None:
+            if self.version > 1:
+                raise SchemaError(f"field {self.name!r} is gated by its version or by a test (VMSTATE_*_V or "
+                                  "VMSTATE_*_TEST), not both")
+            as_condition(self.present)
+
+    @property
+    def range(self) -> tuple[int, int]:
+        if self.type in ("bool", "buffer"):
+            return 0, 1 if self.type == "bool" else 255
+        bits = int(self.type.removeprefix("u").removeprefix("int"))
+        return (0, (1 << bits) - 1) if self.type.startswith("u") else (-(1 << bits - 1), (1 << bits - 1) - 1)
+
+    def reset_value(self) -> Any:
+        if self.type == "buffer":
+            return bytes([self.reset]) * self.size if isinstance(self.reset, int) else bytes(self.reset)
+        return (self.reset,) * self.count if self.count else self.reset
+
+    def wire_type(self) -> Any:
+        if self.type == "buffer":
+            return c.Bytes(self.size)
+        if not self.count:
+            return TYPES[self.type]
+        return c.Array(self.count, vbool) if self.type == "bool" else FlatArray(self.count, TYPES[self.type])
+
+    def construct(self, gated: bool) -> Any:
+        """Its layout. A gated one (a device vmsd's field, or a test's) is on the wire as the parse or build
+        parameter schema_fields says (the model decides it per release and side, see on_wire()); without it, as
+        the newest release writes it."""
+        sc = self.wire_type()
+        if not gated and self.present is None:
+            return sc
+        name = self.name
+
+        def on_wire(ctx: Any) -> bool:
+            decided = _param(ctx, "schema_fields", {}).get(name, True)
+            return bool(decided(ctx) if callable(decided) else decided)
+
+        return When(on_wire, sc)
+
+    def condition(self) -> Condition | None:
+        return None if self.present is None else as_condition(self.present)
+
+    def describe(self) -> str:
+        kind = f"buffer[{self.size}]" if self.type == "buffer" else f"{self.type}[{self.count}]" if self.count \
+            else self.type
+        gate = f" (where {self.condition().describe()})" if self.present is not None else (  # type: ignore[union-attr]
+            f" (from version {self.version})" if self.version > 1 else "")
+        return f"{self.name} {kind}{gate}"
+
+
+def _param(ctx: Any, name: str, default: Any) -> Any:
+    params = getattr(ctx, "_params", None) or {}
+    value = params.get(name)
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class Subsection:
+    """A vmstate subsection: of vmstate_virtio ("virtio/...") or of a device's vmsd ("virtio-net-device/...")."""
+
+    name: str
+    since: Version
+    fields: tuple[Field, ...] = ()
+    needed: Condition | Callable[[Derived, DeviceState], Any] | None = None
+    versions: tuple[tuple[Version, int], ...] = ()  # (release, the version_id it writes from there); default 1
+    minimum_version: int = 1  # minimum_version_id: an older incoming version fails the load
+    after: str = ""  # a core subsection: the one it follows in vmstate_virtio's list (default: the last)
+    source: str = ""
+
+    @property
+    def parent(self) -> str:
+        return self.name.split("/", 1)[0]
+
+    @property
+    def device(self) -> str | None:
+        """The device whose vmsd it belongs to; None for a core subsection (every device has it)."""
+        return None if self.parent == "virtio" else self.parent.removesuffix("-device")
+
+    def condition(self) -> Condition:
+        return as_condition(self.needed)
+
+    def version_in(self, release: Version) -> int:
+        return max([v for r, v in self.versions if r <= release], default=1)
+
+    def fields_in(self, version_id: int) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.version <= version_id)
+
+    def layout(self) -> Callable[[int], Any]:
+        """The body by version_id (one construct per distinct field set, whatever version a stream names)."""
+        steps = sorted({1} | {f.version for f in self.fields})
+        bodies = {v: c.Struct(*(f.name / f.construct(False) for f in self.fields_in(v))) for v in steps}
+
+        def body(version_id: int) -> Any:
+            return bodies[max([v for v in steps if v <= version_id], default=1)]
+
+        return body
+
+
+@dataclass(frozen=True)
+class SubsectionVersion:
+    """A new version of a subsection models/ already has ("virtio/started", "virtio-net-device/rss"): its
+    version_id from release `since`, and the fields that version appends to its body (Field(..., version=N))."""
+
+    name: str
+    since: Version
+    version: int
+    fields: tuple[Field, ...] = ()
+    minimum_version: int | None = None  # None: unchanged
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceVersion:
+    """Fields appended to a device vmsd ("virtio-net-device"), after its own and before its subsections, from
+    release `since`; and its version_id from there, which VMSTATE_*_V fields need raised. virtio-net's outer vmsd
+    takes the same macro (VIRTIO_NET_VM_VERSION), so the section's version_id follows `version` unless
+    `section_version` says otherwise."""
+
+    vmsd: str
+    since: Version
+    fields: tuple[Field, ...] = ()
+    version: int | None = None  # the device vmsd's version_id from `since`; None: unchanged
+    minimum_version: int | None = None
+    section_version: int | None = None  # the outer vmsd's, in the section header; None: follows `version`
+    section_minimum_version: int | None = None
+    source: str = ""
+
+    @property
+    def device(self) -> str:
+        return self.vmsd.removesuffix("-device")
+
+
+@dataclass(frozen=True)
+class Schema:
+    path: Path
+    declarations: tuple[Any, ...]
+
+    @property
+    def releases(self) -> tuple[Version, ...]:
+        return tuple(sorted(d.version for d in self.declarations if isinstance(d, Release)))

@@ -1,0 +1,82 @@
+"""What a destination starts from: the device state right after realize and reset, and its PCI config space with
+the read-only masks the load checks an incoming one against (cached per configuration and registry)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from models import core, declared
+from models.config import DEVICE_IDS, Config, Realized, realize
+from models.devices import DEVICES
+from models.registry import Registry
+from models.releases import Version
+from models.state import (
+    CcwState,
+    DeviceState,
+    MmioState,
+    PciState,
+    QueueState,
+)
+from models.transports.ccw import reset_tree
+from models.transports.pci import PciConfigSpace, virtio_pci_config_space
+
+
+def local_config_space(r: Realized) -> PciConfigSpace:
+    """The destination's PCI config space and masks (models/transports/pci.py)."""
+    return _local_config_space(r.config, r.registry)
+
+
+@functools.lru_cache(maxsize=1024)
+def _local_config_space(config: Config, registry: Registry) -> PciConfigSpace:
+    r = realize(config, registry)
+    props = dict(r.props)
+    props["vectors"] = r.vectors
+    romfile = props.get("romfile", "efi-virtio.rom" if r.config.device == "virtio-net" else "")
+    if romfile and "romsize" not in props:
+        props["romsize"] = rom_bar_size(str(romfile))
+    return virtio_pci_config_space(r.config.device, props, express=r.express, config_len=r.config_len)
+
+
+def reset_state(r: Realized) -> DeviceState:
+    """The state right after realize and reset (what a destination starts from)."""
+    return _reset_state(r.config, r.registry)
+
+
+@functools.lru_cache(maxsize=1024)
+def _reset_state(config: Config, registry: Registry) -> DeviceState:
+    r = realize(config, registry)
+    dev = DEVICES[r.config.device]
+    queues = tuple(QueueState(n) for n in r.queue_sizes)
+    pci = None
+    if r.config.transport == "pci":
+        n = r.vectors
+        pci = PciState(local_config_space(r).config, msix_table=_msix_reset_table(n), msix_pba=bytes((n + 7) // 8))
+    ccw = None
+    if r.config.transport == "ccw":
+        migration = r.config.machine.version >= Version(2, 10)
+        schid = r.config.ccw_devno if r.config.ccw_schid is None else r.config.ccw_schid
+        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration, schid))
+    return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
+                       device_endian=core.default_endian(r), pci=pci,
+                       mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r),
+                       extra=declared.reset_values(r))
+
+
+def _msix_reset_table(n: int) -> bytes:
+    # msix_init: every entry masked (vector control bit 0 set)
+    return b"".join(bytes(12) + b"\x01\x00\x00\x00" for _ in range(n))
+
+
+ROM_DIRS = ("/usr/share/qemu", "/usr/lib/ipxe/qemu", "/usr/share/ipxe/qemu")
+
+
+def rom_bar_size(romfile: str) -> int:
+    """pci_add_option_rom: the ROM BAR is the file's size rounded up to a power of two. The file is
+    the destination host's; without it, Debian 12's efi-virtio.rom (249344 bytes: 256 KiB)."""
+    for d in ROM_DIRS:
+        path = os.path.join(d, romfile)
+        if os.path.isfile(path):
+            size = os.path.getsize(path)
+            return 1 << max(size - 1, 0).bit_length()
+    return 0x40000
