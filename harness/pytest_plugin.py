@@ -44,7 +44,19 @@ if TYPE_CHECKING:
 REGISTRY = pytest.StashKey["Registry"]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+class _Exploration:
+    """The run's seed, --example-db and --shard, configured after Hypothesis' own plugin has loaded
+    --hypothesis-profile and --hypothesis-seed (trylast); a plugin object of its own, so that this module's
+    pytest_configure keeps its place before the plugins that change the session's registry."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        _exploration(config)
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    if not pluginmanager.has_plugin("virtio-compat-exploration"):
+        pluginmanager.register(_Exploration(), "virtio-compat-exploration")
     g = parser.getgroup("virtio-compat", "narrow the compatibility matrix")
     g.addoption("--releases", default="", help="comma-separated releases, e.g. 2.6,7.2 (default: all)")
     g.addoption("--devices", default="", help="comma-separated devices, e.g. virtio-net,virtio-blk")
@@ -75,10 +87,8 @@ def matrix_options(config: pytest.Config) -> dict[str, list[str]]:
     return {k: _csv(config, f"--{k}") for k in ("releases", "devices", "transports", "machines")}
 
 
-@pytest.hookimpl(trylast=True)  # after Hypothesis' own plugin has loaded --hypothesis-profile and the seed
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "matrix: a compatibility matrix cell")
-    _exploration(config)
     # also here, not only in pyproject.toml: `check` runs pytest without an ini file
     config.addinivalue_line("markers", "qemu: needs a real QEMU binary (skips with the reason when none is found)")
     _load_schemas(config)
