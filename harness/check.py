@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 hookimpl = pluggy.HookimplMarker("pytest")  # pytest.hookimpl, without importing pytest into the CLI
 
 PROGRESS_FD = "VIRTIO_COMPAT_PROGRESS_FD"
-PROFILES = ("dev", "ci", "thorough")
-REPORT_FILES = ("compat-matrix.json", "compat-matrix.md", "compat-matrix.html", "junit.xml", "pytest.log")
+PROFILES = ("dev", "ci", "thorough", "nightly")
+# the last two are the run's history: test durations (--shard balances by them) and the examples drawn
+REPORT_FILES = ("compat-matrix.json", "compat-matrix.md", "compat-matrix.html", "junit.xml", "pytest.log",
+                "durations.json", "explored.json")
 STAGING = ".check-run"
 # seconds pytest's group gets to stop after SIGINT before SIGKILL: its results are thrown away anyway (failure
 # files are renamed into place whole), and the check must end within 2 s of a Ctrl-C; a Hypothesis test that
@@ -150,6 +152,13 @@ def validate(args: argparse.Namespace, registry: Registry) -> None:
     reports = Path(args.reports)
     if reports.exists() and not reports.is_dir():
         raise UsageError(f"--reports: {reports} is not a directory")
+    from harness.shard import parse_shard
+
+    if getattr(args, "fuzz", None) is not None and not args.fuzz > 0:
+        raise UsageError(f"--fuzz: expected a positive number of minutes, not {args.fuzz}")
+
+    if getattr(args, "shard", None):
+        parse_shard(args.shard)
 
 
 @dataclass
@@ -223,7 +232,36 @@ def command_line(args: argparse.Namespace, module: Path, staging: Path) -> list[
             cmd.append(f"--{name}={value}")
     # --schema (models/schema.py): pytest loads the same modules in every process; cli.cmd_check loaded them once
     cmd += [f"--schema={Path(p).resolve()}" for p in getattr(args, "schema", None) or []]
+    # the run's seed, resolved once here (run_check); the previous run's files are in the reports folder itself
+    seed = getattr(args, "run_seed", None)
+    if seed is not None:
+        cmd.append(f"--hypothesis-seed={seed.value}")
+    cmd.append(f"--history={staging.parent}")
+    if getattr(args, "shard", None):
+        cmd.append(f"--shard={args.shard}")
+    if getattr(args, "example_db", None):
+        db = args.example_db
+        cmd.append(f"--example-db={db if '://' in db or db.lower() == 'none' else Path(db).resolve()}")
     return cmd
+
+
+def exploration(args: argparse.Namespace) -> str:
+    """The header line: the profile, the run's seed and how to draw the same examples again, the database."""
+    from harness.explore import DB_ENV, RunSeed, describe_database, example_database, run_seed
+
+    if args.profile == "dev":
+        args.run_seed = None
+        return "profile dev: derandomized (the examples follow from each cell), no example database"
+    args.run_seed = RunSeed(args.seed, "--seed") if getattr(args, "seed", None) is not None else run_seed()
+    spec = getattr(args, "example_db", None) or os.environ.get(DB_ENV)
+    if spec:  # checked here (a Redis that does not answer is one line), and given to pytest
+        where = "--example-db" if getattr(args, "example_db", None) else f"${DB_ENV}"
+        db = describe_database(example_database(spec, where))
+    else:
+        db = "example database .hypothesis/examples"
+    shard = f", shard {args.shard}" if getattr(args, "shard", None) else ""
+    return (f"profile {args.profile}, {args.run_seed}, {db}{shard}; the same examples again: "
+            f"--seed {args.run_seed.value}")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, progress: Progress) -> int:
@@ -271,6 +309,59 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, progress: Pr
                 os.close(wfd)
 
 
+FUZZ_STOP_GRACE = 10.0  # seconds HypoFuzz gets after SIGINT to save what it has, before SIGKILL
+
+
+def fuzz_command(args: argparse.Namespace, module: Path) -> list[str]:
+    """HypoFuzz (`hypothesis fuzz`) over the narrowed cells' test_fuzz_cell targets, with pytest configured as
+    check configures it (no ini file, rootdir the package's folder: the node ids test_cell's keys name)."""
+    n = str(os.cpu_count() or 1) if args.n in ("auto", "0") else args.n
+    cmd = [sys.executable, "-P", "-c", "import hypofuzz.entrypoint, hypothesis.extra.cli as c; c.main()", "fuzz",
+           "--no-dashboard", "-n", n, "--", f"{module}::test_fuzz_cell", "-c", os.devnull,
+           f"--rootdir={module.parents[1]}", "-p", "no:cacheprovider"]
+    for name in ("releases", "devices", "transports", "machines"):
+        value = ",".join(_csv(getattr(args, name)))
+        if value:
+            cmd.append(f"--{name}={value}")
+    cmd += [f"--schema={Path(p).resolve()}" for p in getattr(args, "schema", None) or []]
+    if getattr(args, "example_db", None):
+        db = args.example_db
+        cmd.append(f"--example-db={db if '://' in db or db.lower() == 'none' else Path(db).resolve()}")
+    return cmd
+
+
+def run_fuzzer(args: argparse.Namespace, module: Path, env: dict[str, str], log: Path) -> float:
+    """Run HypoFuzz for args.fuzz minutes, then stop it (SIGINT to its group, SIGKILL after a grace) and reap it;
+    a signal to check stops it the same way and is raised. Its findings are in the example database."""
+    try:
+        import hypofuzz  # noqa: F401
+    except ImportError:
+        raise UsageError("--fuzz needs HypoFuzz (pip install 'virtio-compat[nightly]')") from None
+    started = time.monotonic()
+    deadline = started + args.fuzz * 60
+    with interrupt.deferred(), open(log, "w") as out:
+        proc = subprocess.Popen(fuzz_command(args, module), cwd=Path.cwd(), env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        stop_at = None
+        try:
+            while proc.poll() is None:
+                time.sleep(0.1)
+                now = time.monotonic()
+                if stop_at is None and (now >= deadline or interrupt.pending() is not None):
+                    _signal_group(proc.pid, signal.SIGINT)
+                    stop_at = now
+                grace = 1.0 if interrupt.pending() is not None else FUZZ_STOP_GRACE
+                if stop_at is not None and now - stop_at >= grace:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    break
+            code = proc.wait()
+        finally:
+            _signal_group(proc.pid, signal.SIGKILL)  # its worker processes, whatever happened
+    if interrupt.pending() is None and stop_at is None and code != 0:
+        raise UsageError(f"--fuzz: HypoFuzz stopped with exit code {code} before its time was up; its output: {log}")
+    return time.monotonic() - started
+
+
 def _usage_line(log: Path) -> str:
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     errors = [ln for ln in lines if "error:" in ln.lower()]
@@ -289,12 +380,24 @@ def run_check(args: argparse.Namespace, registry: Registry) -> int:
     created = not reports.exists()
     before = set(failures.glob("*.json"))
     env = {**os.environ, "HYPOTHESIS_PROFILE": args.profile, "VIRTIO_COMPAT_REPORTS": str(reports)}
+    header = exploration(args)
+    if args.run_seed is not None:
+        env["VIRTIO_COMPAT_SEED_ORIGIN"] = args.run_seed.origin
+    print(f"virtio-compat check: {header}", flush=True)
     progress = Progress(tty=sys.stderr.isatty())
     log = staging / "pytest.log"
     replaced = False
     try:
         shutil.rmtree(staging, ignore_errors=True)  # what an earlier, killed check left
         staging.mkdir(parents=True)
+        if getattr(args, "fuzz", None):
+            fuzz_log = reports / "fuzz-matrix.log"
+            # HypoFuzz fuzzes under nightly (it leaves out derandomized tests and those that suppress nested_given)
+            seconds = run_fuzzer(args, module, {**env, "HYPOTHESIS_PROFILE": "nightly"}, fuzz_log)
+            interrupt.check()
+            print(f"virtio-compat check: HypoFuzz ran {seconds / 60:.1f} minutes (its output: {fuzz_log}); the "
+                  "matrix now replays what it found from the example database", flush=True)
+            progress.started = time.monotonic()
         code = _run(command_line(args, module, staging), Path.cwd(), env, log, progress)
         progress.clear()  # the final line, or an error, replaces it
         if code == ExitCode.INTERRUPTED:
@@ -314,8 +417,8 @@ def run_check(args: argparse.Namespace, registry: Registry) -> int:
             return 1
         entries: list[dict[str, Any]] = json.loads(matrix.read_text())
         with interrupt.deferred():  # the reports are replaced as a set: a signal waits for the last rename
-            for name in REPORT_FILES:  # each file replaced whole (rename)
-                if (staging / name).exists():
+            for name in [*REPORT_FILES, *(p.name for p in staging.glob("durations-*of*.json"))]:
+                if (staging / name).exists():  # each file replaced whole (rename)
                     os.replace(staging / name, reports / name)
             replaced = True
     except KeyboardInterrupt as e:
@@ -360,9 +463,22 @@ def summarize(entries: list[dict[str, Any]], code: int, progress: Progress, repo
                   + (f"\n       {state}" if state else "") + (f"\n       {replay}" if replay else ""))
     if outside:
         print(f"  {outside} cells failed outside the rules (an error in the harness): see {reports / 'pytest.log'}")
+    explored = _explored(reports) if getattr(args, "run_seed", None) is not None else None
+    if explored:
+        print(f"  {explored}")
     print(f"reports: {', '.join(str(reports / n) for n in REPORT_FILES[:4])}")
     print(f"pytest output: {reports / 'pytest.log'}")
     return 1 if counts["fail"] or code != ExitCode.OK else 0
+
+
+def _explored(reports: Path) -> str | None:
+    from harness.explore import EXPLORED, explored_line
+
+    try:
+        record = json.loads((reports / EXPLORED).read_text())
+        return explored_line(record)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def cells_failed(entries: list[dict[str, Any]]) -> int:

@@ -243,6 +243,16 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def seed_arg(text: str) -> int:
+    """argparse type of --seed: a whole number >= 0."""
+    from harness.explore import parse_seed
+
+    try:
+        return parse_seed(text, "--seed")
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--seed: ")) from None
+
+
 def schema_option(parser: argparse.ArgumentParser, what: str) -> None:
     """--schema MODULE, repeatable; load_schemas() applies what it collects."""
     parser.add_argument("--schema", action="append", metavar="MODULE",
@@ -303,13 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--devices", help="comma-separated devices, e.g. virtio-net,virtio-blk (default: all)")
     k.add_argument("--transports", help="comma-separated transports: pci,mmio,ccw (default: all)")
     k.add_argument("--machines", help="comma-separated machine types or families, e.g. pc-q35 (default: all)")
-    k.add_argument("--profile", choices=PROFILES, default="ci", help="Hypothesis profile (default ci)")
+    k.add_argument("--profile", choices=PROFILES, default="ci", help="Hypothesis profile (default ci; nightly: hours, "
+                   "for shards sharing a Redis database)")
     k.add_argument("-n", type=workers, default="auto", metavar="N|auto", help="pytest-xdist workers (default auto)")
     k.add_argument("--reports", default="reports", metavar="DIR", help="where the reports go (default reports/)")
     k.add_argument("--real", action="store_true",
                    help="cells whose two releases are in the fleet also run a sample on the real QEMU pair")
     k.add_argument("--real-examples", type=int, default=4, metavar="N",
                    help="device states per cell on real QEMU with --real (default 4: one QEMU pair)")
+    k.add_argument("--seed", type=seed_arg, metavar="N",
+                   help="draw the examples of the run with this seed (default: from the commit under test; "
+                   "printed at the start)")
+    k.add_argument("--shard", metavar="I/N", help="run the I-th of N disjoint parts of the cells, balanced by the "
+                   "durations in the reports folder (durations.json), else by count")
+    k.add_argument("--example-db", metavar="DB", help="Hypothesis' example database: redis://HOST:PORT/DB (shared by "
+                   "shards and machines), a folder, or none (default $VIRTIO_COMPAT_EXAMPLE_DB, else "
+                   ".hypothesis/examples)")
+    k.add_argument("--fuzz", type=float, metavar="MINUTES",
+                   help="first run HypoFuzz over the cells for MINUTES (coverage-guided, adaptive across cells; "
+                   "needs the nightly extra), then the matrix, which replays its findings from the database")
     schema_option(k, "run the matrix with a schema module's changes")
     k.set_defaults(func=cmd_check)
     df = sub.add_parser("diff", help="the static differences between the virtio formats of two releases, "

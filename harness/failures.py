@@ -48,14 +48,15 @@ def run_record(out: Outcome) -> dict[str, Any]:
 
 def hypothesis_seed() -> str | None:
     """What makes Hypothesis draw this run's examples again: a derandomized profile needs nothing (its seed
-    follows from the test), else the seed given with --hypothesis-seed. Never a per-run id: the same case must
-    give the same file on every run and any number of workers."""
-    from hypothesis import core, settings
+    follows from the test), else the run's seed (harness/explore.py: the commit, --hypothesis-seed, `check
+    --seed`), the same in every worker and shard. The file itself needs neither: it holds the whole case."""
+    from hypothesis import settings
+
+    from harness.explore import run_seed
 
     if settings().derandomize:
         return "derandomized"
-    forced = getattr(core, "global_force_seed", None)
-    return None if forced is None else str(forced)
+    return str(run_seed().value)
 
 
 class WriteError(HarnessError):

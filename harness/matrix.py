@@ -271,25 +271,43 @@ class CellResult:
     expected: dict[str, str]  # rule -> known incompatibility name
     failure: tuple[Config, Config, DeviceState, Outcome, Violation] | None  # the minimal failing example
     failures: dict[str, tuple[Config, Config, DeviceState, Outcome, Violation]] = field(default_factory=dict)
+    digests: list[str] | None = None  # a digest of each example drawn, when asked for (harness/explore.py)
 
     @property
     def status(self) -> str:
         return "fail" if self.failure else "pass"
 
 
-def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry = BASE) -> CellResult:
+def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry = BASE,
+             database_key: bytes | None = None, digests: bool = False) -> CellResult:
     """Run one cell under the current Hypothesis settings profile, with the declarations of `registry`; the
-    failing example kept is the minimal one (Hypothesis replays it last)."""
-    from hypothesis import event, given, note
+    failing example kept is the minimal one (Hypothesis replays it last).
+
+    A derandomized profile (dev, bench) draws from the test alone. Any other one draws from the run's seed
+    (harness/explore.py: the commit, or --hypothesis-seed) mixed with the cell, and keeps what it finds in the
+    profile's example database under `database_key` (by default one per cell and --machines narrowing), where
+    the next run, another shard or another machine sharing the database replays it first. `digests`: record a
+    digest of every example drawn (result.digests)."""
+    import hashlib
+
+    from hypothesis import event, given, note, settings
     from hypothesis import strategies as st
 
+    from harness.explore import cell_seed, example_digest, run_seed
     from strategies.driver import device_states
     from strategies.hostile import hostile_states
 
-    result = CellResult(cell, 0, set(), {}, None)
+    result = CellResult(cell, 0, set(), {}, None, digests=[] if digests else None)
     # check() keeps its source as it was before registries: Hypothesis derives a derandomized run's seed from it
     # (hypothesis.internal.reflection.function_digest), and a cell draws the same examples as it always has
     configs, realize, run_example = _bound(registry)
+    if result.digests is not None:  # recorded around run_example, so that check() keeps its source
+        run_bound, drawn = run_example, result.digests
+
+        def run_example(src: Config, dst: Config, state: DeviceState, hostile: Any = None) -> Outcome:
+            if hostile is None:
+                drawn.append(example_digest(src, dst, state))
+            return run_bound(src, dst, state, hostile=hostile)
 
     @given(st.data())
     def check(data: st.DataObject) -> None:
@@ -314,6 +332,12 @@ def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry =
                 raise AssertionError(str(out.violations[0]))
         result.failure = None
 
+    if not settings().derandomize:
+        # what hypothesis.seed() sets, without the database=None that seed() adds: these runs keep what they find
+        check._hypothesis_internal_use_seed = cell_seed(run_seed().value, cell.id)  # type: ignore[attr-defined]
+        # every cell is this one nested function: without a key of its own, all cells would share one entry
+        key = database_key or hashlib.sha384(f"virtio-compat cell {cell.id} {machines or ''}".encode()).digest()
+        check._hypothesis_internal_database_key = key  # type: ignore[attr-defined]
     try:
         check()
     except (AssertionError, ExceptionGroup):
@@ -323,6 +347,35 @@ def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry =
         order = [EXCEPTION, "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11"]
         result.failure = result.failures[min(result.failures, key=lambda r: order.index(r) if r in order else 99)]
     return result
+
+
+def explore_example(cell: Cell, machines: list[str] | None, data: Any, result: CellResult,
+                    registry: Registry = BASE) -> None:
+    """One example of a cell, as run_cell's check() draws and runs it (the same draws in the same order, so the
+    same choice sequences, and one database serves both): the body of the matrix's fuzz target
+    (harness/pytest_matrix.py, for HypoFuzz). Raises AssertionError on a violation."""
+    from hypothesis import note
+
+    from strategies.driver import device_states
+    from strategies.hostile import hostile_states
+
+    configs, realize, run_example = _bound(registry)
+    src, dst = data.draw(configs(cell.src, cell.dst, cell.transport, cell.device, machines), label="config")
+    state = data.draw(device_states(realize(src)), label="state")
+    note(src.describe())
+    out = run_example(src, dst, state)
+    result.examples += 1
+    result.machines.add(src.machine.name)
+    if out.violations:
+        result.failure = result.failures[out.violations[0].rule] = (src, dst, state, out, out.violations[0])
+        raise AssertionError(str(out.violations[0]))
+    if cell.src == cell.dst:
+        h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
+        out = run_example(src, dst, bad, hostile=h)
+        if out.violations:
+            result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
+            raise AssertionError(str(out.violations[0]))
+    result.failure = None
 
 
 def _bound(registry: Registry) -> tuple[Callable[..., Any], Callable[[Config], Realized], Callable[..., Outcome]]:

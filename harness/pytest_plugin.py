@@ -6,21 +6,31 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from harness.explore import default_database
+
 # dev and ci skip Hypothesis' explain phase: it replays a failing cell's minimal example hundreds of times (5-10 s
 # per failing cell); the `explain` profile runs it
 _FAST_PHASES = [p for p in Phase if p != Phase.explain]
+# dev is derandomized and keeps nothing: a developer's quick run. ci draws from the run's seed (the commit under
+# test: new examples on each commit, the same ones again on the same commit; harness/explore.py) and keeps what it
+# finds in Hypothesis' example database (.hypothesis/examples, or --example-db), which it replays first.
 settings.register_profile("dev", max_examples=5, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck), phases=_FAST_PHASES)
-settings.register_profile("ci", max_examples=12, deadline=None, database=None, derandomize=True,
+settings.register_profile("ci", max_examples=12, deadline=None, database=default_database(),
                           suppress_health_check=list(HealthCheck), phases=_FAST_PHASES)
-settings.register_profile("thorough", max_examples=300, deadline=None,
+settings.register_profile("thorough", max_examples=300, deadline=None, database=default_database(),
                           suppress_health_check=list(HealthCheck))
+# nightly: hours of exploration, sharded across machines that share a Redis database (--shard, --example-db), or
+# under HypoFuzz (`hypothesis fuzz`, the test_fuzz_cell targets), which skips a test that suppresses nested_given
+settings.register_profile("nightly", max_examples=2000, deadline=None, database=default_database(),
+                          suppress_health_check=[h for h in HealthCheck if h != HealthCheck.nested_given])
 settings.register_profile("explain", max_examples=12, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck), phases=list(Phase))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -34,7 +44,19 @@ if TYPE_CHECKING:
 REGISTRY = pytest.StashKey["Registry"]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+class _Exploration:
+    """The run's seed, --example-db and --shard, configured after Hypothesis' own plugin has loaded
+    --hypothesis-profile and --hypothesis-seed (trylast); a plugin object of its own, so that this module's
+    pytest_configure keeps its place before the plugins that change the session's registry."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        _exploration(config)
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    if not pluginmanager.has_plugin("virtio-compat-exploration"):
+        pluginmanager.register(_Exploration(), "virtio-compat-exploration")
     g = parser.getgroup("virtio-compat", "narrow the compatibility matrix")
     g.addoption("--releases", default="", help="comma-separated releases, e.g. 2.6,7.2 (default: all)")
     g.addoption("--devices", default="", help="comma-separated devices, e.g. virtio-net,virtio-blk")
@@ -47,6 +69,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="cells whose two releases are in the fleet also run a sample through the real QEMU pair")
     g.addoption("--real-examples", type=int, default=4, metavar="N",
                 help="device states per cell on real QEMU with --real (default 4: one QEMU pair)")
+    g.addoption("--shard", default=None, metavar="I/N",
+                help="run the I-th of N disjoint parts of the collected tests, balanced by the durations the "
+                "previous run recorded (durations.json), else by count")
+    g.addoption("--example-db", default=None, metavar="DB",
+                help="Hypothesis' example database: redis://HOST:PORT/DB (shared by shards and machines), a "
+                "folder, or none (default $VIRTIO_COMPAT_EXAMPLE_DB, else the profile's: .hypothesis/examples)")
+    g.addoption("--history", default=None, metavar="DIR",
+                help="where the previous run's durations.json and explored.json are read (default: --reports)")
 
 
 def _csv(config: pytest.Config, name: str) -> list[str]:
@@ -73,6 +103,66 @@ def pytest_configure(config: pytest.Config) -> None:
         for folder in {out, out / "failures", REPORTS / "failures"}:
             for p in folder.glob(".*.tmp") if folder.is_dir() else []:
                 p.unlink(missing_ok=True)
+
+
+def _exploration(config: pytest.Config) -> None:
+    """--example-db, --shard and the run's seed, checked once in every process: a mistake is a usage error."""
+    from harness.errors import UsageError
+    from harness.explore import DB_ENV, example_database, run_seed
+    from harness.shard import parse_shard
+
+    try:
+        shard = config.getoption("--shard")
+        config._virtio_compat_shard = parse_shard(shard) if shard else None  # type: ignore[attr-defined]
+        config._virtio_compat_seed = run_seed()  # type: ignore[attr-defined]
+        spec = config.getoption("--example-db") or os.environ.get(DB_ENV)
+        if spec and not settings().derandomize:  # a derandomized profile keeps nothing, by design
+            where = "--example-db" if config.getoption("--example-db") else f"${DB_ENV}"
+            db = example_database(spec, where)
+            settings.register_profile("virtio-compat-db", parent=settings(), database=db)
+            settings.load_profile("virtio-compat-db")
+    except UsageError as e:
+        raise pytest.UsageError(str(e)) from None
+    _DURATIONS.clear()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from harness.explore import describe_database
+
+    s = settings()
+    shard = getattr(config, "_virtio_compat_shard", None)
+    if s.derandomize:
+        line = "virtio-compat: derandomized profile (the examples follow from each test), no example database"
+    else:
+        seed = config._virtio_compat_seed  # type: ignore[attr-defined]
+        line = (f"virtio-compat: {seed}, {describe_database(s.database)}; the same examples again: "
+                f"--hypothesis-seed={seed.value} (check --seed {seed.value})")
+    return [line + (f"; shard {shard[0]}/{shard[1]}" if shard else "")]
+
+
+def _history(config: pytest.Config) -> Path:
+    return Path(config.getoption("--history") or config.getoption("--reports"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = getattr(config, "_virtio_compat_shard", None)
+    if not shard:
+        return
+    from harness.shard import load_durations, shard_of
+
+    # every process (each xdist worker collects) computes the same partition from the same ids and files
+    seed = config._virtio_compat_seed.value  # type: ignore[attr-defined]
+    keep = shard_of([i.nodeid for i in items], load_durations(_history(config), seed), *shard)
+    config.hook.pytest_deselected(items=[i for i in items if i.nodeid not in keep])
+    items[:] = [i for i in items if i.nodeid in keep]
+
+
+_DURATIONS: dict[str, float] = {}  # this session's test durations (setup + call + teardown), by test id
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # in the controlling process xdist hands on every worker's reports
+    _DURATIONS[report.nodeid] = _DURATIONS.get(report.nodeid, 0.0) + report.duration
 
 
 def _load_schemas(config: pytest.Config) -> None:
@@ -136,16 +226,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if hasattr(config, "workerinput"):
         return
+    from harness.errors import HarnessError
+
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    try:
+        _write_history(config, tr)
+    except HarnessError as e:
+        if tr is not None:
+            tr.write_line(f"virtio-compat: {e}", red=True)
     if session.items and not any(item.get_closest_marker("matrix") for item in session.items):
         return  # no matrix cell ran in this session (under xdist the parts alone tell)
     parts: Path = config._virtio_compat_parts  # type: ignore[attr-defined]
     entries = read_parts(parts)
     if not entries:
         return
-    from harness.errors import HarnessError
     from harness.report import write_reports
 
-    tr = config.pluginmanager.get_plugin("terminalreporter")
     try:
         paths = write_reports(entries, parts.parent)
     except HarnessError as e:  # a full disk: one line, and the run fails, rather than an INTERNALERROR traceback
@@ -155,3 +251,43 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if tr is not None:
         tr.write_line(f"virtio-compat: {len(entries)} matrix results; reports: " + ", ".join(map(str, paths)))
+
+
+def read_explored(parts: Path) -> dict[str, list[str]]:
+    """The example digests the cells recorded (lines {"explored": cell id, "digests": [...]} of the parts)."""
+    cells: dict[str, list[str]] = {}
+    for p in sorted(parts.glob("*.jsonl")) if parts.is_dir() else []:
+        for line in p.read_bytes().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("explored"), str):
+                cells.setdefault(entry["explored"], []).extend(map(str, entry.get("digests") or []))
+    return cells
+
+
+def _write_history(config: pytest.Config, tr: Any) -> None:
+    """durations.json (this run's test durations over the previous file's, for --shard) and explored.json (the
+    examples the cells drew, and how many of them the previous run did not), beside the reports."""
+    from harness.explore import EXPLORED, explored_line, explored_record
+    from harness.failures import write_files_atomic
+    from harness.shard import durations_file, durations_record, load_durations
+
+    out, history = Path(config.getoption("--reports")), _history(config)
+    shard = config._virtio_compat_shard  # type: ignore[attr-defined]
+    seed = config._virtio_compat_seed.value  # type: ignore[attr-defined]
+    files = []
+    if _DURATIONS:
+        # a whole run keeps the others' values for what it did not run (a narrowed run); a shard only its own
+        measured = _DURATIONS if shard else {**load_durations(history, seed), **_DURATIONS}
+        files.append((out / durations_file(shard), durations_record(measured, seed, time.time())))
+    cells = read_explored(config._virtio_compat_parts)  # type: ignore[attr-defined]
+    record = None
+    if cells:
+        record = explored_record(cells, str(config._virtio_compat_seed), history / EXPLORED)  # type: ignore
+        files.append((out / EXPLORED, json.dumps(record, sort_keys=True)))
+    if files:
+        write_files_atomic(files)
+    if record is not None and tr is not None:
+        tr.write_line(f"virtio-compat: {explored_line(record)}")
