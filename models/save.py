@@ -113,7 +113,7 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
         entry["vector"] = q.vector
         queues.append(entry)
     lo = s.guest_features & 0xFFFFFFFF if s.guest_features_lo_field is None else s.guest_features_lo_field
-    device = DEVICES[r.config.device].to_wire(s.device, r, s.guest_features)
+    device = DEVICES[r.config.device].to_wire(s.device, r, s)
     if "subsections" in device:  # a device vmsd's: its own (as schema modules version them), then those they add
         device["subsections"] = declared.extend_entries(r, s, list(device["subsections"])) + declared.device_wire(r, s)
     device.update(declared.device_values(r, s))  # device vmsd fields of schema modules

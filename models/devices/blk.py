@@ -78,7 +78,7 @@ def _element(r: BlkRequest) -> dict[str, Any]:
     }
 
 
-def to_wire(dev: BlkState, realized: Any, guest_features: int) -> dict[str, Any]:
+def to_wire(dev: BlkState, realized: Any, s: Any) -> dict[str, Any]:
     # the vq index is written when the device has more than one queue (30d8bf6d17, 2.7)
     with_index = realized.release >= Version(2, 7) and realized.num_queues > 1
     return {"requests": [{"vq_index": r.queue if with_index else None, "elem": _element(r)} for r in dev.requests]}
