@@ -5,6 +5,7 @@ example, while the unbroken model passes the same cells with the same (derandomi
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,49 @@ def test_new_field_without_its_machine_type_gate_breaks_the_promise() -> None:
     assert v is not None and v.rule == "R13"
     assert "subsections: 4.0 sends [" in v.got and v.got.split("4.1 sends")[1].endswith("'virtio/started']")
     assert r13_machine_compat(Run.of(a, b, replace(state, status=3))) is None
+
+
+BAZ = Path(__file__).resolve().parent / "schemas" / "core_baz.py"
+
+
+def test_a_declared_core_field_is_drawn_and_compared() -> None:
+    """A core subsection a schema module declares (tests/teeth/schemas/core_baz.py): its fields are drawn (values
+    other than their reset ones), and a model that drops one on load is caught by R1, R3 and R4 with that field
+    named, with no edit to strategies/ or harness/rules.py."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from models import declared, schema
+    from models.config import Config, realize
+    from models.releases import MachineType
+    from strategies.driver import device_states
+
+    reg = schema.load(BAZ)
+    r = realize(Config(V("11.3"), MachineType.parse("pc-i440fx-11.2"), "virtio-rng"), reg)
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+
+    @settings(max_examples=60, database=None, derandomize=True)
+    @given(st.data())
+    def draw(data: st.DataObject) -> None:
+        extra = dict(data.draw(device_states(r)).extra)
+        seen.add((extra["baz"], extra["baz_regs"]))
+
+    draw()
+    assert any(baz != 0 for baz, _ in seen) and any(regs != (0, 0, 0) for _, regs in seen), seen
+    cells = [Cell(V("11.3"), V("11.3"), "pci", "virtio-rng"), Cell(V("11.2"), V("11.3"), "pci", "virtio-rng"),
+             Cell(V("11.3"), V("11.2"), "pci", "virtio-rng")]
+    machine = ["pc-i440fx-11.2"]
+    for cell in cells:
+        assert run_cell(cell, machine, registry=reg).failure is None, cell.id
+    own = declared.values_from_wire
+
+    def drops_baz(realized, decoded):  # type: ignore[no-untyped-def]
+        return tuple((k, 0 if k == "baz" else v) for k, v in own(realized, decoded))
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(declared, "values_from_wire", drops_baz)
+        for cell, rule in zip(cells, ("R1", "R3", "R4"), strict=True):
+            result = run_cell(cell, machine, registry=reg)
+            assert result.failure is not None, cell.id
+            _src, _dst, state, _out, v = result.failure
+            assert v.rule == rule and "baz" in v.got and dict(state.extra)["baz"] != 0, (cell.id, str(v))
