@@ -295,6 +295,19 @@ class GuestFeatures(Condition):
         return f"guest negotiated a feature bit in {self.lo}..{'' if self.hi is None else self.hi - 1}"
 
 
+class Status(Condition):
+    """The driver set status bit(s) `bits` (VIRTIO_CONFIG_S_DRIVER_OK = 4, ...): all of them."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
+        return s.status & self.bits == self.bits
+
+    def describe(self) -> str:
+        return f"status has {self.bits:#x}"
+
+
 class TargetEndian(_Term):
     """virtio_default_endian(): the target's endianness (big on s390x), a value to compare with."""
 

@@ -4,7 +4,8 @@ here are the in-tree ones, which models/registry.py builds the registry from."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from models import features as F
@@ -20,10 +21,12 @@ from models.conditions import (
     QueueResized,
     ReleaseAtLeast,
     StateField,
+    Status,
     TargetEndian,
     Transport,
 )
 from models.configuration import Derived
+from models.declarations import Field
 from models.releases import Version
 from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
 
@@ -50,6 +53,9 @@ class CoreSubsection:
     since: Version
     needed: tuple[Rule, ...]  # the rule of the newest `since` <= release applies
     source: str
+    # its body, where it is a DeviceState field of the same name each (VMSTATE_BOOL(started, VirtIODevice)): the
+    # model writes and reads it, the matrix draws or derives it and R1/R3/R4 compare it from this declaration alone
+    fields: tuple[Field, ...] = ()
 
     def rule(self, release: Version) -> Rule | None:
         for r in reversed(self.needed):  # in `since` order
@@ -95,6 +101,7 @@ RINGSIZE_IGNORED_FROM = V("11.1")  # virtio/ringsize: not sent, and its num_defa
 # QEMU lets a modern virtio-pci or a virtio-mmio driver set a smaller size; the matrix does not draw one).
 DEVICE_ENDIAN = StateField("device_endian", settable=Never(), reset=TargetEndian())
 VERSION_1 = GuestFeature(F.VERSION_1)
+DRIVER_OK = 4  # VIRTIO_CONFIG_S_DRIVER_OK
 
 # Core subsections in vmstate_virtio's list order (10.2 inserted 128bit_features before 64bit_features).
 CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
@@ -120,20 +127,29 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
         # with x-query-virtio-queue-status). The 11.1 binary; UNVERIFIED: 11.0, and a modern pci driver's resize.
         Rule(RINGSIZE_IGNORED_FROM, Never(), "never (11.1: num_default is the device's own)"),
     ), "46c5d0823d"),
-    CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), StateField("broken")),), "791b1daf72"),
+    CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), StateField("broken")),), "791b1daf72",
+                   fields=(Field("broken", "bool"),)),
     CoreSubsection("virtio/extra_state", V("2.5"), (
         Rule(V("2.5"), HAS_EXTRA_STATE, "transport has extra state (pci: migrate-extra; mmio: not legacy)"),
     ), "a6df8adf3e"),
     CoreSubsection("virtio/started", V("4.1"), (
         Rule(V("4.1"), StateField("started", settable=Property("use-started")), "started"),
-    ), "badaf79cfd"),
+    ), "badaf79cfd", fields=(Field("started", "bool", derived=Status(DRIVER_OK) & Property("use-started")),)),
     CoreSubsection("virtio/packed_virtqueues", V("4.2"), (
         Rule(V("4.2"), HostFeature(F.RING_PACKED), "host offers RING_PACKED"),
     ), "86044b24e8"),
     CoreSubsection("virtio/disabled", V("5.0"), (
         Rule(V("5.0"), StateField("disabled", settable=Transport("pci") & Property("use-disabled-flag")), "disabled"),
-    ), "9d7bd0826f"),
+    ), "9d7bd0826f", fields=(Field("disabled", "bool"),)),
 )
+
+
+STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(DeviceState))
+
+
+def state_fields(subsections: Iterable[CoreSubsection]) -> list[Field]:
+    """The declared fields of core subsections that DeviceState holds by name, in list order."""
+    return [f for s in subsections for f in s.fields if f.name in STATE_FIELDS]
 
 
 @dataclass(frozen=True)
