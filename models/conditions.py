@@ -207,8 +207,7 @@ def _static_operand(x: Any, ctx: Static) -> tuple[bool, Any]:
 
 
 class _OfRealize(Condition):
-    """A condition over what realize derives alone (not the state): decided statically where every configuration
-    a user can make (Static.variants) agrees."""
+    """Over what realize derives alone: decided statically where all of Static.variants agree."""
 
     def of(self, r: Derived) -> bool:
         raise NotImplementedError
@@ -225,19 +224,6 @@ def _mask(lo: int, hi: int | None) -> int:
     return ((1 << hi) - 1 if hi is not None else -1) & ~((1 << lo) - 1)
 
 
-class HostFeature(_OfRealize):
-    """The device offers feature bit `bit` (realize: properties, backend, transport)."""
-
-    def __init__(self, bit: int) -> None:
-        self.bit = bit
-
-    def of(self, r: Derived) -> bool:
-        return bool(r.host_features >> self.bit & 1)
-
-    def describe(self) -> str:
-        return f"host offers feature bit {self.bit}"
-
-
 class HostFeatures(_OfRealize):
     """The device offers a feature bit in lo..hi-1 (hi None: any from lo): virtio/64bit_features' test."""
 
@@ -251,6 +237,17 @@ class HostFeatures(_OfRealize):
         return f"host offers a feature bit in {self.lo}..{'' if self.hi is None else self.hi - 1}"
 
 
+class HostFeature(HostFeatures):
+    """The device offers feature bit `bit` (realize: properties, backend, transport)."""
+
+    def __init__(self, bit: int) -> None:
+        super().__init__(bit, bit + 1)
+        self.bit = bit
+
+    def describe(self) -> str:
+        return f"host offers feature bit {self.bit}"
+
+
 class Modern(_OfRealize):
     """The device offers virtio 1.0 (a modern-capable proxy: disable-modern, force-legacy, max_revision)."""
 
@@ -261,25 +258,9 @@ class Modern(_OfRealize):
         return "the device is modern-capable"
 
 
-class GuestFeature(Condition):
-    """The guest negotiated feature bit `bit`; statically false where no configuration offers it (a guest
-    acknowledges only what the device offers)."""
-
-    def __init__(self, bit: int) -> None:
-        self.bit = bit
-
-    def __call__(self, r: Derived, s: DeviceState) -> bool:
-        return bool(s.guest_features >> self.bit & 1)
-
-    def static(self, ctx: Static) -> bool | None:
-        return False if ctx.variants and not any(r.host_features >> self.bit & 1 for r in ctx.variants) else None
-
-    def describe(self) -> str:
-        return f"guest negotiated feature bit {self.bit}"
-
-
 class GuestFeatures(Condition):
-    """The guest negotiated a feature bit in lo..hi-1 (hi None: any from lo)."""
+    """The guest negotiated a feature bit in lo..hi-1 (hi None: any from lo); statically false where no
+    configuration offers one (a guest acknowledges only what the device offers)."""
 
     def __init__(self, lo: int, hi: int | None = None) -> None:
         self.lo, self.hi = lo, hi
@@ -293,6 +274,17 @@ class GuestFeatures(Condition):
 
     def describe(self) -> str:
         return f"guest negotiated a feature bit in {self.lo}..{'' if self.hi is None else self.hi - 1}"
+
+
+class GuestFeature(GuestFeatures):
+    """The guest negotiated feature bit `bit`."""
+
+    def __init__(self, bit: int) -> None:
+        super().__init__(bit, bit + 1)
+        self.bit = bit
+
+    def describe(self) -> str:
+        return f"guest negotiated feature bit {self.bit}"
 
 
 class Status(Condition):
@@ -324,8 +316,7 @@ class TargetEndian(_Term):
 
 
 class QueueResized(Condition):
-    """A queue's vring.num differs from its vring.num_default (virtio/ringsize's test). The driver sets a size
-    only where `settable` holds (default: anywhere); elsewhere no queue is resized."""
+    """A queue's vring.num is not its num_default (virtio/ringsize); a driver resizes one only where `settable`."""
 
     def __init__(self, settable: Condition | None = None) -> None:
         self.settable = settable
@@ -358,8 +349,7 @@ class MachineAtLeast(Condition):
 
 
 class ReleaseAtLeast(Condition):
-    """The release is `version` or newer (a release's own rule inside one needed(), where a machine type does
-    not decide)."""
+    """The release is `version` or newer (inside one needed(), where a machine type does not decide)."""
 
     def __init__(self, version: Version) -> None:
         self.version = version
