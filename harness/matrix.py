@@ -138,7 +138,7 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "reference §7 row 2_0 (pc_compat_2_0)", lambda v: v.details.get("realized") == "host_features"),
     KnownIncompatibility(
         "broken-to-2.7", "R4/R13",
-        lambda s, d, st: min(s.release, d.release) < Version(2, 8) <= max(s.release, d.release) and st.broken,
+        lambda s, d, st: min(s.release, d.release) < BROKEN_SINCE <= max(s.release, d.release) and st.broken,
         "virtio/broken (2.8) has no machine-type gate: a device that hit virtio_error sends it, and 2.7 and older "
         "do not know it (-ENOENT).",
         "reference §3 virtio/broken (791b1daf72)"),

@@ -13,9 +13,8 @@ from harness.wire.virtio import (
 )
 from models import core, declared
 from models.config import Realized
-from models.devices import DEVICES
+from models.devices import DEVICES, blk
 from models.features import MASK64
-from models.releases import Version
 from models.rings import vring_align
 from models.state import (
     NO_VECTOR,
@@ -126,13 +125,16 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
     }
 
 
+def save_params(r: Realized, s: DeviceState) -> dict[str, Any]:
+    """The layout decisions QEMU's save, like its load, takes from the device itself."""
+    net = s.device.max_queue_pairs > 1 if r.config.device == "virtio-net" else None
+    return {"net_multiqueue": net, "blk_multiqueue": blk.queue_index(r) if r.config.device == "virtio-blk" else None}
+
+
 def save(r: Realized, s: DeviceState) -> bytes:
     """The payload (the vmsd field "virtio") release r writes for state s."""
-    # QEMU's save, like its load, takes these layout decisions from the device itself
-    net = s.device.max_queue_pairs > 1 if r.config.device == "virtio-net" else None
-    blk = r.release >= Version(2, 7) and r.num_queues > 1 if r.config.device == "virtio-blk" else None
     data: bytes = compiled_payload_layout(r.config.transport, r.config.device, r.registry.wire).build(
-        to_wire(r, s), net_multiqueue=net, blk_multiqueue=blk, schema_fields=declared.on_wire(r, s))
+        to_wire(r, s), **save_params(r, s), schema_fields=declared.on_wire(r, s))
     return data
 
 

@@ -17,7 +17,6 @@ from models.config import Realized
 from models.declarations import Field
 from models.devices import net
 from models.model import reset_state
-from models.releases import Version
 from models.state import BalloonState, BlkRequest, BlkState, DeviceState, NetState, QueueState
 
 PAGE = 4096
@@ -80,8 +79,10 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     status = draw(_STATUS)
     if modern and status & 4:
         status |= 8  # FEATURES_OK comes before DRIVER_OK for a virtio 1.0 driver
-    # a running device that hit virtio_error (2.8, 791b1daf72): broken, and NEEDS_RESET for a virtio 1.0 driver
-    broken = bool(status & 4) and r.release >= Version(2, 8) and draw(_BOOL)
+    # a running device that hit virtio_error, where the release migrates it (virtio/broken): broken, and NEEDS_RESET
+    # for a virtio 1.0 driver
+    known = core.state_fields(r.registry.known_core_subsections(r.release))
+    broken = bool(status & 4) and any(f.name == "broken" for f in known) and draw(_BOOL)
     if broken and modern:
         status |= 0x40
     negotiated = features if status & 2 else 0
@@ -125,12 +126,12 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     disabled = False
     if pci is not None and status & 4 and draw(_QUARTER):
         # the guest then cleared bus mastering (virtio_write_config): DRIVER_OK goes, and the device is disabled
-        # where use-disabled-flag is on (5.0, 9d7bd0826f)
+        # where the release migrates it (virtio/disabled) and use-disabled-flag is on
         cfg = bytearray(pci.config)
         cfg[4] &= ~0x04
         pci = replace(pci, config=bytes(cfg))
         status &= ~4
-        disabled = r.release >= Version(5, 0) and bool(r.props.get("use-disabled-flag", False))
+        disabled = any(f.name == "disabled" for f in known) and bool(r.props.get("use-disabled-flag", False))
     config = draw(st.binary(min_size=r.config_len, max_size=r.config_len)) if r.config_len else b""
     queue_sel = draw(st.integers(0, max(len(queues) - 1, 0)))
     # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
@@ -139,9 +140,8 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
                 broken=broken, disabled=disabled, config=config, queue_sel=queue_sel, isr=draw(_BIT), extra=extra)
     # the declared fields of the core subsections r knows (models/core.py): set by the steps above, or by the device
     # from the rest of its state (virtio/started follows DRIVER_OK), or else drawn from their declaration
-    fields = core.state_fields(r.registry.known_core_subsections(r.release))
-    s = s.with_(**{f.name: draw(declared_value(f)) for f in fields if f.derived is None and f.name not in _STEPPED})
-    return s.with_(**{f.name: f.derived(r, s) for f in fields if f.derived is not None})
+    s = s.with_(**{f.name: draw(declared_value(f)) for f in known if f.derived is None and f.name not in _STEPPED})
+    return s.with_(**{f.name: f.derived(r, s) for f in known if f.derived is not None})
 
 
 def declared_value(f: Field) -> st.SearchStrategy[Any]:
