@@ -102,6 +102,9 @@ RINGSIZE_IGNORED_FROM = V("11.1")  # virtio/ringsize: not sent, and its num_defa
 DEVICE_ENDIAN = StateField("device_endian", settable=Never(), reset=TargetEndian())
 VERSION_1 = GuestFeature(F.VERSION_1)
 DRIVER_OK = 4  # VIRTIO_CONFIG_S_DRIVER_OK
+# virtio_set_started: started follows DRIVER_OK where use-started is on (what the matrix gives it, and where
+# virtio/started can be sent at all)
+STARTED = Field("started", "bool", derived=Status(DRIVER_OK) & Property("use-started"))
 
 # Core subsections in vmstate_virtio's list order (10.2 inserted 128bit_features before 64bit_features).
 CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
@@ -133,8 +136,8 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
         Rule(V("2.5"), HAS_EXTRA_STATE, "transport has extra state (pci: migrate-extra; mmio: not legacy)"),
     ), "a6df8adf3e"),
     CoreSubsection("virtio/started", V("4.1"), (
-        Rule(V("4.1"), StateField("started", settable=Property("use-started")), "started"),
-    ), "badaf79cfd", fields=(Field("started", "bool", derived=Status(DRIVER_OK) & Property("use-started")),)),
+        Rule(V("4.1"), StateField("started", settable=STARTED.derived), "started"),
+    ), "badaf79cfd", fields=(STARTED,)),
     CoreSubsection("virtio/packed_virtqueues", V("4.2"), (
         Rule(V("4.2"), HostFeature(F.RING_PACKED), "host offers RING_PACKED"),
     ), "86044b24e8"),
