@@ -23,7 +23,7 @@ from typing import Any
 import construct as c
 
 from harness.errors import SchemaError, UsageError
-from harness.matrix import DEVICES, TRANSPORTS, Cell, CellResult, run_cell
+from harness.matrix import DEVICES, KNOWN, TRANSPORTS, Cell, CellResult, run_cell
 from harness.wire.primitives import FlatArray, Subsections
 from harness.wire.virtio import core_subsections, device_data
 from models import core
@@ -456,6 +456,8 @@ def _only_in(d: Diff, name: str, sender: Version, other: Version, infos: dict[tu
             diff_.why.append(f"needed() can hold on {len(names)} machine types both have "
                              f"({machine_ranges(names, d.registry)}): it depends on {', '.join(dict.fromkeys(opens))}")
         diff_.why.append(f"{direction}: {other} does not know the subsection and fails the load (-ENOENT)")
+        diff_.why += [f"known: {k.name} (harness/matrix.py KNOWN), which the matrix reports as expected"
+                      for k in KNOWN if name in k.subsections]
         lines = sorted({m.line for m in machines})
         if fix and all(m.line for m in machines):  # only a downstream line's machine types: its own array misses it
             diff_.why.append(f"fix: the {', '.join(lines)} machine types take only their line's compat entries: add "
