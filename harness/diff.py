@@ -213,17 +213,22 @@ def _varied(device: str) -> frozenset[str]:
     return frozenset(DRAWN_PROPS.get(device, {}))
 
 
+# the realizations of config_variants, per registry, sender, the drawn properties both releases know, device,
+# transport, family and property values (machine types that agree on them realize alike): a few thousand at most
+_VARIANTS: dict[Any, tuple[Derived, ...]] = {}
+
+
 def static_context(registry: Registry, sender: Version, other: Version, machine: MachineType, device: str,
-                   transport: str, cache: dict[Any, tuple[Derived, ...]] | None = None) -> Static:
+                   transport: str) -> Static:
     """What a condition's static() knows of the sender's configuration on `machine` in a migration to `other`:
     the properties' values, and what realize derives from every configuration the matrix draws there
-    (strategies.configs.config_variants), so that a condition over host features or modern decides. `cache`
-    keeps the realizations per set of property values (machine types that agree on them realize alike)."""
-    from strategies.configs import config_variants
+    (strategies.configs.config_variants), so that a condition over host features or modern decides."""
+    from strategies.configs import config_variants, drawn_props
 
     ctx = registry.static(sender, machine, device, transport, _varied(device))
-    key = (sender, other, device, transport, machine.family, tuple(sorted((k, repr(v)) for k, v in ctx.props.items())))
-    variants = cache.get(key) if cache is not None else None
+    key = (registry, sender, drawn_props(sender, other, transport, device, registry), device, transport,
+           machine.family, tuple(sorted((k, repr(v)) for k, v in ctx.props.items())))
+    variants = _VARIANTS.get(key)
     if variants is None:
         found = []
         for config in config_variants(sender, other, transport, device, machine, registry):
@@ -231,9 +236,7 @@ def static_context(registry: Registry, sender: Version, other: Version, machine:
                 found.append(realize(config, registry))
             except SchemaError:
                 continue  # a configuration QEMU refuses: nobody migrates it
-        variants = tuple(found)
-        if cache is not None:
-            cache[key] = variants
+        variants = _VARIANTS[key] = tuple(found)
     return replace(ctx, variants=variants)
 
 
@@ -328,14 +331,12 @@ class Diff:
 
     def __post_init__(self) -> None:
         self.cells = CellRunner(self.registry)
-        self._variants: dict[Any, tuple[Derived, ...]] = {}
         self._statics: dict[Any, Static] = {}
 
     def static(self, sender: Version, other: Version, machine: MachineType, device: str, transport: str) -> Static:
         key = (sender, other, machine, device, transport)
         if key not in self._statics:
-            self._statics[key] = static_context(self.registry, sender, other, machine, device, transport,
-                                                self._variants)
+            self._statics[key] = static_context(self.registry, sender, other, machine, device, transport)
         return self._statics[key]
 
     def scope(self) -> list[tuple[str, str]]:

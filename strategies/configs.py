@@ -71,6 +71,14 @@ def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device:
                  for r in (src, dst))
 
 
+def drawn_props(src: Version, dst: Version, transport: str, device: str, registry: Registry = BASE
+                ) -> tuple[str, ...]:
+    """The properties configs() draws for the pair: those of DRAWN_PROPS both releases know."""
+    known = [{**registry.known_props(r, proxy_type(device, transport)), **registry.known_props(r, f"{device}-device")}
+             for r in (src, dst)]
+    return tuple(name for name in DRAWN_PROPS[device] if name in known[0] and name in known[1])
+
+
 BACKENDS = (NetBackend(), NetBackend("user"), NetBackend("tap"), NetBackend("tap", vnet_hdr=True),
             NetBackend("tap", vnet_hdr=True, ufo=True))
 
@@ -81,12 +89,8 @@ def config_variants(src: Version, dst: Version, transport: str, device: str, mac
     (host features, queues, modern or legacy): each value of the properties both releases know, each backend
     (mq only with tap, whose queues it decides), -smp for virtio-blk (its queue count follows it). The PCI
     Express port is left out: it changes the config space alone. What diff decides statically from (Static)."""
-    known = {**registry.known_props(src, proxy_type(device, transport)),
-             **registry.known_props(src, f"{device}-device")}
-    known_dst = {**registry.known_props(dst, proxy_type(device, transport)),
-                 **registry.known_props(dst, f"{device}-device")}
-    drawn = [(name, [None, *values]) for name, values in DRAWN_PROPS[device].items()
-             if name in known and name in known_dst]
+    names = drawn_props(src, dst, transport, device, registry)
+    drawn = [(name, [None, *values]) for name, values in DRAWN_PROPS[device].items() if name in names]
     smps = (1, 2, 4) if device == "virtio-blk" else (1,)
     for picked in itertools.product(*(values for _, values in drawn)):
         props = {name: v for (name, _), v in zip(drawn, picked, strict=True) if v is not None}
