@@ -16,18 +16,20 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import construct as c
 
-from harness.errors import UsageError
-from harness.matrix import DEVICES, TRANSPORTS, Cell, CellResult, run_cell
+from harness.errors import SchemaError, UsageError
+from harness.matrix import DEVICES, KNOWN, TRANSPORTS, Cell, CellResult, run_cell
 from harness.wire.primitives import FlatArray, Subsections
 from harness.wire.virtio import core_subsections, device_data
 from models import core
-from models.conditions import Condition, Static, state_fields
+from models.conditions import And, Condition, Static, as_condition, state_fields
+from models.config import realize
+from models.configuration import Derived
 from models.declarations import Field, Release
 from models.devices import DEVICES as DEVICE_MODELS
 from models.devices import Versions
@@ -147,21 +149,34 @@ def subsections_of(release: Version, device: str, transport: str, registry: Regi
         out[sub.name] = SubInfo(sub.name, version, minimum, fields_of(layout.body(sub.name, version)),
                                 rule.test if rule else None, rule.describe() if rule else "")
     nested = _transport_bodies(transport)
-    for tsub in core.known_transport_subsections(release, transport):
-        out[tsub.name] = SubInfo(tsub.name, 1, 1, fields_of(nested[tsub.name]), tsub.needed.test,
+    extra = next((s for s in registry.known_core_subsections(release) if s.name == "virtio/extra_state"), None)
+    extra_rule = extra.rule(release) if extra is not None else None
+    tsubs = {t.name: t for t in core.known_transport_subsections(release, transport)}
+    for tsub in tsubs.values():
+        # sent only where the subsections it sits in are: virtio/extra_state, and its parent vmsd's own test
+        chain, parent = [tsub.needed.test], tsubs.get(tsub.parent)
+        while parent is not None:
+            chain.append(parent.needed.test)
+            parent = tsubs.get(parent.parent)
+        if extra_rule is not None:
+            chain.append(extra_rule.test)
+        out[tsub.name] = SubInfo(tsub.name, 1, 1, fields_of(nested[tsub.name]),
+                                 And(*(as_condition(x) for x in reversed(chain))),
                                  f"{tsub.needed.describe()} (in {tsub.parent})")
     listed = _device_list(device, registry)
     if listed is not None:
-        module = DEVICE_MODELS[device]
-        own = sorted(getattr(module, "known_subsections", lambda r: set())(release))
-        for name in own + sorted(registry.known_device_subsections(device, release)):
+        own = {s.name: s for s in getattr(DEVICE_MODELS[device], "SUBSECTIONS", ()) if s.known(release)}
+        for name in sorted(own) + sorted(registry.known_device_subsections(device, release)):
             if name not in listed.known:
                 continue
             version, minimum = registry.subsection_version(name, release)
             decl = registry.declared(name)
-            test = decl.condition() if decl is not None else None
-            text = test.describe() if test is not None else \
-                f"decided by hand-written code ({module.__name__.replace('.', '/')}.py)"
+            rule = own[name].rule(release) if name in own else None
+            if decl is not None:
+                test: Any = decl.condition()
+                text = test.describe()
+            else:
+                test, text = (rule.test, rule.describe()) if rule is not None else (None, "")
             out[name] = SubInfo(name, version, minimum, fields_of(listed.body(name, version)), test, text)
     return out
 
@@ -196,6 +211,33 @@ def _varied(device: str) -> frozenset[str]:
     from strategies.configs import DRAWN_PROPS
 
     return frozenset(DRAWN_PROPS.get(device, {}))
+
+
+# the realizations of config_variants, per registry, sender, the drawn properties both releases know, device,
+# transport, family and property values (machine types that agree on them realize alike): a few thousand at most
+_VARIANTS: dict[Any, tuple[Derived, ...]] = {}
+
+
+def static_context(registry: Registry, sender: Version, other: Version, machine: MachineType, device: str,
+                   transport: str) -> Static:
+    """What a condition's static() knows of the sender's configuration on `machine` in a migration to `other`:
+    the properties' values, and what realize derives from every configuration the matrix draws there
+    (strategies.configs.config_variants), so that a condition over host features or modern decides."""
+    from strategies.configs import config_variants, drawn_props
+
+    ctx = registry.static(sender, machine, device, transport, _varied(device))
+    key = (registry, sender, drawn_props(sender, other, transport, device, registry), device, transport,
+           machine.family, tuple(sorted((k, repr(v)) for k, v in ctx.props.items())))
+    variants = _VARIANTS.get(key)
+    if variants is None:
+        found = []
+        for config in config_variants(sender, other, transport, device, machine, registry):
+            try:
+                found.append(realize(config, registry))
+            except SchemaError:
+                continue  # a configuration QEMU refuses: nobody migrates it
+        variants = _VARIANTS[key] = tuple(found)
+    return replace(ctx, variants=variants)
 
 
 def undecided(cond: Condition, ctx: Static) -> list[str]:
@@ -289,6 +331,13 @@ class Diff:
 
     def __post_init__(self) -> None:
         self.cells = CellRunner(self.registry)
+        self._statics: dict[Any, Static] = {}
+
+    def static(self, sender: Version, other: Version, machine: MachineType, device: str, transport: str) -> Static:
+        key = (sender, other, machine, device, transport)
+        if key not in self._statics:
+            self._statics[key] = static_context(self.registry, sender, other, machine, device, transport)
+        return self._statics[key]
 
     def scope(self) -> list[tuple[str, str]]:
         return [(d, t) for d in self.devices for t in TRANSPORTS]
@@ -318,14 +367,15 @@ def diff(a: Version, b: Version, devices: list[str], schemas: list[str] | None =
             out.differences.append(Difference("release-added", str(decl.version),
                                               f"release {decl.version} (builds on {decl.after})",
                                               why=[f"declared in a schema module{source}"]))
-    _subsections(out)
+    compare_subsections(out)
     _device_vmsds(out)
     _checks(out)
     _properties(out)
     return out
 
 
-def _subsections(d: Diff) -> None:
+def compare_subsections(d: Diff) -> None:
+    """The subsection differences of d's releases (core, transport and device ones), added to d.differences."""
     per: dict[str, dict[tuple[str, str], tuple[SubInfo | None, SubInfo | None]]] = {}
     for device, transport in d.scope():
         sa, sb = subsections_of(d.a, device, transport, d.registry), subsections_of(d.b, device, transport, d.registry)
@@ -356,7 +406,7 @@ def _sendable(d: Diff, info: SubInfo, sender: Version, other: Version, device: s
         return [], [], True
     where, open_ = [], []
     for m in common_machines(sender, other, transport, d.registry):
-        ctx = d.registry.static(sender, m, device, transport, _varied(device))
+        ctx = d.static(sender, other, m, device, transport)
         if test.static(ctx) is not False:
             where.append(m)
             open_ += undecided(test, ctx)
@@ -407,6 +457,8 @@ def _only_in(d: Diff, name: str, sender: Version, other: Version, infos: dict[tu
             diff_.why.append(f"needed() can hold on {len(names)} machine types both have "
                              f"({machine_ranges(names, d.registry)}): it depends on {', '.join(dict.fromkeys(opens))}")
         diff_.why.append(f"{direction}: {other} does not know the subsection and fails the load (-ENOENT)")
+        diff_.why += [f"known: {k.name} (harness/matrix.py KNOWN), which the matrix reports as expected"
+                      for k in KNOWN if name in k.subsections]
         lines = sorted({m.line for m in machines})
         if fix and all(m.line for m in machines):  # only a downstream line's machine types: its own array misses it
             diff_.why.append(f"fix: the {', '.join(lines)} machine types take only their line's compat entries: add "
@@ -618,8 +670,8 @@ def _device_field(d: Diff, device: str, f: Field, in_a: bool, in_b: bool, va: Ve
         bad, open_ = [], []
         for t in TRANSPORTS:
             for m in common_machines(sender, other, t, d.registry):
-                cs = d.registry.static(sender, m, device, t, _varied(device))
-                co = d.registry.static(other, m, device, t, _varied(device))
+                cs = d.static(sender, other, m, device, t)
+                co = d.static(other, sender, m, device, t)
                 ws = _writes(f, known[sender][0], known[sender][1], cs)
                 ro = _reads(f, known[other][0], known[other][1], co)
                 if (ws is None or ro is None) and cond is not None and known[sender][0] and known[other][0] and \
@@ -835,7 +887,8 @@ def format_text(r: Diff) -> str:
             head += f" [{x.direction}]"
         lines.append(head)
         if x.condition and x.kind.startswith("subsection"):
-            lines.append(f"    needed(): {x.condition}")
+            how = "decided by matrix cells" if x.decided_by == "cells" else "decided statically"
+            lines.append(f"    needed(): {x.condition} ({how})")
         for w in x.why:
             lines.append(f"    {w}")
         if x.scope and len(set(x.scope)) < len(r.scope()):

@@ -81,6 +81,7 @@ class KnownIncompatibility:
     source: str
     # what the violation itself must show (default: anything the rule reports)
     shows: Callable[[Violation], bool] = lambda v: True
+    subsections: tuple[str, ...] = ()  # the subsections it is about (diff names the entry beside them)
 
 
 def _inuse_wraps(st: DeviceState) -> bool:
@@ -138,10 +139,10 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "reference §7 row 2_0 (pc_compat_2_0)", lambda v: v.details.get("realized") == "host_features"),
     KnownIncompatibility(
         "broken-to-2.7", "R4/R13",
-        lambda s, d, st: min(s.release, d.release) < Version(2, 8) <= max(s.release, d.release) and st.broken,
+        lambda s, d, st: min(s.release, d.release) < BROKEN_SINCE <= max(s.release, d.release) and st.broken,
         "virtio/broken (2.8) has no machine-type gate: a device that hit virtio_error sends it, and 2.7 and older "
         "do not know it (-ENOENT).",
-        "reference §3 virtio/broken (791b1daf72)"),
+        "reference §3 virtio/broken (791b1daf72)", subsections=("virtio/broken",)),
     KnownIncompatibility(
         "balloon-page-poison-misspelt", "*",
         _page_poison_misspelt,
@@ -149,7 +150,8 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "so a balloon whose guest negotiated PAGE_POISON cannot migrate from them at all (Missing section "
         "footer), and 6.2's 'virtio-balloon-device/page-poison' is unknown to them (-ENOENT). Verified on the "
         "5.2, 7.2 and 10.0 binaries.",
-        "7483cbbaf82 (5.1); 'virtio-balloon: Fix page-poison subsection name' (6.2)"),
+        "7483cbbaf82 (5.1); 'virtio-balloon: Fix page-poison subsection name' (6.2)",
+        subsections=(balloon.PAGE_POISON_MISSPELT, balloon.PAGE_POISON)),
     KnownIncompatibility(
         "vlans-rewritten-on-load", "R1/R2/R3/R4", _vlans_rewritten,
         "virtio_load sets the features last, and virtio_net_set_features rewrites the VLAN filter table it loaded "
@@ -186,7 +188,7 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
                           and s.machine.version == Version(4, 2) and st.disabled),
         "QEMU 5.0-5.2 kept use-disabled-flag on for pc-*-4.2 (the compat entry sat in hw_compat_4_1), so a "
         "device whose guest cleared bus mastering sends virtio/disabled, which 4.2 does not know.",
-        "reference §3 virtio/disabled, correction 1 (9d7bd0826f; fixed in 6.0)"),
+        "reference §3 virtio/disabled, correction 1 (9d7bd0826f; fixed in 6.0)", subsections=("virtio/disabled",)),
 )
 
 

@@ -18,7 +18,7 @@ from harness.rules import Violation
 from harness.wire.virtio import payload_layout
 from models.config import Config, realize
 from models.registry import BASE, Registry
-from models.releases import Version
+from models.save import save_params as model_save_params
 from models.serialize import from_json
 from models.state import DeviceState
 
@@ -116,10 +116,7 @@ def load_schemas(paths: Any, path: str) -> Registry:
 
 def save_params(src: Config, state: DeviceState, registry: Registry = BASE) -> dict[str, Any]:
     """The layout decisions the source's save took from its own device (as models/save.py save() takes them)."""
-    r = realize(src, registry)
-    net = state.device.max_queue_pairs > 1 if src.device == "virtio-net" else None
-    blk = r.release >= Version(2, 7) and r.num_queues > 1 if src.device == "virtio-blk" else None
-    return {"net_multiqueue": net, "blk_multiqueue": blk}
+    return model_save_params(realize(src, registry), state)
 
 
 def annotated_stream(case: Case) -> str:

@@ -81,7 +81,9 @@ def projection(src: Realized, dst: Realized, s: DeviceState) -> dict[str, Any]:
                        q.vector if dst.vectors else None, q.align if dst.config.transport == "mmio" else None))
     return {
         "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features": features,
-        "config": s.config[:n], "queues": queues, "broken": s.broken, "started": s.started, "disabled": s.disabled,
+        "config": s.config[:n], "queues": queues,
+        # the core subsections' declared fields (models/core.py): virtio/broken, virtio/started, virtio/disabled...
+        **{f.name: getattr(s, f.name) for f in core.state_fields(dst.registry.core_subsections)},
         "device": device_projection(s.device, features), "pci_config": s.pci.config if s.pci else None,
         "config_vector": s.config_vector if dst.vectors or dst.config.transport == "ccw" else None,
     }

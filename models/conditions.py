@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.configuration import Derived
+from models.configuration import TARGET_BIG_ENDIAN, Derived
 from models.releases import MachineType, Version
-from models.state import DeviceState
+from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class Static:
     transport: str
     props: Mapping[str, Any]
     varied: frozenset[str] = frozenset()
+    # what realize derives from every configuration a user can make of it (the varied properties' values, the
+    # backends): a condition over realize alone is decided when all agree; () where nobody enumerated them
+    variants: tuple[Derived, ...] = ()
 
 
 
@@ -116,10 +119,20 @@ class _Term(Condition):
 
 class StateField(_Term):
     """A field of the device state: one a schema declares, a DeviceState field (broken, started, ...) or a
-    device state field (NetState.curr_queue_pairs, ...). Never decided statically: the guest drives it."""
+    device state field (NetState.curr_queue_pairs, ...). The guest drives it, so it is not decided statically,
+    except where `settable` says the device never changes it: there it keeps `reset` (a value or a term), e.g.
+    StateField("started", settable=Property("use-started")): virtio_set_started sets it only with use_started."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, settable: Condition | None = None, reset: Any = 0) -> None:
+        self.name, self.settable, self.reset = name, settable, reset
+
+    def static_value(self, ctx: Static) -> tuple[bool, Any]:
+        if self.settable is None or self.settable.static(ctx) is not False:
+            return False, None
+        return _static_operand(self.reset, ctx)
+
+    def properties(self) -> set[str]:
+        return self.settable.properties() if self.settable is not None else set()
 
     def value(self, r: Derived, s: DeviceState) -> Any:
         declared = dict(s.extra)
@@ -162,53 +175,161 @@ class Compare(Condition):
     def __init__(self, term: _Term, op: str, value: Any) -> None:
         self.term, self.op, self.value = term, op, value
 
-    def _test(self, v: Any) -> bool:
+    # None (a field this release does not have) against a number: only != holds
+    def _test_on(self, v: Any, other: Any) -> bool:
         try:
-            return bool(_OPS[self.op](v, self.value))
-        except TypeError:  # None (a field this release does not have) against a number
+            return bool(_OPS[self.op](v, other))
+        except TypeError:
             return self.op == "!="
 
     def __call__(self, r: Derived, s: DeviceState) -> bool:
-        return self._test(self.term.value(r, s))
+        other = self.value.value(r, s) if isinstance(self.value, _Term) else self.value
+        return self._test_on(self.term.value(r, s), other)
 
     def static(self, ctx: Static) -> bool | None:
         known, v = self.term.static_value(ctx)
-        return self._test(v) if known else None
+        known_other, other = _static_operand(self.value, ctx)
+        return self._test_on(v, other) if known and known_other else None
 
     def describe(self) -> str:
-        return f"{self.term.describe()} {self.op} {self.value!r}"
+        other = self.value.describe() if isinstance(self.value, _Term) else repr(self.value)
+        return f"{self.term.describe()} {self.op} {other}"
 
     def properties(self) -> set[str]:
-        return self.term.properties()
+        return self.term.properties() | (self.value.properties() if isinstance(self.value, _Term) else set())
 
     def parts(self) -> tuple[Condition, ...]:
-        return (self.term,)
+        return (self.term,) + ((self.value,) if isinstance(self.value, _Term) else ())
 
 
-class HostFeature(Condition):
+def _static_operand(x: Any, ctx: Static) -> tuple[bool, Any]:
+    return x.static_value(ctx) if isinstance(x, _Term) else (True, x)
+
+
+class _OfRealize(Condition):
+    """Over what realize derives alone: decided statically where all of Static.variants agree."""
+
+    def of(self, r: Derived) -> bool:
+        raise NotImplementedError
+
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
+        return self.of(r)
+
+    def static(self, ctx: Static) -> bool | None:
+        values = {self.of(r) for r in ctx.variants}
+        return values.pop() if len(values) == 1 else None
+
+
+def _mask(lo: int, hi: int | None) -> int:
+    return ((1 << hi) - 1 if hi is not None else -1) & ~((1 << lo) - 1)
+
+
+class HostFeatures(_OfRealize):
+    """The device offers a feature bit in lo..hi-1 (hi None: any from lo): virtio/64bit_features' test."""
+
+    def __init__(self, lo: int, hi: int | None = None) -> None:
+        self.lo, self.hi = lo, hi
+
+    def of(self, r: Derived) -> bool:
+        return bool(r.host_features & _mask(self.lo, self.hi))
+
+    def describe(self) -> str:
+        return f"host offers a feature bit in {self.lo}..{'' if self.hi is None else self.hi - 1}"
+
+
+class HostFeature(HostFeatures):
     """The device offers feature bit `bit` (realize: properties, backend, transport)."""
 
     def __init__(self, bit: int) -> None:
+        super().__init__(bit, bit + 1)
         self.bit = bit
-
-    def __call__(self, r: Derived, s: DeviceState) -> bool:
-        return bool(r.host_features >> self.bit & 1)
 
     def describe(self) -> str:
         return f"host offers feature bit {self.bit}"
 
 
-class GuestFeature(Condition):
+class Modern(_OfRealize):
+    """The device offers virtio 1.0 (a modern-capable proxy: disable-modern, force-legacy, max_revision)."""
+
+    def of(self, r: Derived) -> bool:
+        return r.modern
+
+    def describe(self) -> str:
+        return "the device is modern-capable"
+
+
+class GuestFeatures(Condition):
+    """The guest negotiated a feature bit in lo..hi-1 (hi None: any from lo); statically false where no
+    configuration offers one (a guest acknowledges only what the device offers)."""
+
+    def __init__(self, lo: int, hi: int | None = None) -> None:
+        self.lo, self.hi = lo, hi
+
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
+        return bool(s.guest_features & _mask(self.lo, self.hi))
+
+    def static(self, ctx: Static) -> bool | None:
+        mask = _mask(self.lo, self.hi)
+        return False if ctx.variants and not any(r.host_features & mask for r in ctx.variants) else None
+
+    def describe(self) -> str:
+        return f"guest negotiated a feature bit in {self.lo}..{'' if self.hi is None else self.hi - 1}"
+
+
+class GuestFeature(GuestFeatures):
     """The guest negotiated feature bit `bit`."""
 
     def __init__(self, bit: int) -> None:
+        super().__init__(bit, bit + 1)
         self.bit = bit
-
-    def __call__(self, r: Derived, s: DeviceState) -> bool:
-        return bool(s.guest_features >> self.bit & 1)
 
     def describe(self) -> str:
         return f"guest negotiated feature bit {self.bit}"
+
+
+class Status(Condition):
+    """The driver set status bit(s) `bits` (VIRTIO_CONFIG_S_DRIVER_OK = 4, ...): all of them."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
+        return s.status & self.bits == self.bits
+
+    def describe(self) -> str:
+        return f"status has {self.bits:#x}"
+
+
+class TargetEndian(_Term):
+    """virtio_default_endian(): the target's endianness (big on s390x), a value to compare with."""
+
+    name = "target default endianness"
+
+    def value(self, r: Derived, s: DeviceState) -> Any:
+        return ENDIAN_BIG if r.big_endian_target else ENDIAN_LITTLE
+
+    def static_value(self, ctx: Static) -> tuple[bool, Any]:
+        return True, ENDIAN_BIG if TARGET_BIG_ENDIAN.get(ctx.transport, False) else ENDIAN_LITTLE
+
+    def describe(self) -> str:
+        return self.name
+
+
+class QueueResized(Condition):
+    """A queue's vring.num is not its num_default (virtio/ringsize); a driver resizes one only where `settable`."""
+
+    def __init__(self, settable: Condition | None = None) -> None:
+        self.settable = settable
+
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
+        defaults = s.num_default or r.queue_sizes
+        return any(q.num != (defaults[i] if i < len(defaults) else 0) for i, q in enumerate(s.queues))
+
+    def static(self, ctx: Static) -> bool | None:
+        return False if self.settable is not None and self.settable.static(ctx) is False else None
+
+    def describe(self) -> str:
+        return "a queue's num != num_default"
 
 
 class MachineAtLeast(Condition):
@@ -225,6 +346,35 @@ class MachineAtLeast(Condition):
 
     def describe(self) -> str:
         return f"machine type >= {self.version}"
+
+
+class ReleaseAtLeast(Condition):
+    """The release is `version` or newer (inside one needed(), where a machine type does not decide)."""
+
+    def __init__(self, version: Version) -> None:
+        self.version = version
+
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
+        return r.release >= self.version
+
+    def static(self, ctx: Static) -> bool | None:
+        return ctx.release >= self.version
+
+    def describe(self) -> str:
+        return f"release >= {self.version}"
+
+
+class Always(Condition):
+    """A subsection sent whenever its parent is."""
+
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
+        return True
+
+    def static(self, ctx: Static) -> bool | None:
+        return True
+
+    def describe(self) -> str:
+        return "always"
 
 
 class Never(Condition):

@@ -4,12 +4,29 @@ here are the in-tree ones, which models/registry.py builds the registry from."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from models import features as F
-from models.conditions import Never, StateField
+from models.conditions import (
+    Always,
+    GuestFeature,
+    GuestFeatures,
+    HostFeature,
+    HostFeatures,
+    Modern,
+    Never,
+    Property,
+    QueueResized,
+    ReleaseAtLeast,
+    StateField,
+    Status,
+    TargetEndian,
+    Transport,
+)
 from models.configuration import Derived
+from models.declarations import Field
 from models.releases import Version
 from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
 
@@ -36,6 +53,9 @@ class CoreSubsection:
     since: Version
     needed: tuple[Rule, ...]  # the rule of the newest `since` <= release applies
     source: str
+    # its body, where it is a DeviceState field of the same name each (VMSTATE_BOOL(started, VirtIODevice)): the
+    # model writes and reads it, the matrix draws or derives it and R1/R3/R4 compare it from this declaration alone
+    fields: tuple[Field, ...] = ()
 
     def rule(self, release: Version) -> Rule | None:
         for r in reversed(self.needed):  # in `since` order
@@ -48,66 +68,91 @@ class CoreSubsection:
         return rule is not None and realized.release >= self.since and rule.test(realized, state)
 
 
+@dataclass(frozen=True)
+class DeviceSubsection(CoreSubsection):
+    """A subsection in a device vmsd's list (virtio-net-device/rss), sent under this name from `since` until
+    `until` (exclusive; None: still)."""
+
+    until: Version | None = None
+
+    def known(self, release: Version) -> bool:
+        return release >= self.since and (self.until is None or release < self.until)
+
+    def is_needed(self, realized: Derived, state: DeviceState) -> bool:
+        return self.known(realized.release) and super().is_needed(realized, state)
+
+
 def default_endian(r: Derived) -> int:
     """virtio_default_endian(): the target's endianness."""
     return ENDIAN_BIG if r.big_endian_target else ENDIAN_LITTLE
 
 
-def has_extra_state(r: Derived, s: DeviceState) -> bool:
-    tr = r.config.transport
-    if tr == "pci":  # migrate-extra up to 10.0 (a6df8adf3e), always from 10.1 (fce42ccb51f1)
-        return r.release >= V("10.1") or bool(r.props.get("migrate-extra", False))
-    if tr == "mmio":  # !proxy->legacy (44e687a4d9ab, 4.2)
-        return r.release >= V("4.2") and r.modern
-    return False
-
-
-def pci_modern_state_needed(r: Derived) -> bool:
-    return r.modern
+# virtio_bus has_extra_state: virtio-pci with migrate-extra up to 10.0 (a6df8adf3e), always from 10.1
+# (fce42ccb51f1); virtio-mmio for a modern (not legacy) device from 4.2 (44e687a4d9ab); virtio-ccw never
+HAS_EXTRA_STATE = (Transport("pci") & (Property("migrate-extra") | ReleaseAtLeast(V("10.1")))) | (
+    Transport("mmio") & ReleaseAtLeast(V("4.2")) & Modern())
 
 
 RINGSIZE_IGNORED_FROM = V("11.1")  # virtio/ringsize: not sent, and its num_default not loaded
 
-
-def ring_size_changed(r: Derived, s: DeviceState) -> bool:
-    defaults = s.num_default or r.queue_sizes
-    return any(q.num != (defaults[i] if i < len(defaults) else 0) for i, q in enumerate(s.queues))
-
+# What a guest can change, as far as the conditions below need it to be decided statically: device_endian keeps
+# the target's default (no modelled target is bi-endian); started and disabled are set only where their property
+# is on (virtio_set_started, virtio_pci's bus-master clear); the modelled drivers never resize a queue (UNVERIFIED:
+# QEMU lets a modern virtio-pci or a virtio-mmio driver set a smaller size; the matrix does not draw one).
+DEVICE_ENDIAN = StateField("device_endian", settable=Never(), reset=TargetEndian())
+VERSION_1 = GuestFeature(F.VERSION_1)
+DRIVER_OK = 4  # VIRTIO_CONFIG_S_DRIVER_OK
+# virtio_set_started: started follows DRIVER_OK where use-started is on (what the matrix gives it, and where
+# virtio/started can be sent at all)
+STARTED = Field("started", "bool", derived=Status(DRIVER_OK) & Property("use-started"))
 
 # Core subsections in vmstate_virtio's list order (10.2 inserted 128bit_features before 64bit_features).
 CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
     CoreSubsection("virtio/device_endian", V("2.1"), (
-        Rule(V("2.1"), lambda r, s: s.device_endian != default_endian(r), "device_endian != target default"),
-        Rule(V("2.4"), lambda r, s: s.device_endian != (ENDIAN_LITTLE if F.has(s.guest_features, F.VERSION_1)
-                                                        else default_endian(r)),
+        Rule(V("2.1"), DEVICE_ENDIAN != TargetEndian(), "device_endian != target default"),
+        Rule(V("2.4"), (VERSION_1 & (DEVICE_ENDIAN != ENDIAN_LITTLE))
+             | (~VERSION_1 & (DEVICE_ENDIAN != TargetEndian())),
              "device_endian != (VERSION_1 negotiated ? little : target default)"),
     ), "616a655219"),
     CoreSubsection("virtio/128bit_features", V("10.2"), (
-        Rule(V("10.2"), lambda r, s: r.host_features >> 64 != 0, "host features >= bit 64"),
+        Rule(V("10.2"), HostFeatures(64), "host features >= bit 64"),
     ), "virtio: serialize extended features state (10.2)"),
     CoreSubsection("virtio/64bit_features", V("2.4"), (
-        Rule(V("2.4"), lambda r, s: (r.host_features >> 32) & 0xFFFFFFFF != 0, "host features >= bit 32"),
+        Rule(V("2.4"), HostFeatures(32, 64), "host features >= bit 32"),
     ), "019a3edbb2"),
     CoreSubsection("virtio/virtqueues", V("2.4"), (
-        Rule(V("2.4"), lambda r, s: F.has(r.host_features, F.VERSION_1), "host offers VERSION_1"),
+        Rule(V("2.4"), HostFeature(F.VERSION_1), "host offers VERSION_1"),
     ), "74aae7b22b"),
     CoreSubsection("virtio/ringsize", V("2.5"), (
-        Rule(V("2.5"), ring_size_changed, "a queue's num != num_default"),
+        Rule(V("2.5"), QueueResized(settable=Never()), "a queue's num != num_default"),
         # 11.1 neither sends it (a legacy mmio driver's smaller QueueNum goes without it) nor loads its
         # num_default (a queue keeps the size its device allocated: 7.2 streams with it, pci and mmio, queried
         # with x-query-virtio-queue-status). The 11.1 binary; UNVERIFIED: 11.0, and a modern pci driver's resize.
         Rule(RINGSIZE_IGNORED_FROM, Never(), "never (11.1: num_default is the device's own)"),
     ), "46c5d0823d"),
-    CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), StateField("broken")),), "791b1daf72"),
+    CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), StateField("broken")),), "791b1daf72",
+                   fields=(Field("broken", "bool"),)),
     CoreSubsection("virtio/extra_state", V("2.5"), (
-        Rule(V("2.5"), has_extra_state, "transport has extra state (pci: migrate-extra; mmio: not legacy)"),
+        Rule(V("2.5"), HAS_EXTRA_STATE, "transport has extra state (pci: migrate-extra; mmio: not legacy)"),
     ), "a6df8adf3e"),
-    CoreSubsection("virtio/started", V("4.1"), (Rule(V("4.1"), lambda r, s: s.started, "started"),), "badaf79cfd"),
+    CoreSubsection("virtio/started", V("4.1"), (
+        Rule(V("4.1"), StateField("started", settable=STARTED.derived), "started"),
+    ), "badaf79cfd", fields=(STARTED,)),
     CoreSubsection("virtio/packed_virtqueues", V("4.2"), (
-        Rule(V("4.2"), lambda r, s: F.has(r.host_features, F.RING_PACKED), "host offers RING_PACKED"),
+        Rule(V("4.2"), HostFeature(F.RING_PACKED), "host offers RING_PACKED"),
     ), "86044b24e8"),
-    CoreSubsection("virtio/disabled", V("5.0"), (Rule(V("5.0"), lambda r, s: s.disabled, "disabled"),), "9d7bd0826f"),
+    CoreSubsection("virtio/disabled", V("5.0"), (
+        Rule(V("5.0"), StateField("disabled", settable=Transport("pci") & Property("use-disabled-flag")), "disabled"),
+    ), "9d7bd0826f", fields=(Field("disabled", "bool"),)),
 )
+
+
+STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(DeviceState))
+
+
+def state_fields(subsections: Iterable[CoreSubsection]) -> list[Field]:
+    """The declared fields of core subsections that DeviceState holds by name, in list order."""
+    return [f for s in subsections for f in s.fields if f.name in STATE_FIELDS]
 
 
 @dataclass(frozen=True)
@@ -124,12 +169,12 @@ class TransportSubsection:
 
 TRANSPORT_SUBSECTIONS: tuple[TransportSubsection, ...] = (
     TransportSubsection("virtio_pci/modern_state", "virtio_pci", "pci", V("2.5"), Rule(
-        V("2.5"), lambda r, s: pci_modern_state_needed(r), "the device is modern-capable"), "a6df8adf3e"),
+        V("2.5"), Modern(), "the device is modern-capable"), "a6df8adf3e"),
     TransportSubsection("virtio_pci/modern_state/features128", "virtio_pci/modern_state", "pci", V("10.2"), Rule(
-        V("10.2"), lambda r, s: s.guest_features >> 64 != 0, "guest features >= bit 64"),
+        V("10.2"), GuestFeatures(64), "guest features >= bit 64"),
         "virtio: serialize extended features state (10.2)"),
     TransportSubsection("virtio_mmio/state", "virtio_mmio", "mmio", V("4.2"), Rule(
-        V("4.2"), lambda r, s: True, "always (virtio/extra_state is sent only for a modern device)"), "44e687a4d9ab"),
+        V("4.2"), Always(), "always (virtio/extra_state is sent only for a modern device)"), "44e687a4d9ab"),
 )
 EXTRA_STATE_PARENTS = frozenset(s.parent for s in TRANSPORT_SUBSECTIONS)
 

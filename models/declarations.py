@@ -46,6 +46,9 @@ class Field:
     size: int = 0  # a buffer's length in bytes
     count: int = 0  # an array's length; 0: a single value
     present: Condition | Callable[[Derived, DeviceState], Any] | None = None
+    # a field the device sets from the rest of its state (VirtIODevice.started follows DRIVER_OK where use_started
+    # is on): the matrix gives it this value instead of drawing one
+    derived: Condition | None = None
 
     def __post_init__(self) -> None:
         if self.type == "buffer":
@@ -78,6 +81,14 @@ class Field:
         if self.type == "buffer":
             return bytes([self.reset]) * self.size if isinstance(self.reset, int) else bytes(self.reset)
         return (self.reset,) * self.count if self.count else self.reset
+
+    def wire_value(self, value: Any) -> Any:
+        """A state's value as the layout takes it (vmstate's bool is a byte)."""
+        return int(value) if self.type == "bool" and not self.count else value
+
+    def state_value(self, value: Any) -> Any:
+        """A decoded value as the state holds it."""
+        return bool(value) if self.type == "bool" and not self.count else value
 
     def wire_type(self) -> Any:
         if self.type == "buffer":

@@ -23,7 +23,7 @@ from models import core, declared
 from models import features as F
 from models import load_errors as le
 from models.config import Realized
-from models.devices import DEVICES
+from models.devices import DEVICES, blk
 from models.load_checks import (
     VECTOR_QUEUES_FROM,
     Rejected,
@@ -149,7 +149,7 @@ class _Load:
         self.subcons = {sc.name: sc for sc in payload_layout(self.tr, r.config.device, self.reg.wire).subcons}
         self.stream = _Tail(data + after)
         local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
-        blk_index = r.release >= Version(2, 7) and r.num_queues > 1
+        blk_index = blk.queue_index(r)
         # virtio_load reads the device vmsd with the local outer version_id, whatever the section header said
         self.versions = self.reg.versions(r.config.device, self.release)
         fields = declared.on_wire(r, reset_state(r), self.versions.section.version, loading=True)

@@ -74,7 +74,7 @@ class Registry:
 
     def compat_values(self, release: Version, machine: MachineType, qom_type: str) -> dict[str, Any]:
         """Property values the machine's compat globals give an object of `qom_type`."""
-        return releases.compat_values(release, machine, qom_type, self.compat, self.downstream)
+        return dict(_compat_values(self, release, machine, qom_type))
 
     def migration_values(self, release: Version, machine: MachineType) -> dict[str, bool]:
         """send-configuration and send-section-footer (§1.3): on from machine type 2.4."""
@@ -110,14 +110,21 @@ class Registry:
         # before a property existed, QEMU behaved as the compat entry that later keeps old machine types
         # behaving so (x-pcie-lnkctl-init, queue_reset, ...): take that value
         for entry in self.compat:
-            later = [p for p in self.props if p.name == entry.prop and p.since > release]
-            if entry.before and entry.prop not in known and later and any(
+            if entry.before and entry.prop not in known and any(
+                    p.since > release for p in self._props_by_name.get(entry.prop, ())) and any(
                     entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
                 out.setdefault(entry.prop, entry.value)
         # a global on the proxy reaches the backend's properties too (the proxy aliases them)
         for qom_type in types:
             out.update({k: v for k, v in self.compat_values(release, machine, qom_type).items() if k in known})
         out.update(user)
+        return out
+
+    @functools.cached_property
+    def _props_by_name(self) -> dict[str, tuple[Prop, ...]]:
+        out: dict[str, tuple[Prop, ...]] = {}
+        for p in self.props:
+            out[p.name] = (*out.get(p.name, ()), p)
         return out
 
     def static(self, release: Version, machine: MachineType, device: str, transport: str,
@@ -188,6 +195,12 @@ class Registry:
 @functools.lru_cache(maxsize=1024)
 def _machine_types(registry: Registry, release: Version, transport: str | None) -> tuple[MachineType, ...]:
     return releases.machine_types(release, transport, registry.all_versions, registry.downstream)
+
+
+@functools.lru_cache(maxsize=8192)
+def _compat_values(registry: Registry, release: Version, machine: MachineType, qom_type: str
+                   ) -> tuple[tuple[str, Any], ...]:
+    return tuple(releases.compat_values(release, machine, qom_type, registry.compat, registry.downstream).items())
 
 
 BASE = Registry(releases=releases.RELEASES, all_versions=releases.ALL_VERSIONS, downstream=(),

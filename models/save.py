@@ -13,9 +13,8 @@ from harness.wire.virtio import (
 )
 from models import core, declared
 from models.config import Realized
-from models.devices import DEVICES
+from models.devices import DEVICES, blk
 from models.features import MASK64
-from models.releases import Version
 from models.rings import vring_align
 from models.state import (
     NO_VECTOR,
@@ -70,18 +69,19 @@ def core_entries(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
         "virtio/64bit_features": lambda: {"guest_features": s.guest_features & MASK64},
         "virtio/virtqueues": lambda: {"vqs": _pad([(q.avail, q.used) for q in s.queues], (0, 0))},
         "virtio/ringsize": lambda: {"num_default": _pad(list(s.num_default or r.queue_sizes)[:nq], 0)},
-        "virtio/broken": lambda: {"broken": int(s.broken)},
         "virtio/extra_state": lambda: _extra_state(r, s),
-        "virtio/started": lambda: {"started": int(s.started)},
         "virtio/packed_virtqueues": lambda: {"vqs": _pad(s.packed, (0, 0, 0, 0, 0))},
-        "virtio/disabled": lambda: {"disabled": int(s.disabled)},
     }
     out = []
     for sub in r.registry.known_core_subsections(r.release):
         if sub.is_needed(r, s):
             decl = r.registry.declared(sub.name)  # a schema module's (models/schema.py)
-            out.append(declared.wire_entry(decl, r, s) if decl is not None else
-                       {"name": sub.name, "version_id": 1, "body": bodies[sub.name]()})
+            if decl is not None:
+                out.append(declared.wire_entry(decl, r, s))
+            else:  # its declared fields (DeviceState's, by name), else its body here
+                body = {f.name: f.wire_value(getattr(s, f.name)) for f in sub.fields} if sub.fields else \
+                    bodies[sub.name]()
+                out.append({"name": sub.name, "version_id": 1, "body": body})
     return declared.extend_entries(r, s, out)
 
 
@@ -113,7 +113,7 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
         entry["vector"] = q.vector
         queues.append(entry)
     lo = s.guest_features & 0xFFFFFFFF if s.guest_features_lo_field is None else s.guest_features_lo_field
-    device = DEVICES[r.config.device].to_wire(s.device, r, s.guest_features)
+    device = DEVICES[r.config.device].to_wire(s.device, r, s)
     if "subsections" in device:  # a device vmsd's: its own (as schema modules version them), then those they add
         device["subsections"] = declared.extend_entries(r, s, list(device["subsections"])) + declared.device_wire(r, s)
     device.update(declared.device_values(r, s))  # device vmsd fields of schema modules
@@ -125,13 +125,16 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
     }
 
 
+def save_params(r: Realized, s: DeviceState) -> dict[str, Any]:
+    """The layout decisions QEMU's save, like its load, takes from the device itself."""
+    net = s.device.max_queue_pairs > 1 if r.config.device == "virtio-net" else None
+    return {"net_multiqueue": net, "blk_multiqueue": blk.queue_index(r) if r.config.device == "virtio-blk" else None}
+
+
 def save(r: Realized, s: DeviceState) -> bytes:
     """The payload (the vmsd field "virtio") release r writes for state s."""
-    # QEMU's save, like its load, takes these layout decisions from the device itself
-    net = s.device.max_queue_pairs > 1 if r.config.device == "virtio-net" else None
-    blk = r.release >= Version(2, 7) and r.num_queues > 1 if r.config.device == "virtio-blk" else None
     data: bytes = compiled_payload_layout(r.config.transport, r.config.device, r.registry.wire).build(
-        to_wire(r, s), net_multiqueue=net, blk_multiqueue=blk, schema_fields=declared.on_wire(r, s))
+        to_wire(r, s), **save_params(r, s), schema_fields=declared.on_wire(r, s))
     return data
 
 
@@ -175,9 +178,9 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
                                  NO_VECTOR if vector is None else vector, ai, ui))
     queues += [QueueState(0)] * max(len(r.queue_sizes) - len(queues), 0)
     endian = subs.get("virtio/device_endian")
-
-    def flag(name: str, attr: str) -> bool:
-        return bool(getattr(subs.get(name), attr, 0))
+    # the declared fields of the core subsections: what the stream carries, else their reset values
+    fields = {f.name: f.state_value(body[f.name]) if (body := subs.get(sub.name)) is not None else f.reset_value()
+              for sub in r.registry.core_subsections for f in core.state_fields((sub,))}
 
     t = v.transport
     pci = mmio = ccw = None
@@ -203,8 +206,7 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
         status=v.status, isr=v.isr, queue_sel=v.queue_sel, guest_features=features, config=bytes(v.config),
         queues=tuple(queues), num_default=tuple(nd), config_vector=config_vector,
         device_endian=endian.device_endian if endian is not None else core.default_endian(r),
-        broken=flag("virtio/broken", "broken"), started=flag("virtio/started", "started"),
-        disabled=flag("virtio/disabled", "disabled"), pci=pci, mmio=mmio, ccw=ccw,
+        pci=pci, mmio=mmio, ccw=ccw,
         device=DEVICES[r.config.device].from_wire(declared.without_added_fields(r.registry, v.device)),
         packed=tuple(packed.vqs) if packed else (),
-        guest_features_lo_field=lo_field, extra=declared.values_from_wire(r, v))
+        guest_features_lo_field=lo_field, extra=declared.values_from_wire(r, v), **fields)

@@ -3,6 +3,8 @@ type both releases have, properties both know, a backend, -smp and -m."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import strategies as st
@@ -67,3 +69,38 @@ def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device:
         props["disable-legacy"] = False  # keep the legacy BAR the driver uses
     return tuple(Config(r, machine, device, transport, smp, 128, props, netdev, express)  # type: ignore[return-value]
                  for r in (src, dst))
+
+
+def drawn_props(src: Version, dst: Version, transport: str, device: str, registry: Registry = BASE
+                ) -> tuple[str, ...]:
+    """The properties configs() draws for the pair: those of DRAWN_PROPS both releases know."""
+    known = [{**registry.known_props(r, proxy_type(device, transport)), **registry.known_props(r, f"{device}-device")}
+             for r in (src, dst)]
+    return tuple(name for name in DRAWN_PROPS[device] if name in known[0] and name in known[1])
+
+
+BACKENDS = (NetBackend(), NetBackend("user"), NetBackend("tap"), NetBackend("tap", vnet_hdr=True),
+            NetBackend("tap", vnet_hdr=True, ufo=True))
+
+
+def config_variants(src: Version, dst: Version, transport: str, device: str, machine: MachineType,
+                    registry: Registry = BASE) -> Iterator[Config]:
+    """Every source configuration configs() can draw on `machine`, as far as realize derives anything from it
+    (host features, queues, modern or legacy): each value of the properties both releases know, each backend
+    (mq only with tap, whose queues it decides), -smp for virtio-blk (its queue count follows it). The PCI
+    Express port is left out: it changes the config space alone. What diff decides statically from (Static)."""
+    names = drawn_props(src, dst, transport, device, registry)
+    drawn = [(name, [None, *values]) for name, values in DRAWN_PROPS[device].items() if name in names]
+    smps = (1, 2, 4) if device == "virtio-blk" else (1,)
+    for picked in itertools.product(*(values for _, values in drawn)):
+        props = {name: v for (name, _), v in zip(drawn, picked, strict=True) if v is not None}
+        if device == "virtio-net" and transport == "pci":
+            props["romfile"] = ""
+        backends: list[tuple[dict[str, Any], NetBackend]] = [(props, NetBackend())]
+        if device == "virtio-net":
+            plain = {k: v for k, v in props.items() if k != "mq"}
+            backends = [(plain, b) for b in BACKENDS if b.kind != "tap"] + [
+                (props, NetBackend(b.kind, b.vnet_hdr, b.ufo, queues=q)) for b in BACKENDS if b.kind == "tap"
+                for q in ((1, 2) if props.get("mq") else (1,))]
+        for (p, netdev), smp in itertools.product(backends, smps):
+            yield Config(src, machine, device, transport, smp, 128, p, netdev)

@@ -11,13 +11,12 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis import target
 
-from models import declared
+from models import core, declared
 from models import features as F
 from models.config import Realized
 from models.declarations import Field
 from models.devices import net
 from models.model import reset_state
-from models.releases import Version
 from models.state import BalloonState, BlkRequest, BlkState, DeviceState, NetState, QueueState
 
 PAGE = 4096
@@ -32,6 +31,9 @@ _STATUS = st.sampled_from((0, 1, 3, 7, 7, 7, 0xB, 0xF, 0xF))
 _QUARTER = st.integers(0, 3).map(lambda x: x == 3)  # shrinks to False
 _DONE = st.integers(0, 0xFFFF) | st.sampled_from((0, 1, 0xFFFE, 0xFFFF))
 _MACS = st.lists(st.binary(min_size=6, max_size=6), max_size=64)
+# the core subsections' fields that the steps below set with the state they go with: virtio_error (broken, with
+# NEEDS_RESET), a bus-master clear (disabled, without DRIVER_OK)
+_STEPPED = frozenset({"broken", "disabled"})
 
 
 def _legacy_rings(desc: int, num: int, align: int = PAGE) -> tuple[int, int]:
@@ -77,8 +79,10 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     status = draw(_STATUS)
     if modern and status & 4:
         status |= 8  # FEATURES_OK comes before DRIVER_OK for a virtio 1.0 driver
-    # a running device that hit virtio_error (2.8, 791b1daf72): broken, and NEEDS_RESET for a virtio 1.0 driver
-    broken = bool(status & 4) and r.release >= Version(2, 8) and draw(_BOOL)
+    # a running device that hit virtio_error, where the release migrates it (virtio/broken): broken, and NEEDS_RESET
+    # for a virtio 1.0 driver
+    known = core.state_fields(r.registry.known_core_subsections(r.release))
+    broken = bool(status & 4) and any(f.name == "broken" for f in known) and draw(_BOOL)
     if broken and modern:
         status |= 0x40
     negotiated = features if status & 2 else 0
@@ -122,20 +126,22 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     disabled = False
     if pci is not None and status & 4 and draw(_QUARTER):
         # the guest then cleared bus mastering (virtio_write_config): DRIVER_OK goes, and the device is disabled
-        # where use-disabled-flag is on (5.0, 9d7bd0826f)
+        # where the release migrates it (virtio/disabled) and use-disabled-flag is on
         cfg = bytearray(pci.config)
         cfg[4] &= ~0x04
         pci = replace(pci, config=bytes(cfg))
         status &= ~4
-        disabled = r.release >= Version(5, 0) and bool(r.props.get("use-disabled-flag", False))
-    started = bool(status & 4) and bool(r.props.get("use-started", False))
+        disabled = any(f.name == "disabled" for f in known) and bool(r.props.get("use-disabled-flag", False))
     config = draw(st.binary(min_size=r.config_len, max_size=r.config_len)) if r.config_len else b""
     queue_sel = draw(st.integers(0, max(len(queues) - 1, 0)))
     # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
     extra = tuple(sorted((f.name, draw(declared_value(f))) for f in declared.known_fields(r)))
-    return replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
-                   started=started, broken=broken, disabled=disabled, config=config, queue_sel=queue_sel,
-                   isr=draw(_BIT), extra=extra)
+    s = replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
+                broken=broken, disabled=disabled, config=config, queue_sel=queue_sel, isr=draw(_BIT), extra=extra)
+    # the declared fields of the core subsections r knows (models/core.py): set by the steps above, or by the device
+    # from the rest of its state (virtio/started follows DRIVER_OK), or else drawn from their declaration
+    s = s.with_(**{f.name: draw(declared_value(f)) for f in known if f.derived is None and f.name not in _STEPPED})
+    return s.with_(**{f.name: f.derived(r, s) for f in known if f.derived is not None})
 
 
 def declared_value(f: Field) -> st.SearchStrategy[Any]:

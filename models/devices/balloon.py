@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from models import features as F
+from models.conditions import GuestFeature
 from models.configuration import RealizeContext
+from models.core import DeviceSubsection, Rule
 from models.releases import Version
-from models.state import BalloonState
+from models.state import BalloonState, DeviceState
 from models.vmsd import Versions, Vmsd
 
 # the device vmsd replaced a hand-written save of the same bytes in 2.8 (019518a80e)
@@ -18,11 +20,6 @@ PAGE_POISON = "virtio-balloon-device/page-poison"  # 5.1 (hw_compat_5_0 page-poi
 # at the section footer; "virtio-balloon: Fix page-poison subsection name" (6.2) fixed the name.
 PAGE_POISON_MISSPELT = "vitio-balloon-device/page-poison"
 PAGE_POISON_NAMED = Version(6, 2)
-
-
-def page_poison(release: Version) -> str:
-    """The name release writes virtio-balloon-device/page-poison under."""
-    return PAGE_POISON if release >= PAGE_POISON_NAMED else PAGE_POISON_MISSPELT
 
 
 def host_features(ctx: RealizeContext) -> int:
@@ -66,19 +63,22 @@ def reset_state(realized: Any) -> BalloonState:
     return BalloonState()
 
 
-def subsections(release: Version) -> list[tuple[str, Version]]:
-    return [(FREE_PAGE_REPORT, Version(4, 0)), (page_poison(release), Version(5, 1))]
+_POISON = Rule(Version(5, 1), GuestFeature(F.BALLOON_PAGE_POISON), "guest negotiated PAGE_POISON")
+SUBSECTIONS = (
+    DeviceSubsection(FREE_PAGE_REPORT, Version(4, 0), (
+        Rule(Version(4, 0), GuestFeature(F.BALLOON_FREE_PAGE_HINT), "guest negotiated FREE_PAGE_HINT"),),
+        "c13c4153f7"),
+    DeviceSubsection(PAGE_POISON_MISSPELT, Version(5, 1), (_POISON,), "7483cbbaf82", until=PAGE_POISON_NAMED),
+    DeviceSubsection(PAGE_POISON, PAGE_POISON_NAMED, (_POISON,), "virtio-balloon: Fix page-poison subsection name"),
+)
 
 
-def to_wire(dev: BalloonState, realized: Any, guest_features: int) -> dict[str, Any]:
-    subs = []
-    release = realized.release
-    if release >= Version(4, 0) and F.has(guest_features, F.BALLOON_FREE_PAGE_HINT):
-        subs.append({"name": FREE_PAGE_REPORT, "version_id": 1,
-                     "body": {"free_page_hint_cmd_id": dev.free_page_hint_cmd_id,
-                              "free_page_hint_status": dev.free_page_hint_status}})
-    if release >= Version(5, 1) and F.has(guest_features, F.BALLOON_PAGE_POISON):
-        subs.append({"name": page_poison(release), "version_id": 1, "body": {"poison_val": dev.poison_val}})
+def to_wire(dev: BalloonState, realized: Any, s: DeviceState) -> dict[str, Any]:
+    bodies = {FREE_PAGE_REPORT: {"free_page_hint_cmd_id": dev.free_page_hint_cmd_id,
+                                 "free_page_hint_status": dev.free_page_hint_status},
+              PAGE_POISON: {"poison_val": dev.poison_val}, PAGE_POISON_MISSPELT: {"poison_val": dev.poison_val}}
+    subs = [{"name": sub.name, "version_id": 1, "body": bodies[sub.name]} for sub in SUBSECTIONS
+            if sub.is_needed(realized, s)]
     return {"num_pages": dev.num_pages, "actual": dev.actual, "subsections": subs}
 
 
@@ -99,7 +99,7 @@ VMSD_FIELDS = {"num_pages": "virtio-balloon-device:num_pages", "actual": "virtio
 
 
 def known_subsections(release: Version) -> set[str]:
-    return {name for name, since in subsections(release) if release >= since}
+    return {s.name for s in SUBSECTIONS if s.known(release)}
 
 
 def load_device(dev: BalloonState, realized: Any, features_lo: int, lines: list[str]) -> BalloonState:

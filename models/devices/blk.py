@@ -14,6 +14,7 @@ from models.vmsd import Versions, Vmsd
 
 VERSIONS = Versions(Vmsd("virtio-blk", 2, 2), None)  # save_device/load_device, no device vmsd
 VIRTIO_BLK_CFG_SIZE = 36  # offsetof(struct virtio_blk_config, max_discard_sectors)
+QUEUE_INDEX_SINCE = Version(2, 7)  # the request list names each request's queue (30d8bf6d17)
 
 
 def num_queues(ctx: RealizeContext) -> int:
@@ -78,9 +79,13 @@ def _element(r: BlkRequest) -> dict[str, Any]:
     }
 
 
-def to_wire(dev: BlkState, realized: Any, guest_features: int) -> dict[str, Any]:
-    # the vq index is written when the device has more than one queue (30d8bf6d17, 2.7)
-    with_index = realized.release >= Version(2, 7) and realized.num_queues > 1
+def queue_index(realized: Any) -> bool:
+    """Whether each request in the list names its queue: when the device has more than one (30d8bf6d17)."""
+    return bool(realized.release >= QUEUE_INDEX_SINCE and realized.num_queues > 1)
+
+
+def to_wire(dev: BlkState, realized: Any, s: Any) -> dict[str, Any]:
+    with_index = queue_index(realized)
     return {"requests": [{"vq_index": r.queue if with_index else None, "elem": _element(r)} for r in dev.requests]}
 
 

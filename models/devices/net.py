@@ -10,9 +10,11 @@ from typing import Any
 from harness.errors import SchemaError
 from models import features as F
 from models import load_errors as le
+from models.conditions import Compare, HostFeature, StateField
 from models.configuration import RealizeContext
+from models.core import DeviceSubsection, Rule
 from models.releases import Version
-from models.state import NetState, Undefined
+from models.state import DeviceState, NetState, Undefined
 from models.vmsd import Versions, Vmsd
 
 RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1 (7b6e7e49905d)
@@ -223,16 +225,24 @@ def rss_version(release: Version) -> int:
     return max(v for r, v in RSS_VERSIONS if r <= release)
 
 
+# virtio_net_rss_needed: rss_data.enabled, which a guest sets only where the device offers RSS or HASH_REPORT
+SUBSECTIONS = (
+    DeviceSubsection(RSS, RSS_VERSIONS[0][0], (Rule(RSS_VERSIONS[0][0], Compare(
+        StateField("rss", settable=HostFeature(F.NET_RSS) | HostFeature(F.NET_HASH_REPORT), reset=None), "!=", None),
+        "rss enabled"),), "e41b711485e5"),
+)
+
+
 def known_subsections(release: Version) -> set[str]:
-    return {RSS} if release >= Version(5, 1) else set()
+    return {s.name for s in SUBSECTIONS if s.known(release)}
 
 
-def to_wire(dev: NetState, realized: Any, guest_features: int) -> dict[str, Any]:
+def to_wire(dev: NetState, realized: Any, s: DeviceState) -> dict[str, Any]:
     multi = dev.max_queue_pairs > 1
     extra = max(dev.curr_queue_pairs - 1, 0)
-    subs = []
-    if dev.rss is not None and realized.release >= Version(5, 1):
-        subs.append({"name": RSS, "version_id": rss_version(realized.release), "body": dev.rss})
+    guest_features = s.guest_features
+    subs = [{"name": RSS, "version_id": rss_version(realized.release), "body": dev.rss}
+            for sub in SUBSECTIONS if sub.is_needed(realized, s)]
     return {
         "mac": dev.mac, "tx_waiting": dev.tx_waiting[0], "mergeable_rx_bufs": dev.mergeable_rx_bufs,
         "status": dev.status, "promisc": dev.promisc, "allmulti": dev.allmulti, "mac_table_in_use": dev.in_use,

@@ -34,7 +34,7 @@ def reset_state(realized: Any) -> None:
     return None
 
 
-def to_wire(dev: Any, realized: Any, guest_features: int) -> dict[str, Any]:
+def to_wire(dev: Any, realized: Any, s: Any) -> dict[str, Any]:
     return {}
 
 

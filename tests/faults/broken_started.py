@@ -19,8 +19,7 @@ def _always_started(registry: Registry) -> Registry:
     out = []
     for sub in registry.core_subsections:
         if sub.name == "virtio/started":
-            sub = core.CoreSubsection(sub.name, sub.since, (core.Rule(V("4.1"), lambda r, s: True, "always"),),
-                                      sub.source)
+            sub = replace(sub, needed=(core.Rule(V("4.1"), lambda r, s: True, "always"),))
         out.append(sub)
     return replace(registry, core_subsections=tuple(out))
 

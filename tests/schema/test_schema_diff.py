@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.diff import BREAKS, GATE, SAFE, Diff, Difference, diff
+from harness.diff import BREAKS, DEVICES, GATE, SAFE, Diff, Difference, compare_subsections, diff, format_text
 from models import schema
+from models.registry import BASE
 from models.releases import V
 
 HERE = Path(__file__).resolve().parent
@@ -117,10 +118,11 @@ def test_a_failing_cell_is_blamed_only_on_the_difference_it_exercises() -> None:
 
 
 def test_in_tree_releases() -> None:
-    # a core subsection whose needed() is Python: the cells of 10.2 -> 10.1 decide it, and pass
+    # a core subsection whose needed() reads the host features: no configuration of 10.2 offers a bit from 64 on
     d = diff(V("10.1"), V("10.2"), NET)
     x = one(d, "subsection-added", "virtio/128bit_features")
-    assert (x.verdict, x.decided_by) == (SAFE, "cells") and {c["status"] for c in x.cells} == {"pass"}
+    assert (x.verdict, x.decided_by, x.cells) == (SAFE, "static", [])
+    assert any(w == "10.2 -> 10.1: never sent on a machine type both have: needed() is false there" for w in x.why)
     assert one(d, "check-changed", "features -> features128").verdict == SAFE
     # a transport subsection nested in another (virtio_pci/modern_state inside virtio/extra_state)
     n = one(d, "subsection-added", "virtio_pci/modern_state/features128")
@@ -130,13 +132,62 @@ def test_in_tree_releases() -> None:
     # the older machine types back: a property value change on the same machine type
     y = one(diff(V("4.0"), V("4.1"), ["virtio-balloon"]), "property-changed", "qemu-4-0-config-size")
     assert y.verdict == GATE and "pc-i440fx-2.0" in y.machines and "pc-q35-4.0" not in y.machines
-    # virtio/broken (2.8) has no gate: QEMU's own known incompatibility (harness/matrix.py KNOWN broken-to-2.7),
-    # decided statically now that its needed() is StateField("broken")
+    # virtio/broken (2.8) has no gate: QEMU's own known incompatibility (harness/matrix.py KNOWN broken-to-2.7)
     b = one(diff(V("2.7"), V("2.8"), ["virtio-blk"]), "subsection-added", "virtio/broken")
     assert (b.verdict, b.direction, b.decided_by) == (GATE, "2.8 -> 2.7", "static") and "pc-q35-2.7" in b.machines
-    # rss version 2 (10.1): versioned, decided by the cells because net.py's code decides when it is sent
+    # virtio/started (4.1) is gated by use-started, which hw_compat_4_0 turns off
+    s = one(diff(V("4.0"), V("4.1"), ["virtio-blk"]), "subsection-added", "virtio/started")
+    assert (s.verdict, s.decided_by) == (SAFE, "static")
+    assert any("gated by use-started (hw_compat_4_0)" in w for w in s.why), s.why
+    # rss version 2 (10.1): versioned, and never sent (no modelled configuration offers RSS)
     z = one(diff(V("10.0"), V("10.1"), NET), "version-changed", "virtio-net-device/rss")
-    assert z.decided_by == "cells" and z.verdict == SAFE
+    assert (z.decided_by, z.verdict, z.cells) == ("static", SAFE, [])
+
+
+# the subsection differences of adjacent modelled releases (and two long ranges) that break migration: each one
+# QEMU's own, declared in harness/matrix.py KNOWN (broken-to-2.7, disabled-on-4.2-from-5.x,
+# balloon-page-poison-misspelt)
+KNOWN_BREAKS = {
+    ("2.7", "2.8", "virtio/broken", "2.8 -> 2.7"),
+    ("4.2", "5.0", "virtio/disabled", "5.0 -> 4.2"),
+    ("6.0", "6.2", "vitio-balloon-device/page-poison", "6.0 -> 6.2"),
+    ("6.0", "6.2", "virtio-balloon-device/page-poison", "6.2 -> 6.0"),
+    ("2.0", "5.2", "virtio/broken", "5.2 -> 2.0"),
+    ("5.2", "11.1", "vitio-balloon-device/page-poison", "5.2 -> 11.1"),
+    ("5.2", "11.1", "virtio-balloon-device/page-poison", "11.1 -> 5.2"),
+}
+
+
+def test_every_in_tree_subsection_is_decided_statically() -> None:
+    """Every in-tree needed() (models/core.py, the transports', the devices') is a condition diff reads: on every
+    pair of modelled releases every subsection difference is decided without running a matrix cell, the text says
+    so, and the only ones that break migration are QEMU's known ones, which diff names."""
+    rels = BASE.releases
+    adjacent = {*zip(rels, rels[1:], strict=False), (V("2.0"), V("5.2")), (V("5.2"), V("11.1"))}
+    breaking, seen = set(), set()
+    for i, a in enumerate(rels):
+        for b in rels[i + 1:]:
+            d = Diff(a, b, list(DEVICES), [], "dev")
+            compare_subsections(d)
+            assert not d.cells.results, (a, b, sorted(d.cells.results))
+            subs = [x for x in d.differences if x.kind.startswith("subsection") or x.kind in (
+                "needed-changed", "version-changed")]
+            assert all(x.decided_by == "static" for x in subs), [(x.kind, x.subject) for x in subs]
+            text = format_text(d)
+            assert text.count("(decided statically)") == sum(x.kind.startswith("subsection") for x in subs)
+            assert "decided by matrix cells" not in text
+            # each that breaks names its entry in harness/matrix.py KNOWN
+            assert all(any(w.startswith("known: ") for w in x.why) for x in subs if x.verdict != SAFE), (a, b)
+            seen |= {x.subject for x in subs}
+            if (a, b) in adjacent:
+                breaking |= {(str(a), str(b), x.subject, x.direction) for x in subs if x.verdict != SAFE}
+    assert breaking == KNOWN_BREAKS
+    # every in-tree subsection a modelled release adds or drops was among them
+    assert {"virtio/device_endian", "virtio/64bit_features", "virtio/128bit_features", "virtio/virtqueues",
+            "virtio/ringsize", "virtio/extra_state", "virtio/started", "virtio/packed_virtqueues", "virtio/disabled",
+            "virtio/broken", "virtio_pci/modern_state", "virtio_pci/modern_state/features128", "virtio_mmio/state",
+            "virtio-net-device/rss", "virtio-balloon-device/free-page-report", "virtio-balloon-device/page-poison",
+            "vitio-balloon-device/page-poison"} <= seen
 
 
 def test_cli_text_json_and_exit_codes() -> None:
@@ -207,7 +258,8 @@ def test_a_new_version_of_a_subsection_of_the_models() -> None:
     reg = schema.load(SCHEMAS / "started_v2.py")
     d = diff(V("11.1"), V("11.2"), ["virtio-blk"], registry=reg)
     x = one(d, "version-changed", "virtio/started")
-    assert (x.verdict, x.direction, x.decided_by) == (BREAKS, "11.2 -> 11.1", "cells")  # needed() is models' Python
-    assert all(c["cell"].startswith("11.2-11.1-") for c in x.cells)
+    # virtio/started's needed() is a condition: 11.2 sends version 2 where use-started is on (everywhere both have)
+    assert (x.verdict, x.direction, x.decided_by) == (BREAKS, "11.2 -> 11.1", "static") and not x.cells
+    assert len(x.machines) == 68
     field = one(d, "field-added", "virtio/started.kick_count")
     assert field.verdict == SAFE and field.detail == "kick_count uint16 (2 bytes) at 1"

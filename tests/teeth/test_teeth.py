@@ -5,6 +5,7 @@ example, while the unbroken model passes the same cells with the same (derandomi
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ def _with_started_rule(test: object) -> Registry:
     out = []
     for sub in BASE.core_subsections:
         if sub.name == "virtio/started":
-            sub = core.CoreSubsection(sub.name, sub.since, (core.Rule(V("4.1"), test, "broken"),), sub.source)  # type: ignore[arg-type]
+            sub = replace(sub, needed=(core.Rule(V("4.1"), test, "broken"),))  # type: ignore[arg-type]
         out.append(sub)
     return replace(BASE, core_subsections=tuple(out))
 
@@ -136,3 +137,67 @@ def test_new_field_without_its_machine_type_gate_breaks_the_promise() -> None:
     assert v is not None and v.rule == "R13"
     assert "subsections: 4.0 sends [" in v.got and v.got.split("4.1 sends")[1].endswith("'virtio/started']")
     assert r13_machine_compat(Run.of(a, b, replace(state, status=3))) is None
+
+
+BAZ = Path(__file__).resolve().parent / "schemas" / "core_baz.py"
+
+
+def test_a_declared_core_field_is_drawn_and_compared() -> None:
+    """A core subsection a schema module declares (tests/teeth/schemas/core_baz.py): its fields are drawn (values
+    other than their reset ones), and a model that drops one on load is caught by R1, R3 and R4 with that field
+    named, with no edit to strategies/ or harness/rules.py."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from models import declared, schema
+    from models.config import Config, realize
+    from models.releases import MachineType
+    from strategies.driver import device_states
+
+    reg = schema.load(BAZ)
+    r = realize(Config(V("11.3"), MachineType.parse("pc-i440fx-11.2"), "virtio-rng"), reg)
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+
+    @settings(max_examples=60, database=None, derandomize=True)
+    @given(st.data())
+    def draw(data: st.DataObject) -> None:
+        extra = dict(data.draw(device_states(r)).extra)
+        seen.add((extra["baz"], extra["baz_regs"]))
+
+    draw()
+    assert any(baz != 0 for baz, _ in seen) and any(regs != (0, 0, 0) for _, regs in seen), seen
+    cells = [Cell(V("11.3"), V("11.3"), "pci", "virtio-rng"), Cell(V("11.2"), V("11.3"), "pci", "virtio-rng"),
+             Cell(V("11.3"), V("11.2"), "pci", "virtio-rng")]
+    machine = ["pc-i440fx-11.2"]
+    for cell in cells:
+        assert run_cell(cell, machine, registry=reg).failure is None, cell.id
+    own = declared.values_from_wire
+
+    def drops_baz(realized, decoded):  # type: ignore[no-untyped-def]
+        return tuple((k, 0 if k == "baz" else v) for k, v in own(realized, decoded))
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(declared, "values_from_wire", drops_baz)
+        for cell, rule in zip(cells, ("R1", "R3", "R4"), strict=True):
+            result = run_cell(cell, machine, registry=reg)
+            assert result.failure is not None, cell.id
+            _src, _dst, state, _out, v = result.failure
+            assert v.rule == rule and "baz" in v.got and dict(state.extra)["baz"] != 0, (cell.id, str(v))
+
+
+def test_a_core_field_is_drawn_from_its_declaration() -> None:
+    """virtio/started's field is derived from DRIVER_OK and use-started by its declaration (models/core.py), which
+    strategies/driver.py follows without naming it: declared without `derived`, the matrix draws it freely, sends
+    virtio/started where 4.0's machine types keep use-started off, and R4 fails."""
+    out = []
+    for sub in BASE.core_subsections:
+        if sub.name == "virtio/started":
+            sub = replace(sub, fields=tuple(replace(f, derived=None) for f in sub.fields))
+        out.append(sub)
+    machine = ["pc-i440fx-4.0"]
+    assert run_cell(CELL, machine).failure is None
+    result = run_cell(CELL, machine, registry=replace(BASE, core_subsections=tuple(out)))
+    assert result.failure is not None
+    _src, _dst, state, _out, v = result.failure
+    assert v.rule == "R4" and "rejected" in v.got and state.started
+    assert "load of migration failed: No such file or directory" in v.details["lines"]  # -ENOENT: not known

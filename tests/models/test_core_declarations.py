@@ -1,0 +1,36 @@
+"""The core subsections' declared fields (models/core.py) are the bodies harness/wire/virtio.py lays out, field for
+field, and the model writes and reads them from the declarations alone."""
+
+from __future__ import annotations
+
+import construct as c
+
+from harness.diff import fields_of
+from harness.wire.stream import decode_payload
+from harness.wire.virtio import TRANSPORTS, core_subsections
+from models import core
+from models.config import Config, realize
+from models.model import reset_state, save, state_from_wire
+from models.releases import MachineType, V
+
+
+def test_declared_fields_are_the_layouts() -> None:
+    declared = [s for s in core.CORE_SUBSECTIONS if s.fields]
+    assert {s.name for s in declared} >= {"virtio/broken", "virtio/started", "virtio/disabled"}
+    for transport in TRANSPORTS:
+        layout = core_subsections(transport)
+        for sub in declared:
+            mine = c.Struct(*(f.name / f.wire_type() for f in sub.fields))
+            assert fields_of(mine) == fields_of(layout.body(sub.name, 1)), (transport, sub.name)
+
+
+def test_declared_fields_round_trip() -> None:
+    r = realize(Config(V("7.2"), MachineType.parse("pc-q35-7.2"), "virtio-blk"))
+    for changes in ({"broken": True, "status": 0x4F}, {"started": True, "status": 0xF},
+                    {"disabled": True, "status": 0xB}):
+        s = reset_state(r).with_(**changes)
+        data = save(r, s)
+        v = decode_payload(data, "pci", "virtio-blk")
+        name = next(k for k in changes if k != "status")
+        assert [x.name for x in v.subsections if x.name == f"virtio/{name}"] == [f"virtio/{name}"]
+        assert getattr(state_from_wire(r, v), name) is True
