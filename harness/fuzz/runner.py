@@ -19,7 +19,7 @@ from harness.fuzz.checker import Checker, Finding
 from harness.fuzz.fields import Seed
 from harness.fuzz.mutant import Mutant, Mutator
 from harness.fuzz.targets import VerdictCall
-from models.releases import release_of
+from models.registry import BASE
 
 # --- a run ----------------------------------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ def read_finding(path: Path) -> tuple[bytes, VerdictCall | None]:
     if not meta_path.exists():
         return data, None
     meta = json.loads(meta_path.read_text())
-    return data, VerdictCall(release_of(meta["release"]), meta.get("dest"))
+    return data, VerdictCall(BASE.release_of(meta["release"]), meta.get("dest"))
 
 
 def report(found: Finding, out: Path) -> None:
