@@ -18,20 +18,13 @@ from pathlib import Path
 import pytest
 
 from harness.check import FUZZ_STOP_GRACE, fuzz_command, matrix_module
+from tests.faults.runs import group_members, wait_gone
 
 pytest.importorskip("hypofuzz", reason="HypoFuzz is not installed (pip install -e '.[test]')")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "examples" / "schemas" / "net_foo_gated.py"  # the fix: every cell passes
 NARROW = ("--schema", str(SCHEMA), "--releases", "11.1,11.2", "--devices", "virtio-net", "--transports", "pci")
-
-
-def alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_slow_subprocess_hypofuzz_fuzzes_under_test_cells_key_and_stops_on_sigint(tmp_path: Path) -> None:
@@ -69,10 +62,10 @@ def test_slow_subprocess_hypofuzz_fuzzes_under_test_cells_key_and_stops_on_sigin
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-        time.sleep(0.5)
-        assert not alive(proc.pid), "HypoFuzz left processes behind after SIGINT (and SIGKILL after the grace)"
+        left = wait_gone(group_members(proc.pid), 5.0)  # zombies of killed workers do not count
+        assert not left, f"HypoFuzz left processes behind after SIGINT (and SIGKILL after the grace): {left}"
     finally:
-        if alive(proc.pid):
+        if group_members(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
