@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -210,16 +211,19 @@ REQUIRED = ("src", "dst", "transport", "device", "rule", "outcome")
 def read_parts(parts: Path) -> list[dict[str, Any]]:
     """Every complete result line of the workers' parts; a line cut by a killed worker, or any line that is
     not a result, is dropped (its cell is missing from the report, and its test reported by pytest)."""
-    entries = []
+    return [e for e in _part_lines(parts) if all(isinstance(e.get(k), str) for k in REQUIRED)]
+
+
+def _part_lines(parts: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of the workers' parts, file by file; a line that does not parse (cut by a kill) is skipped."""
     for p in sorted(parts.glob("*.jsonl")) if parts.is_dir() else []:
         for line in p.read_bytes().splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in REQUIRED):
-                entries.append(entry)
-    return entries
+            if isinstance(entry, dict):
+                yield entry
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -256,14 +260,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def read_explored(parts: Path) -> dict[str, list[str]]:
     """The example digests the cells recorded (lines {"explored": cell id, "digests": [...]} of the parts)."""
     cells: dict[str, list[str]] = {}
-    for p in sorted(parts.glob("*.jsonl")) if parts.is_dir() else []:
-        for line in p.read_bytes().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("explored"), str):
-                cells.setdefault(entry["explored"], []).extend(map(str, entry.get("digests") or []))
+    for entry in _part_lines(parts):
+        if isinstance(entry.get("explored"), str):
+            cells.setdefault(entry["explored"], []).extend(map(str, entry.get("digests") or []))
     return cells
 
 

@@ -13,7 +13,7 @@ from harness import interrupt, samples
 from harness.errors import UsageError
 from harness.fuzz.checker import Checker
 from harness.fuzz.mutant import Mutant, Mutator
-from harness.fuzz.runner import Stats, address_space_cap, read_finding, report, run
+from harness.fuzz.runner import Stats, address_space_cap, make_dir, read_finding, report, run
 from harness.fuzz.seeds import default_seed_paths, load_seeds
 from harness.fuzz.targets import Verdicts
 from harness.interrupt import Kept
@@ -83,12 +83,7 @@ def _validate(args: Any) -> tuple[float, Path]:
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, not {args.seed}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: not a directory (--out)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{out}: cannot create the output directory: {e.strerror or e}") from None
+    make_dir(out, "--out", "output")
     if not os.access(out, os.W_OK | os.X_OK):
         raise UsageError(f"{out}: cannot write there (--out)")
     return minutes, out
@@ -130,3 +125,4 @@ def replay(args: Any, out: Path) -> int:
     print(f"fuzz: replayed {checked} input(s) in {time.monotonic() - began:.1f} s, {found_any} still break the "
           "contract", file=sys.stderr, flush=True)
     return 1 if found_any else 0
+

@@ -34,7 +34,7 @@ from harness.errors import HarnessError, UsageError
 from harness.fuzz.checker import Checker
 from harness.fuzz.fields import Seed, field_map
 from harness.fuzz.mutant import MUTATIONS, Mutant, Mutator, embed
-from harness.fuzz.runner import address_space_cap, report
+from harness.fuzz.runner import address_space_cap, make_dir, report
 from harness.fuzz.seeds import load_seeds
 from harness.fuzz.targets import Verdicts
 from harness.interrupt import Kept
@@ -89,12 +89,7 @@ def run_parent(args: Any, paths: list[Path], minutes: float, out: Path, target: 
                          "CPython <= 3.11 on Linux x86_64)")
     corpus = Path(args.corpus) if getattr(args, "corpus", None) else None
     if corpus is not None:
-        if corpus.exists() and not corpus.is_dir():
-            raise UsageError(f"{corpus}: not a directory (--corpus)")
-        try:
-            corpus.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"{corpus}: cannot create the corpus directory: {e.strerror or e}") from None
+        make_dir(corpus, "--corpus", "corpus")
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="virtio-compat-atheris-") as tmp:
         work = Path(tmp)

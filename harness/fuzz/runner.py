@@ -15,6 +15,7 @@ from hashlib import sha1
 from pathlib import Path
 
 from harness import interrupt
+from harness.errors import UsageError
 from harness.fuzz.checker import Checker, Finding
 from harness.fuzz.fields import Seed
 from harness.fuzz.mutant import Mutant, Mutator
@@ -168,3 +169,13 @@ def address_space_cap(extra: int) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def make_dir(path: Path, option: str, what: str) -> None:
+    """`path` as a directory, made if need be; anything else is one line (UsageError)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: not a directory ({option})")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot create the {what} directory: {e.strerror or e}") from None
