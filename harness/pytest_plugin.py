@@ -22,17 +22,20 @@ _FAST_PHASES = [p for p in Phase if p != Phase.explain]
 # dev is derandomized and keeps nothing: a developer's quick run. ci draws from the run's seed (the commit under
 # test: new examples on each commit, the same ones again on the same commit; harness/explore.py) and keeps what it
 # finds in Hypothesis' example database (.hypothesis/examples, or --example-db), which it replays first.
-settings.register_profile("dev", max_examples=5, deadline=None, database=None, derandomize=True,
+# Each profile stands on Hypothesis' own defaults: under CI (the CI, GITHUB_ACTIONS, ... variables) Hypothesis makes
+# its derandomized, database-less "ci" profile the default, and a profile without a parent would inherit that.
+_BASE = settings.get_profile("default")
+settings.register_profile("dev", _BASE, max_examples=5, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck), phases=_FAST_PHASES)
-settings.register_profile("ci", max_examples=12, deadline=None, database=default_database(),
+settings.register_profile("ci", _BASE, max_examples=12, deadline=None, database=default_database(),
                           suppress_health_check=list(HealthCheck), phases=_FAST_PHASES)
-settings.register_profile("thorough", max_examples=300, deadline=None, database=default_database(),
+settings.register_profile("thorough", _BASE, max_examples=300, deadline=None, database=default_database(),
                           suppress_health_check=list(HealthCheck))
 # nightly: hours of exploration, sharded across machines that share a Redis database (--shard, --example-db), or
 # under HypoFuzz (`hypothesis fuzz`, the test_fuzz_cell targets), which skips a test that suppresses nested_given
-settings.register_profile("nightly", max_examples=2000, deadline=None, database=default_database(),
+settings.register_profile("nightly", _BASE, max_examples=2000, deadline=None, database=default_database(),
                           suppress_health_check=[h for h in HealthCheck if h != HealthCheck.nested_given])
-settings.register_profile("explain", max_examples=12, deadline=None, database=None, derandomize=True,
+settings.register_profile("explain", _BASE, max_examples=12, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck), phases=list(Phase))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
