@@ -27,7 +27,7 @@ from typing import Any
 from harness import interrupt
 from harness.errors import QemuError, StreamError, UsageError
 from harness.matrix import KnownIncompatibility, known_for
-from harness.qemu import oracle, release
+from harness.qemu import oracle, presence, release
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
 from harness.qemu.loaded import qom_path
@@ -157,6 +157,7 @@ class Example:
     kinds: list[str] = field(default_factory=list)  # the devices, driven or not
     model_verdict: Any = field(default=None, repr=False)  # oracle.ModelVerdict, for the failure file
     qemu_verdict: Any = field(default=None, repr=False)  # oracle.Verdict
+    presence_checked: int = 0  # source payloads whose subsections R5 held to the model (harness/qemu/presence.py)
 
     @property
     def devices(self) -> list[str]:
@@ -170,6 +171,7 @@ class Example:
                 "qemu": {"outcome": self.outcome, "error": self.error},
                 "model": {"outcome": self.model_outcome, "error": self.model_error},
                 "agrees": not self.disagreements, "disagreements": self.disagreements,
+                "r5_payloads": self.presence_checked,
                 "violations": self.violations, "expected": self.expected, "failures": self.failures}
 
 
@@ -275,6 +277,9 @@ def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[st
     ex.outcome, ex.error = v.outcome, v.error
     ex.model_outcome, ex.model_error = oracle.overall(model)
     ex.disagreements = oracle.compare(model, v)
+    if s is not None:  # R5 on the real source: its subsections against the model's save of the same state
+        ex.presence_checked, r5 = presence.check(s, src.release, argv)
+        ex.disagreements += r5
     if v.outcome in ("accepted", "accepted-broken") and s is not None:
         loads = oracle.model_loads(s, dst.release, argv)
         ex.disagreements += oracle.compare_state(loads, v)

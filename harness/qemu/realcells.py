@@ -37,6 +37,7 @@ def missing(cell: Cell) -> str | None:
 class RealResult:
     machines: list[str] = field(default_factory=list)  # one per QEMU pair
     states: int = 0  # device states compared
+    r5_states: int = 0  # source payloads whose subsections R5 held to the real binary's stream
     pairs: int = 0  # QEMU pairs they took
     failures: list[str] = field(default_factory=list)  # one line each
     expected: dict[str, str] = field(default_factory=dict)  # known incompatibility name -> reason
@@ -79,7 +80,8 @@ def run_real_cell(cell: Cell, examples: int, seed: int = 0, failures: Path | Non
         out.pairs += 1
         out.states += len(kinds)
         out.files += ex.failures
-        out.failures += [f"R12: {d}" for d in ex.disagreements]
+        out.r5_states += ex.presence_checked
+        out.failures += [d if d.startswith("R5: ") else f"R12: {d}" for d in ex.disagreements]
         if ex.violations:
             if ex.expected:
                 out.expected.update(ex.expected)
