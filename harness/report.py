@@ -48,8 +48,9 @@ def real_qemu(entries: list[dict[str, Any]]) -> str | None:
     held = [e for e in real if e["outcome"] != "fail"]
     packages = sorted({p.strip() for e in real for p in (e.get("packages") or "").split(",") if p.strip()},
                       key=lambda p: _version_key(p.split()[1]))
+    r5 = sum(e.get("r5_payloads") or 0 for e in real)
     return (f"Verified on real QEMU: {len(held)} of {len(real)} cells held ({sum(e['examples'] for e in real)} "
-            f"driven states, R12); packages: {', '.join(packages)}.")
+            f"driven states, R12; R5 on {r5} source payloads); packages: {', '.join(packages)}.")
 
 
 def _mark(cell: dict[str, Any]) -> str:
