@@ -190,7 +190,11 @@ def r9_load_order(run: Run) -> Violation | None:
     res = run.result
     if res.outcome not in (ACCEPTED, ACCEPTED_BROKEN, REJECTED):
         return None
-    payload = ref.decode_as_destination(run.dst, run.data, declared.on_wire(run.src, run.state))
+    try:
+        decoded = run.decoded
+    except StreamError:
+        decoded = None
+    payload = ref.decode_as_destination(run.dst, run.data, declared.on_wire(run.src, run.state), decoded)
     if payload is None:
         return None  # the destination cannot read it: the model's verdict (R1/R3/R4) judges that
     want = ref.reference_load(run.dst, payload)
