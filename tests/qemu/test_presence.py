@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.qemu import crosscheck, presence
+from harness.qemu.drive import DEVICE_KINDS
 from harness.wire.stream import decode_stream
 from models import core
 from models.config import realize
@@ -23,7 +24,7 @@ from tests.qemu.test_fleet import fleet_binary
 
 def _virtqueues_never_needed() -> Registry:
     """The in-tree declarations with virtio/virtqueues' needed() wrong: never sent."""
-    subs = tuple(replace(s, needed=(core.Rule(V("2.4"), lambda r, s: False, "never"),))  # type: ignore[arg-type]
+    subs = tuple(replace(s, needed=(core.Rule(V("2.4"), lambda r, s: False, "never"),))
                  if s.name == "virtio/virtqueues" else s for s in BASE.core_subsections)
     return replace(BASE, core_subsections=subs)
 
@@ -58,7 +59,7 @@ def test_real_source_streams_hold_r5_and_a_wrong_needed_fails(monkeypatch: pytes
     With virtio/virtqueues' needed() broken, the pair's disagreements name it."""
     fleet_binary("7.2")
     side = crosscheck.side("7.2")
-    ex = crosscheck.run_example(0, random.Random(3), side, side, "pc-i440fx-7.2", list(crosscheck.DEVICE_KINDS))
+    ex = crosscheck.run_example(0, random.Random(3), side, side, "pc-i440fx-7.2", list(DEVICE_KINDS))
     assert ex.presence_checked == 4
     assert not [d for d in ex.disagreements if d.startswith("R5")], ex.disagreements
 
