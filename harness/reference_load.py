@@ -21,7 +21,8 @@ hw/virtio/virtio.c:3298-3470):
      0 (a queue virtio_add_queue never set up; it sets align = VIRTIO_PCI_VRING_ALIGN, hw/virtio/virtio.c:2550)
 
 What it leaves alone: the ring checks' verdicts (they read guest RAM), the device's own post_load (device data is
-not judged here), num_default (virtio/ringsize; 11.x drops it and no 11.x source was read)."""
+not judged here), num_default past 10.2 (11.1 neither sends nor loads virtio/ringsize, by the model; no 11.x
+source was read)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ VERSION_1 = 32
 MASK32, MASK64 = (1 << 32) - 1, (1 << 64) - 1
 VRING_ALIGN = 4096  # VIRTIO_PCI_VRING_ALIGN, what virtio_add_queue gives a queue
 FEATURES_EX_FROM = Version(10, 2)  # virtio_load checks guest_features_ex whole (qemu-10.2.2 virtio.c:3418-3429)
+RINGSIZE_LOADED = (Version(2, 5), Version(10, 2))  # vmstate_virtio_ringsize loads vring.num_default (46c5d0823d;
+# qemu-10.2.2 hw/virtio/virtio.c:2860-2880, the same in 5.2.0, 7.2.0 and 10.0.2)
 SUBSECTIONS_FROM = Version(2, 4)  # 64-bit features and their check after the subsections (019a3edbb2)
 
 
@@ -103,6 +106,11 @@ def reference_load(dst: Realized, payload: Any) -> Reference:
         **{name: bool(getattr(body, name)) if (body := subs.get(f"virtio/{name}")) is not None else False
            for name in ("started", "disabled")},
     }
+    if RINGSIZE_LOADED[0] <= dst.release <= RINGSIZE_LOADED[1]:
+        # every queue's num_default from the subsection, else what virtio_add_queue gave it at realize
+        ringsize = subs.get("virtio/ringsize")
+        nd = dst.queue_sizes if ringsize is None else ringsize.num_default[: len(dst.queue_sizes)]
+        fields["num_default"] = tuple(nd)
     vqs = subs.get("virtio/virtqueues")
     modern = bool(features >> VERSION_1 & 1)
     mmio = dst.config.transport == "mmio"
@@ -163,6 +171,8 @@ def differences(ref: Reference, loaded: Any) -> dict[str, tuple[Any, Any]]:
             want, got = want & ~0x40, got & ~0x40
         elif name == "config":
             got = bytes(got[: len(want)])
+        elif name == "num_default":
+            got = tuple(got)
         if got != want:
             out[name] = (want, got)
     if ref.broken_sent and not loaded.broken:
