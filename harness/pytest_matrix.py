@@ -102,7 +102,7 @@ def test_real_pair(real_cell: Cell, request: pytest.FixtureRequest) -> None:
         "device": real_cell.device, "rule": "R12", "outcome": outcome,
         "expected": "; ".join(f"{k}: {v}" for k, v in result.expected.items()) or None,
         "examples": result.states, "machines": sorted(set(result.machines)), "qemu": True, "packages": packages,
-        "r5_payloads": result.r5_states,
+        "r5_payloads": result.r5_states, "r9_loads": result.r9_loads,
         "failure": "\n".join(result.failures) if result.failures else None,
         "schema": registry(request.config).schema_paths(),
     })

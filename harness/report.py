@@ -48,9 +48,9 @@ def real_qemu(entries: list[dict[str, Any]]) -> str | None:
     held = [e for e in real if e["outcome"] != "fail"]
     packages = sorted({p.strip() for e in real for p in (e.get("packages") or "").split(",") if p.strip()},
                       key=lambda p: _version_key(p.split()[1]))
-    r5 = sum(e.get("r5_payloads") or 0 for e in real)
+    r5, r9 = (sum(e.get(k) or 0 for e in real) for k in ("r5_payloads", "r9_loads"))
     return (f"Verified on real QEMU: {len(held)} of {len(real)} cells held ({sum(e['examples'] for e in real)} "
-            f"driven states, R12; R5 on {r5} source payloads); packages: {', '.join(packages)}.")
+            f"driven states, R12; R5 on {r5} source payloads, R9 on {r9} loads); packages: {', '.join(packages)}.")
 
 
 def _mark(cell: dict[str, Any]) -> str:

@@ -158,6 +158,7 @@ class Example:
     model_verdict: Any = field(default=None, repr=False)  # oracle.ModelVerdict, for the failure file
     qemu_verdict: Any = field(default=None, repr=False)  # oracle.Verdict
     presence_checked: int = 0  # source payloads whose subsections R5 held to the model (harness/qemu/presence.py)
+    load_order_checked: int = 0  # the model's loads of them R9 held to the reference from the stream alone
 
     @property
     def devices(self) -> list[str]:
@@ -171,7 +172,7 @@ class Example:
                 "qemu": {"outcome": self.outcome, "error": self.error},
                 "model": {"outcome": self.model_outcome, "error": self.model_error},
                 "agrees": not self.disagreements, "disagreements": self.disagreements,
-                "r5_payloads": self.presence_checked,
+                "r5_payloads": self.presence_checked, "r9_loads": self.load_order_checked,
                 "violations": self.violations, "expected": self.expected, "failures": self.failures}
 
 
@@ -283,6 +284,8 @@ def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[st
     if v.outcome in ("accepted", "accepted-broken") and s is not None:
         loads = oracle.model_loads(s, dst.release, argv)
         ex.disagreements += oracle.compare_state(loads, v)
+        ex.load_order_checked, r9 = presence.load_order(loads)
+        ex.disagreements += r9
         if result.resaved is not None:
             ex.disagreements += oracle.compare_resave(loads, result.resaved)
     rule = migration_rule(src.release, dst.release)

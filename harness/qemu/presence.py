@@ -1,19 +1,25 @@
-"""R5 on real QEMU: which subsections a real source binary's stream carries, against what the model of its
+"""R5 and R9 on real QEMU streams.
+
+R5: which subsections a real source binary's stream carries, against what the model of its
 release sends for the same state.
 
 The matrix's R5 holds the stream to the needed() that wrote it, so a wrong needed() passes there. Here the
 expectation comes from the real binary instead: the source QEMU of a `--real` cell (or `virtio-compat qemu`)
 saves a driven device, the model of its release saves the state that stream holds, and the subsections of the
 two payloads (the core ones, the device's own, and the transport's inside virtio/extra_state) must be the same
-names in the same order. A difference names the subsection and who sends it."""
+names in the same order. A difference names the subsection and who sends it.
+
+R9: the model's load of a real stream (what the destination QEMU accepted) against the reference that
+harness/reference_load.py computes from that stream alone."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from harness import reference_load as ref
 from harness.errors import StreamError
-from harness.qemu.oracle import dest_line
+from harness.qemu.oracle import ModelLoad, dest_line
 from harness.wire.stream import Stream, decode_payload
 from models import declared
 from models.cmdline import parse
@@ -65,3 +71,22 @@ def check(s: Stream, release: Version, argv: Sequence[str]) -> tuple[int, list[s
         checked += 1
         out += differences(p.section, release, subsections(p.value), subsections(mine))
     return checked, out
+
+
+def load_order(loads: dict[str, ModelLoad]) -> tuple[int, list[str]]:
+    """(model loads judged, R9 lines) for the model's loads of a real stream's devices."""
+    judged, out = 0, []
+    for section, ml in loads.items():
+        if ml.result.state is None or ml.payload.value is None:
+            continue  # R12 compares the verdicts
+        v = ref.decode_as_destination(ml.realized, ml.payload.encode(), None, ml.payload.value)
+        if v is None:
+            continue
+        judged += 1
+        want = ref.reference_load(ml.realized, v)
+        if want.refused is not None:
+            out.append(f"R9: {section}: the model accepts, the feature step refuses: {want.refused}")
+            continue
+        out += [f"R9: {section}: {name}: reference {a!r:.80}, model {b!r:.80}"
+                for name, (a, b) in ref.differences(want, ml.result.state).items()]
+    return judged, out

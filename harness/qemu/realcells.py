@@ -38,6 +38,7 @@ class RealResult:
     machines: list[str] = field(default_factory=list)  # one per QEMU pair
     states: int = 0  # device states compared
     r5_states: int = 0  # source payloads whose subsections R5 held to the real binary's stream
+    r9_loads: int = 0  # the model's loads of the real streams R9 held to the reference
     pairs: int = 0  # QEMU pairs they took
     failures: list[str] = field(default_factory=list)  # one line each
     expected: dict[str, str] = field(default_factory=dict)  # known incompatibility name -> reason
@@ -81,7 +82,8 @@ def run_real_cell(cell: Cell, examples: int, seed: int = 0, failures: Path | Non
         out.states += len(kinds)
         out.files += ex.failures
         out.r5_states += ex.presence_checked
-        out.failures += [d if d.startswith("R5: ") else f"R12: {d}" for d in ex.disagreements]
+        out.r9_loads += ex.load_order_checked
+        out.failures += [d if d.startswith(("R5: ", "R9: ")) else f"R12: {d}" for d in ex.disagreements]
         if ex.violations:
             if ex.expected:
                 out.expected.update(ex.expected)

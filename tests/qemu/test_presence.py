@@ -1,4 +1,4 @@
-"""R5 on real QEMU (harness/qemu/presence.py): the subsections a real source binary's stream carries against what
+"""R5 and R9 on real QEMU (harness/qemu/presence.py): the subsections a real source binary's stream carries against what
 the model of its release sends for the same state. On the real 7.2 fixtures (no QEMU needed) and on streams the
 fleet's 7.2 saves now; a model with a wrong needed() is caught, naming the subsection."""
 
@@ -60,10 +60,25 @@ def test_real_source_streams_hold_r5_and_a_wrong_needed_fails(monkeypatch: pytes
     fleet_binary("7.2")
     side = crosscheck.side("7.2")
     ex = crosscheck.run_example(0, random.Random(3), side, side, "pc-i440fx-7.2", list(DEVICE_KINDS))
-    assert ex.presence_checked == 4
-    assert not [d for d in ex.disagreements if d.startswith("R5")], ex.disagreements
+    assert ex.presence_checked == 4 and ex.outcome == "accepted" and ex.load_order_checked == 4
+    assert not [d for d in ex.disagreements if d.startswith(("R5", "R9"))], ex.disagreements
 
     monkeypatch.setattr(presence, "realize", functools.partial(realize, registry=_virtqueues_never_needed()))
     ex = crosscheck.run_example(0, random.Random(3), side, side, "pc-i440fx-7.2", ["virtio-net"])
     assert ("R5: 0000:00:03.0/virtio-net: QEMU 7.2 sends virtio/virtqueues, the model of 7.2 does not"
             in ex.disagreements), ex.disagreements
+
+
+@pytest.mark.qemu
+def test_r9_on_a_real_stream_catches_an_endianness_taken_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's load of what the fleet's 7.2 saved, with its endianness step fixed to BIG (as a load that set
+    it before the subsections from the wrong side): R9 names device_endian against the reference."""
+    from models import load
+
+    fleet_binary("7.2")
+    side = crosscheck.side("7.2")
+    monkeypatch.setattr(load._Load, "endianness", lambda self: 2)
+    ex = crosscheck.run_example(0, random.Random(3), side, side, "pc-i440fx-7.2", ["virtio-rng"])
+    assert ex.outcome == "accepted" and ex.load_order_checked == 1
+    assert [d for d in ex.disagreements if d.startswith("R9")] == [
+        "R9: 0000:00:03.0/virtio-rng: device_endian: reference 1, model 2"], ex.disagreements
