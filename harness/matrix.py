@@ -274,6 +274,7 @@ class CellResult:
     failure: tuple[Config, Config, DeviceState, Outcome, Violation] | None  # the minimal failing example
     failures: dict[str, tuple[Config, Config, DeviceState, Outcome, Violation]] = field(default_factory=dict)
     digests: list[str] | None = None  # a digest of each example drawn, when asked for (harness/explore.py)
+    boundaries: int = 0  # of `examples`, those of the boundary phase (strategies/boundaries.py)
 
     @property
     def status(self) -> str:
@@ -296,6 +297,7 @@ def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry =
     from hypothesis import strategies as st
 
     from harness.explore import cell_seed, example_digest, run_seed
+    from strategies.boundaries import boundaries
     from strategies.driver import device_states
     from strategies.hostile import hostile_states
 
@@ -334,18 +336,53 @@ def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry =
                 raise AssertionError(str(out.violations[0]))
         result.failure = None
 
+    bounds = boundaries(cell.src, cell.dst, cell.transport, cell.device, machines, registry)
+    at: list[Any] = [None]  # the boundary example the phase runs now
+
+    # the boundary phase: each boundary example of the cell, its state drawn (so many examples as the profile has for
+    # each 12 random ones: one in ci, Hypothesis' simplest state) and edited to the declared terms' holding side
+    @settings(max_examples=max(1, settings().max_examples // 12))
+    @given(st.data())
+    def at_boundary(data: st.DataObject) -> None:
+        b = at[0]
+        r = realize(b.src)
+        state = b.apply(r, data.draw(device_states(r), label="state"))
+        note(f"{b.src.describe()} ({b.why})")
+        out = run_example(b.src, b.dst, state)
+        result.examples += 1
+        result.boundaries += 1
+        result.machines.add(b.src.machine.name)
+        for v, known in out.expected:
+            result.expected[v.rule] = known.name
+        if out.violations:
+            result.failure = result.failures[out.violations[0].rule] = (b.src, b.dst, state, out, out.violations[0])
+            raise AssertionError(str(out.violations[0]))
+        result.failure = None
+
+    def boundary_phase() -> None:
+        for b in bounds:
+            at[0] = b
+            if not settings().derandomize:
+                name = f"{cell.id} boundary {b.src.machine}"
+                at_boundary._hypothesis_internal_use_seed = cell_seed(run_seed().value, name)  # type: ignore[attr-defined]
+                at_boundary._hypothesis_internal_database_key = hashlib.sha384(  # type: ignore[attr-defined]
+                    f"virtio-compat {name} {b.src.describe()}".encode()).digest()
+            at_boundary()
+
     if not settings().derandomize:
         # what hypothesis.seed() sets, without the database=None that seed() adds: these runs keep what they find
         check._hypothesis_internal_use_seed = cell_seed(run_seed().value, cell.id)  # type: ignore[attr-defined]
         # every cell is this one nested function: without a key of its own, all cells would share one entry
         key = database_key or hashlib.sha384(f"virtio-compat cell {cell.id} {machines or ''}".encode()).digest()
         check._hypothesis_internal_database_key = key  # type: ignore[attr-defined]
-    try:
-        check()
-    except (AssertionError, ExceptionGroup):
+    for phase in (boundary_phase, check):
+        try:  # a phase that fails does not hide the next one's failures of other rules
+            phase()
+        except (AssertionError, ExceptionGroup):
+            if not result.failures:
+                raise
+    if result.failures:
         # Hypothesis replays each distinct failure's minimal example last; report them by rule order
-        if not result.failures:
-            raise
         order = [EXCEPTION, "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11"]
         result.failure = result.failures[min(result.failures, key=lambda r: order.index(r) if r in order else 99)]
     return result

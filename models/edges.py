@@ -1,0 +1,157 @@
+"""Where something changes for a pair of releases: the machine types at each compat boundary, and the edges of the
+terms that a declared needed() or present= names (models/conditions.py). The matrix runs these on every cell, besides
+its random draws (strategies/boundaries.py), so that a compat entry or a MachineAtLeast one release off is seen on the
+exact machine types it breaks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.conditions import (
+    Compare,
+    Condition,
+    GuestFeatures,
+    HostFeatures,
+    MachineAtLeast,
+    Property,
+    StateField,
+    as_condition,
+)
+from models.registry import Registry
+from models.releases import FAMILIES, MachineType, Version
+
+
+@dataclass
+class Terms:
+    """What a condition reads, each term with the values on both sides of its edge."""
+
+    machines: set[Version] = field(default_factory=set)  # MachineAtLeast(v): the first machine version it holds on
+    properties: set[str] = field(default_factory=set)
+    host_bits: set[int] = field(default_factory=set)  # HostFeature(s): the lowest bit of each range
+    guest_bits: set[int] = field(default_factory=set)
+    # a state field: the values it takes where its comparisons hold (first) and where they do not
+    fields: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _edge(op: str, value: Any) -> tuple[Any, Any]:
+    """(a value for which `x op value` holds, one for which it does not), next to `value`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return (value, None) if op in ("==", "<=", ">=") else (None, value)
+    return {"==": (value, value + 1), "!=": (value + 1, value), "<": (value - 1, value), "<=": (value, value + 1),
+            ">": (value + 1, value), ">=": (value, value - 1)}[op]
+
+
+def terms(cond: Condition | Any, out: Terms | None = None) -> Terms:
+    """The terms of a condition (a plain callable has none a tool can see)."""
+    out = Terms() if out is None else out
+    c = as_condition(cond)
+    if isinstance(c, MachineAtLeast):
+        out.machines.add(c.version)
+    elif isinstance(c, Property):
+        out.properties.add(c.name)
+    elif isinstance(c, HostFeatures):
+        out.host_bits.add(c.lo)
+    elif isinstance(c, GuestFeatures):
+        out.guest_bits.add(c.lo)
+    elif isinstance(c, StateField):
+        _add(out, c.name, 1, 0)
+    elif isinstance(c, Compare) and isinstance(c.term, StateField) and not isinstance(c.value, StateField):
+        other = c.value if not isinstance(c.value, Condition) else None
+        if other is not None:
+            _add(out, c.term.name, *_edge(c.op, other))
+        if isinstance(c.term.settable, Condition):
+            terms(c.term.settable, out)
+        if isinstance(c.value, Condition):
+            terms(c.value, out)
+        return out
+    for p in c.parts():
+        terms(p, out)
+    if isinstance(c, StateField) and c.settable is not None:
+        terms(c.settable, out)
+    return out
+
+
+def _add(out: Terms, name: str, holds: Any, fails: Any) -> None:
+    values = out.fields.setdefault(name, [])
+    for v in (holds, fails):
+        if v is not None and v not in values:
+            values.append(v)
+
+
+def declared_conditions(registry: Registry, device: str, release: Version) -> Iterator[Condition]:
+    """The needed() of every schema subsection `release` knows for `device`, and every field test (present=)."""
+    for sub in registry.known(release, device):
+        if sub.needed is not None:
+            yield sub.condition()
+        yield from (as_condition(f.present) for f in sub.fields if f.present is not None)
+    for f in registry.device_fields(device, release):
+        if f.present is not None:
+            yield as_condition(f.present)
+
+
+def declared_terms(registry: Registry, device: str, src: Version, dst: Version) -> Terms:
+    """The terms of the conditions either release declares for the device."""
+    out = Terms()
+    for release in dict.fromkeys((src, dst)):
+        for cond in declared_conditions(registry, device, release):
+            terms(cond, out)
+    return out
+
+
+def common_machines(registry: Registry, src: Version, dst: Version, transport: str) -> list[MachineType]:
+    dst_names = {m.name for m in registry.machine_types(dst, transport)}
+    return [m for m in registry.machine_types(src, transport) if m.name in dst_names]
+
+
+def _signature(registry: Registry, m: MachineType, device: str, transport: str, releases: tuple[Version, ...]
+               ) -> tuple[Any, ...]:
+    """What a machine type gives the device on each release: its effective properties, the migration globals and
+    the transport's own objects' properties."""
+    out: list[Any] = []
+    for r in releases:
+        props = registry.effective_props(r, m, device, transport, {})
+        objects = [registry.migration_values(r, m)] + [registry.machine_object_props(r, m, t) for t in (
+            "virtio-mmio", "virtual-css-bridge")]
+        out.append(tuple(sorted((k, repr(v)) for d in (props, *objects) for k, v in d.items())))
+    return tuple(out)
+
+
+def boundary_machines(registry: Registry, src: Version, dst: Version, transport: str, device: str,
+                      extra_versions: set[Version] | frozenset[Version] = frozenset()) -> list[tuple[MachineType, str]]:
+    """The machine types where something changes for the pair, each with why: in each family, both sides of every
+    change in what the machine type gives the device (its compat entries, on either release), the newest machine
+    type both releases have, both sides of each version in `extra_versions` (a MachineAtLeast's), and the newest one
+    of each downstream line."""
+    common = common_machines(registry, src, dst, transport)
+    releases = tuple(dict.fromkeys((src, dst)))
+    out: dict[str, tuple[MachineType, str]] = {}
+
+    def add(m: MachineType, why: str) -> None:
+        out.setdefault(m.name, (m, why))
+
+    for family in (f for f, (tr, _) in FAMILIES.items() if tr == transport):
+        mine = sorted((m for m in common if m.family == family and not m.line), key=lambda m: m.version)
+        if not mine:
+            continue
+        add(mine[-1], "the newest machine type both releases have")
+        sigs = [_signature(registry, m, device, transport, releases) for m in mine]
+        for i in range(1, len(mine)):
+            if sigs[i] != sigs[i - 1]:
+                add(mine[i - 1], f"a compat boundary: {mine[i - 1]} keeps what {mine[i]} changes")
+                add(mine[i], f"a compat boundary: the first machine type past {mine[i - 1]}")
+        for v in sorted(extra_versions):
+            below = [m for m in mine if m.version < v]
+            at = [m for m in mine if m.version >= v]
+            if below:
+                add(below[-1], f"the last machine type before a declared machine type >= {v}")
+            if at:
+                add(at[0], f"the first machine type of a declared machine type >= {v}")
+    for d in registry.downstream:
+        line = sorted((m for m in common if m.line == d.line and m.family == d.family),
+                      key=lambda m: m.downstream or m.version)
+        if line:
+            add(line[-1], f"the newest {d.family}-{d.line} machine type both releases have")
+    return sorted(out.values(), key=lambda x: (x[0].family, x[0].line, x[0].version, x[0].downstream or x[0].version))
+
