@@ -114,7 +114,8 @@ def _derived(c: Config, registry: Registry) -> tuple[Any, ...]:
             r.vectors, r.modern, r.legacy, r.express, r.big_endian_target, r.send_footer, r.send_configuration)
 
 
-def _config(src: Version, dst: Version, m: MachineType, device: str, transport: str, t: Terms, registry: Registry) -> Config:
+def _config(src: Version, dst: Version, m: MachineType, device: str, transport: str, t: Terms,
+            registry: Registry) -> Config:
     """The configuration of a boundary example: the default one, or where the declared terms read host feature
     bits, the variant (models' config_variants) whose host offers most of them."""
     props = {"romfile": ""} if device == "virtio-net" and transport == "pci" else {}
