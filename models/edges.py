@@ -31,8 +31,15 @@ class Terms:
     properties: set[str] = field(default_factory=set)
     host_bits: set[int] = field(default_factory=set)  # HostFeature(s): the lowest bit of each range
     guest_bits: set[int] = field(default_factory=set)
-    # a state field: the values it takes where its comparisons hold (first) and where they do not
-    fields: dict[str, list[Any]] = field(default_factory=dict)
+    # a state field: the values for which each of its comparisons holds, and those for which it does not
+    fields: dict[str, tuple[list[Any], list[Any]]] = field(default_factory=dict)
+
+    def holding(self) -> list[tuple[tuple[str, Any], ...]]:
+        """Assignments of the state fields that make their comparisons hold: one per value a field holds at (the
+        i-th takes each field's i-th such value, or its last), so that every comparison's edge is reached."""
+        n = max((len(h) for h, _ in self.fields.values()), default=0)
+        return [tuple(sorted((name, h[min(i, len(h) - 1)]) for name, (h, _) in self.fields.items() if h))
+                for i in range(n)]
 
 
 def _edge(op: str, value: Any) -> tuple[Any, Any]:
@@ -74,10 +81,11 @@ def terms(cond: Condition | Any, out: Terms | None = None) -> Terms:
 
 
 def _add(out: Terms, name: str, holds: Any, fails: Any) -> None:
-    values = out.fields.setdefault(name, [])
-    for v in (holds, fails):
-        if v is not None and v not in values:
-            values.append(v)
+    h, f = out.fields.setdefault(name, ([], []))
+    if holds is not None and holds not in h:
+        h.append(holds)
+    if fails is not None and fails not in f:
+        f.append(fails)
 
 
 def declared_conditions(registry: Registry, device: str, release: Version) -> Iterator[Condition]:

@@ -93,7 +93,7 @@ def boundaries(src: Version, dst: Version, transport: str, device: str, machines
 def _boundaries(src: Version, dst: Version, transport: str, device: str, machines: tuple[str, ...],
                 registry: Registry) -> tuple[Boundary, ...]:
     t = declared_terms(registry, device, src, dst)
-    holds = tuple(sorted((name, values[0]) for name, values in t.fields.items()))
+    assignments = t.holding() or [()]
     out: dict[Any, Boundary] = {}
     for m, why in boundary_machines(registry, src, dst, transport, device, t.machines):
         if machines and m.name not in machines and m.family not in machines:
@@ -103,7 +103,8 @@ def _boundaries(src: Version, dst: Version, transport: str, device: str, machine
         # a machine type of another family that gives the device the same on both releases adds nothing
         # (pc-q35-X beside pc-i440fx-X: the same compat entries)
         key = (m.version, m.line, m.downstream, _derived(a, registry), _derived(b, registry))
-        out.setdefault(key, Boundary(a, b, why, holds, tuple(sorted(t.guest_bits))))
+        for i, fields in enumerate(assignments):
+            out.setdefault((*key, i), Boundary(a, b, why, fields, tuple(sorted(t.guest_bits))))
     return tuple(out.values())
 
 

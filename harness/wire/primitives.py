@@ -208,6 +208,9 @@ class Subsections(c.Construct):  # type: ignore[misc]
                 return out
             if name not in self.known:
                 raise UnknownSubsection(name, f"{path} -> {name}", self.parent)
+            # the entries loaded so far, for a VMSTATE_*_TEST in a later body: QEMU loads them into the device in
+            # stream order (models/declared.py reads them from the context; the parsed value is apart from it)
+            context["_subsections"] = out
             version_id = c.Int32ub._parsereport(stream, context, f"{path} -> {name} -> version_id")
             # QEMU keeps the version in a uint8_t: that is the version the body is read with
             body = self.body(name, version_id & 0xFF)._parsereport(stream, context, f"{path} -> {name}")

@@ -45,7 +45,7 @@ def test_a_downstream_line_and_a_declared_machine_gate_are_covered() -> None:
     assert names.count("pc-q35-rhel10.0.0") == 1 and not any("rhel9" in n for n in names)  # the line's newest shared
     reg = schema.load(EXAMPLES / "net_foo_machine_off.py")
     t = declared_terms(reg, "virtio-net", V("11.1"), V("11.2"))
-    assert t.machines == {V("11.1")} and t.fields == {"foo": [1, 0]}
+    assert t.machines == {V("11.1")} and t.fields == {"foo": ([1], [0])} and t.holding() == [(("foo", 1),)]
     names = [m.name for m, _ in boundary_machines(reg, V("11.1"), V("11.2"), "mmio", "virtio-net", t.machines)]
     assert "virt-11.0" in names and "virt-11.1" in names
 
