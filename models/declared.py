@@ -3,7 +3,6 @@ state, their subsection entries on the wire, and which of their gated fields a r
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ from models.config import Realized
 from models.declarations import Field, Subsection
 from models.registry import Registry
 from models.state import DeviceState
+from models.stream_order import state_so_far
 
 
 def extend_entries(r: Realized, s: DeviceState, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,76 +89,15 @@ def on_wire(r: Realized, s: DeviceState, version: int | None = None, loading: bo
     return out
 
 
-# DeviceState's own fields that the stream loads (the core fields, the core subsections' bodies), by their wire names
-# in load order (the 64-bit features replace the 32-bit field)
-_STATE_FIELDS = {"status": "status", "isr": "isr", "queue_sel": "queue_sel", "guest_features_lo": "guest_features",
-                 "guest_features": "guest_features", "device_endian": "device_endian", "broken": "broken",
-                 "started": "started", "disabled": "disabled"}
-
-
 def _read_so_far(test: Condition, r: Realized, before: DeviceState) -> Callable[[Any], bool]:
     """The test as the destination evaluates it while loading: over its state before the load with every value the
-    stream loaded so far in place, in stream order (QEMU loads each field and each subsection into the device as it
-    reads it): the core fields, the device's fields and the subsections before this one, then this struct's own."""
-    device_names = {f.name for f in dataclasses.fields(before.device)} if before.device is not None else set()
-    declared_names = {f.name for f in known_fields(r)}
+    stream loaded so far in place, in stream order (models/stream_order.py)."""
+    declared_names = frozenset(f.name for f in known_fields(r))
 
     def decide(ctx: Any) -> bool:
-        core, dev = loaded_so_far(ctx)
-        both = {**dev, **core}
-        extra = {**dict(before.extra), **{k: v for k, v in both.items() if k in declared_names}}
-        device = before.device
-        if device is not None:
-            device = dataclasses.replace(device, **{k: v for k, v in dev.items() if k in device_names
-                                                    and _same_kind(v, getattr(device, k))})
-        own = {name: core[k] for k, name in _STATE_FIELDS.items() if isinstance(core.get(k), int)}
-        state = dataclasses.replace(before, extra=tuple(sorted(extra.items())), device=device, **own)
-        return bool(test(r, state))
+        return bool(test(r, state_so_far(before, ctx, declared_names)))
 
     return decide
-
-
-def loaded_so_far(ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The values a parse context has read so far, by name, in stream order (a later one of a name replaces an
-    earlier one): (the VirtIODevice's: the core fields and the core subsections; the device's: its vmsd's fields and
-    subsections). Each enclosing struct's fields from the outermost, and the entries of a subsection list before
-    the one being read (Subsections keeps them in the context as `_subsections`)."""
-    levels = []
-    while ctx is not None:
-        levels.append(ctx)
-        ctx = ctx.get("_")
-    core: dict[str, Any] = {}
-    dev: dict[str, Any] = {}
-    in_device = False
-    for level in reversed(levels):
-        if "transport" in level:  # virtio_save's own fields; then the device vmsd, then vmstate_virtio's subsections
-            _merge(core, level)
-            finished = level.get("device")
-            if isinstance(finished, dict):
-                _merge(dev, finished)
-                for entry in finished.get("subsections") or ():
-                    _merge(dev, entry.get("body"))
-            in_device = finished is None
-        else:
-            _merge(dev if in_device else core, level)
-        for entry in level.get("_subsections") or ():
-            _merge(dev if in_device else core, entry.get("body"))
-    return core, dev
-
-
-def _merge(out: dict[str, Any], values: Any) -> None:
-    if not isinstance(values, dict):
-        return
-    for k, v in values.items():
-        if not k.startswith("_") and v is not None and k not in ("device", "subsections"):
-            out[k] = _value(v)
-
-
-def _same_kind(value: Any, current: Any) -> bool:
-    """A loaded value that can stand for a state field (an int for an int, bytes for bytes)."""
-    if isinstance(current, bool | int):
-        return isinstance(value, int)
-    return current is None or isinstance(value, type(current))
 
 
 def wire_entry(sub: Subsection, r: Realized, s: DeviceState) -> dict[str, Any]:
