@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.diff.checks import compare_checks, compare_properties
 from harness.diff.devices import compare_device_vmsds
+from harness.diff.order import compare_test_order
 from harness.diff.result import RANK, SHOWN, Diff, Difference
 from harness.diff.subsections import compare_subsections
 from harness.errors import UsageError
@@ -31,6 +32,7 @@ def diff(a: Version, b: Version, devices: list[str], schemas: list[str] | None =
                                               why=[f"declared in a schema module{source}"]))
     compare_subsections(out)
     compare_device_vmsds(out)
+    compare_test_order(out)
     compare_checks(out)
     compare_properties(out)
     return out
