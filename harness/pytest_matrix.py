@@ -74,7 +74,7 @@ def test_cell(cell: Cell, request: pytest.FixtureRequest) -> None:
         record(request.config, {
             "src": str(cell.src), "dst": str(cell.dst), "transport": cell.transport, "device": cell.device,
             "rule": rule, "outcome": "fail" if failed else "expected" if rule in result.expected else "pass",
-            "expected": result.expected.get(rule), "examples": result.examples,
+            "expected": result.expected.get(rule), "examples": result.examples, "boundaries": result.boundaries,
             "machines": sorted(result.machines), "qemu": False, "failure": message if failed else None,
             "schema": declared.schema_paths(),
         })
