@@ -5,10 +5,11 @@ exact machine types it breaks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from models import core
 from models.conditions import (
     Compare,
     Condition,
@@ -19,8 +20,11 @@ from models.conditions import (
     StateField,
     as_condition,
 )
+from models.config import Config, realize
+from models.devices import DEVICES
 from models.registry import Registry
 from models.releases import FAMILIES, MachineType, Version
+from models.reset import reset_state
 
 
 @dataclass
@@ -113,28 +117,43 @@ def common_machines(registry: Registry, src: Version, dst: Version, transport: s
     return [m for m in registry.machine_types(src, transport) if m.name in dst_names]
 
 
-def _signature(registry: Registry, m: MachineType, device: str, transport: str, releases: tuple[Version, ...]
-               ) -> tuple[Any, ...]:
-    """What a machine type gives the device on each release: its effective properties, the migration globals and
-    the transport's own objects' properties."""
-    out: list[Any] = []
-    for r in releases:
-        props = registry.effective_props(r, m, device, transport, {})
-        objects = [registry.migration_values(r, m)] + [registry.machine_object_props(r, m, t) for t in (
-            "virtio-mmio", "virtual-css-bridge")]
-        out.append(tuple(sorted((k, repr(v)) for d in (props, *objects) for k, v in d.items())))
-    return tuple(out)
+def condition_properties(registry: Registry, device: str) -> frozenset[str]:
+    """The properties any condition reads for the device: the core, transport and device subsections' needed(), the
+    core fields a device derives, the schema modules' needed() and present=."""
+    conds: list[Any] = [rule.test for sub in registry.core_subsections for rule in sub.needed]
+    conds += [f.derived for sub in registry.core_subsections for f in sub.fields if f.derived is not None]
+    conds += [t.needed.test for t in core.TRANSPORT_SUBSECTIONS]
+    conds += [rule.test for sub in getattr(DEVICES[device], "SUBSECTIONS", ()) for rule in sub.needed]
+    conds += [sub.needed for sub in registry.subsections if sub.needed is not None]
+    conds += [f.present for sub in registry.subsections for f in sub.fields if f.present is not None]
+    conds += [f.present for d in registry.device_versions for f in d.fields if f.present is not None]
+    return frozenset(p for c in conds if isinstance(c, Condition) for p in c.properties())
+
+
+def seen(c: Config, registry: Registry, props: frozenset[str]) -> tuple[Any, ...]:
+    """What an example on configuration `c` sees of it: what realize derives (host features, queues, config length,
+    vectors, modern, legacy, the migration globals), the properties that conditions read, and the state after reset
+    (the PCI config space and the transport's own state that the machine type's properties shape)."""
+    r = realize(c, registry)
+    s = reset_state(r)
+    return (r.host_features, r.queue_sizes, r.config_len, r.vectors, r.modern, r.legacy, r.express,
+            r.big_endian_target, r.send_footer, r.send_configuration,
+            tuple(sorted((k, repr(r.props.get(k))) for k in props)), repr(replace(s, device=None)), repr(s.device))
 
 
 def boundary_machines(registry: Registry, src: Version, dst: Version, transport: str, device: str,
-                      extra_versions: set[Version] | frozenset[Version] = frozenset()) -> list[tuple[MachineType, str]]:
+                      extra_versions: set[Version] | frozenset[Version] = frozenset(),
+                      config_of: Callable[[Version, MachineType], Config] | None = None
+                      ) -> list[tuple[MachineType, str]]:
     """The machine types where something changes for the pair, each with why: in each family, both sides of every
-    change in what the machine type gives the device (its compat entries, on either release), the newest machine
-    type both releases have, both sides of each version in `extra_versions` (a MachineAtLeast's), and the newest one
-    of each downstream line."""
+    change in what an example on the machine type sees (`seen`: its compat entries on either release, through the
+    configuration `config_of` gives, by default the device alone), the newest machine type both releases have, both
+    sides of each version in `extra_versions` (a MachineAtLeast's), and the newest one of each downstream line."""
     common = common_machines(registry, src, dst, transport)
     releases = tuple(dict.fromkeys((src, dst)))
     out: dict[str, tuple[MachineType, str]] = {}
+    props = condition_properties(registry, device)
+    make = config_of or (lambda release, m: Config(release, m, device, transport))
 
     def add(m: MachineType, why: str) -> None:
         out.setdefault(m.name, (m, why))
@@ -144,7 +163,7 @@ def boundary_machines(registry: Registry, src: Version, dst: Version, transport:
         if not mine:
             continue
         add(mine[-1], "the newest machine type both releases have")
-        sigs = [_signature(registry, m, device, transport, releases) for m in mine]
+        sigs = [tuple(seen(make(r, m), registry, props) for r in releases) for m in mine]
         for i in range(1, len(mine)):
             if sigs[i] != sigs[i - 1]:
                 add(mine[i - 1], f"a compat boundary: {mine[i - 1]} keeps what {mine[i]} changes")

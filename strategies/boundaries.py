@@ -15,7 +15,7 @@ from models import declared
 from models import features as F
 from models.config import Config, Realized, realize
 from models.devices import net
-from models.edges import Terms, boundary_machines, declared_terms
+from models.edges import Terms, boundary_machines, condition_properties, declared_terms, seen
 from models.registry import BASE, Registry
 from models.releases import MachineType, Version
 from models.state import DeviceState, NetState
@@ -95,24 +95,22 @@ def _boundaries(src: Version, dst: Version, transport: str, device: str, machine
     t = declared_terms(registry, device, src, dst)
     assignments = t.holding() or [()]
     out: dict[Any, Boundary] = {}
-    for m, why in boundary_machines(registry, src, dst, transport, device, t.machines):
+    props = condition_properties(registry, device)
+
+    def config_of(release: Version, m: MachineType) -> Config:
+        return replace(_config(src, dst, m, device, transport, t, registry), release=release)
+
+    for m, why in boundary_machines(registry, src, dst, transport, device, t.machines, config_of):
         if machines and m.name not in machines and m.family not in machines:
             continue
-        a = _config(src, dst, m, device, transport, t, registry)
+        a = config_of(src, m)
         b = replace(a, release=dst)
-        # a machine type of another family that gives the device the same on both releases adds nothing
-        # (pc-q35-X beside pc-i440fx-X: the same compat entries)
-        key = (m.version, m.line, m.downstream, _derived(a, registry), _derived(b, registry))
+        # a machine type of another family that the example sees alike on both releases adds nothing (pc-q35-X
+        # beside pc-i440fx-X: the same compat entries)
+        key = (m.version, m.line, m.downstream, seen(a, registry, props), seen(b, registry, props))
         for i, fields in enumerate(assignments):
             out.setdefault((*key, i), Boundary(a, b, why, fields, tuple(sorted(t.guest_bits))))
     return tuple(out.values())
-
-
-def _derived(c: Config, registry: Registry) -> tuple[Any, ...]:
-    """What realize derives from a configuration, the configuration itself left out."""
-    r = realize(c, registry)
-    return (tuple(sorted((k, repr(v)) for k, v in r.props.items())), r.host_features, r.queue_sizes, r.config_len,
-            r.vectors, r.modern, r.legacy, r.express, r.big_endian_target, r.send_footer, r.send_configuration)
 
 
 def _config(src: Version, dst: Version, m: MachineType, device: str, transport: str, t: Terms,
