@@ -8,8 +8,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from harness import interrupt
@@ -30,12 +29,14 @@ class _Parser(argparse.ArgumentParser):
 def cmd_decode(args: argparse.Namespace) -> int:
     from harness.decode import format_text, stream_summary
     from harness.wire.stream import decode_stream
+    from harness.wire.virtio import NO_EXTRAS
 
-    registry = load_schemas(args.schema)  # a payload a schema module changes decodes with its layout
+    # a payload a schema module changes decodes with its layout; without one, the in-tree layouts need no model
+    registry = load_schemas(args.schema) if args.schema else None
     data = read_stream_file(args.stream)
     try:
         # a payload that does not decode is reported, and the rest of the stream still shown
-        stream = decode_stream(data, strict=False, extras=registry.wire)
+        stream = decode_stream(data, strict=False, extras=registry.wire if registry is not None else NO_EXTRAS)
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
     summary = stream_summary(stream, registry)
@@ -154,6 +155,8 @@ def cmd_qemu(args: argparse.Namespace) -> int:
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from harness.failures import write_files_atomic
     from harness.qemu.mutate import Tally, campaign
 
@@ -259,15 +262,14 @@ def schema_option(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"{what} (models/schema.py); repeatable")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="virtio-compat", description="Compatibility test harness for QEMU virtio migration.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    d = sub.add_parser("decode", help="show the virtio devices inside a QEMU migration stream")
+def _decode_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("stream", metavar="STREAM", help="a migration stream file (e.g. from migrate exec:cat>FILE)")
     d.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
     schema_option(d, "decode with a schema module's layouts")
     d.set_defaults(func=cmd_decode)
-    v = sub.add_parser("verdict", help="predict what a destination QEMU does with a stream")
+
+
+def _verdict_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("stream", metavar="STREAM", help="a migration stream file")
     v.add_argument("--release", default="7.2", help="the destination's QEMU release (default 7.2)")
     v.add_argument("--dest", metavar="ARGS", help="the destination's command line in QEMU syntax "
@@ -275,14 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print one JSON object with fixed key names")
     schema_option(v, "apply a schema module: its layouts, releases and rules")
     v.set_defaults(func=cmd_verdict)
-    b = sub.add_parser("bench", help="measure decode speed against the targets of DESIGN.md")
+
+
+def _bench_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--stream", metavar="STREAM",
                    help="the stream to decode (default: the virtio-net sample the package ships)")
     b.add_argument("--seconds", type=float, default=2.0, help="time per measurement (default 2)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=cmd_bench)
-    f = sub.add_parser("fuzz", help="fuzz the stream decoder (and verdict) with mutations of the sample streams "
-                       "(or --seeds)")
+
+
+def _fuzz_args(f: argparse.ArgumentParser) -> None:
     f.add_argument("--minutes", type=float, default=1.0, help="how long to run (default 1)")
     f.add_argument("--seed", type=int, default=0, help="the run's seed: input i depends only on it and i (default 0)")
     f.add_argument("--seeds", action="append", metavar="DIR",
@@ -303,12 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check each input of PATH once (a file, findings or a corpus folder; repeatable) instead "
                    "of fuzzing; a finding's .json names the verdict that reproduces it")
     f.set_defaults(func=cmd_fuzz)
-    r = sub.add_parser("replay", help="re-run the case of a failure file and show why it fails")
+
+
+def _replay_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("file", metavar="FILE", help="a failure file, reports/failures/<rule>-<hash>.json")
     r.set_defaults(func=cmd_replay)
+
+
+def _check_args(k: argparse.ArgumentParser) -> None:
     from harness.check import PROFILES, workers
 
-    k = sub.add_parser("check", help="run the compatibility matrix (the tests of `pytest -n auto`) with progress")
     k.add_argument("--releases", help="comma-separated releases, e.g. 2.6,7.2 (default: all)")
     k.add_argument("--devices", help="comma-separated devices, e.g. virtio-net,virtio-blk (default: all)")
     k.add_argument("--transports", help="comma-separated transports: pci,mmio,ccw (default: all)")
@@ -334,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "needs the nightly extra), then the matrix, which replays its findings from the database")
     schema_option(k, "run the matrix with a schema module's changes")
     k.set_defaults(func=cmd_check)
-    df = sub.add_parser("diff", help="the static differences between the virtio formats of two releases, "
-                        "each with its migration verdict")
+
+
+def _diff_args(df: argparse.ArgumentParser) -> None:
+    from harness.check import PROFILES
+
     df.add_argument("a", metavar="A", help="a release, e.g. 11.1")
     df.add_argument("b", metavar="B", help="a release, or a schema module (then the newest release it declares)")
     df.add_argument("--device", help="one device: virtio-net, virtio-blk, virtio-balloon or virtio-rng (default all)")
@@ -344,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Hypothesis profile of the matrix cells diff runs for arbitrary Python (default ci)")
     df.add_argument("--json", action="store_true", help="print one JSON object")
     df.set_defaults(func=cmd_diff)
-    q = sub.add_parser("qemu", help="run the rules against two real QEMU binaries, the model predicting both")
+
+
+def _qemu_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--src-binary", required=True, metavar="A",
                    help="the source QEMU: a path, a name on PATH, or a fleet release such as 5.2")
     q.add_argument("--dst-binary", required=True, metavar="B", help="the destination QEMU")
@@ -358,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_qemu)
-    mu = sub.add_parser("mutate", help="load boundary mutations of real streams in real QEMU and in the model, and "
-                        "compare verdicts")
+
+
+def _mutate_args(mu: argparse.ArgumentParser) -> None:
     mu.add_argument("--binary", default="qemu-system-x86_64", metavar="B",
                     help="the QEMU that saves the streams and loads the mutants: a path, a name on PATH, or a fleet "
                     "release such as 7.2 (default qemu-system-x86_64)")
@@ -372,9 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     mu.add_argument("--log", metavar="FILE", help="append progress lines here (default stderr)")
     mu.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     mu.set_defaults(func=cmd_mutate)
+
+
+def _fleet_args(fl: argparse.ArgumentParser) -> None:
     from harness.fleet import RELEASES, TARGETS
 
-    fl = sub.add_parser("fleet", help="real QEMU releases from Debian's archive, side by side in a cache folder")
     fsub = fl.add_subparsers(dest="fleet_command", metavar="ACTION", parser_class=_Parser, required=True)
     fi = fsub.add_parser("install", help="download, unpack and check the fleet's binaries (idempotent)")
     fi.add_argument("--releases", help=f"comma-separated, e.g. 5.2,11.1 (default all: {','.join(RELEASES)})")
@@ -385,7 +402,43 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("release", metavar="RELEASE")
     fp.add_argument("--target", default="x86_64", choices=TARGETS, help="default x86_64")
     fl.set_defaults(func=cmd_fleet)
+
+
+# name: (the line `--help` shows, what adds its arguments); only the command being run gets its arguments,
+# so that a command imports only what it needs (decode neither the matrix nor the fleet)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "decode": ("show the virtio devices inside a QEMU migration stream", _decode_args),
+    "verdict": ("predict what a destination QEMU does with a stream", _verdict_args),
+    "bench": ("measure decode speed against the targets of DESIGN.md", _bench_args),
+    "fuzz": ("fuzz the stream decoder (and verdict) with mutations of the sample streams (or --seeds)", _fuzz_args),
+    "replay": ("re-run the case of a failure file and show why it fails", _replay_args),
+    "check": ("run the compatibility matrix (the tests of `pytest -n auto`) with progress", _check_args),
+    "diff": ("the static differences between the virtio formats of two releases, each with its migration verdict",
+             _diff_args),
+    "qemu": ("run the rules against two real QEMU binaries, the model predicting both", _qemu_args),
+    "mutate": ("load boundary mutations of real streams in real QEMU and in the model, and compare verdicts",
+               _mutate_args),
+    "fleet": ("real QEMU releases from Debian's archive, side by side in a cache folder", _fleet_args),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given a command's name, of that command alone (given another word, of every
+    command by name and help line, for the error that lists them)."""
+    p = _Parser(prog="virtio-compat", description="Compatibility test harness for QEMU virtio migration.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help_, add_args) in COMMANDS.items():
+        if command in COMMANDS and name != command:
+            continue  # each parser costs argparse's gettext look-ups: a short command should not pay for all
+        sp = sub.add_parser(name, help=help_)
+        if command is None or command == name:
+            add_args(sp)
     return p
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command argv names (the first word that is not an option: the top level has no option with a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
@@ -395,7 +448,7 @@ def _interrupted(e: KeyboardInterrupt) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
     main_thread = threading.current_thread() is threading.main_thread()
     old = interrupt.install() if main_thread else {}
     try:

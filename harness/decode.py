@@ -3,12 +3,13 @@ fixed key names (`--json`) or as text for a person."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.wire.primitives import subsection
 from harness.wire.stream import Stream, VirtioPayload
-from models import declared
-from models.registry import BASE, Registry
+
+if TYPE_CHECKING:  # the models load only with a schema module's registry: decode alone never needs them
+    from models.registry import Registry
 
 STATUS_BITS = {1: "ACKNOWLEDGE", 2: "DRIVER", 4: "DRIVER_OK", 8: "FEATURES_OK", 0x40: "NEEDS_RESET",
                0x80: "FAILED"}
@@ -85,7 +86,7 @@ def _device_state(p: VirtioPayload) -> dict[str, Any]:
     return {}
 
 
-def device_summary(p: VirtioPayload, registry: Registry = BASE) -> dict[str, Any]:
+def device_summary(p: VirtioPayload, registry: Registry | None = None) -> dict[str, Any]:
     v = p.value
     subs = v.subsections
     f64 = subsection(subs, "virtio/64bit_features")
@@ -141,7 +142,9 @@ def device_summary(p: VirtioPayload, registry: Registry = BASE) -> dict[str, Any
         "started": bool(started.started) if started is not None else None,
         "device_state": _device_state(p),
     }
-    if registry.schemas:  # the fields schema modules declare, as this payload carries them
+    if registry is not None and registry.schemas:  # the fields schema modules declare, as this payload carries them
+        from models import declared
+
         out["schema_fields"] = {k: v.hex() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v
                                 for k, v in declared.sent(registry, v).items()}
     if p.transport == "pci":
@@ -163,8 +166,9 @@ def _undecoded(p: VirtioPayload) -> dict[str, Any]:
             "transport": p.transport, "offset": p.offset, "size": p.size, "error": str(p.error)}
 
 
-def stream_summary(s: Stream, registry: Registry = BASE) -> dict[str, Any]:
-    """What `decode` shows of a stream; `registry`: the declarations it was decoded with (their fields shown)."""
+def stream_summary(s: Stream, registry: Registry | None = None) -> dict[str, Any]:
+    """What `decode` shows of a stream; `registry`: the declarations it was decoded with (their fields shown;
+    None: the in-tree ones, which declare none)."""
     return {
         "machine": s.machine,
         "machine_source": s.machine_source,

@@ -367,6 +367,15 @@ def payload_layout(transport: str, device: str, extras: Extras = NO_EXTRAS) -> A
     )
 
 
-@functools.lru_cache(maxsize=256)
 def compiled_payload_layout(transport: str, device: str, extras: Extras = NO_EXTRAS) -> Any:
-    return payload_layout(transport, device, extras).compile()
+    return _compiled_payload_layout(transport, device, extras)  # one cache entry however it is called
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_payload_layout(transport: str, device: str, extras: Extras) -> Any:
+    layout = payload_layout(transport, device, extras)
+    if extras is NO_EXTRAS:  # the in-tree layouts, declared by this package's sources, are kept compiled on disk
+        from harness.wire.compiled import compile_cached
+
+        return compile_cached(layout, f"{transport}-{device}")
+    return layout.compile()
