@@ -64,7 +64,7 @@ def declarations_digest() -> str:
 
 def walk(layout: Any) -> list[Any]:
     """The construct pieces of a layout, depth first in attribute order, each once (deterministic: attributes and
-    dicts keep their order; sets are never followed)."""
+    dicts keep their order; sets and private attributes are never followed)."""
     out: list[Any] = []
     seen: set[int] = set()
 
@@ -74,8 +74,9 @@ def walk(layout: Any) -> list[Any]:
                 return
             seen.add(id(x))
             out.append(x)
-            for v in vars(x).values():
-                visit(v)
+            for k, v in vars(x).items():
+                if not k.startswith("_"):  # a piece's private attributes are its run-time caches
+                    visit(v)
         elif isinstance(x, list | tuple):
             for v in x:
                 visit(v)
@@ -88,15 +89,27 @@ def walk(layout: Any) -> list[Any]:
 
 
 def fingerprint(nodes: list[Any]) -> bytes:
-    """The shape of a layout: each piece's type and its plain values (names, sizes, formats, expressions)."""
+    """The shape of a layout (the output of walk()): each piece's type, its plain values (names, sizes, formats,
+    expressions, the names of its Python functions) and which pieces it holds, by their place in the walk."""
+    at = {id(n): i for i, n in enumerate(nodes)}
+
+    def shown(v: Any) -> str:
+        if isinstance(v, c.Construct):
+            return f"@{at.get(id(v), '?')}"
+        if isinstance(v, _PLAIN) or isinstance(v, c.ExprMixin):
+            return repr(v)
+        if isinstance(v, list | tuple):
+            return "[" + ",".join(shown(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ",".join(f"{k!r}:{shown(x)}" for k, x in v.items()) + "}"
+        return getattr(v, "__qualname__", type(v).__qualname__)
+
     h = hashlib.sha256()
     for n in nodes:
         h.update(f"{type(n).__module__}.{type(n).__qualname__}".encode())
         for k, v in vars(n).items():
-            if isinstance(v, _PLAIN) or isinstance(v, c.ExprMixin):
-                h.update(f"\0{k}={v!r}".encode())
-            elif callable(v) and not isinstance(v, c.Construct):
-                h.update(f"\0{k}={getattr(v, '__qualname__', type(v).__qualname__)}".encode())
+            if not k.startswith("_"):  # run-time caches (FlatArray's structs by count), as in walk()
+                h.update(f"\0{k}={shown(v)}".encode())
         h.update(b"\n")
     return h.digest()
 
