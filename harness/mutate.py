@@ -19,8 +19,8 @@ from typing import Any
 from harness import fuzz
 from harness.fuzz.fields import recording
 from harness.wire.primitives import FlatArray, field_path
-from harness.wire.stream import find_vmdesc
 from harness.wire.virtio import VIRTIO_QUEUE_MAX, VIRTQUEUE_MAX_SIZE, payload_layout
+from harness.wire.vmdesc import find_vmdesc
 from models.config import Realized
 from models.devices.net import MAC_TABLE_ENTRIES
 

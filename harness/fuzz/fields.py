@@ -15,6 +15,7 @@ from harness.wire import stream as wire_stream
 from harness.wire.primitives import FlatArray, NonZeroList, Peeked, field_path
 from harness.wire.ram import RamBlockList, RamPages, ZeroRun
 from harness.wire.virtio import payload_layout
+from harness.wire.vmdesc import find_vmdesc
 
 # integer fields that size or count what follows them (their last path element)
 COUNT_NAMES = frozenset({
@@ -181,7 +182,7 @@ def field_map(data: bytes) -> tuple[View, list[tuple[PayloadRef, View]], int | N
     s = wire_stream.decode_stream(data)  # a seed must decode
     with recording() as records:
         wire_stream.decode_stream(data)
-    vmdesc_at = wire_stream.find_vmdesc(data)
+    vmdesc_at = find_vmdesc(data)
     end_of_sections = vmdesc_at if vmdesc_at is not None else len(data)
     sections = [r for r in s.records if isinstance(r, wire_stream.Section)]
     starts = [sec.offset for sec in sections]

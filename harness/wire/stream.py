@@ -22,6 +22,7 @@ from harness.errors import StreamError
 from harness.wire.primitives import _DECODE_ERRORS, Subsections, be16, be32, locate_error, parse_exact, u8
 from harness.wire.ram import GuestMemory, RamBlock, RamBlockList, RamPages, apply_pages
 from harness.wire.virtio import DEVICES, NO_EXTRAS, Extras, compiled_payload_layout, payload_layout, stream_fields
+from harness.wire.vmdesc import BadDescription, desc_size, find_vmdesc, virtio_field
 
 QEMU_VM_FILE_MAGIC = 0x5145564D
 QEMU_VM_FILE_VERSION = 3
@@ -168,100 +169,6 @@ class Stream:
         if any(n.endswith("/mch") for n in names):
             return "pc-q35-2.3"
         return None
-
-
-# --- the JSON description ------------------------------------------------------------------------
-
-
-def find_vmdesc(data: bytes) -> int | None:
-    """Offset of the 0x06 byte that starts the JSON description, or None.
-
-    The description is `0x06, be32 L, L bytes of JSON` ending exactly at the end of the file; JSON
-    text holds no 0x06 byte, so the last 0x06 with that property is the marker (the walk then checks
-    that EOF comes right before it)."""
-    end = len(data)
-    pos = data.rfind(b"\x06", 0, end - 5)
-    while pos >= 0:
-        if data[pos + 5 : pos + 6] == b"{" and pos + 5 + int.from_bytes(data[pos + 1 : pos + 5], "big") == end:
-            return pos
-        pos = data.rfind(b"\x06", 0, pos)
-    return None
-
-
-# Arrays of pointers whose first element is NULL: QEMU (7.2 at least) describes the whole array by
-# that first element (`"struct": {}`, size 1: the 0x30 nullptr marker), so the description cannot
-# size the elements that are not NULL. Their layouts, known here: (vmsd, field) -> element bytes.
-NULLPTR_MARKER = 0x30
-POINTER_ARRAY_ELEMENTS = {
-    # s390_css.css[]: vmstate_css_img = 256 x s390_chp_info {in_use, type, is_virtual} (hw/s390x/css.c)
-    ("s390_css", "css"): 256 * 3,
-}
-
-
-class _BadDescription(ValueError):
-    """A JSON description without the shape QEMU writes; the walk reports it as a StreamError."""
-
-
-def _desc_list(d: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    items = d.get(key, [])
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise _BadDescription(f"{key!r} of {d.get('vmsd_name', d.get('name'))!r} is not a list of objects")
-    return items
-
-
-def _desc_int(f: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = f.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _BadDescription(f"field {f.get('name')!r} has {key} {value!r}, not a count of bytes or elements")
-    return value
-
-
-def _desc_size(d: dict[str, Any], data: bytes, pos: int) -> int:
-    """Bytes a vmsd description covers from `pos`: its fields (size x array_len), then its
-    subsections; `data` is read only for arrays of pointers that the description cannot size.
-    Raises _BadDescription for a description QEMU would not write."""
-    total = 0
-    for f in _desc_list(d, "fields"):
-        n = _desc_int(f, "array_len", 1)
-        size = _desc_int(f, "size")
-        if f.get("type") == "struct" and f.get("struct") == {} and size == 1 and n > 1:
-            element = POINTER_ARRAY_ELEMENTS.get((str(d.get("vmsd_name")), str(f.get("name"))))
-            for _ in range(n):  # each element takes at least a byte of the stream: bounded by what is there
-                at = pos + total
-                if at >= len(data):
-                    raise StreamError(f"array of pointers {f.get('name')!r} of {d.get('vmsd_name')!r} runs past "
-                                      f"the end of the stream ({n} elements by the JSON description)", len(data),
-                                      str(d.get("name", d.get("vmsd_name"))))
-                if data[at] == NULLPTR_MARKER:
-                    total += 1
-                elif element is None:
-                    raise StreamError(f"field {f.get('name')!r} of {d.get('vmsd_name')!r} is an array of "
-                                      "pointers that the JSON description cannot size (QEMU describes it by "
-                                      "its first, NULL element), and its layout is not known to this tool",
-                                      at, str(d.get("name", d.get("vmsd_name"))))
-                else:
-                    total += element
-            continue
-        total += size * n
-    for sub in _desc_list(d, "subsections"):
-        name = sub.get("vmsd_name")
-        if not isinstance(name, str):
-            raise _BadDescription(f"a subsection of {d.get('vmsd_name', d.get('name'))!r} has vmsd_name {name!r}")
-        total += 2 + len(name.encode()) + 4
-        total += _desc_size(sub, data, pos + total)
-    return total
-
-
-def _virtio_field(d: dict[str, Any]) -> tuple[int, int] | None:
-    """(offset within the section body, size) of the field of type "virtio", if any (after _desc_size has
-    checked the fields)."""
-    off = 0
-    for f in d.get("fields", []):
-        size = int(f["size"]) * int(f.get("array_len", 1))
-        if f.get("type") == "virtio":
-            return off, size
-        off += size
-    return None
 
 
 def device_of(idstr: str, machine: str | None = None) -> tuple[str, str] | None:
@@ -450,13 +357,13 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
         before, vsize, after = 0, None, 0
     else:
         try:
-            size = _desc_size(desc, r.data, start)
-        except _BadDescription as e:
+            size = desc_size(desc, r.data, start)
+        except BadDescription as e:
             raise StreamError(f"JSON description of {sec.idstr!r}: {e}", limit + 5, f"vmdesc > {path}") from None
         if start + size > limit:
             raise StreamError(f"section {sec.idstr!r} is {size} bytes by its JSON description, but only "
                               f"{limit - start} remain before the description", start, path)
-        vf = _virtio_field(desc)
+        vf = virtio_field(desc)
         if known is None or vf is None:
             if vf is not None:
                 s.notes.append(f"{sec.idstr}: a virtio payload of a device this tool does not decode")

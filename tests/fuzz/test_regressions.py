@@ -20,8 +20,9 @@ from harness.errors import StreamError
 from harness.fuzz import checker as fuzz_checker
 from harness.fuzz import seeds as fuzz_seeds
 from harness.wire.primitives import FlatArray, be16
-from harness.wire.stream import decode_stream, find_vmdesc
+from harness.wire.stream import decode_stream
 from harness.wire.virtio import virtio_net_rss
+from harness.wire.vmdesc import find_vmdesc
 from tests.conftest import SAMPLES, SHARED_FIXTURES
 
 SAMPLE = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"

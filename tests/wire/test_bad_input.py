@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import StreamError
-from harness.wire.stream import decode_payload, decode_stream, encode_stream, find_vmdesc
+from harness.wire.stream import decode_payload, decode_stream, encode_stream
 from harness.wire.virtio import payload_layout
+from harness.wire.vmdesc import find_vmdesc
 from tests.conftest import SAMPLES, SHARED_FIXTURES
 
 NET = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"
