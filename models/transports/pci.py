@@ -50,11 +50,11 @@ Release notes (what is 7.2 behaviour here and changed elsewhere):
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from harness.errors import SchemaError
+from models.transports import pci_regs as regs
+from models.transports.pci_space import PciConfigError, PciConfigSpace, bad_config_data, guest_write
 
 __all__ = [
     "PciConfigError",
@@ -63,153 +63,6 @@ __all__ = [
     "guest_write",
     "virtio_pci_config_space",
 ]
-
-
-class PciConfigError(SchemaError, ValueError):
-    """A configuration QEMU would refuse to realize, or one this model cannot derive bytes for."""
-
-
-@dataclass(frozen=True)
-class PciConfigSpace:
-    config: bytes  # contents after realize and reset (256 bytes, or 4096 for PCI Express)
-    cmask: bytes  # bits the incoming migration load compares
-    wmask: bytes  # bits a guest config write changes
-    w1cmask: bytes  # bits a guest config write of 1 clears
-
-
-# --- constants (include/hw/pci/pci_regs.h, include/hw/pci/pcie_regs.h, hw/virtio/virtio-pci.h) ------------
-
-PCI_CONFIG_SPACE_SIZE = 0x100
-PCIE_CONFIG_SPACE_SIZE = 0x1000
-PCI_CONFIG_HEADER_SIZE = 0x40
-
-PCI_VENDOR_ID = 0x00
-PCI_DEVICE_ID = 0x02
-PCI_COMMAND = 0x04
-PCI_STATUS = 0x06
-PCI_REVISION_ID = 0x08
-PCI_CLASS_PROG = 0x09
-PCI_CLASS_DEVICE = 0x0A
-PCI_CACHE_LINE_SIZE = 0x0C
-PCI_HEADER_TYPE = 0x0E
-PCI_BASE_ADDRESS_0 = 0x10
-PCI_SUBSYSTEM_VENDOR_ID = 0x2C
-PCI_SUBSYSTEM_ID = 0x2E
-PCI_ROM_ADDRESS = 0x30
-PCI_CAPABILITY_LIST = 0x34
-PCI_INTERRUPT_LINE = 0x3C
-PCI_INTERRUPT_PIN = 0x3D
-
-PCI_COMMAND_IO = 0x1
-PCI_COMMAND_MEMORY = 0x2
-PCI_COMMAND_MASTER = 0x4
-PCI_COMMAND_SERR = 0x100
-PCI_COMMAND_INTX_DISABLE = 0x400
-PCI_STATUS_CAP_LIST = 0x10
-PCI_STATUS_W1C = 0x0100 | 0x0800 | 0x1000 | 0x2000 | 0x4000 | 0x8000  # parity .. detected parity
-PCI_HEADER_TYPE_MULTI_FUNCTION = 0x80
-
-PCI_BASE_ADDRESS_SPACE_IO = 0x01
-PCI_BASE_ADDRESS_SPACE_MEMORY = 0x00
-PCI_BASE_ADDRESS_MEM_TYPE_64 = 0x04
-PCI_BASE_ADDRESS_MEM_PREFETCH = 0x08
-PCI_ROM_SLOT = 6
-PCI_ROM_ADDRESS_ENABLE = 0x1
-
-PCI_CAP_ID_PM = 0x01
-PCI_CAP_ID_VNDR = 0x09
-PCI_CAP_ID_EXP = 0x10
-PCI_CAP_ID_MSIX = 0x11
-
-# PCI power management capability
-PCI_PM_SIZEOF = 8
-PCI_PM_PMC = 2
-PCI_PM_CTRL = 4
-PCI_PM_CTRL_STATE_MASK = 0x0003
-
-# PCI Express capability (version 2, pcie_cap_init)
-PCI_EXP_VER2_SIZEOF = 0x3C
-PCI_EXP_FLAGS = 0x02
-PCI_EXP_FLAGS_VER2 = 0x0002
-PCI_EXP_TYPE_ENDPOINT = 0x0
-PCI_EXP_DEVCAP = 0x04
-PCI_EXP_DEVCAP_RBER = 0x00008000
-PCI_EXP_DEVCAP_FLR = 0x10000000
-PCI_EXP_DEVCAP_EXT_TAG = 0x00000020
-PCI_EXP_DEVCTL = 0x08
-PCI_EXP_DEVCTL_ERR_ENABLES = 0x000F  # CERE | NFERE | FERE | URRE
-PCI_EXP_DEVCTL_BCR_FLR = 0x8000
-PCI_EXP_DEVSTA = 0x0A
-PCI_EXP_DEVSTA_ERRORS = 0x000F  # CED | NFED | FED | URD
-PCI_EXP_LNKCAP = 0x0C
-PCI_EXP_LNKCAP_ASPMS_0S = 0x00000400
-PCI_EXP_LNKCTL = 0x10
-PCI_EXP_LNKCTL_CCC_ES = 0x0040 | 0x0080
-PCI_EXP_LNKSTA = 0x12
-QEMU_PCI_EXP_LNK_X1 = 1
-QEMU_PCI_EXP_LNK_2_5GT = 1
-PCI_EXP_DEVCAP2 = 0x24
-PCI_EXP_DEVCAP2_EFF_EETLPP = 0x00100000 | 0x00200000
-PCI_EXP_DEVCTL2 = 0x28
-PCI_EXP_DEVCTL2_EETLPPB = 0x8000
-
-# PCI Express extended capabilities
-PCI_EXT_CAP_ID_ERR = 0x01
-PCI_EXT_CAP_ID_ATS = 0x0F
-PCI_ERR_VER = 2
-PCI_ERR_SIZEOF = 0x48
-PCI_ERR_UNCOR_STATUS = 0x04
-PCI_ERR_UNCOR_SEVER = 0x0C
-PCI_ERR_COR_STATUS = 0x10
-PCI_ERR_COR_MASK = 0x14
-PCI_ERR_CAP = 0x18
-PCI_ERR_UNC_SUPPORTED = (0x00000010 | 0x00000020 | 0x00001000 | 0x00002000 | 0x00004000 | 0x00008000 | 0x00010000
-                         | 0x00020000 | 0x00040000 | 0x00080000 | 0x00100000 | 0x00200000 | 0x00400000 | 0x00800000
-                         | 0x01000000 | 0x02000000)
-PCI_ERR_UNC_SEVERITY_DEFAULT = 0x00000010 | 0x00000020 | 0x00002000 | 0x00020000 | 0x00040000 | 0x00400000
-PCI_ERR_COR_SUPPORTED = (0x00000001 | 0x00000040 | 0x00000080 | 0x00000100 | 0x00001000 | 0x00002000 | 0x00004000
-                         | 0x00008000)
-PCI_ERR_COR_MASK_DEFAULT = 0x00002000 | 0x00004000 | 0x00008000
-PCI_ERR_CAP_ECRC_GENC_CHKC = 0x00000020 | 0x00000080
-PCI_ERR_CAP_ECRC_GENE_CHKE = 0x00000040 | 0x00000100
-PCI_EXT_CAP_ATS_SIZEOF = 8
-PCI_ATS_CAP = 0x04
-PCI_ATS_CAP_PAGE_ALIGNED = 0x0020
-PCI_ATS_CTRL = 0x06
-PCI_ATS_CTRL_WRITABLE = 0x800F  # enable | smallest translation unit
-
-# MSI-X (hw/pci/msix.c)
-MSIX_CAP_LENGTH = 12
-PCI_MSIX_FLAGS = 2
-PCI_MSIX_TABLE = 4
-PCI_MSIX_PBA = 8
-PCI_MSIX_FLAGS_QSIZE = 0x07FF
-PCI_MSIX_ENTRY_SIZE = 16
-MSIX_CONTROL_OFFSET = PCI_MSIX_FLAGS + 1
-MSIX_ENABLE_MASKALL = 0x80 | 0x40
-
-# virtio-pci (include/standard-headers/linux/virtio_pci.h, hw/virtio/virtio-pci.c)
-PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1AF4
-PCI_SUBVENDOR_ID_REDHAT_QUMRANET = 0x1AF4
-PCI_SUBDEVICE_ID_QEMU = 0x1100
-PCI_DEVICE_ID_VIRTIO_10_BASE = 0x1040
-VIRTIO_PCI_ABI_VERSION = 0
-VIRTIO_PCI_CAP_COMMON_CFG = 1
-VIRTIO_PCI_CAP_NOTIFY_CFG = 2
-VIRTIO_PCI_CAP_ISR_CFG = 3
-VIRTIO_PCI_CAP_DEVICE_CFG = 4
-VIRTIO_PCI_CAP_PCI_CFG = 5
-VIRTIO_PCI_CAP_LEN = 16  # struct virtio_pci_cap
-VIRTIO_PCI_NOTIFY_CAP_LEN = 20  # struct virtio_pci_notify_cap
-VIRTIO_PCI_CFG_CAP_LEN = 20  # struct virtio_pci_cfg_cap
-VIRTIO_QUEUE_MAX = 1024
-QEMU_VIRTIO_PCI_QUEUE_MEM_MULT = 0x1000
-VIRTIO_PCI_LEGACY_IO_BAR = 0
-VIRTIO_PCI_MSIX_BAR = 1
-VIRTIO_PCI_MODERN_IO_BAR = 2
-VIRTIO_PCI_MODERN_MEM_BAR = 4
-VIRTIO_PCI_CONFIG_OFF_MSIX = 24  # VIRTIO_PCI_CONFIG_OFF(msix_present): legacy header with the vector registers
-VIRTIO_PCI_CONFIG_OFF_NO_MSIX = 20
 
 
 @dataclass(frozen=True)
@@ -316,25 +169,25 @@ class _Builder:
 
     def init_masks(self) -> None:
         # pci_init_cmask, pci_init_wmask, pci_init_w1cmask
-        self.set_cmask(PCI_VENDOR_ID, 0xFFFF, 2)
-        self.set_cmask(PCI_DEVICE_ID, 0xFFFF, 2)
-        self.cmask[PCI_STATUS] = PCI_STATUS_CAP_LIST
-        self.cmask[PCI_REVISION_ID] = 0xFF
-        self.cmask[PCI_CLASS_PROG] = 0xFF
-        self.set_cmask(PCI_CLASS_DEVICE, 0xFFFF, 2)
-        self.cmask[PCI_HEADER_TYPE] = 0xFF
-        self.cmask[PCI_CAPABILITY_LIST] = 0xFF
-        self.wmask[PCI_CACHE_LINE_SIZE] = 0xFF
-        self.wmask[PCI_INTERRUPT_LINE] = 0xFF
-        self.set_wmask(PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER
-                       | PCI_COMMAND_INTX_DISABLE | PCI_COMMAND_SERR, 2)
-        self.wmask[PCI_CONFIG_HEADER_SIZE:] = b"\xff" * (len(self.wmask) - PCI_CONFIG_HEADER_SIZE)
-        self.set_w1cmask(PCI_STATUS, PCI_STATUS_W1C, 2)
+        self.set_cmask(regs.PCI_VENDOR_ID, 0xFFFF, 2)
+        self.set_cmask(regs.PCI_DEVICE_ID, 0xFFFF, 2)
+        self.cmask[regs.PCI_STATUS] = regs.PCI_STATUS_CAP_LIST
+        self.cmask[regs.PCI_REVISION_ID] = 0xFF
+        self.cmask[regs.PCI_CLASS_PROG] = 0xFF
+        self.set_cmask(regs.PCI_CLASS_DEVICE, 0xFFFF, 2)
+        self.cmask[regs.PCI_HEADER_TYPE] = 0xFF
+        self.cmask[regs.PCI_CAPABILITY_LIST] = 0xFF
+        self.wmask[regs.PCI_CACHE_LINE_SIZE] = 0xFF
+        self.wmask[regs.PCI_INTERRUPT_LINE] = 0xFF
+        self.set_wmask(regs.PCI_COMMAND, regs.PCI_COMMAND_IO | regs.PCI_COMMAND_MEMORY | regs.PCI_COMMAND_MASTER
+                       | regs.PCI_COMMAND_INTX_DISABLE | regs.PCI_COMMAND_SERR, 2)
+        self.wmask[regs.PCI_CONFIG_HEADER_SIZE:] = b"\xff" * (len(self.wmask) - regs.PCI_CONFIG_HEADER_SIZE)
+        self.set_w1cmask(regs.PCI_STATUS, regs.PCI_STATUS_W1C, 2)
 
     def _find_space(self, size: int) -> int:
         # pci_find_space: the first run of `size` unused bytes from 0x40, in the 256-byte space
-        offset = PCI_CONFIG_HEADER_SIZE
-        for i in range(PCI_CONFIG_HEADER_SIZE, PCI_CONFIG_SPACE_SIZE):
+        offset = regs.PCI_CONFIG_HEADER_SIZE
+        for i in range(regs.PCI_CONFIG_HEADER_SIZE, regs.PCI_CONFIG_SPACE_SIZE):
             if self.used[i]:
                 offset = i + 1
             elif i - offset + 1 == size:
@@ -345,9 +198,9 @@ class _Builder:
         # pci_add_capability with offset 0: the new capability becomes the head of the list
         offset = self._find_space(size)
         self.config[offset] = cap_id
-        self.config[offset + 1] = self.config[PCI_CAPABILITY_LIST]
-        self.config[PCI_CAPABILITY_LIST] = offset
-        self.config[PCI_STATUS] |= PCI_STATUS_CAP_LIST
+        self.config[offset + 1] = self.config[regs.PCI_CAPABILITY_LIST]
+        self.config[regs.PCI_CAPABILITY_LIST] = offset
+        self.config[regs.PCI_STATUS] |= regs.PCI_STATUS_CAP_LIST
         aligned = (size + 3) & ~3
         self.used[offset : offset + aligned] = b"\xff" * aligned
         self.wmask[offset : offset + size] = bytes(size)  # read-only by default
@@ -356,8 +209,8 @@ class _Builder:
 
     def add_ext_capability(self, cap_id: int, version: int, offset: int, size: int) -> None:
         # pcie_add_capability: linked after the last extended capability unless it is the first (at 0x100)
-        if offset != PCI_CONFIG_SPACE_SIZE:
-            prev = PCI_CONFIG_SPACE_SIZE
+        if offset != regs.PCI_CONFIG_SPACE_SIZE:
+            prev = regs.PCI_CONFIG_SPACE_SIZE
             while (nxt := int.from_bytes(self.config[prev : prev + 4], "little") >> 20) != 0:
                 prev = nxt
             header = int.from_bytes(self.config[prev : prev + 4], "little")
@@ -371,12 +224,12 @@ class _Builder:
         # pci_register_bar: the BAR holds its type; the address bits above the size are writable, all checked
         if size & (size - 1):
             raise PciConfigError(f"BAR {region} size {size:#x} is not a power of two")
-        addr = PCI_ROM_ADDRESS if region == PCI_ROM_SLOT else PCI_BASE_ADDRESS_0 + 4 * region
+        addr = regs.PCI_ROM_ADDRESS if region == regs.PCI_ROM_SLOT else regs.PCI_BASE_ADDRESS_0 + 4 * region
         wmask = ~(size - 1) & ((1 << 64) - 1)
-        if region == PCI_ROM_SLOT:
-            wmask |= PCI_ROM_ADDRESS_ENABLE
+        if region == regs.PCI_ROM_SLOT:
+            wmask |= regs.PCI_ROM_ADDRESS_ENABLE
         self.set(addr, bar_type, 4)
-        if not bar_type & PCI_BASE_ADDRESS_SPACE_IO and bar_type & PCI_BASE_ADDRESS_MEM_TYPE_64:
+        if not bar_type & regs.PCI_BASE_ADDRESS_SPACE_IO and bar_type & regs.PCI_BASE_ADDRESS_MEM_TYPE_64:
             self.set_wmask(addr, wmask, 8)
             self.set_cmask(addr, (1 << 64) - 1, 8)
         else:
@@ -394,58 +247,59 @@ class _Builder:
 def _pcie_endpoint_caps(b: _Builder, props: Mapping[str, object]) -> None:
     """virtio_pci_realize on a PCI Express port: PCIe v2 capability, PM, AER, ATS, FLR."""
     # pcie_endpoint_cap_init -> pcie_cap_init (type: endpoint, since the bus is a port's, not the root)
-    exp = b.add_capability(PCI_CAP_ID_EXP, PCI_EXP_VER2_SIZEOF)
-    b.set(exp + PCI_EXP_FLAGS, (PCI_EXP_TYPE_ENDPOINT << 4) | PCI_EXP_FLAGS_VER2, 2)
-    b.set(exp + PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_RBER, 4)
+    exp = b.add_capability(regs.PCI_CAP_ID_EXP, regs.PCI_EXP_VER2_SIZEOF)
+    b.set(exp + regs.PCI_EXP_FLAGS, (regs.PCI_EXP_TYPE_ENDPOINT << 4) | regs.PCI_EXP_FLAGS_VER2, 2)
+    b.set(exp + regs.PCI_EXP_DEVCAP, regs.PCI_EXP_DEVCAP_RBER, 4)
     if _flag(props, "x-pcie-ext-tag", False):  # pcie_cap_init (9.2; hw_compat_9_1 off)
-        b.or_config(exp + PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_EXT_TAG, 4)
-    b.set(exp + PCI_EXP_LNKCAP, PCI_EXP_LNKCAP_ASPMS_0S | (QEMU_PCI_EXP_LNK_X1 << 4) | QEMU_PCI_EXP_LNK_2_5GT, 4)
-    b.set(exp + PCI_EXP_LNKSTA, (QEMU_PCI_EXP_LNK_X1 << 4) | QEMU_PCI_EXP_LNK_2_5GT, 2)
-    b.set_cmask(exp + PCI_EXP_LNKSTA, 0, 2)  # pcie_cap_v1_fill: link status is not compared on load
-    b.set(exp + PCI_EXP_DEVCAP2, PCI_EXP_DEVCAP2_EFF_EETLPP, 4)
-    b.set_wmask(exp + PCI_EXP_DEVCTL2, PCI_EXP_DEVCTL2_EETLPPB, 2)
+        b.or_config(exp + regs.PCI_EXP_DEVCAP, regs.PCI_EXP_DEVCAP_EXT_TAG, 4)
+    b.set(exp + regs.PCI_EXP_LNKCAP,
+          regs.PCI_EXP_LNKCAP_ASPMS_0S | (regs.QEMU_PCI_EXP_LNK_X1 << 4) | regs.QEMU_PCI_EXP_LNK_2_5GT, 4)
+    b.set(exp + regs.PCI_EXP_LNKSTA, (regs.QEMU_PCI_EXP_LNK_X1 << 4) | regs.QEMU_PCI_EXP_LNK_2_5GT, 2)
+    b.set_cmask(exp + regs.PCI_EXP_LNKSTA, 0, 2)  # pcie_cap_v1_fill: link status is not compared on load
+    b.set(exp + regs.PCI_EXP_DEVCAP2, regs.PCI_EXP_DEVCAP2_EFF_EETLPP, 4)
+    b.set_wmask(exp + regs.PCI_EXP_DEVCTL2, regs.PCI_EXP_DEVCTL2_EETLPPB, 2)
     if _flag(props, "x-pcie-extcap-init", True):
-        b.set_wmask(PCI_CONFIG_SPACE_SIZE, 0, 4)  # a read-only "null" extended capability header
+        b.set_wmask(regs.PCI_CONFIG_SPACE_SIZE, 0, 4)  # a read-only "null" extended capability header
 
-    pm = b.add_capability(PCI_CAP_ID_PM, PCI_PM_SIZEOF)
-    b.set(pm + PCI_PM_PMC, 0x3, 2)  # PM interface specification 1.2
+    pm = b.add_capability(regs.PCI_CAP_ID_PM, regs.PCI_PM_SIZEOF)
+    b.set(pm + regs.PCI_PM_PMC, 0x3, 2)  # PM interface specification 1.2
 
-    ext = PCI_CONFIG_SPACE_SIZE
+    ext = regs.PCI_CONFIG_SPACE_SIZE
     if _flag(props, "aer", False):
         # pcie_aer_init (7.2: no uncorrectable-error mask default, that is 8.0's x-pcie-err-unc-mask);
         # virtio-pci has no aer_log_max property, so log_max is 0 and multiple header recording is off
-        b.add_ext_capability(PCI_EXT_CAP_ID_ERR, PCI_ERR_VER, ext, PCI_ERR_SIZEOF)
-        b.set_w1cmask(ext + PCI_ERR_UNCOR_STATUS, PCI_ERR_UNC_SUPPORTED, 4)
-        b.set(ext + PCI_ERR_UNCOR_SEVER, PCI_ERR_UNC_SEVERITY_DEFAULT, 4)
-        b.set_wmask(ext + PCI_ERR_UNCOR_SEVER, PCI_ERR_UNC_SUPPORTED, 4)
-        b.set_w1cmask(ext + PCI_ERR_COR_STATUS, PCI_ERR_COR_SUPPORTED, 4)
-        b.set(ext + PCI_ERR_COR_MASK, PCI_ERR_COR_MASK_DEFAULT, 4)
-        b.set_wmask(ext + PCI_ERR_COR_MASK, PCI_ERR_COR_SUPPORTED, 4)
-        b.set(ext + PCI_ERR_CAP, PCI_ERR_CAP_ECRC_GENC_CHKC, 4)
-        b.set_wmask(ext + PCI_ERR_CAP, PCI_ERR_CAP_ECRC_GENE_CHKE, 4)
-        ext += PCI_ERR_SIZEOF
+        b.add_ext_capability(regs.PCI_EXT_CAP_ID_ERR, regs.PCI_ERR_VER, ext, regs.PCI_ERR_SIZEOF)
+        b.set_w1cmask(ext + regs.PCI_ERR_UNCOR_STATUS, regs.PCI_ERR_UNC_SUPPORTED, 4)
+        b.set(ext + regs.PCI_ERR_UNCOR_SEVER, regs.PCI_ERR_UNC_SEVERITY_DEFAULT, 4)
+        b.set_wmask(ext + regs.PCI_ERR_UNCOR_SEVER, regs.PCI_ERR_UNC_SUPPORTED, 4)
+        b.set_w1cmask(ext + regs.PCI_ERR_COR_STATUS, regs.PCI_ERR_COR_SUPPORTED, 4)
+        b.set(ext + regs.PCI_ERR_COR_MASK, regs.PCI_ERR_COR_MASK_DEFAULT, 4)
+        b.set_wmask(ext + regs.PCI_ERR_COR_MASK, regs.PCI_ERR_COR_SUPPORTED, 4)
+        b.set(ext + regs.PCI_ERR_CAP, regs.PCI_ERR_CAP_ECRC_GENC_CHKC, 4)
+        b.set_wmask(ext + regs.PCI_ERR_CAP, regs.PCI_ERR_CAP_ECRC_GENE_CHKE, 4)
+        ext += regs.PCI_ERR_SIZEOF
 
     if _flag(props, "x-pcie-deverr-init", True):
-        b.or_wmask(exp + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_ERR_ENABLES, 4)
-        b.or_w1cmask(exp + PCI_EXP_DEVSTA, PCI_EXP_DEVSTA_ERRORS, 4)
+        b.or_wmask(exp + regs.PCI_EXP_DEVCTL, regs.PCI_EXP_DEVCTL_ERR_ENABLES, 4)
+        b.or_w1cmask(exp + regs.PCI_EXP_DEVSTA, regs.PCI_EXP_DEVSTA_ERRORS, 4)
     if _flag(props, "x-pcie-lnkctl-init", True):
-        b.or_wmask(exp + PCI_EXP_LNKCTL, PCI_EXP_LNKCTL_CCC_ES, 4)
+        b.or_wmask(exp + regs.PCI_EXP_LNKCTL, regs.PCI_EXP_LNKCTL_CCC_ES, 4)
     if _flag(props, "x-pcie-pm-init", True):
-        b.set_wmask(pm + PCI_PM_CTRL, PCI_PM_CTRL_STATE_MASK, 2)
+        b.set_wmask(pm + regs.PCI_PM_CTRL, regs.PCI_PM_CTRL_STATE_MASK, 2)
     if _flag(props, "ats", False):
         # pcie_ats_init: invalidate queue depth 0, disabled, STU 0
-        b.add_ext_capability(PCI_EXT_CAP_ID_ATS, 0x1, ext, PCI_EXT_CAP_ATS_SIZEOF)
+        b.add_ext_capability(regs.PCI_EXT_CAP_ID_ATS, 0x1, ext, regs.PCI_EXT_CAP_ATS_SIZEOF)
         if _flag(props, "x-ats-page-aligned", True):
-            b.set(ext + PCI_ATS_CAP, PCI_ATS_CAP_PAGE_ALIGNED, 2)
-        b.set_wmask(ext + PCI_ATS_CTRL, PCI_ATS_CTRL_WRITABLE, 2)
+            b.set(ext + regs.PCI_ATS_CAP, regs.PCI_ATS_CAP_PAGE_ALIGNED, 2)
+        b.set_wmask(ext + regs.PCI_ATS_CTRL, regs.PCI_ATS_CTRL_WRITABLE, 2)
     if _flag(props, "x-pcie-flr-init", True):
-        b.or_config(exp + PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_FLR, 4)
-        b.or_wmask(exp + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2)  # reads back 0: the write starts an FLR
+        b.or_config(exp + regs.PCI_EXP_DEVCAP, regs.PCI_EXP_DEVCAP_FLR, 4)
+        b.or_wmask(exp + regs.PCI_EXP_DEVCTL, regs.PCI_EXP_DEVCTL_BCR_FLR, 2)  # reads back 0: the write starts an FLR
 
 
 def _virtio_cap(b: _Builder, cap_len: int, cfg_type: int, bar: int, offset: int, length: int) -> int:
     # virtio_pci_add_mem_cap: a vendor capability, then struct virtio_pci_cap from cap_len on
-    pos = b.add_capability(PCI_CAP_ID_VNDR, cap_len)
+    pos = b.add_capability(regs.PCI_CAP_ID_VNDR, cap_len)
     b.config[pos + 2] = cap_len
     b.config[pos + 3] = cfg_type
     b.config[pos + 4] = bar
@@ -456,22 +310,22 @@ def _virtio_cap(b: _Builder, cap_len: int, cfg_type: int, bar: int, offset: int,
 
 def _msix_init_exclusive_bar(b: _Builder, nentries: int) -> bool:
     """msix_init_exclusive_bar: table in the low half of a 4 KiB BAR 1, PBA in the high half (larger if needed)."""
-    if nentries < 1 or nentries > PCI_MSIX_FLAGS_QSIZE + 1:
+    if nentries < 1 or nentries > regs.PCI_MSIX_FLAGS_QSIZE + 1:
         return False  # msix_init fails with -EINVAL; virtio_pci_device_plugged warns and sets vectors to 0
     bar_size = 4096
     pba_offset = bar_size // 2
     pba_size = ((nentries + 63) // 64 * 64) // 8
-    if nentries * PCI_MSIX_ENTRY_SIZE > pba_offset:
-        pba_offset = nentries * PCI_MSIX_ENTRY_SIZE
+    if nentries * regs.PCI_MSIX_ENTRY_SIZE > pba_offset:
+        pba_offset = nentries * regs.PCI_MSIX_ENTRY_SIZE
     if pba_offset + pba_size > 4096:
         bar_size = pba_offset + pba_size
     bar_size = _pow2ceil(bar_size)
-    cap = b.add_capability(PCI_CAP_ID_MSIX, MSIX_CAP_LENGTH)
-    b.set(cap + PCI_MSIX_FLAGS, nentries - 1, 2)
-    b.set(cap + PCI_MSIX_TABLE, 0 | VIRTIO_PCI_MSIX_BAR, 4)
-    b.set(cap + PCI_MSIX_PBA, pba_offset | VIRTIO_PCI_MSIX_BAR, 4)
-    b.wmask[cap + MSIX_CONTROL_OFFSET] |= MSIX_ENABLE_MASKALL
-    b.register_bar(VIRTIO_PCI_MSIX_BAR, PCI_BASE_ADDRESS_SPACE_MEMORY, bar_size)
+    cap = b.add_capability(regs.PCI_CAP_ID_MSIX, regs.MSIX_CAP_LENGTH)
+    b.set(cap + regs.PCI_MSIX_FLAGS, nentries - 1, 2)
+    b.set(cap + regs.PCI_MSIX_TABLE, 0 | regs.VIRTIO_PCI_MSIX_BAR, 4)
+    b.set(cap + regs.PCI_MSIX_PBA, pba_offset | regs.VIRTIO_PCI_MSIX_BAR, 4)
+    b.wmask[cap + regs.MSIX_CONTROL_OFFSET] |= regs.MSIX_ENABLE_MASKALL
+    b.register_bar(regs.VIRTIO_PCI_MSIX_BAR, regs.PCI_BASE_ADDRESS_SPACE_MEMORY, bar_size)
     return True
 
 
@@ -497,7 +351,7 @@ def virtio_pci_config_space(device: str, props: Mapping[str, object], *, express
     # virtio_pci_dc_realize marks the device PCI Express when modern and x-disable-pcie is off;
     # virtio_pci_realize keeps that only on a PCIe port
     is_express = express and modern and not _flag(props, "x-disable-pcie", False)
-    size = PCIE_CONFIG_SPACE_SIZE if is_express else PCI_CONFIG_SPACE_SIZE
+    size = regs.PCIE_CONFIG_SPACE_SIZE if is_express else regs.PCI_CONFIG_SPACE_SIZE
     page_per_vq = _flag(props, "page-per-vq", False)
     modern_pio = _flag(props, "modern-pio-notify", False)
     vectors = _int(props, "vectors", info.default_vectors)
@@ -506,15 +360,15 @@ def virtio_pci_config_space(device: str, props: Mapping[str, object], *, express
 
     # do_pci_register_device: class ids, default subsystem ids, masks, multifunction
     b = _Builder(size)
-    b.set(PCI_VENDOR_ID, PCI_VENDOR_ID_REDHAT_QUMRANET, 2)
-    b.set(PCI_DEVICE_ID, info.device_id, 2)
-    b.config[PCI_REVISION_ID] = VIRTIO_PCI_ABI_VERSION
-    b.set(PCI_CLASS_DEVICE, info.class_id, 2)
-    b.set(PCI_SUBSYSTEM_VENDOR_ID, PCI_SUBVENDOR_ID_REDHAT_QUMRANET, 2)
-    b.set(PCI_SUBSYSTEM_ID, PCI_SUBDEVICE_ID_QEMU, 2)
+    b.set(regs.PCI_VENDOR_ID, regs.PCI_VENDOR_ID_REDHAT_QUMRANET, 2)
+    b.set(regs.PCI_DEVICE_ID, info.device_id, 2)
+    b.config[regs.PCI_REVISION_ID] = regs.VIRTIO_PCI_ABI_VERSION
+    b.set(regs.PCI_CLASS_DEVICE, info.class_id, 2)
+    b.set(regs.PCI_SUBSYSTEM_VENDOR_ID, regs.PCI_SUBVENDOR_ID_REDHAT_QUMRANET, 2)
+    b.set(regs.PCI_SUBSYSTEM_ID, regs.PCI_SUBDEVICE_ID_QEMU, 2)
     b.init_masks()
     if _flag(props, "multifunction", False):
-        b.config[PCI_HEADER_TYPE] |= PCI_HEADER_TYPE_MULTI_FUNCTION
+        b.config[regs.PCI_HEADER_TYPE] |= regs.PCI_HEADER_TYPE_MULTI_FUNCTION
 
     # virtio_pci_realize
     if is_express:
@@ -523,36 +377,37 @@ def virtio_pci_config_space(device: str, props: Mapping[str, object], *, express
     # virtio_pci_device_plugged
     class_code = _int(props, "class", 0)
     if class_code:
-        b.set(PCI_CLASS_DEVICE, class_code, 2)
+        b.set(regs.PCI_CLASS_DEVICE, class_code, 2)
     if legacy:
-        b.set(PCI_SUBSYSTEM_ID, info.virtio_id, 2)  # legacy and transitional devices: subsystem id = virtio id
+        b.set(regs.PCI_SUBSYSTEM_ID, info.virtio_id, 2)  # legacy and transitional devices: subsystem id = virtio id
     else:
-        b.set(PCI_DEVICE_ID, PCI_DEVICE_ID_VIRTIO_10_BASE + info.virtio_id, 2)
-        b.config[PCI_REVISION_ID] = 1
-    b.config[PCI_INTERRUPT_PIN] = 1
+        b.set(regs.PCI_DEVICE_ID, regs.PCI_DEVICE_ID_VIRTIO_10_BASE + info.virtio_id, 2)
+        b.config[regs.PCI_REVISION_ID] = 1
+    b.config[regs.PCI_INTERRUPT_PIN] = 1
     if modern:
-        mult = QEMU_VIRTIO_PCI_QUEUE_MEM_MULT if page_per_vq else 4
-        notify_len = mult * VIRTIO_QUEUE_MAX
-        bar = VIRTIO_PCI_MODERN_MEM_BAR
-        _virtio_cap(b, VIRTIO_PCI_CAP_LEN, VIRTIO_PCI_CAP_COMMON_CFG, bar, 0x0000, 0x1000)
-        _virtio_cap(b, VIRTIO_PCI_CAP_LEN, VIRTIO_PCI_CAP_ISR_CFG, bar, 0x1000, 0x1000)
-        _virtio_cap(b, VIRTIO_PCI_CAP_LEN, VIRTIO_PCI_CAP_DEVICE_CFG, bar, 0x2000, 0x1000)
-        notify = _virtio_cap(b, VIRTIO_PCI_NOTIFY_CAP_LEN, VIRTIO_PCI_CAP_NOTIFY_CFG, bar, 0x3000, notify_len)
+        mult = regs.QEMU_VIRTIO_PCI_QUEUE_MEM_MULT if page_per_vq else 4
+        notify_len = mult * regs.VIRTIO_QUEUE_MAX
+        bar = regs.VIRTIO_PCI_MODERN_MEM_BAR
+        _virtio_cap(b, regs.VIRTIO_PCI_CAP_LEN, regs.VIRTIO_PCI_CAP_COMMON_CFG, bar, 0x0000, 0x1000)
+        _virtio_cap(b, regs.VIRTIO_PCI_CAP_LEN, regs.VIRTIO_PCI_CAP_ISR_CFG, bar, 0x1000, 0x1000)
+        _virtio_cap(b, regs.VIRTIO_PCI_CAP_LEN, regs.VIRTIO_PCI_CAP_DEVICE_CFG, bar, 0x2000, 0x1000)
+        notify = _virtio_cap(b, regs.VIRTIO_PCI_NOTIFY_CAP_LEN, regs.VIRTIO_PCI_CAP_NOTIFY_CFG, bar, 0x3000, notify_len)
         b.set(notify + 16, mult, 4)  # notify_off_multiplier
         if modern_pio:
-            b.register_bar(VIRTIO_PCI_MODERN_IO_BAR, PCI_BASE_ADDRESS_SPACE_IO, 4)
-            _virtio_cap(b, VIRTIO_PCI_NOTIFY_CAP_LEN, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_MODERN_IO_BAR, 0, 4)
-        b.register_bar(bar, PCI_BASE_ADDRESS_SPACE_MEMORY | PCI_BASE_ADDRESS_MEM_PREFETCH
-                       | PCI_BASE_ADDRESS_MEM_TYPE_64, _pow2ceil(0x3000 + notify_len))
-        cfg = _virtio_cap(b, VIRTIO_PCI_CFG_CAP_LEN, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 0)
+            b.register_bar(regs.VIRTIO_PCI_MODERN_IO_BAR, regs.PCI_BASE_ADDRESS_SPACE_IO, 4)
+            _virtio_cap(b, regs.VIRTIO_PCI_NOTIFY_CAP_LEN, regs.VIRTIO_PCI_CAP_NOTIFY_CFG,
+                        regs.VIRTIO_PCI_MODERN_IO_BAR, 0, 4)
+        b.register_bar(bar, regs.PCI_BASE_ADDRESS_SPACE_MEMORY | regs.PCI_BASE_ADDRESS_MEM_PREFETCH
+                       | regs.PCI_BASE_ADDRESS_MEM_TYPE_64, _pow2ceil(0x3000 + notify_len))
+        cfg = _virtio_cap(b, regs.VIRTIO_PCI_CFG_CAP_LEN, regs.VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 0)
         b.wmask[cfg + 4] = 0xFF  # cap.bar, cap.offset, cap.length and pci_cfg_data are the guest's window
         b.wmask[cfg + 8 : cfg + 20] = b"\xff" * 12
     msix = vectors > 0 and _msix_init_exclusive_bar(b, vectors)
     if legacy:
         if config_len is None:
             raise PciConfigError(f"{device}-pci has a legacy I/O BAR, whose size needs the device's config_len")
-        header = VIRTIO_PCI_CONFIG_OFF_MSIX if msix else VIRTIO_PCI_CONFIG_OFF_NO_MSIX
-        b.register_bar(VIRTIO_PCI_LEGACY_IO_BAR, PCI_BASE_ADDRESS_SPACE_IO, _pow2ceil(header + config_len))
+        header = regs.VIRTIO_PCI_CONFIG_OFF_MSIX if msix else regs.VIRTIO_PCI_CONFIG_OFF_NO_MSIX
+        b.register_bar(regs.VIRTIO_PCI_LEGACY_IO_BAR, regs.PCI_BASE_ADDRESS_SPACE_IO, _pow2ceil(header + config_len))
 
     # pci_qdev_realize -> pci_add_option_rom: a ROM BAR unless there is no ROM or rombar=0 (ROM via fw_cfg)
     romfile = props.get("romfile", info.default_romfile)
@@ -565,115 +420,8 @@ def virtio_pci_config_space(device: str, props: Mapping[str, object], *, express
         if romsize in (-1, 0xFFFFFFFF):
             raise PciConfigError(f"{device}-pci has the option ROM {romfile!r}: its BAR size needs 'romsize' "
                                  "(QEMU's effective value after realize, or romfile='' for no ROM)")
-        b.register_bar(PCI_ROM_SLOT, 0, romsize)
+        b.register_bar(regs.PCI_ROM_SLOT, 0, romsize)
 
     # pci_do_device_reset and virtio_pci_bus_reset_hold clear command, status, interrupt line, cache line,
     # BAR addresses, MSI-X control, DEVCTL/LNKCTL enables and PM control: all still as built here.
     return b.freeze(size)
-
-
-# --- the load check and guest writes ----------------------------------------------------------------------
-
-
-def bad_config_data(local: PciConfigSpace, incoming: bytes) -> str | None:
-    """QEMU 7.2's ``get_pci_config_device`` check of an incoming config space against the local device.
-
-    Returns None when the load passes, else the error line (without the program-name prefix) for the first
-    byte, from offset 0 up, that differs in a bit of cmask & ~wmask & ~w1cmask. QEMU reads as many bytes as the
-    local device's config size; a longer incoming space is compared on that prefix (the rest of the stream then
-    no longer lines up, which is the caller's concern), a shorter one cannot be checked.
-    Not part of this check but seen on 7.2: an incoming interrupt pin (0x3d, cmask 0) outside 1..4 passes it,
-    and QEMU then aborts on an assertion in ``pci_irq_handler``.
-    """
-    size = len(local.config)
-    if len(incoming) < size:
-        raise PciConfigError(f"incoming config space has {len(incoming)} bytes, the local device reads {size}")
-    # whole-space test first (big-integer bit operations run in C); the byte loop only finds the first
-    checked = _checked_bits(local)
-    if not (int.from_bytes(incoming[:size], "little") ^ int.from_bytes(local.config, "little")) & checked:
-        return None
-    for i in range(size):
-        c, w, w1 = local.cmask[i], local.wmask[i], local.w1cmask[i]
-        if (incoming[i] ^ local.config[i]) & c & ~w & ~w1:
-            return (f"get_pci_config_device: Bad config data: i=0x{i:x} read: {incoming[i]:x} "
-                    f"device: {local.config[i]:x} cmask: {c:x} wmask: {w:x} w1cmask:{w1:x}")
-    return None
-
-
-@functools.lru_cache(maxsize=256)
-def _checked_bits(local: PciConfigSpace) -> int:
-    """cmask & ~wmask & ~w1cmask over the whole space, as one integer (little-endian byte order)."""
-    size = len(local.config)
-    cmask, wmask, w1 = (int.from_bytes(m, "little") for m in (local.cmask, local.wmask, local.w1cmask))
-    return cmask & ~wmask & ~w1 & ((1 << (8 * size)) - 1)
-
-
-def _capabilities(config: bytes) -> dict[int, int]:
-    """Capability id -> offset, walking the list from 0x34 as the guest would (bounded)."""
-    caps: dict[int, int] = {}
-    ptr = config[PCI_CAPABILITY_LIST] if config[PCI_STATUS] & PCI_STATUS_CAP_LIST else 0
-    for _ in range(64):
-        if ptr < PCI_CONFIG_HEADER_SIZE:
-            break
-        caps.setdefault(config[ptr], ptr)
-        ptr = config[ptr + 1] & 0xFC
-    return caps
-
-
-def _function_level_reset(space: PciConfigSpace, out: bytearray) -> None:
-    """pci_device_reset on an FLR: the virtio proxy's reset, then pci_do_device_reset.
-
-    Only these registers go back; other writable bytes (device-specific area, DEVCTL2, ATS, AER, the virtio
-    PCI-config window) keep their values.
-    """
-    def clear(offset: int, mask: int, width: int) -> None:
-        value = int.from_bytes(out[offset : offset + width], "little") & ~mask
-        out[offset : offset + width] = value.to_bytes(width, "little")
-
-    def word(buf: bytes, offset: int) -> int:
-        return int.from_bytes(buf[offset : offset + 2], "little")
-
-    caps = _capabilities(space.config)
-    exp, pm, msix = caps.get(PCI_CAP_ID_EXP), caps.get(PCI_CAP_ID_PM), caps.get(PCI_CAP_ID_MSIX)
-    if exp is not None:  # virtio_pci_reset: pcie_cap_deverr_reset, pcie_cap_lnkctl_reset, PM control 0
-        clear(exp + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_ERR_ENABLES, 4)
-        clear(exp + PCI_EXP_LNKCTL, PCI_EXP_LNKCTL_CCC_ES, 4)
-        if pm is not None:
-            clear(pm + PCI_PM_CTRL, 0xFFFF, 2)
-    for reg in (PCI_COMMAND, PCI_STATUS):  # pci_do_device_reset
-        clear(reg, word(space.wmask, reg) | word(space.w1cmask, reg), 2)
-    clear(PCI_INTERRUPT_LINE, word(space.wmask, PCI_INTERRUPT_LINE) | word(space.w1cmask, PCI_INTERRUPT_LINE), 1)
-    out[PCI_CACHE_LINE_SIZE] = 0
-    for addr in [*range(PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_0 + 24, 4), PCI_ROM_ADDRESS]:
-        if space.cmask[addr : addr + 4] == b"\xff\xff\xff\xff":  # a registered BAR: back to its type bits
-            out[addr : addr + 4] = space.config[addr : addr + 4]
-    if msix is not None:  # msix_reset
-        clear(msix + MSIX_CONTROL_OFFSET, space.wmask[msix + MSIX_CONTROL_OFFSET], 1)
-
-
-def guest_write(space: PciConfigSpace, current: bytes, offset: int, data: bytes) -> bytes:
-    """``virtio_write_config``: a guest's config write of ``data`` at ``offset`` to ``current``.
-
-    ``pci_default_write_config``: bits in wmask take the written value, bits in w1cmask are cleared where a 1
-    is written, the rest keep their value. Then ``pcie_cap_flr_write_config``: a write that leaves DEVCTL's
-    initiate-FLR bit set resets the function (see ``_function_level_reset``) and the bit reads back 0.
-    Side effects outside the config bytes are not modelled (BAR mappings, MSI-X, and the virtio PCI-config
-    window, which accesses BAR 4 when its length is 1, 2 or 4 and refreshes pci_cfg_data on reads).
-    """
-    if len(current) != len(space.config):
-        raise PciConfigError(f"current config has {len(current)} bytes, the device has {len(space.config)}")
-    if offset < 0 or offset + len(data) > len(current):
-        raise PciConfigError(f"write of {len(data)} bytes at {offset:#x} is outside the {len(current)}-byte space")
-    out = bytearray(current)
-    for k, val in enumerate(data):
-        i = offset + k
-        w, w1 = space.wmask[i], space.w1cmask[i]
-        out[i] = ((out[i] & ~w) | (val & w)) & ~(val & w1) & 0xFF
-    exp = _capabilities(space.config).get(PCI_CAP_ID_EXP)
-    if exp is not None:
-        devctl = exp + PCI_EXP_DEVCTL
-        flr_writable = int.from_bytes(space.wmask[devctl : devctl + 2], "little") & PCI_EXP_DEVCTL_BCR_FLR
-        if flr_writable and int.from_bytes(out[devctl : devctl + 2], "little") & PCI_EXP_DEVCTL_BCR_FLR:
-            _function_level_reset(space, out)
-            out[devctl + 1] &= ~(PCI_EXP_DEVCTL_BCR_FLR >> 8) & 0xFF
-    return bytes(out)
