@@ -105,6 +105,7 @@ def process_figure(path: str, size: int, seconds: float) -> dict[str, Any]:
         done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wall, after = time.perf_counter() - start, os.times()
         if done.returncode:
+            interrupt.check()  # a signal to the group ended the child too: the run stops, no error
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
             raise UsageError(f"{path}: decode as a process exited {done.returncode}: {last}")
         return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
