@@ -179,7 +179,9 @@ def _store(path: str, layout: Any, nodes: list[Any], compiled: Any) -> None:
             if other.startswith(stem) and "-" not in other[len(stem):] and os.stat(there).st_atime < week:
                 os.unlink(there)
     except OSError:
-        if os.path.exists(tmp):
+        pass  # a folder that cannot be written: the parser was compiled in memory, which is all it needs
+    finally:
+        if os.path.exists(tmp):  # not renamed: an error, or a signal in between
             os.unlink(tmp)
 
 
