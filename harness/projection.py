@@ -78,13 +78,25 @@ def _queues(p: _Pair, s: DeviceState) -> list[tuple[Any, ...]]:
     return out
 
 
-def _num_default(p: _Pair, s: DeviceState) -> Any:
-    # virtio/ringsize carries it where a queue was resized; without it each side keeps its own (R13 holds them
-    # alike); 11.1 does not load it
-    if "virtio/ringsize" not in p.sent or p.dst.release >= core.RINGSIZE_IGNORED_FROM:
-        return None
-    n = sum(1 for _ in _queues(p, s))
-    return tuple((s.num_default or p.src.queue_sizes)[:n])
+def _declared(p: _Pair, s: DeviceState) -> dict[str, Any]:
+    """The core subsections' declared fields (models/core.py), each from its declaration: a value of its own
+    (virtio/device_endian, broken, started, disabled) as it is (where its subsection is not sent, each side's reset
+    value: R5 holds the source to needed(), R7 the destination's endianness); a per-queue array over the saved
+    queues, where the stream carried it and the destination loads it (virtio/ringsize, packed_virtqueues: without
+    them each side keeps its own, which R13 holds alike). Parts of other fields (the feature words, each queue's
+    ring addresses) are compared with the field they are part of."""
+    out: dict[str, Any] = {}
+    n = len(_queues(p, s))
+    for sub in p.dst.registry.core_subsections:
+        for f in core.state_fields((sub,)):
+            if f.plain:
+                out[f.name] = getattr(s, f.name)
+            elif f.count and f.attribute != "queues":
+                loaded = sub.name in p.sent and (f.loaded_until is None or p.dst.release < f.loaded_until)
+                values = tuple((getattr(s, f.attribute) or f.initial(p.src, s))[:n])
+                zero = (0,) * len(f.rows) if f.rows else 0  # the wire's rows past the state's
+                out[f.attribute] = values + (zero,) * (n - len(values)) if loaded else None
+    return out
 
 
 def _pci(p: _Pair, s: DeviceState) -> Any:
@@ -116,24 +128,18 @@ COMPARED: Mapping[str, Project] = {
     # over the shorter length where the releases' config lengths differ (2.1's tolerance)
     "config": lambda p, s: s.config[: min(len(s.config), p.dst.config_len, p.src.config_len)],
     "queues": _queues,
-    "num_default": _num_default,
     # only a transport with vectors migrates it (ccw always has one)
     "config_vector": lambda p, s: s.config_vector if p.dst.vectors or p.dst.config.transport == "ccw" else None,
-    # virtio/device_endian where sent, else each side's target default: the same target on both (R7 judges the
-    # loader's step)
-    "device_endian": lambda p, s: s.device_endian,
     "pci": _pci,
     "mmio": _mmio,
     "ccw": lambda p, s: None if s.ccw is None else (s.ccw.tree, s.ccw.config_vector),
     "device": lambda p, s: device_projection(s.device, s.guest_features & p.dst.host_features),
-    # virtio/packed_virtqueues where sent (a split-ring device's rows stay at reset)
-    "packed": lambda p, s: _rows(s.packed) if "virtio/packed_virtqueues" in p.sent else None,
 }
 
 
 def _check_coverage() -> None:
     """Every field of the state is compared or dropped with a reason (a new field must be decided on)."""
-    covered = {*COMPARED, *DROPPED} | {f.name for f in core.state_fields(core.CORE_SUBSECTIONS)}
+    covered = {*COMPARED, *DROPPED} | {f.attribute for f in core.state_fields(core.CORE_SUBSECTIONS)}
     tables: list[tuple[str, Any, set[str]]] = [
         ("", DeviceState, covered),
         ("queues[].", QueueState, {"num", "desc", "last_avail_idx", "avail", "used", "vector", "align",
@@ -157,7 +163,4 @@ def projection(src: Realized, dst: Realized, s: DeviceState, sent: frozenset[str
     """State s as far as the pair migrates it; `sent`: the subsections the source's stream carried
     (sent_subsections)."""
     p = _Pair(src, dst, sent)
-    out = {name: f(p, s) for name, f in COMPARED.items()}
-    # the core subsections' declared fields (models/core.py): virtio/broken, virtio/started, virtio/disabled...
-    out.update({f.name: getattr(s, f.name) for f in core.state_fields(dst.registry.core_subsections)})
-    return out
+    return {**{name: f(p, s) for name, f in COMPARED.items()}, **_declared(p, s)}

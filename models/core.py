@@ -105,6 +105,19 @@ DRIVER_OK = 4  # VIRTIO_CONFIG_S_DRIVER_OK
 # virtio_set_started: started follows DRIVER_OK where use-started is on (what the matrix gives it, and where
 # virtio/started can be sent at all)
 STARTED = Field("started", "bool", derived=Status(DRIVER_OK) & Property("use-started"))
+VIRTIO_QUEUE_MAX = 1024  # the per-queue arrays' rows on the wire (VIRTIO_QUEUE_MAX)
+
+
+class QueueSizes:
+    """vring.num_default of each queue realize added: virtio/ringsize's value where a stream has none."""
+
+    def value(self, r: Derived, s: DeviceState) -> tuple[int, ...]:
+        return tuple(r.queue_sizes)
+
+
+# packed rings' per-queue state (vmstate_packed_virtqueue)
+PACKED_ROW = (Field("last_avail_idx", "uint16"), Field("last_avail_wrap_counter", "uint8"),
+              Field("used_idx", "uint16"), Field("used_wrap_counter", "uint8"), Field("inuse", "uint32"))
 
 # Core subsections in vmstate_virtio's list order (10.2 inserted 128bit_features before 64bit_features).
 CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
@@ -113,23 +126,26 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
         Rule(V("2.4"), (VERSION_1 & (DEVICE_ENDIAN != ENDIAN_LITTLE))
              | (~VERSION_1 & (DEVICE_ENDIAN != TargetEndian())),
              "device_endian != (VERSION_1 negotiated ? little : target default)"),
-    ), "616a655219"),
+    ), "616a655219", fields=(Field("device_endian", "uint8", reset=TargetEndian(), derived=TargetEndian()),)),
     CoreSubsection("virtio/128bit_features", V("10.2"), (
         Rule(V("10.2"), HostFeatures(64), "host features >= bit 64"),
-    ), "virtio: serialize extended features state (10.2)"),
+    ), "virtio: serialize extended features state (10.2)",
+        fields=(Field("guest_features_ex1", "uint64", of="guest_features", shift=64),)),
     CoreSubsection("virtio/64bit_features", V("2.4"), (
         Rule(V("2.4"), HostFeatures(32, 64), "host features >= bit 32"),
-    ), "019a3edbb2"),
+    ), "019a3edbb2", fields=(Field("guest_features", "uint64", of="guest_features", shift=0),)),
     CoreSubsection("virtio/virtqueues", V("2.4"), (
         Rule(V("2.4"), HostFeature(F.VERSION_1), "host offers VERSION_1"),
-    ), "74aae7b22b"),
+    ), "74aae7b22b", fields=(Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="queues",
+                                   rows=(Field("avail", "uint64"), Field("used", "uint64"))),)),
     CoreSubsection("virtio/ringsize", V("2.5"), (
         Rule(V("2.5"), QueueResized(settable=Never()), "a queue's num != num_default"),
         # 11.1 neither sends it (a legacy mmio driver's smaller QueueNum goes without it) nor loads its
         # num_default (a queue keeps the size its device allocated: 7.2 streams with it, pci and mmio, queried
         # with x-query-virtio-queue-status). The 11.1 binary; UNVERIFIED: 11.0, and a modern pci driver's resize.
         Rule(RINGSIZE_IGNORED_FROM, Never(), "never (11.1: num_default is the device's own)"),
-    ), "46c5d0823d"),
+    ), "46c5d0823d", fields=(Field("num_default", "uint32", count=VIRTIO_QUEUE_MAX, reset=QueueSizes(),
+                                   loaded_until=RINGSIZE_IGNORED_FROM),)),
     CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), StateField("broken")),), "791b1daf72",
                    fields=(Field("broken", "bool"),)),
     CoreSubsection("virtio/extra_state", V("2.5"), (
@@ -140,7 +156,7 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
     ), "badaf79cfd", fields=(STARTED,)),
     CoreSubsection("virtio/packed_virtqueues", V("4.2"), (
         Rule(V("4.2"), HostFeature(F.RING_PACKED), "host offers RING_PACKED"),
-    ), "86044b24e8"),
+    ), "86044b24e8", fields=(Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="packed", rows=PACKED_ROW),)),
     CoreSubsection("virtio/disabled", V("5.0"), (
         Rule(V("5.0"), StateField("disabled", settable=Transport("pci") & Property("use-disabled-flag")), "disabled"),
     ), "9d7bd0826f", fields=(Field("disabled", "bool"),)),
@@ -151,8 +167,9 @@ STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(DeviceState))
 
 
 def state_fields(subsections: Iterable[CoreSubsection]) -> list[Field]:
-    """The declared fields of core subsections that DeviceState holds by name, in list order."""
-    return [f for s in subsections for f in s.fields if f.name in STATE_FIELDS]
+    """The declared fields of core subsections that DeviceState holds (an attribute, part of one, or each queue's),
+    in list order."""
+    return [f for s in subsections for f in s.fields if f.attribute in STATE_FIELDS]
 
 
 @dataclass(frozen=True)
