@@ -248,13 +248,38 @@ def _own_subsections(device: str) -> Any:
 def _subsection_owners(reg: Registry) -> dict[str, str]:
     """Every subsection name already taken, and by whom."""
     out = {}
-    for transport in wire.TRANSPORTS:
-        out.update({n: "models (harness/wire/virtio.py)" for n in wire.core_subsections(transport).known})
+    for transport in wire.TRANSPORTS:  # the transports' subsections inside virtio/extra_state
+        out.update({n: "models (harness/wire/virtio.py)" for n in _transport_names(transport)})
+    # the core subsections this registry declares (a registry without one may be given it again: the walkthrough of
+    # README's "Adding a release or a device version" does so with virtio/started)
+    out.update({s.name: "models/core.py" for s in reg.core_subsections})
     for dev in wire.DEVICE_DATA:
         subs = _own_subsections(dev)
         out.update({n: "models (harness/wire/virtio.py)" for n in (subs.known if subs is not None else ())})
     out.update({s.name: f"an earlier schema declaration (since {s.since})" for s in reg.subsections})
     return out
+
+
+def _transport_names(transport: str) -> set[str]:
+    known = wire.core_subsections(transport).known
+    extra = known.get("virtio/extra_state")
+    out: set[str] = set()
+    stack = [extra] if extra is not None else []
+    while stack:
+        body = stack.pop()
+        for sc in getattr(body, "subcons", ()):
+            inner = getattr(sc, "subcon", None)
+            if isinstance(getattr(inner, "known", None), dict):
+                out.update(inner.known)
+                stack.extend(inner.known.values())
+    return out
+
+
+def _held(reg: Registry, fields: Sequence[Field]) -> bool:
+    """The fields are DeviceState's own values that no core subsection of reg carries (virtio/started's `started`
+    in a registry without it): the subsection declaring them binds them, as models/core.py's do."""
+    held = {f.attribute for f in core.state_fields(reg.core_subsections)}
+    return bool(fields) and all(f.plain and f.name in core.STATE_FIELDS and f.name not in held for f in fields)
 
 
 def _state_names() -> set[str]:
@@ -285,7 +310,9 @@ def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
     if sub.needed is None:
         raise SchemaError(f"subsection {sub.name}: needed() is missing (a condition, e.g. StateField(\"foo\") != 0)")
     as_condition(sub.needed)
-    _check_fields(reg, f"subsection {sub.name}", sub.fields)
+    bound = sub.device is None and not sub.versions and _held(reg, sub.fields)
+    if not bound:
+        _check_fields(reg, f"subsection {sub.name}", sub.fields)
     versions = [v for _, v in sub.versions]
     if [r for r, _ in sub.versions] != sorted(r for r, _ in sub.versions) or versions != sorted(versions) or any(
             r < sub.since or r not in reg.releases for r, _ in sub.versions):
@@ -299,10 +326,13 @@ def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
     core_subsections = reg.core_subsections
     if sub.device is None:
         entry = core.CoreSubsection(sub.name, sub.since, (core.Rule(sub.since, sub.condition()),),
-                                    sub.source or "schema module")
+                                    sub.source or "schema module", fields=sub.fields if bound else ())
         subs = list(core_subsections)
         at = next((i + 1 for i, s in enumerate(subs) if s.name == sub.after), len(subs))
         core_subsections = tuple(subs[:at] + [entry] + subs[at:])
+    if bound:  # a core subsection of DeviceState's values: models/core.py's kind, whose fields the model follows
+        return replace(reg, core_subsections=core_subsections,
+                       wire=_with_layout(reg.wire, sub.parent, sub.name, sub.layout()(1)))
     return replace(reg, subsections=(*reg.subsections, sub), core_subsections=core_subsections,
                    wire=_with_layout(reg.wire, sub.parent, sub.name, sub.layout()))
 
