@@ -50,7 +50,7 @@ from models.core import LoadCheck
 from models.declarations import DeviceVersion, Field, Release, Schema, Subsection, SubsectionVersion
 from models.devices import DEVICES
 from models.props import Prop
-from models.registry import BASE, Registry
+from models.registry import BASE, Registry, with_layout
 from models.releases import FAMILIES, Compat, Downstream, Version
 from models.state import BalloonState, BlkState, DeviceState, NetState
 
@@ -268,10 +268,10 @@ def _transport_names(transport: str) -> set[str]:
     while stack:
         body = stack.pop()
         for sc in getattr(body, "subcons", ()):
-            inner = getattr(sc, "subcon", None)
-            if isinstance(getattr(inner, "known", None), dict):
-                out.update(inner.known)
-                stack.extend(inner.known.values())
+            inner: Any = getattr(getattr(sc, "subcon", None), "known", None)
+            if isinstance(inner, dict):
+                out.update(inner)
+                stack.extend(inner.values())
     return out
 
 
@@ -284,12 +284,6 @@ def _held(reg: Registry, fields: Sequence[Field]) -> bool:
 
 def _state_names() -> set[str]:
     return {f.name for cls in (DeviceState, NetState, BlkState, BalloonState) for f in dataclasses.fields(cls)}
-
-
-def _with_layout(extras: wire.Extras, parent: str, name: str, body: Any) -> wire.Extras:
-    """`extras` with a subsection's body (or function of its version_id) added or replaced."""
-    subs = {**extras.subsections, parent: MappingProxyType({**extras.subsections.get(parent, {}), name: body})}
-    return wire.Extras(MappingProxyType(subs), extras.device_fields)
 
 
 def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
@@ -332,9 +326,9 @@ def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
         core_subsections = tuple(subs[:at] + [entry] + subs[at:])
     if bound:  # a core subsection of DeviceState's values: models/core.py's kind, whose fields the model follows
         return replace(reg, core_subsections=core_subsections,
-                       wire=_with_layout(reg.wire, sub.parent, sub.name, sub.layout()(1)))
+                       wire=with_layout(reg.wire, sub.parent, sub.name, sub.layout()(1)))
     return replace(reg, subsections=(*reg.subsections, sub), core_subsections=core_subsections,
-                   wire=_with_layout(reg.wire, sub.parent, sub.name, sub.layout()))
+                   wire=with_layout(reg.wire, sub.parent, sub.name, sub.layout()))
 
 
 def _check_fields(reg: Registry, what: str, fields: Any) -> None:
@@ -389,7 +383,7 @@ def _subsection_version(reg: Registry, d: SubsectionVersion, _: _Applying) -> Re
         inner = base(version_id) if callable(base) and not isinstance(base, c.Construct) else base
         return c.Struct(*inner.subcons, *(f.name / f.construct(False) for f in fields if f.version <= version_id))
 
-    return replace(reg, wire=_with_layout(reg.wire, parent, d.name, functools.lru_cache(maxsize=8)(body)))
+    return replace(reg, wire=with_layout(reg.wire, parent, d.name, functools.lru_cache(maxsize=8)(body)))
 
 
 def _device_version(reg: Registry, d: DeviceVersion, _: _Applying) -> Registry:
