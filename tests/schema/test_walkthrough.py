@@ -92,3 +92,11 @@ def test_both_ways_pass_the_cells_and_the_compat_entry_matters() -> None:
     assert result.failure is not None
     _src, _dst, state, _out, v = result.failure
     assert v.rule == "R4" and "rejected" in v.got and state.started
+
+
+def test_todays_model_refuses_the_module() -> None:
+    """README: given to today's model the module is refused in one line, which names the clash."""
+    from harness.errors import SchemaError
+
+    with pytest.raises(SchemaError, match=r"virtio_started.py:14: property use-started of virtio-device clashes"):
+        schema.load(MODULE)
