@@ -99,23 +99,30 @@ def _declared(p: _Pair, s: DeviceState) -> dict[str, Any]:
     return out
 
 
-def _pci(p: _Pair, s: DeviceState) -> Any:
-    if s.pci is None:
-        return None
-    x = s.pci
-    # the modern registers travel in virtio_pci/modern_state (virtio/extra_state); without it a destination keeps
-    # its reset registers (QEMU's own loss on machine types without migrate-extra, where modern is off by default)
-    modern = (x.dfselect, x.gfselect, x.modern_guest_features, _rows(x.modern_queues)) \
-        if "virtio_pci/modern_state" in p.sent else None
-    return (x.config, x.irq_state, x.msix_table, x.msix_pba, x.version_id, modern)
+def _transport(part: str) -> Project:
+    """The transport's state (pci, mmio): the fields its config carries always; those of virtio/extra_state's
+    subsections (models/core.py) where the stream carried them (without them a destination keeps its reset
+    registers: QEMU's own loss on machine types without migrate-extra, where modern is off by default)."""
+
+    def project(p: _Pair, s: DeviceState) -> Any:
+        x = getattr(s, part)
+        if x is None:
+            return None
+        out: dict[str, Any] = {name: getattr(x, name) for name in TRANSPORT_CONFIG[part]}
+        for sub in core.known_transport_subsections(p.dst.release, p.dst.config.transport):
+            for f in sub.fields:
+                if f.attribute.startswith(part + "."):
+                    name = f.attribute.split(".", 1)[1]
+                    out[name] = (_rows(getattr(x, name)) if f.rows else getattr(x, name)) if sub.name in p.sent \
+                        else None
+        return out
+
+    return project
 
 
-def _mmio(p: _Pair, s: DeviceState) -> Any:
-    if s.mmio is None:
-        return None
-    x = s.mmio
-    modern = (x.modern_guest_features, _rows(x.modern_queues)) if "virtio_mmio/state" in p.sent else None
-    return (x.host_features_sel, x.guest_features_sel, x.guest_page_shift, modern)
+# what the transports' load_config reads, always sent
+TRANSPORT_CONFIG = {"pci": ("config", "irq_state", "msix_table", "msix_pba", "version_id"),
+                    "mmio": ("host_features_sel", "guest_features_sel", "guest_page_shift")}
 
 
 # each field of DeviceState that is compared, and how
@@ -130,8 +137,8 @@ COMPARED: Mapping[str, Project] = {
     "queues": _queues,
     # only a transport with vectors migrates it (ccw always has one)
     "config_vector": lambda p, s: s.config_vector if p.dst.vectors or p.dst.config.transport == "ccw" else None,
-    "pci": _pci,
-    "mmio": _mmio,
+    "pci": _transport("pci"),
+    "mmio": _transport("mmio"),
     "ccw": lambda p, s: None if s.ccw is None else (s.ccw.tree, s.ccw.config_vector),
     "device": lambda p, s: device_projection(s.device, s.guest_features & p.dst.host_features),
 }
@@ -144,10 +151,10 @@ def _check_coverage() -> None:
         ("", DeviceState, covered),
         ("queues[].", QueueState, {"num", "desc", "last_avail_idx", "avail", "used", "vector", "align",
                                    *(k.removeprefix("queues[].") for k in DROPPED)}),
-        ("pci.", PciState, {"config", "irq_state", "msix_table", "msix_pba", "version_id", "dfselect", "gfselect",
-                            "modern_guest_features", "modern_queues"}),
-        ("mmio.", MmioState, {"host_features_sel", "guest_features_sel", "guest_page_shift",
-                              "modern_guest_features", "modern_queues"}),
+        *((f"{part}.", cls, {*TRANSPORT_CONFIG[part], *(f.attribute.split(".", 1)[1] for sub in
+                                                         core.TRANSPORT_SUBSECTIONS for f in sub.fields
+                                                         if f.attribute.startswith(part + "."))})
+          for part, cls in (("pci", PciState), ("mmio", MmioState))),
     ]
     for prefix, cls, names in tables:
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in names]

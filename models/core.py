@@ -182,16 +182,32 @@ class TransportSubsection:
     since: Version
     needed: Rule
     source: str
+    # its body: fields of the transport's state ("pci.dfselect": PciState.dfselect), or parts of the device's own
+    # (the feature words past 64, a copy the transport keeps); a nested subsection is one whose parent it is
+    fields: tuple[Field, ...] = ()
 
+
+_U32 = "uint32"
+# the modern interface's per-queue registers (virtio_pci/modern_state's VirtIOPCIQueue)
+PCI_QUEUE_ROW = (Field("num", "uint16"), Field("unused", "uint8"), Field("enabled", "bool"),  # 2.5's be16 enabled
+                 *(Field(n, _U32) for n in ("desc_lo", "desc_hi", "avail_lo", "avail_hi", "used_lo", "used_hi")))
+MMIO_QUEUE_ROW = (Field("num", "uint16"), Field("enabled", "bool"),
+                  *(Field(n, _U32) for n in ("desc_lo", "desc_hi", "avail_lo", "avail_hi", "used_lo", "used_hi")))
 
 TRANSPORT_SUBSECTIONS: tuple[TransportSubsection, ...] = (
     TransportSubsection("virtio_pci/modern_state", "virtio_pci", "pci", V("2.5"), Rule(
-        V("2.5"), Modern(), "the device is modern-capable"), "a6df8adf3e"),
+        V("2.5"), Modern(), "the device is modern-capable"), "a6df8adf3e", fields=(
+            Field("dfselect", _U32, of="pci.dfselect"), Field("gfselect", _U32, of="pci.gfselect"),
+            Field("guest_features", _U32, count=2, of="pci.modern_guest_features"),
+            Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="pci.modern_queues", rows=PCI_QUEUE_ROW))),
     TransportSubsection("virtio_pci/modern_state/features128", "virtio_pci/modern_state", "pci", V("10.2"), Rule(
         V("10.2"), GuestFeatures(64), "guest features >= bit 64"),
-        "virtio: serialize extended features state (10.2)"),
+        "virtio: serialize extended features state (10.2)",
+        fields=(Field("guest_features_ex", _U32, count=2, of="guest_features", shift=64),)),
     TransportSubsection("virtio_mmio/state", "virtio_mmio", "mmio", V("4.2"), Rule(
-        V("4.2"), Always(), "always (virtio/extra_state is sent only for a modern device)"), "44e687a4d9ab"),
+        V("4.2"), Always(), "always (virtio/extra_state is sent only for a modern device)"), "44e687a4d9ab", fields=(
+            Field("guest_features", _U32, count=2, of="mmio.modern_guest_features"),
+            Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="mmio.modern_queues", rows=MMIO_QUEUE_ROW))),
 )
 EXTRA_STATE_PARENTS = frozenset(s.parent for s in TRANSPORT_SUBSECTIONS)
 

@@ -101,7 +101,7 @@ class Field:
         term = getattr(self.reset, "value", None)
         if callable(term):
             return term(r, s)
-        return () if self.count else self.reset_value()
+        return () if self.rows or self.count and self.reset is None else self.reset_value()
 
     @property
     def range(self) -> tuple[int, int]:

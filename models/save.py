@@ -15,7 +15,6 @@ from models import core, declared
 from models.config import Realized
 from models.declarations import Field
 from models.devices import DEVICES, blk
-from models.features import MASK64
 from models.rings import vring_align
 from models.state import (
     NO_VECTOR,
@@ -41,25 +40,28 @@ def _pad(values: Sequence[Any], zero: Any, n: int = VIRTIO_QUEUE_MAX) -> list[An
 
 
 def _extra_state(r: Realized, s: DeviceState) -> dict[str, Any]:
-    tr = r.config.transport
-    if tr == "pci":
-        subs = []
-        p = s.pci
-        known = {x.name: x for x in core.known_transport_subsections(r.release, tr)}
-        if "virtio_pci/modern_state" in known and known["virtio_pci/modern_state"].needed.test(r, s) and p is not None:
-            gf = (s.guest_features >> 64) & MASK64
-            inner = []
-            features128 = known.get("virtio_pci/modern_state/features128")
-            if features128 is not None and features128.needed.test(r, s):
-                inner.append({"name": features128.name, "version_id": 1,
-                              "body": {"guest_features_ex": [gf & 0xFFFFFFFF, gf >> 32 & 0xFFFFFFFF]}})
-            subs.append({"name": "virtio_pci/modern_state", "version_id": 1, "body": {
-                "dfselect": p.dfselect, "gfselect": p.gfselect, "guest_features": list(p.modern_guest_features),
-                "vqs": _pad(p.modern_queues, (0,) * 9), "subsections": inner}})
-        return {"subsections": subs}
-    m = s.mmio or MmioState()
-    return {"subsections": [{"name": "virtio_mmio/state", "version_id": 1, "body": {
-        "guest_features": list(m.modern_guest_features), "vqs": _pad(m.modern_queues, (0,) * 8)}}]}
+    """virtio/extra_state: the transport's subsections (models/core.py), nested ones in their parent's list."""
+    known = core.known_transport_subsections(r.release, r.config.transport)
+
+    def entries(parent: str) -> list[dict[str, Any]]:
+        out = []
+        for x in known:
+            if x.parent == parent and x.needed.test(r, s):
+                body = {f.name: field_value(f, r, s) for f in x.fields}
+                if x.name in core.EXTRA_STATE_PARENTS:  # its layout has a list (empty where r knows none)
+                    body["subsections"] = entries(x.name)
+                out.append({"name": x.name, "version_id": 1, "body": body})
+        return out
+
+    return {"subsections": entries(f"virtio_{r.config.transport}")}
+
+
+def _attribute(s: DeviceState, path: str) -> Any:
+    """The state's value at "guest_features" or "pci.dfselect" (None where its transport state is not there)."""
+    value: Any = s
+    for part in path.split("."):
+        value = getattr(value, part) if value is not None else None
+    return value
 
 
 def field_value(f: Field, r: Realized, s: DeviceState) -> Any:
@@ -67,9 +69,13 @@ def field_value(f: Field, r: Realized, s: DeviceState) -> Any:
     each queue's row, the bits of a feature word, a per-queue array (FlatArray writes zero rows after it)."""
     if f.attribute == "queues":  # a hostile state may hold more queues than the array's rows
         return [tuple(getattr(q, x.name) for x in f.rows) for q in s.queues[: f.count]]
-    value = getattr(s, f.attribute)
-    if f.shift is not None:
-        return (value >> f.shift) & f.range[1]
+    value = _attribute(s, f.attribute)
+    if f.shift is not None:  # a word of a wider value, or an array of them
+        width = f.range[1].bit_length()
+        words = [(value >> (f.shift + k * width)) & f.range[1] for k in range(max(f.count, 1))]
+        return words if f.count else words[0]
+    if value is None:  # a transport state the device state does not hold: its reset values
+        value = f.initial(r, s)
     if f.count:
         return list(value or f.initial(r, s))[: f.count]
     return f.wire_value(value)
@@ -177,6 +183,27 @@ def _core_fields(r: Realized, subs: dict[str, Any], features: int
     return values, rows, features
 
 
+def _transport_fields(r: Realized, extra: Any) -> dict[str, Any]:
+    """The transport state's fields that virtio/extra_state's subsections carry (models/core.py), else their reset
+    values; a repeated subsection: the last wins. Parts of the device's own fields (the feature words past 64) are
+    the transport's copy: the device's come from the core subsections."""
+    bodies: dict[str, Any] = {}
+    stack = [list(extra.subsections)] if extra is not None else []
+    while stack:
+        for x in stack.pop(0):
+            bodies[x.name] = x.body
+            if isinstance(x.body, dict) and x.body.get("subsections"):
+                stack.append(list(x.body["subsections"]))
+    out: dict[str, Any] = {}
+    for sub in core.known_transport_subsections(r.release, r.config.transport):
+        body = bodies.get(sub.name)
+        for f in sub.fields:
+            if f.shift is None:
+                value = body[f.name] if body is not None else f.initial(r, DeviceState())
+                out[f.attribute.split(".", 1)[1]] = tuple(value) if f.count else value
+    return out
+
+
 def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None = None) -> DeviceState:
     """The device state a decoded payload holds (what the source had), read as release r saved it."""
     subs = {x.name: x.body for x in v.subsections}  # a repeated one: the last wins, as QEMU loads each in turn
@@ -200,18 +227,13 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
     t = v.transport
     pci = mmio = ccw = None
     config_vector = NO_VECTOR
-    extra = subs.get("virtio/extra_state")
+    extra = _transport_fields(r, subs.get("virtio/extra_state"))
     if r.config.transport == "pci":
-        ms = last_body(extra.subsections, "virtio_pci/modern_state") if extra is not None else None
         pci = PciState(bytes(t.pci.config), tuple(t.pci.irq_state), bytes(t.msix_table or b""),
-                       bytes(t.msix_pba or b""), t.pci.version_id,
-                       ms.dfselect if ms else 0, ms.gfselect if ms else 0,
-                       tuple(ms.guest_features) if ms else (0, 0), tuple(ms.vqs) if ms else ())
+                       bytes(t.msix_pba or b""), t.pci.version_id, **extra)
         config_vector = NO_VECTOR if t.config_vector is None else t.config_vector
     elif r.config.transport == "mmio":
-        st = last_body(extra.subsections, "virtio_mmio/state") if extra is not None else None
-        mmio = MmioState(t.host_features_sel, t.guest_features_sel, t.guest_page_shift,
-                         tuple(st.guest_features) if st else (0, 0), tuple(st.vqs) if st else ())
+        mmio = MmioState(t.host_features_sel, t.guest_features_sel, t.guest_page_shift, **extra)
     else:
         ccw = CcwState(t, t.tmp.config_vector)
         config_vector = t.tmp.config_vector
