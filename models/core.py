@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from models import features as F
 from models.conditions import (
@@ -80,6 +81,25 @@ class DeviceSubsection(CoreSubsection):
 
     def is_needed(self, realized: Derived, state: DeviceState) -> bool:
         return self.known(realized.release) and super().is_needed(realized, state)
+
+
+def device_entries(subsections: Iterable[DeviceSubsection], dev: Any, realized: Derived, s: DeviceState
+                   ) -> list[dict[str, Any]]:
+    """The subsections of a device vmsd that the release sends for state s, each body from its declared fields (the
+    device state's attributes of the same names)."""
+    return [{"name": sub.name, "version_id": 1,
+             "body": {f.name: f.wire_value(getattr(dev, f.name)) for f in sub.fields}}
+            for sub in subsections if sub.is_needed(realized, s)]
+
+
+def device_read(subsections: Iterable[DeviceSubsection], listed: Iterable[Any], dev: Any) -> Any:
+    """The device state with the declared fields of each subsection a payload lists (a repeated one: the last)."""
+    declared = {sub.name: sub for sub in subsections if sub.fields}
+    for x in listed:
+        sub = declared.get(x.name)
+        if sub is not None:
+            dev = dataclasses.replace(dev, **{f.name: f.state_value(x.body[f.name]) for f in sub.fields})
+    return dev
 
 
 def default_endian(r: Derived) -> int:
