@@ -334,6 +334,10 @@ def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
 def _check_fields(reg: Registry, what: str, fields: Any) -> None:
     if not isinstance(fields, tuple) or not all(isinstance(f, Field) for f in fields):
         raise SchemaError(f"{what}: fields are a tuple of Field(name, type) declarations")
+    bound = [f.name for f in fields if f.of or f.shift is not None or f.rows or f.loaded_until is not None]
+    if bound:
+        raise SchemaError(f"{what}: field {bound[0]!r}: of=, shift=, rows= and loaded_until= bind a field to the "
+                          "device state's own (models/core.py); a schema module's fields hold their own values")
     names = [f.name for f in fields]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
