@@ -177,6 +177,8 @@ def _core_fields(r: Realized, subs: dict[str, Any], features: int
                     mask = f.range[1] << f.shift
                     features = features & ~mask | value << f.shift
             elif f.count:
+                if sent and isinstance(f.reset, core.QueueSizes):  # one per queue realize added (num_default)
+                    value = value[: len(r.queue_sizes)]
                 values[f.attribute] = tuple(value) if sent else f.initial(r, DeviceState())
             else:
                 values[f.attribute] = f.state_value(value) if sent else f.initial(r, DeviceState())

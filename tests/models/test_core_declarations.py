@@ -28,7 +28,7 @@ def test_declared_fields_are_the_layouts() -> None:
 def test_transport_declarations_are_the_layouts() -> None:
     """virtio/extra_state's subsections (models/core.py's TransportSubsection fields) are the bodies the decoder lays
     out inside it, nested ones included, field for field (their list of nested subsections apart)."""
-    from harness.diff import _transport_bodies
+    from harness.diff.layout import _transport_bodies
 
     for transport in ("pci", "mmio"):
         bodies = _transport_bodies(transport)
@@ -54,7 +54,7 @@ def test_declared_fields_round_trip() -> None:
 
 def test_device_declarations_are_the_layouts() -> None:
     """A device subsection's declared fields (models/devices/) are the body the decoder lays out for it."""
-    from harness.diff import _device_list
+    from harness.diff.layout import _device_list
     from models.devices import DEVICES
     from models.registry import BASE
 
