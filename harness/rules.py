@@ -9,12 +9,12 @@ from typing import Any
 from harness import reference_load as ref
 from harness.annotate import tree_diff
 from harness.errors import StreamError
+from harness.projection import projection, sent_subsections
 from harness.wire.stream import decode_payload
 from models import core, declared
-from models import features as F
 from models.config import Realized
 from models.model import ACCEPTED, ACCEPTED_BROKEN, REJECTED, LoadResult, load, save, section_version
-from models.state import DeviceState, NetState
+from models.state import DeviceState
 
 BROKEN_SINCE = next(s.since for s in core.CORE_SUBSECTIONS if s.name == "virtio/broken")
 
@@ -58,40 +58,16 @@ class Run:
                                                 version_id=section_version(src)))
 
 
-def device_projection(dev: Any, features: int) -> Any:
-    """Device data as far as it migrates: virtio-net sends tx_waiting of the active queue pairs only,
-    and curr_guest_offloads only when CTRL_GUEST_OFFLOADS was negotiated (else post_load derives it)."""
-    if isinstance(dev, NetState):
-        offloads = dev.curr_guest_offloads if F.has(features, F.NET_CTRL_GUEST_OFFLOADS) else -1
-        return replace(dev, tx_waiting=dev.tx_waiting[: max(dev.curr_queue_pairs, 1)], curr_guest_offloads=offloads)
-    return dev
-
-
-def projection(src: Realized, dst: Realized, s: DeviceState) -> dict[str, Any]:
-    """What "state preserved" means for the pair: values that are not migrated (host features,
-    in-use counters, shadow indices) are left out, features are masked by the destination's host
-    features, config bytes are compared over the shorter length, the endianness default applies."""
-    features = s.guest_features & dst.host_features
-    n = min(len(s.config), dst.config_len, src.config_len)
-    modern = F.has(features, F.VERSION_1)
-    queues = []
-    for q in s.queues:
-        if q.num == 0:
-            break
-        queues.append((q.num, q.desc, q.last_avail_idx, (q.avail, q.used) if modern and q.desc else None,
-                       q.vector if dst.vectors else None, q.align if dst.config.transport == "mmio" else None))
-    return {
-        "status": s.status, "isr": s.isr, "queue_sel": s.queue_sel, "guest_features": features,
-        "config": s.config[:n], "queues": queues,
-        # the core subsections' declared fields (models/core.py): virtio/broken, virtio/started, virtio/disabled...
-        **{f.name: getattr(s, f.name) for f in core.state_fields(dst.registry.core_subsections)},
-        "device": device_projection(s.device, features), "pci_config": s.pci.config if s.pci else None,
-        "config_vector": s.config_vector if dst.vectors or dst.config.transport == "ccw" else None,
-    }
-
-
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+
+
+def _preserved_diff(run: Run, loaded: DeviceState) -> dict[str, Any]:
+    """Where the loaded state differs from the saved one, as the pair migrates it (harness/projection.py)."""
+    sent = sent_subsections(run.decoded)
+    d = _diff(projection(run.src, run.dst, run.state, sent), projection(run.src, run.dst, loaded, sent))
+    d.update(_declared_diff(run))
+    return d
 
 
 def _declared_diff(run: Run) -> dict[str, Any]:
@@ -114,8 +90,7 @@ def r1_round_trip(run: Run) -> Violation | None:
     loaded = _accepted(run)
     if loaded is None:
         return Violation("R1", "accepted", f"{run.result.outcome}: {run.result.error}")
-    d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, loaded))
-    d.update(_declared_diff(run))
+    d = _preserved_diff(run, loaded)
     return Violation("R1", "the loaded state equals the saved one", f"differs in {sorted(d)}", d) if d else None
 
 
@@ -138,8 +113,7 @@ def r34_migration(run: Run, rule: str) -> Violation | None:
     if loaded is None:
         return Violation(rule, "accepted", f"{run.result.outcome}: {run.result.error}",
                          {"lines": list(run.result.lines)})
-    d = _diff(projection(run.src, run.dst, run.state), projection(run.src, run.dst, loaded))
-    d.update(_declared_diff(run))
+    d = _preserved_diff(run, loaded)
     return Violation(rule, "state preserved", f"differs in {sorted(d)}", d) if d else None
 
 

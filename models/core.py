@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from models import features as F
 from models.conditions import (
@@ -82,6 +83,25 @@ class DeviceSubsection(CoreSubsection):
         return self.known(realized.release) and super().is_needed(realized, state)
 
 
+def device_entries(subsections: Iterable[DeviceSubsection], dev: Any, realized: Derived, s: DeviceState
+                   ) -> list[dict[str, Any]]:
+    """The subsections of a device vmsd that the release sends for state s, each body from its declared fields (the
+    device state's attributes of the same names)."""
+    return [{"name": sub.name, "version_id": 1,
+             "body": {f.name: f.wire_value(getattr(dev, f.name)) for f in sub.fields}}
+            for sub in subsections if sub.is_needed(realized, s)]
+
+
+def device_read(subsections: Iterable[DeviceSubsection], listed: Iterable[Any], dev: Any) -> Any:
+    """The device state with the declared fields of each subsection a payload lists (a repeated one: the last)."""
+    declared = {sub.name: sub for sub in subsections if sub.fields}
+    for x in listed:
+        sub = declared.get(x.name)
+        if sub is not None:
+            dev = dataclasses.replace(dev, **{f.name: f.state_value(x.body[f.name]) for f in sub.fields})
+    return dev
+
+
 def default_endian(r: Derived) -> int:
     """virtio_default_endian(): the target's endianness."""
     return ENDIAN_BIG if r.big_endian_target else ENDIAN_LITTLE
@@ -105,6 +125,19 @@ DRIVER_OK = 4  # VIRTIO_CONFIG_S_DRIVER_OK
 # virtio_set_started: started follows DRIVER_OK where use-started is on (what the matrix gives it, and where
 # virtio/started can be sent at all)
 STARTED = Field("started", "bool", derived=Status(DRIVER_OK) & Property("use-started"))
+VIRTIO_QUEUE_MAX = 1024  # the per-queue arrays' rows on the wire (VIRTIO_QUEUE_MAX)
+
+
+class QueueSizes:
+    """vring.num_default of each queue realize added: virtio/ringsize's value where a stream has none."""
+
+    def value(self, r: Derived, s: DeviceState) -> tuple[int, ...]:
+        return tuple(r.queue_sizes)
+
+
+# packed rings' per-queue state (vmstate_packed_virtqueue)
+PACKED_ROW = (Field("last_avail_idx", "uint16"), Field("last_avail_wrap_counter", "uint8"),
+              Field("used_idx", "uint16"), Field("used_wrap_counter", "uint8"), Field("inuse", "uint32"))
 
 # Core subsections in vmstate_virtio's list order (10.2 inserted 128bit_features before 64bit_features).
 CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
@@ -113,23 +146,26 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
         Rule(V("2.4"), (VERSION_1 & (DEVICE_ENDIAN != ENDIAN_LITTLE))
              | (~VERSION_1 & (DEVICE_ENDIAN != TargetEndian())),
              "device_endian != (VERSION_1 negotiated ? little : target default)"),
-    ), "616a655219"),
+    ), "616a655219", fields=(Field("device_endian", "uint8", reset=TargetEndian(), derived=TargetEndian()),)),
     CoreSubsection("virtio/128bit_features", V("10.2"), (
         Rule(V("10.2"), HostFeatures(64), "host features >= bit 64"),
-    ), "virtio: serialize extended features state (10.2)"),
+    ), "virtio: serialize extended features state (10.2)",
+        fields=(Field("guest_features_ex1", "uint64", of="guest_features", shift=64),)),
     CoreSubsection("virtio/64bit_features", V("2.4"), (
         Rule(V("2.4"), HostFeatures(32, 64), "host features >= bit 32"),
-    ), "019a3edbb2"),
+    ), "019a3edbb2", fields=(Field("guest_features", "uint64", of="guest_features", shift=0),)),
     CoreSubsection("virtio/virtqueues", V("2.4"), (
         Rule(V("2.4"), HostFeature(F.VERSION_1), "host offers VERSION_1"),
-    ), "74aae7b22b"),
+    ), "74aae7b22b", fields=(Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="queues",
+                                   rows=(Field("avail", "uint64"), Field("used", "uint64"))),)),
     CoreSubsection("virtio/ringsize", V("2.5"), (
         Rule(V("2.5"), QueueResized(settable=Never()), "a queue's num != num_default"),
         # 11.1 neither sends it (a legacy mmio driver's smaller QueueNum goes without it) nor loads its
         # num_default (a queue keeps the size its device allocated: 7.2 streams with it, pci and mmio, queried
         # with x-query-virtio-queue-status). The 11.1 binary; UNVERIFIED: 11.0, and a modern pci driver's resize.
         Rule(RINGSIZE_IGNORED_FROM, Never(), "never (11.1: num_default is the device's own)"),
-    ), "46c5d0823d"),
+    ), "46c5d0823d", fields=(Field("num_default", "uint32", count=VIRTIO_QUEUE_MAX, reset=QueueSizes(),
+                                   loaded_until=RINGSIZE_IGNORED_FROM),)),
     CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), StateField("broken")),), "791b1daf72",
                    fields=(Field("broken", "bool"),)),
     CoreSubsection("virtio/extra_state", V("2.5"), (
@@ -140,7 +176,7 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
     ), "badaf79cfd", fields=(STARTED,)),
     CoreSubsection("virtio/packed_virtqueues", V("4.2"), (
         Rule(V("4.2"), HostFeature(F.RING_PACKED), "host offers RING_PACKED"),
-    ), "86044b24e8"),
+    ), "86044b24e8", fields=(Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="packed", rows=PACKED_ROW),)),
     CoreSubsection("virtio/disabled", V("5.0"), (
         Rule(V("5.0"), StateField("disabled", settable=Transport("pci") & Property("use-disabled-flag")), "disabled"),
     ), "9d7bd0826f", fields=(Field("disabled", "bool"),)),
@@ -151,8 +187,9 @@ STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(DeviceState))
 
 
 def state_fields(subsections: Iterable[CoreSubsection]) -> list[Field]:
-    """The declared fields of core subsections that DeviceState holds by name, in list order."""
-    return [f for s in subsections for f in s.fields if f.name in STATE_FIELDS]
+    """The declared fields of core subsections that DeviceState holds (an attribute, part of one, or each queue's),
+    in list order."""
+    return [f for s in subsections for f in s.fields if f.attribute in STATE_FIELDS]
 
 
 @dataclass(frozen=True)
@@ -165,16 +202,32 @@ class TransportSubsection:
     since: Version
     needed: Rule
     source: str
+    # its body: fields of the transport's state ("pci.dfselect": PciState.dfselect), or parts of the device's own
+    # (the feature words past 64, a copy the transport keeps); a nested subsection is one whose parent it is
+    fields: tuple[Field, ...] = ()
 
+
+_U32 = "uint32"
+# the modern interface's per-queue registers (virtio_pci/modern_state's VirtIOPCIQueue)
+PCI_QUEUE_ROW = (Field("num", "uint16"), Field("unused", "uint8"), Field("enabled", "bool"),  # 2.5's be16 enabled
+                 *(Field(n, _U32) for n in ("desc_lo", "desc_hi", "avail_lo", "avail_hi", "used_lo", "used_hi")))
+MMIO_QUEUE_ROW = (Field("num", "uint16"), Field("enabled", "bool"),
+                  *(Field(n, _U32) for n in ("desc_lo", "desc_hi", "avail_lo", "avail_hi", "used_lo", "used_hi")))
 
 TRANSPORT_SUBSECTIONS: tuple[TransportSubsection, ...] = (
     TransportSubsection("virtio_pci/modern_state", "virtio_pci", "pci", V("2.5"), Rule(
-        V("2.5"), Modern(), "the device is modern-capable"), "a6df8adf3e"),
+        V("2.5"), Modern(), "the device is modern-capable"), "a6df8adf3e", fields=(
+            Field("dfselect", _U32, of="pci.dfselect"), Field("gfselect", _U32, of="pci.gfselect"),
+            Field("guest_features", _U32, count=2, of="pci.modern_guest_features"),
+            Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="pci.modern_queues", rows=PCI_QUEUE_ROW))),
     TransportSubsection("virtio_pci/modern_state/features128", "virtio_pci/modern_state", "pci", V("10.2"), Rule(
         V("10.2"), GuestFeatures(64), "guest features >= bit 64"),
-        "virtio: serialize extended features state (10.2)"),
+        "virtio: serialize extended features state (10.2)",
+        fields=(Field("guest_features_ex", _U32, count=2, of="guest_features", shift=64),)),
     TransportSubsection("virtio_mmio/state", "virtio_mmio", "mmio", V("4.2"), Rule(
-        V("4.2"), Always(), "always (virtio/extra_state is sent only for a modern device)"), "44e687a4d9ab"),
+        V("4.2"), Always(), "always (virtio/extra_state is sent only for a modern device)"), "44e687a4d9ab", fields=(
+            Field("guest_features", _U32, count=2, of="mmio.modern_guest_features"),
+            Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="mmio.modern_queues", rows=MMIO_QUEUE_ROW))),
 )
 EXTRA_STATE_PARENTS = frozenset(s.parent for s in TRANSPORT_SUBSECTIONS)
 

@@ -36,7 +36,13 @@ class Field:
     """A vmstate field: VMSTATE_UINT32(name) and its kin, by QEMU's type names; `size` makes a VMSTATE_BUFFER of
     that many bytes (type "buffer"), `count` a VMSTATE_*_ARRAY of that many elements. It is on the wire from the
     vmsd version_id `version` on (VMSTATE_*_V; 1: always), or where `present` holds (VMSTATE_*_TEST: each side
-    decides on its own, the destination over its state as loaded so far)."""
+    decides on its own, the destination over its state as loaded so far).
+
+    A field of models/core.py's subsections holds a DeviceState attribute: its own name's, or `of`'s; with `shift`,
+    the bits of `of` from there on (a feature word); with `rows` (type "struct"), a per-queue array: one row of
+    these fields per queue, `count` rows on the wire (zero rows after the device's queues), each row the queue's own
+    attributes when `of` is "queues", else the rows of a DeviceState tuple. Its `reset` may be a term (a value the
+    realized device gives: TargetEndian(), QUEUE_SIZES)."""
 
     name: str
     type: str  # a key of TYPES, or "buffer"
@@ -49,9 +55,19 @@ class Field:
     # a field the device sets from the rest of its state (VirtIODevice.started follows DRIVER_OK where use_started
     # is on): the matrix gives it this value instead of drawing one
     derived: Condition | None = None
+    rows: tuple[Field, ...] = ()  # a per-queue array's row (type "struct")
+    of: str = ""  # the state attribute it holds (part of); "": its own name's
+    shift: int | None = None  # it holds the bits of `of` from this one on (its type's width)
+    loaded_until: Any = None  # a Version from which destinations ignore it (virtio/ringsize's num_default, 11.1)
 
     def __post_init__(self) -> None:
-        if self.type == "buffer":
+        if self.type == "struct":
+            if not self.rows or not self.count:
+                raise SchemaError(f"field {self.name!r}: a struct is a per-queue array's row: "
+                                  "Field(name, \"struct\", count=1024, rows=(Field(...), ...))")
+        elif self.rows:
+            raise SchemaError(f"field {self.name!r}: rows make a per-queue array of type \"struct\"")
+        elif self.type == "buffer":
             if not isinstance(self.size, int) or self.size <= 0:
                 raise SchemaError(f"field {self.name!r}: a buffer has a size in bytes: "
                                   "Field(name, \"buffer\", size=16)")
@@ -69,6 +85,23 @@ class Field:
                 raise SchemaError(f"field {self.name!r} is gated by its version or by a test (VMSTATE_*_V or "
                                   "VMSTATE_*_TEST), not both")
             as_condition(self.present)
+
+    @property
+    def attribute(self) -> str:
+        return self.of or self.name
+
+    @property
+    def plain(self) -> bool:
+        """A value of the state attribute of its own name, which the matrix draws and the rules compare as it is
+        (not a part of another attribute, nor a per-queue array)."""
+        return not self.of and self.shift is None and not self.count
+
+    def initial(self, r: Derived, s: DeviceState) -> Any:
+        """Its value after realize and reset (a core subsection's; a per-queue array without a term holds no rows)."""
+        term = getattr(self.reset, "value", None)
+        if callable(term):
+            return term(r, s)
+        return () if self.rows or self.count and self.reset is None else self.reset_value()
 
     @property
     def range(self) -> tuple[int, int]:
@@ -93,6 +126,8 @@ class Field:
     def wire_type(self) -> Any:
         if self.type == "buffer":
             return c.Bytes(self.size)
+        if self.rows:
+            return FlatArray(self.count, c.Struct(*(x.name / x.wire_type() for x in self.rows)))
         if not self.count:
             return TYPES[self.type]
         return c.Array(self.count, vbool) if self.type == "bool" else FlatArray(self.count, TYPES[self.type])
@@ -116,6 +151,8 @@ class Field:
         return None if self.present is None else as_condition(self.present)
 
     def describe(self) -> str:
+        if self.rows:
+            return f"{self.name} {{{', '.join(x.describe() for x in self.rows)}}}[{self.count}] (one per queue)"
         kind = f"buffer[{self.size}]" if self.type == "buffer" else f"{self.type}[{self.count}]" if self.count \
             else self.type
         gate = f" (where {self.condition().describe()})" if self.present is not None else (  # type: ignore[union-attr]

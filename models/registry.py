@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
-from harness.wire.virtio import NO_EXTRAS, Extras
+from harness.wire.virtio import NO_EXTRAS, TRANSPORTS, Extras, core_subsections
 from models import core, props, releases
 from models.conditions import Static
 from models.core import CoreSubsection, LoadCheck
@@ -41,6 +42,23 @@ class Registry:
     subsection_versions: tuple[SubsectionVersion, ...] = ()  # in release order
     schemas: tuple[Schema, ...] = ()  # the schema modules applied, in order
     wire: Extras = NO_EXTRAS  # what they add to the layouts (harness/wire/virtio.py)
+
+    def __post_init__(self) -> None:
+        """A core subsection of models/core.py that harness/wire/virtio.py does not lay out (a new one) is laid out
+        from its declared fields, and those DeviceState does not hold are kept as a schema module's are (by name,
+        in DeviceState.extra): adding one is one declaration in models/core.py."""
+        wire, subsections = self.wire, self.subsections
+        for s in self.core_subsections:
+            if not s.fields or s.name in _wire_core_names() or any(x.name == s.name for x in subsections):
+                continue
+            extra = tuple(f for f in s.fields if f.attribute not in core.STATE_FIELDS)
+            decl = Subsection(s.name, s.since, extra, needed=s.needed[0].test, source=s.source)
+            wire = with_layout(wire, "virtio", s.name, decl.layout() if extra else Subsection(
+                s.name, s.since, s.fields).layout())
+            if extra:
+                subsections = (*subsections, decl)
+        object.__setattr__(self, "wire", wire)
+        object.__setattr__(self, "subsections", subsections)
 
     # --- releases and machine types --------------------------------------------------------------------------
 
@@ -190,6 +208,18 @@ class Registry:
             if d.name == name and d.since <= release:
                 own = (d.version, d.minimum_version or own[1])
         return own
+
+
+def with_layout(extras: Extras, parent: str, name: str, body: Any) -> Extras:
+    """`extras` with a subsection's body (or function of its version_id) added or replaced."""
+    subs = {**extras.subsections, parent: MappingProxyType({**extras.subsections.get(parent, {}), name: body})}
+    return Extras(MappingProxyType(subs), extras.device_fields)
+
+
+@functools.cache
+def _wire_core_names() -> frozenset[str]:
+    """The core subsections harness/wire/virtio.py lays out (the decoder's own, without a model)."""
+    return frozenset(n for t in TRANSPORTS for n in core_subsections(t).known)
 
 
 @functools.lru_cache(maxsize=1024)

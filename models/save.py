@@ -3,7 +3,7 @@ holds (what the source had)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from harness.wire.virtio import (
@@ -13,8 +13,8 @@ from harness.wire.virtio import (
 )
 from models import core, declared
 from models.config import Realized
+from models.declarations import Field
 from models.devices import DEVICES, blk
-from models.features import MASK64
 from models.rings import vring_align
 from models.state import (
     NO_VECTOR,
@@ -40,47 +40,56 @@ def _pad(values: Sequence[Any], zero: Any, n: int = VIRTIO_QUEUE_MAX) -> list[An
 
 
 def _extra_state(r: Realized, s: DeviceState) -> dict[str, Any]:
-    tr = r.config.transport
-    if tr == "pci":
-        subs = []
-        p = s.pci
-        known = {x.name: x for x in core.known_transport_subsections(r.release, tr)}
-        if "virtio_pci/modern_state" in known and known["virtio_pci/modern_state"].needed.test(r, s) and p is not None:
-            gf = (s.guest_features >> 64) & MASK64
-            inner = []
-            features128 = known.get("virtio_pci/modern_state/features128")
-            if features128 is not None and features128.needed.test(r, s):
-                inner.append({"name": features128.name, "version_id": 1,
-                              "body": {"guest_features_ex": [gf & 0xFFFFFFFF, gf >> 32 & 0xFFFFFFFF]}})
-            subs.append({"name": "virtio_pci/modern_state", "version_id": 1, "body": {
-                "dfselect": p.dfselect, "gfselect": p.gfselect, "guest_features": list(p.modern_guest_features),
-                "vqs": _pad(p.modern_queues, (0,) * 9), "subsections": inner}})
-        return {"subsections": subs}
-    m = s.mmio or MmioState()
-    return {"subsections": [{"name": "virtio_mmio/state", "version_id": 1, "body": {
-        "guest_features": list(m.modern_guest_features), "vqs": _pad(m.modern_queues, (0,) * 8)}}]}
+    """virtio/extra_state: the transport's subsections (models/core.py), nested ones in their parent's list."""
+    known = core.known_transport_subsections(r.release, r.config.transport)
+
+    def entries(parent: str) -> list[dict[str, Any]]:
+        out = []
+        for x in known:
+            if x.parent == parent and x.needed.test(r, s):
+                body = {f.name: field_value(f, r, s) for f in x.fields}
+                if x.name in core.EXTRA_STATE_PARENTS:  # its layout has a list (empty where r knows none)
+                    body["subsections"] = entries(x.name)
+                out.append({"name": x.name, "version_id": 1, "body": body})
+        return out
+
+    return {"subsections": entries(f"virtio_{r.config.transport}")}
+
+
+def _attribute(s: DeviceState, path: str) -> Any:
+    """The state's value at "guest_features" or "pci.dfselect" (None where its transport state is not there)."""
+    value: Any = s
+    for part in path.split("."):
+        value = getattr(value, part) if value is not None else None
+    return value
+
+
+def field_value(f: Field, r: Realized, s: DeviceState) -> Any:
+    """A core subsection's declared field as the body takes it, from the state attribute it holds (models/core.py):
+    each queue's row, the bits of a feature word, a per-queue array (FlatArray writes zero rows after it)."""
+    if f.attribute == "queues":  # a hostile state may hold more queues than the array's rows
+        return [tuple(getattr(q, x.name) for x in f.rows) for q in s.queues[: f.count]]
+    value = _attribute(s, f.attribute)
+    if f.shift is not None:  # a word of a wider value, or an array of them
+        width = f.range[1].bit_length()
+        words = [(value >> (f.shift + k * width)) & f.range[1] for k in range(max(f.count, 1))]
+        return words if f.count else words[0]
+    if value is None:  # a transport state the device state does not hold: its reset values
+        value = f.initial(r, s)
+    if f.count:
+        return list(value or f.initial(r, s))[: f.count]
+    return f.wire_value(value)
 
 
 def core_entries(r: Realized, s: DeviceState) -> list[dict[str, Any]]:
-    nq = len(s.queues)
-    bodies: dict[str, Callable[[], dict[str, Any]]] = {
-        "virtio/device_endian": lambda: {"device_endian": s.device_endian},
-        "virtio/128bit_features": lambda: {"guest_features_ex1": (s.guest_features >> 64) & MASK64},
-        "virtio/64bit_features": lambda: {"guest_features": s.guest_features & MASK64},
-        "virtio/virtqueues": lambda: {"vqs": _pad([(q.avail, q.used) for q in s.queues], (0, 0))},
-        "virtio/ringsize": lambda: {"num_default": _pad(list(s.num_default or r.queue_sizes)[:nq], 0)},
-        "virtio/extra_state": lambda: _extra_state(r, s),
-        "virtio/packed_virtqueues": lambda: {"vqs": _pad(s.packed, (0, 0, 0, 0, 0))},
-    }
     out = []
     for sub in r.registry.known_core_subsections(r.release):
         if sub.is_needed(r, s):
             decl = r.registry.declared(sub.name)  # a schema module's (models/schema.py)
             if decl is not None:
                 out.append(declared.wire_entry(decl, r, s))
-            else:  # its declared fields (DeviceState's, by name), else its body here
-                body = {f.name: f.wire_value(getattr(s, f.name)) for f in sub.fields} if sub.fields else \
-                    bodies[sub.name]()
+            else:  # its declared fields, else (virtio/extra_state) the transport's
+                body = {f.name: field_value(f, r, s) for f in sub.fields} if sub.fields else _extra_state(r, s)
                 out.append({"name": sub.name, "version_id": 1, "body": body})
     return declared.extend_entries(r, s, out)
 
@@ -148,65 +157,91 @@ def last_body(subs: Sequence[Any], name: str) -> Any:
     return next((x.body for x in reversed(subs) if x.name == name), None)
 
 
+def _core_fields(r: Realized, subs: dict[str, Any], features: int
+                 ) -> tuple[dict[str, Any], dict[str, list[Any]], int]:
+    """What the core subsections' declared fields (models/core.py) set, from the bodies a payload carries, else
+    their values after reset: the DeviceState attributes, each queue's attributes (by name, a column of values),
+    and the guest features from the 32-bit field on (each feature word where it is sent)."""
+    values: dict[str, Any] = {}
+    rows: dict[str, list[Any]] = {}
+    for sub in r.registry.core_subsections:
+        body = subs.get(sub.name)
+        for f in core.state_fields((sub,)):
+            sent = body is not None and (f.loaded_until is None or r.release < f.loaded_until)
+            value: Any = body[f.name] if sent and body is not None else None
+            if f.attribute == "queues":
+                if sent:
+                    rows.update({x.name: [row[k] for row in value] for k, x in enumerate(f.rows)})
+            elif f.shift is not None:
+                if sent:
+                    mask = f.range[1] << f.shift
+                    features = features & ~mask | value << f.shift
+            elif f.count:
+                if sent and isinstance(f.reset, core.QueueSizes):  # one per queue realize added (num_default)
+                    value = value[: len(r.queue_sizes)]
+                values[f.attribute] = tuple(value) if sent else f.initial(r, DeviceState())
+            else:
+                values[f.attribute] = f.state_value(value) if sent else f.initial(r, DeviceState())
+    return values, rows, features
+
+
+def _transport_fields(r: Realized, extra: Any) -> dict[str, Any]:
+    """The transport state's fields that virtio/extra_state's subsections carry (models/core.py), else their reset
+    values; a repeated subsection: the last wins. Parts of the device's own fields (the feature words past 64) are
+    the transport's copy: the device's come from the core subsections."""
+    bodies: dict[str, Any] = {}
+    stack = [list(extra.subsections)] if extra is not None else []
+    while stack:
+        for x in stack.pop(0):
+            bodies[x.name] = x.body
+            if isinstance(x.body, dict) and x.body.get("subsections"):
+                stack.append(list(x.body["subsections"]))
+    out: dict[str, Any] = {}
+    for sub in core.known_transport_subsections(r.release, r.config.transport):
+        body = bodies.get(sub.name)
+        for f in sub.fields:
+            if f.shift is None:
+                value = body[f.name] if body is not None else f.initial(r, DeviceState())
+                out[f.attribute.split(".", 1)[1]] = tuple(value) if f.count else value
+    return out
+
+
 def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None = None) -> DeviceState:
     """The device state a decoded payload holds (what the source had), read as release r saved it."""
     subs = {x.name: x.body for x in v.subsections}  # a repeated one: the last wins, as QEMU loads each in turn
-    f64, f128 = subs.get("virtio/64bit_features"), subs.get("virtio/128bit_features")
-    features = f64.guest_features if f64 is not None else v.guest_features_lo
-    if f128 is not None:
-        features |= f128.guest_features_ex1 << 64
-    vqs = subs.get("virtio/virtqueues")
-    ringsize = subs.get("virtio/ringsize")
-    if ringsize is None or r.release >= core.RINGSIZE_IGNORED_FROM:
-        nd = r.queue_sizes
-    else:
-        nd = tuple(ringsize.num_default[: len(r.queue_sizes)])
+    values, rows, features = _core_fields(r, subs, v.guest_features_lo)
     queues = []
     for i, q in enumerate(v.queues):
         align = q.get("align")
         align = 4096 if align is None else align  # mmio migrates it: 0 is a value (no rings then)
-        if vqs is not None and i < len(vqs.vqs):
-            avail, used = vqs.vqs[i]
-        elif q.desc:
+        if q.desc:  # virtio_queue_update_rings, where virtio/virtqueues does not say
             avail = q.desc + 16 * q.num
             used = vring_align(avail + 4 + 2 * q.num, align)
         else:
             avail = used = 0
+        ring = {k: col[i] for k, col in rows.items() if i < len(col)}
         ai, ui = rings[i] if rings is not None and i < len(rings) else (0, 0)
         vector = q.get("vector")
-        queues.append(QueueState(q.num, q.desc, avail, used, align, q.last_avail_idx,
-                                 NO_VECTOR if vector is None else vector, ai, ui))
+        queues.append(QueueState(q.num, q.desc, ring.get("avail", avail), ring.get("used", used), align,
+                                 q.last_avail_idx, NO_VECTOR if vector is None else vector, ai, ui))
     queues += [QueueState(0)] * max(len(r.queue_sizes) - len(queues), 0)
-    endian = subs.get("virtio/device_endian")
-    # the declared fields of the core subsections: what the stream carries, else their reset values
-    fields = {f.name: f.state_value(body[f.name]) if (body := subs.get(sub.name)) is not None else f.reset_value()
-              for sub in r.registry.core_subsections for f in core.state_fields((sub,))}
 
     t = v.transport
     pci = mmio = ccw = None
     config_vector = NO_VECTOR
-    extra = subs.get("virtio/extra_state")
+    extra = _transport_fields(r, subs.get("virtio/extra_state"))
     if r.config.transport == "pci":
-        ms = last_body(extra.subsections, "virtio_pci/modern_state") if extra is not None else None
         pci = PciState(bytes(t.pci.config), tuple(t.pci.irq_state), bytes(t.msix_table or b""),
-                       bytes(t.msix_pba or b""), t.pci.version_id,
-                       ms.dfselect if ms else 0, ms.gfselect if ms else 0,
-                       tuple(ms.guest_features) if ms else (0, 0), tuple(ms.vqs) if ms else ())
+                       bytes(t.msix_pba or b""), t.pci.version_id, **extra)
         config_vector = NO_VECTOR if t.config_vector is None else t.config_vector
     elif r.config.transport == "mmio":
-        st = last_body(extra.subsections, "virtio_mmio/state") if extra is not None else None
-        mmio = MmioState(t.host_features_sel, t.guest_features_sel, t.guest_page_shift,
-                         tuple(st.guest_features) if st else (0, 0), tuple(st.vqs) if st else ())
+        mmio = MmioState(t.host_features_sel, t.guest_features_sel, t.guest_page_shift, **extra)
     else:
         ccw = CcwState(t, t.tmp.config_vector)
         config_vector = t.tmp.config_vector
-    packed = subs.get("virtio/packed_virtqueues")
     lo_field = None if (features & 0xFFFFFFFF) == v.guest_features_lo else v.guest_features_lo
     return DeviceState(
         status=v.status, isr=v.isr, queue_sel=v.queue_sel, guest_features=features, config=bytes(v.config),
-        queues=tuple(queues), num_default=tuple(nd), config_vector=config_vector,
-        device_endian=endian.device_endian if endian is not None else core.default_endian(r),
-        pci=pci, mmio=mmio, ccw=ccw,
+        queues=tuple(queues), config_vector=config_vector, pci=pci, mmio=mmio, ccw=ccw,
         device=DEVICES[r.config.device].from_wire(declared.without_added_fields(r.registry, v.device)),
-        packed=tuple(packed.vqs) if packed else (),
-        guest_features_lo_field=lo_field, extra=declared.values_from_wire(r, v), **fields)
+        guest_features_lo_field=lo_field, extra=declared.values_from_wire(r, v), **values)

@@ -50,7 +50,7 @@ from models.core import LoadCheck
 from models.declarations import DeviceVersion, Field, Release, Schema, Subsection, SubsectionVersion
 from models.devices import DEVICES
 from models.props import Prop
-from models.registry import BASE, Registry
+from models.registry import BASE, Registry, with_layout
 from models.releases import FAMILIES, Compat, Downstream, Version
 from models.state import BalloonState, BlkState, DeviceState, NetState
 
@@ -248,8 +248,11 @@ def _own_subsections(device: str) -> Any:
 def _subsection_owners(reg: Registry) -> dict[str, str]:
     """Every subsection name already taken, and by whom."""
     out = {}
-    for transport in wire.TRANSPORTS:
-        out.update({n: "models (harness/wire/virtio.py)" for n in wire.core_subsections(transport).known})
+    for transport in wire.TRANSPORTS:  # the transports' subsections inside virtio/extra_state
+        out.update({n: "models (harness/wire/virtio.py)" for n in _transport_names(transport)})
+    # the core subsections this registry declares (a registry without one may be given it again: the walkthrough of
+    # README's "Adding a release or a device version" does so with virtio/started)
+    out.update({s.name: "models/core.py" for s in reg.core_subsections})
     for dev in wire.DEVICE_DATA:
         subs = _own_subsections(dev)
         out.update({n: "models (harness/wire/virtio.py)" for n in (subs.known if subs is not None else ())})
@@ -257,14 +260,30 @@ def _subsection_owners(reg: Registry) -> dict[str, str]:
     return out
 
 
+def _transport_names(transport: str) -> set[str]:
+    known = wire.core_subsections(transport).known
+    extra = known.get("virtio/extra_state")
+    out: set[str] = set()
+    stack = [extra] if extra is not None else []
+    while stack:
+        body = stack.pop()
+        for sc in getattr(body, "subcons", ()):
+            inner: Any = getattr(getattr(sc, "subcon", None), "known", None)
+            if isinstance(inner, dict):
+                out.update(inner)
+                stack.extend(inner.values())
+    return out
+
+
+def _held(reg: Registry, fields: Sequence[Field]) -> bool:
+    """The fields are DeviceState's own values that no core subsection of reg carries (virtio/started's `started`
+    in a registry without it): the subsection declaring them binds them, as models/core.py's do."""
+    held = {f.attribute for f in core.state_fields(reg.core_subsections)}
+    return bool(fields) and all(f.plain and f.name in core.STATE_FIELDS and f.name not in held for f in fields)
+
+
 def _state_names() -> set[str]:
     return {f.name for cls in (DeviceState, NetState, BlkState, BalloonState) for f in dataclasses.fields(cls)}
-
-
-def _with_layout(extras: wire.Extras, parent: str, name: str, body: Any) -> wire.Extras:
-    """`extras` with a subsection's body (or function of its version_id) added or replaced."""
-    subs = {**extras.subsections, parent: MappingProxyType({**extras.subsections.get(parent, {}), name: body})}
-    return wire.Extras(MappingProxyType(subs), extras.device_fields)
 
 
 def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
@@ -285,7 +304,9 @@ def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
     if sub.needed is None:
         raise SchemaError(f"subsection {sub.name}: needed() is missing (a condition, e.g. StateField(\"foo\") != 0)")
     as_condition(sub.needed)
-    _check_fields(reg, f"subsection {sub.name}", sub.fields)
+    bound = sub.device is None and not sub.versions and _held(reg, sub.fields)
+    if not bound:
+        _check_fields(reg, f"subsection {sub.name}", sub.fields)
     versions = [v for _, v in sub.versions]
     if [r for r, _ in sub.versions] != sorted(r for r, _ in sub.versions) or versions != sorted(versions) or any(
             r < sub.since or r not in reg.releases for r, _ in sub.versions):
@@ -299,17 +320,24 @@ def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
     core_subsections = reg.core_subsections
     if sub.device is None:
         entry = core.CoreSubsection(sub.name, sub.since, (core.Rule(sub.since, sub.condition()),),
-                                    sub.source or "schema module")
+                                    sub.source or "schema module", fields=sub.fields if bound else ())
         subs = list(core_subsections)
         at = next((i + 1 for i, s in enumerate(subs) if s.name == sub.after), len(subs))
         core_subsections = tuple(subs[:at] + [entry] + subs[at:])
+    if bound:  # a core subsection of DeviceState's values: models/core.py's kind, whose fields the model follows
+        return replace(reg, core_subsections=core_subsections,
+                       wire=with_layout(reg.wire, sub.parent, sub.name, sub.layout()(1)))
     return replace(reg, subsections=(*reg.subsections, sub), core_subsections=core_subsections,
-                   wire=_with_layout(reg.wire, sub.parent, sub.name, sub.layout()))
+                   wire=with_layout(reg.wire, sub.parent, sub.name, sub.layout()))
 
 
 def _check_fields(reg: Registry, what: str, fields: Any) -> None:
     if not isinstance(fields, tuple) or not all(isinstance(f, Field) for f in fields):
         raise SchemaError(f"{what}: fields are a tuple of Field(name, type) declarations")
+    bound = [f.name for f in fields if f.of or f.shift is not None or f.rows or f.loaded_until is not None]
+    if bound:
+        raise SchemaError(f"{what}: field {bound[0]!r}: of=, shift=, rows= and loaded_until= bind a field to the "
+                          "device state's own (models/core.py); a schema module's fields hold their own values")
     names = [f.name for f in fields]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -359,7 +387,7 @@ def _subsection_version(reg: Registry, d: SubsectionVersion, _: _Applying) -> Re
         inner = base(version_id) if callable(base) and not isinstance(base, c.Construct) else base
         return c.Struct(*inner.subcons, *(f.name / f.construct(False) for f in fields if f.version <= version_id))
 
-    return replace(reg, wire=_with_layout(reg.wire, parent, d.name, functools.lru_cache(maxsize=8)(body)))
+    return replace(reg, wire=with_layout(reg.wire, parent, d.name, functools.lru_cache(maxsize=8)(body)))
 
 
 def _device_version(reg: Registry, d: DeviceVersion, _: _Applying) -> Registry:

@@ -140,8 +140,17 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
                 broken=broken, disabled=disabled, config=config, queue_sel=queue_sel, isr=draw(_BIT), extra=extra)
     # the declared fields of the core subsections r knows (models/core.py): set by the steps above, or by the device
     # from the rest of its state (virtio/started follows DRIVER_OK), or else drawn from their declaration
-    s = s.with_(**{f.name: draw(declared_value(f)) for f in known if f.derived is None and f.name not in _STEPPED})
-    return s.with_(**{f.name: f.derived(r, s) for f in known if f.derived is not None})
+    # (its per-queue arrays and the parts of other fields, the feature words, are the steps' too)
+    plain = [f for f in known if f.plain]
+    s = s.with_(**{f.name: draw(declared_value(f)) for f in plain if f.derived is None and f.name not in _STEPPED})
+    return s.with_(**{f.name: derived_value(f, r, s) for f in plain if f.derived is not None})
+
+
+def derived_value(f: Field, r: Realized, s: DeviceState) -> Any:
+    """A derived field's value: a term's own (device_endian: the target's), a condition's truth (started)."""
+    assert f.derived is not None
+    term = getattr(f.derived, "value", None)
+    return term(r, s) if callable(term) else f.derived(r, s)
 
 
 def declared_value(f: Field) -> st.SearchStrategy[Any]:

@@ -7,7 +7,8 @@ from typing import Any
 from models import features as F
 from models.conditions import GuestFeature
 from models.configuration import RealizeContext
-from models.core import DeviceSubsection, Rule
+from models.core import DeviceSubsection, Rule, device_entries, device_read
+from models.declarations import Field
 from models.releases import Version
 from models.state import BalloonState, DeviceState
 from models.vmsd import Versions, Vmsd
@@ -63,35 +64,28 @@ def reset_state(realized: Any) -> BalloonState:
     return BalloonState()
 
 
+_POISON_VAL = (Field("poison_val", "uint32"),)
 _POISON = Rule(Version(5, 1), GuestFeature(F.BALLOON_PAGE_POISON), "guest negotiated PAGE_POISON")
 SUBSECTIONS = (
     DeviceSubsection(FREE_PAGE_REPORT, Version(4, 0), (
         Rule(Version(4, 0), GuestFeature(F.BALLOON_FREE_PAGE_HINT), "guest negotiated FREE_PAGE_HINT"),),
-        "c13c4153f7"),
-    DeviceSubsection(PAGE_POISON_MISSPELT, Version(5, 1), (_POISON,), "7483cbbaf82", until=PAGE_POISON_NAMED),
-    DeviceSubsection(PAGE_POISON, PAGE_POISON_NAMED, (_POISON,), "virtio-balloon: Fix page-poison subsection name"),
+        "c13c4153f7", fields=(Field("free_page_hint_cmd_id", "uint32"), Field("free_page_hint_status", "uint32"))),
+    DeviceSubsection(PAGE_POISON_MISSPELT, Version(5, 1), (_POISON,), "7483cbbaf82", fields=_POISON_VAL,
+                     until=PAGE_POISON_NAMED),
+    DeviceSubsection(PAGE_POISON, PAGE_POISON_NAMED, (_POISON,), "virtio-balloon: Fix page-poison subsection name",
+                     fields=_POISON_VAL),
 )
 
 
 def to_wire(dev: BalloonState, realized: Any, s: DeviceState) -> dict[str, Any]:
-    bodies = {FREE_PAGE_REPORT: {"free_page_hint_cmd_id": dev.free_page_hint_cmd_id,
-                                 "free_page_hint_status": dev.free_page_hint_status},
-              PAGE_POISON: {"poison_val": dev.poison_val}, PAGE_POISON_MISSPELT: {"poison_val": dev.poison_val}}
-    subs = [{"name": sub.name, "version_id": 1, "body": bodies[sub.name]} for sub in SUBSECTIONS
-            if sub.is_needed(realized, s)]
-    return {"num_pages": dev.num_pages, "actual": dev.actual, "subsections": subs}
+    return {"num_pages": dev.num_pages, "actual": dev.actual,
+            "subsections": device_entries(SUBSECTIONS, dev, realized, s)}
 
 
 def from_wire(value: Any) -> BalloonState:
-    st = BalloonState(num_pages=value.num_pages, actual=value.actual)
-    for sub in value.subsections:
-        if sub.name == FREE_PAGE_REPORT:
-            st = BalloonState(st.num_pages, st.actual, sub.body.free_page_hint_cmd_id, sub.body.free_page_hint_status,
-                              st.poison_val)
-        elif sub.name in (PAGE_POISON, PAGE_POISON_MISSPELT):
-            st = BalloonState(st.num_pages, st.actual, st.free_page_hint_cmd_id, st.free_page_hint_status,
-                              sub.body.poison_val)
-    return st
+    out: BalloonState = device_read(SUBSECTIONS, value.subsections,
+                                    BalloonState(num_pages=value.num_pages, actual=value.actual))
+    return out
 
 
 # the vmstate field each layout field is, as QEMU names it when its read runs past the end of the file

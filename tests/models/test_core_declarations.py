@@ -16,12 +16,28 @@ from models.releases import MachineType, V
 
 def test_declared_fields_are_the_layouts() -> None:
     declared = [s for s in core.CORE_SUBSECTIONS if s.fields]
-    assert {s.name for s in declared} >= {"virtio/broken", "virtio/started", "virtio/disabled"}
+    # every core subsection's body but virtio/extra_state's, which is the transport's (the test below)
+    assert {s.name for s in declared} == {s.name for s in core.CORE_SUBSECTIONS} - {"virtio/extra_state"}
     for transport in TRANSPORTS:
         layout = core_subsections(transport)
         for sub in declared:
             mine = c.Struct(*(f.name / f.wire_type() for f in sub.fields))
             assert fields_of(mine) == fields_of(layout.body(sub.name, 1)), (transport, sub.name)
+
+
+def test_transport_declarations_are_the_layouts() -> None:
+    """virtio/extra_state's subsections (models/core.py's TransportSubsection fields) are the bodies the decoder lays
+    out inside it, nested ones included, field for field (their list of nested subsections apart)."""
+    from harness.diff.layout import _transport_bodies
+
+    for transport in ("pci", "mmio"):
+        bodies = _transport_bodies(transport)
+        subs = [s for s in core.TRANSPORT_SUBSECTIONS if s.transport == transport]
+        assert subs and all(s.fields for s in subs) and {s.name for s in subs} == set(bodies)
+        for sub in subs:
+            mine = c.Struct(*(f.name / f.wire_type() for f in sub.fields))
+            assert list(fields_of(mine)) == [x for x in fields_of(bodies[sub.name]) if x[0] != "subsections"], \
+                sub.name
 
 
 def test_declared_fields_round_trip() -> None:
@@ -34,3 +50,20 @@ def test_declared_fields_round_trip() -> None:
         name = next(k for k in changes if k != "status")
         assert [x.name for x in v.subsections if x.name == f"virtio/{name}"] == [f"virtio/{name}"]
         assert getattr(state_from_wire(r, v), name) is True
+
+
+def test_device_declarations_are_the_layouts() -> None:
+    """A device subsection's declared fields (models/devices/) are the body the decoder lays out for it."""
+    from harness.diff.layout import _device_list
+    from models.devices import DEVICES
+    from models.registry import BASE
+
+    checked = 0
+    for device, module in DEVICES.items():
+        listed = _device_list(device, BASE)
+        for sub in (s for s in getattr(module, "SUBSECTIONS", ()) if s.fields):
+            assert listed is not None
+            mine = c.Struct(*(f.name / f.wire_type() for f in sub.fields))
+            assert list(fields_of(mine)) == list(fields_of(listed.body(sub.name, 1))), sub.name
+            checked += 1
+    assert checked == 3  # the balloon's; virtio-net-device/rss keeps its versioned body in harness/wire/virtio.py

@@ -28,6 +28,7 @@ ROOT = HERE.parents[1]
 @pytest.mark.parametrize(("module", "line", "words"), [
     ("syntax_error.py", 5, "syntax error"),
     ("unknown_field_type.py", 8, "unknown type 'u32'"),
+    ("bound_field.py", 9, "of=, shift=, rows= and loaded_until= bind a field to the device state's own"),
     ("clashing_name.py", 9, "virtio-net-device/rss clashes with the one in models"),
     ("release_before_base.py", 6, "release 11.0 is placed before 11.2, the release it builds on"),
     ("blk_subsection.py", 6, "has no subsections"),

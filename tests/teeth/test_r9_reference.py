@@ -158,12 +158,11 @@ def test_r9_holds_on_the_real_72_streams(fixture_stream: Path) -> None:
     assert judged > 0
 
 
-def test_a_load_that_ignores_virtio_ringsize_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_load_that_ignores_virtio_ringsize_is_caught() -> None:
     """The source's rx queue is 512 (rx_queue_size=512) and its mmio driver set it to 256, the destination's
     default is 256: 7.2 sends virtio/ringsize and the destination loads num_default 512 from it. A model whose
     loader drops the subsection (its 11.1 behaviour, moved back to 2.0) keeps 256; R1 does not compare
     num_default, R9's reference (10.2 and older load it) does."""
-    from models import core
 
     def mmio(props: dict[str, Any]) -> Realized:
         return realize(Config(V("7.2"), BASE.machine("virt-7.2"), "virtio-net", transport="mmio", props=props))
@@ -176,6 +175,9 @@ def test_a_load_that_ignores_virtio_ringsize_is_caught(monkeypatch: pytest.Monke
     assert "virtio/ringsize" in [s.name for s in good.decoded.subsections]
     assert good.result.state is not None and good.result.state.num_default[0] == 512
     assert r9_load_order(good) is None
-    monkeypatch.setattr(core, "RINGSIZE_IGNORED_FROM", V("2.0"))
+    # the declaration of virtio/ringsize's field says where destinations load it (models/core.py)
+    subs = tuple(replace(s, fields=tuple(replace(f, loaded_until=V("2.0")) for f in s.fields))
+                 if s.name == "virtio/ringsize" else s for s in BASE.core_subsections)
+    dst = realize(dst.config, replace(BASE, core_subsections=subs))
     v = r9_load_order(Run.of(src, dst, state))
     assert v is not None and v.details["num_default"][0][0] == 512 and v.details["num_default"][1][0] == 256, v
