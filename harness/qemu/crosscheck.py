@@ -49,6 +49,8 @@ RING_BASE_PFN_MMIO = RING_BASE_PFN + (0x40000000 >> 12)  # virt's RAM starts at 
 MEM_MB = {"pci": 4, "mmio": 64, "ccw": 64}
 # Final status a legacy driver leaves: DRIVER_OK mostly; ACK, ACK|DRIVER and FAILED|... sometimes.
 STATUSES = (7, 7, 7, 3, 1, 0x87)
+# A modern driver's: FEATURES_OK before DRIVER_OK (0xF) mostly; ACK, ACK|DRIVER, FEATURES_OK without DRIVER_OK
+MODERN_STATUSES = (0xF, 0xF, 0xF, 0xB, 3, 1, 0x8B)
 
 
 @dataclass(frozen=True)
@@ -84,14 +86,16 @@ def default_machine(src: Side, dst: Side, family: str = "pc-i440fx") -> str:
     return both[-1].name
 
 
-def qemu_config(machine: str, kinds: Sequence[str]) -> QemuConfig:
+def qemu_config(machine: str, kinds: Sequence[str], props: Sequence[tuple[tuple[str, str], ...]] = ()) -> QemuConfig:
+    """The command line of one example: `kinds` on consecutive slots, device i with props[i] (if given)."""
     # Machine types up to 2.2 suppress the JSON description the decoder walks the stream by; the
     # option changes nothing else in the stream.
     if MachineType.parse(machine).version < Version(2, 3):
         machine += ",suppress-vmdesc=off"
     transport = release.transport_of(machine)
     first = SLOT if transport == "pci" else 0
-    devices = tuple(DeviceConfig(kind, first + i, transport=transport) for i, kind in enumerate(kinds))
+    devices = tuple(DeviceConfig(kind, first + i, props[i] if i < len(props) else (), transport=transport)
+                    for i, kind in enumerate(kinds))
     return QemuConfig(machine, devices, smp=1, mem_mb=MEM_MB[transport])
 
 
@@ -107,7 +111,7 @@ def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> l
     pfn = RING_BASE_PFN if config.transport == "pci" else RING_BASE_PFN_MMIO
     first, out = pfn, []
     for dev, r in zip(config.devices, realized_for(config, release), strict=True):
-        spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn, config.transport)
+        spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn, config.transport, dev.props)
         out.append(spec)
     mem = config.mem_mb or MEM_MB[config.transport]
     if pfn - first > (mem << 8) - 0x100:
@@ -115,28 +119,63 @@ def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> l
     return out
 
 
+PACKED_SINCE = Version(4, 2)  # the packed property (RING_PACKED) and virtio/packed_virtqueues
+NO_VECTOR = 0xFFFF
+
+
+def random_props(rng: random.Random, kind: str, machine: str, src: Version, dst: Version
+                 ) -> tuple[tuple[str, str], ...]:
+    """-device properties worth drawing, each known to both releases: packed=on (the host then offers RING_PACKED
+    and sends virtio/packed_virtqueues; a modern driver may negotiate it)."""
+    if release.transport_of(machine) != "pci" or min(src, dst) < PACKED_SINCE or rng.random() >= 0.3:
+        return ()
+    return (("packed", "on"),)
+
+
+def _vector(rng: random.Random, vectors: int) -> int:
+    """What a driver writes into a vector register: one of the table's, none, or (rarely) one past the table,
+    which QEMU answers with VIRTIO_NO_VECTOR."""
+    pick = rng.random()
+    return NO_VECTOR if pick < 0.2 or not vectors else vectors + rng.randrange(4) if pick < 0.25 \
+        else rng.randrange(vectors)
+
+
 def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, pfn: int = RING_BASE_PFN,
-                 transport: str = "pci") -> tuple[DriveSpec, int]:
-    """A random state a legacy guest driver can leave the device in, and the first page frame after its rings."""
-    status = rng.choice(STATUSES)
+                 transport: str = "pci", props: tuple[tuple[str, str], ...] = ()) -> tuple[DriveSpec, int]:
+    """A random state a guest driver can leave the device in, and the first page frame after its rings. On pci,
+    half the time the BARs are mapped as firmware maps them; then MSI-X may be enabled with vectors assigned,
+    and a modern device may be driven through its common configuration (a smaller ring size per queue
+    sometimes, RING_PACKED when offered: no requests on a packed ring, this driver makes split ones only)."""
+    firmware = transport == "pci" and rng.random() < 0.5
+    msix = firmware and r.vectors > 0 and rng.random() < 0.6
+    modern = firmware and r.modern and rng.random() < 0.5
+    status = rng.choice(MODERN_STATUSES if modern else STATUSES)
+    packed_ring = modern and bool(r.host_features >> 34 & 1)
     queues = []
     for index, num in enumerate(r.queue_sizes):
-        if rng.random() < 0.3:
-            continue  # left unconfigured
-        # virtio-mmio's driver sets the ring size: a smaller one sometimes (then virtio/ringsize is sent)
-        if transport == "mmio" and num > 1 and rng.random() < 0.3:
-            num //= 2
+        if rng.random() < 0.3 or (modern and not status & 8):
+            continue  # left unconfigured (a modern driver sets up queues after FEATURES_OK)
+        # virtio-mmio's and a modern virtio-pci driver set the ring size: a smaller one sometimes (virtio/ringsize)
+        resize = (transport == "mmio" or modern) and num > 1 and rng.random() < 0.3
+        if resize:
+            num >>= rng.randint(1, min(3, num.bit_length() - 1))
         # blk requests complete while QEMU is paused: non-zero, consistent ring indices
         requests = rng.randint(0, min(3, num // 3)) if kind == "virtio-blk" and status & 2 else 0
         if transport == "mmio" and not status & 4:
             requests = 0  # a legacy mmio queue is only processed once the driver is ready
-        queues.append(QueueSpec(index, pfn, requests, num if transport == "mmio" else 0))
+        if modern and (not status & 4 or packed_ring):
+            requests = 0  # a modern queue is set up once FEATURES_OK is; packed rings are not made here
+        vector = _vector(rng, r.vectors) if msix else NO_VECTOR
+        queues.append(QueueSpec(index, pfn, requests, num if transport == "mmio" or resize else 0, vector))
         pfn += queue_pages(num, requests)
     sel = rng.randrange(max(len(r.queue_sizes), 1))
+    features = rng.getrandbits(32) | (rng.getrandbits(32) << 32 if modern else 0)
     if transport == "mmio":
-        return DriveSpec(kind, slot, rng.getrandbits(32), tuple(queues), status, sel, transport="mmio",
-                         host_features_sel=rng.randrange(2), guest_features_sel=rng.randrange(2)), pfn
-    return DriveSpec(kind, slot, rng.getrandbits(32), tuple(queues), status, sel), pfn
+        return DriveSpec(kind, slot, features, tuple(queues), status, sel, transport="mmio",
+                         host_features_sel=rng.randrange(2), guest_features_sel=rng.randrange(2), props=props), pfn
+    return DriveSpec(kind, slot, features, tuple(queues), status, sel, firmware=firmware, msix=msix,
+                     config_vector=_vector(rng, r.vectors) if msix else NO_VECTOR, modern=modern,
+                     props=props), pfn
 
 
 @dataclass
@@ -221,7 +260,8 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
                 resave: bool = True) -> Example:
     """A random reachable state of each of `kinds` through the pair (realcase.run_example also writes its
     failure files)."""
-    specs = random_drives(rng, qemu_config(machine, kinds), src.release)
+    props = [random_props(rng, kind, machine, src.release, dst.release) for kind in kinds]
+    specs = random_drives(rng, qemu_config(machine, kinds, props), src.release)
     ex = run_specs(index, src, dst, machine, kinds, specs, resave=resave)
     if ex.violations:
         ex.expected = known_incompatibilities(ex, src.release, dst.release)
@@ -257,7 +297,7 @@ def known_incompatibilities(ex: Example, src: Version, dst: Version) -> dict[str
 def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[str], specs: Sequence[DriveSpec], *,
               resave: bool = True) -> Example:
     """Drive the source into `specs`, save, load into the destination, re-save, and hold the model to it."""
-    config = qemu_config(machine, kinds)
+    config = qemu_config(machine, kinds, [spec.props for spec in specs])
     # The destination starts while the source is driven and saved: its start-up is most of a load.
     with oracle.destination(config, dst.binary, launch=True) as pending:
         data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary),

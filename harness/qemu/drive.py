@@ -149,6 +149,7 @@ class DriveSpec:
     msix: bool = False
     config_vector: int = 0xFFFF
     modern: bool = False
+    props: tuple[tuple[str, str], ...] = ()  # the -device properties it was started with (packed=on, ...)
 
     def __post_init__(self) -> None:
         if self.kind not in VIRTIO_PCI_DEVICE_IDS:

@@ -42,7 +42,8 @@ def drive_json(d: DriveSpec) -> dict[str, Any]:
 
 
 def drive_from_json(j: dict[str, Any]) -> DriveSpec:
-    return DriveSpec(**{**j, "queues": tuple(QueueSpec(**q) for q in j["queues"])})
+    return DriveSpec(**{**j, "queues": tuple(QueueSpec(**q) for q in j["queues"]),
+                        "props": tuple(tuple(p) for p in j.get("props", ()))})
 
 
 def summary(kinds: Sequence[str], drives: Sequence[DriveSpec]) -> str:
@@ -50,10 +51,15 @@ def summary(kinds: Sequence[str], drives: Sequence[DriveSpec]) -> str:
     if not drives:
         return ", ".join(f"{k} (reset state)" for k in kinds)
     def queues(d: DriveSpec) -> str:
-        return ", ".join(f"{q.index}" + (f"+{q.requests}req" if q.requests else "") for q in d.queues)
+        return ", ".join(f"{q.index}" + (f"+{q.requests}req" if q.requests else "") + (f"/{q.num}" if q.num else "")
+                         + (f"@v{q.vector}" if d.msix else "") for q in d.queues)
+
+    def how(d: DriveSpec) -> str:
+        return "".join([" firmware BARs" * d.firmware, f" msix config_vector={d.config_vector}" * d.msix,
+                        " modern" * d.modern, "".join(f" {k}={v}" for k, v in d.props)])
 
     return "; ".join(f"{d.kind}: guest_features={d.guest_features:#x} status={d.status:#x} queue_sel={d.queue_sel} "
-                     f"queues=[{queues(d)}]" for d in drives)
+                     f"queues=[{queues(d)}]{how(d)}" for d in drives)
 
 
 # -- shrinking over real QEMU ----------------------------------------------------------------------------------
