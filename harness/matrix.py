@@ -14,6 +14,7 @@ from typing import Any
 from harness.rules import BROKEN_SINCE, Run, Violation, check_all
 from models import features as F
 from models.config import Config, Realized, realize
+from models.core import RINGSIZE_IGNORED_FROM
 from models.devices import balloon, net
 from models.registry import BASE, Registry
 from models.releases import Version
@@ -182,6 +183,17 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "virt-7.2, virt-11.0).",
         "hw_compat_11_0 virtio-mmio x-override-queue-size (11.1 binary)",
         lambda v: v.details.get("realized") == "queue_sizes"),
+    KnownIncompatibility(
+        "ringsize-dropped-11.1", "R13",
+        lambda s, d, st: ((s.release >= RINGSIZE_IGNORED_FROM) != (d.release >= RINGSIZE_IGNORED_FROM)
+                          and any(q.num != n for q, n in zip(st.queues, st.num_default, strict=False))),
+        "QEMU 11.1 no longer sends virtio/ringsize on any machine type: a queue the guest resized (a modern "
+        "virtio-pci driver's queue_size, a virtio-mmio QueueNum) is written without it, where 11.0 and older send "
+        "it on the same machine type. The loads still succeed (vring.num travels in the queue list). Seen on the "
+        "7.2, 10.0 and 11.1 binaries (pc-i440fx-5.2, a modern driver resizing virtio-rng's queue to 4).",
+        "models/core.py RINGSIZE_IGNORED_FROM (11.1 binary)",
+        lambda v: any("virtio/ringsize" in str(f) for f in v.details.get("fields", ())) or "ringsize" in v.got,
+        subsections=("virtio/ringsize",)),
     KnownIncompatibility(
         "disabled-on-4.2-from-5.x", "R4/R13",
         lambda s, d, st: (Version(5, 0) <= s.release < Version(6, 0) and d.release < Version(5, 0)

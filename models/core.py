@@ -129,7 +129,8 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
         Rule(V("2.5"), QueueResized(settable=RESIZABLE), "a queue's num != num_default"),
         # 11.1 neither sends it (a legacy mmio driver's smaller QueueNum goes without it) nor loads its
         # num_default (a queue keeps the size its device allocated: 7.2 streams with it, pci and mmio, queried
-        # with x-query-virtio-queue-status). The 11.1 binary; UNVERIFIED: 11.0, and a modern pci driver's resize.
+        # with x-query-virtio-queue-status). The 11.1 binary, also for a modern pci driver's resize (queue_size
+        # written before DRIVER_OK, pc-i440fx-5.2: 7.2 and 10.0 send it, 11.1 not); UNVERIFIED: 11.0.
         Rule(RINGSIZE_IGNORED_FROM, Never(), "never (11.1: num_default is the device's own)"),
     ), "46c5d0823d"),
     CoreSubsection("virtio/broken", V("2.8"), (Rule(V("2.8"), StateField("broken")),), "791b1daf72",
