@@ -12,7 +12,7 @@ from harness.errors import StreamError
 from harness.wire.stream import decode_payload
 from models import core, declared
 from models import features as F
-from models.config import Realized
+from models.config import Realized, realize
 from models.model import ACCEPTED, ACCEPTED_BROKEN, REJECTED, LoadResult, load, save, section_version
 from models.state import DeviceState, NetState
 
@@ -221,6 +221,8 @@ def r13_machine_compat(run: Run) -> Violation | None:
     a, b = run.src, run.dst
     if a.release == b.release:
         return None
+    if b.config.netdev != a.config.netdev:  # the promise is about the same configuration: the source's backend
+        b = realize(replace(a.config, release=b.release), b.registry)
     for name in REALIZED:
         if getattr(a, name) != getattr(b, name):
             show = (lambda v: f"{v:#x}") if name == "host_features" else repr
