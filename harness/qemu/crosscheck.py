@@ -27,14 +27,13 @@ from typing import Any
 from harness import interrupt
 from harness.errors import QemuError, StreamError, UsageError
 from harness.matrix import KnownIncompatibility, known_for
-from harness.qemu import oracle, presence, release
+from harness.qemu import oracle, presence, release, tap
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
 from harness.qemu.loaded import qom_path
 from harness.qemu.process import find_qemu, live_processes, scratch_root
 from harness.rules import Violation
 from harness.wire.stream import Stream, decode_stream, encode_stream
-from models.cmdline import parse
 from models.config import Realized, realize
 from models.model import guest_rings, state_from_wire
 from models.model import load as model_load
@@ -100,7 +99,7 @@ def qemu_config(machine: str, kinds: Sequence[str], props: Sequence[tuple[tuple[
 
 
 def realized_for(config: QemuConfig, release: Version) -> list[Realized]:
-    return [realize(line.config) for line in parse(["-machine", config.machine, *config.args()], release)]
+    return [realize(line.config) for line in tap.lines(["-machine", config.machine, *config.args()], release)]
 
 
 def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> list[DriveSpec]:
@@ -227,8 +226,8 @@ def preserved(s: Stream, src: Side, dst: Side, argv: Sequence[str], verdict: Any
     """The source's state against what the destination QEMU reports after the load (features masked by
     the destination's host features; used idx read from the stream's RAM, as the destination reads it)."""
     out = []
-    src_lines = {line.key: line for line in parse(oracle.dest_line(argv), src.release)}
-    dst_lines = {line.key: line for line in parse(oracle.dest_line(argv), dst.release)}
+    src_lines = {line.key: line for line in tap.lines(oracle.dest_line(argv), src.release)}
+    dst_lines = {line.key: line for line in tap.lines(oracle.dest_line(argv), dst.release)}
     for p in s.devices:
         if p.value is None:
             out.append(f"{p.section}: not checked, the source's payload does not decode: {p.error}")
@@ -280,8 +279,8 @@ def known_incompatibilities(ex: Example, src: Version, dst: Version) -> dict[str
     except StreamError:
         return {}
     rule = migration_rule(src, dst)
-    src_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), src)}
-    dst_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), dst)}
+    src_lines = {line.key: line for line in tap.lines(oracle.dest_line(ex.argv), src)}
+    dst_lines = {line.key: line for line in tap.lines(oracle.dest_line(ex.argv), dst)}
     covered: dict[str, KnownIncompatibility] = {}
     for p in s.devices:
         if p.value is None or p.key not in src_lines or p.key not in dst_lines:
@@ -428,7 +427,7 @@ def _bench_worker(src: Side, machine: str, rng: random.Random, seconds: float, s
     cases = []
     for ex in examples:
         s = decode_stream(ex.data)
-        lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), src.release)}
+        lines = {line.key: line for line in tap.lines(oracle.dest_line(ex.argv), src.release)}
         for p in s.devices:
             r = realize(lines[p.key].config)
             state = state_from_wire(r, p.value)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import HarnessError, StreamError
+from harness.qemu import tap
 from harness.wire.stream import decode_stream
 from models import features as F
-from models.cmdline import DeviceLine, parse
+from models.cmdline import DeviceLine
 from models.config import realize
 from models.model import guest_rings, saved_queue_count, state_from_wire, with_rings
 from models.releases import Version
@@ -123,7 +124,7 @@ def from_resave(data: bytes, argv: Sequence[str], release: Version) -> dict[str,
     """Each virtio device of a destination's re-save, by QOM path, realized from its command line as
     the model of `release` does it (the re-save is in the destination's own layout)."""
     try:
-        lines = {line.key: line for line in parse(argv, release)}
+        lines = {line.key: line for line in tap.lines(argv, release)}
     except HarnessError:
         return {}  # a command line the model cannot read: no device to compare, compare_state() says so
     try:

@@ -23,14 +23,14 @@ from typing import Any
 from harness.annotate import tree_diff
 from harness.errors import QemuError, StreamError
 from harness.failures import FAILURES, write_atomic
-from harness.qemu import release
+from harness.qemu import release, tap
 from harness.qemu.backend import Channel, QemuConfig, Verdict, load_into, read_verdict
 from harness.qemu.loaded import QUERY, LoadedDevice, qom_path
 from harness.qemu.process import QemuProcess, find_qemu
 from harness.verdict import Verdict as ModelVerdict
 from harness.verdict import verdict
 from harness.wire.stream import Stream, VirtioPayload, decode_stream
-from models.cmdline import DeviceLine, parse
+from models.cmdline import DeviceLine
 from models.config import Realized, realize
 from models.model import (
     CRASHED,
@@ -176,7 +176,7 @@ class ModelLoad:
 
 def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[str, ModelLoad]:
     """The model's load of each virtio device of `s` (those the destination has), by section."""
-    lines = {line.key: line for line in parse(dest_line(dest_argv), release)}
+    lines = {line.key: line for line in tap.lines(dest_line(dest_argv), release)}
     out = {}
     for p in s.devices:
         line = lines.get(p.key)
