@@ -21,7 +21,7 @@ import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness import interrupt
@@ -85,15 +85,18 @@ def default_machine(src: Side, dst: Side, family: str = "pc-i440fx") -> str:
     return both[-1].name
 
 
-def qemu_config(machine: str, kinds: Sequence[str], props: Sequence[tuple[tuple[str, str], ...]] = ()) -> QemuConfig:
-    """The command line of one example: `kinds` on consecutive slots, device i with props[i] (if given)."""
+def qemu_config(machine: str, kinds: Sequence[str], props: Sequence[tuple[tuple[str, str], ...]] = (),
+                netdevs: Sequence[str] = ()) -> QemuConfig:
+    """The command line of one example: `kinds` on consecutive slots, device i with props[i] and netdevs[i] (if
+    given)."""
     # Machine types up to 2.2 suppress the JSON description the decoder walks the stream by; the
     # option changes nothing else in the stream.
     if MachineType.parse(machine).version < Version(2, 3):
         machine += ",suppress-vmdesc=off"
     transport = release.transport_of(machine)
     first = SLOT if transport == "pci" else 0
-    devices = tuple(DeviceConfig(kind, first + i, props[i] if i < len(props) else (), transport=transport)
+    devices = tuple(DeviceConfig(kind, first + i, props[i] if i < len(props) else (), transport=transport,
+                                 netdev=netdevs[i] if i < len(netdevs) else "hubport")
                     for i, kind in enumerate(kinds))
     return QemuConfig(machine, devices, smp=1, mem_mb=MEM_MB[transport])
 
@@ -111,6 +114,7 @@ def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> l
     first, out = pfn, []
     for dev, r in zip(config.devices, realized_for(config, release), strict=True):
         spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn, config.transport, dev.props)
+        spec = replace(spec, netdev=dev.netdev)
         out.append(spec)
     mem = config.mem_mb or MEM_MB[config.transport]
     if pfn - first > (mem << 8) - 0x100:
@@ -118,17 +122,33 @@ def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> l
     return out
 
 
+NET_MQ = 22  # VIRTIO_NET_F_MQ
 PACKED_SINCE = Version(4, 2)  # the packed property (RING_PACKED) and virtio/packed_virtqueues
 NO_VECTOR = 0xFFFF
 
 
-def random_props(rng: random.Random, kind: str, machine: str, src: Version, dst: Version
+# tap queue pairs drawn (mq=on with more than one): up to 64 (129 queues, 130 MSI-X vectors)
+TAP_QUEUES = (1, 2, 4, 32, 40, 64)
+MAX_DRIVEN_QUEUES = 8  # queues a driver sets up at most: the rings fit the guest's few MiB
+
+
+def random_netdev(rng: random.Random, kind: str) -> str:
+    """virtio-net's backend: a hubport, or (where this host can make one) a tap with or without the vnet header
+    and with some queues (the kernel's offloads come with it: tap.host_tap)."""
+    if kind != "virtio-net" or tap.host_tap() is None or rng.random() < 0.5:
+        return "hubport"
+    queues = rng.choice(TAP_QUEUES)
+    return f"tap,vnet_hdr={rng.choice(('on', 'off'))}" + (f",queues={queues}" if queues > 1 else "")
+
+
+def random_props(rng: random.Random, kind: str, machine: str, src: Version, dst: Version, netdev: str = "hubport"
                  ) -> tuple[tuple[str, str], ...]:
     """-device properties worth drawing, each known to both releases: packed=on (the host then offers RING_PACKED
-    and sends virtio/packed_virtqueues; a modern driver may negotiate it)."""
-    if release.transport_of(machine) != "pci" or min(src, dst) < PACKED_SINCE or rng.random() >= 0.3:
-        return ()
-    return (("packed", "on"),)
+    and sends virtio/packed_virtqueues; a modern driver may negotiate it); mq=on with a multiqueue tap."""
+    out: tuple[tuple[str, str], ...] = (("mq", "on"),) if "queues=" in netdev else ()
+    if release.transport_of(machine) == "pci" and min(src, dst) >= PACKED_SINCE and rng.random() < 0.3:
+        out += (("packed", "on"),)
+    return out
 
 
 def _vector(rng: random.Random, vectors: int) -> int:
@@ -150,9 +170,13 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
     modern = firmware and r.modern and rng.random() < 0.5
     status = rng.choice(MODERN_STATUSES if modern else STATUSES)
     packed_ring = modern and bool(r.host_features >> 34 & 1)
-    queues = []
-    for index, num in enumerate(r.queue_sizes):
-        if rng.random() < 0.3 or (modern and not status & 8):
+    features = rng.getrandbits(32) | (rng.getrandbits(32) << 32 if modern else 0)
+    sizes = list(r.queue_sizes)
+    if kind == "virtio-net" and len(sizes) > 3 and not features & r.host_features & 1 << NET_MQ:
+        sizes = sizes[:2] + sizes[-1:]  # virtio_net_set_multiqueue: without MQ one pair and the control queue
+    queues: list[QueueSpec] = []
+    for index, num in enumerate(sizes):
+        if rng.random() < 0.3 or (modern and not status & 8) or len(queues) >= MAX_DRIVEN_QUEUES:
             continue  # left unconfigured (a modern driver sets up queues after FEATURES_OK)
         # virtio-mmio's and a modern virtio-pci driver set the ring size: a smaller one sometimes (virtio/ringsize)
         resize = (transport == "mmio" or modern) and num > 1 and rng.random() < 0.3
@@ -168,7 +192,6 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
         queues.append(QueueSpec(index, pfn, requests, num if transport == "mmio" or resize else 0, vector))
         pfn += queue_pages(num, requests)
     sel = rng.randrange(max(len(r.queue_sizes), 1))
-    features = rng.getrandbits(32) | (rng.getrandbits(32) << 32 if modern else 0)
     if transport == "mmio":
         return DriveSpec(kind, slot, features, tuple(queues), status, sel, transport="mmio",
                          host_features_sel=rng.randrange(2), guest_features_sel=rng.randrange(2), props=props), pfn
@@ -208,7 +231,7 @@ class Example:
                             "status": d.status, "queue_sel": d.queue_sel,
                             "queues": [[q.index, q.pfn, q.requests] for q in d.queues],
                             "firmware": d.firmware, "msix": d.msix, "config_vector": d.config_vector,
-                            "modern": d.modern, "props": dict(d.props),
+                            "modern": d.modern, "props": dict(d.props), "netdev": d.netdev,
                             "sizes": {q.index: q.num for q in d.queues if q.num},
                             "vectors": {q.index: q.vector for q in d.queues if d.msix}} for d in self.drives],
                 "qemu": {"outcome": self.outcome, "error": self.error},
@@ -263,8 +286,10 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
                 resave: bool = True) -> Example:
     """A random reachable state of each of `kinds` through the pair (realcase.run_example also writes its
     failure files)."""
-    props = [random_props(rng, kind, machine, src.release, dst.release) for kind in kinds]
-    specs = random_drives(rng, qemu_config(machine, kinds, props), src.release)
+    netdevs = [random_netdev(rng, kind) for kind in kinds]
+    props = [random_props(rng, kind, machine, src.release, dst.release, nd) for kind, nd in zip(kinds, netdevs,
+                                                                                             strict=True)]
+    specs = random_drives(rng, qemu_config(machine, kinds, props, netdevs), src.release)
     ex = run_specs(index, src, dst, machine, kinds, specs, resave=resave)
     if ex.violations:
         ex.expected = known_incompatibilities(ex, src.release, dst.release)
@@ -300,7 +325,7 @@ def known_incompatibilities(ex: Example, src: Version, dst: Version) -> dict[str
 def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[str], specs: Sequence[DriveSpec], *,
               resave: bool = True) -> Example:
     """Drive the source into `specs`, save, load into the destination, re-save, and hold the model to it."""
-    config = qemu_config(machine, kinds, [spec.props for spec in specs])
+    config = qemu_config(machine, kinds, [spec.props for spec in specs], [spec.netdev for spec in specs])
     # The destination starts while the source is driven and saved: its start-up is most of a load.
     with oracle.destination(config, dst.binary, launch=True) as pending:
         data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary),

@@ -150,6 +150,7 @@ class DriveSpec:
     config_vector: int = 0xFFFF
     modern: bool = False
     props: tuple[tuple[str, str], ...] = ()  # the -device properties it was started with (packed=on, ...)
+    netdev: str = "hubport"  # virtio-net's backend (backend.DeviceConfig.netdev)
 
     def __post_init__(self) -> None:
         if self.kind not in VIRTIO_PCI_DEVICE_IDS:

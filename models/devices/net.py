@@ -14,7 +14,7 @@ from models.conditions import Compare, HostFeature, StateField
 from models.configuration import RealizeContext
 from models.core import DeviceSubsection, Rule
 from models.releases import Version
-from models.state import DeviceState, NetState, Undefined
+from models.state import DeviceState, NetState, QueueState, Undefined
 from models.vmsd import Versions, Vmsd
 
 RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1 (7b6e7e49905d)
@@ -185,6 +185,7 @@ def set_features(dev: NetState, release: Version, old: int, features: int) -> Ne
 # f9d6dbf0bf "virtio-net: remove virtio queues if the guest doesn't support multiqueue" (2.7, UNVERIFIED): before
 # it set_multiqueue deleted and re-added the queues after pair 0 by the device's own count, checking nothing
 CHANGE_NUM_QUEUES_FROM = Version(2, 7)
+PRE_LOAD_QUEUES_FROM = Version(9, 2)  # virtio_net_pre_load_queues (9379ea9db3c0)
 
 
 def change_num_queues_crash(realized: Any, loaded: Sequence[int], multiqueue: bool) -> str | None:
@@ -213,6 +214,51 @@ def change_num_queues_crash(realized: Any, loaded: Sequence[int], multiqueue: bo
         raise Undefined(f"virtio_net_set_features: {func} deletes queue pairs up to {(count - 2) // 2}, past the "
                         f"{pairs} of n->vqs (a heap overflow)")
     return None
+
+
+def loaded_queues(realized: Any, queues: Sequence[QueueState], num_default: Sequence[int], num: int,
+                  features_lo: int, multiqueue: bool, ringsize: bool) -> tuple[tuple[QueueState, ...], tuple[int, ...]]:
+    """The queues a destination holds after virtio_load's set_features, and their num_default.
+
+    Before the stream's queues load, virtio_net_pre_load_queues lays the device's queues out (Debian's 7.2 and
+    10.1 on: from the stream's count; 9.2 to 10.0: one pair without MQ among the stream's 32-bit features, all
+    with it); older releases keep realize's. Each queue's num_default is its layout's, unless virtio/ringsize
+    carried it. Then set_features (virtio_net_set_multiqueue) changes the layout to one pair, or all of them, with
+    MQ: the control queue is deleted, pairs deleted or added, and a fresh control queue (64 entries, no ring) added
+    last. A guest without MQ on a multiqueue device thus leaves 3 queues, which pre_load keeps; before pre_load
+    (5.2) the destination's 2 x pairs + 1 shrink after the load and the loaded control queue is lost."""
+    release, pairs = realized.release, max(realized.config.netdev.queues, 1)
+    rx = int(realized.props.get("rx_queue_size", 256))
+    tx = min(int(realized.props.get("tx_queue_size", 256)), TX_QUEUE_MAX)
+
+    def layout(n: int) -> list[int]:
+        return [rx, tx] * n + [64]
+
+    total = len(realized.queue_sizes)
+    if pairs == 1 or realized.config.transport == "mmio" and int(realized.props.get("x-override-queue-size") or 0):
+        return tuple(queues), tuple(num_default)
+    if pre_load_takes_count(release):
+        before = allocated_sizes(realized, num)
+    elif release >= PRE_LOAD_QUEUES_FROM:
+        before = layout(pairs if F.has(features_lo, F.NET_MQ) else 1)
+    else:
+        before = list(realized.queue_sizes)
+    before += [0] * (total - len(before))
+    defaults = list(num_default) if ringsize else list(before)
+    qs = list(queues) + [QueueState(0)] * (total - len(queues))
+    for i in range(num, total):  # the queues the stream does not carry keep the layout's
+        qs[i] = QueueState(before[i])
+    if release < CHANGE_NUM_QUEUES_FROM:
+        return tuple(qs), tuple(defaults)
+    count = next((i for i, q in enumerate(qs) if q.num == 0), len(qs))
+    new = 2 * pairs + 1 if multiqueue else 3
+    if count == new or count < 3 or count % 2 == 0 or count > 2 * pairs + 1:
+        return tuple(qs), tuple(defaults)  # nothing changes, or change_num_queues_crash said what happens
+    after = layout((new - 1) // 2) + [0] * (total - new)
+    for i in range(min(count, new) - 1, total):  # the control queue and the pairs past the smaller count
+        qs[i] = QueueState(after[i])
+        defaults[i] = after[i]
+    return tuple(qs), tuple(defaults)
 
 
 def multiqueue(release: Version, incoming: int, host: int) -> bool:
