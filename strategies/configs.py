@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from models.config import Config, NetBackend
+from models.devices import net
 from models.props import proxy_type
 from models.registry import BASE, Registry
 from models.releases import MachineType, Version
@@ -30,7 +31,8 @@ _KIND = st.sampled_from(("hubport", "user", "tap"))
 # tap queues (virtio-net's max_queue_pairs with mq): up to 64 pairs, 130 queues and vectors (realize refuses more
 # than 511 pairs: models/devices/net.py)
 QUEUE_COUNTS = (1, 2, 4, 32, 64)
-_QUEUES = st.sampled_from(QUEUE_COUNTS)
+# the queue pairs both releases can realize (2 x pairs + 1 queues: 64 before 2.4, 1024 after)
+_QUEUES_UP_TO = {m: st.sampled_from(tuple(q for q in QUEUE_COUNTS if 2 * q + 1 <= m)) for m in (64, 1024)}
 _SAME_BACKEND = st.integers(0, 3).map(lambda x: x != 3)  # the destination's backend is the source's 3 times in 4
 
 
@@ -61,11 +63,11 @@ def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device:
         props["romfile"] = ""
     netdev = dst_netdev = NetBackend()
     if device == "virtio-net":
-        netdev = _backend(draw, bool(props.get("mq")))
+        netdev = _backend(draw, bool(props.get("mq")), min(src, dst))
         # the destination's backend and its capabilities are its own host's: the same one mostly, else drawn on
         # their own (a tap with or without vnet_hdr, UFO or USO, a hubport); what QEMU then does with a capability
         # the source used and the destination lacks is the model's to follow (net.field_errors, the feature check)
-        dst_netdev = netdev if draw(_SAME_BACKEND) else _backend(draw, bool(props.get("mq")))
+        dst_netdev = netdev if draw(_SAME_BACKEND) else _backend(draw, bool(props.get("mq")), min(src, dst))
         if netdev.kind != "tap":
             props.pop("mq", None)
     express = transport == "pci" and machine.family == "pc-q35" and src >= Version(2, 7) and draw(_BOOL)
@@ -75,13 +77,13 @@ def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device:
             Config(dst, machine, device, transport, smp, 128, props, dst_netdev, express))
 
 
-def _backend(draw: st.DrawFn, mq: bool) -> NetBackend:
+def _backend(draw: st.DrawFn, mq: bool, oldest: Version) -> NetBackend:
     kind = draw(_KIND)
     if kind != "tap":
         return NetBackend(kind)
     vnet = draw(_BOOL)
     return NetBackend("tap", vnet_hdr=vnet, ufo=vnet and draw(_BOOL), uso=vnet and draw(_BOOL),
-                      queues=draw(_QUEUES) if mq else 1)
+                      queues=draw(_QUEUES_UP_TO[net.queue_max(oldest)]) if mq else 1)
 
 
 def drawn_props(src: Version, dst: Version, transport: str, device: str, registry: Registry = BASE
@@ -115,6 +117,7 @@ def config_variants(src: Version, dst: Version, transport: str, device: str, mac
             plain = {k: v for k, v in props.items() if k != "mq"}
             backends = [(plain, b) for b in BACKENDS if b.kind != "tap"] + [
                 (props, NetBackend(b.kind, b.vnet_hdr, b.ufo, b.uso, queues=q)) for b in BACKENDS if b.kind == "tap"
-                for q in (QUEUE_COUNTS if props.get("mq") else (1,))]
+                for q in (tuple(q for q in QUEUE_COUNTS if 2 * q + 1 <= net.queue_max(src)) if props.get("mq")
+                          else (1,))]
         for (p, netdev), smp in itertools.product(backends, smps):
             yield Config(src, machine, device, transport, smp, 128, p, netdev)

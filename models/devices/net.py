@@ -55,6 +55,12 @@ VIRTIO_QUEUE_MAX = 1024
 QUEUE_PAIRS_NAMED = Version(6, 2)
 
 
+def queue_max(release: Version) -> int:
+    """VIRTIO_QUEUE_MAX: 64 (VIRTIO_PCI_QUEUE_MAX) until b829c2a98f raised it to 1024 in 2.4 (reference §2); the
+    check's wording before 2.4 UNVERIFIED."""
+    return VIRTIO_QUEUE_MAX if release >= Version(2, 4) else 64
+
+
 def max_queue_pairs(ctx: RealizeContext) -> int:
     return max(ctx.config.netdev.queues, 1)
 
@@ -97,10 +103,10 @@ def queue_sizes(ctx: RealizeContext) -> list[int]:
         raise SchemaError(f"Invalid tx_queue_size (= {tx}), must be a power of 2 between 256 and {TX_QUEUE_MAX}")
     tx = min(tx, TX_QUEUE_MAX)
     pairs = max_queue_pairs(ctx)
-    if pairs * 2 + 1 > VIRTIO_QUEUE_MAX:  # virtio_net_device_realize: the control queue must fit as well
+    if pairs * 2 + 1 > queue_max(ctx.release):  # virtio_net_device_realize: the control queue must fit as well
         what = "queue pairs" if ctx.release >= QUEUE_PAIRS_NAMED else "queues"
         raise SchemaError(f"Invalid number of {what} (= {pairs}), must be a positive integer less than "
-                          f"{(VIRTIO_QUEUE_MAX - 1) // 2}.")
+                          f"{(queue_max(ctx.release) - 1) // 2}.")
     return [rx, tx] * pairs + [64]  # the control queue is always added
 
 
