@@ -125,7 +125,34 @@ def _backend_lacks(s: Config, d: Config, st: DeviceState) -> bool:
             or max(s.netdev.queues, 1) != max(peer.queues, 1))
 
 
+def _net_queues_without_mq(st: DeviceState) -> bool:
+    """A multiqueue virtio-net holding more than one pair's queues with neither MQ nor RSS among its features: a
+    guest negotiated MQ and then reset the device, on a release whose reset does not set the features."""
+    dev = st.device
+    count = next((i for i, q in enumerate(st.queues) if q.num == 0), len(st.queues))
+    return (isinstance(dev, NetState) and dev.max_queue_pairs > 1 and count > 3
+            and not (F.has(st.guest_features, F.NET_MQ) or F.has(st.guest_features, F.NET_RSS)))
+
+
 KNOWN: tuple[KnownIncompatibility, ...] = (
+    KnownIncompatibility(
+        "net-queues-collapse-on-load", "R1/R2/R3/R4",
+        lambda s, d, st: d.release >= net.CHANGE_NUM_QUEUES_FROM and _net_queues_without_mq(st),
+        "virtio_load ends with set_features, and virtio-net's lays the queues out by MQ: a multiqueue device whose "
+        "guest negotiated MQ and then reset it (its release's reset leaves the queues, 5.2) saves every pair's "
+        "queues with no features, and the destination keeps one pair and the control queue. Nothing a driver uses "
+        "is lost (a reset device has no rings). Seen on the 5.2 binary (5.2 -> 5.2, 5.2 -> 7.2: 9 queues -> 3).",
+        "hw/net/virtio-net.c virtio_net_set_features -> virtio_net_set_multiqueue"),
+    KnownIncompatibility(
+        "net-pre-load-queues-use-after-free", "R3/R4",
+        lambda s, d, st: (net.PRE_LOAD_QUEUES_FROM <= d.release and not net.pre_load_takes_count(d.release)
+                          and _net_queues_without_mq(st)),
+        "QEMU 9.2 to 10.0 lay a virtio-net's queues out before loading them from the stream's 32-bit features "
+        "(virtio_net_pre_load_queues): one pair without MQ. The stream's queues past it load anyway, and "
+        "set_features then deletes those pairs a second time (qemu_bh_delete, timer_free on freed memory): the "
+        "destination goes on or dies of SIGSEGV, run to run. Seen on the fleet's 10.0.2 with a 5.2 stream of a "
+        "4-pair device whose guest had reset it.",
+        "hw/net/virtio-net.c virtio_net_pre_load_queues (9379ea9db3c0), virtio_net_change_num_queue_pairs"),
     KnownIncompatibility(
         "netdev-lacks-capability", "R1/R3/R4",
         _backend_lacks,

@@ -98,8 +98,13 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     blk_inflight = r.config.device == "virtio-blk" and not packed_ring
     # a modern virtio-pci driver (common configuration) or a virtio-mmio one may resize a ring: core.RESIZABLE
     resizable = (r.config.transport == "pci" and modern and r.modern) or r.config.transport == "mmio"
-    queues = tuple(queue(draw, i, q, modern, blk_inflight, resizable) if status & 2 else q
-                   for i, q in enumerate(s.queues))
+    base, num_default = s.queues, s.num_default
+    if r.config.device == "virtio-net" and status & 2 and len(base) > 3:
+        # the driver's features lay the queues out (virtio_net_set_multiqueue): every pair with MQ, else one
+        num_default = net.layout_sizes(r, F.has(negotiated, F.NET_MQ))
+        base = tuple(QueueState(n) for n in num_default)
+    queues = tuple(queue(draw, i, q, modern, blk_inflight, resizable) if status & 2 and q.num else q
+                   for i, q in enumerate(base))
     packed = s.packed
     if packed_ring and packed:
         # a packed ring's indices run from 0 to num - 1, the wrap counter flipping at each pass; completed requests
@@ -165,7 +170,8 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     queue_sel = draw(st.integers(0, max(len(queues) - 1, 0)))
     # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
     extra = tuple(sorted((f.name, draw(declared_value(f))) for f in declared.known_fields(r)))
-    s = replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci, packed=packed,
+    s = replace(s, status=status, guest_features=negotiated, queues=queues, num_default=num_default, device=device,
+                pci=pci, packed=packed,
                 config_vector=config_vector,
                 broken=broken, disabled=disabled, config=config, queue_sel=queue_sel, isr=draw(_BIT), extra=extra)
     # the declared fields of the core subsections r knows (models/core.py): set by the steps above, or by the device

@@ -126,7 +126,8 @@ def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) ->
         out.error = f"(model) the stream cannot be decoded: {exc}"
         return out
     try:
-        return verdict(s, release, dest_line(dest_argv), data if isinstance(data, bytes) else None)
+        return verdict(s, release, dest_line(dest_argv), data if isinstance(data, bytes) else None,
+                       tap=tap.host_tap())
     except Exception as exc:  # a model crash is a disagreement to report, not a reason to stop
         out.error = f"(model) verdict() raised {type(exc).__name__}: {exc}"
         return out

@@ -179,7 +179,11 @@ VLANS_OPEN, VLANS_EMPTY = b"\xff" * 512, bytes(512)
 
 
 def set_features(dev: NetState, release: Version, old: int, features: int) -> NetState:
-    """virtio_net_set_features' effect on the device state: `old` is vdev->guest_features when it runs."""
+    """virtio_net_set_features' effect on the device state: `old` is vdev->guest_features when it runs. It sets
+    mergeable_rx_bufs from MRG_RXBUF (virtio_net_set_mrg_rx_bufs), over what the device data loaded: a device whose
+    guest negotiated it and was then reset by a release whose reset does not set the features keeps 1 with no
+    features (the 5.2 binary; its stream loads as 0 on 10.0)."""
+    dev = replace(dev, mergeable_rx_bufs=int(F.has(features, F.NET_MRG_RXBUF)))
     vlan = F.has(features, F.NET_CTRL_VLAN)
     if release >= VLANS_RESET_ON_CHANGE and vlan == F.has(old, F.NET_CTRL_VLAN):
         return dev
@@ -222,6 +226,26 @@ def change_num_queues_crash(realized: Any, loaded: Sequence[int], multiqueue: bo
     return None
 
 
+def layout_sizes(realized: Any, multiqueue: bool) -> tuple[int, ...]:
+    """The queue sizes virtio_net_set_multiqueue leaves: every pair with MQ, else one pair and the control queue,
+    then nothing (0) up to realize's count."""
+    pairs = max(realized.config.netdev.queues, 1) if multiqueue else 1
+    rx = int(realized.props.get("rx_queue_size", 256))
+    tx = min(int(realized.props.get("tx_queue_size", 256)), TX_QUEUE_MAX)
+    sizes = [rx, tx] * pairs + [64]
+    if realized.config.transport == "mmio" and int(realized.props.get("x-override-queue-size") or 0):
+        return tuple(realized.queue_sizes)
+    return (*sizes, *[0] * (len(realized.queue_sizes) - len(sizes)))
+
+
+def reset_queue_sizes(realized: Any) -> tuple[int, ...]:
+    """The queues after reset: realize's, or one pair where reset sets the features to 0 (7.2.18+, 10.0.2+, 10.1:
+    a 4-pair device of the fleet's 7.2 saves 3 queues before its guest set any feature)."""
+    if reset_sets_features(realized.release):
+        return layout_sizes(realized, False)
+    return tuple(realized.queue_sizes)
+
+
 def loaded_queues(realized: Any, queues: Sequence[QueueState], num_default: Sequence[int], num: int,
                   features_lo: int, multiqueue: bool, ringsize: bool) -> tuple[tuple[QueueState, ...], tuple[int, ...]]:
     """The queues a destination holds after virtio_load's set_features, and their num_default.
@@ -258,11 +282,22 @@ def loaded_queues(realized: Any, queues: Sequence[QueueState], num_default: Sequ
         return tuple(qs), tuple(defaults)
     count = next((i for i, q in enumerate(qs) if q.num == 0), len(qs))
     new = 2 * pairs + 1 if multiqueue else 3
+    laid_out = next((i for i, n in enumerate(before) if n == 0), len(before))
+    if count > laid_out and new < count and not pre_load_takes_count(release):
+        # 9.2 to 10.0: pre_load_queues laid out one pair from the 32-bit features, the stream's count then filled
+        # the queues past it, and set_features deletes those pairs again: qemu_bh_delete / timer_free on what the
+        # first delete freed (the fleet's 10.0.2 goes on or dies of SIGSEGV, run to run, on a 5.2 stream of a
+        # 4-pair device whose guest never set features)
+        raise Undefined(f"virtio_net_change_num_queue_pairs(n, {(new - 1) // 2}) deletes queue pairs "
+                        f"{(laid_out - 1) // 2}..{(count - 3) // 2} that pre_load_queues already deleted "
+                        "(a use after free)")
     if count == new or count < 3 or count % 2 == 0 or count > 2 * pairs + 1:
         return tuple(qs), tuple(defaults)  # nothing changes, or change_num_queues_crash said what happens
     after = layout((new - 1) // 2) + [0] * (total - new)
     for i in range(min(count, new) - 1, total):  # the control queue and the pairs past the smaller count
-        qs[i] = QueueState(after[i])
+        # virtio_delete_queue / virtio_add_queue set the size, num_default and align alone: a queue re-added at
+        # an index keeps the ring addresses and indices that were loaded there
+        qs[i] = replace(qs[i], num=after[i], align=4096)
         defaults[i] = after[i]
     return tuple(qs), tuple(defaults)
 
