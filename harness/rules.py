@@ -14,6 +14,7 @@ from models import core, declared
 from models import features as F
 from models.config import Realized, realize
 from models.model import ACCEPTED, ACCEPTED_BROKEN, REJECTED, LoadResult, load, save, section_version
+from models.save import save_params
 from models.state import DeviceState, NetState
 
 BROKEN_SINCE = next(s.since for s in core.CORE_SUBSECTIONS if s.name == "virtio/broken")
@@ -47,7 +48,8 @@ class Run:
         if self._decoded is None:
             self._decoded = decode_payload(self.data, self.src.config.transport, self.src.config.device,
                                            extras=self.src.registry.wire,
-                                           schema_fields=declared.on_wire(self.src, self.state))
+                                           schema_fields=declared.on_wire(self.src, self.state),
+                                           **save_params(self.src, self.state))
         return self._decoded
 
     @classmethod
@@ -238,6 +240,7 @@ def r13_machine_compat(run: Run) -> Violation | None:
     at = next((i for i, (x, y) in enumerate(zip(mine, theirs, strict=False)) if x != y), min(len(mine), len(theirs)))
     try:
         diffs = tree_diff(run.decoded, decode_payload(theirs, b.config.transport, b.config.device,
+                                                      **save_params(b, state),
                                                       extras=b.registry.wire,
                                                       schema_fields=declared.on_wire(b, state)),
                           names=(str(a.release), str(b.release)), limit=3)

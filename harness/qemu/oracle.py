@@ -274,8 +274,9 @@ def first_difference(model_bytes: bytes, qemu_bytes: bytes, ml: ModelLoad) -> st
               min(len(model_bytes), len(qemu_bytes)))
     where = f"byte {at} (model {len(model_bytes)} B, QEMU {len(qemu_bytes)} B)"
     try:
-        a = decode_payload(model_bytes, ml.payload.transport, ml.payload.device)
-        b = decode_payload(qemu_bytes, ml.payload.transport, ml.payload.device)
+        params = ml.payload.params or {}  # the layout decisions the stream's own decode needed (net_multiqueue)
+        a = decode_payload(model_bytes, ml.payload.transport, ml.payload.device, **params)
+        b = decode_payload(qemu_bytes, ml.payload.transport, ml.payload.device, **params)
     except StreamError:
         return where
     diffs = tree_diff(a, b, names=("model", "QEMU"))
