@@ -134,7 +134,38 @@ def _net_queues_without_mq(st: DeviceState) -> bool:
             and not (F.has(st.guest_features, F.NET_MQ) or F.has(st.guest_features, F.NET_RSS)))
 
 
+def _net_one_pair_of_many(st: DeviceState) -> bool:
+    """A multiqueue virtio-net whose guest set features without MQ: one pair and the control queue (2.7 on)."""
+    dev = st.device
+    count = next((i for i, q in enumerate(st.queues) if q.num == 0), len(st.queues))
+    return (isinstance(dev, NetState) and dev.max_queue_pairs > 1 and count == 3
+            and not F.has(st.guest_features, F.NET_MQ))
+
+
+def _control_queue_re_added(s: Config, d: Config, st: DeviceState) -> bool:
+    """The destination lays the queues out only after loading them (no pre_load_queues), so set_features re-adds
+    the control queue at index 2 with its own 64 entries over a size the guest chose."""
+    no_pre_load = d.release < net.PRE_LOAD_QUEUES_FROM and not net.pre_load_takes_count(d.release)
+    return (no_pre_load and d.release >= net.CHANGE_NUM_QUEUES_FROM and _net_one_pair_of_many(st)
+            and st.queues[2].num != 64)
+
+
 KNOWN: tuple[KnownIncompatibility, ...] = (
+    KnownIncompatibility(
+        "net-queue-layout-2.7", "R3/R4",
+        lambda s, d, st: (min(s.release, d.release) < net.CHANGE_NUM_QUEUES_FROM <= max(s.release, d.release)
+                          and isinstance(st.device, NetState) and st.device.max_queue_pairs > 1
+                          and not F.has(st.guest_features, F.NET_MQ)),
+        "From 2.7 a multiqueue virtio-net whose guest did not negotiate MQ holds one pair and the control queue at "
+        "index 2; before, it kept every pair and the control queue last. Across 2.7 the control queue's ring lands "
+        "on another queue (an rx queue before 2.7, the control queue after) and the queue count changes.",
+        "f9d6dbf0bf 'virtio-net: remove virtio queues if the guest doesn't support multiqueue' (2.7, UNVERIFIED)"),
+    KnownIncompatibility(
+        "net-control-queue-re-added-on-load", "R1/R2/R3/R4", _control_queue_re_added,
+        "Before pre_load_queues (9.2; Debian's 7.2 has it) the destination lays a virtio-net's queues out after "
+        "loading them: set_features deletes the pairs past the first and re-adds the control queue at index 2 with "
+        "64 entries, over the size a virtio-mmio or modern virtio-pci guest gave it (the ring address stays).",
+        "hw/net/virtio-net.c virtio_net_change_num_queue(s|_pairs); hw/virtio/virtio.c virtio_add_queue"),
     KnownIncompatibility(
         "net-queues-collapse-on-load", "R1/R2/R3/R4",
         lambda s, d, st: d.release >= net.CHANGE_NUM_QUEUES_FROM and _net_queues_without_mq(st),

@@ -229,6 +229,8 @@ def change_num_queues_crash(realized: Any, loaded: Sequence[int], multiqueue: bo
 def layout_sizes(realized: Any, multiqueue: bool) -> tuple[int, ...]:
     """The queue sizes virtio_net_set_multiqueue leaves: every pair with MQ, else one pair and the control queue,
     then nothing (0) up to realize's count."""
+    if realized.release < CHANGE_NUM_QUEUES_FROM:  # the queues stay as realize added them
+        return tuple(realized.queue_sizes)
     pairs = max(realized.config.netdev.queues, 1) if multiqueue else 1
     rx = int(realized.props.get("rx_queue_size", 256))
     tx = min(int(realized.props.get("tx_queue_size", 256)), TX_QUEUE_MAX)
