@@ -26,8 +26,8 @@ from models import declared
 from models.config import realize
 from models.model import guest_rings, state_from_wire
 from models.model import save as model_save
-from models.save import save_params
 from models.releases import Version
+from models.save import save_params
 
 
 def subsections(v: Any) -> list[str]:
