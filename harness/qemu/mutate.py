@@ -28,7 +28,8 @@ from harness.failures import write_atomic
 from harness.mutate import Mutation, mutations, select
 from harness.qemu import oracle, release, tap
 from harness.qemu.backend import QemuConfig, Verdict, save
-from harness.qemu.crosscheck import Side, default_machine, qemu_config, random_drives, side
+from harness.qemu.crosscheck import Side, default_machine, qemu_config, side
+from harness.qemu.drawn import random_drives
 from harness.qemu.drive import DEVICE_KINDS
 from harness.qemu.loaded import qom_path
 from harness.qemu.process import QemuProcess

@@ -53,8 +53,8 @@ MODERN_RNG = DriveSpec("virtio-rng", 3, (1 << 64) - 1, (QueueSpec(0, 0x100, 0, 4
 
 def test_firmware_bars_msix_modern_resize_packed_on_7_2() -> None:
     """Every BAR mapped (the config space carries the addresses), MSI-X enabled with the config and queue vectors
-    and their table entries, a 4-entry ring where the device has 8 (virtio/ringsize), RING_PACKED negotiated; the model writes the very
-    bytes QEMU wrote and predicts the destination."""
+    and their table entries, a 4-entry ring where the device has 8 (virtio/ringsize), RING_PACKED negotiated; the
+    model writes the very bytes QEMU wrote and predicts the destination."""
     src, dst = _pair("7.2", "7.2")
     ex = crosscheck.run_specs(0, src, dst, "pc-i440fx-7.2", ["virtio-rng"], [MODERN_RNG])
     _agrees(ex)
