@@ -68,7 +68,8 @@ def summary(kinds: Sequence[str], drives: Sequence[DriveSpec]) -> str:
 
 def candidates(kinds: list[str], drives: list[DriveSpec], first_slot: int) -> Iterator[Case]:
     """Smaller cases, the biggest steps first: one device, fewer queues and requests, fewer guest features
-    (toward the reset value 0, bit by bit from the top), a lower status, queue_sel 0, mmio selectors 0."""
+    (toward the reset value 0, bit by bit from the top), a lower status, queue_sel 0, mmio selectors 0, then a
+    legacy driver on a plain device (drawn.py's wider draws undone one by one)."""
     if len(kinds) > 1:
         for i, kind in enumerate(kinds):
             yield [kind], [dataclasses.replace(drives[i], slot=first_slot)] if drives else []
@@ -93,6 +94,17 @@ def candidates(kinds: list[str], drives: list[DriveSpec], first_slot: int) -> It
             yield with_(queue_sel=0)
         if d.host_features_sel or d.guest_features_sel:
             yield with_(host_features_sel=0, guest_features_sel=0)
+        # toward a legacy driver on a plain device: no modern interface, no MSI-X, no firmware BARs, no properties
+        if d.modern:
+            yield with_(modern=False)
+        if d.msix:
+            yield with_(msix=False, config_vector=0xFFFF)
+        if d.firmware and not d.msix and not d.modern:
+            yield with_(firmware=False)
+        if d.netdev != "hubport":
+            yield with_(netdev="hubport", props=tuple(p for p in d.props if p[0] != "mq"))
+        if d.props:
+            yield with_(props=tuple(p for p in d.props if p[0] == "mq" and d.netdev != "hubport"))
 
 
 @dataclasses.dataclass
