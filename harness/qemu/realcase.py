@@ -103,8 +103,9 @@ def candidates(kinds: list[str], drives: list[DriveSpec], first_slot: int) -> It
             yield with_(firmware=False)
         if d.netdev != "hubport":
             yield with_(netdev="hubport", props=tuple(p for p in d.props if p[0] != "mq"))
-        if d.props:
-            yield with_(props=tuple(p for p in d.props if p[0] == "mq" and d.netdev != "hubport"))
+        kept = tuple(p for p in d.props if p[0] == "mq" and d.netdev != "hubport")
+        if kept != d.props:
+            yield with_(props=kept)
 
 
 @dataclasses.dataclass
