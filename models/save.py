@@ -158,7 +158,10 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
     vqs = subs.get("virtio/virtqueues")
     ringsize = subs.get("virtio/ringsize")
     if ringsize is None or r.release >= core.RINGSIZE_IGNORED_FROM:
-        nd = r.queue_sizes
+        # what the device's queues hold: realize's, or the layout the saved queue count shows (a multiqueue
+        # virtio-net whose guest did not negotiate MQ holds one pair and the control queue)
+        layout = getattr(DEVICES[r.config.device], "num_default_for", None)
+        nd = tuple(layout(r, len(v.queues))) if layout is not None else r.queue_sizes
     else:
         nd = tuple(ringsize.num_default[: len(r.queue_sizes)])
     queues = []

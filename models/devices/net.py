@@ -248,6 +248,14 @@ def reset_queue_sizes(realized: Any) -> tuple[int, ...]:
     return tuple(realized.queue_sizes)
 
 
+def num_default_for(realized: Any, count: int) -> tuple[int, ...]:
+    """The queue sizes a device holding `count` queues was given: one pair's layout for 3 queues of a multiqueue
+    device (2.7 on), else realize's."""
+    if count == 3 and len(realized.queue_sizes) > 3:
+        return layout_sizes(realized, False)
+    return tuple(realized.queue_sizes)
+
+
 def loaded_queues(realized: Any, queues: Sequence[QueueState], num_default: Sequence[int], num: int,
                   features_lo: int, multiqueue: bool, ringsize: bool) -> tuple[tuple[QueueState, ...], tuple[int, ...]]:
     """The queues a destination holds after virtio_load's set_features, and their num_default.
