@@ -178,7 +178,7 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
                 resave: bool = True) -> Example:
     """A random reachable state of each of `kinds` through the pair (realcase.run_example also writes its
     failure files)."""
-    netdevs = [random_netdev(rng, kind) for kind in kinds]
+    netdevs = [random_netdev(rng, kind, max(src.release, dst.release)) for kind in kinds]
     props = [random_props(rng, kind, machine, src.release, dst.release, nd) for kind, nd in zip(kinds, netdevs,
                                                                                              strict=True)]
     specs = random_drives(rng, qemu_config(machine, kinds, props, netdevs), src.release)

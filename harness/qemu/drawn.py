@@ -58,13 +58,20 @@ TAP_QUEUES = (1, 2, 4, 32, 40, 64)
 MAX_DRIVEN_QUEUES = 8  # queues a driver sets up at most: the rings fit the guest's few MiB
 
 
-def random_netdev(rng: random.Random, kind: str) -> str:
+TUNNEL_SINCE = Version(10, 2)  # virtio-net's UDP tunnel offloads (host_tunnel, ...: bits 65 to 68)
+
+
+def random_netdev(rng: random.Random, kind: str, newest: Version = TUNNEL_SINCE) -> str:
     """virtio-net's backend: a hubport, or (where this host can make one) a tap with or without the vnet header
-    and with some queues (the kernel's offloads come with it: tap.host_tap)."""
+    and with some queues (the kernel's offloads come with it: tap.host_tap). No vnet header where a release of the
+    pair (`newest`) offers the tunnel offloads this kernel's tap has: the model does not know them yet."""
     if kind != "virtio-net" or tap.host_tap() is None or rng.random() < 0.5:
         return "hubport"
     queues = rng.choice(TAP_QUEUES)
-    return f"tap,vnet_hdr={rng.choice(('on', 'off'))}" + (f",queues={queues}" if queues > 1 else "")
+    vnet = rng.choice(("on", "off"))
+    if newest >= TUNNEL_SINCE and tap.host_tap_tunnel():
+        vnet = "off"
+    return f"tap,vnet_hdr={vnet}" + (f",queues={queues}" if queues > 1 else "")
 
 
 def random_props(rng: random.Random, kind: str, machine: str, src: Version, dst: Version, netdev: str = "hubport"

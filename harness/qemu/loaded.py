@@ -97,11 +97,20 @@ def status_value(st: dict[str, Any]) -> int:
     return value
 
 
+# entries whose name is not their bit's: virtio-qmp.c labels GUEST_USO6 "VIRTIO_NET_F_GUEST_USO4: Driver can receive
+# USOv6" (the 10.0.2 source; 10.2.2 has it right), so the description decides
+_MISLABELLED = {"VIRTIO_NET_F_GUEST_USO4: Driver can receive USOv6": F.NET_GUEST_USO6}
+
+
 def features_value(ft: dict[str, Any]) -> tuple[int, list[str]]:
     """A decoded feature set as bits, and the names this tool cannot map."""
     value = int(ft.get("unknown-dev-features", 0))
     unknown = []
-    for name in _names([*ft.get("transports", []), *ft.get("dev-features", [])]):
+    entries = [*ft.get("transports", []), *ft.get("dev-features", [])]
+    for entry in entries:
+        if entry.strip() in _MISLABELLED:
+            value |= 1 << _MISLABELLED[entry.strip()]
+    for name in _names([e for e in entries if e.strip() not in _MISLABELLED]):
         if name in FEATURE_BITS:
             value |= 1 << FEATURE_BITS[name]
         else:
