@@ -28,9 +28,9 @@ DRAWN_PROPS: dict[str, dict[str, list[Any]]] = {
 _BOOL = st.booleans()
 _SMP = st.sampled_from((1, 2, 4))
 _KIND = st.sampled_from(("hubport", "user", "tap"))
-# tap queues (virtio-net's max_queue_pairs with mq): up to 64 pairs, 130 queues and vectors (realize refuses more
-# than 511 pairs: models/devices/net.py)
-QUEUE_COUNTS = (1, 2, 4, 32, 64)
+# tap queues (virtio-net's max_queue_pairs with mq): one, two and 32 pairs (65 queues, 66 vectors); realize refuses
+# more than 511 (models/devices/net.py); the real backend (harness/qemu/drawn.py) goes up to 64
+QUEUE_COUNTS = (1, 2, 32)
 # the queue pairs both releases can realize (2 x pairs + 1 queues: 64 before 2.4, 1024 after)
 _QUEUES_UP_TO = {m: st.sampled_from(tuple(q for q in QUEUE_COUNTS if 2 * q + 1 <= m)) for m in (64, 1024)}
 _SAME_BACKEND = st.integers(0, 3).map(lambda x: x != 3)  # the destination's backend is the source's 3 times in 4
