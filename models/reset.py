@@ -20,7 +20,8 @@ from models.state import (
     QueueState,
 )
 from models.transports.ccw import reset_tree
-from models.transports.pci import VIRTIO_QUEUE_MAX, PciConfigSpace, virtio_pci_config_space
+from models.transports.pci import PciConfigSpace, virtio_pci_config_space
+from models.transports.pci_regs import VIRTIO_QUEUE_MAX
 
 
 def local_config_space(r: Realized) -> PciConfigSpace:

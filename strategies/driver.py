@@ -19,8 +19,8 @@ from models.devices import net
 from models.model import reset_state
 from models.reset import local_config_space
 from models.state import NO_VECTOR, BalloonState, BlkRequest, BlkState, DeviceState, NetState, PciState, QueueState
-from models.transports import pci as pcicfg
-from models.transports.pci import PciConfigSpace
+from models.transports import pci_regs as regs
+from models.transports.pci import PciConfigSpace, guest_write
 
 PAGE = 4096
 RING_BASE = 0x100000  # guest-physical area for the rings, 64 KiB per queue
@@ -188,8 +188,8 @@ def _bars(space: PciConfigSpace) -> list[tuple[int, int, bool]]:
     """(config offset, size, 64-bit) of each BAR the device has, from its write mask (the size's low bits are
     read-only)."""
     out = []
-    reg = pcicfg.PCI_BASE_ADDRESS_0
-    while reg < pcicfg.PCI_BASE_ADDRESS_0 + 24:
+    reg = regs.PCI_BASE_ADDRESS_0
+    while reg < regs.PCI_BASE_ADDRESS_0 + 24:
         low = int.from_bytes(space.wmask[reg:reg + 4], "little")
         io = bool(space.config[reg] & 1)
         is64 = not io and bool(space.config[reg] & 4)
@@ -229,15 +229,15 @@ def firmware(draw: st.DrawFn, r: Realized, pci: PciState, queues: tuple[QueueSta
             io_next = addr + size
         else:
             mem_next = addr + size
-        cfg = pcicfg.guest_write(space, cfg, reg, (addr & 0xFFFFFFFF).to_bytes(4, "little"))
+        cfg = guest_write(space, cfg, reg, (addr & 0xFFFFFFFF).to_bytes(4, "little"))
         if is64:
-            cfg = pcicfg.guest_write(space, cfg, reg + 4, (addr >> 32).to_bytes(4, "little"))
-    cfg = pcicfg.guest_write(space, cfg, pcicfg.PCI_COMMAND, bytes((cfg[pcicfg.PCI_COMMAND] | 0x07, cfg[5])))
+            cfg = guest_write(space, cfg, reg + 4, (addr >> 32).to_bytes(4, "little"))
+    cfg = guest_write(space, cfg, regs.PCI_COMMAND, bytes((cfg[regs.PCI_COMMAND] | 0x07, cfg[5])))
     pci = replace(pci, config=cfg)
     cap = _msix_cap(cfg)
     if not r.vectors or cap is None or not draw(_BOOL):
         return pci, NO_VECTOR, queues
-    cfg = pcicfg.guest_write(space, cfg, cap + 3, bytes((cfg[cap + 3] | 0x80,)))  # MSI-X enable
+    cfg = guest_write(space, cfg, cap + 3, bytes((cfg[cap + 3] | 0x80,)))  # MSI-X enable
     config_vector = _vector(draw, r.vectors)
     queues = tuple(replace(q, vector=_vector(draw, r.vectors)) if q.desc else q for q in queues)
     table = bytearray(pci.msix_table)
@@ -248,7 +248,7 @@ def firmware(draw: st.DrawFn, r: Realized, pci: PciState, queues: tuple[QueueSta
 
 
 def _msix_cap(cfg: bytes) -> int | None:
-    pos = cfg[pcicfg.PCI_CAPABILITY_LIST] & 0xFC
+    pos = cfg[regs.PCI_CAPABILITY_LIST] & 0xFC
     for _ in range(48):
         if pos < 0x40:
             return None
