@@ -120,7 +120,10 @@ def _backend_lacks(s: Config, d: Config, st: DeviceState) -> bool:
     if not isinstance(dev, NetState) or s.netdev == d.netdev:
         return False
     peer = d.netdev
-    return (bool(st.guest_features & ~realize(d).host_features) or (bool(dev.has_vnet_hdr) and not peer.vnet_hdr)
+    # the destination's backend withdraws a feature the source's offered (realize needs the cell's registry: the
+    # peer's own effect on the features is what differs)
+    lost = net.withdrawn(peer) & ~net.withdrawn(s.netdev)
+    return (bool(st.guest_features & lost) or (bool(dev.has_vnet_hdr) and not peer.vnet_hdr)
             or (bool(dev.has_ufo) and not (peer.vnet_hdr and peer.ufo))
             or max(s.netdev.queues, 1) != max(peer.queues, 1))
 

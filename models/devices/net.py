@@ -11,7 +11,7 @@ from harness.errors import SchemaError
 from models import features as F
 from models import load_errors as le
 from models.conditions import Compare, HostFeature, StateField
-from models.configuration import RealizeContext
+from models.configuration import NetBackend, RealizeContext
 from models.core import DeviceSubsection, Rule
 from models.releases import Version
 from models.state import DeviceState, NetState, QueueState, Undefined
@@ -76,9 +76,8 @@ def host_features(ctx: RealizeContext) -> int:
     return out
 
 
-def get_features(ctx: RealizeContext, features: int) -> int:
-    """virtio_net_get_features: withdraw what the peer cannot do."""
-    peer = ctx.config.netdev
+def withdrawn(peer: NetBackend) -> int:
+    """The feature bits virtio_net_get_features withdraws for what `peer` cannot do (vhost's mask aside)."""
     clear: list[int] = []
     if not peer.vnet_hdr:
         clear += _NEEDS_VNET_HDR + _USO
@@ -86,8 +85,13 @@ def get_features(ctx: RealizeContext, features: int) -> int:
         clear += _UFO
     if not peer.uso:
         clear += _USO
-    for b in clear:
-        features &= ~F.bit(b)
+    return sum(F.bit(b) for b in set(clear))
+
+
+def get_features(ctx: RealizeContext, features: int) -> int:
+    """virtio_net_get_features: withdraw what the peer cannot do."""
+    peer = ctx.config.netdev
+    features &= ~withdrawn(peer)
     if peer.vhost:
         for b in _VHOST_MASKED:
             if b not in peer.vhost_kernel:
