@@ -14,6 +14,7 @@ from typing import Any
 from harness.rules import BROKEN_SINCE, Run, Violation, check_all
 from models import features as F
 from models.config import Config, Realized, realize
+from models.core import RINGSIZE_IGNORED_FROM
 from models.devices import balloon, net
 from models.registry import BASE, Registry
 from models.releases import Version
@@ -111,7 +112,90 @@ def _only_vlans_differ(v: Violation) -> bool:
     return isinstance(sent, NetState) and isinstance(loaded, NetState) and replace(sent, vlans=loaded.vlans) == loaded
 
 
+def _backend_lacks(s: Config, d: Config, st: DeviceState) -> bool:
+    """The destination's network backend lacks what the source's gave the state: a feature the guest negotiated
+    that the destination does not offer, the vnet header or UFO the device data says the source had, or another
+    number of queue pairs."""
+    dev = st.device
+    if not isinstance(dev, NetState) or s.netdev == d.netdev:
+        return False
+    peer = d.netdev
+    # the destination's backend withdraws a feature the source's offered (realize needs the cell's registry: the
+    # peer's own effect on the features is what differs)
+    lost = net.withdrawn(peer) & ~net.withdrawn(s.netdev)
+    return (bool(st.guest_features & lost) or (bool(dev.has_vnet_hdr) and not peer.vnet_hdr)
+            or (bool(dev.has_ufo) and not (peer.vnet_hdr and peer.ufo))
+            or max(s.netdev.queues, 1) != max(peer.queues, 1))
+
+
+def _net_queues_without_mq(st: DeviceState) -> bool:
+    """A multiqueue virtio-net holding more than one pair's queues with neither MQ nor RSS among its features: a
+    guest negotiated MQ and then reset the device, on a release whose reset does not set the features."""
+    dev = st.device
+    count = next((i for i, q in enumerate(st.queues) if q.num == 0), len(st.queues))
+    return (isinstance(dev, NetState) and dev.max_queue_pairs > 1 and count > 3
+            and not (F.has(st.guest_features, F.NET_MQ) or F.has(st.guest_features, F.NET_RSS)))
+
+
+def _net_one_pair_of_many(st: DeviceState) -> bool:
+    """A multiqueue virtio-net whose guest set features without MQ: one pair and the control queue (2.7 on)."""
+    dev = st.device
+    count = next((i for i, q in enumerate(st.queues) if q.num == 0), len(st.queues))
+    return (isinstance(dev, NetState) and dev.max_queue_pairs > 1 and count == 3
+            and not F.has(st.guest_features, F.NET_MQ))
+
+
+def _control_queue_re_added(s: Config, d: Config, st: DeviceState) -> bool:
+    """The destination lays the queues out only after loading them (no pre_load_queues), so set_features re-adds
+    the control queue at index 2 with its own 64 entries over a size the guest chose."""
+    no_pre_load = d.release < net.PRE_LOAD_QUEUES_FROM and not net.pre_load_takes_count(d.release)
+    return (no_pre_load and d.release >= net.CHANGE_NUM_QUEUES_FROM and _net_one_pair_of_many(st)
+            and st.queues[2].num != 64)
+
+
 KNOWN: tuple[KnownIncompatibility, ...] = (
+    KnownIncompatibility(
+        "net-queue-layout-2.7", "R3/R4",
+        lambda s, d, st: (min(s.release, d.release) < net.CHANGE_NUM_QUEUES_FROM <= max(s.release, d.release)
+                          and isinstance(st.device, NetState) and st.device.max_queue_pairs > 1
+                          and not F.has(st.guest_features, F.NET_MQ)),
+        "From 2.7 a multiqueue virtio-net whose guest did not negotiate MQ holds one pair and the control queue at "
+        "index 2; before, it kept every pair and the control queue last. Across 2.7 the control queue's ring lands "
+        "on another queue (an rx queue before 2.7, the control queue after) and the queue count changes.",
+        "f9d6dbf0bf 'virtio-net: remove virtio queues if the guest doesn't support multiqueue' (2.7, UNVERIFIED)"),
+    KnownIncompatibility(
+        "net-control-queue-re-added-on-load", "R1/R2/R3/R4", _control_queue_re_added,
+        "Before pre_load_queues (9.2; Debian's 7.2 has it) the destination lays a virtio-net's queues out after "
+        "loading them: set_features deletes the pairs past the first and re-adds the control queue at index 2 with "
+        "64 entries, over the size a virtio-mmio or modern virtio-pci guest gave it (the ring address stays).",
+        "hw/net/virtio-net.c virtio_net_change_num_queue(s|_pairs); hw/virtio/virtio.c virtio_add_queue"),
+    KnownIncompatibility(
+        "net-queues-collapse-on-load", "R1/R2/R3/R4",
+        lambda s, d, st: d.release >= net.CHANGE_NUM_QUEUES_FROM and _net_queues_without_mq(st),
+        "virtio_load ends with set_features, and virtio-net's lays the queues out by MQ: a multiqueue device whose "
+        "guest negotiated MQ and then reset it (its release's reset leaves the queues, 5.2) saves every pair's "
+        "queues with no features, and the destination keeps one pair and the control queue. Nothing a driver uses "
+        "is lost (a reset device has no rings). Seen on the 5.2 binary (5.2 -> 5.2, 5.2 -> 7.2: 9 queues -> 3).",
+        "hw/net/virtio-net.c virtio_net_set_features -> virtio_net_set_multiqueue"),
+    KnownIncompatibility(
+        "net-pre-load-queues-use-after-free", "R3/R4",
+        lambda s, d, st: (net.PRE_LOAD_QUEUES_FROM <= d.release and not net.pre_load_takes_count(d.release)
+                          and _net_queues_without_mq(st)),
+        "QEMU 9.2 to 10.0 lay a virtio-net's queues out before loading them from the stream's 32-bit features "
+        "(virtio_net_pre_load_queues): one pair without MQ. The stream's queues past it load anyway, and "
+        "set_features then deletes those pairs a second time (qemu_bh_delete, timer_free on freed memory): the "
+        "destination goes on or dies of SIGSEGV, run to run. Seen on the fleet's 10.0.2 with a 5.2 stream of a "
+        "4-pair device whose guest had reset it.",
+        "hw/net/virtio-net.c virtio_net_pre_load_queues (9379ea9db3c0), virtio_net_change_num_queue_pairs"),
+    KnownIncompatibility(
+        "netdev-lacks-capability", "R1/R3/R4",
+        _backend_lacks,
+        "The destination host's network backend lacks what the source's had (a tap without vnet_hdr, UFO or USO, "
+        "a hubport, other queues): QEMU refuses the features the guest negotiated that the destination does not "
+        "offer ('Features ... unsupported'), 'saved image requires vnet_hdr=on' / 'TUN_F_UFO support', and a "
+        "max_queue_pairs that is not the destination's. Management must give both sides the same backend.",
+        "hw/net/virtio-net.c virtio_net_get_features, virtio_net_vnet_post_load, virtio_net_ufo_post_load; "
+        "vmstate_virtio_net_device max_queue_pairs (uint16_equal)"),
     KnownIncompatibility(
         "inuse-not-modular-2.7", "*",
         lambda s, d, st: Version(2, 7) <= d.release < Version(2, 9) and _inuse_wraps(st),
@@ -182,6 +266,17 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "virt-7.2, virt-11.0).",
         "hw_compat_11_0 virtio-mmio x-override-queue-size (11.1 binary)",
         lambda v: v.details.get("realized") == "queue_sizes"),
+    KnownIncompatibility(
+        "ringsize-dropped-11.1", "R13",
+        lambda s, d, st: ((s.release >= RINGSIZE_IGNORED_FROM) != (d.release >= RINGSIZE_IGNORED_FROM)
+                          and any(q.num != n for q, n in zip(st.queues, st.num_default, strict=False))),
+        "QEMU 11.1 no longer sends virtio/ringsize on any machine type: a queue the guest resized (a modern "
+        "virtio-pci driver's queue_size, a virtio-mmio QueueNum) is written without it, where 11.0 and older send "
+        "it on the same machine type. The loads still succeed (vring.num travels in the queue list). Seen on the "
+        "7.2, 10.0 and 11.1 binaries (pc-i440fx-5.2, a modern driver resizing virtio-rng's queue to 4).",
+        "models/core.py RINGSIZE_IGNORED_FROM (11.1 binary)",
+        lambda v: any("virtio/ringsize" in str(f) for f in v.details.get("fields", ())) or "ringsize" in v.got,
+        subsections=("virtio/ringsize",)),
     KnownIncompatibility(
         "disabled-on-4.2-from-5.x", "R4/R13",
         lambda s, d, st: (Version(5, 0) <= s.release < Version(6, 0) and d.release < Version(5, 0)
@@ -330,7 +425,7 @@ def run_cell(cell: Cell, machines: list[str] | None = None, registry: Registry =
         if cell.src == cell.dst:
             # R10 / R11: the same state with one guarded value out of range, against the reference's verdict
             h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
-            out = run_example(src, dst, bad, hostile=h)
+            out = run_example(src, replace(dst, netdev=src.netdev), bad, hostile=h)  # a class's verdict: one backend
             if out.violations:
                 result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
                 raise AssertionError(str(out.violations[0]))
@@ -411,7 +506,7 @@ def explore_example(cell: Cell, machines: list[str] | None, data: Any, result: C
         raise AssertionError(str(out.violations[0]))
     if cell.src == cell.dst:
         h, bad = data.draw(hostile_states(realize(src), state), label="hostile")
-        out = run_example(src, dst, bad, hostile=h)
+        out = run_example(src, replace(dst, netdev=src.netdev), bad, hostile=h)  # a class's verdict: one backend
         if out.violations:
             result.failure = result.failures[out.violations[0].rule] = (src, dst, bad, out, out.violations[0])
             raise AssertionError(str(out.violations[0]))

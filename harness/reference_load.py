@@ -21,8 +21,9 @@ hw/virtio/virtio.c:3298-3470):
      0 (a queue virtio_add_queue never set up; it sets align = VIRTIO_PCI_VRING_ALIGN, hw/virtio/virtio.c:2550)
 
 What it leaves alone: the ring checks' verdicts (they read guest RAM), the device's own post_load (device data is
-not judged here), num_default past 10.2 (11.1 neither sends nor loads virtio/ringsize, by the model; no 11.x
-source was read)."""
+not judged here), a multiqueue virtio-net's queue sizes and the legacy rings derived from them (its set_features
+lays the queues out again), num_default past 10.2 (11.1 neither sends nor loads virtio/ringsize, by the model; no
+11.x source was read)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,10 @@ def reference_load(dst: Realized, payload: Any) -> Reference:
         **{name: bool(getattr(body, name)) if (body := subs.get(f"virtio/{name}")) is not None else False
            for name in ("started", "disabled")},
     }
-    if RINGSIZE_LOADED[0] <= dst.release <= RINGSIZE_LOADED[1]:
+    # a multiqueue virtio-net lays its queues out again in set_features (one pair without MQ, every pair with it,
+    # the control queue re-added: models/devices/net.py loaded_queues): the device's doing, not judged here
+    relaid = dst.config.device == "virtio-net" and dst.config.netdev.queues > 1
+    if RINGSIZE_LOADED[0] <= dst.release <= RINGSIZE_LOADED[1] and not relaid:
         # every queue's num_default from the subsection, else what virtio_add_queue gave it at realize
         ringsize = subs.get("virtio/ringsize")
         nd = dst.queue_sizes if ringsize is None else ringsize.num_default[: len(dst.queue_sizes)]
@@ -123,10 +127,10 @@ def reference_load(dst: Realized, payload: Any) -> Reference:
             avail = q.desc + 16 * q.num
             used = (avail + 4 + 2 * q.num + align - 1) & ~(align - 1)
         vector = q.get("vector")
-        queues.append({"num": q.num, "desc": q.desc, "last_avail_idx": q.last_avail_idx,
+        queues.append({"num": None if relaid else q.num, "desc": q.desc, "last_avail_idx": q.last_avail_idx,
                        "vector": NO_VECTOR if vector is None else vector, "align": align if mmio else None,
                        # a queue past the ones the device added: pre_load_queues may add it (9.2 net), not judged
-                       "rings": (avail, used) if q.desc and align is not None else None})
+                       "rings": (avail, used) if q.desc and align is not None and not relaid else None})
     broken = subs.get("virtio/broken")
     return Reference(refused, fields, tuple(queues), bool(broken is not None and broken.broken))
 

@@ -12,8 +12,9 @@ from harness.errors import StreamError
 from harness.projection import projection, sent_subsections
 from harness.wire.stream import decode_payload
 from models import core, declared
-from models.config import Realized
+from models.config import Realized, realize
 from models.model import ACCEPTED, ACCEPTED_BROKEN, REJECTED, LoadResult, load, save, section_version
+from models.save import save_params
 from models.state import DeviceState
 
 BROKEN_SINCE = next(s.since for s in core.CORE_SUBSECTIONS if s.name == "virtio/broken")
@@ -47,7 +48,8 @@ class Run:
         if self._decoded is None:
             self._decoded = decode_payload(self.data, self.src.config.transport, self.src.config.device,
                                            extras=self.src.registry.wire,
-                                           schema_fields=declared.on_wire(self.src, self.state))
+                                           schema_fields=declared.on_wire(self.src, self.state),
+                                           **save_params(self.src, self.state))
         return self._decoded
 
     @classmethod
@@ -195,6 +197,8 @@ def r13_machine_compat(run: Run) -> Violation | None:
     a, b = run.src, run.dst
     if a.release == b.release:
         return None
+    if b.config.netdev != a.config.netdev:  # the promise is about the same configuration: the source's backend
+        b = realize(replace(a.config, release=b.release), b.registry)
     for name in REALIZED:
         if getattr(a, name) != getattr(b, name):
             show = (lambda v: f"{v:#x}") if name == "host_features" else repr
@@ -210,6 +214,7 @@ def r13_machine_compat(run: Run) -> Violation | None:
     at = next((i for i, (x, y) in enumerate(zip(mine, theirs, strict=False)) if x != y), min(len(mine), len(theirs)))
     try:
         diffs = tree_diff(run.decoded, decode_payload(theirs, b.config.transport, b.config.device,
+                                                      **save_params(b, state),
                                                       extras=b.registry.wire,
                                                       schema_fields=declared.on_wire(b, state)),
                           names=(str(a.release), str(b.release)), limit=3)

@@ -122,11 +122,11 @@ def _version_1(v: Any) -> bool:
 
 
 def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = None,
-            registry: Registry = BASE) -> Verdict:
+            registry: Registry = BASE, tap: NetBackend | None = None) -> Verdict:
     """`data`: the stream's bytes, so that each payload is loaded as QEMU reads it (else as decoded); `registry`:
-    the declarations the destination is judged by."""
+    the declarations the destination is judged by; `tap`: the destination host's tap offloads (cmdline.parse)."""
     out = Verdict(release, s.machine)
-    lines = parse(dest, release, registry=registry) if dest else infer_destination(s, release, out.assumptions,
+    lines = parse(dest, release, registry=registry, tap=tap) if dest else infer_destination(s, release, out.assumptions,
                                                                                     registry)
     by_section = {line.key: line for line in lines}
     if dest and lines and s.configuration is not None:

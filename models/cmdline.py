@@ -61,8 +61,10 @@ def _value(raw: str) -> object:
 
 
 def parse(argv: Sequence[str] | str, release: Version, default_machine: str | None = None,
-          registry: Registry = BASE) -> list[DeviceLine]:
-    """The virtio devices of a QEMU command line, as `release` with the declarations of `registry` realizes them."""
+          registry: Registry = BASE, tap: NetBackend | None = None) -> list[DeviceLine]:
+    """The virtio devices of a QEMU command line, as `release` with the declarations of `registry` realizes them.
+    `tap`: what the host's tap devices can do (UFO, USO: the kernel's, which QEMU probes and the command line does
+    not say); by default UFO with the vnet header, no USO."""
     args = shlex.split(argv) if isinstance(argv, str) else list(argv)
     if args and not args[0].startswith("-"):
         args = args[1:]  # the program name
@@ -83,10 +85,11 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
             mem = int((arg or "128").rstrip("MmGg")) * (1024 if (arg or "").upper().endswith("G") else 1)
         elif opt == "-netdev":
             head, opts = _opts(arg or "")
+            vnet = head == "tap" and opts.get("vnet_hdr", "on") != "off"
             netdevs[opts.get("id", "")] = NetBackend(
-                kind=head, vnet_hdr=head == "tap" and opts.get("vnet_hdr", "on") != "off",
-                ufo=head == "tap" and opts.get("vnet_hdr", "on") != "off", vhost=opts.get("vhost") == "on",
-                queues=int(opts.get("queues", "1")))
+                kind=head, vnet_hdr=vnet, ufo=vnet and (tap is None or tap.ufo),
+                uso=vnet and tap is not None and tap.uso,
+                vhost=opts.get("vhost") == "on", queues=int(opts.get("queues", "1")))
         elif opt == "-device":
             devices.append(_opts(arg or ""))
         elif opt == "-global":

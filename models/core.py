@@ -117,8 +117,10 @@ RINGSIZE_IGNORED_FROM = V("11.1")  # virtio/ringsize: not sent, and its num_defa
 
 # What a guest can change, as far as the conditions below need it to be decided statically: device_endian keeps
 # the target's default (no modelled target is bi-endian); started and disabled are set only where their property
-# is on (virtio_set_started, virtio_pci's bus-master clear); the modelled drivers never resize a queue (UNVERIFIED:
-# QEMU lets a modern virtio-pci or a virtio-mmio driver set a smaller size; the matrix does not draw one).
+# is on (virtio_set_started, virtio_pci's bus-master clear); a driver resizes a queue through a modern virtio-pci
+# device's common configuration (queue_size, VIRTIO_PCI_COMMON_Q_SIZE) or virtio-mmio's QueueNum, never through the
+# legacy virtio-pci BAR (its QUEUE_NUM is read-only).
+RESIZABLE = Modern() | Transport("mmio")
 DEVICE_ENDIAN = StateField("device_endian", settable=Never(), reset=TargetEndian())
 VERSION_1 = GuestFeature(F.VERSION_1)
 DRIVER_OK = 4  # VIRTIO_CONFIG_S_DRIVER_OK
@@ -159,10 +161,11 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
     ), "74aae7b22b", fields=(Field("vqs", "struct", count=VIRTIO_QUEUE_MAX, of="queues",
                                    rows=(Field("avail", "uint64"), Field("used", "uint64"))),)),
     CoreSubsection("virtio/ringsize", V("2.5"), (
-        Rule(V("2.5"), QueueResized(settable=Never()), "a queue's num != num_default"),
+        Rule(V("2.5"), QueueResized(settable=RESIZABLE), "a queue's num != num_default"),
         # 11.1 neither sends it (a legacy mmio driver's smaller QueueNum goes without it) nor loads its
         # num_default (a queue keeps the size its device allocated: 7.2 streams with it, pci and mmio, queried
-        # with x-query-virtio-queue-status). The 11.1 binary; UNVERIFIED: 11.0, and a modern pci driver's resize.
+        # with x-query-virtio-queue-status). The 11.1 binary, also for a modern pci driver's resize (queue_size
+        # written before DRIVER_OK, pc-i440fx-5.2: 7.2 and 10.0 send it, 11.1 not); UNVERIFIED: 11.0.
         Rule(RINGSIZE_IGNORED_FROM, Never(), "never (11.1: num_default is the device's own)"),
     ), "46c5d0823d", fields=(Field("num_default", "uint32", count=VIRTIO_QUEUE_MAX, reset=QueueSizes(),
                                    loaded_until=RINGSIZE_IGNORED_FROM),)),

@@ -124,6 +124,7 @@ def _load(r: Realized, data: bytes, rings: Sequence[tuple[int, int]] | None, tra
     device_state = ld.device_load(src)
     device_endian = ld.endianness()
     features, device_state = ld.features(src, device_state, num)
+    src = ld.queue_layout(src, num)
     broken, broken_lines, queues = ld.ring_checks(src, num, features)
     ld.section_end(broken_lines, stopped, footer)
     status = src.status
@@ -397,6 +398,19 @@ class _Load:
             raise fail(refused)
         self.trace.steps.append(f"guest features := {features:#x}")
         return features, device_state
+
+    def queue_layout(self, src: DeviceState, num: int) -> DeviceState:
+        """The queues the device holds once set_features ran, with their num_default (virtio-net lays them out by
+        its queue pairs: net.loaded_queues)."""
+        layout = getattr(self.dev, "loaded_queues", None)
+        if layout is None:
+            return src
+        r, release = self.r, self.release
+        incoming = src.guest_features if release >= Version(2, 4) else self.v.guest_features_lo
+        ringsize = last_body(self.v.subsections, "virtio/ringsize") is not None and release < core.RINGSIZE_IGNORED_FROM
+        queues, defaults = layout(r, src.queues, src.num_default, num, self.v.guest_features_lo,
+                                  self.dev.multiqueue(release, incoming, r.host_features), ringsize)
+        return replace(src, queues=queues, num_default=defaults)
 
     def ring_checks(self, src: DeviceState, num: int, features: int) -> tuple[bool, list[str], list[QueueState]]:
         """Step 14: each queue's rings and indices in guest RAM. (broken, the virtio_error lines, the queues)."""

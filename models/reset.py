@@ -7,6 +7,7 @@ import functools
 import os
 
 from models import core, declared
+from models import features as F
 from models.config import DEVICE_IDS, Config, Realized, realize
 from models.devices import DEVICES
 from models.registry import Registry
@@ -20,6 +21,7 @@ from models.state import (
 )
 from models.transports.ccw import reset_tree
 from models.transports.pci import PciConfigSpace, virtio_pci_config_space
+from models.transports.pci_regs import VIRTIO_QUEUE_MAX
 
 
 def local_config_space(r: Realized) -> PciConfigSpace:
@@ -47,7 +49,9 @@ def reset_state(r: Realized) -> DeviceState:
 def _reset_state(config: Config, registry: Registry) -> DeviceState:
     r = realize(config, registry)
     dev = DEVICES[r.config.device]
-    queues = tuple(QueueState(n) for n in r.queue_sizes)
+    reset_sizes = getattr(dev, "reset_queue_sizes", None)  # virtio-net: reset may lay its queues out anew
+    sizes = tuple(reset_sizes(r)) if reset_sizes is not None else tuple(r.queue_sizes)
+    queues = tuple(QueueState(n) for n in sizes)
     pci = None
     if r.config.transport == "pci":
         n = r.vectors
@@ -57,7 +61,10 @@ def _reset_state(config: Config, registry: Registry) -> DeviceState:
         migration = r.config.machine.version >= Version(2, 10)
         schid = r.config.ccw_devno if r.config.ccw_schid is None else r.config.ccw_schid
         ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration, schid))
-    return DeviceState(config=bytes(r.config_len), queues=queues, num_default=r.queue_sizes,
+    # __virtio_queue_reset: every one of the 1024 queues starts with both packed-ring wrap counters set (what
+    # virtio/packed_virtqueues carries wherever the host offers RING_PACKED; the 7.2 binary's stream)
+    packed = ((0, 1, 0, 1, 0),) * VIRTIO_QUEUE_MAX if F.has(r.host_features, F.RING_PACKED) else ()
+    return DeviceState(config=bytes(r.config_len), queues=queues, num_default=sizes, packed=packed,
                        device_endian=core.default_endian(r), pci=pci,
                        mmio=MmioState() if r.config.transport == "mmio" else None, ccw=ccw, device=dev.reset_state(r),
                        extra=declared.reset_values(r))

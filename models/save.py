@@ -210,6 +210,11 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
     """The device state a decoded payload holds (what the source had), read as release r saved it."""
     subs = {x.name: x.body for x in v.subsections}  # a repeated one: the last wins, as QEMU loads each in turn
     values, rows, features = _core_fields(r, subs, v.guest_features_lo)
+    layout = getattr(DEVICES[r.config.device], "num_default_for", None)
+    if layout is not None and (subs.get("virtio/ringsize") is None or r.release >= core.RINGSIZE_IGNORED_FROM):
+        # what the device's queues hold where no loaded ringsize says: the layout the saved queue count shows (a
+        # multiqueue virtio-net whose guest did not negotiate MQ holds one pair and the control queue)
+        values["num_default"] = tuple(layout(r, len(v.queues)))
     queues = []
     for i, q in enumerate(v.queues):
         align = q.get("align")

@@ -17,7 +17,10 @@ from models.config import Realized
 from models.declarations import Field
 from models.devices import net
 from models.model import reset_state
-from models.state import BalloonState, BlkRequest, BlkState, DeviceState, NetState, QueueState
+from models.reset import local_config_space
+from models.state import NO_VECTOR, BalloonState, BlkRequest, BlkState, DeviceState, NetState, PciState, QueueState
+from models.transports import pci_regs as regs
+from models.transports.pci import PciConfigSpace, guest_write
 
 PAGE = 4096
 RING_BASE = 0x100000  # guest-physical area for the rings, 64 KiB per queue
@@ -51,12 +54,21 @@ def guest_features(draw: st.DrawFn, r: Realized) -> int:
     picked = draw(st.integers(0, (1 << max(offered.bit_length(), 1)) - 1)) & offered
     if modern:
         picked |= F.bit(F.VERSION_1)
+        if F.has(offered, F.RING_PACKED) and draw(_BOOL):
+            # a driver with packed-ring support takes it when offered (Linux does); the wide draw above rarely
+            # sets a bit that high
+            picked |= F.bit(F.RING_PACKED)
     return picked
 
 
-def queue(draw: st.DrawFn, i: int, q: QueueState, modern: bool, in_flight_ok: bool) -> QueueState:
+def queue(draw: st.DrawFn, i: int, q: QueueState, modern: bool, in_flight_ok: bool, resizable: bool = False
+          ) -> QueueState:
     if not draw(_BOOL):
         return q  # queue left unconfigured
+    if resizable and q.num > 1 and draw(_QUARTER):
+        # the driver writes a smaller ring size before enabling the queue (modern pci's queue_size, mmio's
+        # QueueNum): a power of two, as virtio_queue_set_num takes any size up to 1024 but drivers pick these
+        q = replace(q, num=q.num >> draw(st.integers(1, min(3, q.num.bit_length() - 1))))
     desc = RING_BASE + i * 0x10000
     avail, used = _legacy_rings(desc, q.num)
     if modern and draw(_BOOL):
@@ -86,8 +98,31 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     if broken and modern:
         status |= 0x40
     negotiated = features if status & 2 else 0
-    blk_inflight = r.config.device == "virtio-blk"
-    queues = tuple(queue(draw, i, q, modern, blk_inflight) if status & 2 else q for i, q in enumerate(s.queues))
+    packed_ring = F.has(negotiated, F.RING_PACKED)
+    blk_inflight = r.config.device == "virtio-blk" and not packed_ring
+    # a modern virtio-pci driver (common configuration) or a virtio-mmio one may resize a ring: core.RESIZABLE
+    resizable = (r.config.transport == "pci" and modern and r.modern) or r.config.transport == "mmio"
+    base, num_default = s.queues, s.num_default
+    if r.config.device == "virtio-net" and status & 2 and len(base) > 3:
+        # the driver's features lay the queues out (virtio_net_set_multiqueue): every pair with MQ, else one
+        num_default = net.layout_sizes(r, F.has(negotiated, F.NET_MQ))
+        base = tuple(QueueState(n) for n in num_default)
+    queues = tuple(queue(draw, i, q, modern, blk_inflight, resizable) if status & 2 and q.num else q
+                   for i, q in enumerate(base))
+    packed = s.packed
+    if packed_ring and packed:
+        # a packed ring's indices run from 0 to num - 1, the wrap counter flipping at each pass; completed requests
+        # move the device's avail and used positions together (virtio/packed_virtqueues; the queue list's
+        # last_avail_idx is the same index)
+        rows = list(packed)
+        qs = list(queues)
+        for i, q in enumerate(queues):
+            if q.desc:
+                done = draw(_DONE)
+                idx, wrap = done % q.num, 1 ^ (done // q.num & 1)
+                rows[i] = (idx, wrap, idx, wrap, 0)
+                qs[i] = replace(q, last_avail_idx=idx, avail_idx=idx, used_idx=idx)
+        packed, queues = tuple(rows), tuple(qs)
     device = s.device
     if r.config.device == "virtio-net":
         assert isinstance(device, NetState)
@@ -123,6 +158,9 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
                     for q in queues]
             pci = replace(pci, modern_guest_features=(features & 0xFFFFFFFF, features >> 32 & 0xFFFFFFFF),
                           modern_queues=tuple(regs))
+    config_vector = s.config_vector
+    if pci is not None and status and draw(_BOOL):
+        pci, config_vector, queues = firmware(draw, r, pci, queues)
     disabled = False
     if pci is not None and status & 4 and draw(_QUARTER):
         # the guest then cleared bus mastering (virtio_write_config): DRIVER_OK goes, and the device is disabled
@@ -136,7 +174,9 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     queue_sel = draw(st.integers(0, max(len(queues) - 1, 0)))
     # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
     extra = tuple(sorted((f.name, draw(declared_value(f))) for f in declared.known_fields(r)))
-    s = replace(s, status=status, guest_features=negotiated, queues=queues, device=device, pci=pci,
+    s = replace(s, status=status, guest_features=negotiated, queues=queues, num_default=num_default, device=device,
+                pci=pci, packed=packed,
+                config_vector=config_vector,
                 broken=broken, disabled=disabled, config=config, queue_sel=queue_sel, isr=draw(_BIT), extra=extra)
     # the declared fields of the core subsections r knows (models/core.py): set by the steps above, or by the device
     # from the rest of its state (virtio/started follows DRIVER_OK), or else drawn from their declaration
@@ -151,6 +191,80 @@ def derived_value(f: Field, r: Realized, s: DeviceState) -> Any:
     assert f.derived is not None
     term = getattr(f.derived, "value", None)
     return term(r, s) if callable(term) else f.derived(r, s)
+
+
+def _bars(space: PciConfigSpace) -> list[tuple[int, int, bool]]:
+    """(config offset, size, 64-bit) of each BAR the device has, from its write mask (the size's low bits are
+    read-only)."""
+    out = []
+    reg = regs.PCI_BASE_ADDRESS_0
+    while reg < regs.PCI_BASE_ADDRESS_0 + 24:
+        low = int.from_bytes(space.wmask[reg:reg + 4], "little")
+        io = bool(space.config[reg] & 1)
+        is64 = not io and bool(space.config[reg] & 4)
+        mask = low | (int.from_bytes(space.wmask[reg + 4:reg + 8], "little") << 32 if is64 else 0)
+        bits = 64 if is64 else 32 if not io else 16
+        mask &= (1 << bits) - 1
+        if mask:
+            out.append((reg, (~mask + 1) & ((1 << bits) - 1), is64))
+        reg += 8 if is64 else 4
+    return out
+
+
+_VECTOR_PICK = st.integers(0, 9)
+
+
+def _vector(draw: st.DrawFn, vectors: int) -> int:
+    """What a driver leaves in a vector register: one of the table's, or none (QEMU turns one past the table
+    into VIRTIO_NO_VECTOR)."""
+    pick = draw(_VECTOR_PICK)
+    return NO_VECTOR if pick >= 8 or not vectors else draw(st.integers(0, vectors - 1))
+
+
+def firmware(draw: st.DrawFn, r: Realized, pci: PciState, queues: tuple[QueueState, ...]
+             ) -> tuple[PciState, int, tuple[QueueState, ...]]:
+    """What firmware and a driver do before the driver proper: every BAR mapped at an address aligned to its size
+    (guest config writes, so only what the write mask lets through), memory decoding on; then, where the device
+    has MSI-X, sometimes the table enabled with an entry per vector used, and the config and queue vectors
+    assigned. Returns the PCI state, the config vector and the queues."""
+    space = local_config_space(r)
+    cfg = pci.config
+    io_next, mem_next = 0xC000, 0xC0000000
+    for reg, size, is64 in _bars(space):
+        io = bool(space.config[reg] & 1)
+        base = io_next if io else mem_next
+        addr = (base + size - 1) & ~(size - 1)
+        if io:
+            io_next = addr + size
+        else:
+            mem_next = addr + size
+        cfg = guest_write(space, cfg, reg, (addr & 0xFFFFFFFF).to_bytes(4, "little"))
+        if is64:
+            cfg = guest_write(space, cfg, reg + 4, (addr >> 32).to_bytes(4, "little"))
+    cfg = guest_write(space, cfg, regs.PCI_COMMAND, bytes((cfg[regs.PCI_COMMAND] | 0x07, cfg[5])))
+    pci = replace(pci, config=cfg)
+    cap = _msix_cap(cfg)
+    if not r.vectors or cap is None or not draw(_BOOL):
+        return pci, NO_VECTOR, queues
+    cfg = guest_write(space, cfg, cap + 3, bytes((cfg[cap + 3] | 0x80,)))  # MSI-X enable
+    config_vector = _vector(draw, r.vectors)
+    queues = tuple(replace(q, vector=_vector(draw, r.vectors)) if q.desc else q for q in queues)
+    table = bytearray(pci.msix_table)
+    for v in {config_vector, *(q.vector for q in queues)} - {NO_VECTOR}:
+        table[16 * v:16 * v + 16] = (0xFEE00000).to_bytes(4, "little") + bytes(4) + (0x20 + v).to_bytes(4, "little") \
+            + bytes(4)
+    return replace(pci, config=cfg, msix_table=bytes(table)), config_vector, queues
+
+
+def _msix_cap(cfg: bytes) -> int | None:
+    pos = cfg[regs.PCI_CAPABILITY_LIST] & 0xFC
+    for _ in range(48):
+        if pos < 0x40:
+            return None
+        if cfg[pos] == 0x11:  # PCI_CAP_ID_MSIX
+            return pos
+        pos = cfg[pos + 1] & 0xFC
+    return None
 
 
 def declared_value(f: Field) -> st.SearchStrategy[Any]:

@@ -59,6 +59,9 @@ class DeviceConfig:
     slot: int
     props: tuple[tuple[str, str], ...] = ()
     transport: str = "pci"
+    # virtio-net's -netdev: "hubport" (no host network), or "tap" with its options (vnet_hdr=on|off, queues=N;
+    # QEMU names and creates the tap device itself, and it goes with QEMU)
+    netdev: str = "hubport"
 
     def __post_init__(self) -> None:
         if self.kind not in DEVICE_KINDS:
@@ -131,7 +134,10 @@ class QemuConfig:
             props = "".join(f",{key}={_opt(value)}" for key, value in dev.props)
             device = f"{dev.driver},id={dev_id}"
             if dev.kind == "virtio-net":
-                args += ["-netdev", f"hubport,id=nd_{dev_id},hubid=0"]
+                if dev.netdev.startswith("tap"):
+                    args += ["-netdev", f"tap,id=nd_{dev_id},script=no,downscript=no{dev.netdev[3:]}"]
+                else:
+                    args += ["-netdev", f"hubport,id=nd_{dev_id},hubid=0"]
                 device += f",netdev=nd_{dev_id}"
             elif dev.kind == "virtio-blk":
                 args += ["-blockdev", f"driver=null-co,node-name=bd_{dev_id},size={NULL_BLOCK_SIZE}"]

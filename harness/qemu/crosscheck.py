@@ -1,7 +1,7 @@
 """`virtio-compat qemu`: the rules against two real QEMUs, with the model held to both (R12).
 
 One example: drive the devices of the source QEMU (one of each kind, or several of one, on consecutive slots) into
-random reachable states (a legacy driver's steps: features, queues, blk requests, status, queue_sel), save them,
+random reachable states (drawn.py: a legacy or a modern driver's steps, BARs, MSI-X, tap backends), save them,
 load the stream into the destination QEMU (same command line) and let it save again; each device is one state
 under test, and a QEMU pair start-up serves them all. Then: the destination must accept it
 with the state preserved (R1 same release, R3 forward, R4 backward: a reachable state on a machine
@@ -25,30 +25,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import interrupt
-from harness.errors import QemuError, StreamError, UsageError
+from harness.errors import StreamError, UsageError
 from harness.matrix import KnownIncompatibility, known_for
-from harness.qemu import oracle, presence, release
+from harness.qemu import oracle, presence, release, tap
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
-from harness.qemu.drive import DEVICE_KINDS, DriveSpec, QueueSpec, queue_pages
+from harness.qemu.drawn import MEM_MB, SLOT, random_drives, random_netdev, random_props
+from harness.qemu.drive import DEVICE_KINDS, DriveSpec
 from harness.qemu.loaded import qom_path
 from harness.qemu.process import find_qemu, live_processes, scratch_root
 from harness.rules import Violation
 from harness.wire.stream import Stream, decode_stream, encode_stream
-from models.cmdline import parse
-from models.config import Realized, realize
+from models.config import realize
 from models.model import guest_rings, state_from_wire
 from models.model import load as model_load
 from models.model import save as model_save
 from models.registry import BASE
 from models.releases import MachineType, Version
-
-SLOT = 3
-RING_BASE_PFN = 0x100  # 1 MiB: rings and blk buffers go above the BIOS area, inside -m 4
-RING_BASE_PFN_MMIO = RING_BASE_PFN + (0x40000000 >> 12)  # virt's RAM starts at 1 GiB
-# Guest RAM per transport: pc's rings fit in 4 MiB; virt and s390-ccw-virtio want more to start.
-MEM_MB = {"pci": 4, "mmio": 64, "ccw": 64}
-# Final status a legacy driver leaves: DRIVER_OK mostly; ACK, ACK|DRIVER and FAILED|... sometimes.
-STATUSES = (7, 7, 7, 3, 1, 0x87)
 
 
 @dataclass(frozen=True)
@@ -84,59 +76,20 @@ def default_machine(src: Side, dst: Side, family: str = "pc-i440fx") -> str:
     return both[-1].name
 
 
-def qemu_config(machine: str, kinds: Sequence[str]) -> QemuConfig:
+def qemu_config(machine: str, kinds: Sequence[str], props: Sequence[tuple[tuple[str, str], ...]] = (),
+                netdevs: Sequence[str] = ()) -> QemuConfig:
+    """The command line of one example: `kinds` on consecutive slots, device i with props[i] and netdevs[i] (if
+    given)."""
     # Machine types up to 2.2 suppress the JSON description the decoder walks the stream by; the
     # option changes nothing else in the stream.
     if MachineType.parse(machine).version < Version(2, 3):
         machine += ",suppress-vmdesc=off"
     transport = release.transport_of(machine)
     first = SLOT if transport == "pci" else 0
-    devices = tuple(DeviceConfig(kind, first + i, transport=transport) for i, kind in enumerate(kinds))
+    devices = tuple(DeviceConfig(kind, first + i, props[i] if i < len(props) else (), transport=transport,
+                                 netdev=netdevs[i] if i < len(netdevs) else "hubport")
+                    for i, kind in enumerate(kinds))
     return QemuConfig(machine, devices, smp=1, mem_mb=MEM_MB[transport])
-
-
-def realized_for(config: QemuConfig, release: Version) -> list[Realized]:
-    return [realize(line.config) for line in parse(["-machine", config.machine, *config.args()], release)]
-
-
-def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> list[DriveSpec]:
-    """A random state a legacy guest driver can leave each device in, their rings side by side in guest RAM
-    (none on ccw: qtest cannot drive it, its devices stay in their reset state)."""
-    if config.transport == "ccw":
-        return []
-    pfn = RING_BASE_PFN if config.transport == "pci" else RING_BASE_PFN_MMIO
-    first, out = pfn, []
-    for dev, r in zip(config.devices, realized_for(config, release), strict=True):
-        spec, pfn = random_drive(rng, dev.kind, r, dev.slot, pfn, config.transport)
-        out.append(spec)
-    mem = config.mem_mb or MEM_MB[config.transport]
-    if pfn - first > (mem << 8) - 0x100:
-        raise QemuError(f"the rings of {len(out)} devices need {pfn - first} guest pages, more than -m {mem} has")
-    return out
-
-
-def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, pfn: int = RING_BASE_PFN,
-                 transport: str = "pci") -> tuple[DriveSpec, int]:
-    """A random state a legacy guest driver can leave the device in, and the first page frame after its rings."""
-    status = rng.choice(STATUSES)
-    queues = []
-    for index, num in enumerate(r.queue_sizes):
-        if rng.random() < 0.3:
-            continue  # left unconfigured
-        # virtio-mmio's driver sets the ring size: a smaller one sometimes (then virtio/ringsize is sent)
-        if transport == "mmio" and num > 1 and rng.random() < 0.3:
-            num //= 2
-        # blk requests complete while QEMU is paused: non-zero, consistent ring indices
-        requests = rng.randint(0, min(3, num // 3)) if kind == "virtio-blk" and status & 2 else 0
-        if transport == "mmio" and not status & 4:
-            requests = 0  # a legacy mmio queue is only processed once the driver is ready
-        queues.append(QueueSpec(index, pfn, requests, num if transport == "mmio" else 0))
-        pfn += queue_pages(num, requests)
-    sel = rng.randrange(max(len(r.queue_sizes), 1))
-    if transport == "mmio":
-        return DriveSpec(kind, slot, rng.getrandbits(32), tuple(queues), status, sel, transport="mmio",
-                         host_features_sel=rng.randrange(2), guest_features_sel=rng.randrange(2)), pfn
-    return DriveSpec(kind, slot, rng.getrandbits(32), tuple(queues), status, sel), pfn
 
 
 @dataclass
@@ -168,7 +121,11 @@ class Example:
         return {"index": self.index, "machine": self.machine, "devices": self.devices,
                 "drives": [{"device": d.kind, "slot": d.slot, "guest_features": d.guest_features,
                             "status": d.status, "queue_sel": d.queue_sel,
-                            "queues": [[q.index, q.pfn, q.requests] for q in d.queues]} for d in self.drives],
+                            "queues": [[q.index, q.pfn, q.requests] for q in d.queues],
+                            "firmware": d.firmware, "msix": d.msix, "config_vector": d.config_vector,
+                            "modern": d.modern, "props": dict(d.props), "netdev": d.netdev,
+                            "sizes": {q.index: q.num for q in d.queues if q.num},
+                            "vectors": {q.index: q.vector for q in d.queues if d.msix}} for d in self.drives],
                 "qemu": {"outcome": self.outcome, "error": self.error},
                 "model": {"outcome": self.model_outcome, "error": self.model_error},
                 "agrees": not self.disagreements, "disagreements": self.disagreements,
@@ -184,8 +141,8 @@ def preserved(s: Stream, src: Side, dst: Side, argv: Sequence[str], verdict: Any
     """The source's state against what the destination QEMU reports after the load (features masked by
     the destination's host features; used idx read from the stream's RAM, as the destination reads it)."""
     out = []
-    src_lines = {line.key: line for line in parse(oracle.dest_line(argv), src.release)}
-    dst_lines = {line.key: line for line in parse(oracle.dest_line(argv), dst.release)}
+    src_lines = {line.key: line for line in tap.lines(oracle.dest_line(argv), src.release)}
+    dst_lines = {line.key: line for line in tap.lines(oracle.dest_line(argv), dst.release)}
     for p in s.devices:
         if p.value is None:
             out.append(f"{p.section}: not checked, the source's payload does not decode: {p.error}")
@@ -221,7 +178,10 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
                 resave: bool = True) -> Example:
     """A random reachable state of each of `kinds` through the pair (realcase.run_example also writes its
     failure files)."""
-    specs = random_drives(rng, qemu_config(machine, kinds), src.release)
+    netdevs = [random_netdev(rng, kind, max(src.release, dst.release)) for kind in kinds]
+    props = [random_props(rng, kind, machine, src.release, dst.release, nd) for kind, nd in zip(kinds, netdevs,
+                                                                                             strict=True)]
+    specs = random_drives(rng, qemu_config(machine, kinds, props, netdevs), src.release)
     ex = run_specs(index, src, dst, machine, kinds, specs, resave=resave)
     if ex.violations:
         ex.expected = known_incompatibilities(ex, src.release, dst.release)
@@ -236,8 +196,8 @@ def known_incompatibilities(ex: Example, src: Version, dst: Version) -> dict[str
     except StreamError:
         return {}
     rule = migration_rule(src, dst)
-    src_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), src)}
-    dst_lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), dst)}
+    src_lines = {line.key: line for line in tap.lines(oracle.dest_line(ex.argv), src)}
+    dst_lines = {line.key: line for line in tap.lines(oracle.dest_line(ex.argv), dst)}
     covered: dict[str, KnownIncompatibility] = {}
     for p in s.devices:
         if p.value is None or p.key not in src_lines or p.key not in dst_lines:
@@ -257,7 +217,7 @@ def known_incompatibilities(ex: Example, src: Version, dst: Version) -> dict[str
 def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[str], specs: Sequence[DriveSpec], *,
               resave: bool = True) -> Example:
     """Drive the source into `specs`, save, load into the destination, re-save, and hold the model to it."""
-    config = qemu_config(machine, kinds)
+    config = qemu_config(machine, kinds, [spec.props for spec in specs], [spec.netdev for spec in specs])
     # The destination starts while the source is driven and saved: its start-up is most of a load.
     with oracle.destination(config, dst.binary, launch=True) as pending:
         data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary),
@@ -384,7 +344,7 @@ def _bench_worker(src: Side, machine: str, rng: random.Random, seconds: float, s
     cases = []
     for ex in examples:
         s = decode_stream(ex.data)
-        lines = {line.key: line for line in parse(oracle.dest_line(ex.argv), src.release)}
+        lines = {line.key: line for line in tap.lines(oracle.dest_line(ex.argv), src.release)}
         for p in s.devices:
             r = realize(lines[p.key].config)
             state = state_from_wire(r, p.value)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import QemuError
+from harness.qemu import drive_modern
 from harness.qemu.qtest import QtestClient
 
 # PCI configuration mechanism #1.
@@ -115,7 +116,8 @@ class QueueSpec:
     index: int
     pfn: int
     requests: int = 0
-    num: int = 0  # virtio-mmio: the ring size the driver writes (0: the queue's maximum); pci's is fixed
+    num: int = 0  # the ring size the driver writes (0: the queue's maximum): virtio-mmio, and modern virtio-pci
+    vector: int = 0xFFFF  # the MSI-X vector the driver assigns (DriveSpec.msix; VIRTIO_NO_VECTOR: none)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,15 @@ class DriveSpec:
     transport: str = "pci"
     host_features_sel: int = 0
     guest_features_sel: int = 0
+    # virtio-pci as a guest with firmware leaves it (drive_modern.py): every BAR sized and mapped, then MSI-X
+    # enabled with the config and queue vectors assigned, and the modern common configuration instead of the
+    # legacy BAR (a ring size of its own per queue, RING_PACKED where offered)
+    firmware: bool = False
+    msix: bool = False
+    config_vector: int = 0xFFFF
+    modern: bool = False
+    props: tuple[tuple[str, str], ...] = ()  # the -device properties it was started with (packed=on, ...)
+    netdev: str = "hubport"  # virtio-net's backend (backend.DeviceConfig.netdev)
 
     def __post_init__(self) -> None:
         if self.kind not in VIRTIO_PCI_DEVICE_IDS:
@@ -162,6 +173,10 @@ class DriveSpec:
                 raise QemuError("requests can only be made on virtio-blk queues")
             if not 0 <= q.requests < 0x10000:
                 raise QemuError(f"queue {q.index}: {q.requests} requests do not fit a u16 index")
+            if not 0 <= q.num <= VIRTIO_QUEUE_MAX or not 0 <= q.vector <= 0xFFFF:
+                raise QemuError(f"queue {q.index}: size {q.num} or vector {q.vector} out of range")
+        if (self.msix or self.modern) and (self.transport != "pci" or not self.firmware):
+            raise QemuError("MSI-X and the modern interface need virtio-pci with its BARs mapped (firmware)")
 
     @property
     def port(self) -> int:
@@ -276,61 +291,35 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     msix_vectors = (msix_flags & PCI_MSIX_FLAGS_QSIZE) + 1 if msix_cap is not None else 0
 
     io = spec.port
-    cfg.writel(PCI_BASE_ADDRESS_0, io)
-    cfg.writew(PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MASTER)
+    if spec.firmware:  # every BAR sized and mapped, memory decoding on (drive_modern.py)
+        bars = drive_modern.program_bars(cfg, spec.slot)
+        if 0 not in bars or not bars[0].io:
+            raise QemuError(f"slot {spec.slot:#x}: no legacy I/O BAR0 (a transitional device has one)")
+        io = bars[0].address
+    else:
+        bars = {}
+        cfg.writel(PCI_BASE_ADDRESS_0, io)
+        cfg.writew(PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MASTER)
     pci_command = cfg.readw(PCI_COMMAND)
     bar0 = cfg.readl(PCI_BASE_ADDRESS_0)
     if bar0 & ~0x3 != io:
         raise QemuError(
             f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)"
         )
+    if spec.msix:
+        wanted = {spec.config_vector, *(q.vector for q in spec.queues)}
+        drive_modern.enable_msix(qt, cfg, bars, wanted)
+        msix_flags = cfg.readw(msix_cap + PCI_MSIX_FLAGS) if msix_cap is not None else 0
 
-    for status in (0, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER):
-        qt.outb(io + VIRTIO_PCI_STATUS, status)
-    host_features = qt.inl(io + VIRTIO_PCI_HOST_FEATURES)
-    written_features = host_features & spec.guest_features & ~(1 << VIRTIO_F_BAD_FEATURE) & 0xFFFFFFFF
-    qt.outl(io + VIRTIO_PCI_GUEST_FEATURES, written_features)
-    guest_features = qt.inl(io + VIRTIO_PCI_GUEST_FEATURES)
-
-    # Enumerate the queues: the legacy QUEUE_NUM reads 0 past the last one.
-    count = queue_count(lambda i: qt.outw(io + VIRTIO_PCI_QUEUE_SEL, i), lambda: qt.inw(io + VIRTIO_PCI_QUEUE_NUM))
-    for q in spec.queues:
-        if q.index >= count:
-            raise QemuError(f"{spec.kind} at slot {spec.slot:#x} has {count} queues, no queue {q.index}")
-        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, q.index)
-        qt.outl(io + VIRTIO_PCI_QUEUE_PFN, q.pfn)
-        pfn = qt.inl(io + VIRTIO_PCI_QUEUE_PFN)
-        if pfn != q.pfn:
-            raise QemuError(f"queue {q.index}: PFN reads {pfn:#x} after writing {q.pfn:#x}")
-
-    qt.outb(io + VIRTIO_PCI_STATUS, spec.status)
-    status = qt.inb(io + VIRTIO_PCI_STATUS)
-
-    # Read every queue back after the final status: writing status 0 resets the rings.
-    queues: list[dict[str, Any]] = []
-    for index in range(count):
-        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, index)
-        num = qt.inw(io + VIRTIO_PCI_QUEUE_NUM)
-        desc = qt.inl(io + VIRTIO_PCI_QUEUE_PFN) << VIRTIO_PCI_QUEUE_ADDR_SHIFT
-        entry: dict[str, Any] = {"index": index, "num": num, "desc": desc, "last_avail_idx": 0}
-        requests = next((q.requests for q in spec.queues if q.index == index), 0)
-        if requests and not desc:
-            raise QemuError(f"queue {index}: no ring after writing status {spec.status:#x}, no requests made")
-        if desc:
-            avail, used, _ = vring_layout(desc, num)
-            if requests:
-                avail_idx, used_idx = blk_requests(qt, lambda i: qt.outw(io + VIRTIO_PCI_QUEUE_NOTIFY, i), index,
-                                                   desc, num, requests)
-            else:
-                avail_idx, used_idx = qt.readw(avail + 2), qt.readw(used + 2)
-            # Every request made available was used, so the device's last_avail_idx is the used idx.
-            entry.update(last_avail_idx=used_idx, avail_idx=avail_idx, used_idx=used_idx)
-        queues.append(entry)
-
-    qt.outw(io + VIRTIO_PCI_QUEUE_SEL, spec.queue_sel)
-    queue_sel = qt.inw(io + VIRTIO_PCI_QUEUE_SEL)
+    if spec.modern:
+        got = drive_modern.drive_modern(qt, cfg, bars, spec, blk_requests, vring_layout)
+        status, queue_sel, queues, count = got["status"], got["queue_sel"], got["queues"], got["num_queues"]
+        guest_features, host_features = got["guest_features_lo"], got["host_features_lo"]
+        config_vector = got["config_vector"]
+    else:
+        status, queue_sel, queues, count, guest_features, host_features, config_vector = _drive_legacy(qt, io, spec)
     if spec.clear_bus_master:
-        cfg.writew(PCI_COMMAND, PCI_COMMAND_IO)
+        cfg.writew(PCI_COMMAND, pci_command & ~PCI_COMMAND_MASTER)
         pci_command = cfg.readw(PCI_COMMAND)
         status = qt.inb(io + VIRTIO_PCI_STATUS)
 
@@ -363,6 +352,67 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
         ]
     )
     return truth
+
+
+Driven = tuple[int, int, list[dict[str, Any]], int, int, int, int]
+
+
+def _drive_legacy(qt: QtestClient, io: int, spec: DriveSpec) -> Driven:
+    """A legacy driver's steps on the I/O BAR: (status, queue_sel, queues, count, guest and host features,
+    config vector)."""
+    for status in (0, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER):
+        qt.outb(io + VIRTIO_PCI_STATUS, status)
+    host_features = qt.inl(io + VIRTIO_PCI_HOST_FEATURES)
+    written_features = host_features & spec.guest_features & ~(1 << VIRTIO_F_BAD_FEATURE) & 0xFFFFFFFF
+    qt.outl(io + VIRTIO_PCI_GUEST_FEATURES, written_features)
+    guest_features = qt.inl(io + VIRTIO_PCI_GUEST_FEATURES)
+    config_vector = 0xFFFF
+    if spec.msix:  # the vector registers exist while MSI-X is enabled (VIRTIO_PCI_CONFIG_OFF)
+        qt.outw(io + drive_modern.VIRTIO_MSI_CONFIG_VECTOR, spec.config_vector)
+        config_vector = qt.inw(io + drive_modern.VIRTIO_MSI_CONFIG_VECTOR)
+
+    # Enumerate the queues: the legacy QUEUE_NUM reads 0 past the last one.
+    count = queue_count(lambda i: qt.outw(io + VIRTIO_PCI_QUEUE_SEL, i), lambda: qt.inw(io + VIRTIO_PCI_QUEUE_NUM))
+    for q in spec.queues:
+        if q.index >= count:
+            raise QemuError(f"{spec.kind} at slot {spec.slot:#x} has {count} queues, no queue {q.index}")
+        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, q.index)
+        qt.outl(io + VIRTIO_PCI_QUEUE_PFN, q.pfn)
+        pfn = qt.inl(io + VIRTIO_PCI_QUEUE_PFN)
+        if pfn != q.pfn:
+            raise QemuError(f"queue {q.index}: PFN reads {pfn:#x} after writing {q.pfn:#x}")
+        if spec.msix:
+            qt.outw(io + drive_modern.VIRTIO_MSI_QUEUE_VECTOR, q.vector)
+
+    qt.outb(io + VIRTIO_PCI_STATUS, spec.status)
+    status = qt.inb(io + VIRTIO_PCI_STATUS)
+
+    # Read every queue back after the final status: writing status 0 resets the rings.
+    queues: list[dict[str, Any]] = []
+    for index in range(count):
+        qt.outw(io + VIRTIO_PCI_QUEUE_SEL, index)
+        num = qt.inw(io + VIRTIO_PCI_QUEUE_NUM)
+        desc = qt.inl(io + VIRTIO_PCI_QUEUE_PFN) << VIRTIO_PCI_QUEUE_ADDR_SHIFT
+        entry: dict[str, Any] = {"index": index, "num": num, "desc": desc, "last_avail_idx": 0}
+        if spec.msix:
+            entry["vector"] = qt.inw(io + drive_modern.VIRTIO_MSI_QUEUE_VECTOR)
+        requests = next((q.requests for q in spec.queues if q.index == index), 0)
+        if requests and not desc:
+            raise QemuError(f"queue {index}: no ring after writing status {spec.status:#x}, no requests made")
+        if desc:
+            avail, used, _ = vring_layout(desc, num)
+            if requests:
+                avail_idx, used_idx = blk_requests(qt, lambda i: qt.outw(io + VIRTIO_PCI_QUEUE_NOTIFY, i), index,
+                                                   desc, num, requests)
+            else:
+                avail_idx, used_idx = qt.readw(avail + 2), qt.readw(used + 2)
+            # Every request made available was used, so the device's last_avail_idx is the used idx.
+            entry.update(last_avail_idx=used_idx, avail_idx=avail_idx, used_idx=used_idx)
+        queues.append(entry)
+
+    qt.outw(io + VIRTIO_PCI_QUEUE_SEL, spec.queue_sel)
+    queue_sel = qt.inw(io + VIRTIO_PCI_QUEUE_SEL)
+    return status, queue_sel, queues, count, guest_features, host_features, config_vector
 
 
 def drive_devices(qt: QtestClient, specs: Sequence[DriveSpec]) -> list[dict[str, Any]]:

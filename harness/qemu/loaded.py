@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import HarnessError, StreamError
+from harness.qemu import tap
 from harness.wire.stream import decode_stream
 from models import features as F
-from models.cmdline import DeviceLine, parse
+from models.cmdline import DeviceLine
 from models.config import realize
 from models.model import guest_rings, saved_queue_count, state_from_wire, with_rings
 from models.releases import Version
@@ -96,11 +97,20 @@ def status_value(st: dict[str, Any]) -> int:
     return value
 
 
+# entries whose name is not their bit's: virtio-qmp.c labels GUEST_USO6 "VIRTIO_NET_F_GUEST_USO4: Driver can receive
+# USOv6" (the 10.0.2 source; 10.2.2 has it right), so the description decides
+_MISLABELLED = {"VIRTIO_NET_F_GUEST_USO4: Driver can receive USOv6": F.NET_GUEST_USO6}
+
+
 def features_value(ft: dict[str, Any]) -> tuple[int, list[str]]:
     """A decoded feature set as bits, and the names this tool cannot map."""
     value = int(ft.get("unknown-dev-features", 0))
     unknown = []
-    for name in _names([*ft.get("transports", []), *ft.get("dev-features", [])]):
+    entries = [*ft.get("transports", []), *ft.get("dev-features", [])]
+    for entry in entries:
+        if entry.strip() in _MISLABELLED:
+            value |= 1 << _MISLABELLED[entry.strip()]
+    for name in _names([e for e in entries if e.strip() not in _MISLABELLED]):
         if name in FEATURE_BITS:
             value |= 1 << FEATURE_BITS[name]
         else:
@@ -123,7 +133,7 @@ def from_resave(data: bytes, argv: Sequence[str], release: Version) -> dict[str,
     """Each virtio device of a destination's re-save, by QOM path, realized from its command line as
     the model of `release` does it (the re-save is in the destination's own layout)."""
     try:
-        lines = {line.key: line for line in parse(argv, release)}
+        lines = {line.key: line for line in tap.lines(argv, release)}
     except HarnessError:
         return {}  # a command line the model cannot read: no device to compare, compare_state() says so
     try:

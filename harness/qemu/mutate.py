@@ -26,9 +26,10 @@ from typing import Any
 from harness.errors import QemuError, StreamError, UsageError
 from harness.failures import write_atomic
 from harness.mutate import Mutation, mutations, select
-from harness.qemu import oracle, release
+from harness.qemu import oracle, release, tap
 from harness.qemu.backend import QemuConfig, Verdict, save
-from harness.qemu.crosscheck import Side, default_machine, qemu_config, random_drives, side
+from harness.qemu.crosscheck import Side, default_machine, qemu_config, side
+from harness.qemu.drawn import random_drives
 from harness.qemu.drive import DEVICE_KINDS
 from harness.qemu.loaded import qom_path
 from harness.qemu.process import QemuProcess
@@ -37,7 +38,6 @@ from harness.verdict import verdict
 from harness.wire.primitives import _DECODE_ERRORS
 from harness.wire.stream import Stream, decode_stream
 from harness.wire.virtio import compiled_payload_layout
-from models.cmdline import parse
 from models.config import realize
 from models.model import CRASHED, UNDEFINED
 from models.registry import BASE
@@ -202,7 +202,7 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
         while tally.mutants < count:
             data, argv = next(streams)
             tally.streams += 1
-            lines = parse(oracle.dest_line(argv), src.release)
+            lines = tap.lines(oracle.dest_line(argv), src.release)
             realized = {line.section: realize(line.config) for line in lines}
             paths = {line.section: qom_path(line) for line in lines}
             base = decode_stream(data, strict=False)

@@ -23,14 +23,14 @@ from typing import Any
 from harness.annotate import tree_diff
 from harness.errors import QemuError, StreamError
 from harness.failures import FAILURES, write_atomic
-from harness.qemu import release
+from harness.qemu import release, tap
 from harness.qemu.backend import Channel, QemuConfig, Verdict, load_into, read_verdict
 from harness.qemu.loaded import QUERY, LoadedDevice, qom_path
 from harness.qemu.process import QemuProcess, find_qemu
 from harness.verdict import Verdict as ModelVerdict
 from harness.verdict import verdict
 from harness.wire.stream import Stream, VirtioPayload, decode_stream
-from models.cmdline import DeviceLine, parse
+from models.cmdline import DeviceLine
 from models.config import Realized, realize
 from models.model import (
     CRASHED,
@@ -126,7 +126,8 @@ def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) ->
         out.error = f"(model) the stream cannot be decoded: {exc}"
         return out
     try:
-        return verdict(s, release, dest_line(dest_argv), data if isinstance(data, bytes) else None)
+        return verdict(s, release, dest_line(dest_argv), data if isinstance(data, bytes) else None,
+                       tap=tap.host_tap())
     except Exception as exc:  # a model crash is a disagreement to report, not a reason to stop
         out.error = f"(model) verdict() raised {type(exc).__name__}: {exc}"
         return out
@@ -176,7 +177,7 @@ class ModelLoad:
 
 def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[str, ModelLoad]:
     """The model's load of each virtio device of `s` (those the destination has), by section."""
-    lines = {line.key: line for line in parse(dest_line(dest_argv), release)}
+    lines = {line.key: line for line in tap.lines(dest_line(dest_argv), release)}
     out = {}
     for p in s.devices:
         line = lines.get(p.key)
@@ -273,8 +274,9 @@ def first_difference(model_bytes: bytes, qemu_bytes: bytes, ml: ModelLoad) -> st
               min(len(model_bytes), len(qemu_bytes)))
     where = f"byte {at} (model {len(model_bytes)} B, QEMU {len(qemu_bytes)} B)"
     try:
-        a = decode_payload(model_bytes, ml.payload.transport, ml.payload.device)
-        b = decode_payload(qemu_bytes, ml.payload.transport, ml.payload.device)
+        params = ml.payload.params or {}  # the layout decisions the stream's own decode needed (net_multiqueue)
+        a = decode_payload(model_bytes, ml.payload.transport, ml.payload.device, **params)
+        b = decode_payload(qemu_bytes, ml.payload.transport, ml.payload.device, **params)
     except StreamError:
         return where
     diffs = tree_diff(a, b, names=("model", "QEMU"))

@@ -19,14 +19,15 @@ from typing import Any
 
 from harness import reference_load as ref
 from harness.errors import StreamError
+from harness.qemu import tap
 from harness.qemu.oracle import ModelLoad, dest_line
 from harness.wire.stream import Stream, decode_payload
 from models import declared
-from models.cmdline import parse
 from models.config import realize
 from models.model import guest_rings, state_from_wire
 from models.model import save as model_save
 from models.releases import Version
+from models.save import save_params
 
 
 def subsections(v: Any) -> list[str]:
@@ -52,7 +53,7 @@ def differences(section: str, release: Version, real: list[str], model: list[str
 
 def check(s: Stream, release: Version, argv: Sequence[str]) -> tuple[int, list[str]]:
     """(device payloads checked, R5 lines) for the source stream `s` of QEMU `release` started with `argv`."""
-    lines = {line.key: line for line in parse(dest_line(argv), release)}
+    lines = {line.key: line for line in tap.lines(dest_line(argv), release)}
     checked, out = 0, []
     for p in s.devices:
         line = lines.get(p.key)
@@ -64,7 +65,7 @@ def check(s: Stream, release: Version, argv: Sequence[str]) -> tuple[int, list[s
         data = model_save(r, state)
         try:
             mine = decode_payload(data, r.config.transport, r.config.device, extras=r.registry.wire,
-                                  schema_fields=declared.on_wire(r, state))
+                                  schema_fields=declared.on_wire(r, state), **save_params(r, state))
         except StreamError as e:
             out.append(f"R5: {p.section}: the model's own save does not decode: {e}")
             continue

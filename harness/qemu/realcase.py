@@ -42,7 +42,8 @@ def drive_json(d: DriveSpec) -> dict[str, Any]:
 
 
 def drive_from_json(j: dict[str, Any]) -> DriveSpec:
-    return DriveSpec(**{**j, "queues": tuple(QueueSpec(**q) for q in j["queues"])})
+    return DriveSpec(**{**j, "queues": tuple(QueueSpec(**q) for q in j["queues"]),
+                        "props": tuple(tuple(p) for p in j.get("props", ()))})
 
 
 def summary(kinds: Sequence[str], drives: Sequence[DriveSpec]) -> str:
@@ -50,10 +51,16 @@ def summary(kinds: Sequence[str], drives: Sequence[DriveSpec]) -> str:
     if not drives:
         return ", ".join(f"{k} (reset state)" for k in kinds)
     def queues(d: DriveSpec) -> str:
-        return ", ".join(f"{q.index}" + (f"+{q.requests}req" if q.requests else "") for q in d.queues)
+        return ", ".join(f"{q.index}" + (f"+{q.requests}req" if q.requests else "") + (f"/{q.num}" if q.num else "")
+                         + (f"@v{q.vector}" if d.msix else "") for q in d.queues)
+
+    def how(d: DriveSpec) -> str:
+        return "".join([" firmware BARs" * d.firmware, f" msix config_vector={d.config_vector}" * d.msix,
+                        " modern" * d.modern, "".join(f" {k}={v}" for k, v in d.props),
+                        f" netdev={d.netdev}" * (d.netdev != "hubport")])
 
     return "; ".join(f"{d.kind}: guest_features={d.guest_features:#x} status={d.status:#x} queue_sel={d.queue_sel} "
-                     f"queues=[{queues(d)}]" for d in drives)
+                     f"queues=[{queues(d)}]{how(d)}" for d in drives)
 
 
 # -- shrinking over real QEMU ----------------------------------------------------------------------------------
@@ -61,7 +68,8 @@ def summary(kinds: Sequence[str], drives: Sequence[DriveSpec]) -> str:
 
 def candidates(kinds: list[str], drives: list[DriveSpec], first_slot: int) -> Iterator[Case]:
     """Smaller cases, the biggest steps first: one device, fewer queues and requests, fewer guest features
-    (toward the reset value 0, bit by bit from the top), a lower status, queue_sel 0, mmio selectors 0."""
+    (toward the reset value 0, bit by bit from the top), a lower status, queue_sel 0, mmio selectors 0, then a
+    legacy driver on a plain device (drawn.py's wider draws undone one by one)."""
     if len(kinds) > 1:
         for i, kind in enumerate(kinds):
             yield [kind], [dataclasses.replace(drives[i], slot=first_slot)] if drives else []
@@ -86,6 +94,18 @@ def candidates(kinds: list[str], drives: list[DriveSpec], first_slot: int) -> It
             yield with_(queue_sel=0)
         if d.host_features_sel or d.guest_features_sel:
             yield with_(host_features_sel=0, guest_features_sel=0)
+        # toward a legacy driver on a plain device: no modern interface, no MSI-X, no firmware BARs, no properties
+        if d.modern:
+            yield with_(modern=False)
+        if d.msix:
+            yield with_(msix=False, config_vector=0xFFFF)
+        if d.firmware and not d.msix and not d.modern:
+            yield with_(firmware=False)
+        if d.netdev != "hubport":
+            yield with_(netdev="hubport", props=tuple(p for p in d.props if p[0] != "mq"))
+        kept = tuple(p for p in d.props if p[0] == "mq" and d.netdev != "hubport")
+        if kept != d.props:
+            yield with_(props=kept)
 
 
 @dataclasses.dataclass

@@ -100,6 +100,7 @@ class VirtioPayload:
     error: StreamError | None = None  # why it did not decode
     fields: dict[str, bool] | None = None  # which fields schema modules add it carries (the parameter schema_fields)
     extras: Extras = NO_EXTRAS  # the schema modules' additions to the layout it was decoded with
+    params: dict[str, Any] | None = None  # layout decisions the payload alone did not give (net_multiqueue)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -114,8 +115,8 @@ class VirtioPayload:
     def encode(self) -> bytes:
         if self.value is None:
             return self.raw or b""
-        return bytes(payload_layout(self.transport, self.device, self.extras).build(self.value,
-                                                                                  schema_fields=self.fields))
+        return bytes(payload_layout(self.transport, self.device, self.extras).build(
+            self.value, schema_fields=self.fields, **(self.params or {})))
 
 
 @dataclass
@@ -376,9 +377,9 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
     off = r.pos
     # without a description the layout alone decides where the payload ends
     raw = error = None
-    fields = None
+    fields = params = None
     try:
-        value, vsize, fields = _parse_with(r.data, off, vsize, transport, device, f"{path} > virtio",
+        value, vsize, fields, params = _parse_with(r.data, off, vsize, transport, device, f"{path} > virtio",
                                            stream_fields(device, sec.version_id, extras), extras)
     except StreamError as e:
         if strict or vsize is None:
@@ -388,33 +389,42 @@ def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, in
         s.notes.append(f"{sec.idstr}: the virtio payload does not decode: {e}")
     r.io.seek(off + vsize)
     payload = VirtioPayload(sec.idstr, sec.instance_id, sec.version_id, device, transport, off, vsize, value,
-                            raw, error, fields, extras)
+                            raw, error, fields, extras, params)
     sec.body = payload
     sec.suffix = r.take(after, path)
     s.devices.append(payload)
 
 
 def _parse_with(data: bytes, off: int, size: int | None, transport: str, device: str, path: str,
-                tries: list[dict[str, bool]], extras: Extras) -> tuple[Any, int, dict[str, bool] | None]:
-    """The first of the schema_fields choices that decodes (the error is the first one's)."""
+                tries: list[dict[str, bool]], extras: Extras
+                ) -> tuple[Any, int, dict[str, bool] | None, dict[str, Any] | None]:
+    """The first of the schema_fields choices that decodes (the error is the first one's). virtio-net's queue-pair
+    fields follow the device's max_queue_pairs, which the queue count shows only once the guest negotiated MQ
+    (without it QEMU keeps one pair's queues): a payload sized by the description that does not decode
+    otherwise is tried with them."""
     first = None
-    for fields in tries:
-        try:
-            return (*_parse_payload(data, off, size, transport, device, path, fields or None, extras),
-                    fields or None)
-        except StreamError as e:
-            first = first or e
+    alternatives: list[dict[str, Any]] = [{}]
+    if device == "virtio-net" and size is not None:
+        alternatives.append({"net_multiqueue": True})
+    for params in alternatives:
+        for fields in tries:
+            try:
+                return (*_parse_payload(data, off, size, transport, device, path, fields or None, extras, **params),
+                        fields or None, params or None)
+            except StreamError as e:
+                first = first or e
     assert first is not None
     raise first
 
 
 def _parse_payload(data: bytes, off: int, size: int | None, transport: str, device: str,
-                   path: str, schema_fields: dict[str, bool] | None, extras: Extras) -> tuple[Any, int]:
+                   path: str, schema_fields: dict[str, bool] | None, extras: Extras, **params: Any
+                   ) -> tuple[Any, int]:
     if size is not None:
         chunk = data[off : off + size]
         return parse_exact(compiled_payload_layout(transport, device, extras),
                            payload_layout(transport, device, extras), chunk, off, path,
-                           schema_fields=schema_fields), size
+                           schema_fields=schema_fields, **params), size
     stream = io.BytesIO(data)
     stream.seek(off)
     try:

@@ -11,10 +11,10 @@ from harness.errors import SchemaError
 from models import features as F
 from models import load_errors as le
 from models.conditions import Compare, HostFeature, StateField
-from models.configuration import RealizeContext
+from models.configuration import NetBackend, RealizeContext
 from models.core import DeviceSubsection, Rule
 from models.releases import Version
-from models.state import DeviceState, NetState, Undefined
+from models.state import DeviceState, NetState, QueueState, Undefined
 from models.vmsd import Versions, Vmsd
 
 RSS = "virtio-net-device/rss"  # 5.1, e41b711485e5; v2 in 10.1 (7b6e7e49905d)
@@ -49,6 +49,18 @@ _VHOST_MASKED = (F.NOTIFY_ON_EMPTY, F.RING_INDIRECT_DESC, F.RING_EVENT_IDX, F.NE
                  F.NET_HOST_USO, F.NET_GUEST_USO4, F.NET_GUEST_USO6)
 
 
+VIRTIO_QUEUE_MAX = 1024
+# realize's message says "queue pairs" in the 7.2 source, "queues" in 5.2's (the max_queues -> max_queue_pairs rename
+# between them; UNVERIFIED: taken to be 6.2's)
+QUEUE_PAIRS_NAMED = Version(6, 2)
+
+
+def queue_max(release: Version) -> int:
+    """VIRTIO_QUEUE_MAX: 64 (VIRTIO_PCI_QUEUE_MAX) until b829c2a98f raised it to 1024 in 2.4 (reference §2); the
+    check's wording before 2.4 UNVERIFIED."""
+    return VIRTIO_QUEUE_MAX if release >= Version(2, 4) else 64
+
+
 def max_queue_pairs(ctx: RealizeContext) -> int:
     return max(ctx.config.netdev.queues, 1)
 
@@ -64,9 +76,8 @@ def host_features(ctx: RealizeContext) -> int:
     return out
 
 
-def get_features(ctx: RealizeContext, features: int) -> int:
-    """virtio_net_get_features: withdraw what the peer cannot do."""
-    peer = ctx.config.netdev
+def withdrawn(peer: NetBackend) -> int:
+    """The feature bits virtio_net_get_features withdraws for what `peer` cannot do (vhost's mask aside)."""
     clear: list[int] = []
     if not peer.vnet_hdr:
         clear += _NEEDS_VNET_HDR + _USO
@@ -74,8 +85,13 @@ def get_features(ctx: RealizeContext, features: int) -> int:
         clear += _UFO
     if not peer.uso:
         clear += _USO
-    for b in clear:
-        features &= ~F.bit(b)
+    return sum(F.bit(b) for b in set(clear))
+
+
+def get_features(ctx: RealizeContext, features: int) -> int:
+    """virtio_net_get_features: withdraw what the peer cannot do."""
+    peer = ctx.config.netdev
+    features &= ~withdrawn(peer)
     if peer.vhost:
         for b in _VHOST_MASKED:
             if b not in peer.vhost_kernel:
@@ -90,7 +106,12 @@ def queue_sizes(ctx: RealizeContext) -> list[int]:
     if tx > TX_QUEUE_MAX and ctx.release >= TX_QUEUE_SIZE_CHECKED:
         raise SchemaError(f"Invalid tx_queue_size (= {tx}), must be a power of 2 between 256 and {TX_QUEUE_MAX}")
     tx = min(tx, TX_QUEUE_MAX)
-    return [rx, tx] * max_queue_pairs(ctx) + [64]  # the control queue is always added
+    pairs = max_queue_pairs(ctx)
+    if pairs * 2 + 1 > queue_max(ctx.release):  # virtio_net_device_realize: the control queue must fit as well
+        what = "queue pairs" if ctx.release >= QUEUE_PAIRS_NAMED else "queues"
+        raise SchemaError(f"Invalid number of {what} (= {pairs}), must be a positive integer less than "
+                          f"{(queue_max(ctx.release) - 1) // 2}.")
+    return [rx, tx] * pairs + [64]  # the control queue is always added
 
 
 def pre_load_takes_count(release: Version) -> bool:
@@ -162,7 +183,11 @@ VLANS_OPEN, VLANS_EMPTY = b"\xff" * 512, bytes(512)
 
 
 def set_features(dev: NetState, release: Version, old: int, features: int) -> NetState:
-    """virtio_net_set_features' effect on the device state: `old` is vdev->guest_features when it runs."""
+    """virtio_net_set_features' effect on the device state: `old` is vdev->guest_features when it runs. It sets
+    mergeable_rx_bufs from MRG_RXBUF (virtio_net_set_mrg_rx_bufs), over what the device data loaded: a device whose
+    guest negotiated it and was then reset by a release whose reset does not set the features keeps 1 with no
+    features (the 5.2 binary; its stream loads as 0 on 10.0)."""
+    dev = replace(dev, mergeable_rx_bufs=int(F.has(features, F.NET_MRG_RXBUF)))
     vlan = F.has(features, F.NET_CTRL_VLAN)
     if release >= VLANS_RESET_ON_CHANGE and vlan == F.has(old, F.NET_CTRL_VLAN):
         return dev
@@ -174,6 +199,7 @@ def set_features(dev: NetState, release: Version, old: int, features: int) -> Ne
 # f9d6dbf0bf "virtio-net: remove virtio queues if the guest doesn't support multiqueue" (2.7, UNVERIFIED): before
 # it set_multiqueue deleted and re-added the queues after pair 0 by the device's own count, checking nothing
 CHANGE_NUM_QUEUES_FROM = Version(2, 7)
+PRE_LOAD_QUEUES_FROM = Version(9, 2)  # virtio_net_pre_load_queues (9379ea9db3c0)
 
 
 def change_num_queues_crash(realized: Any, loaded: Sequence[int], multiqueue: bool) -> str | None:
@@ -202,6 +228,92 @@ def change_num_queues_crash(realized: Any, loaded: Sequence[int], multiqueue: bo
         raise Undefined(f"virtio_net_set_features: {func} deletes queue pairs up to {(count - 2) // 2}, past the "
                         f"{pairs} of n->vqs (a heap overflow)")
     return None
+
+
+def layout_sizes(realized: Any, multiqueue: bool) -> tuple[int, ...]:
+    """The queue sizes virtio_net_set_multiqueue leaves: every pair with MQ, else one pair and the control queue,
+    then nothing (0) up to realize's count."""
+    if realized.release < CHANGE_NUM_QUEUES_FROM:  # the queues stay as realize added them
+        return tuple(realized.queue_sizes)
+    pairs = max(realized.config.netdev.queues, 1) if multiqueue else 1
+    rx = int(realized.props.get("rx_queue_size", 256))
+    tx = min(int(realized.props.get("tx_queue_size", 256)), TX_QUEUE_MAX)
+    sizes = [rx, tx] * pairs + [64]
+    if realized.config.transport == "mmio" and int(realized.props.get("x-override-queue-size") or 0):
+        return tuple(realized.queue_sizes)
+    return (*sizes, *[0] * (len(realized.queue_sizes) - len(sizes)))
+
+
+def reset_queue_sizes(realized: Any) -> tuple[int, ...]:
+    """The queues after reset: realize's, or one pair where reset sets the features to 0 (7.2.18+, 10.0.2+, 10.1:
+    a 4-pair device of the fleet's 7.2 saves 3 queues before its guest set any feature)."""
+    if reset_sets_features(realized.release):
+        return layout_sizes(realized, False)
+    return tuple(realized.queue_sizes)
+
+
+def num_default_for(realized: Any, count: int) -> tuple[int, ...]:
+    """The queue sizes a device holding `count` queues was given: one pair's layout for 3 queues of a multiqueue
+    device (2.7 on), else realize's."""
+    if count == 3 and len(realized.queue_sizes) > 3:
+        return layout_sizes(realized, False)
+    return tuple(realized.queue_sizes)
+
+
+def loaded_queues(realized: Any, queues: Sequence[QueueState], num_default: Sequence[int], num: int,
+                  features_lo: int, multiqueue: bool, ringsize: bool) -> tuple[tuple[QueueState, ...], tuple[int, ...]]:
+    """The queues a destination holds after virtio_load's set_features, and their num_default.
+
+    Before the stream's queues load, virtio_net_pre_load_queues lays the device's queues out (Debian's 7.2 and
+    10.1 on: from the stream's count; 9.2 to 10.0: one pair without MQ among the stream's 32-bit features, all
+    with it); older releases keep realize's. Each queue's num_default is its layout's, unless virtio/ringsize
+    carried it. Then set_features (virtio_net_set_multiqueue) changes the layout to one pair, or all of them, with
+    MQ: the control queue is deleted, pairs deleted or added, and a fresh control queue (64 entries, no ring) added
+    last. A guest without MQ on a multiqueue device thus leaves 3 queues, which pre_load keeps; before pre_load
+    (5.2) the destination's 2 x pairs + 1 shrink after the load and the loaded control queue is lost."""
+    release, pairs = realized.release, max(realized.config.netdev.queues, 1)
+    rx = int(realized.props.get("rx_queue_size", 256))
+    tx = min(int(realized.props.get("tx_queue_size", 256)), TX_QUEUE_MAX)
+
+    def layout(n: int) -> list[int]:
+        return [rx, tx] * n + [64]
+
+    total = len(realized.queue_sizes)
+    if pairs == 1 or realized.config.transport == "mmio" and int(realized.props.get("x-override-queue-size") or 0):
+        return tuple(queues), tuple(num_default)
+    if pre_load_takes_count(release):
+        before = allocated_sizes(realized, num)
+    elif release >= PRE_LOAD_QUEUES_FROM:
+        before = layout(pairs if F.has(features_lo, F.NET_MQ) else 1)
+    else:
+        before = list(realized.queue_sizes)
+    before += [0] * (total - len(before))
+    defaults = list(num_default) if ringsize else list(before)
+    qs = list(queues) + [QueueState(0)] * (total - len(queues))
+    for i in range(num, total):  # the queues the stream does not carry keep the layout's
+        qs[i] = QueueState(before[i])
+    if release < CHANGE_NUM_QUEUES_FROM:
+        return tuple(qs), tuple(defaults)
+    count = next((i for i, q in enumerate(qs) if q.num == 0), len(qs))
+    new = 2 * pairs + 1 if multiqueue else 3
+    laid_out = next((i for i, n in enumerate(before) if n == 0), len(before))
+    if count > laid_out and new < count and not pre_load_takes_count(release):
+        # 9.2 to 10.0: pre_load_queues laid out one pair from the 32-bit features, the stream's count then filled
+        # the queues past it, and set_features deletes those pairs again: qemu_bh_delete / timer_free on what the
+        # first delete freed (the fleet's 10.0.2 goes on or dies of SIGSEGV, run to run, on a 5.2 stream of a
+        # 4-pair device whose guest never set features)
+        raise Undefined(f"virtio_net_change_num_queue_pairs(n, {(new - 1) // 2}) deletes queue pairs "
+                        f"{(laid_out - 1) // 2}..{(count - 3) // 2} that pre_load_queues already deleted "
+                        "(a use after free)")
+    if count == new or count < 3 or count % 2 == 0 or count > 2 * pairs + 1:
+        return tuple(qs), tuple(defaults)  # nothing changes, or change_num_queues_crash said what happens
+    after = layout((new - 1) // 2) + [0] * (total - new)
+    for i in range(min(count, new) - 1, total):  # the control queue and the pairs past the smaller count
+        # virtio_delete_queue / virtio_add_queue set the size, num_default and align alone: a queue re-added at
+        # an index keeps the ring addresses and indices that were loaded there
+        qs[i] = replace(qs[i], num=after[i], align=4096)
+        defaults[i] = after[i]
+    return tuple(qs), tuple(defaults)
 
 
 def multiqueue(release: Version, incoming: int, host: int) -> bool:

@@ -32,10 +32,12 @@ def found(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     machine = crosscheck.default_machine(src, dst)
     rng = random.Random(0)
     examples = []
-    for index in range(4):  # each draws the balloon's 32 feature bits: PAGE_POISON is one of them
+    for index in range(8):  # each draws the balloon's 32 feature bits: PAGE_POISON is one of them
         examples.append(realcase.run_example(index, rng, src, dst, machine, list(crosscheck.DEVICE_KINDS),
                                                failures=folder, seed=0))
-        files = sorted(folder.glob("R12-*.json"))
+        # the balloon's: the 7.2 model on the 5.2 binary also disagrees elsewhere (a multiqueue net's queues)
+        files = sorted(f for f in folder.glob("R12-*.json")
+                       if json.loads(f.read_text())["real_pair"]["devices"] == ["virtio-balloon"])
         if files:
             break
     assert files, f"no disagreement in {len(examples)} examples: {[e.as_json() for e in examples]}"
