@@ -66,9 +66,10 @@ VIRTIO_F_VERSION_1 = 32
 VIRTIO_F_RING_PACKED = 34
 
 # Each slot gets its own windows, so that the devices of one VM never overlap: I/O as drive.py's legacy default,
-# memory above q35's MMCONFIG (0xb0000000, 256 MiB) and below the pc and q35 4 GiB hole's chipset devices.
+# memory above q35's MMCONFIG (0xb0000000, 256 MiB) and below the pc and q35 4 GiB hole's chipset devices. 16 MiB
+# a slot: with page-per-vq (hw_compat_2_7: the machine types up to 2.7) the modern BAR takes 8 MiB.
 MEM_WINDOW_BASE = 0xC0000000
-MEM_WINDOW = 0x100000
+MEM_WINDOW = 0x1000000
 
 
 @dataclass(frozen=True)
