@@ -9,7 +9,7 @@ from harness.diff.cells import cells_line, exercises
 from harness.diff.context import common_machines, machine_ranges, undecided
 from harness.diff.layout import SubInfo, subsections_of
 from harness.diff.result import BREAKS, GATE, SAFE, Diff, Difference, scope_text
-from harness.matrix import KNOWN
+from harness.known import KNOWN
 from models.conditions import Condition
 from models.releases import MachineType, Version
 
@@ -94,7 +94,7 @@ def _only_in(d: Diff, name: str, sender: Version, other: Version, infos: dict[tu
             diff_.why.append(f"needed() can hold on {len(names)} machine types both have "
                              f"({machine_ranges(names, d.registry)}): it depends on {', '.join(dict.fromkeys(opens))}")
         diff_.why.append(f"{direction}: {other} does not know the subsection and fails the load (-ENOENT)")
-        diff_.why += [f"known: {k.name} (harness/matrix.py KNOWN), which the matrix reports as expected"
+        diff_.why += [f"known: {k.name} (harness/known.py KNOWN), which the matrix reports as expected"
                       for k in KNOWN if name in k.subsections]
         lines = sorted({m.line for m in machines})
         if fix and all(m.line for m in machines):  # only a downstream line's machine types: its own array misses it

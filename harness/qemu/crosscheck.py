@@ -26,7 +26,7 @@ from typing import Any
 
 from harness import interrupt
 from harness.errors import StreamError, UsageError
-from harness.matrix import KnownIncompatibility, known_for
+from harness.known import KnownIncompatibility, known_for
 from harness.qemu import oracle, presence, release, tap
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drawn import MEM_MB, SLOT, random_drives, random_netdev, random_props
@@ -189,7 +189,7 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
 
 
 def known_incompatibilities(ex: Example, src: Version, dst: Version) -> dict[str, str]:
-    """The declared known incompatibilities (harness.matrix.KNOWN) that cover every violation of an example, by
+    """The declared known incompatibilities (harness.known.KNOWN) that cover every violation of an example, by
     name with their reasons; empty when one is not covered."""
     try:
         s = decode_stream(ex.data, strict=False)

@@ -1,7 +1,7 @@
 """The matrix on real pairs (`--real`): a cell whose two releases are in the fleet also runs a sample of
 driven device states through the real source and destination QEMU (realcase.run_example), and the
 model is held to both (R12). QEMU rejecting a reachable state, or not preserving it, is a failure unless
-a declared known incompatibility (harness.matrix.KNOWN) covers that device's state."""
+a declared known incompatibility (harness.known.KNOWN) covers that device's state."""
 
 from __future__ import annotations
 

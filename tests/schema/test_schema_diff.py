@@ -132,7 +132,7 @@ def test_in_tree_releases() -> None:
     # the older machine types back: a property value change on the same machine type
     y = one(diff(V("4.0"), V("4.1"), ["virtio-balloon"]), "property-changed", "qemu-4-0-config-size")
     assert y.verdict == GATE and "pc-i440fx-2.0" in y.machines and "pc-q35-4.0" not in y.machines
-    # virtio/broken (2.8) has no gate: QEMU's own known incompatibility (harness/matrix.py KNOWN broken-to-2.7)
+    # virtio/broken (2.8) has no gate: QEMU's own known incompatibility (harness/known.py KNOWN broken-to-2.7)
     b = one(diff(V("2.7"), V("2.8"), ["virtio-blk"]), "subsection-added", "virtio/broken")
     assert (b.verdict, b.direction, b.decided_by) == (GATE, "2.8 -> 2.7", "static") and "pc-q35-2.7" in b.machines
     # virtio/started (4.1) is gated by use-started, which hw_compat_4_0 turns off
@@ -145,7 +145,7 @@ def test_in_tree_releases() -> None:
 
 
 # the subsection differences of adjacent modelled releases (and two long ranges) that break migration: each one
-# QEMU's own, declared in harness/matrix.py KNOWN (broken-to-2.7, disabled-on-4.2-from-5.x,
+# QEMU's own, declared in harness/known.py KNOWN (broken-to-2.7, disabled-on-4.2-from-5.x,
 # balloon-page-poison-misspelt)
 KNOWN_BREAKS = {
     ("2.7", "2.8", "virtio/broken", "2.8 -> 2.7"),
@@ -176,7 +176,7 @@ def test_every_in_tree_subsection_is_decided_statically() -> None:
             text = format_text(d)
             assert text.count("(decided statically)") == sum(x.kind.startswith("subsection") for x in subs)
             assert "decided by matrix cells" not in text
-            # each that breaks names its entry in harness/matrix.py KNOWN
+            # each that breaks names its entry in harness/known.py KNOWN
             assert all(any(w.startswith("known: ") for w in x.why) for x in subs if x.verdict != SAFE), (a, b)
             seen |= {x.subject for x in subs}
             if (a, b) in adjacent:

@@ -80,13 +80,13 @@ def test_declared_incompatibilities_are_reached(cell: Cell, machine: str, known:
     """The driver reaches the states QEMU's known incompatibilities need (a disabled device, a broken one), so
     each entry is reported as expected on its machine type, and the same cell fails without it. (The cell's
     expected names one entry per rule: on 2.7 vlans-rewritten-on-load may be the one it names for R4.)"""
-    from harness import matrix
+    from harness import known as matrix_known
 
     passed = run_cell(cell, [machine])
     assert passed.failure is None and passed.expected.get("R4") in (known, "vlans-rewritten-on-load")
-    entries = tuple(k for k in matrix.KNOWN if k.name != known)
+    entries = tuple(k for k in matrix_known.KNOWN if k.name != known)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(matrix, "KNOWN", entries)
+        m.setattr(matrix_known, "KNOWN", entries)
         result = run_cell(cell, [machine])
     assert result.failure is not None and result.failure[4].rule == "R4"
 
@@ -98,12 +98,12 @@ def test_declared_incompatibilities_are_reached(cell: Cell, machine: str, known:
 def test_fleet_incompatibilities_are_reached(cell: Cell, machine: str, rule: str, known: str) -> None:
     """What the fleet's binaries showed: a balloon with PAGE_POISON across the 6.2 rename, and the VLAN table a
     7.2 destination empties; each is reported as expected, and the same cell fails without its entry."""
-    from harness import matrix
+    from harness import known as matrix_known
 
     assert run_cell(cell, [machine]).expected.get(rule) == known
-    entries = tuple(k for k in matrix.KNOWN if k.name != known)
+    entries = tuple(k for k in matrix_known.KNOWN if k.name != known)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(matrix, "KNOWN", entries)
+        m.setattr(matrix_known, "KNOWN", entries)
         result = run_cell(cell, [machine])
     assert result.failure is not None and result.failure[4].rule == rule
 
