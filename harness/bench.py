@@ -30,7 +30,8 @@ def rate(fn: Callable[[], Any], seconds: float) -> float:
 def run_bench(args: argparse.Namespace) -> int:
     from harness.inputs import read_stream_file
     from harness.samples import NET
-    from harness.wire.stream import decode_payload, decode_stream
+    from harness.wire.payload import decode_payload
+    from harness.wire.stream import decode_stream
 
     path = args.stream or str(NET)
     data = read_stream_file(path)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import StreamError
-from harness.wire.stream import decode_payload
+from harness.wire.payload import decode_payload
 from models.config import Realized
 from models.releases import Version
 

@@ -10,7 +10,7 @@ from harness import reference_load as ref
 from harness.annotate import tree_diff
 from harness.errors import StreamError
 from harness.projection import projection, sent_subsections
-from harness.wire.stream import decode_payload
+from harness.wire.payload import decode_payload
 from models import core, declared
 from models.config import Realized, realize
 from models.model import ACCEPTED, ACCEPTED_BROKEN, REJECTED, LoadResult, load, save, section_version

@@ -20,7 +20,8 @@ from harness.errors import StreamError
 from harness.fuzz.fields import Seed
 from harness.fuzz.mutant import Mutant, embed
 from harness.fuzz.targets import VerdictCall, Verdicts
-from harness.wire.stream import decode_payload, decode_stream
+from harness.wire.payload import decode_payload
+from harness.wire.stream import decode_stream
 from harness.wire.virtio import DEVICES, TRANSPORTS, compiled_payload_layout
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the harness package (findings name files by it)

@@ -268,7 +268,7 @@ def compare_resave(loads: dict[str, ModelLoad], resaved: bytes) -> list[str]:
 
 def first_difference(model_bytes: bytes, qemu_bytes: bytes, ml: ModelLoad) -> str:
     """Where two payloads part, by field path when both decode."""
-    from harness.wire.stream import decode_payload
+    from harness.wire.payload import decode_payload
 
     at = next((i for i, (a, b) in enumerate(zip(model_bytes, qemu_bytes, strict=False)) if a != b),
               min(len(model_bytes), len(qemu_bytes)))

@@ -21,7 +21,8 @@ from harness import reference_load as ref
 from harness.errors import StreamError
 from harness.qemu import tap
 from harness.qemu.oracle import ModelLoad, dest_line
-from harness.wire.stream import Stream, decode_payload
+from harness.wire.payload import decode_payload
+from harness.wire.stream import Stream
 from models import declared
 from models.config import realize
 from models.model import guest_rings, state_from_wire

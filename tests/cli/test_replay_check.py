@@ -22,7 +22,8 @@ from harness.cli import main
 from harness.failures import write_failure
 from harness.matrix import Cell, run_example
 from harness.rules import Run, Violation
-from harness.wire.stream import decode_payload, decode_stream
+from harness.wire.payload import decode_payload
+from harness.wire.stream import decode_stream
 from harness.wire.virtio import payload_layout
 from models.config import Config, realize
 from models.model import reset_state

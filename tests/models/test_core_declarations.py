@@ -6,7 +6,7 @@ from __future__ import annotations
 import construct as c
 
 from harness.diff import fields_of
-from harness.wire.stream import decode_payload
+from harness.wire.payload import decode_payload
 from harness.wire.virtio import TRANSPORTS, core_subsections
 from models import core
 from models.config import Config, realize

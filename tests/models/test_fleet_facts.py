@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from harness.wire.stream import decode_payload
+from harness.wire.payload import decode_payload
 from models import features as F
 from models.config import Config, Realized, realize
 from models.model import ACCEPTED, REJECTED, load, reset_state, save

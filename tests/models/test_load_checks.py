@@ -218,7 +218,7 @@ def test_a_nested_transport_subsection_the_destination_does_not_know() -> None:
     """10.2 sends virtio_pci/modern_state/features128 inside virtio/extra_state for guest features >= bit 64;
     10.1 does not know it: -ENOENT, and the extra_state field's get fails (the line QEMU 7.2 prints for an
     unknown name there, tests/qemu/test_differential.py)."""
-    from harness.wire.stream import decode_payload
+    from harness.wire.payload import decode_payload
     from harness.wire.virtio import payload_layout
 
     src = _r("10.2", "pc-q35-10.2")

@@ -104,7 +104,7 @@ def test_reset_blob_sizes(machine: str, net: int, blk: int) -> None:
 
 def test_subsections_by_machine_type_of_reset_devices() -> None:
     """§10.2 note and fixtures README: 2.4 none, 2.5/2.6 extra_state only, 2.7 64bit+virtqueues+extra_state."""
-    from harness.wire.stream import decode_payload
+    from harness.wire.payload import decode_payload
 
     want = {"2.4": [], "2.6": ["virtio/extra_state"],
             "2.7": ["virtio/64bit_features", "virtio/virtqueues", "virtio/extra_state"]}

@@ -36,7 +36,8 @@ from harness.qemu.backend import (
 from harness.qemu.drive import PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_IO, DriveSpec, PciConfig, QueueSpec
 from harness.qemu.process import QemuProcess
 from harness.qemu.qtest import QtestClient
-from harness.wire.stream import Stream, decode_payload, decode_stream
+from harness.wire.payload import decode_payload
+from harness.wire.stream import Stream, decode_stream
 from models.cmdline import DeviceLine, parse
 from models.config import Realized, realize
 from models.model import ACCEPTED, guest_rings, load, reset_state, save, state_from_wire

@@ -210,7 +210,7 @@ def test_a_core_subsection_declared_in_tree_needs_no_other_file() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from harness.wire.stream import decode_payload
+    from harness.wire.payload import decode_payload
     from models import declared
     from models.conditions import StateField
     from models.config import Config, realize

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import StreamError
-from harness.wire.stream import decode_payload, decode_stream, encode_stream
+from harness.wire.payload import decode_payload
+from harness.wire.stream import decode_stream, encode_stream
 from harness.wire.virtio import payload_layout
 from harness.wire.vmdesc import find_vmdesc
 from tests.conftest import SAMPLES, SHARED_FIXTURES

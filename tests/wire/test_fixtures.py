@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness.decode import stream_summary
-from harness.wire.stream import decode_payload, decode_stream, encode_stream
+from harness.wire.payload import decode_payload
+from harness.wire.stream import decode_stream, encode_stream
 from harness.wire.virtio import payload_layout
 from tests.conftest import SAMPLES, truth_of
 
