@@ -29,6 +29,23 @@ def truth_of(stream: Path) -> dict[str, Any]:
     return result
 
 
+def fixture_devices(path: Path) -> Iterator[tuple[Any, Any, bytes, Any, dict[str, Any] | None]]:
+    """Each virtio device of a real 7.2 stream: the decoded stream, the payload, its bytes, the release realized
+    from the stream's command line, and the device's ground truth (None where it has none)."""
+    from harness.wire.stream import decode_stream
+    from models.cmdline import parse
+    from models.config import realize
+    from models.releases import V
+
+    truth = truth_of(path)
+    data = path.read_bytes()
+    s = decode_stream(data)
+    lines = {line.section: line for line in parse(truth["qemu_cmdline"], V("7.2"))}
+    by_section = {t["section"]: t for t in truth["devices"]}
+    for p in s.devices:
+        yield s, p, data[p.offset : p.offset + p.size], realize(lines[p.section].config), by_section.get(p.section)
+
+
 @pytest.fixture(params=fixture_streams(), ids=lambda p: p.stem)
 def fixture_stream(request: pytest.FixtureRequest) -> Path:
     path: Path = request.param

@@ -8,21 +8,9 @@ from pathlib import Path
 
 from harness.verdict import verdict
 from harness.wire.stream import decode_stream
-from models.cmdline import parse
-from models.config import realize
 from models.model import ACCEPTED, guest_rings, load, save, state_from_wire
 from models.releases import V
-from tests.conftest import truth_of
-
-
-def _devices(path: Path):  # type: ignore[no-untyped-def]
-    truth = truth_of(path)
-    data = path.read_bytes()
-    s = decode_stream(data)
-    lines = {line.section: line for line in parse(truth["qemu_cmdline"], V("7.2"))}
-    by_section = {t["section"]: t for t in truth["devices"]}
-    for p in s.devices:
-        yield s, p, data[p.offset : p.offset + p.size], realize(lines[p.section].config), by_section.get(p.section)
+from tests.conftest import fixture_devices as _devices
 
 
 def test_model_save_equals_qemu_bytes(fixture_stream: Path) -> None:

@@ -14,10 +14,8 @@ import pytest
 from harness import reference_load as ref
 from harness.matrix import Cell, run_cell
 from harness.rules import Run, check_all, r9_load_order
-from harness.wire.stream import decode_stream
 from models import features as F
 from models import load
-from models.cmdline import parse
 from models.config import Config, Realized, realize
 from models.configuration import NetBackend
 from models.model import ACCEPTED, REJECTED, guest_rings, state_from_wire
@@ -26,7 +24,7 @@ from models.registry import BASE
 from models.releases import V
 from models.reset import reset_state
 from models.state import DeviceState
-from tests.conftest import truth_of
+from tests.conftest import fixture_devices
 
 pytestmark = pytest.mark.usefixtures("ci_profile")
 
@@ -124,22 +122,12 @@ def test_the_unbroken_model_passes_r9_in_matrix_cells() -> None:
         assert result.examples > 0
 
 
-def _fixture_devices(path: Path):  # type: ignore[no-untyped-def]
-    truth = truth_of(path)
-    data = path.read_bytes()
-    s = decode_stream(data)
-    lines = {line.section: line for line in parse(truth["qemu_cmdline"], V("7.2"))}
-    by_section = {t["section"]: t for t in truth["devices"]}
-    for p in s.devices:
-        yield s, p, data[p.offset : p.offset + p.size], realize(lines[p.section].config), by_section.get(p.section)
-
-
 def test_r9_holds_on_the_real_72_streams(fixture_stream: Path) -> None:
     """Every device of every real 7.2 stream: the reference from the stream alone equals what the fixture's
     driver wrote (status, queue_sel, the features it read back, each queue's size and address), and the model's
     load of the stream equals the reference."""
     judged = 0
-    for s, p, payload, r, truth in _fixture_devices(fixture_stream):
+    for s, p, payload, r, truth in fixture_devices(fixture_stream):
         v = ref.decode_as_destination(r, payload, None)
         assert v is not None, p.section
         want = ref.reference_load(r, v)
