@@ -11,7 +11,7 @@ from __future__ import annotations
 from harness.diff.context import common_machines, machine_ranges
 from harness.diff.layout import subsections_of
 from harness.diff.result import BREAKS, Diff, Difference, mark
-from harness.diff.subsections import _sendable
+from harness.diff.subsections import sendable
 from models.conditions import state_fields
 from models.devices import DEVICES as DEVICE_MODELS
 from models.registry import Registry
@@ -70,7 +70,7 @@ def compare_test_order(d: Diff) -> None:
                             x.why.append(line)
                         continue
                     info = subsections_of(sender, device, transport, d.registry)[name]
-                    machines, _open, python = _sendable(d, info, sender, other, device, transport)
+                    machines, _open, python = sendable(d, info, sender, other, device, transport)
                     if python:
                         machines = common_machines(sender, other, transport, d.registry)
                     entry = late_in.setdefault((key, sender, other), ([], []))

@@ -34,8 +34,8 @@ def compare_subsections(d: Diff) -> None:
 
 
 
-def _sendable(d: Diff, info: SubInfo, sender: Version, other: Version, device: str, transport: str
-              ) -> tuple[list[MachineType], list[str], bool]:
+def sendable(d: Diff, info: SubInfo, sender: Version, other: Version, device: str, transport: str
+             ) -> tuple[list[MachineType], list[str], bool]:
     """Where `sender` can send the subsection on a machine type both releases have, statically: (machine types,
     what leaves it open there, whether the condition is opaque Python: then the caller runs cells)."""
     test = info.test
@@ -74,7 +74,7 @@ def _only_in(d: Diff, name: str, sender: Version, other: Version, infos: dict[tu
     opens: list[str] = []
     python_scope = []
     for (device, transport), info in infos.items():
-        ms, op, python = _sendable(d, info, sender, other, device, transport)
+        ms, op, python = sendable(d, info, sender, other, device, transport)
         machines += ms
         opens += op
         if python:
@@ -165,7 +165,7 @@ def _sent_breaks(d: Diff, diff_: Difference, sender: Version, other: Version, in
     machines: list[str] = []
     python_scope = []
     for (device, transport), info in infos.items():
-        ms, _open, python = _sendable(d, info, sender, other, device, transport)
+        ms, _open, python = sendable(d, info, sender, other, device, transport)
         machines += [m.name for m in ms]
         if python:
             python_scope.append((device, transport))
