@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.configuration import TARGET_BIG_ENDIAN, Derived
+from models.configuration import TARGET_BIG_ENDIAN, Derived, bi_endian
 from models.releases import MachineType, Version
 from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
 
@@ -310,6 +310,36 @@ class TargetEndian(_Term):
 
     def static_value(self, ctx: Static) -> tuple[bool, Any]:
         return True, ENDIAN_BIG if TARGET_BIG_ENDIAN.get(ctx.transport, False) else ENDIAN_LITTLE
+
+    def describe(self) -> str:
+        return self.name
+
+
+class BiEndianTarget(Condition):
+    """The target is bi-endian (aarch64 virt: models/configuration.BI_ENDIAN_FAMILIES): a guest's reset gives the
+    device the resetting CPU's data endianness, so device_endian is the guest's to set there."""
+
+    def __call__(self, r: Derived, s: DeviceState) -> bool:
+        return bi_endian(r.config.machine)
+
+    def static(self, ctx: Static) -> bool | None:
+        return bi_endian(ctx.machine)
+
+    def describe(self) -> str:
+        return "the target is bi-endian"
+
+
+class GuestEndian(_Term):
+    """device_endian as the guest's last reset left it: on a bi-endian target the state's own value (the CPU's data
+    endianness then), elsewhere the target's default (a guest cannot change it)."""
+
+    name = "the resetting guest's endianness"
+
+    def value(self, r: Derived, s: DeviceState) -> Any:
+        return s.device_endian if bi_endian(r.config.machine) else TargetEndian().value(r, s)
+
+    def static_value(self, ctx: Static) -> tuple[bool, Any]:
+        return (False, None) if bi_endian(ctx.machine) else TargetEndian().static_value(ctx)
 
     def describe(self) -> str:
         return self.name

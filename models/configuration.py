@@ -15,6 +15,20 @@ from models.releases import MachineType, Version
 
 DEVICE_IDS = {"virtio-net": 1, "virtio-blk": 2, "virtio-rng": 4, "virtio-balloon": 5}
 TARGET_BIG_ENDIAN = {"ccw": True}  # s390x; x86 (pci) and aarch64 virt (mmio) are little-endian
+# Machine families of a bi-endian target (arm, ppc64: LEGACY_VIRTIO_IS_BIENDIAN): a guest's reset gives the device
+# the resetting CPU's data endianness (virtio_reset: virtio_current_cpu_endian), so a big-endian aarch64 guest makes
+# device_endian big where the target's default is little; a legacy device's rings then follow device_endian.
+BI_ENDIAN_FAMILIES = frozenset({"virt"})
+
+
+def bi_endian(machine: MachineType | str | None) -> bool:
+    """Whether a machine type (or its name, as a stream's configuration section gives it) is of a bi-endian target."""
+    if machine is None:
+        return False
+    if isinstance(machine, str):
+        return any(machine == f or machine.startswith(f + "-") or machine.startswith(f + ",")
+                   for f in BI_ENDIAN_FAMILIES)
+    return machine.family in BI_ENDIAN_FAMILIES
 
 
 @dataclass(frozen=True)

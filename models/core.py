@@ -12,6 +12,8 @@ from typing import Any
 from models import features as F
 from models.conditions import (
     Always,
+    BiEndianTarget,
+    GuestEndian,
     GuestFeature,
     GuestFeatures,
     HostFeature,
@@ -115,13 +117,13 @@ HAS_EXTRA_STATE = (Transport("pci") & (Property("migrate-extra") | ReleaseAtLeas
 
 RINGSIZE_IGNORED_FROM = V("11.1")  # virtio/ringsize: not sent, and its num_default not loaded
 
-# What a guest can change, as far as the conditions below need it to be decided statically: device_endian keeps
-# the target's default (no modelled target is bi-endian); started and disabled are set only where their property
-# is on (virtio_set_started, virtio_pci's bus-master clear); a driver resizes a queue through a modern virtio-pci
-# device's common configuration (queue_size, VIRTIO_PCI_COMMON_Q_SIZE) or virtio-mmio's QueueNum, never through the
-# legacy virtio-pci BAR (its QUEUE_NUM is read-only).
+# What a guest can change, as far as the conditions below need it to be decided statically: device_endian is the
+# resetting guest's on a bi-endian target (aarch64 virt), the target's default elsewhere; started and disabled are
+# set only where their property is on (virtio_set_started, virtio_pci's bus-master clear); a driver resizes a queue
+# through a modern virtio-pci device's common configuration (queue_size, VIRTIO_PCI_COMMON_Q_SIZE) or virtio-mmio's
+# QueueNum, never through the legacy virtio-pci BAR (its QUEUE_NUM is read-only).
 RESIZABLE = Modern() | Transport("mmio")
-DEVICE_ENDIAN = StateField("device_endian", settable=Never(), reset=TargetEndian())
+DEVICE_ENDIAN = StateField("device_endian", settable=BiEndianTarget(), reset=TargetEndian())
 VERSION_1 = GuestFeature(F.VERSION_1)
 DRIVER_OK = 4  # VIRTIO_CONFIG_S_DRIVER_OK
 # virtio_set_started: started follows DRIVER_OK where use-started is on (what the matrix gives it, and where
@@ -148,7 +150,7 @@ CORE_SUBSECTIONS: tuple[CoreSubsection, ...] = (
         Rule(V("2.4"), (VERSION_1 & (DEVICE_ENDIAN != ENDIAN_LITTLE))
              | (~VERSION_1 & (DEVICE_ENDIAN != TargetEndian())),
              "device_endian != (VERSION_1 negotiated ? little : target default)"),
-    ), "616a655219", fields=(Field("device_endian", "uint8", reset=TargetEndian(), derived=TargetEndian()),)),
+    ), "616a655219", fields=(Field("device_endian", "uint8", reset=TargetEndian(), derived=GuestEndian()),)),
     CoreSubsection("virtio/128bit_features", V("10.2"), (
         Rule(V("10.2"), HostFeatures(64), "host features >= bit 64"),
     ), "virtio: serialize extended features state (10.2)",

@@ -13,12 +13,24 @@ from hypothesis import target
 
 from models import core, declared
 from models import features as F
+from models.conditions import BiEndianTarget
 from models.config import Realized
 from models.declarations import Field
 from models.devices import net
 from models.model import reset_state
 from models.reset import local_config_space
-from models.state import NO_VECTOR, BalloonState, BlkRequest, BlkState, DeviceState, NetState, PciState, QueueState
+from models.state import (
+    ENDIAN_BIG,
+    ENDIAN_LITTLE,
+    NO_VECTOR,
+    BalloonState,
+    BlkRequest,
+    BlkState,
+    DeviceState,
+    NetState,
+    PciState,
+    QueueState,
+)
 from models.transports import pci_regs as regs
 from models.transports.pci import PciConfigSpace, guest_write
 
@@ -37,6 +49,9 @@ _MACS = st.lists(st.binary(min_size=6, max_size=6), max_size=64)
 # the core subsections' fields that the steps below set with the state they go with: virtio_error (broken, with
 # NEEDS_RESET), a bus-master clear (disabled, without DRIVER_OK)
 _STEPPED = frozenset({"broken", "disabled"})
+_BI_ENDIAN = BiEndianTarget()
+_ENDIANS = {ENDIAN_LITTLE: st.sampled_from((ENDIAN_LITTLE, ENDIAN_BIG)),
+            ENDIAN_BIG: st.sampled_from((ENDIAN_BIG, ENDIAN_LITTLE))}  # by the target's default, drawn first
 
 
 def _legacy_rings(desc: int, num: int, align: int = PAGE) -> tuple[int, int]:
@@ -86,6 +101,9 @@ def queue(draw: st.DrawFn, i: int, q: QueueState, modern: bool, in_flight_ok: bo
 @st.composite
 def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     s = reset_state(r)
+    # the driver's reset (status 0) gives the device the CPU's data endianness on a bi-endian target: a big-endian
+    # aarch64 guest makes it big (virtio_reset); shrinking goes to the target's default, the reset value
+    endian = draw(_ENDIANS[s.device_endian]) if _BI_ENDIAN(r, s) else s.device_endian
     features = guest_features(draw, r)
     modern = F.has(features, F.VERSION_1)
     status = draw(_STATUS)
@@ -175,7 +193,7 @@ def device_states(draw: st.DrawFn, r: Realized) -> DeviceState:
     # fields of schema modules (models/schema.py), drawn last: without a schema the draws are as they were
     extra = tuple(sorted((f.name, draw(declared_value(f))) for f in declared.known_fields(r)))
     s = replace(s, status=status, guest_features=negotiated, queues=queues, num_default=num_default, device=device,
-                pci=pci, packed=packed,
+                pci=pci, packed=packed, device_endian=endian,
                 config_vector=config_vector,
                 broken=broken, disabled=disabled, config=config, queue_sel=queue_sel, isr=draw(_BIT), extra=extra)
     # the declared fields of the core subsections r knows (models/core.py): set by the steps above, or by the device
