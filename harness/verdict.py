@@ -12,10 +12,19 @@ from typing import Any
 from harness.errors import UsageError
 from harness.wire.ram import GuestMemory
 from harness.wire.stream import Stream, VirtioPayload
-from models import features as F
 from models.cmdline import DeviceLine, parse
 from models.config import Config, NetBackend, realize
-from models.model import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, UNDEFINED, guest_rings, load, state_from_wire
+from models.model import (
+    ACCEPTED,
+    ACCEPTED_BROKEN,
+    CRASHED,
+    REJECTED,
+    UNDEFINED,
+    guest_rings,
+    load,
+    rings_big_endian,
+    state_from_wire,
+)
 from models.registry import BASE, Registry
 from models.releases import Version
 from models.state import DeviceState
@@ -114,11 +123,6 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str], regis
                            f"{' on a pcie-root-port' if express else ''}")
         lines.append(DeviceLine(config, p.section, None, p.instance_id))
     return lines
-
-
-def _version_1(v: Any) -> bool:
-    f64 = next((x.body for x in v.subsections if x.name == "virtio/64bit_features"), None)
-    return bool(f64 is not None and F.has(f64.guest_features, F.VERSION_1))
 
 
 def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = None,
@@ -223,16 +227,19 @@ def _device_verdict(s: Stream, p: VirtioPayload, config: Config, registry: Regis
     try:
         r = realize(config, registry)
         rings = None
-        if p.value is not None and s.memory is not None:
-            rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value))
+        sent = state_from_wire(r, p.value) if p.value is not None else None
+        if sent is not None and s.memory is not None:
+            rings = guest_rings(s.memory, s.machine, sent)
         if data is not None:  # the bytes QEMU reads: the payload as it is, then the rest of the stream
             payload, after = data[p.offset : p.offset + p.size], data[p.offset + p.size :]
         else:
             payload, after = p.encode(), b""
         memory = None
         if s.memory is not None:
-            # legacy rings are in the guest's byte order (s390x: big); VERSION_1 ones little-endian
-            big = r.big_endian_target and not (p.value is not None and _version_1(p.value))
+            # legacy rings are in the target's byte order (s390x: big) or, on a bi-endian one, the loaded
+            # device_endian's; VERSION_1 ones little-endian
+            big = (rings_big_endian(config.machine, r.big_endian_target, sent.device_endian, sent.guest_features)
+                   if sent is not None else r.big_endian_target)
             memory = StreamRam(s.memory, s.machine, big)
         vdev_id = qdev_id if config.transport == "mmio" else None  # pci's and ccw's id= is their proxy's
         res = load(r, payload, rings, p.section, p.instance_id, s.footers, p.version_id, after, memory, vdev_id)

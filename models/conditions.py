@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.configuration import TARGET_BIG_ENDIAN, Derived, bi_endian
+from models.configuration import TARGET_BIG_ENDIAN, Derived
 from models.releases import MachineType, Version
 from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
 
@@ -34,7 +34,6 @@ class Static:
     # what realize derives from every configuration a user can make of it (the varied properties' values, the
     # backends): a condition over realize alone is decided when all agree; () where nobody enumerated them
     variants: tuple[Derived, ...] = ()
-
 
 
 def _on(value: Any) -> bool:
@@ -95,6 +94,9 @@ class _Term(Condition):
         known, value = self.static_value(ctx)
         return _on(value) if known else None
 
+    def describe(self) -> str:
+        return self.name
+
     # comparisons build conditions (as in SQLAlchemy): StateField("foo") != 0
     def __eq__(self, other: object) -> Compare:  # type: ignore[override]
         return Compare(self, "==", other)
@@ -115,6 +117,9 @@ class _Term(Condition):
         return Compare(self, ">=", other)
 
     __hash__ = object.__hash__
+
+
+Term = _Term  # the public name, for terms declared outside this module (models/endian.py)
 
 
 class StateField(_Term):
@@ -142,9 +147,6 @@ class StateField(_Term):
             return getattr(s, self.name)
         return getattr(s.device, self.name, None)
 
-    def describe(self) -> str:
-        return self.name
-
 
 class Property(_Term):
     """A device (or proxy) property's effective value: default, machine type compat entries, user."""
@@ -159,9 +161,6 @@ class Property(_Term):
         if self.name in ctx.varied:
             return False, None
         return True, ctx.props.get(self.name)
-
-    def describe(self) -> str:
-        return self.name
 
     def properties(self) -> set[str]:
         return {self.name}
@@ -310,39 +309,6 @@ class TargetEndian(_Term):
 
     def static_value(self, ctx: Static) -> tuple[bool, Any]:
         return True, ENDIAN_BIG if TARGET_BIG_ENDIAN.get(ctx.transport, False) else ENDIAN_LITTLE
-
-    def describe(self) -> str:
-        return self.name
-
-
-class BiEndianTarget(Condition):
-    """The target is bi-endian (aarch64 virt: models/configuration.BI_ENDIAN_FAMILIES): a guest's reset gives the
-    device the resetting CPU's data endianness, so device_endian is the guest's to set there."""
-
-    def __call__(self, r: Derived, s: DeviceState) -> bool:
-        return bi_endian(r.config.machine)
-
-    def static(self, ctx: Static) -> bool | None:
-        return bi_endian(ctx.machine)
-
-    def describe(self) -> str:
-        return "the target is bi-endian"
-
-
-class GuestEndian(_Term):
-    """device_endian as the guest's last reset left it: on a bi-endian target the state's own value (the CPU's data
-    endianness then), elsewhere the target's default (a guest cannot change it)."""
-
-    name = "the resetting guest's endianness"
-
-    def value(self, r: Derived, s: DeviceState) -> Any:
-        return s.device_endian if bi_endian(r.config.machine) else TargetEndian().value(r, s)
-
-    def static_value(self, ctx: Static) -> tuple[bool, Any]:
-        return (False, None) if bi_endian(ctx.machine) else TargetEndian().static_value(ctx)
-
-    def describe(self) -> str:
-        return self.name
 
 
 class QueueResized(Condition):

@@ -12,8 +12,6 @@ from typing import Any
 from models import features as F
 from models.conditions import (
     Always,
-    BiEndianTarget,
-    GuestEndian,
     GuestFeature,
     GuestFeatures,
     HostFeature,
@@ -30,6 +28,7 @@ from models.conditions import (
 )
 from models.configuration import Derived
 from models.declarations import Field
+from models.endian import BiEndianTarget, GuestEndian
 from models.releases import Version
 from models.state import ENDIAN_BIG, ENDIAN_LITTLE, DeviceState
 

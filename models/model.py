@@ -11,9 +11,10 @@ from __future__ import annotations
 from models.load import ACCEPTED, ACCEPTED_BROKEN, CRASHED, REJECTED, UNDEFINED, LoadResult, load
 from models.load_checks import Rejected
 from models.reset import local_config_space, reset_state, rom_bar_size
-from models.rings import GuestRam, guest_rings, ring_addresses, vring_align, with_rings
+from models.rings import GuestRam, guest_rings, ring_addresses, rings_big_endian, vring_align, with_rings
 from models.save import save, saved_queue_count, section_version, state_from_wire, to_wire
 
 __all__ = ["ACCEPTED", "ACCEPTED_BROKEN", "CRASHED", "REJECTED", "UNDEFINED", "GuestRam", "LoadResult", "Rejected",
-           "guest_rings", "load", "local_config_space", "reset_state", "ring_addresses", "rom_bar_size", "save",
+           "guest_rings", "load", "local_config_space", "reset_state", "ring_addresses", "rings_big_endian",
+           "rom_bar_size", "save",
            "saved_queue_count", "section_version", "state_from_wire", "to_wire", "vring_align", "with_rings"]

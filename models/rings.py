@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from models import features as F
 from models import load_errors as le
 from models.config import Realized
+from models.configuration import bi_endian
 from models.load_checks import Rejected
 from models.state import (
+    ENDIAN_BIG,
     DeviceState,
     QueueState,
 )
@@ -87,8 +89,19 @@ def vring_align(addr: int, align: int) -> int:
     return (addr + align - 1) // align * align if align else addr
 
 
+def rings_big_endian(machine: Any, big_target: bool, device_endian: int, features: int) -> bool:
+    """virtio_access_is_big_endian(): VERSION_1 rings are little-endian; a legacy device's follow device_endian on a
+    bi-endian target (arm, ppc64: LEGACY_VIRTIO_IS_BIENDIAN) and the target's own endianness elsewhere."""
+    if F.has(features, F.VERSION_1):
+        return False
+    return device_endian == ENDIAN_BIG if bi_endian(machine) else big_target
+
+
 def guest_rings(memory: Any, machine: str | None, state: DeviceState) -> list[tuple[int, int]]:
-    """(avail idx, used idx) of each queue, read from the guest RAM a stream carries."""
+    """(avail idx, used idx) of each queue, read from the guest RAM a stream carries, in the byte order the
+    destination reads them (rings_big_endian: the loaded device_endian and features)."""
+    big = rings_big_endian(machine, (machine or "").startswith("s390"), state.device_endian, state.guest_features)
+    order: Literal["big", "little"] = "big" if big else "little"
     out = []
     for q in state.queues:
         if not q.desc:
@@ -96,7 +109,8 @@ def guest_rings(memory: Any, machine: str | None, state: DeviceState) -> list[tu
             continue
         avail, used = ring_addresses(q, state.guest_features)
         try:
-            out.append((memory.read_u16_phys(machine, avail + 2), memory.read_u16_phys(machine, used + 2)))
+            out.append((int.from_bytes(memory.read_phys(machine, avail + 2, 2), order),
+                        int.from_bytes(memory.read_phys(machine, used + 2, 2), order)))
         except KeyError:
             out.append((0, 0))  # not in RAM this tool maps: reads as zero
     return out

@@ -13,10 +13,10 @@ from hypothesis import target
 
 from models import core, declared
 from models import features as F
-from models.conditions import BiEndianTarget
 from models.config import Realized
 from models.declarations import Field
 from models.devices import net
+from models.endian import BiEndianTarget
 from models.model import reset_state
 from models.reset import local_config_space
 from models.state import (
