@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import QemuError
-from harness.qemu import release
+from harness.qemu import guest, release
 from harness.qemu.drive import DEVICE_KINDS, MMIO_STRIDE, MMIO_TOP, DriveSpec, drive_devices
 from harness.qemu.drive_mmio import drive_mmio_devices
 from harness.qemu.loaded import RESAVE_AND_QUEUES, LoadedDevice, from_query, from_resave
@@ -278,10 +278,17 @@ def save(
         dev = by_slot.get(spec.slot)
         if config.devices and (dev is None or dev.kind != spec.kind):
             raise QemuError(f"drive spec for {spec.kind} at slot {spec.slot:#x}: no such device configured")
-    with QemuProcess(config.machine, config.args(), binary=config.binary, arch=config.target, qtest=True,
+    args = config.args()
+    by_guest = any(spec.reset_endian is not None for spec in drive)
+    if by_guest and not any(arg.startswith("loader,") for arg in args):
+        args += guest.loader_args(config.target)  # vCPU 0 starts at the program that makes the guest's resets
+    with QemuProcess(config.machine, args, binary=config.binary, arch=config.target, qtest=True,
                      name="save") as qemu:
-        driver = drive_mmio_devices if config.transport == "mmio" else drive_devices
-        driven = driver(qemu.qtest, drive)
+        if config.transport == "mmio":
+            cpu = guest.GuestCpu(qemu.qtest, qemu.qmp, config.target) if by_guest else None
+            driven = drive_mmio_devices(qemu.qtest, drive, cpu)
+        else:
+            driven = drive_devices(qemu.qtest, drive)
         assert qemu.scratch is not None
         stream = qemu.scratch / "stream.bin"
         _save_to_file(qemu, stream, channel)

@@ -11,6 +11,7 @@ loaded state and re-saved bytes (R12).
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import random
@@ -27,7 +28,7 @@ from typing import Any
 from harness import interrupt
 from harness.errors import StreamError, UsageError
 from harness.known import KnownIncompatibility, known_for
-from harness.qemu import oracle, presence, release, tap
+from harness.qemu import guest, oracle, presence, release, tap
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drawn import MEM_MB, SLOT, random_drives, random_netdev, random_props
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec
@@ -124,6 +125,7 @@ class Example:
                             "queues": [[q.index, q.pfn, q.requests] for q in d.queues],
                             "firmware": d.firmware, "msix": d.msix, "config_vector": d.config_vector,
                             "modern": d.modern, "props": dict(d.props), "netdev": d.netdev,
+                            "reset_endian": d.reset_endian,
                             "sizes": {q.index: q.num for q in d.queues if q.num},
                             "vectors": {q.index: q.vector for q in d.queues if d.msix}} for d in self.drives],
                 "qemu": {"outcome": self.outcome, "error": self.error},
@@ -218,6 +220,8 @@ def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[st
               resave: bool = True) -> Example:
     """Drive the source into `specs`, save, load into the destination, re-save, and hold the model to it."""
     config = qemu_config(machine, kinds, [spec.props for spec in specs], [spec.netdev for spec in specs])
+    if any(spec.reset_endian is not None for spec in specs):  # both sides: the same command line
+        config = dataclasses.replace(config, extra_args=config.extra_args + guest.loader_args(config.target))
     # The destination starts while the source is driven and saved: its start-up is most of a load.
     with oracle.destination(config, dst.binary, launch=True) as pending:
         data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary),

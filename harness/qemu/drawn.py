@@ -2,7 +2,8 @@
 host can leave each device in, drawn from a random.Random. A legacy driver on the I/O BAR, or on virtio-pci half
 the time BARs mapped as firmware maps them, MSI-X enabled with vectors assigned, a modern driver on the common
 configuration (a smaller ring sometimes, RING_PACKED where packed=on offers it); virtio-net on a hubport or a tap
-with up to 64 queue pairs; virtio-mmio's legacy registers with a smaller ring sometimes."""
+with up to 64 queue pairs; virtio-mmio's legacy registers with a smaller ring sometimes, reset by a big- or
+little-endian guest CPU (aarch64 is bi-endian: the device takes the guest's endianness)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import random
 from dataclasses import replace
 
 from harness.errors import QemuError
-from harness.qemu import release, tap
+from harness.qemu import guest, release, tap
 from harness.qemu.backend import QemuConfig
 from harness.qemu.drive import DriveSpec, QueueSpec, queue_pages
 from models.config import Realized, realize
@@ -21,6 +22,9 @@ RING_BASE_PFN = 0x100  # 1 MiB: rings and blk buffers go above the BIOS area, in
 RING_BASE_PFN_MMIO = RING_BASE_PFN + (0x40000000 >> 12)  # virt's RAM starts at 1 GiB
 # Guest RAM per transport: pc's rings fit in 4 MiB; virt and s390-ccw-virtio want more to start.
 MEM_MB = {"pci": 4, "mmio": 64, "ccw": 64}
+# Who resets a virtio-mmio device (DriveSpec.reset_endian): a big-endian guest most often (the non-default
+# endianness, virtio/device_endian), a little-endian one, or qtest with no CPU (the target's default)
+RESET_ENDIANS = ("big", "big", "little", None)
 # Final status a legacy driver leaves: DRIVER_OK mostly; ACK, ACK|DRIVER and FAILED|... sometimes.
 STATUSES = (7, 7, 7, 3, 1, 0x87)
 # A modern driver's: FEATURES_OK before DRIVER_OK (0xF) mostly; ACK, ACK|DRIVER, FEATURES_OK without DRIVER_OK
@@ -43,7 +47,8 @@ def random_drives(rng: random.Random, config: QemuConfig, release: Version) -> l
         spec = replace(spec, netdev=dev.netdev)
         out.append(spec)
     mem = config.mem_mb or MEM_MB[config.transport]
-    if pfn - first > (mem << 8) - 0x100:
+    reserved = guest.GUEST_RESERVED_PAGES if config.transport == "mmio" else 0  # the guest program's, at RAM's end
+    if pfn - first > (mem << 8) - 0x100 - reserved:
         raise QemuError(f"the rings of {len(out)} devices need {pfn - first} guest pages, more than -m {mem} has")
     return out
 
@@ -126,8 +131,10 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
         pfn += queue_pages(num, requests)
     sel = rng.randrange(max(len(r.queue_sizes), 1))
     if transport == "mmio":
+        # aarch64 is bi-endian: the reset is the guest CPU's, big- or little-endian, or (the old path) qtest's
         return DriveSpec(kind, slot, features, tuple(queues), status, sel, transport="mmio",
-                         host_features_sel=rng.randrange(2), guest_features_sel=rng.randrange(2), props=props), pfn
+                         host_features_sel=rng.randrange(2), guest_features_sel=rng.randrange(2), props=props,
+                         reset_endian=rng.choice(RESET_ENDIANS)), pfn
     return DriveSpec(kind, slot, features, tuple(queues), status, sel, firmware=firmware, msix=msix,
                      config_vector=_vector(rng, r.vectors) if msix else NO_VECTOR, modern=modern,
                      props=props), pfn

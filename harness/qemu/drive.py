@@ -151,6 +151,10 @@ class DriveSpec:
     modern: bool = False
     props: tuple[tuple[str, str], ...] = ()  # the -device properties it was started with (packed=on, ...)
     netdev: str = "hubport"  # virtio-net's backend (backend.DeviceConfig.netdev)
+    # who writes the first status 0 (the reset): None, qtest (no CPU: the device keeps the target's endianness);
+    # "little" or "big", the guest's vCPU 0 with that data endianness (guest.py), which the device then takes on a
+    # bi-endian target (aarch64 virt), its legacy rings with it
+    reset_endian: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in VIRTIO_PCI_DEVICE_IDS:
@@ -175,6 +179,10 @@ class DriveSpec:
                 raise QemuError(f"queue {q.index}: {q.requests} requests do not fit a u16 index")
             if not 0 <= q.num <= VIRTIO_QUEUE_MAX or not 0 <= q.vector <= 0xFFFF:
                 raise QemuError(f"queue {q.index}: size {q.num} or vector {q.vector} out of range")
+        if self.reset_endian not in (None, "little", "big"):
+            raise QemuError(f"reset_endian {self.reset_endian!r}: little, big or None (a qtest reset)")
+        if self.reset_endian is not None and self.transport != "mmio":
+            raise QemuError("a reset by the guest CPU is driven on aarch64 virt (virtio-mmio) only")
         if (self.msix or self.modern) and (self.transport != "pci" or not self.firmware):
             raise QemuError("MSI-X and the modern interface need virtio-pci with its BARs mapped (firmware)")
 
@@ -235,10 +243,18 @@ def _mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def blk_requests(qt: QtestClient, notify: Callable[[int], None], index: int, desc: int, num: int, count: int
-                 ) -> tuple[int, int]:
+def read_u16(qt: QtestClient, addr: int, big: bool = False) -> int:
+    """A ring's u16 in guest RAM, in the device's byte order (a legacy device of a big-endian guest: big)."""
+    return int.from_bytes(qt.memread(addr, 2), "big" if big else "little")
+
+
+def blk_requests(qt: QtestClient, notify: Callable[[int], None], index: int, desc: int, num: int, count: int,
+                 big: bool = False) -> tuple[int, int]:
     """Make `count` VIRTIO_BLK_T_IN requests available on one queue, notify(index), and wait until the
-    device has used them all. Returns (avail idx, used idx) read back from guest memory."""
+    device has used them all. Returns (avail idx, used idx) read back from guest memory. `big`: the ring and the
+    request header in big-endian byte order, as a big-endian guest writes them for a legacy device that took its
+    endianness (virtio_access_is_big_endian)."""
+    e = ">" if big else "<"
     if 3 * count > num:
         raise QemuError(f"queue {index}: {count} requests need {3 * count} descriptors, the ring has {num}")
     avail, used, end = vring_layout(desc, num)
@@ -248,27 +264,27 @@ def blk_requests(qt: QtestClient, notify: Callable[[int], None], index: int, des
         base = buffers + k * BLK_REQUEST_STRIDE
         header, status, data = base, base + 16, base + 512
         # Descriptor chain: header (device reads), data (device writes), status (device writes).
-        table += struct.pack("<QIHH", header, 16, VRING_DESC_F_NEXT, 3 * k + 1)
+        table += struct.pack(f"{e}QIHH", header, 16, VRING_DESC_F_NEXT, 3 * k + 1)
         table += struct.pack(
-            "<QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2
+            f"{e}QIHH", data, VIRTIO_BLK_SECTOR, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 3 * k + 2
         )
-        table += struct.pack("<QIHH", status, 1, VRING_DESC_F_WRITE, 0)
+        table += struct.pack(f"{e}QIHH", status, 1, VRING_DESC_F_WRITE, 0)
         # virtio_blk_outhdr {type, ioprio, sector}, then 0xff in the status byte until the device writes it.
-        qt.memwrite(header, struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, k) + b"\xff")
+        qt.memwrite(header, struct.pack(f"{e}IIQ", VIRTIO_BLK_T_IN, 0, k) + b"\xff")
     qt.memwrite(desc, bytes(table))
-    ring = b"".join(struct.pack("<H", 3 * k) for k in range(count))
+    ring = b"".join(struct.pack(f"{e}H", 3 * k) for k in range(count))
     qt.memwrite(avail + 4, ring)
-    qt.writew(avail + 2, count)
+    qt.memwrite(avail + 2, struct.pack(f"{e}H", count))
     notify(index)
     deadline = time.monotonic() + REQUEST_TIMEOUT
     # The paused VM still runs virtio-blk's handlers in the main loop: poll the used index.
-    while (used_idx := qt.readw(used + 2)) != count:
+    while (used_idx := read_u16(qt, used + 2, big)) != count:
         if time.monotonic() > deadline:
             raise QemuError(
                 f"virtio-blk queue {index}: used idx {used_idx} after {REQUEST_TIMEOUT} s, expected {count}"
             )
         time.sleep(0.0005)
-    return qt.readw(avail + 2), used_idx
+    return read_u16(qt, avail + 2, big), used_idx
 
 
 def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:

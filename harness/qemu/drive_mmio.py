@@ -3,7 +3,9 @@
 The legacy (version 1) register layout of hw/virtio/virtio-mmio.c, as a legacy guest driver uses it:
 features through the selector registers, GUEST_PAGE_SIZE, then per queue QUEUE_NUM, QUEUE_ALIGN and
 QUEUE_PFN. virt gives the first -device the top transport (0x0a003e00) and each next one the slot
-below. As drive.py, the ground truth is what was written and read back, never a decoded stream.
+below. The first status 0 may be the guest's own (DriveSpec.reset_endian, guest.py): a big-endian aarch64
+guest's reset makes the device big-endian. As drive.py, the ground truth is what was written and read
+back, never a decoded stream.
 virtio-ccw has no such path: its channel programs are started by CPU instructions a qtest client
 cannot issue, so ccw devices are saved in their reset state.
 """
@@ -21,8 +23,10 @@ from harness.qemu.drive import (
     DriveSpec,
     blk_requests,
     queue_count,
+    read_u16,
     vring_layout,
 )
+from harness.qemu.guest import GuestCpu
 from harness.qemu.qtest import QtestClient
 
 MAGIC_VALUE = 0x000
@@ -53,9 +57,10 @@ def base_of(slot: int) -> int:
     return MMIO_TOP - MMIO_STRIDE * slot
 
 
-def drive_mmio_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
+def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None = None) -> dict[str, Any]:
     """Drive one legacy virtio-mmio device into `spec`'s state and return its ground truth, keyed as
-    drive.drive_device's."""
+    drive.drive_device's. With spec.reset_endian, the guest's vCPU 0 (`guest`) writes the first status 0 with that
+    data endianness: the device takes it (aarch64 is bi-endian), and its rings are then in that byte order."""
     base = base_of(spec.slot)
     magic, version, device_id = (qt.readl(base + r) for r in (MAGIC_VALUE, VERSION, DEVICE_ID))
     if magic != MMIO_MAGIC or device_id != VIRTIO_IDS[spec.kind]:
@@ -64,7 +69,16 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     if version != 1:
         raise QemuError(f"virtio-mmio at {base:#x} is version {version}: only the legacy layout is driven "
                         "(force-legacy=on, the default)")
-    for status in (0, 1, 3):
+    big = spec.reset_endian == "big"
+    if spec.reset_endian is not None:
+        if guest is None:
+            raise QemuError(f"{spec.kind} at {base:#x}: a reset by the guest CPU needs QEMU started with its program "
+                            "(backend.save does it for a spec with reset_endian)")
+        qt.sync()
+        guest.store32(base + STATUS, 0, big)
+    else:
+        qt.writel(base + STATUS, 0)
+    for status in (1, 3):
         qt.writel(base + STATUS, status)
     qt.writel(base + HOST_FEATURES_SEL, 0)
     host_features = qt.readl(base + HOST_FEATURES)
@@ -90,9 +104,9 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
         avail, used, _ = vring_layout(desc, nums[q.index])
         if q.requests and spec.status & 4:
             avail_idx, used_idx = blk_requests(qt, lambda i: qt.writel(base + QUEUE_NOTIFY, i), q.index, desc,
-                                               nums[q.index], q.requests)
+                                               nums[q.index], q.requests, big)
         else:
-            avail_idx, used_idx = qt.readw(avail + 2), qt.readw(used + 2)
+            avail_idx, used_idx = read_u16(qt, avail + 2, big), read_u16(qt, used + 2, big)
         queues.append({"index": q.index, "num": nums[q.index], "desc": desc, "last_avail_idx": used_idx,
                        "avail_idx": avail_idx, "used_idx": used_idx})
     # the selectors last, to the values the save carries
@@ -101,14 +115,18 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     qt.writel(base + GUEST_FEATURES_SEL, spec.guest_features_sel)
     return {"section": spec.section, "device": spec.kind, "transport": "mmio", "status": qt.readl(base + STATUS),
             "queue_sel": spec.queue_sel, "host_features_lo": host_features, "num_queues": count, "queues": queues,
+            "device_endian": {None: None, "little": 1, "big": 2}[spec.reset_endian],
             "notes": f"driven over the legacy virtio-mmio registers at {base:#x}; status written as [0, 1, 3] then "
-                     f"{spec.status}; guest_features written = host & {spec.guest_features:#x}"}
+                     f"{spec.status}"
+                     + (f" (the 0 by vCPU 0 with {spec.reset_endian}-endian data)" if spec.reset_endian else "")
+                     + f"; guest_features written = host & {spec.guest_features:#x}"}
 
 
-def drive_mmio_devices(qt: QtestClient, specs: Sequence[DriveSpec]) -> list[dict[str, Any]]:
+def drive_mmio_devices(qt: QtestClient, specs: Sequence[DriveSpec], guest: GuestCpu | None = None
+                       ) -> list[dict[str, Any]]:
     """Drive several virtio-mmio devices, in order."""
     if len({spec.slot for spec in specs}) != len(specs):
         raise QemuError("each driven device needs its own slot")
-    truths = [drive_mmio_device(qt, spec) for spec in specs]
+    truths = [drive_mmio_device(qt, spec, guest) for spec in specs]
     qt.sync()
     return truths

@@ -57,7 +57,8 @@ def summary(kinds: Sequence[str], drives: Sequence[DriveSpec]) -> str:
     def how(d: DriveSpec) -> str:
         return "".join([" firmware BARs" * d.firmware, f" msix config_vector={d.config_vector}" * d.msix,
                         " modern" * d.modern, "".join(f" {k}={v}" for k, v in d.props),
-                        f" netdev={d.netdev}" * (d.netdev != "hubport")])
+                        f" netdev={d.netdev}" * (d.netdev != "hubport"),
+                        f" reset by a {d.reset_endian}-endian guest" * (d.reset_endian is not None)])
 
     return "; ".join(f"{d.kind}: guest_features={d.guest_features:#x} status={d.status:#x} queue_sel={d.queue_sel} "
                      f"queues=[{queues(d)}]{how(d)}" for d in drives)
