@@ -315,14 +315,16 @@ def _subsection(reg: Registry, sub: Subsection, _: _Applying) -> Registry:
     if max([1] + versions) < max([1] + [f.version for f in sub.fields]):
         raise SchemaError(f"subsection {sub.name}: a field needs version {max(f.version for f in sub.fields)}, "
                           "which no release writes")
-    if sub.after and (sub.device is not None or sub.after not in [s.name for s in reg.core_subsections]):
+    # after="virtio" (the parent vmsd itself): first in the list, where virtio/device_endian is
+    if sub.after and (sub.device is not None or sub.after not in ["virtio", *(s.name for s in reg.core_subsections)]):
         raise SchemaError(f"subsection {sub.name}: after={sub.after!r} is not a core subsection")
     core_subsections = reg.core_subsections
     if sub.device is None:
         entry = core.CoreSubsection(sub.name, sub.since, (core.Rule(sub.since, sub.condition()),),
                                     sub.source or "schema module", fields=sub.fields if bound else ())
         subs = list(core_subsections)
-        at = next((i + 1 for i, s in enumerate(subs) if s.name == sub.after), len(subs))
+        at = 0 if sub.after == "virtio" else next((i + 1 for i, s in enumerate(subs) if s.name == sub.after),
+                                                   len(subs))
         core_subsections = tuple(subs[:at] + [entry] + subs[at:])
     if bound:  # a core subsection of DeviceState's values: models/core.py's kind, whose fields the model follows
         return replace(reg, core_subsections=core_subsections,
