@@ -37,7 +37,8 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 APT_TIMEOUT = 600.0
 CHECK_TIMEOUT = 30.0
-TARGETS = ("x86_64", "aarch64", "s390x")
+# ppc64 (pseries, big-endian by default, bi-endian): installed and checked; the models have no pseries yet
+TARGETS = ("x86_64", "aarch64", "s390x", "ppc64")
 # What is unpacked of a closure: shared libraries and QEMU's own packages (binaries, firmware, keymaps).
 # The rest of an empty-status closure (dpkg, perl-base, systemd, passwd...) is never used by QEMU.
 _KEEP = re.compile(r"^(lib.*|qemu-system-.*|seabios|ipxe-qemu)$")
@@ -56,7 +57,8 @@ class Source:
     suites: tuple[str, ...]
     pin: str | None = None
     packages: tuple[tuple[str, str], ...] = (
-        ("x86_64", "qemu-system-x86"), ("aarch64", "qemu-system-arm"), ("s390x", "qemu-system-misc"))
+        ("x86_64", "qemu-system-x86"), ("aarch64", "qemu-system-arm"), ("s390x", "qemu-system-misc"),
+        ("ppc64", "qemu-system-ppc"))
 
     def package(self, target: str) -> str:
         return dict(self.packages)[target]
@@ -70,12 +72,12 @@ SOURCES = {
         Source("10.0", ("bookworm", "bookworm-backports"), pin="bookworm-backports"),
         # sid split qemu-system-misc: s390x has a package of its own.
         Source("11.1", ("sid",), packages=(("x86_64", "qemu-system-x86"), ("aarch64", "qemu-system-arm"),
-                                           ("s390x", "qemu-system-s390x"))),
+                                           ("s390x", "qemu-system-s390x"), ("ppc64", "qemu-system-ppc"))),
     )
 }
 RELEASES = tuple(SOURCES)
 # A machine each target can start for the install check (the board that carries virtio there).
-CHECK_MACHINE = {"x86_64": "pc", "aarch64": "virt", "s390x": "s390-ccw-virtio"}
+CHECK_MACHINE = {"x86_64": "pc", "aarch64": "virt", "s390x": "s390-ccw-virtio", "ppc64": "pseries"}
 
 
 def cache_dir() -> Path:

@@ -43,7 +43,8 @@ MIGRATE_TIMEOUT = 60.0
 QUIT_TIMEOUT = 2.0
 
 # Debian package that provides qemu-system-ARCH, for the "not found" message.
-_DEBIAN_PACKAGE = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm", "arm": "qemu-system-arm"}
+_DEBIAN_PACKAGE = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm", "arm": "qemu-system-arm",
+                   "ppc64": "qemu-system-ppc"}
 
 _T = TypeVar("_T")
 # A signal during qemu.qmp's own disconnect can leave the coroutine it scheduled unstarted once our loop is closed;
