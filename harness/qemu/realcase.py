@@ -102,6 +102,8 @@ def candidates(kinds: list[str], drives: list[DriveSpec], first_slot: int) -> It
             yield with_(msix=False, config_vector=0xFFFF)
         if d.firmware and not d.msix and not d.modern:
             yield with_(firmware=False)
+        if d.reset_endian is not None:  # toward qtest's reset (the target's endianness, no guest CPU)
+            yield with_(reset_endian=None)
         if d.netdev != "hubport":
             yield with_(netdev="hubport", props=tuple(p for p in d.props if p[0] != "mq"))
         kept = tuple(p for p in d.props if p[0] == "mq" and d.netdev != "hubport")

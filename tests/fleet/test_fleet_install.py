@@ -111,7 +111,7 @@ def test_each_wrapper_runs_its_own_release(release: str, target: str) -> None:
     assert out.splitlines()[0] == b.version_output
     assert f"version {release}." in b.version_output and b.package_version.split(":")[-1] in b.version_output
     assert find_qemu(release, target) == str(b.path)  # a release name works wherever a binary goes
-    family = {"x86_64": "pc-i440fx-", "aarch64": "virt-", "s390x": "s390-ccw-virtio-"}[target]
+    family = {"x86_64": "pc-i440fx-", "aarch64": "virt-", "s390x": "s390-ccw-virtio-", "ppc64": "pseries-"}[target]
     assert f"{family}{release}" in b.machines
 
 
