@@ -28,9 +28,9 @@ from typing import Any
 from harness import interrupt
 from harness.errors import StreamError, UsageError
 from harness.known import KnownIncompatibility, known_for
-from harness.qemu import guest, oracle, presence, release, tap
+from harness.qemu import oracle, presence, release, tap
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
-from harness.qemu.drawn import MEM_MB, SLOT, random_drives, random_netdev, random_props
+from harness.qemu.drawn import MEM_MB, SLOT, random_drives, random_netdev, random_props, random_vm_args, vm_args
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec
 from harness.qemu.loaded import qom_path
 from harness.qemu.process import find_qemu, live_processes, scratch_root
@@ -183,7 +183,9 @@ def run_example(index: int, rng: random.Random, src: Side, dst: Side, machine: s
     netdevs = [random_netdev(rng, kind, max(src.release, dst.release)) for kind in kinds]
     props = [random_props(rng, kind, machine, src.release, dst.release, nd) for kind, nd in zip(kinds, netdevs,
                                                                                              strict=True)]
-    specs = random_drives(rng, qemu_config(machine, kinds, props, netdevs), src.release)
+    config = qemu_config(machine, kinds, props, netdevs)
+    config = dataclasses.replace(config, extra_args=random_vm_args(rng, machine, src.release, dst.release))
+    specs = random_drives(rng, config, src.release)
     ex = run_specs(index, src, dst, machine, kinds, specs, resave=resave)
     if ex.violations:
         ex.expected = known_incompatibilities(ex, src.release, dst.release)
@@ -220,11 +222,11 @@ def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[st
               resave: bool = True) -> Example:
     """Drive the source into `specs`, save, load into the destination, re-save, and hold the model to it."""
     config = qemu_config(machine, kinds, [spec.props for spec in specs], [spec.netdev for spec in specs])
-    if any(spec.reset_endian is not None for spec in specs):  # both sides: the same command line
-        config = dataclasses.replace(config, extra_args=config.extra_args + guest.loader_args(config.target))
+    # both sides: the same command line, with what the drives need (the guest program, force-legacy=off)
+    config = dataclasses.replace(config, extra_args=config.extra_args + vm_args(specs, config.target))
     # The destination starts while the source is driven and saved: its start-up is most of a load.
     with oracle.destination(config, dst.binary, launch=True) as pending:
-        data, truth = save(QemuConfig(config.machine, config.devices, config.smp, config.mem_mb, src.binary),
+        data, truth = save(dataclasses.replace(config, binary=src.binary),
                            list(specs))
         argv = truth["qemu_cmdline"]
         ex = Example(index, machine, list(specs), data=data, argv=argv, kinds=list(kinds))

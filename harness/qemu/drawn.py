@@ -8,6 +8,7 @@ little-endian guest CPU (aarch64 is bi-endian: the device takes the guest's endi
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 
 from harness.errors import QemuError
@@ -79,6 +80,29 @@ def random_netdev(rng: random.Random, kind: str, newest: Version = TUNNEL_SINCE)
     return f"tap,vnet_hdr={vnet}" + (f",queues={queues}" if queues > 1 else "")
 
 
+MODERN_MMIO = ("-global", "virtio-mmio.force-legacy=false")  # every virtio-mmio transport of the VM version 2
+MODERN_MMIO_SINCE = Version(4, 2)  # force-legacy
+
+
+def random_vm_args(rng: random.Random, machine: str, src: Version, dst: Version) -> tuple[str, ...]:
+    """What a whole VM is drawn with: on virt, its virtio-mmio transports modern (force-legacy=off) a third of the
+    time, where both releases have the property."""
+    if release.transport_of(machine) == "mmio" and min(src, dst) >= MODERN_MMIO_SINCE and rng.random() < 0.3:
+        return MODERN_MMIO
+    return ()
+
+
+def vm_args(specs: Sequence[DriveSpec], target: str) -> tuple[str, ...]:
+    """The command-line options the drives of a VM need: the guest program where a guest CPU resets a device, and
+    force-legacy=off where the virtio-mmio drives are modern."""
+    out: tuple[str, ...] = ()
+    if any(spec.reset_endian is not None for spec in specs):
+        out += guest.loader_args(target)
+    if any(spec.modern and spec.transport == "mmio" for spec in specs):
+        out += MODERN_MMIO
+    return out
+
+
 def random_props(rng: random.Random, kind: str, machine: str, src: Version, dst: Version, netdev: str = "hubport"
                  ) -> tuple[tuple[str, str], ...]:
     """-device properties worth drawing, each known to both releases: packed=on (the host then offers RING_PACKED
@@ -105,7 +129,8 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
     sometimes, RING_PACKED when offered: no requests on a packed ring, this driver makes split ones only)."""
     firmware = transport == "pci" and rng.random() < 0.5
     msix = firmware and r.vectors > 0 and rng.random() < 0.6
-    modern = firmware and r.modern and rng.random() < 0.5
+    # virtio-mmio with force-legacy=off is modern only: a virtio 1.0 driver
+    modern = (firmware and r.modern and rng.random() < 0.5) or (transport == "mmio" and r.modern)
     status = rng.choice(MODERN_STATUSES if modern else STATUSES)
     packed_ring = modern and bool(r.host_features >> 34 & 1)
     features = rng.getrandbits(32) | (rng.getrandbits(32) << 32 if modern else 0)
@@ -134,7 +159,7 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
         # aarch64 is bi-endian: the reset is the guest CPU's, big- or little-endian, or (the old path) qtest's
         return DriveSpec(kind, slot, features, tuple(queues), status, sel, transport="mmio",
                          host_features_sel=rng.randrange(2), guest_features_sel=rng.randrange(2), props=props,
-                         reset_endian=rng.choice(RESET_ENDIANS)), pfn
+                         reset_endian=rng.choice(RESET_ENDIANS), modern=modern), pfn
     return DriveSpec(kind, slot, features, tuple(queues), status, sel, firmware=firmware, msix=msix,
                      config_vector=_vector(rng, r.vectors) if msix else NO_VECTOR, modern=modern,
                      props=props), pfn

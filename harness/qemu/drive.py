@@ -183,7 +183,8 @@ class DriveSpec:
             raise QemuError(f"reset_endian {self.reset_endian!r}: little, big or None (a qtest reset)")
         if self.reset_endian is not None and self.transport != "mmio":
             raise QemuError("a reset by the guest CPU is driven on aarch64 virt (virtio-mmio) only")
-        if (self.msix or self.modern) and (self.transport != "pci" or not self.firmware):
+        if (self.msix or (self.modern and self.transport == "pci")) and (self.transport != "pci"
+                                                                        or not self.firmware):
             raise QemuError("MSI-X and the modern interface need virtio-pci with its BARs mapped (firmware)")
 
     @property

@@ -1,11 +1,12 @@
-"""Drive virtio-mmio devices of a paused aarch64 `virt` QEMU through their legacy registers, over qtest.
+"""Drive virtio-mmio devices of a paused aarch64 `virt` QEMU through their registers, over qtest.
 
 The legacy (version 1) register layout of hw/virtio/virtio-mmio.c, as a legacy guest driver uses it:
 features through the selector registers, GUEST_PAGE_SIZE, then per queue QUEUE_NUM, QUEUE_ALIGN and
 QUEUE_PFN. virt gives the first -device the top transport (0x0a003e00) and each next one the slot
-below. The first status 0 may be the guest's own (DriveSpec.reset_endian, guest.py): a big-endian aarch64
-guest's reset makes the device big-endian. As drive.py, the ground truth is what was written and read
-back, never a decoded stream.
+below. With force-legacy=off (version 2, DriveSpec.modern) a virtio 1.0 driver's steps instead: both
+feature words, FEATURES_OK, the queues' sizes and ring addresses, QueueReady. The first status 0 may be
+the guest's own (DriveSpec.reset_endian, guest.py): a big-endian aarch64 guest's reset makes the device
+big-endian. As drive.py, the ground truth is what was written and read back, never a decoded stream.
 virtio-ccw has no such path: its channel programs are started by CPU instructions a qtest client
 cannot issue, so ccw devices are saved in their reset state.
 """
@@ -44,6 +45,13 @@ QUEUE_ALIGN = 0x03C
 QUEUE_PFN = 0x040
 QUEUE_NOTIFY = 0x050
 STATUS = 0x070
+# the virtio 1.0 layout (version 2) besides: the selectors above name device and driver features there
+QUEUE_READY = 0x044
+QUEUE_DESC_LOW = 0x080
+QUEUE_AVAIL_LOW = 0x090
+QUEUE_USED_LOW = 0x0A0
+FEATURES_OK = 8
+VIRTIO_F_VERSION_1 = 32
 MMIO_MAGIC = 0x74726976  # "virt"
 PAGE_SIZE = 4096
 # virt's RAM starts at 1 GiB; rings go 1 MiB in.
@@ -66,9 +74,10 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None =
     if magic != MMIO_MAGIC or device_id != VIRTIO_IDS[spec.kind]:
         raise QemuError(f"virtio-mmio at {base:#x}: magic {magic:#x}, device id {device_id}; expected "
                         f"{spec.kind} (id {VIRTIO_IDS[spec.kind]})")
-    if version != 1:
-        raise QemuError(f"virtio-mmio at {base:#x} is version {version}: only the legacy layout is driven "
-                        "(force-legacy=on, the default)")
+    if version != (2 if spec.modern else 1):
+        raise QemuError(f"virtio-mmio at {base:#x} is version {version}, the drive is for a "
+                        f"{'modern (2' if spec.modern else 'legacy (1'}) one: force-legacy=off makes every "
+                        "transport of the VM modern")
     big = spec.reset_endian == "big"
     if spec.reset_endian is not None:
         if guest is None:
@@ -80,6 +89,8 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None =
         qt.writel(base + STATUS, 0)
     for status in (1, 3):
         qt.writel(base + STATUS, status)
+    if spec.modern:
+        return _drive_modern(qt, spec, base)
     qt.writel(base + HOST_FEATURES_SEL, 0)
     host_features = qt.readl(base + HOST_FEATURES)
     qt.writel(base + GUEST_FEATURES_SEL, 0)
@@ -120,6 +131,55 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None =
                      f"{spec.status}"
                      + (f" (the 0 by vCPU 0 with {spec.reset_endian}-endian data)" if spec.reset_endian else "")
                      + f"; guest_features written = host & {spec.guest_features:#x}"}
+
+
+def _drive_modern(qt: QtestClient, spec: DriveSpec, base: int) -> dict[str, Any]:
+    """A virtio 1.0 driver on a version 2 transport (force-legacy=off): both feature words with VERSION_1,
+    FEATURES_OK, per queue a size and the three ring addresses then QueueReady, then the final status. VERSION_1
+    makes the rings little-endian whatever the device's endianness (virtio_access_is_big_endian)."""
+    host = 0
+    for sel in (0, 1):
+        qt.writel(base + HOST_FEATURES_SEL, sel)
+        host |= qt.readl(base + HOST_FEATURES) << 32 * sel
+    features = host & (spec.guest_features | 1 << VIRTIO_F_VERSION_1) & ~(1 << VIRTIO_F_BAD_FEATURE)
+    for sel in (0, 1):
+        qt.writel(base + GUEST_FEATURES_SEL, sel)
+        qt.writel(base + GUEST_FEATURES, features >> 32 * sel & 0xFFFFFFFF)
+    count = queue_count(lambda i: qt.writel(base + QUEUE_SEL, i), lambda: qt.readl(base + QUEUE_NUM_MAX))
+    queues = []
+    if spec.status & FEATURES_OK:
+        qt.writel(base + STATUS, 3 | FEATURES_OK)  # the device takes the features here (virtio_set_features)
+        for q in spec.queues:
+            if q.index >= count:
+                raise QemuError(f"{spec.kind} at {base:#x} has {count} queues, no queue {q.index}")
+            qt.writel(base + QUEUE_SEL, q.index)
+            num = q.num or qt.readl(base + QUEUE_NUM_MAX)
+            desc = q.pfn * PAGE_SIZE
+            avail, used, _ = vring_layout(desc, num)
+            qt.writel(base + QUEUE_NUM, num)
+            for reg, addr in ((QUEUE_DESC_LOW, desc), (QUEUE_AVAIL_LOW, avail), (QUEUE_USED_LOW, used)):
+                qt.writel(base + reg, addr & 0xFFFFFFFF)
+                qt.writel(base + reg + 4, addr >> 32)
+            qt.writel(base + QUEUE_READY, 1)
+            queues.append((q, num, desc, avail, used))
+    qt.writel(base + STATUS, spec.status)
+    truths = []
+    for q, num, desc, avail, used in queues:
+        if q.requests and spec.status & 4:
+            avail_idx, used_idx = blk_requests(qt, lambda i: qt.writel(base + QUEUE_NOTIFY, i), q.index, desc,
+                                               num, q.requests)
+        else:
+            avail_idx, used_idx = read_u16(qt, avail + 2), read_u16(qt, used + 2)
+        truths.append({"index": q.index, "num": num, "desc": desc, "last_avail_idx": used_idx,
+                       "avail_idx": avail_idx, "used_idx": used_idx})
+    qt.writel(base + QUEUE_SEL, spec.queue_sel)
+    qt.writel(base + HOST_FEATURES_SEL, spec.host_features_sel)
+    qt.writel(base + GUEST_FEATURES_SEL, spec.guest_features_sel)
+    return {"section": spec.section, "device": spec.kind, "transport": "mmio", "status": qt.readl(base + STATUS),
+            "queue_sel": spec.queue_sel, "host_features_lo": host & 0xFFFFFFFF, "num_queues": count,
+            "queues": truths, "device_endian": {None: None, "little": 1, "big": 2}[spec.reset_endian],
+            "notes": f"driven over the virtio 1.0 virtio-mmio registers at {base:#x} (force-legacy=off); status "
+                     f"[0, 1, 3, 0xb] then {spec.status}; guest_features written = {features:#x}"}
 
 
 def drive_mmio_devices(qt: QtestClient, specs: Sequence[DriveSpec], guest: GuestCpu | None = None

@@ -96,7 +96,7 @@ def candidates(kinds: list[str], drives: list[DriveSpec], first_slot: int) -> It
         if d.host_features_sel or d.guest_features_sel:
             yield with_(host_features_sel=0, guest_features_sel=0)
         # toward a legacy driver on a plain device: no modern interface, no MSI-X, no firmware BARs, no properties
-        if d.modern:
+        if d.modern and d.transport == "pci":  # a modern virtio-mmio device (force-legacy=off) has no legacy
             yield with_(modern=False)
         if d.msix:
             yield with_(msix=False, config_vector=0xFFFF)
