@@ -118,7 +118,7 @@ def workers(text: str) -> str:
 def validate(args: argparse.Namespace, registry: Registry) -> None:
     """Check the narrowing options against the models (as `registry` declares them), so that a typo is one line,
     not an empty run."""
-    from harness.matrix import DEVICES, TRANSPORTS
+    from harness.matrix import TRANSPORTS
     from models.releases import FAMILIES, Version
 
     first, last = registry.releases[0], registry.releases[-1]
@@ -131,7 +131,8 @@ def validate(args: argparse.Namespace, registry: Registry) -> None:
         # any QEMU release in the modelled span (one between modelled releases follows the older one's rules)
         if v not in registry.all_versions or not first <= v <= last:
             raise UsageError(f"--releases: {v} is not a QEMU release from {first} to {last}")
-    for name, value, known in (("devices", args.devices, DEVICES), ("transports", args.transports, TRANSPORTS)):
+    for name, value, known in (("devices", args.devices, registry.device_names),
+                               ("transports", args.transports, TRANSPORTS)):
         for x in _csv(value):
             if x not in known:
                 raise UsageError(f"--{name}: unknown {name[:-1]} {x!r} (known: {', '.join(known)})")

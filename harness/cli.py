@@ -29,14 +29,14 @@ class _Parser(argparse.ArgumentParser):
 def cmd_decode(args: argparse.Namespace) -> int:
     from harness.decode import format_text, stream_summary
     from harness.wire.stream import decode_stream
-    from harness.wire.virtio import NO_EXTRAS
 
-    # a payload a schema module changes decodes with its layout; without one, the in-tree layouts need no model
-    registry = load_schemas(args.schema) if args.schema else None
+    # a payload a schema module changes decodes with its layout; the devices' declarations bring the layouts of
+    # sections harness/wire does not lay out
+    registry = load_schemas(args.schema)
     data = read_stream_file(args.stream)
     try:
         # a payload that does not decode is reported, and the rest of the stream still shown
-        stream = decode_stream(data, strict=False, extras=registry.wire if registry is not None else NO_EXTRAS)
+        stream = decode_stream(data, strict=False, extras=registry.wire)
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
     summary = stream_summary(stream, registry)
@@ -350,7 +350,8 @@ def _diff_args(df: argparse.ArgumentParser) -> None:
 
     df.add_argument("a", metavar="A", help="a release, e.g. 11.1")
     df.add_argument("b", metavar="B", help="a release, or a schema module (then the newest release it declares)")
-    df.add_argument("--device", help="one device: virtio-net, virtio-blk, virtio-balloon or virtio-rng (default all)")
+    df.add_argument("--device", help="one device the models declare, e.g. virtio-net (default all; a wrong name "
+                    "lists them)")
     schema_option(df, "a schema module to apply first")
     df.add_argument("--profile", choices=PROFILES, default="ci",
                     help="Hypothesis profile of the matrix cells diff runs for arbitrary Python (default ci)")
@@ -365,7 +366,8 @@ def _qemu_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--machine", help="machine type; a family alone (pc-i440fx, pc-q35, virt, s390-ccw-virtio) takes "
                    "its newest both binaries have (default pc-i440fx); virt and s390-ccw-virtio run the release's "
                    "qemu-system-aarch64 / -s390x")
-    q.add_argument("--device", help="virtio-net, virtio-blk, virtio-balloon or virtio-rng (default: each in turn)")
+    q.add_argument("--device", help="a device the models declare, e.g. virtio-net (default: each in turn; a wrong "
+                   "name lists them)")
     q.add_argument("--examples", type=int, default=8, help="random reachable device states to try (default 8)")
     q.add_argument("--per-vm", type=int, default=4, help="device states per QEMU pair (one balloon at most), on "
                    "consecutive slots (default 4: a pair's start-up serves them all)")

@@ -18,7 +18,7 @@ from models.registry import BASE, Registry
 from models.releases import Version
 from models.state import DeviceState
 
-DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
+DEVICES = BASE.device_names  # models/devices declares them
 TRANSPORTS = ("pci", "mmio", "ccw")
 
 
@@ -65,7 +65,8 @@ def cells(releases: tuple[Version, ...] | None = None, devices: tuple[str, ...] 
                 common = {m for m in common if any(m == x or m.startswith(x + "-") for x in machines)}
             if not common:
                 continue
-            out += [Cell(src, dst, tr, dev) for dev in devices]
+            offered = set(registry.devices_on(tr, src)) & set(registry.devices_on(tr, dst))
+            out += [Cell(src, dst, tr, dev) for dev in devices if dev in offered]
     return out
 
 

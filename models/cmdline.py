@@ -14,11 +14,6 @@ from models.props import proxy_type
 from models.registry import BASE, Registry
 from models.releases import MachineType, Version
 
-_DEVICE_TYPES = {
-    f"{dev}-{suffix}": (dev, transport)
-    for dev in ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
-    for suffix, transport in (("pci", "pci"), ("device", "mmio"), ("ccw", "ccw"))
-}
 # options that take no virtio state but an argument (skipped with it)
 _IGNORED_WITH_ARG = {"-qmp", "-qtest", "-qtest-log", "-display", "-chardev", "-serial", "-monitor", "-cpu",
                      "-accel", "-name", "-uuid", "-incoming", "-bios", "-L", "-object"}
@@ -116,16 +111,19 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
     counters: dict[str, int] = {}
     css = _Css()
     nics_without_mac = 0
+    types = {d.qom_type(t): (d, t) for d in registry.devices for t in ("pci", "mmio", "ccw")}
     for head, opts in devices:
-        if head not in _DEVICE_TYPES:
+        if head not in types:
             continue
-        device, transport = _DEVICE_TYPES[head]
+        decl, transport = types[head]
+        device = decl.name
         known = registry.known_props(release, proxy_type(device, transport)) | registry.known_props(
             release, f"{device}-device")
         if transport == "mmio":
             known |= registry.known_props(release, "virtio-mmio")
-        reach = {head, f"{device}-device", "virtio-device", {"pci": "virtio-pci", "mmio": "virtio-mmio",
-                                                            "ccw": "virtio-ccw"}[transport]}
+        reach = {head, f"{device}-device", *registry.type_parents.get(head, ()),
+                 *registry.type_parents.get(f"{device}-device", ()),
+                 {"pci": "virtio-pci", "mmio": "virtio-mmio", "ccw": "virtio-ccw"}[transport]}
         props = {k: _value(v) for d in reach for k, v in globals_.get(d, {}).items() if k in known}
         props.update({k: _value(v) for k, v in opts.items() if k in known})
         for key in ("mac", "romfile"):  # not migrated themselves, but they shape config bytes and BARs
@@ -146,7 +144,7 @@ def parse(argv: Sequence[str] | str, release: Version, default_machine: str | No
         except Exception as e:
             raise UsageError(f"-device {head}: {e}") from None
         dev_path = _has_dev_path(release, machine, transport, registry)
-        section = _section(device, transport, opts, ports, n, devno, dev_path)
+        section = _section(decl.section, transport, opts, ports, n, devno, dev_path)
         same = sum(line.section == section for line in out)  # calculate_new_instance_id
         out.append(DeviceLine(config, section, opts.get("id"), same))
     return out

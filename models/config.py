@@ -10,13 +10,13 @@ from types import MappingProxyType
 
 from harness.errors import SchemaError
 from models import features as F
-from models.configuration import DEVICE_IDS, TARGET_BIG_ENDIAN, Config, Derived, NetBackend, RealizeContext
-from models.devices import DEVICES
+from models.configuration import TARGET_BIG_ENDIAN, Config, Derived, NetBackend, RealizeContext
+from models.declarations import Device
 from models.props import UNSPECIFIED
 from models.registry import BASE, Registry
 from models.releases import Version
 
-__all__ = ["DEVICE_IDS", "Config", "NetBackend", "RealizeContext", "Realized", "realize"]
+__all__ = ["Config", "NetBackend", "RealizeContext", "Realized", "realize"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,11 @@ class Realized(Derived):
     the model does with it afterwards follows the same declarations)."""
 
     registry: Registry
+
+    @property
+    def device(self) -> Device:
+        """Its device's declaration (models/devices)."""
+        return self.registry.device(self.config.device)
 
 
 def realize(config: Config, registry: Registry = BASE) -> Realized:
@@ -36,8 +41,11 @@ def realize(config: Config, registry: Registry = BASE) -> Realized:
 @functools.lru_cache(maxsize=4096)
 def _realize(config: Config, registry: Registry) -> Realized:
 
-    dev = DEVICES[config.device]
+    device = registry.device(config.device)
+    dev = device.code
     release, transport = config.release, config.transport
+    if not device.offered(release, transport):
+        raise SchemaError(f"QEMU {release} has no {device.qom_type(transport)}")
     if config.machine not in registry.machine_types(release, transport):
         raise SchemaError(f"QEMU {release} has no machine type {config.machine}")
     props = registry.effective_props(release, config.machine, config.device, transport, config.props)
@@ -45,6 +53,8 @@ def _realize(config: Config, registry: Registry) -> Realized:
     if transport == "pci":
         modern = release >= Version(2, 5) and not props.get("disable-modern", True)
         express = config.express and modern and not props.get("x-disable-pcie", False)
+        if device.force_virtio_1:  # virtio_pci_force_virtio_1: modern only, whatever the properties say
+            props["disable-modern"], props["disable-legacy"] = False, "on"
         dl = props.get("disable-legacy", "off")
         legacy = not (dl is True or dl == "on" or (dl == "auto" and config.express))
         if not modern and not legacy:

@@ -250,3 +250,104 @@ class Schema:
     @property
     def releases(self) -> tuple[Version, ...]:
         return tuple(sorted(d.version for d in self.declarations if isinstance(d, Release)))
+
+
+@dataclass(frozen=True)
+class Transport:
+    """Where QEMU offers a device: `name` ("pci", "mmio", "ccw") from release `since` (until `until`, exclusive)."""
+
+    name: str
+    since: Version
+    until: Version | None = None
+
+    def offered(self, release: Version) -> bool:
+        return release >= self.since and (self.until is None or release < self.until)
+
+
+def offered(since: Version, *names: str) -> tuple[Transport, ...]:
+    """The transports `names`, each from release `since`."""
+    return tuple(Transport(n, since) for n in names)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One virtio device, as QEMU has it: the one declaration that adds a device (models/devices/*.py hold one
+    each, or several: the virtio-input types; a schema module may declare one too). Everything that lists
+    devices (the command line, the PCI ids, the compat globals, the matrix, the decoder, the real backend, the CLI)
+    derives from the registry's devices.
+
+    Identity: `name` is the harness's name and QEMU's type stem ("virtio-net": -device virtio-net-pci,
+    virtio-net-device on virtio-mmio, virtio-net-ccw); `versions` its outer vmsd (whose name is its migration
+    section's, "virtio-input" for all four input types) and its device vmsd; `virtio_id` VIRTIO_ID_*;
+    `pci_device_id` PCI_DEVICE_ID_VIRTIO_* (transitional 0x1000 + n; a modern-only device 0x1040 + virtio_id),
+    `pci_class` PCIDeviceClass.class_id, `pci_vectors` the proxy's default `vectors` where fixed (None: realize
+    derives it), `romfile` the proxy's default option ROM; `transports` where and from which release QEMU offers
+    it; `parents` the abstract QOM stems between the type and virtio-pci/virtio-device/virtio-ccw that compat
+    globals may name ("virtio-input-hid", "virtio-input"); `force_virtio_1`: the PCI proxy forces virtio 1.0
+    (virtio_pci_force_virtio_1: modern, no legacy).
+
+    Properties and compat entries: `props` and `compat` are the device's own Prop and Compat declarations
+    (the registry adds them to models/props.py's and models/releases.py's); `drawn` the properties the matrix
+    draws, with the values worth drawing.
+
+    Command line: `qdev_id` the id prefix the real backend gives it (vnet0, ...); `backend` the option it needs
+    beside -device, as ("-blockdev", "driver=null-co,node-name=bd_{id},size=1048576", "drive=bd_{id}") for a
+    block device: the option, its argument and the -device property naming it, {id} the device's qdev id.
+    `order`: where it stands in lists (issue 13's order, how often a migrating VM carries it).
+
+    Behaviour: `code` holds QEMU's save/load code as hooks (the device's module): host_features(ctx),
+    get_features(ctx, features), queue_sizes(ctx), config_len(ctx, host_features), default_vectors(ctx, nqueues),
+    reset_state(realized), to_wire(dev, realized, state), from_wire(value), load_device(dev, realized,
+    features_lo, lines); optional: SUBSECTIONS (its device vmsd's, models/core.DeviceSubsection), VMSD_FIELDS,
+    known_subsections(release), num_default_for, reset_queue_sizes, check_field, set_features,
+    change_num_queues_crash, multiqueue. `data` is its device data's layout (a construct) where harness/wire has
+    none for its section's vmsd (None: harness/wire/virtio.py's)."""
+
+    name: str
+    versions: Any  # models.vmsd.Versions
+    virtio_id: int
+    code: Any
+    pci_device_id: int = 0
+    pci_class: int = 0x00FF
+    pci_vectors: int | None = None
+    romfile: str = ""
+    transports: tuple[Transport, ...] = ()
+    parents: tuple[str, ...] = ()
+    force_virtio_1: bool = False
+    props: tuple[Any, ...] = ()  # models.props.Prop
+    compat: tuple[Any, ...] = ()  # models.releases.Compat
+    drawn: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    qdev_id: str = "vdev"
+    backend: tuple[str, str, str] | None = None
+    order: int = 100  # where it stands in lists (the matrix, help texts, the real backend's VMs): lower first
+    data: Any = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.startswith(("virtio-", "vhost-")):
+            raise SchemaError(f"device {self.name!r}: a QEMU type stem like \"virtio-input\"")
+        if not self.transports:
+            raise SchemaError(f"device {self.name!r} declares no transport (Transport(\"pci\", V(\"2.4\")), ...)")
+        for t in self.transports:
+            if t.name not in ("pci", "mmio", "ccw"):
+                raise SchemaError(f"device {self.name!r}: unknown transport {t.name!r} (known: pci, mmio, ccw)")
+
+    @property
+    def section(self) -> str:
+        """Its migration section's vmsd name (the idstr's last part)."""
+        return str(self.versions.section.name)
+
+    def qom_type(self, transport: str) -> str:
+        """The type a user adds: virtio-net-pci, virtio-net-device (on virtio-mmio), virtio-net-ccw."""
+        return f"{self.name}-{ {'pci': 'pci', 'mmio': 'device', 'ccw': 'ccw'}[transport] }"
+
+    def offered(self, release: Version, transport: str) -> bool:
+        return any(t.name == transport and t.offered(release) for t in self.transports)
+
+    def type_parents(self) -> dict[str, tuple[str, ...]]:
+        """Which QEMU types a compat global for each of its types reaches (its abstract parents, then the
+        transport's base type)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for suffix, base in (("pci", "virtio-pci"), ("device", "virtio-device"), ("ccw", "virtio-ccw")):
+            out[f"{self.name}-{suffix}"] = (*(f"{p}-{suffix}" for p in self.parents), base)
+        return out

@@ -21,7 +21,6 @@ from models.conditions import (
     as_condition,
 )
 from models.config import Config, realize
-from models.devices import DEVICES
 from models.registry import Registry
 from models.releases import FAMILIES, MachineType, Version
 from models.reset import reset_state
@@ -123,7 +122,7 @@ def condition_properties(registry: Registry, device: str) -> frozenset[str]:
     conds: list[Any] = [rule.test for sub in registry.core_subsections for rule in sub.needed]
     conds += [f.derived for sub in registry.core_subsections for f in sub.fields if f.derived is not None]
     conds += [t.needed.test for t in core.TRANSPORT_SUBSECTIONS]
-    conds += [rule.test for sub in getattr(DEVICES[device], "SUBSECTIONS", ()) for rule in sub.needed]
+    conds += [rule.test for sub in getattr(registry.device(device).code, "SUBSECTIONS", ()) for rule in sub.needed]
     conds += [sub.needed for sub in registry.subsections if sub.needed is not None]
     conds += [f.present for sub in registry.subsections for f in sub.fields if f.present is not None]
     conds += [f.present for d in registry.device_versions for f in d.fields if f.present is not None]

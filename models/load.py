@@ -23,7 +23,7 @@ from models import core, declared
 from models import features as F
 from models import load_errors as le
 from models.config import Realized
-from models.devices import DEVICES, blk
+from models.devices import blk
 from models.load_checks import (
     VECTOR_QUEUES_FROM,
     Rejected,
@@ -144,10 +144,10 @@ class _Load:
     def __init__(self, r: Realized, data: bytes, after: bytes, trace: Trace, idstr: str, memory: GuestRam | None,
                  vdev_id: str | None) -> None:
         self.r, self.reg, self.release, self.tr = r, r.registry, r.release, r.config.transport
-        self.dev = DEVICES[r.config.device]
+        self.dev = r.device.code
         self.data, self.after, self.trace, self.idstr, self.memory, self.vdev_id = data, after, trace, idstr, memory, \
             vdev_id
-        self.subcons = {sc.name: sc for sc in payload_layout(self.tr, r.config.device, self.reg.wire).subcons}
+        self.subcons = {sc.name: sc for sc in payload_layout(self.tr, r.device.section, self.reg.wire).subcons}
         self.stream = _Tail(data + after)
         local_pairs = max(r.config.netdev.queues, 1) if r.config.device == "virtio-net" else 1
         blk_index = blk.queue_index(r)
@@ -165,7 +165,7 @@ class _Load:
         self.full_end = 0
         try:
             fs = io.BytesIO(data + after)  # what QEMU reads: a subsection name past the payload's end included
-            self.full = compiled_payload_layout(self.tr, r.config.device, self.reg.wire).parse_stream(
+            self.full = compiled_payload_layout(self.tr, r.device.section, self.reg.wire).parse_stream(
                 fs, **self.ctx._params)
             self.full_end = fs.tell()
         except _DECODE_ERRORS:

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from harness.errors import SchemaError
 from harness.wire.virtio import NO_EXTRAS, TRANSPORTS, Extras, core_subsections
 from models import core, props, releases
 from models.conditions import Static
 from models.core import CoreSubsection, LoadCheck
-from models.declarations import DeviceVersion, Field, Schema, Subsection, SubsectionVersion
-from models.devices import DEVICES, net
+from models.declarations import Device, DeviceVersion, Field, Schema, Subsection, SubsectionVersion
+from models.devices import DECLARED, net
 from models.props import Prop, backend_type, proxy_type
-from models.releases import TYPE_PARENTS, Compat, Downstream, MachineType, Version
+from models.releases import Compat, Downstream, MachineType, Version
 from models.vmsd import Versions, Vmsd
 
 
@@ -42,6 +43,7 @@ class Registry:
     subsection_versions: tuple[SubsectionVersion, ...] = ()  # in release order
     schemas: tuple[Schema, ...] = ()  # the schema modules applied, in order
     wire: Extras = NO_EXTRAS  # what they add to the layouts (harness/wire/virtio.py)
+    devices: tuple[Device, ...] = ()  # models/devices' and schema modules', in their declared order
 
     def __post_init__(self) -> None:
         """A core subsection of models/core.py that harness/wire/virtio.py does not lay out (a new one) is laid out
@@ -57,8 +59,41 @@ class Registry:
                 s.name, s.since, s.fields).layout())
             if extra:
                 subsections = (*subsections, decl)
+        data = {d.section: d.data for d in self.devices if d.data is not None}
+        if any(wire.devices.get(k) is not v for k, v in data.items()):
+            wire = Extras(wire.subsections, wire.device_fields, MappingProxyType({**wire.devices, **data}))
         object.__setattr__(self, "wire", wire)
         object.__setattr__(self, "subsections", subsections)
+
+    # --- devices ------------------------------------------------------------------------------------------------
+
+    def device(self, name: str) -> Device:
+        """A device by name, with an error that lists them."""
+        found = self._devices.get(name)
+        if found is None:
+            raise SchemaError(f"unknown device {name!r} (known: {', '.join(self._devices)})")
+        return found
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(self._devices)
+
+    def devices_on(self, transport: str, release: Version | None = None) -> tuple[str, ...]:
+        """The devices QEMU offers on `transport` (in `release`; None: in any)."""
+        return tuple(d.name for d in self.devices if any(
+            t.name == transport and (release is None or t.offered(release)) for t in d.transports))
+
+    @functools.cached_property
+    def _devices(self) -> dict[str, Device]:
+        return {d.name: d for d in self.devices}
+
+    @functools.cached_property
+    def type_parents(self) -> dict[str, tuple[str, ...]]:
+        """Which QEMU types a compat global for a device's type reaches (the proxy and its backend device)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for d in self.devices:
+            out.update(d.type_parents())
+        return out
 
     # --- releases and machine types --------------------------------------------------------------------------
 
@@ -101,7 +136,7 @@ class Registry:
         return out
 
     def known_props(self, release: Version, qom_type: str) -> dict[str, Prop]:
-        reach = {qom_type, *TYPE_PARENTS.get(qom_type, ())}
+        reach = {qom_type, *self.type_parents.get(qom_type, ())}
         return {p.name: p for p in self.props if p.qom_type in reach and p.exists(release)}
 
     def machine_object_props(self, release: Version, machine: MachineType, qom_type: str) -> dict[str, Any]:
@@ -130,7 +165,7 @@ class Registry:
         for entry in self.compat:
             if entry.before and entry.prop not in known and any(
                     p.since > release for p in self._props_by_name.get(entry.prop, ())) and any(
-                    entry.driver in {t, *TYPE_PARENTS.get(t, ())} for t in types):
+                    entry.driver in {t, *self.type_parents.get(t, ())} for t in types):
                 out.setdefault(entry.prop, entry.value)
         # a global on the proxy reaches the backend's properties too (the proxy aliases them)
         for qom_type in types:
@@ -185,7 +220,7 @@ class Registry:
     def versions(self, device: str, release: Version) -> Versions:
         """The device's vmsd versions in `release`: models/devices' own, as DeviceVersion declarations change
         them."""
-        v: Versions = DEVICES[device].VERSIONS
+        v: Versions = self.device(device).versions
         for d in self.device_versions:
             if d.device != device or d.since > release:
                 continue
@@ -213,7 +248,7 @@ class Registry:
 def with_layout(extras: Extras, parent: str, name: str, body: Any) -> Extras:
     """`extras` with a subsection's body (or function of its version_id) added or replaced."""
     subs = {**extras.subsections, parent: MappingProxyType({**extras.subsections.get(parent, {}), name: body})}
-    return Extras(MappingProxyType(subs), extras.device_fields)
+    return Extras(MappingProxyType(subs), extras.device_fields, extras.devices)
 
 
 @functools.cache
@@ -230,9 +265,11 @@ def _machine_types(registry: Registry, release: Version, transport: str | None) 
 @functools.lru_cache(maxsize=8192)
 def _compat_values(registry: Registry, release: Version, machine: MachineType, qom_type: str
                    ) -> tuple[tuple[str, Any], ...]:
-    return tuple(releases.compat_values(release, machine, qom_type, registry.compat, registry.downstream).items())
+    return tuple(releases.compat_values(release, machine, qom_type, registry.compat, registry.downstream,
+                                        registry.type_parents).items())
 
 
 BASE = Registry(releases=releases.RELEASES, all_versions=releases.ALL_VERSIONS, downstream=(),
-                compat=releases.COMPAT, props=props.PROPS, core_subsections=core.CORE_SUBSECTIONS,
-                checks=core.CHECKS)
+                compat=(*releases.COMPAT, *(c for d in DECLARED for c in d.compat)),
+                props=(*props.PROPS, *(p for d in DECLARED for p in d.props)), core_subsections=core.CORE_SUBSECTIONS,
+                checks=core.CHECKS, devices=DECLARED)

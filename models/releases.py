@@ -10,6 +10,7 @@ Facts: ../shared/reference/qemu-virtio-migration.md §1.3, §6, §7 (section num
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,8 +194,7 @@ COMPAT: tuple[Compat, ...] = (
     Compat(V("2.4"), "virtio-pci", "migrate-extra", False, V("2.5"), until=V("10.1"), source="hw_compat_2_4"),
     Compat(V("2.4"), "virtio-pci", "x-disable-pcie", True, V("2.5"), source="hw_compat_2_4"),
     Compat(V("2.4"), "virtio-blk-device", "scsi", True, V("2.5"), source="hw_compat_2_4"),
-    *(Compat(V("2.4"), f"{d}-ccw", "max_revision", 0, V("2.5"), source="ccw_machine_2_4_class_options")
-      for d in ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")),
+    # ccw_machine_2_4_class_options: max_revision=0 on each virtio-*-ccw of 2.4 (the devices declare theirs)
     Compat(V("2.6"), "virtio-pci", "disable-modern", True, V("2.7"), source="hw_compat_2_6"),
     Compat(V("2.6"), "virtio-pci", "disable-legacy", "off", V("2.7"), source="hw_compat_2_6"),
     Compat(V("2.6"), "virtio-mmio", "format_transport_address", False, V("2.7"), source="hw_compat_2_6"),
@@ -247,24 +247,11 @@ COMPAT: tuple[Compat, ...] = (
            before=False),
 )
 
-# Which QEMU types a global for `driver` reaches (the proxy and its backend device).
-TYPE_PARENTS = {
-    "virtio-net-pci": ("virtio-pci",),
-    "virtio-blk-pci": ("virtio-pci",),
-    "virtio-balloon-pci": ("virtio-pci",),
-    "virtio-rng-pci": ("virtio-pci",),
-    "virtio-net-device": ("virtio-device",),
-    "virtio-blk-device": ("virtio-device",),
-    "virtio-balloon-device": ("virtio-device",),
-    "virtio-rng-device": ("virtio-device",),
-    **{f"{d}-ccw": ("virtio-ccw",) for d in ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")},
-}
-
-
 def compat_values(release: Version, machine: MachineType, qom_type: str, compat: tuple[Compat, ...],
-                  downstream: tuple[Downstream, ...]) -> dict[str, Any]:
-    """Property values the machine's compat globals give an object of `qom_type`."""
-    reach = {qom_type, *TYPE_PARENTS.get(qom_type, ())}
+                  downstream: tuple[Downstream, ...], parents: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    """Property values the machine's compat globals give an object of `qom_type` (and, by `parents`, of the
+    types it derives from)."""
+    reach = {qom_type, *parents.get(qom_type, ())}
     out: dict[str, Any] = {}
     # newest array first, so that an older array's entry wins (as QEMU registers them)
     for entry in sorted(compat, key=lambda e: e.upto, reverse=True):

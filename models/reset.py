@@ -8,8 +8,7 @@ import os
 
 from models import core, declared
 from models import features as F
-from models.config import DEVICE_IDS, Config, Realized, realize
-from models.devices import DEVICES
+from models.config import Config, Realized, realize
 from models.registry import Registry
 from models.releases import Version
 from models.state import (
@@ -34,10 +33,10 @@ def _local_config_space(config: Config, registry: Registry) -> PciConfigSpace:
     r = realize(config, registry)
     props = dict(r.props)
     props["vectors"] = r.vectors
-    romfile = props.get("romfile", "efi-virtio.rom" if r.config.device == "virtio-net" else "")
+    romfile = props.get("romfile", r.device.romfile)
     if romfile and "romsize" not in props:
         props["romsize"] = rom_bar_size(str(romfile))
-    return virtio_pci_config_space(r.config.device, props, express=r.express, config_len=r.config_len)
+    return virtio_pci_config_space(r.device, props, express=r.express, config_len=r.config_len)
 
 
 def reset_state(r: Realized) -> DeviceState:
@@ -48,7 +47,7 @@ def reset_state(r: Realized) -> DeviceState:
 @functools.lru_cache(maxsize=1024)
 def _reset_state(config: Config, registry: Registry) -> DeviceState:
     r = realize(config, registry)
-    dev = DEVICES[r.config.device]
+    dev = r.device.code
     reset_sizes = getattr(dev, "reset_queue_sizes", None)  # virtio-net: reset may lay its queues out anew
     sizes = tuple(reset_sizes(r)) if reset_sizes is not None else tuple(r.queue_sizes)
     queues = tuple(QueueState(n) for n in sizes)
@@ -60,7 +59,7 @@ def _reset_state(config: Config, registry: Registry) -> DeviceState:
     if r.config.transport == "ccw":
         migration = r.config.machine.version >= Version(2, 10)
         schid = r.config.ccw_devno if r.config.ccw_schid is None else r.config.ccw_schid
-        ccw = CcwState(reset_tree(DEVICE_IDS[r.config.device], r.config.ccw_devno, migration, schid))
+        ccw = CcwState(reset_tree(r.device.virtio_id, r.config.ccw_devno, migration, schid))
     # __virtio_queue_reset: every one of the 1024 queues starts with both packed-ring wrap counters set (what
     # virtio/packed_virtqueues carries wherever the host offers RING_PACKED; the 7.2 binary's stream)
     packed = ((0, 1, 0, 1, 0),) * VIRTIO_QUEUE_MAX if F.has(r.host_features, F.RING_PACKED) else ()

@@ -14,7 +14,7 @@ from harness.wire.virtio import (
 from models import core, declared
 from models.config import Realized
 from models.declarations import Field
-from models.devices import DEVICES, blk
+from models.devices import blk
 from models.rings import vring_align
 from models.state import (
     NO_VECTOR,
@@ -122,7 +122,7 @@ def to_wire(r: Realized, s: DeviceState) -> dict[str, Any]:
         entry["vector"] = q.vector
         queues.append(entry)
     lo = s.guest_features & 0xFFFFFFFF if s.guest_features_lo_field is None else s.guest_features_lo_field
-    device = DEVICES[r.config.device].to_wire(s.device, r, s)
+    device = r.device.code.to_wire(s.device, r, s)
     if "subsections" in device:  # a device vmsd's: its own (as schema modules version them), then those they add
         device["subsections"] = declared.extend_entries(r, s, list(device["subsections"])) + declared.device_wire(r, s)
     device.update(declared.device_values(r, s))  # device vmsd fields of schema modules
@@ -142,7 +142,7 @@ def save_params(r: Realized, s: DeviceState) -> dict[str, Any]:
 
 def save(r: Realized, s: DeviceState) -> bytes:
     """The payload (the vmsd field "virtio") release r writes for state s."""
-    data: bytes = compiled_payload_layout(r.config.transport, r.config.device, r.registry.wire).build(
+    data: bytes = compiled_payload_layout(r.config.transport, r.device.section, r.registry.wire).build(
         to_wire(r, s), **save_params(r, s), schema_fields=declared.on_wire(r, s))
     return data
 
@@ -210,7 +210,7 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
     """The device state a decoded payload holds (what the source had), read as release r saved it."""
     subs = {x.name: x.body for x in v.subsections}  # a repeated one: the last wins, as QEMU loads each in turn
     values, rows, features = _core_fields(r, subs, v.guest_features_lo)
-    layout = getattr(DEVICES[r.config.device], "num_default_for", None)
+    layout = getattr(r.device.code, "num_default_for", None)
     if layout is not None and (subs.get("virtio/ringsize") is None or r.release >= core.RINGSIZE_IGNORED_FROM):
         # what the device's queues hold where no loaded ringsize says: the layout the saved queue count shows (a
         # multiqueue virtio-net whose guest did not negotiate MQ holds one pair and the control queue)
@@ -248,5 +248,5 @@ def state_from_wire(r: Realized, v: Any, rings: Sequence[tuple[int, int]] | None
     return DeviceState(
         status=v.status, isr=v.isr, queue_sel=v.queue_sel, guest_features=features, config=bytes(v.config),
         queues=tuple(queues), config_vector=config_vector, pci=pci, mmio=mmio, ccw=ccw,
-        device=DEVICES[r.config.device].from_wire(declared.without_added_fields(r.registry, v.device)),
+        device=r.device.code.from_wire(declared.without_added_fields(r.registry, v.device)),
         guest_features_lo_field=lo_field, extra=declared.values_from_wire(r, v), **values)

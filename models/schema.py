@@ -48,7 +48,6 @@ from models import core
 from models.conditions import as_condition
 from models.core import LoadCheck
 from models.declarations import DeviceVersion, Field, Release, Schema, Subsection, SubsectionVersion
-from models.devices import DEVICES
 from models.props import Prop
 from models.registry import BASE, Registry, with_layout
 from models.releases import FAMILIES, Compat, Downstream, Version
@@ -393,10 +392,11 @@ def _subsection_version(reg: Registry, d: SubsectionVersion, _: _Applying) -> Re
 
 
 def _device_version(reg: Registry, d: DeviceVersion, _: _Applying) -> Registry:
-    vmsds = {m.VERSIONS.device.name: dev for dev, m in DEVICES.items() if m.VERSIONS.device is not None}
+    vmsds = {m.versions.device.name: m.name for m in reg.devices if m.versions.device is not None}
     if d.vmsd not in vmsds:
-        others = [f"{dev} has none ({'save_device/load_device' if wire.DEVICE_DATA[dev].subcons else 'no device data'})"
-                  for dev, m in DEVICES.items() if m.VERSIONS.device is None]
+        coded = {m.name: bool(wire.device_data(m.section, reg.wire).subcons) for m in reg.devices}
+        others = [f"{m.name} has none ({'save_device/load_device' if coded[m.name] else 'no device data'})"
+                  for m in reg.devices if m.versions.device is None]
         raise SchemaError(f"device version {d.vmsd!r}: not a device vmsd (known: {', '.join(vmsds)}; "
                           f"{'; '.join(others)})")
     if d.since not in reg.releases:
@@ -428,7 +428,7 @@ def _device_version(reg: Registry, d: DeviceVersion, _: _Applying) -> Registry:
     fields = [f for x in reg.device_versions if x.device == d.device for f in x.fields]
     device_fields = {**reg.wire.device_fields, d.device: tuple(
         (f.name, f.construct(True), 0 if f.present is not None else f.version) for f in fields)}
-    return replace(reg, wire=wire.Extras(reg.wire.subsections, MappingProxyType(device_fields)))
+    return replace(reg, wire=wire.Extras(reg.wire.subsections, MappingProxyType(device_fields), reg.wire.devices))
 
 
 def _check(reg: Registry, chk: LoadCheck, applying: _Applying) -> Registry:

@@ -15,14 +15,14 @@ from models.props import proxy_type
 from models.registry import BASE, Registry
 from models.releases import MachineType, Version
 
-# Properties drawn per device, with the values worth drawing (each must exist in both releases).
-DRAWN_PROPS: dict[str, dict[str, list[Any]]] = {
-    "virtio-net": {"mq": [False, True], "ctrl_guest_offloads": [True, False], "guest_announce": [True, False],
-                   "packed": [False, True]},
-    "virtio-blk": {"num-queues": [1, 2, 4], "queue-size": [128, 256], "packed": [False, True]},
-    "virtio-balloon": {"free-page-hint": [False, True], "deflate-on-oom": [False, True], "packed": [False, True]},
-    "virtio-rng": {"packed": [False, True]},
-}
+
+def device_draws(device: str, registry: Registry = BASE) -> dict[str, list[Any]]:
+    """The properties drawn for a device, with the values worth drawing (each must exist in both releases): its
+    declaration's (models/declarations.Device.drawn)."""
+    return {name: list(values) for name, values in registry.device(device).drawn}
+
+
+DRAWN_PROPS: dict[str, dict[str, list[Any]]] = {d: device_draws(d) for d in BASE.device_names}
 
 
 _BOOL = st.booleans()
@@ -56,7 +56,7 @@ def configs(draw: st.DrawFn, src: Version, dst: Version, transport: str, device:
     props: dict[str, Any] = {}
     known_src = registry.known_props(src, proxy_type(device, transport)) | registry.known_props(src, f"{device}-device")
     known_dst = registry.known_props(dst, proxy_type(device, transport)) | registry.known_props(dst, f"{device}-device")
-    for name, values in DRAWN_PROPS[device].items():
+    for name, values in device_draws(device, registry).items():
         if name in known_src and name in known_dst and draw(_BOOL):
             props[name] = draw(st.sampled_from(tuple(values)))
     if device == "virtio-net" and transport == "pci":
@@ -91,7 +91,7 @@ def drawn_props(src: Version, dst: Version, transport: str, device: str, registr
     """The properties configs() draws for the pair: those of DRAWN_PROPS both releases know."""
     known = [{**registry.known_props(r, proxy_type(device, transport)), **registry.known_props(r, f"{device}-device")}
              for r in (src, dst)]
-    return tuple(name for name in DRAWN_PROPS[device] if name in known[0] and name in known[1])
+    return tuple(name for name in device_draws(device, registry) if name in known[0] and name in known[1])
 
 
 BACKENDS = (NetBackend(), NetBackend("user"), NetBackend("tap"), NetBackend("tap", vnet_hdr=True),
@@ -106,7 +106,7 @@ def config_variants(src: Version, dst: Version, transport: str, device: str, mac
     (mq only with tap, whose queues it decides), -smp for virtio-blk (its queue count follows it). The PCI
     Express port is left out: it changes the config space alone. What diff decides statically from (Static)."""
     names = drawn_props(src, dst, transport, device, registry)
-    drawn = [(name, [None, *values]) for name, values in DRAWN_PROPS[device].items() if name in names]
+    drawn = [(name, [None, *values]) for name, values in device_draws(device, registry).items() if name in names]
     smps = (1, 2, 4) if device == "virtio-blk" else (1,)
     for picked in itertools.product(*(values for _, values in drawn)):
         props = {name: v for (name, _), v in zip(drawn, picked, strict=True) if v is not None}

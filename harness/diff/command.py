@@ -13,7 +13,6 @@ from harness.diff.order import compare_test_order
 from harness.diff.result import RANK, SHOWN, Diff, Difference
 from harness.diff.subsections import compare_subsections
 from harness.errors import UsageError
-from harness.matrix import DEVICES
 from models.declarations import Release
 from models.registry import BASE, Registry
 from models.releases import Version
@@ -66,15 +65,15 @@ def run_cli(args: argparse.Namespace) -> int:
     a, b = ends
     if a == b:
         raise UsageError(f"A and B are the same release ({a})")
-    if args.device and args.device not in DEVICES:
-        raise UsageError(f"--device: unknown device {args.device!r} (known: {', '.join(DEVICES)})")
+    if args.device and args.device not in registry.device_names:
+        raise UsageError(f"--device: unknown device {args.device!r} (known: {', '.join(registry.device_names)})")
     from hypothesis import settings
 
     import harness.pytest_plugin  # noqa: F401  (registers the Hypothesis profiles)
 
     settings.load_profile(args.profile)
-    result = diff(a, b, [args.device] if args.device else list(DEVICES), list(dict.fromkeys(paths)), args.profile,
-                  registry)
+    devices = [args.device] if args.device else list(registry.device_names)
+    result = diff(a, b, devices, list(dict.fromkeys(paths)), args.profile, registry)
     if args.json:
         json.dump(result.as_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")

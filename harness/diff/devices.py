@@ -61,7 +61,8 @@ def compare_device_vmsds(d: Diff) -> None:
                 d.differences.append(x)
         order = list(dict.fromkeys([f.name for f in fa] + [f.name for f in fb]))
         by_name = {f.name: f for f in fa + fb}
-        own = {sc.name for sc in device_data(device).subcons if sc.name and sc.name != "subsections"}
+        data = device_data(d.registry.device(device).section, d.registry.wire)
+        own = {sc.name for sc in data.subcons if sc.name and sc.name != "subsections"}
         for name in order:
             # the fields both sides have loaded before this one: a test that reads only those agrees on both sides
             before = own | {n for n in order[: order.index(name)] if n in {f.name for f in fa} & {f.name for f in fb}}

@@ -12,7 +12,6 @@ from harness.wire.primitives import FlatArray, Subsections
 from harness.wire.virtio import core_subsections, device_data
 from models import core
 from models.conditions import And, as_condition
-from models.devices import DEVICES as DEVICE_MODELS
 from models.registry import BASE, Registry
 from models.releases import Version
 
@@ -86,7 +85,8 @@ def _transport_bodies(transport: str) -> dict[str, Any]:
 
 
 def _device_list(device: str, registry: Registry) -> Subsections | None:
-    return next((_unwrap(sc) for sc in device_data(device, registry.wire).subcons if sc.name == "subsections"), None)
+    data = device_data(registry.device(device).section, registry.wire)
+    return next((_unwrap(sc) for sc in data.subcons if sc.name == "subsections"), None)
 
 
 def subsections_of(release: Version, device: str, transport: str, registry: Registry = BASE) -> dict[str, SubInfo]:
@@ -117,7 +117,7 @@ def subsections_of(release: Version, device: str, transport: str, registry: Regi
                                  f"{tsub.needed.describe()} (in {tsub.parent})")
     listed = _device_list(device, registry)
     if listed is not None:
-        own = {s.name: s for s in getattr(DEVICE_MODELS[device], "SUBSECTIONS", ()) if s.known(release)}
+        own = {s.name: s for s in getattr(registry.device(device).code, "SUBSECTIONS", ()) if s.known(release)}
         for name in sorted(own) + sorted(registry.known_device_subsections(device, release)):
             if name not in listed.known:
                 continue

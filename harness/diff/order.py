@@ -13,7 +13,6 @@ from harness.diff.layout import subsections_of
 from harness.diff.result import BREAKS, Diff, Difference, mark
 from harness.diff.subsections import sendable
 from models.conditions import state_fields
-from models.devices import DEVICES as DEVICE_MODELS
 from models.registry import Registry
 from models.releases import Version
 
@@ -22,7 +21,7 @@ def stream_order(registry: Registry, release: Version, device: str, transport: s
     """The subsections `release` can send for a device on a transport, in stream order, each with its fields'
     names: the device vmsd's own (models/devices/), then the schema modules' device ones, then vmstate_virtio's."""
     infos = subsections_of(release, device, transport, registry)
-    own = [s.name for s in getattr(DEVICE_MODELS[device], "SUBSECTIONS", ()) if s.known(release)]
+    own = [s.name for s in getattr(registry.device(device).code, "SUBSECTIONS", ()) if s.known(release)]
     declared = [s.name for s in registry.known(release, device) if s.device is not None]
     core = [s.name for s in registry.known_core_subsections(release)]
     return [(name, {f for f, _t, _s in infos[name].fields}) for name in own + declared + core if name in infos]

@@ -22,7 +22,8 @@ from harness.fuzz.mutant import Mutant, embed
 from harness.fuzz.targets import VerdictCall, Verdicts
 from harness.wire.payload import decode_payload
 from harness.wire.stream import decode_stream
-from harness.wire.virtio import DEVICES, TRANSPORTS, compiled_payload_layout
+from harness.wire.virtio import TRANSPORTS, compiled_payload_layout
+from models.registry import BASE
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the harness package (findings name files by it)
 _FUZZER = str(Path(__file__).resolve().parent) + "/"  # the fuzzer's own frames are never where a bug is
@@ -128,8 +129,8 @@ class Checker:
 
     def __enter__(self) -> Checker:
         for transport in TRANSPORTS:  # compiling a layout takes a while: not inside any input's time limit
-            for device in DEVICES:
-                compiled_payload_layout(transport, device)
+            for device in BASE.wire.sections():
+                compiled_payload_layout(transport, device, BASE.wire)
         self._alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
         if self._alarm:
             self._old_handler = signal.signal(signal.SIGALRM, self._on_alarm)

@@ -12,7 +12,8 @@ import orjson
 
 from harness.fuzz.fields import PayloadRef, Seed, View
 from harness.fuzz.mutators import STRUCTURAL, Edit, apply_edits, m_flip, m_vmdesc, pick_field
-from harness.wire.virtio import DEVICES, TRANSPORTS
+from harness.wire.virtio import TRANSPORTS
+from models.registry import BASE
 
 MUTATIONS = ("flip", "insert", "delete", "duplicate", "length", "vmdesc", "truncate", "splice", "payload", "stack",
              "random", "header")
@@ -90,7 +91,7 @@ class Mutator:
                 edits, note = edits + more, f"{note}; {note2}"
             transport, device = ref.transport, ref.device
             if rng.random() < 0.1:
-                transport, device = rng.choice(TRANSPORTS), rng.choice(DEVICES)
+                transport, device = rng.choice(TRANSPORTS), rng.choice(BASE.wire.sections())
                 note += f"; decoded as {device} on {transport}"
             return Mutant(apply_edits(view.data, edits), kind, s.name, f"{ref.section}: {note}", ref, transport,
                           device)

@@ -29,10 +29,9 @@ from harness.qemu.process import POLL, QemuProcess
 from models.registry import BASE
 from models.releases import Version
 
-# -device driver per transport and the id prefix the fixtures use (vnet0, vblk0, ...), per device kind.
+# -device driver per transport; the id prefix the fixtures use (vnet0, vblk0, ...) is the device's declaration's.
 DRIVER_SUFFIX = {"pci": "pci", "mmio": "device", "ccw": "ccw"}
 PCI_DRIVERS = {kind: f"{kind}-pci" for kind in DEVICE_KINDS}
-ID_PREFIXES = {"virtio-net": "vnet", "virtio-blk": "vblk", "virtio-balloon": "vbal", "virtio-rng": "vrng"}
 MMIO_SLOTS = 32
 # What each target's board needs besides the devices: aarch64 `virt` defaults to a 32-bit CPU.
 TARGET_ARGS = {"x86_64": (), "aarch64": ("-cpu", "cortex-a57"), "s390x": ()}
@@ -78,11 +77,12 @@ class DeviceConfig:
 
     @property
     def section(self) -> str:
+        vmsd = BASE.device(self.kind).section
         if self.transport == "ccw":
-            return f"/fe.0.{self.slot:04x}/{self.kind}"
+            return f"/fe.0.{self.slot:04x}/{vmsd}"
         if self.transport == "mmio":
-            return f"virtio-mmio@{self.mmio_base:016x}/{self.kind}"
-        return f"0000:00:{self.slot:02x}.0/{self.kind}"
+            return f"virtio-mmio@{self.mmio_base:016x}/{vmsd}"
+        return f"0000:00:{self.slot:02x}.0/{vmsd}"
 
     @property
     def mmio_base(self) -> int:
@@ -129,23 +129,21 @@ class QemuConfig:
         args += [] if self.smp is None else ["-smp", str(self.smp)]
         counts: Counter[str] = Counter()
         for dev in self.devices:
-            dev_id = f"{ID_PREFIXES[dev.kind]}{counts[dev.kind]}"
+            decl = BASE.device(dev.kind)
+            dev_id = f"{decl.qdev_id}{counts[dev.kind]}"
             counts[dev.kind] += 1
             props = "".join(f",{key}={_opt(value)}" for key, value in dev.props)
             device = f"{dev.driver},id={dev_id}"
-            if dev.kind == "virtio-net":
-                if dev.netdev.startswith("tap"):
-                    args += ["-netdev", f"tap,id=nd_{dev_id},script=no,downscript=no{dev.netdev[3:]}"]
-                else:
-                    args += ["-netdev", f"hubport,id=nd_{dev_id},hubid=0"]
-                device += f",netdev=nd_{dev_id}"
-            elif dev.kind == "virtio-blk":
-                args += ["-blockdev", f"driver=null-co,node-name=bd_{dev_id},size={NULL_BLOCK_SIZE}"]
-                device += f",drive=bd_{dev_id}"
+            if decl.backend is not None:  # the backend it needs: -netdev, -blockdev, -chardev, -object ...
+                option, arg, link = (x.replace("{id}", dev_id) for x in decl.backend)
+                if option == "-netdev" and dev.netdev.startswith("tap"):  # a tap drawn for it (drawn.random_netdev)
+                    arg = f"tap,id=nd_{dev_id},script=no,downscript=no{dev.netdev[3:]}"
+                args += [option, arg]
+                device += f",{link}" if link else ""
             if dev.transport == "pci":
                 device += f",addr={dev.slot:#x}"
                 # romfile= drops the NIC option ROM: 240 KB less stream for nothing we look at.
-                device += ",romfile=" if dev.kind == "virtio-net" else ""
+                device += ",romfile=" if decl.romfile else ""
             elif dev.transport == "ccw":
                 device += f",devno=fe.0.{dev.slot:04x}"
             args += ["-device", device + props]

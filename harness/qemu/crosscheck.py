@@ -169,7 +169,7 @@ UNMIGRATABLE_ACROSS_RELEASES = {"aarch64": ("cpu",)}
 def without_sections(data: bytes, names: Sequence[str]) -> bytes:
     """The stream without the sections whose idstr is in `names`; QEMU loads what a stream holds."""
     try:
-        s = decode_stream(data, strict=False)
+        s = decode_stream(data, strict=False, extras=BASE.wire)
     except StreamError:
         return data  # QEMU then says what it makes of the whole stream
     s.records = [rec for rec in s.records if getattr(rec, "idstr", None) not in names]
@@ -196,7 +196,7 @@ def known_incompatibilities(ex: Example, src: Version, dst: Version) -> dict[str
     """The declared known incompatibilities (harness.known.KNOWN) that cover every violation of an example, by
     name with their reasons; empty when one is not covered."""
     try:
-        s = decode_stream(ex.data, strict=False)
+        s = decode_stream(ex.data, strict=False, extras=BASE.wire)
     except StreamError:
         return {}
     rule = migration_rule(src, dst)
@@ -232,7 +232,7 @@ def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[st
         ex = Example(index, machine, list(specs), data=data, argv=argv, kinds=list(kinds))
         # a payload our decoder cannot read is kept as bytes: the model's side reports it, QEMU's still loads
         try:
-            s: Stream | None = decode_stream(data, strict=False)
+            s: Stream | None = decode_stream(data, strict=False, extras=BASE.wire)
         except StreamError:
             s = None  # predict() says why, as the model's error
         model = oracle.predict(s or data, dst.release, argv)
@@ -349,7 +349,7 @@ def _bench_worker(src: Side, machine: str, rng: random.Random, seconds: float, s
     # The same kind of state in the model: each source state saved and loaded by the model of its release.
     cases = []
     for ex in examples:
-        s = decode_stream(ex.data)
+        s = decode_stream(ex.data, extras=BASE.wire)
         lines = {line.key: line for line in tap.lines(oracle.dest_line(ex.argv), src.release)}
         for p in s.devices:
             r = realize(lines[p.key].config)

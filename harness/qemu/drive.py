@@ -17,6 +17,7 @@ from typing import Any
 from harness.errors import QemuError
 from harness.qemu import drive_modern
 from harness.qemu.qtest import QtestClient
+from models.registry import BASE
 
 # PCI configuration mechanism #1.
 PCI_CONFIG_ADDRESS = 0xCF8
@@ -36,14 +37,8 @@ PCI_COMMAND_IO = 0x1
 PCI_COMMAND_MASTER = 0x4
 
 PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1AF4
-# Transitional (legacy) PCI device ids.
-VIRTIO_PCI_DEVICE_IDS = {
-    "virtio-net": 0x1000,
-    "virtio-blk": 0x1001,
-    "virtio-balloon": 0x1002,
-    "virtio-rng": 0x1005,
-}
-DEVICE_KINDS = tuple(VIRTIO_PCI_DEVICE_IDS)
+# The devices the models declare (models/devices), with their PCI ids.
+DEVICE_KINDS = BASE.device_names
 
 # Legacy virtio-pci I/O registers (offsets into BAR0).
 VIRTIO_PCI_HOST_FEATURES = 0
@@ -157,7 +152,7 @@ class DriveSpec:
     reset_endian: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in VIRTIO_PCI_DEVICE_IDS:
+        if self.kind not in DEVICE_KINDS:
             raise QemuError(f"unknown virtio device kind {self.kind!r} (known: {', '.join(DEVICE_KINDS)})")
         if self.transport not in ("pci", "mmio"):
             raise QemuError(f"{self.transport} devices cannot be driven over qtest (pci and mmio can)")
@@ -297,7 +292,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     cfg = PciConfig(qt, spec.slot)
     ids = cfg.readl(PCI_VENDOR_ID)
     vendor, device_id = ids & 0xFFFF, ids >> 16
-    want = VIRTIO_PCI_DEVICE_IDS[spec.kind]
+    want = BASE.device(spec.kind).pci_device_id
     if vendor != PCI_VENDOR_ID_REDHAT_QUMRANET or device_id != want:
         raise QemuError(
             f"slot {spec.slot:#x}: found PCI {vendor:04x}:{device_id:04x}, expected {spec.kind} "

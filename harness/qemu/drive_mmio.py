@@ -29,6 +29,7 @@ from harness.qemu.drive import (
 )
 from harness.qemu.guest import GuestCpu
 from harness.qemu.qtest import QtestClient
+from models.registry import BASE
 
 MAGIC_VALUE = 0x000
 VERSION = 0x004
@@ -57,7 +58,6 @@ PAGE_SIZE = 4096
 # virt's RAM starts at 1 GiB; rings go 1 MiB in.
 RAM_BASE = 0x40000000
 RING_BASE_PFN = (RAM_BASE + 0x100000) // PAGE_SIZE
-VIRTIO_IDS = {"virtio-net": 1, "virtio-blk": 2, "virtio-rng": 4, "virtio-balloon": 5}
 VIRTIO_QUEUE_MAX = 1024
 
 
@@ -71,9 +71,10 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None =
     data endianness: the device takes it (aarch64 is bi-endian), and its rings are then in that byte order."""
     base = base_of(spec.slot)
     magic, version, device_id = (qt.readl(base + r) for r in (MAGIC_VALUE, VERSION, DEVICE_ID))
-    if magic != MMIO_MAGIC or device_id != VIRTIO_IDS[spec.kind]:
+    want = BASE.device(spec.kind).virtio_id
+    if magic != MMIO_MAGIC or device_id != want:
         raise QemuError(f"virtio-mmio at {base:#x}: magic {magic:#x}, device id {device_id}; expected "
-                        f"{spec.kind} (id {VIRTIO_IDS[spec.kind]})")
+                        f"{spec.kind} (id {want})")
     if version != (2 if spec.modern else 1):
         raise QemuError(f"virtio-mmio at {base:#x} is version {version}, the drive is for a "
                         f"{'modern (2' if spec.modern else 'legacy (1'}) one: force-legacy=off makes every "

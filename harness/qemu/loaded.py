@@ -19,6 +19,7 @@ from models import features as F
 from models.cmdline import DeviceLine
 from models.config import realize
 from models.model import guest_rings, saved_queue_count, state_from_wire, with_rings
+from models.registry import BASE
 from models.releases import Version
 
 QUERY = "x-query-virtio-status"
@@ -137,7 +138,7 @@ def from_resave(data: bytes, argv: Sequence[str], release: Version) -> dict[str,
     except HarnessError:
         return {}  # a command line the model cannot read: no device to compare, compare_state() says so
     try:
-        s = decode_stream(data, strict=False)
+        s = decode_stream(data, strict=False, extras=BASE.wire)
     except StreamError as exc:
         return {qom_path(line): LoadedDevice(0, 0, 0, False, 0, (), RESAVE, error=f"the re-save does not decode: {exc}")
                 for line in lines.values()}

@@ -117,7 +117,7 @@ def mutant_stream(base: Stream, m: Mutation, mutant: bytes) -> Stream:
         chunk = mutant[p.offset : p.offset + size]
         try:
             io_ = io.BytesIO(chunk)
-            value = compiled_payload_layout(p.transport, p.device).parse_stream(io_, schema_fields=p.fields)
+            value = compiled_payload_layout(p.transport, p.device, BASE.wire).parse_stream(io_, schema_fields=p.fields)
             if io_.tell() != size:
                 raise ValueError("bytes left")
             s.devices.append(replace(p, size=size, value=value, raw=None, error=None))
@@ -205,7 +205,7 @@ def campaign(binary: str, machine: str | None, count: int, seed: int = 0, per_st
             lines = tap.lines(oracle.dest_line(argv), src.release)
             realized = {line.section: realize(line.config) for line in lines}
             paths = {line.section: qom_path(line) for line in lines}
-            base = decode_stream(data, strict=False)
+            base = decode_stream(data, strict=False, extras=BASE.wire)
             picked = select(mutations(data, realized), min(per_stream, count - tally.mutants), seed + tally.streams)
             if pending is not None:  # started for the previous stream's command line
                 pending.close()

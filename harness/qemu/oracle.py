@@ -121,7 +121,7 @@ def predict(data: bytes | Stream, release: Version, dest_argv: Sequence[str]) ->
     reported as the model's error (compare() then names it)."""
     out = ModelVerdict(release, None)
     try:
-        s = data if isinstance(data, Stream) else decode_stream(data, strict=False)
+        s = data if isinstance(data, Stream) else decode_stream(data, strict=False, extras=BASE.wire)
     except StreamError as exc:
         out.error = f"(model) the stream cannot be decoded: {exc}"
         return out
@@ -246,7 +246,7 @@ def state_differences(section: str, state: DeviceState, path: str, qemu_verdict:
 def compare_resave(loads: dict[str, ModelLoad], resaved: bytes) -> list[str]:
     """The destination's own save against the model's save(load(...)), payload by payload."""
     try:
-        again = {p.key: p for p in decode_stream(resaved).devices}
+        again = {p.key: p for p in decode_stream(resaved, extras=BASE.wire).devices}
     except StreamError as exc:
         return [f"the destination's save cannot be decoded: {exc}"]
     out = []

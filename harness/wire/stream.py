@@ -22,7 +22,7 @@ from harness.errors import StreamError
 from harness.wire.payload import parse_with
 from harness.wire.primitives import _DECODE_ERRORS, Subsections, be16, be32, locate_error, u8
 from harness.wire.ram import GuestMemory, RamBlock, RamBlockList, RamPages, apply_pages
-from harness.wire.virtio import DEVICES, NO_EXTRAS, Extras, payload_layout, stream_fields
+from harness.wire.virtio import NO_EXTRAS, Extras, payload_layout, stream_fields
 from harness.wire.vmdesc import BadDescription, desc_size, find_vmdesc, virtio_field
 
 QEMU_VM_FILE_MAGIC = 0x5145564D
@@ -173,11 +173,11 @@ class Stream:
         return None
 
 
-def device_of(idstr: str, machine: str | None = None) -> tuple[str, str] | None:
+def device_of(idstr: str, machine: str | None = None, extras: Extras = NO_EXTRAS) -> tuple[str, str] | None:
     """(device, transport) from a virtio device's section idstr, or None for other sections. A bare vmsd name
     (old virt and s390-ccw-virtio machine types give no transport path) takes the machine's transport."""
     dev = idstr.rsplit("/", 1)[-1]
-    if dev not in DEVICES:
+    if dev not in extras.sections():
         return None
     path = idstr[: -len(dev)]
     if not path and machine:
@@ -344,7 +344,7 @@ def decode_stream(data: bytes, strict: bool = True, extras: Extras = NO_EXTRAS) 
 
 def _full_section(r: _Reader, s: Stream, sec: Section, descs: dict[tuple[str, int], list[dict[str, Any]]],
                   path: str, limit: int, strict: bool = True, extras: Extras = NO_EXTRAS) -> None:
-    known = device_of(sec.idstr, s.machine)
+    known = device_of(sec.idstr, s.machine, extras)
     queue = descs.get((sec.idstr, sec.instance_id))
     desc = queue.pop(0) if queue else None
     start = r.pos

@@ -40,7 +40,6 @@ from harness.wire.primitives import (
 
 VIRTIO_QUEUE_MAX = 1024
 TRANSPORTS = ("pci", "mmio", "ccw")
-DEVICES = ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng")
 
 # --- PCI config space (hw/pci/pci.c, hw/pci/msix.c) -----------------------------------------------
 
@@ -175,6 +174,13 @@ class Extras:
     # on the wire; 0: where a test holds), before its subsections
     device_fields: Mapping[str, tuple[tuple[str, Any, int], ...]] = field(
         default_factory=lambda: MappingProxyType({}))
+    # the device data layouts of sections (by vmsd name: "virtio-input") that DEVICE_DATA below does not lay out:
+    # the devices' declarations bring them (models/declarations.Device.data)
+    devices: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def sections(self) -> tuple[str, ...]:
+        """The vmsd names of the virtio sections these layouts decode."""
+        return (*DEVICE_DATA, *(d for d in self.devices if d not in DEVICE_DATA))
 
 
 NO_EXTRAS = Extras()  # the in-tree layouts
@@ -308,6 +314,7 @@ VirtioBalloonDevice = c.Struct(
 
 VirtioRngDevice = c.Struct()  # no device fields
 
+# the device data QEMU writes, by the section's vmsd name (the devices declare the rest: Extras.devices)
 DEVICE_DATA = {
     "virtio-net": VirtioNetDevice,
     "virtio-blk": VirtioBlkDevice,
@@ -318,8 +325,9 @@ DEVICE_DATA = {
 
 
 def device_data(device: str, extras: Extras = NO_EXTRAS) -> Any:
-    """DEVICE_DATA[device], with what schema modules add: fields at the end and subsections to its list."""
-    base = DEVICE_DATA[device]
+    """The device data of a section's vmsd `device` (DEVICE_DATA's, else a declared device's), with what schema
+    modules add: fields at the end and subsections to its list."""
+    base = DEVICE_DATA[device] if device in DEVICE_DATA else extras.devices[device]
     added = extras.subsections.get(f"{device}-device")
     fields = extras.device_fields.get(device, ())
     if not added and not fields:
@@ -339,7 +347,7 @@ def device_data(device: str, extras: Extras = NO_EXTRAS) -> Any:
 @functools.lru_cache(maxsize=256)
 def payload_layout(transport: str, device: str, extras: Extras = NO_EXTRAS) -> Any:
     """The construct of one virtio payload (virtio_save) for a transport and a device."""
-    if transport not in TRANSPORTS or device not in DEVICE_DATA:
+    if transport not in TRANSPORTS or device not in DEVICE_DATA and device not in extras.devices:
         raise KeyError(f"no layout for {device} on {transport}")
     config = {"pci": VirtioPciConfig, "mmio": VirtioMmioConfig, "ccw": None}[transport]
     if config is None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from models import features as F
 from models.conditions import GuestFeature
 from models.configuration import RealizeContext
 from models.core import DeviceSubsection, Rule, device_entries, device_read
-from models.declarations import Field
-from models.releases import Version
+from models.declarations import Device, Field, offered
+from models.releases import Compat, Version
 from models.state import BalloonState, DeviceState
 from models.vmsd import Versions, Vmsd
 
@@ -98,3 +99,12 @@ def known_subsections(release: Version) -> set[str]:
 
 def load_device(dev: BalloonState, realized: Any, features_lo: int, lines: list[str]) -> BalloonState:
     return dev
+
+
+# hw/virtio/virtio-balloon-pci.c: no vectors property in 7.2 (nvectors stays 0)
+DEVICE = Device("virtio-balloon", VERSIONS, 5, sys.modules[__name__], pci_device_id=0x1002, pci_class=0x00FF,
+                pci_vectors=0, transports=offered(Version(2, 0), "pci", "mmio", "ccw"),
+                compat=(Compat(Version(2, 4), "virtio-balloon-ccw", "max_revision", 0, Version(2, 5),
+                               source="ccw_machine_2_4_class_options"),),
+                drawn=(("free-page-hint", (False, True)), ("deflate-on-oom", (False, True)), ("packed", (False, True))),
+                qdev_id="vbal", order=30)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from harness.wire.virtio import VIRTQUEUE_MAX_SIZE
 from models import features as F
 from models.configuration import RealizeContext
+from models.declarations import Device, offered
 from models.props import UNSPECIFIED
-from models.releases import Version
+from models.releases import Compat, Version
 from models.state import BlkRequest, BlkState, Crashed, Undefined
 from models.vmsd import Versions, Vmsd
 
@@ -127,3 +129,13 @@ def element_cut(left: int) -> None:
     and addresses are whatever the stack held."""
     raise Undefined(f"qemu_get_virtqueue_element reads a request element cut by the end of the file ({max(left, 0)} "
                     f"of its {ELEMENT_SIZE} bytes there): its counts are uninitialized stack memory")
+
+
+# hw/virtio/virtio-blk-pci.c: vectors default num-queues + 1 (num-queues follows -smp from 5.2)
+DEVICE = Device("virtio-blk", VERSIONS, 2, sys.modules[__name__], pci_device_id=0x1001, pci_class=0x0100,
+                transports=offered(Version(2, 0), "pci", "mmio", "ccw"),
+                compat=(Compat(Version(2, 4), "virtio-blk-ccw", "max_revision", 0, Version(2, 5),
+                               source="ccw_machine_2_4_class_options"),),
+                drawn=(("num-queues", (1, 2, 4)), ("queue-size", (128, 256)), ("packed", (False, True))),
+                qdev_id="vblk", backend=("-blockdev", "driver=null-co,node-name=bd_{id},size=1048576", "drive=bd_{id}"),
+                order=20)

@@ -3,6 +3,7 @@ the device vmsd (virtio-net-device v11) and its load checks."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -13,7 +14,8 @@ from models import load_errors as le
 from models.conditions import Compare, HostFeature, StateField
 from models.configuration import NetBackend, RealizeContext
 from models.core import DeviceSubsection, Rule
-from models.releases import Version
+from models.declarations import Device, offered
+from models.releases import Compat, Version
 from models.state import DeviceState, NetState, QueueState, Undefined
 from models.vmsd import Versions, Vmsd
 
@@ -431,3 +433,13 @@ def load_device(dev: NetState, realized: Any, features_lo: int, lines: list[str]
         table, in_use = b"", 0
     return NetState(**{**dev.__dict__, "mac_table": table, "mac_table_in_use": None if len(table) == in_use * 6
                        else in_use})
+
+
+# hw/virtio/virtio-net-pci.c: vectors default 2 * max(queue pairs, 1) + 2, romfile efi-virtio.rom
+DEVICE = Device("virtio-net", VERSIONS, 1, sys.modules[__name__], pci_device_id=0x1000, pci_class=0x0200,
+                romfile="efi-virtio.rom", transports=offered(Version(2, 0), "pci", "mmio", "ccw"),
+                compat=(Compat(Version(2, 4), "virtio-net-ccw", "max_revision", 0, Version(2, 5),
+                               source="ccw_machine_2_4_class_options"),),
+                drawn=(("mq", (False, True)), ("ctrl_guest_offloads", (True, False)), ("guest_announce", (True, False)),
+                       ("packed", (False, True))),
+                qdev_id="vnet", backend=("-netdev", "hubport,id=nd_{id},hubid=0", "netdev=nd_{id}"), order=10)

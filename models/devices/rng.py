@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from models.configuration import RealizeContext
+from models.declarations import Device, offered
+from models.releases import Compat, Version
 from models.vmsd import Versions, Vmsd
 
 VERSIONS = Versions(Vmsd("virtio-rng", 1, 1), None)  # no device data at all
@@ -44,3 +47,11 @@ def from_wire(value: Any) -> None:
 
 def load_device(dev: Any, realized: Any, features_lo: int, lines: list[str]) -> Any:
     return None
+
+
+# hw/virtio/virtio-rng-pci.c: vectors default 2 since 7.2 (hw_compat_7_1 sets 0)
+DEVICE = Device("virtio-rng", VERSIONS, 4, sys.modules[__name__], pci_device_id=0x1005, pci_class=0x00FF, pci_vectors=2,
+                transports=offered(Version(2, 0), "pci", "mmio", "ccw"),
+                compat=(Compat(Version(2, 4), "virtio-rng-ccw", "max_revision", 0, Version(2, 5),
+                               source="ccw_machine_2_4_class_options"),),
+                drawn=(("packed", (False, True)),), qdev_id="vrng", order=40)

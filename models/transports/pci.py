@@ -51,8 +51,8 @@ Release notes (what is 7.2 behaviour here and changed elsewhere):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from models.declarations import Device
 from models.transports import pci_regs as regs
 from models.transports.pci_space import PciConfigError, PciConfigSpace, bad_config_data, guest_write
 
@@ -63,27 +63,6 @@ __all__ = [
     "guest_write",
     "virtio_pci_config_space",
 ]
-
-
-@dataclass(frozen=True)
-class _VirtioPciDevice:
-    virtio_id: int  # VIRTIO_ID_*, also the legacy subsystem id
-    device_id: int  # PCI_DEVICE_ID_VIRTIO_* (legacy and transitional)
-    class_id: int  # PCIDeviceClass.class_id
-    default_vectors: int | None  # None: derived by realize from other properties, so the caller must give it
-    default_romfile: str
-
-
-_DEVICES: dict[str, _VirtioPciDevice] = {
-    # hw/virtio/virtio-net-pci.c: vectors default 2 * max(queue pairs, 1) + 2, romfile efi-virtio.rom
-    "virtio-net": _VirtioPciDevice(1, 0x1000, 0x0200, None, "efi-virtio.rom"),
-    # hw/virtio/virtio-blk-pci.c: vectors default num-queues + 1 (num-queues follows -smp from 5.2)
-    "virtio-blk": _VirtioPciDevice(2, 0x1001, 0x0100, None, ""),
-    # hw/virtio/virtio-balloon-pci.c: no vectors property in 7.2 (nvectors stays 0)
-    "virtio-balloon": _VirtioPciDevice(5, 0x1002, 0x00FF, 0, ""),
-    # hw/virtio/virtio-rng-pci.c: vectors default 2 since 7.2 (hw_compat_7_1 sets 0)
-    "virtio-rng": _VirtioPciDevice(4, 0x1005, 0x00FF, 2, ""),
-}
 
 
 # --- reading properties -----------------------------------------------------------------------------------
@@ -329,19 +308,17 @@ def _msix_init_exclusive_bar(b: _Builder, nentries: int) -> bool:
     return True
 
 
-def virtio_pci_config_space(device: str, props: Mapping[str, object], *, express: bool,
+def virtio_pci_config_space(device: Device, props: Mapping[str, object], *, express: bool,
                             config_len: int | None = None) -> PciConfigSpace:
     """The PCI config space and masks of ``<device>-pci`` after QEMU 7.2's realize and reset.
 
-    ``device``: "virtio-net", "virtio-blk", "virtio-balloon" or "virtio-rng". ``props``: the proxy's effective
+    ``device``: the device's declaration (models/declarations.Device: its PCI ids). ``props``: the proxy's effective
     property values (module docstring). ``express``: the device sits on a PCI Express port (not on a root bus);
     QEMU gives it PCIe capabilities and a 4096-byte space only if it is also modern and ``x-disable-pcie`` is off.
     ``config_len``: the virtio device's config length, needed when the legacy I/O BAR exists (its size is
     pow2ceil(20, or 24 with MSI-X, + config_len)).
     """
-    info = _DEVICES.get(device)
-    if info is None:
-        raise PciConfigError(f"unknown virtio-pci device {device!r} (known: {', '.join(_DEVICES)})")
+    info = device
 
     disable_modern = _flag(props, "disable-modern", False)
     disable_legacy = _disable_legacy(props, express)
@@ -354,16 +331,16 @@ def virtio_pci_config_space(device: str, props: Mapping[str, object], *, express
     size = regs.PCIE_CONFIG_SPACE_SIZE if is_express else regs.PCI_CONFIG_SPACE_SIZE
     page_per_vq = _flag(props, "page-per-vq", False)
     modern_pio = _flag(props, "modern-pio-notify", False)
-    vectors = _int(props, "vectors", info.default_vectors)
+    vectors = _int(props, "vectors", info.pci_vectors)
     if vectors < 0:
         raise PciConfigError(f"property 'vectors': {vectors} is negative")
 
     # do_pci_register_device: class ids, default subsystem ids, masks, multifunction
     b = _Builder(size)
     b.set(regs.PCI_VENDOR_ID, regs.PCI_VENDOR_ID_REDHAT_QUMRANET, 2)
-    b.set(regs.PCI_DEVICE_ID, info.device_id, 2)
+    b.set(regs.PCI_DEVICE_ID, info.pci_device_id, 2)
     b.config[regs.PCI_REVISION_ID] = regs.VIRTIO_PCI_ABI_VERSION
-    b.set(regs.PCI_CLASS_DEVICE, info.class_id, 2)
+    b.set(regs.PCI_CLASS_DEVICE, info.pci_class, 2)
     b.set(regs.PCI_SUBSYSTEM_VENDOR_ID, regs.PCI_SUBVENDOR_ID_REDHAT_QUMRANET, 2)
     b.set(regs.PCI_SUBSYSTEM_ID, regs.PCI_SUBDEVICE_ID_QEMU, 2)
     b.init_masks()
@@ -410,7 +387,7 @@ def virtio_pci_config_space(device: str, props: Mapping[str, object], *, express
         b.register_bar(regs.VIRTIO_PCI_LEGACY_IO_BAR, regs.PCI_BASE_ADDRESS_SPACE_IO, _pow2ceil(header + config_len))
 
     # pci_qdev_realize -> pci_add_option_rom: a ROM BAR unless there is no ROM or rombar=0 (ROM via fw_cfg)
-    romfile = props.get("romfile", info.default_romfile)
+    romfile = props.get("romfile", info.romfile)
     if romfile is None:
         romfile = ""
     if not isinstance(romfile, str):

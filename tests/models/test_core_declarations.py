@@ -55,13 +55,12 @@ def test_declared_fields_round_trip() -> None:
 def test_device_declarations_are_the_layouts() -> None:
     """A device subsection's declared fields (models/devices/) are the body the decoder lays out for it."""
     from harness.diff.layout import _device_list
-    from models.devices import DEVICES
     from models.registry import BASE
 
     checked = 0
-    for device, module in DEVICES.items():
-        listed = _device_list(device, BASE)
-        for sub in (s for s in getattr(module, "SUBSECTIONS", ()) if s.fields):
+    for decl in BASE.devices:
+        listed = _device_list(decl.name, BASE)
+        for sub in (s for s in getattr(decl.code, "SUBSECTIONS", ()) if s.fields):
             assert listed is not None
             mine = c.Struct(*(f.name / f.wire_type() for f in sub.fields))
             assert list(fields_of(mine)) == list(fields_of(listed.body(sub.name, 1))), sub.name

@@ -24,10 +24,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import HarnessError, StreamError
+from harness.errors import HarnessError, SchemaError, StreamError
 from harness.qemu.qtest import connect_unix
 from harness.wire.stream import decode_stream
 from harness.wire.virtio import msix_vectors, pci_config_size
+from models.registry import BASE
 from models.transports.pci import (
     PciConfigError,
     PciConfigSpace,
@@ -35,6 +36,8 @@ from models.transports.pci import (
     guest_write,
     virtio_pci_config_space,
 )
+
+NET, BLK, RNG = (BASE.device(n) for n in ("virtio-net", "virtio-blk", "virtio-rng"))
 
 # --- helpers --------------------------------------------------------------------------------------------
 
@@ -83,7 +86,7 @@ QEMU72_NET_Q35_ROOT_PORT = bytes.fromhex(
 
 
 def test_transitional_net_matches_qemu_bytes_and_layout() -> None:
-    s = virtio_pci_config_space("virtio-net", NET_72, express=False, config_len=8)
+    s = virtio_pci_config_space(NET, NET_72, express=False, config_len=8)
     assert s.config == QEMU72_NET_I440FX
     assert len(s.cmask) == len(s.wmask) == len(s.w1cmask) == 256
     # the last capability added is the head: MSI-X, then pci-cfg, notify, device, isr, common
@@ -100,7 +103,7 @@ def test_transitional_net_matches_qemu_bytes_and_layout() -> None:
 
 
 def test_express_modern_net_matches_qemu_bytes_and_layout() -> None:
-    s = virtio_pci_config_space("virtio-net", NET_72_EXPRESS, express=True)  # auto: disable-legacy on
+    s = virtio_pci_config_space(NET, NET_72_EXPRESS, express=True)  # auto: disable-legacy on
     assert s.config == QEMU72_NET_Q35_ROOT_PORT
     assert cap_chain(s.config) == [(0xDC, 0x11), (0xC8, 0x09), (0xB4, 0x09), (0xA4, 0x09), (0x94, 0x09),
                                    (0x84, 0x09), (0x7C, 0x01), (0x40, 0x10)]
@@ -126,21 +129,21 @@ def test_ids_legacy_transitional_and_modern(device: str, legacy_id: int, modern_
                                            class_id: int) -> None:
     base = {"vectors": 2, "romfile": ""}
     for legacy_props in ({"disable-modern": True}, {"disable-legacy": False}):
-        s = virtio_pci_config_space(device, {**base, **legacy_props}, express=False, config_len=16)
+        s = virtio_pci_config_space(BASE.device(device), {**base, **legacy_props}, express=False, config_len=16)
         assert (le(s.config, 0, 2), le(s.config, 2, 2), s.config[8]) == (0x1AF4, legacy_id, 0)
         assert (le(s.config, 0x2C, 2), le(s.config, 0x2E, 2)) == (0x1AF4, virtio_id)
         assert le(s.config, 0x0A, 2) == class_id and s.config[0x3D] == 1
-    s = virtio_pci_config_space(device, {**base, "disable-legacy": True}, express=False)
+    s = virtio_pci_config_space(BASE.device(device), {**base, "disable-legacy": True}, express=False)
     assert (le(s.config, 2, 2), s.config[8], le(s.config, 0x2E, 2)) == (modern_id, 1, 0x1100)
     assert le(s.config, 0x10, 4) == 0 and le(s.cmask, 0x10, 4) == 0  # no legacy BAR
 
 
 def test_legacy_only_has_msix_alone_or_no_capabilities() -> None:
-    s = virtio_pci_config_space("virtio-blk", {"disable-modern": True, "vectors": 2}, express=False, config_len=36)
+    s = virtio_pci_config_space(BLK, {"disable-modern": True, "vectors": 2}, express=False, config_len=36)
     assert cap_chain(s.config) == [(0x40, 0x11)]
     assert le(s.wmask, 0x10, 4) == 0xFFFFFFC0  # pow2ceil(24 + 36) = 64
     assert le(s.cmask, 0x20, 8) == 0  # no modern BAR
-    s = virtio_pci_config_space("virtio-rng", {"disable-modern": True, "vectors": 0}, express=False, config_len=0)
+    s = virtio_pci_config_space(RNG, {"disable-modern": True, "vectors": 0}, express=False, config_len=0)
     assert cap_chain(s.config) == [] and s.config[0x06] == 0 and s.config[0x34] == 0
     assert le(s.wmask, 0x10, 4) == 0xFFFFFFE0  # pow2ceil(20 + 0) = 32
     assert le(s.cmask, 0x14, 4) == 0  # no MSI-X BAR
@@ -148,7 +151,7 @@ def test_legacy_only_has_msix_alone_or_no_capabilities() -> None:
 
 def test_legacy_bar_size_follows_config_len_and_msix() -> None:
     def bar0_size(config_len: int, vectors: int) -> int:
-        s = virtio_pci_config_space("virtio-blk", {"disable-modern": True, "vectors": vectors}, express=False,
+        s = virtio_pci_config_space(BLK, {"disable-modern": True, "vectors": vectors}, express=False,
                                     config_len=config_len)
         return (~le(s.wmask, 0x10, 4) & 0xFFFFFFFF) + 1
     assert bar0_size(36, 2) == 64 and bar0_size(57, 2) == 128  # the 3.1 -> 4.0 blk config change moves BAR0
@@ -156,7 +159,7 @@ def test_legacy_bar_size_follows_config_len_and_msix() -> None:
 
 
 def test_page_per_vq_notify_multiplier_and_bar_size() -> None:
-    s = virtio_pci_config_space("virtio-net", {**NET_72, "page-per-vq": True}, express=False, config_len=8)
+    s = virtio_pci_config_space(NET, {**NET_72, "page-per-vq": True}, express=False, config_len=8)
     notify = 0x70
     assert s.config[notify + 3] == 2  # notify capability: length 1024 pages, multiplier one page
     assert (le(s.config, notify + 12, 4), le(s.config, notify + 16, 4)) == (0x400000, 0x1000)
@@ -164,7 +167,7 @@ def test_page_per_vq_notify_multiplier_and_bar_size() -> None:
 
 
 def test_modern_pio_notify_adds_io_bar_2_and_second_notify_capability() -> None:
-    s = virtio_pci_config_space("virtio-rng", {"disable-legacy": True, "modern-pio-notify": True}, express=False)
+    s = virtio_pci_config_space(RNG, {"disable-legacy": True, "modern-pio-notify": True}, express=False)
     chain = cap_chain(s.config)
     assert [o for o, _ in chain] == [0xAC, 0x98, 0x84, 0x70, 0x60, 0x50, 0x40]  # MSI-X, cfg, notify-pio, notify..
     assert (s.config[0x84 + 3], s.config[0x84 + 4], le(s.config, 0x84 + 12, 4)) == (2, 2, 4)
@@ -175,7 +178,7 @@ def test_modern_pio_notify_adds_io_bar_2_and_second_notify_capability() -> None:
                                                           (200, 0xC80, 0x1000), (300, 0x12C0, 0x2000),
                                                           (2048, 0x8000, 0x10000)])
 def test_msix_table_size_pba_and_exclusive_bar(vectors: int, pba: int, bar_size: int) -> None:
-    s = virtio_pci_config_space("virtio-net", {**NET_72, "vectors": vectors}, express=False, config_len=8)
+    s = virtio_pci_config_space(NET, {**NET_72, "vectors": vectors}, express=False, config_len=8)
     msix = dict((i, o) for o, i in cap_chain(s.config))[0x11]
     assert le(s.config, msix + 2, 2) == vectors - 1
     assert (le(s.config, msix + 4, 4), le(s.config, msix + 8, 4)) == (0x1, pba | 0x1)
@@ -183,72 +186,72 @@ def test_msix_table_size_pba_and_exclusive_bar(vectors: int, pba: int, bar_size:
 
 
 def test_msix_init_failure_leaves_no_msix() -> None:
-    s = virtio_pci_config_space("virtio-net", {**NET_72, "vectors": 2049}, express=False, config_len=8)
+    s = virtio_pci_config_space(NET, {**NET_72, "vectors": 2049}, express=False, config_len=8)
     assert 0x11 not in dict((i, o) for o, i in cap_chain(s.config))
     assert le(s.wmask, 0x10, 4) == 0xFFFFFFE0 and le(s.cmask, 0x14, 4) == 0  # header of 20, no MSI-X BAR
 
 
 def test_pcie_only_for_a_modern_device_without_x_disable_pcie() -> None:
     for props in ({"disable-modern": True, "disable-legacy": False}, {"x-disable-pcie": True}):
-        s = virtio_pci_config_space("virtio-rng", props, express=True, config_len=0)
+        s = virtio_pci_config_space(RNG, props, express=True, config_len=0)
         assert len(s.config) == 256 and 0x10 not in [i for _, i in cap_chain(s.config)]
-    s = virtio_pci_config_space("virtio-rng", {"disable-legacy": False}, express=True, config_len=0)
+    s = virtio_pci_config_space(RNG, {"disable-legacy": False}, express=True, config_len=0)
     assert len(s.config) == 4096 and le(s.config, 2, 2) == 0x1005 and le(s.cmask, 0x10, 4) == 0xFFFFFFFF
 
 
 def test_disable_legacy_auto_resolves_by_port() -> None:
-    assert le(virtio_pci_config_space("virtio-rng", {}, express=True).config, 2, 2) == 0x1044
-    assert le(virtio_pci_config_space("virtio-rng", {}, express=False, config_len=0).config, 2, 2) == 0x1005
-    assert virtio_pci_config_space("virtio-rng", {"disable-legacy": "auto"}, express=True).config[8] == 1
+    assert le(virtio_pci_config_space(RNG, {}, express=True).config, 2, 2) == 0x1044
+    assert le(virtio_pci_config_space(RNG, {}, express=False, config_len=0).config, 2, 2) == 0x1005
+    assert virtio_pci_config_space(RNG, {"disable-legacy": "auto"}, express=True).config[8] == 1
 
 
 def test_pcie_compat_flags_of_old_machine_types() -> None:
     old = {"x-pcie-deverr-init": False, "x-pcie-lnkctl-init": False, "x-pcie-pm-init": False,
            "x-pcie-extcap-init": False, "x-pcie-flr-init": False}  # hw_compat_2_8 and hw_compat_4_1
-    s = virtio_pci_config_space("virtio-rng", old, express=True)
+    s = virtio_pci_config_space(RNG, old, express=True)
     assert le(s.config, 0x44, 4) == 0x8000
     assert (s.wmask[0x48], s.wmask[0x49], s.w1cmask[0x4A], s.wmask[0x50], le(s.wmask, 0x80, 2)) == (0, 0, 0, 0, 0)
     assert s.wmask[0x100:0x104] == b"\xff" * 4
 
 
 def test_aer_and_ats_extended_capabilities() -> None:
-    s = virtio_pci_config_space("virtio-net", {**NET_72_EXPRESS, "aer": True, "ats": True}, express=True)
+    s = virtio_pci_config_space(NET, {**NET_72_EXPRESS, "aer": True, "ats": True}, express=True)
     assert le(s.config, 0x100, 4) == 0x14820001  # AER v2, next 0x148
     assert (le(s.config, 0x10C, 4), le(s.config, 0x114, 4), le(s.config, 0x118, 4)) == (0x462030, 0xE000, 0xA0)
     assert (le(s.w1cmask, 0x104, 4), le(s.w1cmask, 0x110, 4)) == (0x03FFF030, 0xF1C1)
     assert (le(s.wmask, 0x108, 4), le(s.wmask, 0x10C, 4), le(s.wmask, 0x118, 4)) == (0, 0x03FFF030, 0x140)
     assert le(s.config, 0x148, 4) == 0x0001000F and le(s.config, 0x14C, 2) == 0x20
     assert le(s.wmask, 0x14E, 2) == 0x800F and s.cmask[0x100:0x150] == b"\xff" * 0x50
-    s = virtio_pci_config_space("virtio-net", {**NET_72_EXPRESS, "ats": True, "x-ats-page-aligned": False},
+    s = virtio_pci_config_space(NET, {**NET_72_EXPRESS, "ats": True, "x-ats-page-aligned": False},
                                 express=True)
     assert le(s.config, 0x100, 4) == 0x0001000F and le(s.config, 0x104, 2) == 0
 
 
 def test_rom_bar_multifunction_and_class() -> None:
     with pytest.raises(PciConfigError, match="romsize"):
-        virtio_pci_config_space("virtio-net", {"vectors": 4}, express=False, config_len=8)
-    s = virtio_pci_config_space("virtio-net", {"vectors": 4, "romsize": 0x40000, "multifunction": "on"},
+        virtio_pci_config_space(NET, {"vectors": 4}, express=False, config_len=8)
+    s = virtio_pci_config_space(NET, {"vectors": 4, "romsize": 0x40000, "multifunction": "on"},
                                 express=False, config_len=8)
     assert le(s.wmask, 0x30, 4) == 0xFFFC0001 and le(s.cmask, 0x30, 4) == 0xFFFFFFFF and s.config[0x0E] == 0x80
-    s = virtio_pci_config_space("virtio-net", {"vectors": 4, "rombar": 0}, express=False, config_len=8)
+    s = virtio_pci_config_space(NET, {"vectors": 4, "rombar": 0}, express=False, config_len=8)
     assert le(s.cmask, 0x30, 4) == 0
-    s = virtio_pci_config_space("virtio-blk", {"vectors": 2, "class": 0x0180}, express=False, config_len=57)
+    s = virtio_pci_config_space(BLK, {"vectors": 2, "class": 0x0180}, express=False, config_len=57)
     assert le(s.config, 0x0A, 2) == 0x0180
 
 
 def test_refused_and_underivable_configurations() -> None:
     with pytest.raises(PciConfigError, match="neither modern nor legacy"):
-        virtio_pci_config_space("virtio-rng", {"disable-modern": "on", "disable-legacy": "on"}, express=False)
+        virtio_pci_config_space(RNG, {"disable-modern": "on", "disable-legacy": "on"}, express=False)
     with pytest.raises(PciConfigError, match="config_len"):
-        virtio_pci_config_space("virtio-rng", {}, express=False)
+        virtio_pci_config_space(RNG, {}, express=False)
     with pytest.raises(PciConfigError, match="'vectors' is needed"):
-        virtio_pci_config_space("virtio-net", {"romfile": ""}, express=True)
-    with pytest.raises(PciConfigError, match="unknown virtio-pci device"):
-        virtio_pci_config_space("virtio-gpu", {}, express=False)
+        virtio_pci_config_space(NET, {"romfile": ""}, express=True)
+    with pytest.raises(SchemaError, match="unknown device 'virtio-gpu' \\(known: virtio-net, "):
+        BASE.device("virtio-gpu")  # the PCI ids are the device's declaration's
     with pytest.raises(PciConfigError, match="not a boolean"):
-        virtio_pci_config_space("virtio-rng", {"page-per-vq": "maybe"}, express=True)
+        virtio_pci_config_space(RNG, {"page-per-vq": "maybe"}, express=True)
     with pytest.raises(HarnessError):  # one exception root, and a ValueError too
-        virtio_pci_config_space("virtio-rng", {"vectors": "x"}, express=True)
+        virtio_pci_config_space(RNG, {"vectors": "x"}, express=True)
 
 
 _PROP_SETS = st.fixed_dictionaries({}, optional={
@@ -275,7 +278,7 @@ _PROP_SETS = st.fixed_dictionaries({}, optional={
 def test_structural_invariants(device: str, props: dict[str, object], express: bool, config_len: int) -> None:
     props = {"vectors": 3, "romfile": "", **props}
     try:
-        s = virtio_pci_config_space(device, props, express=express, config_len=config_len)
+        s = virtio_pci_config_space(BASE.device(device), props, express=express, config_len=config_len)
     except PciConfigError as exc:
         assert "neither modern nor legacy" in str(exc)
         return
@@ -294,24 +297,24 @@ def test_structural_invariants(device: str, props: dict[str, object], express: b
 
 def test_bad_config_data_lines_as_qemu_72_prints_them() -> None:
     # both lines are in ../shared/reference/real-qemu.md section 6, read from QEMU 7.2 runs
-    local = virtio_pci_config_space("virtio-net", NET_72, express=False, config_len=8)
+    local = virtio_pci_config_space(NET, NET_72, express=False, config_len=8)
     incoming = bytearray(local.config)
     incoming[2] = 0x41
     assert bad_config_data(local, bytes(incoming)) == (
         "get_pci_config_device: Bad config data: i=0x2 read: 41 device: 0 cmask: ff wmask: 0 w1cmask:0")
-    dest = virtio_pci_config_space("virtio-net", {**NET_72, "vectors": 6}, express=False, config_len=10)
+    dest = virtio_pci_config_space(NET, {**NET_72, "vectors": 6}, express=False, config_len=10)
     assert bad_config_data(dest, local.config) == (
         "get_pci_config_device: Bad config data: i=0x9a read: 3 device: 5 cmask: ff wmask: 0 w1cmask:0")
 
 
 def test_bad_config_data_reports_the_first_read_only_difference_with_its_masks() -> None:
-    local = virtio_pci_config_space("virtio-net", NET_72, express=False, config_len=8)
+    local = virtio_pci_config_space(NET, NET_72, express=False, config_len=8)
     incoming = bytearray(local.config)
     incoming[0x10] = 0x1F  # BAR0: address bits 0xe0 writable, 0x1e read-only
     incoming[0x40] = 0x00
     assert bad_config_data(local, bytes(incoming)) == (
         "get_pci_config_device: Bad config data: i=0x10 read: 1f device: 1 cmask: ff wmask: e0 w1cmask:0")
-    express = virtio_pci_config_space("virtio-net", NET_72_EXPRESS, express=True)
+    express = virtio_pci_config_space(NET, NET_72_EXPRESS, express=True)
     incoming = bytearray(express.config)
     incoming[0x4A] = 0xFF  # DEVSTA: the W1C error bits pass, the others do not
     assert bad_config_data(express, bytes(incoming)) == (
@@ -321,7 +324,7 @@ def test_bad_config_data_reports_the_first_read_only_difference_with_its_masks()
 
 
 def test_writable_w1c_and_unchecked_bytes_pass() -> None:
-    local = virtio_pci_config_space("virtio-net", NET_72, express=False, config_len=8)
+    local = virtio_pci_config_space(NET, NET_72, express=False, config_len=8)
     incoming = bytearray(local.config)
     incoming[0x04:0x06] = b"\x07\x05"  # command
     incoming[0x07] = 0xF9  # status W1C bits
@@ -337,7 +340,7 @@ def test_writable_w1c_and_unchecked_bytes_pass() -> None:
 
 
 def test_guest_write_masks() -> None:
-    s = virtio_pci_config_space("virtio-net", NET_72, express=False, config_len=8)
+    s = virtio_pci_config_space(NET, NET_72, express=False, config_len=8)
     cur = guest_write(s, s.config, 0x04, b"\xff\xff\xff\xff")  # command and status
     assert cur[4:8] == b"\x07\x05\x10\x00"
     cur = guest_write(s, cur, 0x00, b"\xff\xff\xff\xff")  # vendor and device ids are read-only
@@ -352,7 +355,7 @@ def test_guest_write_masks() -> None:
 
 
 def test_guest_write_flr_resets_the_function() -> None:
-    s = virtio_pci_config_space("virtio-net", {**NET_72_EXPRESS, "disable-legacy": "off"}, express=True,
+    s = virtio_pci_config_space(NET, {**NET_72_EXPRESS, "disable-legacy": "off"}, express=True,
                                 config_len=8)
     cur = s.config
     for offset, value in ((0x04, 0x07), (0x10, 0xE0), (0x11, 0xC0), (0x3C, 0x0B), (0x48, 0x0F), (0x50, 0xC3),
@@ -363,7 +366,7 @@ def test_guest_write_flr_resets_the_function() -> None:
     assert (after[0x04], le(after, 0x10, 4), after[0x3C], after[0x48], after[0x49]) == (0, 1, 0, 0, 0)
     assert (after[0x50], after[0x80], after[0xDF]) == (0, 0, 0)
     assert (after[0x69], after[0xF0]) == (0x80, 0x77)  # not reset by an FLR
-    old = virtio_pci_config_space("virtio-net", {**NET_72_EXPRESS, "x-pcie-flr-init": False}, express=True)
+    old = virtio_pci_config_space(NET, {**NET_72_EXPRESS, "x-pcie-flr-init": False}, express=True)
     assert guest_write(old, old.config, 0x49, b"\x80")[0x49] == 0  # no FLR: the bit is read-only
 
 
@@ -595,7 +598,8 @@ def _load(work: Path, combo: _Combo, stream: bytes) -> _Run:
 
 
 def _model(saved: _Saved, combo: _Combo) -> PciConfigSpace:
-    return virtio_pci_config_space(combo.device, saved.props, express=combo.express, config_len=saved.config_len)
+    return virtio_pci_config_space(BASE.device(combo.device), saved.props, express=combo.express,
+                                   config_len=saved.config_len)
 
 
 def _combos(count: int, seed: int) -> list[_Combo]:
@@ -714,5 +718,5 @@ def test_guest_config_writes_equal_qemu(tmp_path: Path, combo: _Combo) -> None:
 
 def test_props_mapping_is_not_mutated() -> None:
     props: Mapping[str, object] = {"vectors": 2, "disable-legacy": "auto"}
-    virtio_pci_config_space("virtio-rng", props, express=True)
+    virtio_pci_config_space(RNG, props, express=True)
     assert props == {"vectors": 2, "disable-legacy": "auto"}

@@ -42,7 +42,6 @@ from models.config import realize
 from models.model import ACCEPTED, guest_rings, load, state_from_wire
 from models.props import PROPS
 from models.registry import BASE
-from models.releases import TYPE_PARENTS
 from models.releases import V as Ver
 
 pytestmark = pytest.mark.qemu
@@ -191,7 +190,8 @@ def test_compat_props_of_11_1_are_the_models(target: str) -> None:
             continue
         # the QOM types a device of the family's transport is made of (s390x's virtio-pci globals, such as
         # 11.1's disable-legacy=on, reach no device the model puts on s390-ccw-virtio)
-        modelled = {t for t in {*TYPE_PARENTS, *(t for ts in TYPE_PARENTS.values() for t in ts), "virtio-mmio"}
+        parents = BASE.type_parents
+        modelled = {t for t in {*parents, *(t for ts in parents.values() for t in ts), "virtio-mmio"}
                     if not t.endswith("-pci") or m.transport == "pci"}
         modelled -= {"virtio-mmio"} if m.transport != "mmio" else set()
         real = {(ALIASES.get(c["qom-type"], c["qom-type"]), c["property"]): c["value"] for c in machines[m.name]
@@ -202,7 +202,7 @@ def test_compat_props_of_11_1_are_the_models(target: str) -> None:
                 problems.append(f"{m}: {qom_type}.{prop}: QEMU {value}, model {got}")
         for qom_type in modelled:
             for prop, value in BASE.compat_values(RELEASE, m, qom_type).items():
-                if prop in props and not any(p == prop and t in {qom_type, *TYPE_PARENTS.get(qom_type, ())}
+                if prop in props and not any(p == prop and t in {qom_type, *BASE.type_parents.get(qom_type, ())}
                                              for t, p in real):
                     problems.append(f"{m}: the model has {qom_type}.{prop}={value}, QEMU has no such entry")
     assert not problems, "\n".join(sorted(set(problems)))

@@ -17,7 +17,7 @@ import pytest
 
 from harness.wire import compiled as cache
 from harness.wire.stream import decode_stream
-from harness.wire.virtio import DEVICES, TRANSPORTS, payload_layout
+from harness.wire.virtio import DEVICE_DATA, TRANSPORTS, payload_layout
 from tests.conftest import DATA, SAMPLES
 
 NET = SAMPLES / "pc-i440fx-7.2-virtio-net-driven.bin"
@@ -66,7 +66,7 @@ def _outcome(fn: Any) -> Any:
 
 def test_an_entry_parses_and_builds_as_constructs_own_compile(folder: Path) -> None:
     payloads = _payloads()
-    assert set(payloads) == {(t, d) for t in TRANSPORTS for d in DEVICES}  # every layout has real payloads
+    assert set(payloads) == {(t, d) for t in TRANSPORTS for d in DEVICE_DATA}  # every layout has real payloads
     for (transport, device), chunks in payloads.items():
         layout = payload_layout(transport, device)
         cache.compile_cached(layout, f"{transport}-{device}")  # compiles and keeps it
