@@ -160,7 +160,7 @@ def decode_as_destination(dst: Realized, data: bytes, schema_fields: Any, decode
     if decoded is not None and read_alike(local, decoded):
         return decoded
     try:
-        return decode_payload(data, dst.config.transport, dst.config.device, extras=dst.registry.wire,
+        return decode_payload(data, dst.config.transport, dst.device.section, extras=dst.registry.wire,
                               schema_fields=schema_fields, **local)
     except StreamError:
         return None

@@ -120,7 +120,7 @@ def save_params(src: Config, state: DeviceState, registry: Registry = BASE) -> d
 
 
 def annotated_stream(case: Case) -> str:
-    layout = payload_layout(case.src.transport, case.src.device, case.registry.wire)
+    layout = payload_layout(case.src.transport, case.registry.device(case.src.device).section, case.registry.wire)
     return format_dump(annotate(layout, case.stream, **save_params(case.src, case.state, case.registry)),
                        case.stream)
 

@@ -46,7 +46,7 @@ class Run:
     def decoded(self) -> Any:
         """The saved payload decoded once (rules R5-R7 read it)."""
         if self._decoded is None:
-            self._decoded = decode_payload(self.data, self.src.config.transport, self.src.config.device,
+            self._decoded = decode_payload(self.data, self.src.config.transport, self.src.device.section,
                                            extras=self.src.registry.wire,
                                            schema_fields=declared.on_wire(self.src, self.state),
                                            **save_params(self.src, self.state))
@@ -213,7 +213,7 @@ def r13_machine_compat(run: Run) -> Violation | None:
         return None
     at = next((i for i, (x, y) in enumerate(zip(mine, theirs, strict=False)) if x != y), min(len(mine), len(theirs)))
     try:
-        diffs = tree_diff(run.decoded, decode_payload(theirs, b.config.transport, b.config.device,
+        diffs = tree_diff(run.decoded, decode_payload(theirs, b.config.transport, b.device.section,
                                                       **save_params(b, state),
                                                       extras=b.registry.wire,
                                                       schema_fields=declared.on_wire(b, state)),

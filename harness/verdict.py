@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 from harness.wire.ram import GuestMemory
 from harness.wire.stream import Stream, VirtioPayload
 from models.cmdline import DeviceLine, parse
@@ -26,7 +26,7 @@ from models.model import (
     state_from_wire,
 )
 from models.registry import BASE, Registry
-from models.releases import Version
+from models.releases import MachineType, Version
 from models.state import DeviceState
 from models.transports.pci import PciConfigError
 
@@ -113,16 +113,39 @@ def infer_destination(s: Stream, release: Version, assumptions: list[str], regis
             sch = v.transport.parent_obj.sch
             devno, schid = sch.devno, sch.migrated_schid
         try:
-            config = Config(release, machine, p.device, p.transport, 1, 128, props, netdev, express, devno, schid)
+            device = _device_type(p, registry, release, machine, props)
+            config = Config(release, machine, device, p.transport, 1, 128, props, netdev, express, devno, schid)
             if machine not in registry.machine_types(release, p.transport):
                 raise ValueError(f"QEMU {release} has no machine type {machine}")
         except Exception as e:
             raise UsageError(f"cannot build a {release} destination for {p.section}: {e}") from None
         shown = ",".join(f"{k}={v}" for k, v in sorted(props.items()))
-        assumptions.append(f"{p.section}: -device {p.device}-{p.transport}{',' + shown if shown else ''}"
+        assumptions.append(f"{p.section}: -device {device}-{p.transport}{',' + shown if shown else ''}"
                            f"{' on a pcie-root-port' if express else ''}")
         lines.append(DeviceLine(config, p.section, None, p.instance_id))
     return lines
+
+
+def _device_type(p: VirtioPayload, registry: Registry, release: Version, machine: MachineType,
+                 props: dict[str, Any]) -> str:
+    """The device a section's vmsd stands for: itself, or (several types sharing a vmsd: virtio-input) the first
+    whose config length and PCI class are the stream's (virtio-tablet and virtio-multitouch save alike)."""
+    types = registry.section_devices(p.device)
+    if len(types) <= 1:
+        return p.device
+    v = p.value
+    cls = int.from_bytes(bytes(v.transport.pci.config[0x0A:0x0C]), "little") if p.transport == "pci" else None
+    for d in types:
+        if not d.offered(release, p.transport) or cls is not None and d.pci_class != cls:
+            continue
+        try:
+            r = realize(Config(release, machine, d.name, p.transport, props=props), registry)
+        except HarnessError:
+            continue
+        if r.config_len == v.config_len:
+            return d.name
+    raise ValueError(f"no {p.device} type of QEMU {release} saves a config of {v.config_len} bytes"
+                     + (f" with PCI class {cls:#06x}" if cls is not None else ""))
 
 
 def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = None,
@@ -221,7 +244,7 @@ class StreamRam:
 
 def _device_verdict(s: Stream, p: VirtioPayload, config: Config, registry: Registry, data: bytes | None = None,
                     states: dict[str, DeviceState] | None = None, qdev_id: str | None = None) -> dict[str, Any]:
-    if config.device != p.device or config.transport != p.transport:
+    if registry.device(config.device).section != p.device or config.transport != p.transport:
         return {"outcome": REJECTED, "error": f"{p.section} is a {p.device} in the stream but a {config.device} "
                 "at the destination"}
     try:

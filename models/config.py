@@ -51,10 +51,10 @@ def _realize(config: Config, registry: Registry) -> Realized:
     props = registry.effective_props(release, config.machine, config.device, transport, config.props)
     express = modern = legacy = False
     if transport == "pci":
-        modern = release >= Version(2, 5) and not props.get("disable-modern", True)
-        express = config.express and modern and not props.get("x-disable-pcie", False)
         if device.force_virtio_1:  # virtio_pci_force_virtio_1: modern only, whatever the properties say
             props["disable-modern"], props["disable-legacy"] = False, "on"
+        modern = release >= Version(2, 5) and not props.get("disable-modern", True)
+        express = config.express and modern and not props.get("x-disable-pcie", False)
         dl = props.get("disable-legacy", "off")
         legacy = not (dl is True or dl == "on" or (dl == "auto" and config.express))
         if not modern and not legacy:

@@ -83,6 +83,10 @@ class Registry:
         return tuple(d.name for d in self.devices if any(
             t.name == transport and (release is None or t.offered(release)) for t in d.transports))
 
+    def section_devices(self, vmsd: str) -> tuple[Device, ...]:
+        """The devices whose migration section has vmsd name `vmsd` (the four virtio-input types share one)."""
+        return tuple(d for d in self.devices if d.section == vmsd)
+
     @functools.cached_property
     def _devices(self) -> dict[str, Device]:
         return {d.name: d for d in self.devices}
@@ -270,6 +274,7 @@ def _compat_values(registry: Registry, release: Version, machine: MachineType, q
 
 
 BASE = Registry(releases=releases.RELEASES, all_versions=releases.ALL_VERSIONS, downstream=(),
-                compat=(*releases.COMPAT, *(c for d in DECLARED for c in d.compat)),
-                props=(*props.PROPS, *(p for d in DECLARED for p in d.props)), core_subsections=core.CORE_SUBSECTIONS,
-                checks=core.CHECKS, devices=DECLARED)
+                # the devices' own (several devices may share theirs: each entry once)
+                compat=tuple(dict.fromkeys((*releases.COMPAT, *(x for d in DECLARED for x in d.compat)))),
+                props=tuple(dict.fromkeys((*props.PROPS, *(p for d in DECLARED for p in d.props)))),
+                core_subsections=core.CORE_SUBSECTIONS, checks=core.CHECKS, devices=DECLARED)

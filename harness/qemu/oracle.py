@@ -181,7 +181,7 @@ def model_loads(s: Stream, release: Version, dest_argv: Sequence[str]) -> dict[s
     out = {}
     for p in s.devices:
         line = lines.get(p.key)
-        if line is None or line.config.device != p.device:
+        if line is None or BASE.device(line.config.device).section != p.device:
             continue
         r = realize(line.config)
         try:

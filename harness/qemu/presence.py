@@ -27,6 +27,7 @@ from models import declared
 from models.config import realize
 from models.model import guest_rings, state_from_wire
 from models.model import save as model_save
+from models.registry import BASE
 from models.releases import Version
 from models.save import save_params
 
@@ -58,14 +59,14 @@ def check(s: Stream, release: Version, argv: Sequence[str]) -> tuple[int, list[s
     checked, out = 0, []
     for p in s.devices:
         line = lines.get(p.key)
-        if p.value is None or line is None or line.config.device != p.device:
+        if p.value is None or line is None or BASE.device(line.config.device).section != p.device:
             continue  # R12 reports a payload the decoder or the model cannot read
         r = realize(line.config)
         rings = guest_rings(s.memory, s.machine, state_from_wire(r, p.value)) if s.memory else None
         state = state_from_wire(r, p.value, rings)
         data = model_save(r, state)
         try:
-            mine = decode_payload(data, r.config.transport, r.config.device, extras=r.registry.wire,
+            mine = decode_payload(data, r.config.transport, r.device.section, extras=r.registry.wire,
                                   schema_fields=declared.on_wire(r, state), **save_params(r, state))
         except StreamError as e:
             out.append(f"R5: {p.section}: the model's own save does not decode: {e}")
