@@ -17,6 +17,8 @@ A schema module binds DECLARATIONS, a tuple of:
     Compat(...)                                       a machine type compat entry (models/releases.py)
     Downstream("pc-q35", "rhel", ((V("9.4"), V("8.2")),))   a distribution's machine types
     LoadCheck(...)                                    a new release range for one of models/core.py's load checks
+    Device("virtio-foo", Versions(...), 42, code)     a whole device (models/declarations.Device: its ids,
+                                                      transports, properties, compat entries and code hooks)
 
 Each is declared once: Subsection alone gives the layout (the registry's harness/wire/virtio.py Extras), the
 needed() rule (the registry's core subsections, or the device's subsection list), the state (DeviceState.extra)
@@ -47,14 +49,14 @@ from harness.wire import virtio as wire
 from models import core
 from models.conditions import as_condition
 from models.core import LoadCheck
-from models.declarations import DeviceVersion, Field, Release, Schema, Subsection, SubsectionVersion
+from models.declarations import Device, DeviceVersion, Field, Release, Schema, Subsection, SubsectionVersion, Transport
 from models.props import Prop
 from models.registry import BASE, Registry, with_layout
 from models.releases import FAMILIES, Compat, Downstream, Version
 from models.state import BalloonState, BlkState, DeviceState, NetState
 
-__all__ = ["Compat", "DeviceVersion", "Downstream", "Field", "LoadCheck", "Prop", "Release", "Subsection",
-           "SubsectionVersion", "load", "load_all"]
+__all__ = ["Compat", "Device", "DeviceVersion", "Downstream", "Field", "LoadCheck", "Prop", "Release", "Subsection",
+           "SubsectionVersion", "Transport", "load", "load_all"]
 
 
 def load(path: str | Path, base: Registry = BASE) -> Registry:
@@ -138,7 +140,7 @@ def _declaration_lines(tree: ast.Module, n: int) -> list[int]:
 
 # --- validation and application: each declaration gives a new registry --------------------------------------------
 
-KINDS = (Release, Downstream, Prop, Compat, Subsection, SubsectionVersion, DeviceVersion, LoadCheck)
+KINDS = (Release, Downstream, Device, Prop, Compat, Subsection, SubsectionVersion, DeviceVersion, LoadCheck)
 
 
 @dataclass
@@ -157,7 +159,7 @@ def _apply(base: Registry, decls: Sequence[Any], where: Callable[[int], str]) ->
     order = sorted((i for i, d in enumerate(decls) if isinstance(d, Release)), key=lambda i: decls[i].version)
     steps: list[tuple[int, Callable[[Registry, Any, _Applying], Registry]]] = [(i, _release) for i in order]
     appliers: tuple[tuple[type, Callable[[Registry, Any, _Applying], Registry]], ...] = (
-        (Downstream, _downstream), (Prop, _prop), (Compat, _compat), (Subsection, _subsection),
+        (Downstream, _downstream), (Device, _device), (Prop, _prop), (Compat, _compat), (Subsection, _subsection),
         (SubsectionVersion, _subsection_version), (DeviceVersion, _device_version), (LoadCheck, _check))
     for kind, apply in appliers:
         steps += [(i, apply) for i, d in enumerate(decls) if isinstance(d, kind)]
@@ -192,6 +194,25 @@ def _release(reg: Registry, d: Release, _: _Applying) -> Registry:
     if d.version not in all_versions:
         all_versions = tuple(sorted((*all_versions, d.version)))
     return replace(reg, releases=tuple(sorted((*rel, d.version))), all_versions=all_versions)
+
+
+def _device(reg: Registry, d: Device, applying: _Applying) -> Registry:
+    if d.name in reg.device_names:
+        raise SchemaError(f"device {d.name!r} is already declared")
+    hooks = ("host_features", "get_features", "queue_sizes", "config_len", "default_vectors", "reset_state",
+             "to_wire", "from_wire", "load_device")
+    missing = [h for h in hooks if not callable(getattr(d.code, h, None))]
+    if missing:
+        raise SchemaError(f"device {d.name!r}: its code has no {', '.join(missing)} (models/declarations.Device)")
+    if d.data is None and d.section not in wire.DEVICE_DATA:
+        raise SchemaError(f"device {d.name!r}: harness/wire lays out no {d.section!r} section: give its device "
+                          "data's layout (Device(..., data=construct.Struct(...)))")
+    for p in d.props:
+        reg = _prop(reg, p, applying)
+    reg = replace(reg, devices=(*reg.devices, d))
+    for x in d.compat:
+        reg = _compat(reg, x, applying)
+    return reg
 
 
 def _downstream(reg: Registry, d: Downstream, _: _Applying) -> Registry:

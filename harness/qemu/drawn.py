@@ -127,10 +127,11 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
     half the time the BARs are mapped as firmware maps them; then MSI-X may be enabled with vectors assigned,
     and a modern device may be driven through its common configuration (a smaller ring size per queue
     sometimes, RING_PACKED when offered: no requests on a packed ring, this driver makes split ones only)."""
-    firmware = transport == "pci" and rng.random() < 0.5
+    modern_only = transport == "pci" and not r.legacy  # virtio_pci_force_virtio_1: no legacy BAR to drive
+    firmware = transport == "pci" and (modern_only or rng.random() < 0.5)
     msix = firmware and r.vectors > 0 and rng.random() < 0.6
     # virtio-mmio with force-legacy=off is modern only: a virtio 1.0 driver
-    modern = (firmware and r.modern and rng.random() < 0.5) or (transport == "mmio" and r.modern)
+    modern = (firmware and r.modern and (modern_only or rng.random() < 0.5)) or (transport == "mmio" and r.modern)
     status = rng.choice(MODERN_STATUSES if modern else STATUSES)
     packed_ring = modern and bool(r.host_features >> 34 & 1)
     features = rng.getrandbits(32) | (rng.getrandbits(32) << 32 if modern else 0)

@@ -292,12 +292,17 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     cfg = PciConfig(qt, spec.slot)
     ids = cfg.readl(PCI_VENDOR_ID)
     vendor, device_id = ids & 0xFFFF, ids >> 16
-    want = BASE.device(spec.kind).pci_device_id
+    decl = BASE.device(spec.kind)
+    want, modern_only = decl.pci_device_id, decl.force_virtio_1
     if vendor != PCI_VENDOR_ID_REDHAT_QUMRANET or device_id != want:
         raise QemuError(
             f"slot {spec.slot:#x}: found PCI {vendor:04x}:{device_id:04x}, expected {spec.kind} "
-            f"({PCI_VENDOR_ID_REDHAT_QUMRANET:04x}:{want:04x}, a transitional device with a legacy BAR)"
+            f"({PCI_VENDOR_ID_REDHAT_QUMRANET:04x}:{want:04x}, "
+            f"{'a modern-only device' if modern_only else 'a transitional device with a legacy BAR'})"
         )
+    if modern_only and not spec.modern:
+        raise QemuError(f"{spec.kind} is modern-only (no legacy I/O BAR): drive it as firmware and a virtio 1.0 "
+                        "driver do (firmware and modern)")
     msix_cap = cfg.find_capability(PCI_CAP_ID_MSIX)
     msix_flags = cfg.readw(msix_cap + PCI_MSIX_FLAGS) if msix_cap is not None else 0
     msix_vectors = (msix_flags & PCI_MSIX_FLAGS_QSIZE) + 1 if msix_cap is not None else 0
@@ -305,16 +310,19 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     io = spec.port
     if spec.firmware:  # every BAR sized and mapped, memory decoding on (drive_modern.py)
         bars = drive_modern.program_bars(cfg, spec.slot)
-        if 0 not in bars or not bars[0].io:
+        if modern_only:
+            io = 0  # no legacy I/O window: the common configuration alone
+        elif 0 not in bars or not bars[0].io:
             raise QemuError(f"slot {spec.slot:#x}: no legacy I/O BAR0 (a transitional device has one)")
-        io = bars[0].address
+        else:
+            io = bars[0].address
     else:
         bars = {}
         cfg.writel(PCI_BASE_ADDRESS_0, io)
         cfg.writew(PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MASTER)
     pci_command = cfg.readw(PCI_COMMAND)
     bar0 = cfg.readl(PCI_BASE_ADDRESS_0)
-    if bar0 & ~0x3 != io:
+    if not modern_only and bar0 & ~0x3 != io:
         raise QemuError(
             f"slot {spec.slot:#x}: BAR0 reads {bar0:#x} after writing {io:#x} (no legacy I/O BAR?)"
         )
@@ -355,6 +363,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     requested = {q.index: q.requests for q in spec.queues if q.requests}
     truth["notes"] = "; ".join(
         [
+            "driven through the modern common configuration" if modern_only else
             f"driven over the legacy I/O BAR at {io:#x}",
             f"status written as [0, 1, 3] then {spec.status}",
             f"guest_features written = host & {spec.guest_features:#x}",
