@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness import interrupt
 from harness.errors import HarnessError, StreamError, UsageError
@@ -29,14 +29,18 @@ class _Parser(argparse.ArgumentParser):
 def cmd_decode(args: argparse.Namespace) -> int:
     from harness.decode import format_text, stream_summary
     from harness.wire.stream import decode_stream
+    from harness.wire.virtio import NO_EXTRAS
 
-    # a payload a schema module changes decodes with its layout; the devices' declarations bring the layouts of
-    # sections harness/wire does not lay out
-    registry = load_schemas(args.schema)
+    # a payload a schema module changes decodes with its layout; without one, harness/wire's layouts need no model,
+    # unless the stream has a virtio section they do not lay out (a device whose declaration brings its layout)
+    registry = load_schemas(args.schema) if args.schema else None
     data = read_stream_file(args.stream)
     try:
         # a payload that does not decode is reported, and the rest of the stream still shown
-        stream = decode_stream(data, strict=False, extras=registry.wire)
+        stream = decode_stream(data, strict=False, extras=registry.wire if registry is not None else NO_EXTRAS)
+        if registry is None and _undeclared_virtio(stream):
+            registry = load_schemas(None)
+            stream = decode_stream(data, strict=False, extras=registry.wire)
     except HarnessError as e:
         raise type(e)(f"{args.stream}: {e}") from None
     summary = stream_summary(stream, registry)
@@ -50,6 +54,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         raise StreamError(f"{args.stream}: {bad[0].error}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
     return EXIT_OK
+
+
+def _undeclared_virtio(stream: Any) -> bool:
+    """Whether a section looks like a virtio device (its vmsd name) that harness/wire alone does not decode."""
+    from harness.wire.virtio import DEVICE_DATA
+
+    names = {str(getattr(r, "idstr", "")).rsplit("/", 1)[-1] for r in stream.records}
+    return any(n.startswith(("virtio-", "vhost-")) and n not in DEVICE_DATA for n in names)
 
 
 def cmd_verdict(args: argparse.Namespace) -> int:
