@@ -13,6 +13,7 @@ from harness.diff.order import compare_test_order
 from harness.diff.result import RANK, SHOWN, Diff, Difference
 from harness.diff.subsections import compare_subsections
 from harness.errors import UsageError
+from harness.wire.virtio import TRANSPORTS
 from models.declarations import Release
 from models.registry import BASE, Registry
 from models.releases import Version
@@ -29,6 +30,16 @@ def diff(a: Version, b: Version, devices: list[str], schemas: list[str] | None =
             out.differences.append(Difference("release-added", str(decl.version),
                                               f"release {decl.version} (builds on {decl.after})",
                                               why=[f"declared in a schema module{source}"]))
+    older, newer = min(a, b), max(a, b)
+    for name in devices:  # a type one release has and the other not: no state of it crosses between them
+        d = registry.device(name)
+        for t in (t for t in TRANSPORTS if d.offered(newer, t) != d.offered(older, t)):
+            has, lacks = (newer, older) if d.offered(newer, t) else (older, newer)
+            out.differences.append(Difference(
+                "device-added" if has == newer else "device-removed", d.qom_type(t),
+                f"{has} has {d.qom_type(t)}, {lacks} does not", scope=[f"{name}/{t}"],
+                why=[f"a {has} VM with one cannot migrate to {lacks}: the destination cannot be started with it "
+                     f"({d.source or 'its Device declaration'})"]))
     compare_subsections(out)
     compare_device_vmsds(out)
     compare_test_order(out)

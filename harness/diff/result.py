@@ -23,7 +23,7 @@ SHOWN = {SAFE: "safe", GATE: "NEEDS A MACHINE-TYPE GATE", BREAKS: "BREAKS"}
 class Difference:
     kind: str  # subsection-added | subsection-removed | version-changed | field-added | field-removed | field-moved
     # | field-resized | needed-changed | check-added | check-removed | check-changed | property-changed
-    # | property-added | property-removed | release-added
+    # | property-added | property-removed | release-added | device-added | device-removed
     subject: str
     detail: str
     verdict: str = SAFE

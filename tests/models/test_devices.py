@@ -101,3 +101,13 @@ def test_a_schema_module_declares_a_device(tmp_path: object) -> None:
                     "                       SimpleNamespace(), transports=(Transport('pci', Version(2, 5)),)),)\n")
     with pytest.raises(SchemaError, match="bare.py.*its code has no host_features, get_features"):
         load(bare)
+
+
+def test_diff_names_a_device_type_one_release_lacks() -> None:
+    from harness.diff import diff
+
+    d = diff(V("7.2"), V("10.0"), ["virtio-multitouch"], [], "dev", BASE)
+    added = [(x.kind, x.subject) for x in d.differences if x.kind.startswith("device-")]
+    assert added == [("device-added", "virtio-multitouch-pci"), ("device-added", "virtio-multitouch-device")]
+    assert not [x for x in diff(V("7.2"), V("10.0"), ["virtio-tablet"], [], "dev", BASE).differences
+                if x.kind.startswith("device-")]
