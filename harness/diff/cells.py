@@ -23,7 +23,9 @@ class CellRunner:
     def run(self, src: Version, dst: Version, scope: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
         out = []
         for device, transport in scope:
-            if not common_machines(src, dst, transport, self.registry):
+            offered = self.registry.device(device).offered
+            if not common_machines(src, dst, transport, self.registry) or not (
+                    offered(src, transport) and offered(dst, transport)):
                 continue
             cell = Cell(src, dst, transport, device)
             if cell.id not in self.results:

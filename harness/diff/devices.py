@@ -26,7 +26,7 @@ def compare_device_vmsds(d: Diff) -> None:
     for device in d.devices:
         va, vb = d.registry.versions(device, d.a), d.registry.versions(device, d.b)
         fa, fb = d.registry.device_fields(device, d.a), d.registry.device_fields(device, d.b)
-        scope = [f"{device}/{t}" for t in TRANSPORTS]
+        scope = [f"{device}/{t}" for t in d.transports(device)]
         if va.section != vb.section:
             x = Difference("version-changed", va.section.name, f"section version_id {va.section.version} ({d.a}) -> "
                            f"{vb.section.version} ({d.b}), minimum {va.section.minimum} -> {vb.section.minimum}",
@@ -104,7 +104,7 @@ def _device_field(d: Diff, device: str, f: Field, in_a: bool, in_b: bool, va: Ve
         return  # the same field both sides read and write alike
     where = d.b if in_b else d.a
     x = Difference(kind, f"{vmsd}.{f.name}", f"{f.describe()}, at the end of {vmsd}'s fields ({where})",
-                   decided_by="layout", scope=[f"{device}/{t}" for t in TRANSPORTS],
+                   decided_by="layout", scope=[f"{device}/{t}" for t in d.transports(device)],
                    condition=f.condition().describe() if f.present is not None else None)  # type: ignore[union-attr]
     known = {d.a: (in_a, va), d.b: (in_b, vb)}
     cond = f.condition()
@@ -114,7 +114,7 @@ def _device_field(d: Diff, device: str, f: Field, in_a: bool, in_b: bool, va: Ve
         direction = f"{sender} -> {other}"
         if python:
             if sender != other:
-                cells = d.cells.run(sender, other, [(device, t) for t in TRANSPORTS])
+                cells = d.cells.run(sender, other, [(device, t) for t in d.transports(device)])
                 x.cells += cells
                 x.decided_by = "cells"
                 x.why.append(f"its test is Python, which diff cannot read: {cells_line(cells)} for {direction}")
@@ -123,7 +123,7 @@ def _device_field(d: Diff, device: str, f: Field, in_a: bool, in_b: bool, va: Ve
                     mark(x, BREAKS, direction, failed, f"{direction}: the matrix fails")
             continue
         bad, open_ = [], []
-        for t in TRANSPORTS:
+        for t in d.transports(device):
             for m in common_machines(sender, other, t, d.registry):
                 cs = d.static(sender, other, m, device, t)
                 co = d.static(other, sender, m, device, t)
@@ -160,7 +160,7 @@ def _device_field(d: Diff, device: str, f: Field, in_a: bool, in_b: bool, va: Ve
         tests_state |= bool(open_)
     if x.verdict == SAFE:
         x.why.append("each side writes it exactly where the other reads it" + (
-            f" ({gate_text(d, cond, max(d.a, d.b), min(d.a, d.b), [(device, t) for t in TRANSPORTS])})"
+            f" ({gate_text(d, cond, max(d.a, d.b), min(d.a, d.b), [(device, t) for t in d.transports(device)])})"
             if cond is not None and not python else ""))
     elif f.present is None:
         x.why.append("fix: a subsection with needed() gated by a compat property (virtio devices never bump "

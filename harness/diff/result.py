@@ -63,7 +63,12 @@ class Diff:
         return self._statics[key]
 
     def scope(self) -> list[tuple[str, str]]:
-        return [(d, t) for d in self.devices for t in TRANSPORTS]
+        return [(d, t) for d in self.devices for t in self.transports(d)]
+
+    def transports(self, device: str) -> list[str]:
+        """The transports QEMU offers the device on in both releases (where a state of it can cross)."""
+        d = self.registry.device(device)
+        return [t for t in TRANSPORTS if d.offered(self.a, t) and d.offered(self.b, t)]
 
     def shared(self) -> int:
         """How many machine types both releases have (none: no migration between them at all)."""
