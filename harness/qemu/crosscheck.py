@@ -285,14 +285,22 @@ def check_choices(machine: str, device: str | None, src: Side, dst: Side) -> Non
 PER_VM = 4  # device states per QEMU pair: its start-up is most of an example's cost
 
 
-def vm_kinds(examples: int, per_vm: int, device: str | None) -> list[list[str]]:
+def kinds_for(src: Side, dst: Side, machine: str) -> tuple[str, ...]:
+    """The devices both releases offer on the machine's transport (models/devices' declarations), in their order."""
+    transport = release.transport_of(machine)
+    both = set(BASE.devices_on(transport, src.release)) & set(BASE.devices_on(transport, dst.release))
+    return tuple(k for k in DEVICE_KINDS if k in both)
+
+
+def vm_kinds(examples: int, per_vm: int, device: str | None,
+             kinds: Sequence[str] = DEVICE_KINDS) -> list[list[str]]:
     """The devices of each QEMU pair: `per_vm` of them, each kind in turn (or all `device`), and one balloon at
     most (QEMU: `Only one balloon device is supported`): a second balloon waits for the next pair."""
     out: list[list[str]] = []
     vm: list[str] = []
     waiting = 0  # balloons put off
     for i in range(examples):
-        kind = device or DEVICE_KINDS[i % len(DEVICE_KINDS)]
+        kind = device or kinds[i % len(kinds)]
         if kind == "virtio-balloon" and kind in vm:
             waiting += 1
             continue
@@ -339,12 +347,13 @@ def bench_worker(binary: str | None, seconds: float, start_at: float, seed: int)
 
 
 def _bench_worker(src: Side, machine: str, rng: random.Random, seconds: float, start_at: float) -> WorkerFigures:
-    run_example(-1, rng, src, src, machine, DEVICE_KINDS, resave=False)  # warm-up: imports, page cache
+    kinds = kinds_for(src, src, machine)
+    run_example(-1, rng, src, src, machine, kinds, resave=False)  # warm-up: imports, page cache
     time.sleep(max(start_at - time.time(), 0))
     examples: list[Example] = []
     begin, cpu_begin = time.time(), _cpu_seconds()
     while time.time() < begin + seconds:
-        examples.append(run_example(len(examples), rng, src, src, machine, DEVICE_KINDS, resave=False))
+        examples.append(run_example(len(examples), rng, src, src, machine, kinds, resave=False))
     qemu_seconds, qemu_cpu = time.time() - begin, _cpu_seconds() - cpu_begin
     # The same kind of state in the model: each source state saved and loaded by the model of its release.
     cases = []

@@ -28,9 +28,8 @@ from harness.failures import write_atomic
 from harness.mutate import Mutation, mutations, select
 from harness.qemu import oracle, release, tap
 from harness.qemu.backend import QemuConfig, Verdict, save
-from harness.qemu.crosscheck import Side, default_machine, qemu_config, side
+from harness.qemu.crosscheck import Side, default_machine, kinds_for, qemu_config, side
 from harness.qemu.drawn import random_drives
-from harness.qemu.drive import DEVICE_KINDS
 from harness.qemu.loaded import qom_path
 from harness.qemu.process import QemuProcess
 from harness.verdict import Verdict as ModelVerdict
@@ -146,9 +145,10 @@ def predict(stream: Stream | None, data: bytes, release_: Any, argv: Sequence[st
 
 
 def source_streams(rng: random.Random, src: Side, machine: str) -> Iterator[tuple[bytes, list[str]]]:
-    """Streams of driven device states (all four kinds on one command line), with the command line."""
+    """Streams of driven device states (every kind the release offers on one command line), with the command
+    line."""
     while True:
-        kinds = list(DEVICE_KINDS)
+        kinds = list(kinds_for(src, src, machine))
         rng.shuffle(kinds)
         config = qemu_config(machine, kinds)
         specs = random_drives(rng, config, src.release)

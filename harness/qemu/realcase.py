@@ -175,7 +175,7 @@ def run(src_binary: str, dst_binary: str, machine: str | None, device: str | Non
     folder = failures or FAILURES
     before = set(folder.glob("*.json"))
     try:
-        for vm in crosscheck.vm_kinds(examples, per_vm, device):
+        for vm in crosscheck.vm_kinds(examples, per_vm, device, crosscheck.kinds_for(src, dst, machine)):
             interrupt.check()  # no new QEMU pair after a signal, even one whose raise Python dropped
             done.append(run_example(len(done), rng, src, dst, machine, vm, failures=failures, seed=seed))
     except KeyboardInterrupt as e:  # the QEMUs are gone: each is closed by the `with` that started it

@@ -132,6 +132,7 @@ def test_one_balloon_per_qemu_pair(examples: int, per_vm: int, device: str | Non
     """QEMU refuses a second balloon: --per-vm above 4 puts off the next balloon, and no state is lost."""
     vms = vm_kinds(examples, per_vm, device)
     assert all(vm.count("virtio-balloon") <= 1 and 1 <= len(vm) <= per_vm for vm in vms)
-    assert sorted(k for vm in vms for k in vm) == sorted(device or DEVICE_KINDS[i % 4] for i in range(examples))
+    n = len(DEVICE_KINDS)
+    assert sorted(k for vm in vms for k in vm) == sorted(device or DEVICE_KINDS[i % n] for i in range(examples))
     if per_vm <= 4 and device is None:  # each kind in turn, as before: a seed draws the same states
-        assert [k for vm in vms for k in vm] == [DEVICE_KINDS[i % 4] for i in range(examples)]
+        assert [k for vm in vms for k in vm] == [DEVICE_KINDS[i % len(DEVICE_KINDS)] for i in range(examples)]
