@@ -13,6 +13,7 @@ import construct as c
 
 from harness.errors import SchemaError
 from harness.wire.primitives import FlatArray, When, be16, be32, be64, sbe32, u8, vbool
+from harness.wire.virtio import DEVICE_DATA
 from models.conditions import Condition, as_condition
 from models.configuration import Derived
 from models.releases import Version
@@ -264,6 +265,11 @@ class Transport:
         return release >= self.since and (self.until is None or release < self.until)
 
 
+# the code hooks a Device's `code` has (its docstring says what each does)
+HOOKS = ("host_features", "get_features", "queue_sizes", "config_len", "default_vectors", "reset_state", "to_wire",
+         "from_wire", "load_device")
+
+
 def offered(since: Version, *names: str) -> tuple[Transport, ...]:
     """The transports `names`, each from release `since`."""
     return tuple(Transport(n, since) for n in names)
@@ -331,6 +337,12 @@ class Device:
         for t in self.transports:
             if t.name not in ("pci", "mmio", "ccw"):
                 raise SchemaError(f"device {self.name!r}: unknown transport {t.name!r} (known: pci, mmio, ccw)")
+        missing = [h for h in HOOKS if not callable(getattr(self.code, h, None))]
+        if missing:
+            raise SchemaError(f"device {self.name!r}: its code has no {', '.join(missing)} (see Device's docstring)")
+        if self.data is None and self.section not in DEVICE_DATA:
+            raise SchemaError(f"device {self.name!r}: harness/wire lays out no {self.section!r} section: give its "
+                              "device data's layout (Device(..., data=construct.Struct(...)))")
 
     @property
     def section(self) -> str:

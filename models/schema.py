@@ -199,14 +199,6 @@ def _release(reg: Registry, d: Release, _: _Applying) -> Registry:
 def _device(reg: Registry, d: Device, applying: _Applying) -> Registry:
     if d.name in reg.device_names:
         raise SchemaError(f"device {d.name!r} is already declared")
-    hooks = ("host_features", "get_features", "queue_sizes", "config_len", "default_vectors", "reset_state",
-             "to_wire", "from_wire", "load_device")
-    missing = [h for h in hooks if not callable(getattr(d.code, h, None))]
-    if missing:
-        raise SchemaError(f"device {d.name!r}: its code has no {', '.join(missing)} (models/declarations.Device)")
-    if d.data is None and d.section not in wire.DEVICE_DATA:
-        raise SchemaError(f"device {d.name!r}: harness/wire lays out no {d.section!r} section: give its device "
-                          "data's layout (Device(..., data=construct.Struct(...)))")
     for p in d.props:
         reg = _prop(reg, p, applying)
     reg = replace(reg, devices=(*reg.devices, d))

@@ -80,10 +80,13 @@ def test_a_command_line_and_a_stream_name_input_devices_by_their_declaration() -
 
 
 def test_a_device_declaration_is_checked() -> None:
+    pci = (Transport("pci", V("2.5")),)
     with pytest.raises(SchemaError, match="declares no transport"):
         Device("virtio-foo", vinput.VERSIONS, 42, vinput)
     with pytest.raises(SchemaError, match="unknown transport 'pcie'"):
         Device("virtio-foo", vinput.VERSIONS, 42, vinput, transports=(Transport("pcie", V("2.0")),))
+    with pytest.raises(SchemaError, match="harness/wire lays out no 'virtio-input' section: give its device data"):
+        Device("virtio-foo", vinput.VERSIONS, 42, vinput, transports=pci)
 
 
 def test_a_schema_module_declares_a_device(tmp_path: object) -> None:
