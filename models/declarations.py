@@ -18,6 +18,7 @@ from models.conditions import Condition, as_condition
 from models.configuration import Derived
 from models.releases import Version
 from models.state import DeviceState
+from models.vmsd import Versions
 
 TYPES: dict[str, Any] = {"uint8": u8, "uint16": be16, "uint32": be32, "uint64": be64, "int8": c.Int8sb,
                          "int16": c.Int16sb, "int32": sbe32, "int64": c.Int64sb, "bool": vbool}
@@ -310,7 +311,7 @@ class Device:
     none for its section's vmsd (None: harness/wire/virtio.py's)."""
 
     name: str
-    versions: Any  # models.vmsd.Versions
+    versions: Versions
     virtio_id: int
     code: Any
     pci_device_id: int = 0
@@ -347,7 +348,7 @@ class Device:
     @property
     def section(self) -> str:
         """Its migration section's vmsd name (the idstr's last part)."""
-        return str(self.versions.section.name)
+        return self.versions.section.name
 
     def qom_type(self, transport: str) -> str:
         """The type a user adds: virtio-net-pci, virtio-net-device (on virtio-mmio), virtio-net-ccw."""
