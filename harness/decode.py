@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import construct as c
+
+from harness.wire import scsi as wire_scsi
 from harness.wire.primitives import subsection
-from harness.wire.stream import Stream, VirtioPayload
+from harness.wire.stream import Section, Stream, VirtioPayload
 
 if TYPE_CHECKING:  # the models load only with a schema module's registry: decode alone never needs them
     from models.registry import Registry
@@ -166,13 +169,42 @@ def _undecoded(p: VirtioPayload) -> dict[str, Any]:
             "transport": p.transport, "offset": p.offset, "size": p.size, "error": str(p.error)}
 
 
+def scsi_disks(s: Stream, hba_section: str) -> list[dict[str, Any]]:
+    """The SCSI disk sections on the virtio-scsi of `hba_section`, with their in-flight requests."""
+    out: list[dict[str, Any]] = []
+    prefix = hba_section.rsplit("/", 1)[0]
+    for rec in s.records:
+        if not isinstance(rec, Section) or not wire_scsi.is_disk_section(rec.idstr) or \
+                wire_scsi.hba_prefix(rec.idstr) != prefix:
+            continue
+        entry: dict[str, Any] = {"section": rec.idstr, "offset": rec.offset}
+        body = rec.body if isinstance(rec.body, bytes) else b""
+        try:
+            v, emulated, packed = wire_scsi.read_disk(body, s.machine)
+        except c.ConstructError as e:
+            entry["error"] = str(e).splitlines()[0]
+            out.append(entry)
+            continue
+        q = v.qdev
+        entry.update(unit_attention=[q.unit_attention_key, q.unit_attention_asc, q.unit_attention_ascq],
+                     sense_is_ua=bool(q.sense_is_ua), sense_len=q.sense_len, emulated_requests=emulated,
+                     ndescs=packed, requests=[wire_scsi.request_summary(r) for r in wire_scsi.requests(v)],
+                     subsections=[x.name for x in q.subsections] + [x.name for x in v.subsections])
+        out.append(entry)
+    return out
+
+
 def stream_summary(s: Stream, registry: Registry | None = None) -> dict[str, Any]:
     """What `decode` shows of a stream; `registry`: the declarations it was decoded with (their fields shown;
     None: the in-tree ones, which declare none)."""
+    devices = [device_summary(p, registry) if p.value is not None else _undecoded(p) for p in s.devices]
+    for d in devices:
+        if d["device"] == "virtio-scsi" and "error" not in d:  # its requests travel in its disks' sections
+            d["device_state"] = {"disks": scsi_disks(s, d["section"])}
     return {
         "machine": s.machine,
         "machine_source": s.machine_source,
-        "devices": [device_summary(p, registry) if p.value is not None else _undecoded(p) for p in s.devices],
+        "devices": devices,
         "stream": {
             "version": s.version,
             "configuration_section": s.configuration is not None,
@@ -240,6 +272,17 @@ def format_text(summary: dict[str, Any]) -> str:
             lines.append(f"  virtio-blk: {len(ds['requests'])} in-flight request(s)")
             for r in ds["requests"]:
                 lines.append(f"    queue {r['queue']} head {r['head']}: out {r['out_len']} in {r['in_len']}")
+        elif d["device"] == "virtio-scsi":
+            for disk in ds["disks"]:
+                if "error" in disk:
+                    lines.append(f"  {disk['section']}: not understood: {disk['error']}")
+                    continue
+                lines.append(f"  {disk['section']}: {len(disk['requests'])} in-flight request(s), sense_len "
+                             f"{disk['sense_len']}, unit attention {disk['unit_attention']}")
+                for r in disk["requests"]:
+                    lines.append(f"    queue {r['queue']} head {r['head']} tag {r['tag']} cdb {r['cdb'][:20]}"
+                                 f"{' (retry)' * r['retry']}: out {r['out_len']} in {r['in_len']}, sector "
+                                 f"{r['sector']} x {r['sector_count']}")
         elif d["device"] == "virtio-balloon":
             lines.append(f"  virtio-balloon: num_pages {ds['num_pages']}, actual {ds['actual']}")
         if "schema_fields" in d:

@@ -97,6 +97,14 @@ def _control_queue_re_added(s: Config, d: Config, st: DeviceState) -> bool:
             and st.queues[2].num != 64)
 
 
+def _inflight_on_packed_host(s: Config, d: Config, st: DeviceState) -> bool:
+    """Requests in flight (popped, not used) on a virtio-scsi or virtio-blk whose host offers RING_PACKED on both
+    sides: the element save writes ndescs before it and the load reads ndescs after it."""
+    packed = all(str(c.props.get("packed", False)).lower() in ("true", "on") for c in (s, d))
+    return s.device in ("virtio-scsi", "virtio-blk") and packed and any(
+        q.desc and q.last_avail_idx != q.used_idx for q in st.queues)
+
+
 KNOWN: tuple[KnownIncompatibility, ...] = (
     KnownIncompatibility(
         "net-queue-layout-2.7", "R3/R4",
@@ -228,6 +236,15 @@ KNOWN: tuple[KnownIncompatibility, ...] = (
         "QEMU 5.0-5.2 kept use-disabled-flag on for pc-*-4.2 (the compat entry sat in hw_compat_4_1), so a "
         "device whose guest cleared bus mastering sends virtio/disabled, which 4.2 does not know.",
         "reference §3 virtio/disabled, correction 1 (9d7bd0826f; fixed in 6.0)", subsections=("virtio/disabled",)),
+    KnownIncompatibility(
+        "inflight-element-packed", "R1/R3/R4",
+        _inflight_on_packed_host,
+        "With packed=on (the host offers RING_PACKED, whatever ring the guest uses), qemu_put_virtqueue_element "
+        "writes ndescs before the element and qemu_get_virtqueue_element reads it after: every field of an "
+        "in-flight request's element is read 4 bytes early, and the destination exits with 'virtio: unexpected "
+        "memory split' (or fails to map it). A QEMU release cannot load its own stream. Seen on the 7.2 binary "
+        "(virtio-scsi-pci,packed=on with a WRITE(10) parked by werror=stop).",
+        "reference §2.6 packed-ring asymmetry (86044b24e8, 4.2)"),
 )
 
 

@@ -10,16 +10,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError, UsageError
+from harness.wire import scsi as wire_scsi
 from harness.wire.ram import GuestMemory
-from harness.wire.stream import Stream, VirtioPayload
+from harness.wire.stream import Section, Stream, VirtioPayload
 from models.cmdline import DeviceLine, parse
 from models.config import Config, NetBackend, realize
+from models.devices import scsi
 from models.model import (
     ACCEPTED,
     ACCEPTED_BROKEN,
     CRASHED,
     REJECTED,
     UNDEFINED,
+    Rejected,
     guest_rings,
     load,
     rings_big_endian,
@@ -27,7 +30,8 @@ from models.model import (
 )
 from models.registry import BASE, Registry
 from models.releases import MachineType, Version
-from models.state import DeviceState
+from models.rings import map_requests
+from models.state import Crashed, DeviceState, Undefined
 from models.transports.pci import PciConfigError
 
 NOT_REACHED = "not-reached"
@@ -162,8 +166,19 @@ def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = 
         if not local.startswith(received):  # QEMU compares over the received length only
             out.error = f"Machine type received is '{received}' and local is '{local}'"
     failed = out.error is not None
-    for p in s.devices:
-        entry: dict[str, Any] = {"section": p.section, "outcome": NOT_REACHED, "error": None}
+    # the SCSI disks' sections (virtio-scsi's in-flight requests) load where they are in the stream
+    disks = [rec for rec in s.records if isinstance(rec, Section) and wire_scsi.is_disk_section(rec.idstr)]
+    items: list[VirtioPayload | Section] = sorted([*s.devices, *disks], key=lambda x: x.offset)
+    for p in items:
+        entry: dict[str, Any]
+        if isinstance(p, Section):
+            entry = {"section": p.idstr, "outcome": NOT_REACHED, "error": None}
+            out.devices.append(entry)
+            if not failed:
+                entry.update(_disk_verdict(s, p, lines, release))
+                failed = entry["outcome"] in (REJECTED, CRASHED, UNDEFINED)
+            continue
+        entry = {"section": p.section, "outcome": NOT_REACHED, "error": None}
         out.devices.append(entry)
         if failed:
             continue
@@ -177,6 +192,30 @@ def verdict(s: Stream, release: Version, dest: str | None, data: bytes | None = 
         entry.update(_device_verdict(s, p, line.config, registry, data, out.states, line.qdev_id))
         failed = entry["outcome"] in (REJECTED, CRASHED, UNDEFINED)
     return out
+
+
+def _disk_verdict(s: Stream, sec: Section, lines: list[DeviceLine], release: Version) -> dict[str, Any]:
+    """get_scsi_requests at the destination: the disk's in-flight requests on its virtio-scsi (models/devices/scsi.py).
+    Where the destination's command line has no virtio-scsi there, QEMU knows no such section."""
+    prefix = wire_scsi.hba_prefix(sec.idstr)
+    hba = next((line for line in lines if line.config.device == "virtio-scsi"
+                and line.section.rsplit("/", 1)[0] == prefix), None)
+    if hba is None:
+        return {"outcome": REJECTED, "error": f"Unknown savevm section or instance '{sec.idstr}' {sec.instance_id}. "
+                "Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices"}
+    r = realize(hba.config)
+    body = sec.body if isinstance(sec.body, bytes) else b""
+    memory = StreamRam(s.memory, s.machine, r.big_endian_target) if s.memory is not None else None
+    try:
+        _, errors = scsi.load_body(body, r, scsi.emulated_requests(release, r.config.machine), sec.idstr,
+                                   (lambda req: map_requests(memory, (req,))) if memory is not None else None)
+    except Crashed as e:
+        return {"outcome": CRASHED, "error": str(e)}
+    except Undefined as e:
+        return {"outcome": UNDEFINED, "error": str(e)}
+    except Rejected as e:
+        return {"outcome": REJECTED, "error": str(e.lines[0])}
+    return {"outcome": REJECTED, "error": errors[0]} if errors else {"outcome": ACCEPTED, "error": None}
 
 
 class StreamRam:

@@ -299,7 +299,8 @@ class Device:
 
     Command line: `qdev_id` the id prefix the real backend gives it (vnet0, ...); `backend` the option it needs
     beside -device, as ("-blockdev", "driver=null-co,node-name=bd_{id},size=1048576", "drive=bd_{id}") for a
-    block device: the option, its argument and the -device property naming it, {id} the device's qdev id.
+    block device: the option, its argument and the -device property naming it, {id} the device's qdev id;
+    `attached` the options after its -device for what sits on its bus (virtio-scsi's scsi-hd).
     `order`: where it stands in lists (issue 13's order, how often a migrating VM carries it).
 
     Behaviour: `code` holds QEMU's save/load code as hooks (the device's module): host_features(ctx),
@@ -326,6 +327,9 @@ class Device:
     drawn: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     qdev_id: str = "vdev"
     backend: tuple[str, str, str] | None = None
+    # options the real backend adds after its -device, {id} its qdev id: what sits on a bus it provides (virtio-scsi's
+    # disk, whose own section carries the device's in-flight requests)
+    attached: tuple[tuple[str, str], ...] = ()
     order: int = 100  # where it stands in lists (the matrix, help texts, the real backend's VMs): lower first
     data: Any = None
     source: str = ""

@@ -99,13 +99,19 @@ def rings_big_endian(machine: Any, big_target: bool, device_endian: int, feature
 
 def guest_rings(memory: Any, machine: str | None, state: DeviceState) -> list[tuple[int, int]]:
     """(avail idx, used idx) of each queue, read from the guest RAM a stream carries, in the byte order the
-    destination reads them (rings_big_endian: the loaded device_endian and features)."""
+    destination reads them (rings_big_endian: the loaded device_endian and features). A packed ring has no such
+    indices in RAM (its device area holds the event suppression flags): its used idx is the device's own, from
+    virtio/packed_virtqueues, as the destination keeps it."""
     big = rings_big_endian(machine, (machine or "").startswith("s390"), state.device_endian, state.guest_features)
     order: Literal["big", "little"] = "big" if big else "little"
     out = []
-    for q in state.queues:
+    packed = F.has(state.guest_features, F.RING_PACKED)
+    for i, q in enumerate(state.queues):
         if not q.desc:
             out.append((0, 0))
+            continue
+        if packed:
+            out.append((0, state.packed[i][2] if i < len(state.packed) else 0))
             continue
         avail, used = ring_addresses(q, state.guest_features)
         try:

@@ -147,6 +147,8 @@ class QemuConfig:
             elif dev.transport == "ccw":
                 device += f",devno=fe.0.{dev.slot:04x}"
             args += ["-device", device + props]
+            for option, arg in decl.attached:  # what sits on its bus (virtio-scsi's disk)
+                args += [option, arg.replace("{id}", dev_id)]
         if self.devices:  # a config from a whole argv (from_argv) has its board options in extra_args
             args += TARGET_ARGS[self.target]
         return args + list(self.extra_args)

@@ -28,7 +28,7 @@ from typing import Any
 from harness import interrupt
 from harness.errors import StreamError, UsageError
 from harness.known import KnownIncompatibility, known_for
-from harness.qemu import oracle, presence, release, tap
+from harness.qemu import oracle, presence, release, scsi_requests, tap
 from harness.qemu.backend import PCI_DRIVERS, DeviceConfig, QemuConfig, save
 from harness.qemu.drawn import MEM_MB, SLOT, random_drives, random_netdev, random_props, random_vm_args, vm_args
 from harness.qemu.drive import DEVICE_KINDS, DriveSpec
@@ -113,6 +113,8 @@ class Example:
     qemu_verdict: Any = field(default=None, repr=False)  # oracle.Verdict
     presence_checked: int = 0  # source payloads whose subsections R5 held to the model (harness/qemu/presence.py)
     load_order_checked: int = 0  # the model's loads of them R9 held to the reference from the stream alone
+    scsi_disks_checked: int = 0  # SCSI disk sections whose in-flight requests were held to the model (scsi_requests)
+    scsi_inflight: int = 0  # the in-flight requests they carried
 
     @property
     def devices(self) -> list[str]:
@@ -132,6 +134,7 @@ class Example:
                 "model": {"outcome": self.model_outcome, "error": self.model_error},
                 "agrees": not self.disagreements, "disagreements": self.disagreements,
                 "r5_payloads": self.presence_checked, "r9_loads": self.load_order_checked,
+                "scsi_disks": self.scsi_disks_checked, "scsi_inflight": self.scsi_inflight,
                 "violations": self.violations, "expected": self.expected, "failures": self.failures}
 
 
@@ -255,6 +258,12 @@ def run_specs(index: int, src: Side, dst: Side, machine: str, kinds: Sequence[st
         if result.resaved is not None:
             ex.disagreements += oracle.compare_resave(loads, result.resaved)
     rule = migration_rule(src.release, dst.release)
+    if s is not None:  # virtio-scsi's in-flight requests, in the SCSI disks' sections
+        ex.scsi_disks_checked, scsi_r12, scsi_rule = scsi_requests.check(
+            s, truth, argv, src.release, dst.release, v.outcome, result.resaved, rule)
+        ex.scsi_inflight = sum(len(t.get("inflight_requests", [])) for t in truth.get("devices", []))
+        ex.disagreements += scsi_r12
+        ex.violations += scsi_rule
     if v.outcome != "accepted":
         ex.violations.append(f"{rule}: the destination QEMU {v.outcome} a reachable state: {v.error}")
     elif s is not None:
@@ -360,11 +369,15 @@ def _bench_worker(src: Side, machine: str, rng: random.Random, seconds: float, s
     for ex in examples:
         s = decode_stream(ex.data, extras=BASE.wire)
         lines = {line.key: line for line in tap.lines(oracle.dest_line(ex.argv), src.release)}
+        # each payload's own verdict (a SCSI disk's section after it may fail the load: the payload still loads)
+        own = {d["section"]: d["outcome"] for d in ex.model_verdict.devices} if ex.model_verdict else {}
         for p in s.devices:
+            if own.get(p.section, ex.outcome) == "not-reached":
+                continue
             r = realize(lines[p.key].config)
             state = state_from_wire(r, p.value)
             rings = guest_rings(s.memory, s.machine, state) if s.memory else None
-            cases.append((r, state_from_wire(r, p.value, rings), rings, ex.outcome))
+            cases.append((r, state_from_wire(r, p.value, rings), rings, own.get(p.section, ex.outcome)))
     time.sleep(max(begin + seconds + 0.5 - time.time(), 0))  # let the other worker finish its QEMU phase
     n, begin = 0, time.time()
     while cases and time.time() < begin + seconds:

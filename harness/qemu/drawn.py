@@ -148,13 +148,17 @@ def random_drive(rng: random.Random, kind: str, r: Realized, slot: int = SLOT, p
             num >>= rng.randint(1, min(3, num.bit_length() - 1))
         # blk requests complete while QEMU is paused: non-zero, consistent ring indices
         requests = rng.randint(0, min(3, num // 3)) if kind == "virtio-blk" and status & 2 else 0
+        writes = 0
+        if kind == "virtio-scsi" and index >= 2 and status & 2:
+            # READ(10)s complete, WRITE(10)s stay in flight on the werror disk (drive_scsi.py)
+            requests, writes = rng.randint(0, 2), rng.randint(0, 2)
         if transport == "mmio" and not status & 4:
-            requests = 0  # a legacy mmio queue is only processed once the driver is ready
+            requests = writes = 0  # a legacy mmio queue is only processed once the driver is ready
         if modern and (not status & 4 or packed_ring):
-            requests = 0  # a modern queue is set up once FEATURES_OK is; packed rings are not made here
+            requests = writes = 0  # a modern queue is set up once FEATURES_OK is; packed rings are not made here
         vector = _vector(rng, r.vectors) if msix else NO_VECTOR
-        queues.append(QueueSpec(index, pfn, requests, num if transport == "mmio" or resize else 0, vector))
-        pfn += queue_pages(num, requests)
+        queues.append(QueueSpec(index, pfn, requests, num if transport == "mmio" or resize else 0, vector, writes))
+        pfn += queue_pages(num, requests + writes + (kind == "virtio-scsi" and requests + writes > 0))
     sel = rng.randrange(max(len(r.queue_sizes), 1))
     if transport == "mmio":
         # aarch64 is bi-endian: the reset is the guest CPU's, big- or little-endian, or (the old path) qtest's

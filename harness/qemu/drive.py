@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import QemuError
-from harness.qemu import drive_modern
+from harness.qemu import drive_modern, drive_scsi
 from harness.qemu.qtest import QtestClient
 from models.registry import BASE
 
@@ -113,13 +113,16 @@ class QueueSpec:
     requests: int = 0
     num: int = 0  # the ring size the driver writes (0: the queue's maximum): virtio-mmio, and modern virtio-pci
     vector: int = 0xFFFF  # the MSI-X vector the driver assigns (DriveSpec.msix; VIRTIO_NO_VECTOR: none)
+    # virtio-scsi (a request queue, index 2 and up): `requests` READ(10)s, then this many WRITE(10)s, which stay
+    # in flight on a disk whose writes fail with werror=stop (drive_scsi.py)
+    writes: int = 0
 
 
 @dataclass(frozen=True)
 class DriveSpec:
     """The state to drive one virtio-pci device into.
 
-    kind: virtio-net, virtio-blk, virtio-balloon or virtio-rng, on bus 0 at `slot`.
+    kind: virtio-net, virtio-blk, virtio-balloon, virtio-rng or virtio-scsi, on bus 0 at `slot`.
     guest_features: a mask; the driver writes host_features & mask (never bit 30, BAD_FEATURE).
     status: the final device status (after 0, ACKNOWLEDGE, ACKNOWLEDGE|DRIVER).
     io_base: the legacy I/O BAR address; None gives 0xc000 + 0x100 * slot.
@@ -168,8 +171,12 @@ class DriveSpec:
             seen.add(q.index)
             if not 0 < q.pfn < 1 << 32:
                 raise QemuError(f"queue {q.index}: PFN {q.pfn:#x} must be non-zero (0 resets the device)")
-            if q.requests and self.kind != "virtio-blk":
-                raise QemuError("requests can only be made on virtio-blk queues")
+            if (q.requests or q.writes) and self.kind not in ("virtio-blk", "virtio-scsi"):
+                raise QemuError("requests can only be made on virtio-blk and virtio-scsi queues")
+            if self.kind == "virtio-scsi" and (q.requests or q.writes) and q.index < 2:
+                raise QemuError(f"queue {q.index}: virtio-scsi takes SCSI commands on its request queues (2 and up)")
+            if q.writes and self.kind != "virtio-scsi":
+                raise QemuError("writes left in flight are virtio-scsi's (virtio-blk's requests are reads)")
             if not 0 <= q.requests < 0x10000:
                 raise QemuError(f"queue {q.index}: {q.requests} requests do not fit a u16 index")
             if not 0 <= q.num <= VIRTIO_QUEUE_MAX or not 0 <= q.vector <= 0xFFFF:
@@ -283,6 +290,19 @@ def blk_requests(qt: QtestClient, notify: Callable[[int], None], index: int, des
     return read_u16(qt, avail + 2, big), used_idx
 
 
+def make_requests(qt: QtestClient, notify: Callable[[int], None], kind: str, q: QueueSpec, desc: int, num: int,
+                  inflight: list[dict[str, Any]], big: bool = False) -> tuple[int, int]:
+    """The requests `q` asks for on a queue of `kind`: virtio-blk's reads, or virtio-scsi's reads and writes (those
+    left in flight go to `inflight`). Returns (avail idx, used idx) read back from guest memory. `big`: the ring in
+    big-endian byte order (blk_requests)."""
+    if kind == "virtio-scsi":
+        avail_idx, used_idx, reqs = drive_scsi.scsi_requests(qt, notify, q.index, desc, num, q.requests, q.writes,
+                                                             big)
+        inflight += [r for r in reqs if r["response"] == drive_scsi.NOT_WRITTEN]
+        return avail_idx, used_idx
+    return blk_requests(qt, notify, q.index, desc, num, q.requests, big)
+
+
 def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     """Drive one device into `spec`'s state and return its ground truth, keyed like the fixture JSON:
     section, device, transport, msix_vectors, status, queue_sel, guest_features_lo, host_features_lo,
@@ -331,13 +351,18 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
         drive_modern.enable_msix(qt, cfg, bars, wanted)
         msix_flags = cfg.readw(msix_cap + PCI_MSIX_FLAGS) if msix_cap is not None else 0
 
+    inflight: list[dict[str, Any]] = []
     if spec.modern:
-        got = drive_modern.drive_modern(qt, cfg, bars, spec, blk_requests, vring_layout)
+        by_index = {q.index: q for q in spec.queues}
+        got = drive_modern.drive_modern(
+            qt, cfg, bars, spec, lambda qt, notify, index, desc, num, count: make_requests(
+                qt, notify, spec.kind, by_index[index], desc, num, inflight), vring_layout)
         status, queue_sel, queues, count = got["status"], got["queue_sel"], got["queues"], got["num_queues"]
         guest_features, host_features = got["guest_features_lo"], got["host_features_lo"]
         config_vector = got["config_vector"]
     else:
-        status, queue_sel, queues, count, guest_features, host_features, config_vector = _drive_legacy(qt, io, spec)
+        status, queue_sel, queues, count, guest_features, host_features, config_vector = _drive_legacy(
+            qt, io, spec, inflight)
     if spec.clear_bus_master:
         cfg.writew(PCI_COMMAND, pci_command & ~PCI_COMMAND_MASTER)
         pci_command = cfg.readw(PCI_COMMAND)
@@ -360,6 +385,8 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
     if spec.kind == "virtio-net":
         config = io + legacy_config_offset(bool(msix_flags & PCI_MSIX_FLAGS_ENABLE))
         truth["mac"] = _mac_text(bytes(qt.inb(config + i) for i in range(6)))
+    if spec.kind == "virtio-scsi":
+        truth["inflight_requests"] = inflight
     requested = {q.index: q.requests for q in spec.queues if q.requests}
     truth["notes"] = "; ".join(
         [
@@ -369,7 +396,8 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
             f"guest_features written = host & {spec.guest_features:#x}",
             *(["then bus mastering cleared (PCI command = I/O)"] if spec.clear_bus_master else []),
             "value recorded is the register read-back",
-            *(f"virtio-blk queue {i}: {n} VIRTIO_BLK_T_IN requests completed" for i, n in requested.items()),
+            *(f"{spec.kind} queue {i}: {n} read requests completed" for i, n in requested.items()),
+            *(f"virtio-scsi queue {q.index}: {q.writes} WRITE(10) requests made" for q in spec.queues if q.writes),
         ]
     )
     return truth
@@ -378,7 +406,7 @@ def drive_device(qt: QtestClient, spec: DriveSpec) -> dict[str, Any]:
 Driven = tuple[int, int, list[dict[str, Any]], int, int, int, int]
 
 
-def _drive_legacy(qt: QtestClient, io: int, spec: DriveSpec) -> Driven:
+def _drive_legacy(qt: QtestClient, io: int, spec: DriveSpec, inflight: list[dict[str, Any]]) -> Driven:
     """A legacy driver's steps on the I/O BAR: (status, queue_sel, queues, count, guest and host features,
     config vector)."""
     for status in (0, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER):
@@ -417,18 +445,18 @@ def _drive_legacy(qt: QtestClient, io: int, spec: DriveSpec) -> Driven:
         entry: dict[str, Any] = {"index": index, "num": num, "desc": desc, "last_avail_idx": 0}
         if spec.msix:
             entry["vector"] = qt.inw(io + drive_modern.VIRTIO_MSI_QUEUE_VECTOR)
-        requests = next((q.requests for q in spec.queues if q.index == index), 0)
-        if requests and not desc:
+        spec_q = next((q for q in spec.queues if q.index == index and (q.requests or q.writes)), None)
+        if spec_q is not None and not desc:
             raise QemuError(f"queue {index}: no ring after writing status {spec.status:#x}, no requests made")
         if desc:
             avail, used, _ = vring_layout(desc, num)
-            if requests:
-                avail_idx, used_idx = blk_requests(qt, lambda i: qt.outw(io + VIRTIO_PCI_QUEUE_NOTIFY, i), index,
-                                                   desc, num, requests)
+            if spec_q is not None:
+                avail_idx, used_idx = make_requests(qt, lambda i: qt.outw(io + VIRTIO_PCI_QUEUE_NOTIFY, i),
+                                                    spec.kind, spec_q, desc, num, inflight)
             else:
                 avail_idx, used_idx = qt.readw(avail + 2), qt.readw(used + 2)
-            # Every request made available was used, so the device's last_avail_idx is the used idx.
-            entry.update(last_avail_idx=used_idx, avail_idx=avail_idx, used_idx=used_idx)
+            # The device popped every request made available (used, or in flight)
+            entry.update(last_avail_idx=avail_idx, avail_idx=avail_idx, used_idx=used_idx)
         queues.append(entry)
 
     qt.outw(io + VIRTIO_PCI_QUEUE_SEL, spec.queue_sel)

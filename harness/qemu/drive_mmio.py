@@ -22,7 +22,7 @@ from harness.qemu.drive import (
     MMIO_TOP,
     VIRTIO_F_BAD_FEATURE,
     DriveSpec,
-    blk_requests,
+    make_requests,
     queue_count,
     read_u16,
     vring_layout,
@@ -65,7 +65,8 @@ def base_of(slot: int) -> int:
     return MMIO_TOP - MMIO_STRIDE * slot
 
 
-def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None = None) -> dict[str, Any]:
+def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None = None, reset: bool = True
+                      ) -> dict[str, Any]:
     """Drive one legacy virtio-mmio device into `spec`'s state and return its ground truth, keyed as
     drive.drive_device's. With spec.reset_endian, the guest's vCPU 0 (`guest`) writes the first status 0 with that
     data endianness: the device takes it (aarch64 is bi-endian), and its rings are then in that byte order."""
@@ -80,7 +81,9 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None =
                         f"{'modern (2' if spec.modern else 'legacy (1'}) one: force-legacy=off makes every "
                         "transport of the VM modern")
     big = spec.reset_endian == "big"
-    if spec.reset_endian is not None:
+    if not reset:  # the guest CPU reset it already (drive_mmio_devices)
+        pass
+    elif spec.reset_endian is not None:
         if guest is None:
             raise QemuError(f"{spec.kind} at {base:#x}: a reset by the guest CPU needs QEMU started with its program "
                             "(backend.save does it for a spec with reset_endian)")
@@ -111,15 +114,16 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None =
             raise QemuError(f"virtio-mmio at {base:#x} queue {q.index}: PFN reads {pfn:#x} after writing {q.pfn:#x}")
     qt.writel(base + STATUS, spec.status)
     queues = []
+    inflight: list[dict[str, Any]] = []
     for q in spec.queues:
         desc = q.pfn * PAGE_SIZE
         avail, used, _ = vring_layout(desc, nums[q.index])
-        if q.requests and spec.status & 4:
-            avail_idx, used_idx = blk_requests(qt, lambda i: qt.writel(base + QUEUE_NOTIFY, i), q.index, desc,
-                                               nums[q.index], q.requests, big)
+        if (q.requests or q.writes) and spec.status & 4:
+            avail_idx, used_idx = make_requests(qt, lambda i: qt.writel(base + QUEUE_NOTIFY, i), spec.kind, q, desc,
+                                                nums[q.index], inflight, big)
         else:
             avail_idx, used_idx = read_u16(qt, avail + 2, big), read_u16(qt, used + 2, big)
-        queues.append({"index": q.index, "num": nums[q.index], "desc": desc, "last_avail_idx": used_idx,
+        queues.append({"index": q.index, "num": nums[q.index], "desc": desc, "last_avail_idx": avail_idx,
                        "avail_idx": avail_idx, "used_idx": used_idx})
     # the selectors last, to the values the save carries
     qt.writel(base + QUEUE_SEL, spec.queue_sel)
@@ -131,7 +135,8 @@ def drive_mmio_device(qt: QtestClient, spec: DriveSpec, guest: GuestCpu | None =
             "notes": f"driven over the legacy virtio-mmio registers at {base:#x}; status written as [0, 1, 3] then "
                      f"{spec.status}"
                      + (f" (the 0 by vCPU 0 with {spec.reset_endian}-endian data)" if spec.reset_endian else "")
-                     + f"; guest_features written = host & {spec.guest_features:#x}"}
+                     + f"; guest_features written = host & {spec.guest_features:#x}",
+            **({"inflight_requests": inflight} if spec.kind == "virtio-scsi" else {})}
 
 
 def _drive_modern(qt: QtestClient, spec: DriveSpec, base: int) -> dict[str, Any]:
@@ -167,13 +172,14 @@ def _drive_modern(qt: QtestClient, spec: DriveSpec, base: int) -> dict[str, Any]
             queues.append((q, num, desc, avail, used))
     qt.writel(base + STATUS, spec.status)
     truths = []
+    inflight: list[dict[str, Any]] = []
     for q, num, desc, avail, used in queues:
-        if q.requests and spec.status & 4:
-            avail_idx, used_idx = blk_requests(qt, lambda i: qt.writel(base + QUEUE_NOTIFY, i), q.index, desc,
-                                               num, q.requests)
+        if (q.requests or q.writes) and spec.status & 4:
+            avail_idx, used_idx = make_requests(qt, lambda i: qt.writel(base + QUEUE_NOTIFY, i), spec.kind, q, desc,
+                                                num, inflight)
         else:
             avail_idx, used_idx = read_u16(qt, avail + 2), read_u16(qt, used + 2)
-        truths.append({"index": q.index, "num": num, "desc": desc, "last_avail_idx": used_idx,
+        truths.append({"index": q.index, "num": num, "desc": desc, "last_avail_idx": avail_idx,
                        "avail_idx": avail_idx, "used_idx": used_idx})
     qt.writel(base + QUEUE_SEL, spec.queue_sel)
     qt.writel(base + HOST_FEATURES_SEL, spec.host_features_sel)
@@ -182,7 +188,8 @@ def _drive_modern(qt: QtestClient, spec: DriveSpec, base: int) -> dict[str, Any]
             "queue_sel": spec.queue_sel, "host_features_lo": host & 0xFFFFFFFF, "num_queues": count,
             "queues": truths, "device_endian": {None: None, "little": 1, "big": 2}[spec.reset_endian],
             "notes": f"driven over the virtio 1.0 virtio-mmio registers at {base:#x} (force-legacy=off); status "
-                     f"[0, 1, 3, 0xb] then {spec.status}; guest_features written = {features:#x}"}
+                     f"[0, 1, 3, 0xb] then {spec.status}; guest_features written = {features:#x}",
+            **({"inflight_requests": inflight} if spec.kind == "virtio-scsi" else {})}
 
 
 def drive_mmio_devices(qt: QtestClient, specs: Sequence[DriveSpec], guest: GuestCpu | None = None
@@ -190,6 +197,14 @@ def drive_mmio_devices(qt: QtestClient, specs: Sequence[DriveSpec], guest: Guest
     """Drive several virtio-mmio devices, in order."""
     if len({spec.slot for spec in specs}) != len(specs):
         raise QemuError("each driven device needs its own slot")
-    truths = [drive_mmio_device(qt, spec, guest) for spec in specs]
+    # a virtio-scsi write parked by werror=stop stops the VM, and the guest CPU with it: it resets every device first
+    for spec in specs:
+        if spec.reset_endian is not None:
+            if guest is None:
+                raise QemuError(f"{spec.kind} at {base_of(spec.slot):#x}: a reset by the guest CPU needs QEMU started "
+                                "with its program (backend.save does it for a spec with reset_endian)")
+            qt.sync()
+            guest.store32(base_of(spec.slot) + STATUS, 0, spec.reset_endian == "big")
+    truths = [drive_mmio_device(qt, spec, guest, reset=spec.reset_endian is None) for spec in specs]
     qt.sync()
     return truths

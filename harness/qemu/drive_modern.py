@@ -232,13 +232,13 @@ def drive_modern(qt: QtestClient, cfg: PciConfig, bars: dict[int, Bar], spec: An
         spec_q = next((q for q in spec.queues if q.index == index), None)
         if enabled and not packed:
             avail, used, _ = vring_layout(desc, num)
-            if spec_q is not None and spec_q.requests:
+            if spec_q is not None and (spec_q.requests or spec_q.writes):
                 doorbell = notify_base + qt.readw(common + COMMON_Q_NOFF) * mult
                 avail_idx, used_idx = blk_requests(
                     qt, lambda i: qt.writew(doorbell, i), index, desc, num, spec_q.requests)  # noqa: B023
             else:
                 avail_idx, used_idx = qt.readw(avail + 2), qt.readw(used + 2)
-            entry.update(last_avail_idx=used_idx, avail_idx=avail_idx, used_idx=used_idx)
+            entry.update(last_avail_idx=avail_idx, avail_idx=avail_idx, used_idx=used_idx)  # popped: used or in flight
         queues.append(entry)
     qt.writew(common + COMMON_Q_SELECT, spec.queue_sel)
     queue_sel = qt.readw(common + COMMON_Q_SELECT)

@@ -74,7 +74,7 @@ def _feature_names() -> dict[str, int]:
         if not name.isupper() or not isinstance(value, int):
             continue
         for prefix, qemu in (("NET_", "VIRTIO_NET_F_"), ("BLK_", "VIRTIO_BLK_F_"), ("BALLOON_", "VIRTIO_BALLOON_F_"),
-                             ("RING_", "VIRTIO_RING_F_")):
+                             ("SCSI_", "VIRTIO_SCSI_F_"), ("RING_", "VIRTIO_RING_F_")):
             if name.startswith(prefix):
                 out.setdefault(qemu + name[len(prefix):], value)
                 break

@@ -59,7 +59,8 @@ def test_slow_subprocess_wheel_in_a_fresh_venv_runs_check_decode_bench_fuzz_from
     entries = json.loads((work / "reports" / "compat-matrix.json").read_text())
     assert {(e["src"], e["dst"]) for e in entries} == {("5.2", "5.2"), ("5.2", "11.1"), ("11.1", "5.2"),
                                                        ("11.1", "11.1")}
-    assert {e["device"] for e in entries} == {"virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng"}
+    assert {e["device"] for e in entries} == {"virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng",
+                                              "virtio-scsi"}
     assert all(e["examples"] > 0 for e in entries)
 
     decoded = json.loads(_run([cli, "decode", "--json", site[1]], work, env).stdout)

@@ -61,7 +61,8 @@ def test_real_source_streams_hold_r5_and_a_wrong_needed_fails(monkeypatch: pytes
     With virtio/virtqueues' needed() broken, the pair's disagreements name it."""
     fleet_binary("7.2")
     side = crosscheck.side("7.2")
-    kinds = crosscheck.kinds_for(side, side, "pc-i440fx-7.2")
+    # virtio-scsi's in-flight requests on a packed=on host are rejected (a known incompatibility): R9 counts loads
+    kinds = [k for k in crosscheck.kinds_for(side, side, "pc-i440fx-7.2") if k != "virtio-scsi"]
     assert "virtio-net" in kinds and "virtio-keyboard" in kinds and "virtio-multitouch" not in kinds  # 8.0's
     ex = crosscheck.run_example(0, random.Random(3), side, side, "pc-i440fx-7.2", list(kinds))
     n = len(kinds)

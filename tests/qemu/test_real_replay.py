@@ -47,7 +47,7 @@ def found(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_the_failure_is_shrunk_to_one_device(found: dict[str, Any]) -> None:
     rec = found["record"]
     pair = rec["real_pair"]
-    assert len(rec["original_state"]["devices"]) == 7  # the four older devices and three virtio-input types
+    assert len(rec["original_state"]["devices"]) == 8  # the four older devices, three virtio-input types, virtio-scsi
     assert pair["devices"] == ["virtio-balloon"] and len(pair["drives"]) == 1
     d = pair["drives"][0]
     assert d["guest_features"] == 1 << 4  # VIRTIO_BALLOON_F_PAGE_POISON alone
