@@ -25,6 +25,7 @@ from models import features as F
 from models.config import Config, realize
 from models.devices import scsi
 from models.load_checks import Rejected
+from models.registry import BASE
 from models.releases import MachineType, V
 from models.rings import guest_rings, map_requests
 from models.state import Crashed, DeviceState, QueueState, Undefined
@@ -64,7 +65,7 @@ def test_hotplug_and_param_change_properties() -> None:
 
 
 def _disk_body(data: bytes) -> tuple[bytes, int]:
-    s = decode_stream(data)
+    s = decode_stream(data, extras=BASE.wire)
     sec = next(r for r in s.records if getattr(r, "idstr", "") == DISK)
     return sec.body, data.find(sec.body, sec.offset)
 
@@ -122,7 +123,7 @@ def _edited(tmp_path: Path, at: int, raw: bytes) -> bytes:
 def test_disk_load_checks(tmp_path: Path, at: int, raw: bytes, dest: str | None, outcome: str,
                           error: str | None) -> None:
     data = _edited(tmp_path, at, raw)
-    v = verdict(decode_stream(data, strict=False), V("7.2"), dest, data)
+    v = verdict(decode_stream(data, strict=False, extras=BASE.wire), V("7.2"), dest, data)
     entry = next(d for d in v.devices if d["section"] == DISK)
     assert (entry["outcome"], entry["error"]) == (outcome, error)
     assert v.overall() == (outcome, error)
@@ -130,7 +131,7 @@ def test_disk_load_checks(tmp_path: Path, at: int, raw: bytes, dest: str | None,
 
 def test_no_virtio_scsi_at_the_destination() -> None:
     data = SAMPLE.read_bytes()
-    v = verdict(decode_stream(data), V("7.2"), "-machine pc-i440fx-7.2", data)
+    v = verdict(decode_stream(data, extras=BASE.wire), V("7.2"), "-machine pc-i440fx-7.2", data)
     assert v.overall()[0] == "rejected" and "Unknown savevm section" in str(v.overall()[1])
 
 
@@ -139,7 +140,7 @@ def test_packed_misread_element_does_not_map() -> None:
     first response buffer's length lands in the address's upper half (the 7.2 binary: `virtio: unexpected
     memory split`)."""
     data = SAMPLE.read_bytes()
-    s = decode_stream(data)
+    s = decode_stream(data, extras=BASE.wire)
     body, _ = _disk_body(data)
     got = scsi.parse_disk(body, emulated=False)
     packed_body = scsi.save_disk(got, emulated=False, packed=True)
