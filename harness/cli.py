@@ -150,7 +150,9 @@ def cmd_qemu(args: argparse.Namespace) -> int:
         said = f"QEMU {e.outcome}" + (f" ({e.error})" if e.error else "")
         agree = "model agrees" if not e.disagreements else f"MODEL DISAGREES ({e.model_outcome}: {e.model_error})"
         drives = ", ".join(f"{d.kind} status={d.status:#x} queues={len(d.queues)} "
-                           f"requests={sum(q.requests for q in d.queues)}" for d in e.drives) \
+                           f"requests={sum(q.requests for q in d.queues)}"
+                           + (f" writes={sum(q.writes for q in d.queues)}" if d.kind == "virtio-scsi" else "")
+                           for d in e.drives) \
             or ", ".join(f"{kind} reset" for kind in e.devices)
         print(f"#{e.index} {drives}: {said}; {agree}")
         for line in e.disagreements + e.violations:
@@ -161,8 +163,12 @@ def cmd_qemu(args: argparse.Namespace) -> int:
             print(f"    failure file: {path}")
     states = sum(len(e.devices) for e in examples)
     expected = sum(1 for e in examples if e.expected and not e.disagreements)
+    disks = sum(e.scsi_disks_checked for e in examples)
+    scsi = f"; {disks} SCSI disk sections with {sum(e.scsi_inflight for e in examples)} in-flight requests" \
+        if disks else ""
     print(f"{states} device states in {len(examples)} QEMU pairs, {len(bad)} with a disagreement or a rule "
-          f"violation ({head['rule']})" + (f", {expected} with a known incompatibility only" if expected else ""))
+          f"violation ({head['rule']})" + (f", {expected} with a known incompatibility only" if expected else "")
+          + scsi)
     return EXIT_RULE if bad else EXIT_OK
 
 
