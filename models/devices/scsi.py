@@ -311,5 +311,5 @@ DEVICE = Device("virtio-scsi", VERSIONS, 8, sys.modules[__name__], pci_device_id
                 transports=offered(Version(2, 0), "pci", "mmio", "ccw"), props=PROPS, compat=COMPAT,
                 drawn=(("num_queues", (1, 2, 4)), ("virtqueue_size", (128, 256)), ("hotplug", (True, False)),
                        ("param_change", (True, False)), ("packed", (False, True))),
-                qdev_id="vscsi", attached=DISK, order=50, data=c.Struct(),
+                qdev_id="vscsi", attached=DISK, order=50,
                 source="hw/scsi/virtio-scsi.c, hw/virtio/virtio-scsi-pci.c")

@@ -23,7 +23,7 @@ INPUT = ("virtio-keyboard", "virtio-mouse", "virtio-tablet", "virtio-multitouch"
 
 
 def test_the_registry_lists_every_device_in_declared_order() -> None:
-    assert BASE.device_names == ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng", *INPUT)
+    assert BASE.device_names == ("virtio-net", "virtio-blk", "virtio-balloon", "virtio-rng", "virtio-scsi", *INPUT)
     assert {d.section for d in BASE.section_devices("virtio-input")} == {"virtio-input"}
     assert [d.name for d in BASE.section_devices("virtio-input")] == list(INPUT)
     with pytest.raises(SchemaError, match="unknown device 'virtio-gpu' \\(known: virtio-net, .*virtio-multitouch\\)"):
