@@ -35,27 +35,9 @@ TO_DEV_OPCODES = frozenset({
 ATA_PASSTHROUGH = frozenset({0xA1, 0x85})
 
 
-def transfer_sectors(cdb: bytes) -> int | None:
-    """The transfer length of a READ/WRITE CDB in blocks (READ(6)'s 0 means 256), None for other commands."""
-    op = cdb[0]
-    if op in (0x08, 0x0A):
-        return cdb[4] or 256
-    if op in (0x28, 0x2A, 0x2E):
-        return int.from_bytes(cdb[7:9], "big")
-    if op in (0xA8, 0xAA, 0xAE):
-        return int.from_bytes(cdb[6:10], "big")
-    if op in (0x88, 0x8A, 0x8E):
-        return int.from_bytes(cdb[10:14], "big")
-    return None
-
-
 def to_dev(cdb: bytes) -> bool:
-    """Whether the request's cmd.mode is SCSI_XFER_TO_DEV (a READ/WRITE of 0 blocks transfers nothing)."""
-    if transfer_sectors(cdb) == 0:
-        return False
-    if cdb[0] in ATA_PASSTHROUGH:
-        return not cdb[2] & 0x8
-    return cdb[0] in TO_DEV_OPCODES
+    """Whether the request's cmd.mode is SCSI_XFER_TO_DEV."""
+    return cmd_mode(cdb) == "to_dev"
 
 
 UNIT_ATTENTION = 6
@@ -76,8 +58,59 @@ def disk_ops(cmd: bytes, lun: int, dev: Any, dev_lun: int) -> bool:
     return not (lun != dev_lun or (op == REQUEST_SENSE and dev.sense_len))
 
 
+# scsi_req_xfer: the commands that transfer nothing whatever their CDB says
+NO_XFER = frozenset({0x00, 0x01, 0x1B, 0x0B, 0x10, 0x80, 0x11, 0x16, 0x17, 0x19, 0x1E, 0x2B, 0x35, 0x91, 0x92, 0x36,
+                     0xBB, 0x33, 0x3F, 0x3D, 0x53, 0xA7, 0x34, 0x90, 0x82})
+READS_WRITES = frozenset({0x08, 0x0A, 0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A, 0x2E, 0xAE, 0x8E, 0x0F})
+
+
+def cdb_xfer(cmd: bytes) -> int | None:
+    """cmd.xfer as scsi_req_xfer derives it for a disk of 512-byte blocks (the commands a driver sends a disk;
+    others by their group's length field); None: scsi_cdb_length refuses the group (invalid opcode)."""
+    op, group = cmd[0], cmd[0] >> 5
+    if group == 0:
+        xfer = cmd[4]
+    elif group in (1, 2):
+        xfer = int.from_bytes(cmd[7:9], "big")
+    elif group == 4:
+        xfer = int.from_bytes(cmd[10:14], "big")
+    elif group == 5:
+        xfer = int.from_bytes(cmd[6:10], "big")
+    else:
+        return None
+    if op in NO_XFER:
+        return 0
+    if op in (0x2F, 0xAF, 0x8F):  # VERIFY: BYTCHK decides
+        return 0 if not cmd[1] & 2 else SECTOR if cmd[1] & 4 else xfer * SECTOR
+    if op in (0x41, 0x93):  # WRITE SAME
+        return 0 if cmd[1] & 1 else SECTOR
+    if op == 0x25:  # READ CAPACITY(10)
+        return 8
+    if op in (0x12, 0x1C, 0x1D):  # INQUIRY, RECEIVE/SEND DIAGNOSTIC
+        return cmd[4] | cmd[3] << 8
+    if op in READS_WRITES:
+        return (xfer or 256 if op in (0x08, 0x0A, 0x0F) else xfer) * SECTOR
+    return xfer
+
+
+def cmd_mode(cmd: bytes) -> str:
+    """cmd.mode: "none" (nothing to transfer, or a CDB scsi_req_new cannot parse), "to_dev" or "from_dev"."""
+    xfer = cdb_xfer(cmd)
+    if not xfer:
+        return "none"
+    if cmd[0] in ATA_PASSTHROUGH:
+        return "from_dev" if cmd[2] & 0x8 else "to_dev"
+    return "to_dev" if cmd[0] in TO_DEV_OPCODES else "from_dev"
+
+
 def _has_disk_data(ctx: Any) -> bool:
+    """Whether the request's own ops have a save/load_request: the disk's DMA ops, or its emulated ones with
+    migrate-emulated-scsi-request; a CDB scsi_req_new cannot parse, or with a transfer past INT32_MAX, gets the
+    bus's invalid-opcode or invalid-field ops, which have none."""
     params = ctx._params
+    xfer = cdb_xfer(ctx.cmd)
+    if xfer is None or xfer > 0x7FFFFFFF:
+        return False
     if params.get("destination", False) and not disk_ops(ctx.cmd, ctx.lun, ctx._._, params.get("dev_lun", 0)):
         return False
     return ctx.cmd[0] in DMA_OPCODES or bool(params.get("emulated_requests", False))
@@ -87,7 +120,7 @@ DiskRequest = c.Struct(  # scsi_disk_save_request
     "sector" / be64,
     "sector_count" / be32,
     "buflen" / be32,
-    "to_dev" / c.Computed(lambda ctx: to_dev(ctx._.cmd)),
+    "to_dev" / c.Computed(lambda ctx: cmd_mode(ctx._.cmd) == "to_dev"),
     "data" / c.If(this.buflen > 0, c.IfThenElse(
         this.to_dev,
         # the bounce buffer as scsi_init_iovec sizes it on load

@@ -222,14 +222,6 @@ def request_mode(r: ScsiRequest, any_layout: bool) -> str:
     return "none"
 
 
-def cmd_mode(cmd: bytes) -> str:
-    """cmd.mode, as scsi_req_new derives it from the CDB (scsi_cmd_xfer_mode)."""
-    sectors = wire_scsi.transfer_sectors(cmd)
-    if sectors == 0:
-        return "none"
-    return "to_dev" if wire_scsi.to_dev(cmd) else "from_dev"
-
-
 def load_body(body: bytes, hba: Any, emulated: bool, idstr: str,
               map_element: Callable[[ScsiRequest], None] | None = None) -> tuple[ScsiDiskState, list[str]]:
     """The scsi-disk section `idstr` loaded by the destination whose virtio-scsi is `hba` (Realized), reading it
@@ -269,7 +261,7 @@ def load_disk(d: ScsiDiskState, hba: Any, map_element: Callable[[ScsiRequest], N
             map_element(r)
         if _parse_req_fails(r, any_layout):
             return [INVALID_REQUEST]
-        mode = cmd_mode(r.cmd)
+        mode = wire_scsi.cmd_mode(r.cmd)
         if mode != "none" and mode != request_mode(r, any_layout):
             raise Crashed("virtio_scsi_load_request: Assertion `req->sreq->cmd.mode == req->mode' failed.")
         if r.sector is not None and r.buflen and mode != "to_dev" and not r.retry and r.data is not None \

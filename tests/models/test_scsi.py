@@ -115,6 +115,10 @@ def _edited(tmp_path: Path, at: int, raw: bytes) -> bytes:
     # bus's ops, which read no disk part, and the reading stops short of the section
     (0, bytes([6, 0x29, 0]), None, "rejected", f"Missing section footer for {DISK}"),
     (FIRST_REQUEST - 4, (1).to_bytes(4, "big"), None, "rejected", f"Missing section footer for {DISK}"),
+    # TEST UNIT READY (nothing to transfer: no direction check; emulated: no disk part), an opcode of a group
+    # scsi_cdb_length refuses (invalid-opcode ops): the reading stops short too
+    (FIRST_REQUEST - 24, b"\x00", None, "rejected", f"Missing section footer for {DISK}"),
+    (FIRST_REQUEST - 24, b"\xff", None, "rejected", f"Missing section footer for {DISK}"),
     # unedited, onto a packed=on destination: it reads 4 bytes of ndescs after each element and stops short
     (0, b"", "-machine pc-i440fx-7.2 -device virtio-scsi-pci,addr=0x3,packed=on", "rejected",
      f"Missing section footer for {DISK}"),
@@ -189,7 +193,8 @@ _CDB = st.sampled_from([0x28, 0x2A, 0x08, 0x0A, 0x88, 0x8A, 0x2E, 0x00, 0x12, 0x
 def disk_requests(draw: st.DrawFn, emulated: bool) -> scsi.ScsiRequest:
     cmd = draw(_CDB)
     retry = draw(st.booleans())
-    disk = cmd[0] in wire_scsi.DMA_OPCODES or emulated
+    xfer = wire_scsi.cdb_xfer(cmd)  # a CDB scsi_req_new cannot parse gets ops with no disk part
+    disk = xfer is not None and xfer <= 0x7FFFFFFF and (cmd[0] in wire_scsi.DMA_OPCODES or emulated)
     sector_count, buflen = draw(st.integers(0, 8)), draw(st.sampled_from([0, 512, 4096]))
     data = None
     if disk and buflen:

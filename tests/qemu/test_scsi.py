@@ -49,6 +49,8 @@ def test_packed_host_cannot_load_its_own_inflight_requests(qemu_binary: str) -> 
     (0, b"", (("packed", "on"),)),  # a packed=on destination reads ndescs after each element
     (0, bytes([6, 0x29, 0]), ()),  # a pending unit attention: the requests get the bus's ops (no disk part)
     (125, (1).to_bytes(4, "big"), ()),  # another LUN: the target's ops
+    (105, b"\x00", ()),  # TEST UNIT READY: nothing to transfer, emulated: no disk part
+    (105, b"\xff", ()),  # an opcode scsi_cdb_length refuses: invalid-opcode ops
 ])
 def test_edited_sample_verdicts(qemu_binary: str, at: int, raw: bytes, props: tuple[tuple[str, str], ...]) -> None:
     data = bytearray(SAMPLE.read_bytes())
