@@ -253,6 +253,11 @@ class StreamRam:
             # VGA window, then the PAM blocks of the option ROM and BIOS areas (16 KiB each), then RAM's end
             self.bounds = [0xA0000, *range(0xC0000, 0x100000 + 1, 0x4000), low, 1 << 32, (1 << 32) + size - low]
             self.ram = [(0, 0xA0000), (0x100000, low), (1 << 32, (1 << 32) + size - low)]
+            # the BIOS ROM just below 4 GiB (pc_system_firmware_init: pc.bios): DMA reads reach it directly
+            bios = memory.blocks.get("pc.bios")
+            if bios is not None:
+                self.rom = [((1 << 32) - bios.used_length, 1 << 32)]
+                self.bounds.append((1 << 32) - bios.used_length)
         self.bounds.append(1 << 64)
 
     def mappable(self, gpa: int, size: int) -> bool:

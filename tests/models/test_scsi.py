@@ -104,6 +104,8 @@ def _edited(tmp_path: Path, at: int, raw: bytes) -> bytes:
     # 3c3ce98142 (CVE-2013-4542): the queue index is an assertion
     (FIRST_REQUEST, (1).to_bytes(4, "big"), None, "crashed",
      "virtio_scsi_load_request: Assertion `n < vs->conf.num_queues' failed."),
+    # the WRITE's data at the last byte of the BIOS ROM below 4 GiB: a DMA read maps one byte of it
+    (ELEMENT + 16 + 8192 + 8, (0xFFFFFFFF).to_bytes(8, "little"), None, "rejected", "virtio: unexpected memory split"),
     # a 50-byte response buffer: virtio_scsi_parse_req fails and QEMU exits
     (ELEMENT + 16400 + 8, (50).to_bytes(8, "little"), None, "rejected", scsi.INVALID_REQUEST),
     # the WRITE's data buffer gone: the CDB transfers to the device, the element nothing

@@ -46,6 +46,7 @@ def test_packed_host_cannot_load_its_own_inflight_requests(qemu_binary: str) -> 
     (129, (1).to_bytes(4, "big"), ()),  # queue index past num_queues: an assertion
     (133 + 16408, (50).to_bytes(8, "little"), ()),  # the response buffer too short: exit(1)
     (133 + 4, (1).to_bytes(4, "little"), ()),  # the WRITE's data gone: cmd.mode != req->mode
+    (133 + 8208, (0xFFFFFFFF).to_bytes(8, "little"), ()),  # the data at the BIOS ROM's last byte: a memory split
     (0, b"", (("packed", "on"),)),  # a packed=on destination reads ndescs after each element
     (0, bytes([6, 0x29, 0]), ()),  # a pending unit attention: the requests get the bus's ops (no disk part)
     (125, (1).to_bytes(4, "big"), ()),  # another LUN: the target's ops
