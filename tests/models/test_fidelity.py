@@ -44,4 +44,5 @@ def test_verdict_with_an_inferred_destination_accepts_every_fixture(fixture_stre
     s = decode_stream(fixture_stream.read_bytes())
     v = verdict(s, V("7.2"), None)
     assert v.error is None and v.assumptions
-    assert [d["outcome"] for d in v.devices] == ["accepted"] * len(s.devices)
+    # a virtio-scsi stream's scsi-disk sections (its in-flight requests) are judged besides its devices
+    assert len(v.devices) >= len(s.devices) and {d["outcome"] for d in v.devices} == {"accepted"}

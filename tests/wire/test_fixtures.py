@@ -37,7 +37,8 @@ def test_decodes_to_ground_truth(fixture_stream: Path) -> None:
                 assert q[key] == tq[key], (t["section"], tq["index"], key)
         if "mac" in t:
             assert d["device_state"]["mac"] == t["mac"]
-        if "inflight_requests" in t:
+        if "inflight_requests" in t and t["device"] == "virtio-blk":
+            # virtio-scsi's travel in the scsi-disk section: tests/models/test_scsi.py holds them to this truth
             got = [(r["queue"] or 0, r["head"], r["out_len"], r["in_len"], r["out_addr"], r["in_addr"])
                    for r in d["device_state"]["requests"]]
             want = [(r["queue"], r["head"], r["out_len"], r["in_len"], r["out_addr"], r["in_addr"])
